@@ -1,0 +1,83 @@
+"""The `foundry` command: a lazy click group that renders every FoundryError as one line.
+
+Imports only click and the stdlib at module level so `foundry --help` and
+`foundry service status` start fast; each subgroup is imported when it is invoked.
+`FoundryGroup` is also the root of `foundry-build`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from typing import Any
+
+import click
+
+from runtime import __version__
+from runtime.errors import FoundryError
+from runtime.settings import ENV_VARS
+
+__all__ = ["FoundryGroup", "main", "render_error"]
+
+
+def render_error(exc: FoundryError) -> None:
+    """The CLI's only error output: `error: <message>` and `hint: <hint>` on stderr."""
+    click.echo(f"error: {exc.message}", err=True)
+    if exc.hint:
+        click.echo(f"hint: {exc.hint}", err=True)
+
+
+class FoundryGroup(click.Group):
+    """A group whose subcommands are imported on first use and whose errors are one line."""
+
+    def __init__(self, *args: Any, lazy_subcommands: dict[str, str] | None = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.lazy_subcommands = lazy_subcommands or {}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *self.lazy_subcommands])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.lazy_subcommands:
+            module_name, attr = self.lazy_subcommands[cmd_name].split(":")
+            return getattr(importlib.import_module(module_name), attr)
+        return super().get_command(ctx, cmd_name)
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        super().format_epilog(ctx, formatter)
+        if ctx.parent is None:
+            with formatter.section("Environment variables"):
+                formatter.write_dl(sorted(ENV_VARS.items()))
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except FoundryError as exc:
+            if os.environ.get("FOUNDRY_DEBUG") == "1":
+                raise
+            render_error(exc)
+            ctx.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            if os.environ.get("FOUNDRY_DEBUG") == "1":
+                raise
+            click.echo("aborted", err=True)
+            ctx.exit(130)
+
+
+@click.group(
+    cls=FoundryGroup,
+    lazy_subcommands={
+        "model": "runtime.cli.model:group",
+        "service": "runtime.cli.service:group",
+        "cache": "runtime.cli.cache:group",
+    },
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+@click.version_option(__version__, prog_name="foundry")
+def main() -> None:
+    """Run AI models locally: manage the catalog and cache, serve the OpenAI API."""
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,105 @@
+"""`foundry cache …`: inspect and maintain the content-addressed store, offline."""
+
+from __future__ import annotations
+
+import click
+
+from runtime.cli.output import emit_json, human_size, print_table
+
+__all__ = ["group"]
+
+
+def _store():  # type: ignore[no-untyped-def]
+    from runtime.store import Store
+
+    return Store()
+
+
+@click.group("cache")
+def group() -> None:
+    """Inspect and maintain the model cache ($FOUNDRY_HOME/cache)."""
+
+
+@group.command("location")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def location(as_json: bool) -> None:
+    """Print where the cache lives."""
+    from runtime.settings import cache_dir
+
+    if as_json:
+        emit_json({"location": str(cache_dir())})
+    else:
+        click.echo(str(cache_dir()))
+
+
+@group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def list_cached(as_json: bool) -> None:
+    """List the model ids in the cache, with their size, task and target."""
+    models = _store().list_models()
+    rows = [
+        {
+            "id": m.model_id,
+            "task": m.metadata.get("task", ""),
+            "target": m.metadata.get("target", ""),
+            "synthetic": bool(m.metadata.get("synthetic", False)),
+            "size": m.size,
+            "path": str(m.path),
+            "digest": m.manifest_digest,
+        }
+        for m in models
+    ]
+    if as_json:
+        emit_json({"models": rows})
+        return
+    if not rows:
+        click.echo("The cache is empty. Build a model with `foundry-build MODEL` or `foundry model download ALIAS`.")
+        return
+    print_table(
+        ["id", "task", "target", "size", "note"],
+        [
+            [r["id"], r["task"], r["target"], human_size(r["size"]), "random weights" if r["synthetic"] else ""]
+            for r in rows
+        ],
+    )
+
+
+@group.command("verify")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def verify(as_json: bool) -> None:
+    """Re-hash every blob and name any damaged model (exit 6 if damage is found)."""
+    problems = _store().verify()
+    if as_json:
+        emit_json({"ok": not problems, "problems": problems})
+    elif problems:
+        for line in problems:
+            click.echo(f"damaged: {line}")
+    else:
+        click.echo("cache verified: every blob matches its digest")
+    if problems:
+        raise SystemExit(6)
+
+
+@group.command("gc")
+@click.option("--dry-run", is_flag=True, help="Show what would be freed without deleting.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def gc(dry_run: bool, as_json: bool) -> None:
+    """Free blobs, manifests and snapshots that no model id reaches."""
+    plan = _store().gc(dry_run=dry_run)
+    if as_json:
+        emit_json({"dry_run": dry_run, **plan})
+        return
+    verb = "would free" if dry_run else "freed"
+    click.echo(f"{verb} {human_size(plan['bytes'])} ({plan['blobs']} blobs, {plan['manifests']} manifests)")
+
+
+@group.command("remove")
+@click.argument("model_id")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def remove(model_id: str, as_json: bool) -> None:
+    """Remove MODEL_ID from the cache (run `foundry cache gc` to free its space)."""
+    cached = _store().remove(model_id)
+    if as_json:
+        emit_json({"removed": cached.model_id})
+    else:
+        click.echo(f"removed {cached.model_id}; run `foundry cache gc` to free {human_size(cached.size)}")

@@ -1,0 +1,248 @@
+"""The one error hierarchy: what every user-visible failure means.
+
+Category bases carry the mapping as class attributes (HTTP status, OpenAI error
+type, CLI exit code); leaves carry a `code`. The HTTP renderer
+(`runtime/service/error_responses.py`) and the CLI renderer (`runtime/cli/__init__.py`)
+read these attributes and nothing else. Never imports heavy modules.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+__all__ = [
+    "BackendFailed",
+    "BadApiKey",
+    "BuildError",
+    "BuildInProgress",
+    "CatalogError",
+    "Conflict",
+    "ContextTooLong",
+    "CorruptBlob",
+    "DownloadFailed",
+    "FoundryError",
+    "InvalidDigest",
+    "InvalidName",
+    "InvalidRequest",
+    "ManifestNotFound",
+    "MissingApiKey",
+    "ModelInUse",
+    "ModelLoading",
+    "ModelNotFound",
+    "NotFound",
+    "NotInstalled",
+    "Offline",
+    "QueueFull",
+    "RecipeError",
+    "RecipeNotFound",
+    "ServiceNotRunning",
+    "SourceError",
+    "StoreError",
+    "StoreLocked",
+    "TooLarge",
+    "TooManyRequests",
+    "Unauthorized",
+    "Unavailable",
+    "UnsupportedTask",
+    "UploadTooLarge",
+    "ValidationFailed",
+]
+
+
+class FoundryError(Exception):
+    """Base of every error a user may see: message = what is wrong, hint = what to do."""
+
+    http_status: ClassVar[int] = 500
+    openai_type: ClassVar[str] = "server_error"
+    exit_code: ClassVar[int] = 1
+    code: ClassVar[str] = "internal_error"
+
+    def __init__(self, message: str, *, hint: str | None = None, param: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        self.param = param
+
+    def __str__(self) -> str:
+        return self.message
+
+
+# --- 400 -------------------------------------------------------------------
+class InvalidRequest(FoundryError, ValueError):
+    """`max_tokens must be between 1 and 4096, got -1`"""
+
+    http_status, openai_type, exit_code, code = 400, "invalid_request_error", 2, "invalid_request"
+
+
+class InvalidName(InvalidRequest):
+    """`invalid model id '../etc': use letters, digits, '.', '_', '-', ':'`"""
+
+    code = "invalid_name"
+
+
+class InvalidDigest(InvalidRequest):
+    """`invalid digest 'sha256:zz': expected sha256:<64 hex digits>`"""
+
+    code = "invalid_digest"
+
+
+class RecipeError(InvalidRequest):
+    """`recipes/qwen.yaml: Expected `str`, got `int` - at `$.targets.cpu-int4.precision``"""
+
+    code = "recipe_error"
+
+
+class CatalogError(InvalidRequest):
+    """`catalog/models.yaml: ... - at `$.models[3].variants[0].device``"""
+
+    code = "catalog_error"
+
+
+class SourceError(InvalidRequest):
+    """`folder './x' has no config.json`: a checkpoint the compiler cannot read."""
+
+    code = "source_error"
+
+
+class UnsupportedTask(InvalidRequest):
+    """`model 'whisper-tiny' serves speech, not chat`"""
+
+    code = "unsupported_task"
+
+
+class ContextTooLong(InvalidRequest):
+    """`prompt is 5000 tokens; model 'x' has a context of 4096`"""
+
+    code = "context_length_exceeded"
+
+
+# --- 401 -------------------------------------------------------------------
+class Unauthorized(FoundryError):
+    http_status, openai_type, exit_code, code = 401, "authentication_error", 2, "unauthorized"
+
+
+class MissingApiKey(Unauthorized):
+    """`this service requires an API key: send 'Authorization: Bearer <key>'`"""
+
+    code = "missing_api_key"
+
+
+class BadApiKey(Unauthorized):
+    """`the API key is not valid for this service`"""
+
+    code = "invalid_api_key"
+
+
+# --- 404 -------------------------------------------------------------------
+class NotFound(FoundryError, LookupError):
+    http_status, openai_type, exit_code, code = 404, "not_found_error", 3, "not_found"
+
+
+class ModelNotFound(NotFound):
+    """`model 'qwen2.5-0.5b' is not in the cache` (hint: `foundry model download qwen2.5-0.5b`)"""
+
+    code = "model_not_found"
+
+
+class RecipeNotFound(NotFound):
+    """`no recipe for architecture 'GPT2LMHeadModel'; supported: ...`"""
+
+    code = "recipe_not_found"
+
+
+class ManifestNotFound(NotFound):
+    code = "manifest_not_found"
+
+
+# --- 409 -------------------------------------------------------------------
+class Conflict(FoundryError):
+    http_status, openai_type, exit_code, code = 409, "invalid_request_error", 4, "conflict"
+
+
+class ModelInUse(Conflict):
+    code = "model_in_use"
+
+
+class BuildInProgress(Conflict):
+    code = "build_in_progress"
+
+
+# --- 413 / 429 ---------------------------------------------------------------
+class TooLarge(FoundryError):
+    http_status, openai_type, exit_code, code = 413, "invalid_request_error", 2, "too_large"
+
+
+class UploadTooLarge(TooLarge):
+    code = "upload_too_large"
+
+
+class TooManyRequests(FoundryError):
+    http_status, openai_type, exit_code, code = 429, "rate_limit_error", 5, "rate_limited"
+
+    def __init__(self, message: str, *, retry_after: int = 1, **kwargs: str | None):
+        super().__init__(message, **kwargs)
+        self.retry_after = retry_after
+
+
+class QueueFull(TooManyRequests):
+    """`the generation queue is full (64 waiting); retry shortly`"""
+
+    code = "queue_full"
+
+
+# --- 501 / 503 ---------------------------------------------------------------
+class NotInstalled(FoundryError, ImportError):
+    """`compiling needs the compiler extra` (hint: `pip install 'foundry-build[compiler]'`)"""
+
+    http_status, openai_type, exit_code, code = 501, "not_supported_error", 5, "not_installed"
+
+
+class Unavailable(FoundryError):
+    http_status, openai_type, exit_code, code = 503, "server_error", 5, "unavailable"
+
+
+class ServiceNotRunning(Unavailable):
+    """`the foundry service is not running` (hint: `foundry service start`)"""
+
+    code = "service_not_running"
+
+
+class ModelLoading(Unavailable):
+    code = "model_loading"
+
+
+class StoreLocked(Unavailable):
+    code = "store_locked"
+
+
+class Offline(Unavailable):
+    """`cannot reach the Hugging Face hub (offline)` (hint: pass a local folder)"""
+
+    code = "offline"
+
+
+class DownloadFailed(Unavailable):
+    code = "download_failed"
+
+
+# --- store / build -------------------------------------------------------------
+class StoreError(FoundryError, OSError):
+    http_status, openai_type, exit_code, code = 500, "server_error", 6, "store_error"
+
+
+class CorruptBlob(StoreError):
+    """`blob sha256:ab12… does not match its digest (got sha256:cd34…)`"""
+
+    code = "corrupt_blob"
+
+
+class BuildError(FoundryError):
+    http_status, openai_type, exit_code, code = 500, "server_error", 7, "build_error"
+
+
+class BackendFailed(BuildError):
+    code = "backend_failed"
+
+
+class ValidationFailed(BuildError):
+    code = "validation_failed"

@@ -1,0 +1,52 @@
+"""Where things live and which environment variables steer them.
+
+Every value is read at call time, never at import time, so a test that sets
+`FOUNDRY_HOME` with monkeypatch sees its own root. Never imports heavy modules.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+__all__ = ["ENV_VARS", "REPO_ROOT", "cache_dir", "catalog_dirs", "env", "foundry_home", "state_file"]
+
+# The source checkout (recipes/ and catalog/ are data folders beside the packages).
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+ENV_VARS: dict[str, str] = {
+    "FOUNDRY_HOME": "root for the cache, catalog overrides and service state (default ~/.foundry)",
+    "FOUNDRY_API_KEY": "API key the service requires on every route but /health",
+    "FOUNDRY_HOST": "address the service binds (default 127.0.0.1)",
+    "FOUNDRY_PORT": "port the service binds (default: a free port)",
+    "FOUNDRY_MAX_LOADED": "how many models stay resident at once (default 2)",
+    "FOUNDRY_TTL": "seconds an idle model stays loaded (default 600)",
+    "FOUNDRY_DEBUG": "set to 1 to show tracebacks instead of one-line errors",
+    "HF_ENDPOINT": "Hugging Face hub address used for downloads",
+    "HF_HUB_OFFLINE": "set to 1 to never touch the network",
+}
+
+
+def env(name: str, default: str | None = None) -> str | None:
+    """Read one of `ENV_VARS` (empty counts as unset)."""
+    value = os.environ.get(name)
+    return value if value else default
+
+
+def foundry_home() -> Path:
+    """The one root of all state: `$FOUNDRY_HOME`, else `~/.foundry`."""
+    return Path(env("FOUNDRY_HOME") or Path.home() / ".foundry").expanduser()
+
+
+def cache_dir() -> Path:
+    return foundry_home() / "cache"
+
+
+def state_file() -> Path:
+    """The running service writes its pid, host and port here (the CLI and SDK read it)."""
+    return foundry_home() / "service.json"
+
+
+def catalog_dirs() -> list[Path]:
+    """Built-in catalog first, then the user's own files, which may add or override aliases."""
+    return [REPO_ROOT / "catalog", foundry_home() / "catalog"]
