@@ -1,0 +1,137 @@
+"""The content-addressed store as its users see it: files in the layout, ids, crashes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from runtime.errors import InvalidDigest, InvalidName, ModelNotFound
+from runtime.store import Store
+from runtime.store.layout import Layout
+
+KEY = "sha256:" + "ab" * 32
+
+
+def _folder(tmp_path: Path, name: str, files: dict[str, bytes]) -> Path:
+    folder = tmp_path / name
+    for rel, data in files.items():
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        (folder / rel).write_bytes(data)
+    return folder
+
+
+def test_store_layout_matches_the_design_card(foundry_home):
+    store = Store()
+    assert store.root == foundry_home / "cache"
+    for name in ("blobs/sha256", "manifests/sha256", "refs", "builds", "snapshots", "locks", "tmp"):
+        assert (store.root / name).is_dir(), name
+    import runtime.store.layout as layout_module
+
+    assert "blobs/sha256/<hh>/<hex>" in (layout_module.__doc__ or "")
+    assert Layout(store.root).blob(KEY) == store.root / "blobs/sha256/ab" / ("ab" * 32)
+
+
+def test_registered_model_resolves_to_a_folder_with_the_same_bytes(foundry_home, tmp_path):
+    src = _folder(tmp_path, "src", {"model.onnx": b"onnx" * 100, "sub/tok.json": b"{}"})
+    model = Store().register(src, model_id="tiny:1", metadata={"task": "chat"}, build_key=KEY)
+    again = Store().resolve("tiny:1")
+    assert again.manifest_digest == model.manifest_digest
+    assert (again.path / "model.onnx").read_bytes() == b"onnx" * 100
+    assert (again.path / "sub/tok.json").read_bytes() == b"{}"
+    assert again.metadata == {"task": "chat"}
+    assert Store().lookup_build(KEY) == model.manifest_digest
+
+
+def test_identical_files_of_two_models_are_stored_once(foundry_home, tmp_path):
+    store = Store()
+    shared = b"tokenizer" * 1000
+    store.register(_folder(tmp_path, "a", {"tok.json": shared, "m": b"a"}), model_id="a")
+    store.register(_folder(tmp_path, "b", {"tok.json": shared, "m": b"b"}), model_id="b")
+    blobs = [p for p in store.layout.blobs.glob("*/*")]
+    assert len(blobs) == 3
+
+
+def test_unknown_model_is_model_not_found_with_a_hint(foundry_home):
+    with pytest.raises(ModelNotFound) as info:
+        Store().resolve("nope")
+    assert "nope" in str(info.value) and info.value.hint
+
+
+@pytest.mark.parametrize(
+    "name", ["../etc/passwd", "/abs", "a/b", "..", "a..b", "", "x" * 300, "a:b:c", "a\\b"], ids=repr
+)
+def test_names_that_could_escape_the_store_are_refused(foundry_home, name):
+    with pytest.raises(InvalidName):
+        Store().resolve(name)
+
+
+@pytest.mark.parametrize("digest", ["sha256:zz", "sha256:" + "A" * 64, "md5:" + "a" * 64, "sha256:../../x"])
+def test_malformed_digests_are_refused_before_any_path_is_built(foundry_home, digest):
+    with pytest.raises(InvalidDigest):
+        Store().layout.blob(digest)
+
+
+def test_verify_names_the_damaged_model_and_gc_frees_unreachable_blobs(foundry_home, tmp_path):
+    store = Store()
+    model = store.register(_folder(tmp_path, "m", {"w.bin": b"weights" * 10}), model_id="dmg")
+    assert store.verify() == []
+    blob = store.layout.blob(model.manifest.files["w.bin"].digest)
+    os.chmod(blob, 0o644)
+    blob.write_bytes(b"rotten")
+    problems = store.verify()
+    assert len(problems) == 1 and problems[0].startswith("dmg: w.bin is damaged")
+    store.remove("dmg")
+    plan = store.gc(dry_run=True)
+    assert plan["blobs"] == 1 and blob.exists()
+    assert store.gc()["blobs"] == 1 and not blob.exists()
+
+
+def test_cache_cli_lists_verifies_and_removes(foundry_home, tmp_path):
+    import json
+
+    Store().register(_folder(tmp_path, "m", {"w": b"w"}), model_id="listed", metadata={"task": "chat"})
+    foundry = [sys.executable, "-m", "runtime.cli"]
+    out = subprocess.run([*foundry, "cache", "list", "--json"], capture_output=True, text=True, check=True)
+    assert [m["id"] for m in json.loads(out.stdout)["models"]] == ["listed"]
+    out = subprocess.run([*foundry, "cache", "verify"], capture_output=True, text=True, check=True)
+    assert "verified" in out.stdout
+    bad = subprocess.run([*foundry, "cache", "remove", "../x"], capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.startswith("error: invalid model name") and "Traceback" not in bad.stderr
+    gone = subprocess.run([*foundry, "cache", "remove", "ghost"], capture_output=True, text=True)
+    assert gone.returncode == 3 and "ghost" in gone.stderr
+    subprocess.run([*foundry, "cache", "remove", "listed"], capture_output=True, text=True, check=True)
+    assert Store().list_models() == []
+
+
+def test_kill_during_register_leaves_nothing_under_a_real_name(foundry_home, tmp_path):
+    big = _folder(tmp_path, "big", {f"part{i}.bin": os.urandom(4 << 20) for i in range(8)})
+    script = textwrap.dedent(
+        f"""
+        import time
+        from runtime.progress import ProgressEvent
+        from runtime.store import Store
+        def slow(event: ProgressEvent) -> None:
+            print("progress", flush=True)
+            time.sleep(0.5)
+        Store().register(__import__("pathlib").Path({str(big)!r}), model_id="big", progress=slow)
+        """
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    proc.stdout.readline()  # at least one blob is written, the manifest is not
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    store = Store(sweep=False)
+    assert not store.has("big")
+    assert list(store.layout.manifests.iterdir()) == []
+    for blob in store.layout.blobs.glob("*/*"):  # blobs that exist are whole
+        assert store.hash_file(blob)[0].endswith(blob.name)
+    time.sleep(0.01)
+    assert store.sweep_tmp(older_than=0) >= 0 and list(store.layout.tmp.iterdir()) == []
