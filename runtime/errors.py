@@ -35,6 +35,7 @@ __all__ = [
     "QueueFull",
     "RecipeError",
     "RecipeNotFound",
+    "ResponseNotFound",
     "ServiceNotRunning",
     "SourceError",
     "StoreError",
@@ -152,6 +153,12 @@ class RecipeNotFound(NotFound):
 
 class ManifestNotFound(NotFound):
     code = "manifest_not_found"
+
+
+class ResponseNotFound(NotFound):
+    """`response 'resp_abc' was not found (it may have expired or been deleted)`"""
+
+    code = "response_not_found"
 
 
 # --- 409 -------------------------------------------------------------------
