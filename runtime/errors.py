@@ -19,8 +19,11 @@ __all__ = [
     "Conflict",
     "ContextTooLong",
     "CorruptBlob",
+    "DiskFull",
+    "DownloadCorrupt",
     "DownloadFailed",
     "FoundryError",
+    "InsufficientMemory",
     "InvalidDigest",
     "InvalidName",
     "InvalidRequest",
@@ -32,6 +35,7 @@ __all__ = [
     "NotFound",
     "NotInstalled",
     "Offline",
+    "ProviderUnavailable",
     "QueueFull",
     "RecipeError",
     "RecipeNotFound",
@@ -204,6 +208,13 @@ class NotInstalled(FoundryError, ImportError):
     http_status, openai_type, exit_code, code = 501, "not_supported_error", 5, "not_installed"
 
 
+class ProviderUnavailable(NotInstalled):
+    """`model 'phi-4-mini' on gpu needs the cuda execution provider, which is not available here
+    (available: cpu)` (hint: `variants that run here: phi-4-mini-instruct-cpu-int4:1`)"""
+
+    code = "provider_unavailable"
+
+
 class Unavailable(FoundryError):
     http_status, openai_type, exit_code, code = 503, "server_error", 5, "unavailable"
 
@@ -232,9 +243,27 @@ class DownloadFailed(Unavailable):
     code = "download_failed"
 
 
+class DownloadCorrupt(DownloadFailed):
+    """`model.onnx.data from org/repo@main does not match its checksum (expected sha256:ab12…)`"""
+
+    code = "download_corrupt"
+
+
+class InsufficientMemory(Unavailable):
+    """`model 'qwen2.5-7b' needs about 5.2 GB (…); this machine has 4.0 GB of memory`"""
+
+    code = "insufficient_memory"
+
+
 # --- store / build -------------------------------------------------------------
 class StoreError(FoundryError, OSError):
     http_status, openai_type, exit_code, code = 500, "server_error", 6, "store_error"
+
+
+class DiskFull(StoreError):
+    """`no space left on device while downloading 'x' (needs about 2.7 GB, 1.1 GB free in ~/.foundry)`"""
+
+    code = "disk_full"
 
 
 class CorruptBlob(StoreError):
