@@ -23,9 +23,11 @@ __all__ = [
     "DownloadCorrupt",
     "DownloadFailed",
     "FoundryError",
+    "GenerationFailed",
     "InsufficientMemory",
     "InvalidDigest",
     "InvalidName",
+    "InvalidMessages",
     "InvalidRequest",
     "ManifestNotFound",
     "MissingApiKey",
@@ -48,6 +50,7 @@ __all__ = [
     "TooManyRequests",
     "Unauthorized",
     "Unavailable",
+    "UnsupportedParameter",
     "UnsupportedTask",
     "UploadTooLarge",
     "ValidationFailed",
@@ -119,6 +122,18 @@ class ContextTooLong(InvalidRequest):
     """`prompt is 5000 tokens; model 'x' has a context of 4096`"""
 
     code = "context_length_exceeded"
+
+
+class InvalidMessages(InvalidRequest):
+    """`the chat template refused the messages: Conversation roles must alternate`"""
+
+    code = "invalid_messages"
+
+
+class UnsupportedParameter(InvalidRequest):
+    """`logprobs is not supported by this service`"""
+
+    code = "unsupported_parameter"
 
 
 # --- 401 -------------------------------------------------------------------
@@ -282,3 +297,10 @@ class BackendFailed(BuildError):
 
 class ValidationFailed(BuildError):
     code = "validation_failed"
+
+
+# --- generation ------------------------------------------------------------------
+class GenerationFailed(FoundryError):
+    """`generation failed in the engine: <onnxruntime-genai message>`"""
+
+    code = "generation_failed"
