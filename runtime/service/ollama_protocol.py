@@ -1,0 +1,243 @@
+"""Ollama's API on the wire, and its pure conversion to and from the engine.
+
+`/api/chat` and `/api/generate` decode into these Structs; `chat_to_chat`/`generate_to_chat`
+turn them into the chat messages and generation settings every API shares; `parse_keep_alive`
+reads Ollama's durations; the `*_line` functions shape NDJSON lines as the `ollama` package
+parses them. Nothing here touches the service, the manager or an engine.
+
+Ollama's `format` (`"json"` or a JSON schema object) and `keep_alive` (seconds or a Go
+duration string) are unions on the wire; they stay unions here because clients send both.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta
+
+from runtime.errors import InvalidRequest
+
+__all__ = [
+    "ChatRequest",
+    "DeleteRequest",
+    "EmbedRequest",
+    "EmbeddingsRequest",
+    "GenerateRequest",
+    "Options",
+    "PullRequest",
+    "ShowRequest",
+    "chat_line",
+    "chat_to_chat",
+    "done_reason",
+    "format_guidance",
+    "generate_line",
+    "generate_to_chat",
+    "iso_time",
+    "parse_keep_alive",
+    "strip_latest",
+]
+
+
+class Options(msgspec.Struct, kw_only=True):
+    """The `options` this service honours; Ollama's others (num_gpu, mirostat, …) are ignored."""
+
+    num_predict: Annotated[int, Meta(ge=-2)] | None = None
+    temperature: Annotated[float, Meta(ge=0.0, le=2.0)] | None = None
+    top_k: Annotated[int, Meta(ge=0)] | None = None
+    top_p: Annotated[float, Meta(ge=0.0, le=1.0)] | None = None
+    seed: Annotated[int, Meta(ge=0)] | None = None
+    stop: list[str] | None = None
+    num_ctx: Annotated[int, Meta(ge=1)] | None = None
+
+
+class Message(msgspec.Struct, kw_only=True):
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str = ""
+
+
+class ChatRequest(msgspec.Struct, kw_only=True):
+    """`POST /api/chat`: streams NDJSON unless `stream` is false (Ollama's default is true)."""
+
+    model: str
+    messages: list[Message] = msgspec.field(default_factory=list)
+    stream: bool = True
+    format: str | dict[str, Any] | None = None
+    options: Options | None = None
+    keep_alive: float | str | None = None
+
+
+class GenerateRequest(msgspec.Struct, kw_only=True):
+    """`POST /api/generate`: an empty prompt only loads (or, with keep_alive 0, unloads)."""
+
+    model: str
+    prompt: str = ""
+    system: str | None = None
+    raw: bool = False
+    stream: bool = True
+    format: str | dict[str, Any] | None = None
+    options: Options | None = None
+    keep_alive: float | str | None = None
+
+
+class ShowRequest(msgspec.Struct, kw_only=True):
+    model: str = ""
+    name: str = ""  # older clients send `name`
+
+
+class DeleteRequest(msgspec.Struct, kw_only=True):
+    model: str = ""
+    name: str = ""
+
+
+class PullRequest(msgspec.Struct, kw_only=True):
+    model: str = ""
+    name: str = ""
+    stream: bool = True
+    insecure: bool = False
+
+
+class EmbedRequest(msgspec.Struct, kw_only=True):
+    model: str
+    input: str | list[str]
+    truncate: bool = True
+    keep_alive: float | str | None = None
+
+
+class EmbeddingsRequest(msgspec.Struct, kw_only=True):
+    model: str
+    prompt: str
+    keep_alive: float | str | None = None
+
+
+def strip_latest(name: str) -> str:
+    """Ollama clients append `:latest` to bare names; this project's ids have no such tag."""
+    return name.removesuffix(":latest")
+
+
+# --- request -> shared chat form -------------------------------------------------------------
+def _params(options: Options | None) -> dict:
+    """GenerationParams fields from Ollama options (`num_predict` -1/-2: as long as the context)."""
+    params: dict = {}
+    if options is None:
+        return params
+    if options.num_predict is not None and options.num_predict > 0:
+        params["max_tokens"] = options.num_predict
+    for name in ("temperature", "top_k", "top_p", "seed"):
+        if (value := getattr(options, name)) is not None:
+            params[name] = value
+    if options.stop:
+        params["stop"] = list(options.stop)
+    return params
+
+
+def format_guidance(value: str | dict[str, Any] | None) -> tuple[str, str] | None:
+    """Ollama's `format` as the engine's guidance: `"json"` is any object, a dict a schema."""
+    if value is None or value == "":
+        return None
+    if value == "json":
+        return ("json_schema", json.dumps({"type": "object"}))
+    if isinstance(value, dict):
+        return ("json_schema", json.dumps(value))
+    raise InvalidRequest(f"format must be 'json' or a JSON schema, got {value!r}", param="format")
+
+
+def chat_to_chat(request: ChatRequest) -> tuple[list[dict], dict]:
+    messages = [{"role": m.role, "content": m.content} for m in request.messages]
+    params = _params(request.options)
+    if (guidance := format_guidance(request.format)) is not None:
+        params["guidance"] = guidance
+    return messages, params
+
+
+def generate_to_chat(request: GenerateRequest) -> tuple[list[dict], dict]:
+    """A templated generate is a one-turn chat (Ollama renders system + prompt the same way)."""
+    messages = []
+    if request.system:
+        messages.append({"role": "system", "content": request.system})
+    messages.append({"role": "user", "content": request.prompt})
+    params = _params(request.options)
+    if (guidance := format_guidance(request.format)) is not None:
+        params["guidance"] = guidance
+    return messages, params
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
+_UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_keep_alive(value: float | str | None) -> float | None:
+    """Seconds a model stays loaded after this request: None = the service's TTL,
+    `inf` = forever (a negative value), 0 = unload now. Strings are Go durations (`5m`, `1h30m`).
+
+    Raises:
+        InvalidRequest: an unreadable duration.
+    """
+    if value is None:
+        return None
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            value = float(text)
+        except ValueError:
+            sign = -1.0 if text.startswith("-") else 1.0
+            body = text.lstrip("+-")
+            parts = _DURATION.findall(body)
+            if not parts or "".join(n + u for n, u in parts) != body:
+                raise InvalidRequest(
+                    f"keep_alive {text!r} is not a duration like '5m' or '30s'", param="keep_alive"
+                ) from None
+            value = sign * sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
+    if value < 0:
+        return float("inf")
+    return float(value)
+
+
+# --- engine output -> NDJSON lines ------------------------------------------------------------
+def iso_time(seconds: float | None = None) -> str:
+    """RFC 3339 with nanosecond-style fraction, as Ollama writes `created_at`."""
+    moment = datetime.fromtimestamp(time.time() if seconds is None else seconds, tz=UTC)
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def done_reason(finish_reason: str | None) -> str:
+    return "length" if finish_reason == "length" else "stop"
+
+
+def _stats(stats: dict) -> dict:
+    """Ollama's final-line counters (durations in nanoseconds)."""
+    return {
+        "total_duration": int(stats.get("total_seconds", 0.0) * 1e9),
+        "load_duration": int(stats.get("load_seconds", 0.0) * 1e9),
+        "prompt_eval_count": stats.get("prompt_tokens", 0),
+        "prompt_eval_duration": int(stats.get("prompt_seconds", 0.0) * 1e9),
+        "eval_count": stats.get("completion_tokens", 0),
+        "eval_duration": int(stats.get("eval_seconds", 0.0) * 1e9),
+    }
+
+
+def chat_line(model: str, text: str, *, done: bool = False, finish: dict | None = None) -> dict:
+    """One `/api/chat` line; the last has `done: true`, `done_reason` and the counters."""
+    line: dict = {
+        "model": model,
+        "created_at": iso_time(),
+        "message": {"role": "assistant", "content": text},
+        "done": done,
+    }
+    if done and finish is not None:
+        line["done_reason"] = done_reason(finish.get("finish_reason"))
+        line.update(_stats(finish))
+    return line
+
+
+def generate_line(model: str, text: str, *, done: bool = False, finish: dict | None = None) -> dict:
+    """One `/api/generate` line, shaped like `chat_line` with `response` for `message`."""
+    line: dict = {"model": model, "created_at": iso_time(), "response": text, "done": done}
+    if done and finish is not None:
+        line["done_reason"] = finish.get("done_reason") or done_reason(finish.get("finish_reason"))
+        line.update(_stats(finish))
+    return line
