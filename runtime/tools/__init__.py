@@ -1,0 +1,1 @@
+"""Tool calling and constrained decoding: per-family output parsers, guidance grammars."""

@@ -1,0 +1,150 @@
+"""Guidance grammars for onnxruntime-genai: JSON schemas and tool-call syntax, no free whitespace.
+
+onnxruntime-genai 0.18 takes guidance per turn as (`"json_schema"` | `"lark_grammar"` |
+`"regex"`, text) and hands it to llguidance. Two measured rules shape every grammar here:
+
+* **No flexible whitespace.** With JSON's default whitespace a random-weight model emits
+  `{` then whitespace until `max_tokens` (issue 8; reproduced on a tiny Qwen2); with
+  `"x-guidance": {"whitespace_flexible": false}` the same schema closes and hits EOS.
+  Every schema we hand over, top level or embedded via Lark's `%json`, carries that flag.
+* **Markers that are tokens are referenced by id.** A Lark *string* "<tool_call>" whose text
+  is also a special token made llguidance force that token and then reject it, which left
+  0.18's static-batch Engine permanently unhealthy (every later request failed). So a marker
+  that is one token in the vocabulary is written `<[id]>`; only other markers are literals.
+
+Tool syntax per family is data (`TOOL_SYNTAX`, keyed like `parsers.PARSERS`), so a forced
+call is wrapped exactly as that family's parser reads it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from runtime.errors import InvalidRequest
+
+__all__ = [
+    "NO_FLEX",
+    "TOOL_SYNTAX",
+    "ToolSyntax",
+    "json_schema_guidance",
+    "marker_tokens",
+    "strict_schema",
+    "tool_call_guidance",
+]
+
+NO_FLEX = {"whitespace_flexible": False}
+
+
+@dataclass(frozen=True)
+class ToolSyntax:
+    """How one family wraps a forced call: `open` + body + `close`, body one object or a list."""
+
+    open: str
+    close: str
+    arg_key: str = "arguments"
+    as_list: bool = False
+
+
+TOOL_SYNTAX: dict[str, ToolSyntax] = {
+    "qwen": ToolSyntax("<tool_call>\n", "\n</tool_call>"),
+    "hermes": ToolSyntax("<tool_call>\n", "\n</tool_call>"),
+    "mistral": ToolSyntax("[TOOL_CALLS]", "", as_list=True),
+    "llama3": ToolSyntax("", "", arg_key="parameters"),
+    "phi4": ToolSyntax("<|tool_call|>", "<|/tool_call|>", as_list=True),
+    "none": ToolSyntax("<tool_call>\n", "\n</tool_call>"),  # parsed by nobody: qwen's is a guess
+}
+
+
+def strict_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """`schema` with llguidance's whitespace freedom switched off (see module docstring)."""
+    if not isinstance(schema, dict):
+        raise InvalidRequest("a JSON schema must be an object", param="response_format")
+    options = dict(schema.get("x-guidance") or {})
+    options.update(NO_FLEX)
+    return {**schema, "x-guidance": options}
+
+
+def json_schema_guidance(schema: dict[str, Any]) -> tuple[str, str]:
+    """Guidance that makes the whole reply one JSON value matching `schema`."""
+    return "json_schema", json.dumps(strict_schema(schema), ensure_ascii=False)
+
+
+def marker_tokens(artifact: Path) -> dict[str, int]:
+    """Added tokens of an artifact's tokenizer.json: text -> id (special or not)."""
+    try:
+        data = json.loads((artifact / "tokenizer.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return {t["content"]: int(t["id"]) for t in data.get("added_tokens", []) if "content" in t}
+
+
+def _call_schema(tool: dict[str, Any], arg_key: str) -> dict[str, Any]:
+    function = tool.get("function", tool)
+    parameters = function.get("parameters") or {"type": "object", "properties": {}}
+    return {
+        "type": "object",
+        "properties": {"name": {"const": function["name"]}, arg_key: parameters},
+        "required": ["name", arg_key],
+        "additionalProperties": False,
+    }
+
+
+def _lark_piece(text: str, tokens: dict[str, int]) -> list[str]:
+    """Lark items spelling `text`: a token reference for each marker that is one token."""
+    items: list[str] = []
+    for part in _split_on_tokens(text, tokens):
+        items.append(f"<[{tokens[part]}]>" if part in tokens else json.dumps(part))
+    return items
+
+
+def _split_on_tokens(text: str, tokens: dict[str, int]) -> list[str]:
+    """Split `text` into added-token texts and the plain runs between them."""
+    parts: list[str] = []
+    i = run = 0
+    names = sorted((t for t in tokens if t and t in text), key=len, reverse=True)
+    while i < len(text):
+        hit = next((t for t in names if text.startswith(t, i)), None)
+        if hit is None:
+            i += 1
+            continue
+        if run < i:
+            parts.append(text[run:i])
+        parts.append(hit)
+        i = run = i + len(hit)
+    if run < len(text):
+        parts.append(text[run:])
+    return parts
+
+
+def tool_call_guidance(
+    family: str | None,
+    tools: list[dict[str, Any]],
+    *,
+    tokens: dict[str, int] | None = None,
+) -> tuple[str, str]:
+    """Lark guidance forcing exactly one call to one of `tools` in the family's syntax.
+
+    One call, not a list of them: with `tool_choice` "required" or a named function the
+    caller needs a call, and a single one keeps a weak model from looping until
+    `max_tokens`. The arguments obey the function's JSON schema, without free whitespace.
+
+    Raises:
+        InvalidRequest: no tools, or a tool without a name.
+    """
+    if not tools:
+        raise InvalidRequest("tool_choice requires at least one tool", param="tool_choice")
+    syntax = TOOL_SYNTAX.get(family or "none", TOOL_SYNTAX["none"])
+    try:
+        calls = [_call_schema(t, syntax.arg_key) for t in tools]
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise InvalidRequest("every tool needs a function name", param="tools") from exc
+    body: dict[str, Any] = calls[0] if len(calls) == 1 else {"anyOf": calls}
+    if syntax.as_list:
+        body = {"type": "array", "items": body, "minItems": 1, "maxItems": 1}
+    body = strict_schema(body)
+    items = [*_lark_piece(syntax.open, tokens or {}), "call", *_lark_piece(syntax.close, tokens or {})]
+    grammar = f"start: {' '.join(items)}\ncall: %json {json.dumps(body, ensure_ascii=False)}\n"
+    return "lark_grammar", grammar
