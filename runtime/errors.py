@@ -22,10 +22,14 @@ __all__ = [
     "DiskFull",
     "DownloadCorrupt",
     "DownloadFailed",
+    "Forbidden",
     "FoundryError",
     "GenerationFailed",
+    "HostNotAllowed",
+    "InsecureBind",
     "InsufficientMemory",
     "InvalidDigest",
+    "InvalidAudio",
     "InvalidName",
     "InvalidMessages",
     "InvalidRequest",
@@ -43,6 +47,7 @@ __all__ = [
     "RecipeNotFound",
     "ResponseNotFound",
     "ServiceNotRunning",
+    "ServiceStartFailed",
     "SourceError",
     "StoreError",
     "StoreLocked",
@@ -51,6 +56,7 @@ __all__ = [
     "Unauthorized",
     "Unavailable",
     "UnsupportedParameter",
+    "UnknownTarget",
     "UnsupportedTask",
     "UploadTooLarge",
     "ValidationFailed",
@@ -112,6 +118,12 @@ class SourceError(InvalidRequest):
     code = "source_error"
 
 
+class UnknownTarget(InvalidRequest):
+    """`recipe 'qwen2' has no target 'tpu-int4'; targets: cpu-int4, cpu-int8, ...`"""
+
+    code = "unknown_target"
+
+
 class UnsupportedTask(InvalidRequest):
     """`model 'whisper-tiny' serves speech, not chat`"""
 
@@ -124,6 +136,12 @@ class ContextTooLong(InvalidRequest):
     code = "context_length_exceeded"
 
 
+class InvalidAudio(InvalidRequest):
+    """`audio format 'aiff2' is not supported; supported: wav, flac, ogg, opus, mp3, ...`"""
+
+    code = "invalid_audio"
+
+
 class InvalidMessages(InvalidRequest):
     """`the chat template refused the messages: Conversation roles must alternate`"""
 
@@ -134,6 +152,12 @@ class UnsupportedParameter(InvalidRequest):
     """`logprobs is not supported by this service`"""
 
     code = "unsupported_parameter"
+
+
+class InsecureBind(InvalidRequest):
+    """`binding 0.0.0.0 exposes the service to the network: pass --api-key KEY (or --insecure)`"""
+
+    code = "insecure_bind"
 
 
 # --- 401 -------------------------------------------------------------------
@@ -151,6 +175,18 @@ class BadApiKey(Unauthorized):
     """`the API key is not valid for this service`"""
 
     code = "invalid_api_key"
+
+
+# --- 403 -------------------------------------------------------------------
+class Forbidden(FoundryError):
+    http_status, openai_type, exit_code, code = 403, "permission_error", 2, "forbidden"
+
+
+class HostNotAllowed(Forbidden):
+    """`host 'evil.example:8080' is not allowed: this service answers only to localhost`
+    (a DNS-rebinding page in a browser sends its own name as Host)"""
+
+    code = "host_not_allowed"
 
 
 # --- 404 -------------------------------------------------------------------
@@ -238,6 +274,12 @@ class ServiceNotRunning(Unavailable):
     """`the foundry service is not running` (hint: `foundry service start`)"""
 
     code = "service_not_running"
+
+
+class ServiceStartFailed(Unavailable):
+    """`the service did not answer /health within 60 s` (hint: `see ~/.foundry/logs/service.log`)"""
+
+    code = "service_start_failed"
 
 
 class ModelLoading(Unavailable):

@@ -20,6 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None  # type: ignore[assignment]
+
 import msgspec
 from filelock import FileLock
 
@@ -35,6 +40,33 @@ __all__ = ["CachedModel", "Manifest", "Staging", "Store"]
 
 log = logging.getLogger(__name__)
 MANIFEST_SCHEMA = 1
+OWNER_SUFFIX = ".owner"
+
+
+@contextmanager
+def _owned(owner: Path) -> Iterator[None]:
+    """Hold an OS lock on `owner` while a staging folder is alive; the OS drops it on any death."""
+    handle = owner.open("a+b")
+    try:
+        if fcntl is not None:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        yield
+    finally:
+        owner.unlink(missing_ok=True)
+        handle.close()
+
+
+def _owner_is_dead(owner: Path) -> bool:
+    """True when nobody holds the owner lock (its writer exited or was killed)."""
+    if fcntl is None:  # no flock (Windows): leave it to the age rule
+        return time.time() - owner.stat().st_mtime > 3600
+    with owner.open("a+b") as handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return False
+        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+        return True
 
 
 @dataclass(frozen=True)
@@ -77,11 +109,24 @@ class Store:
 
     # --- staging and locks ---------------------------------------------------
     def sweep_tmp(self, older_than: float = 3600.0) -> int:
-        """Remove leftovers of crashed writers. Young entries may belong to a live writer."""
+        """Remove leftovers of crashed writers.
+
+        A staging folder has a sibling `<name>.owner` file its writer holds an OS lock on
+        (flock), so a folder whose writer died (kill -9) is removed on the next start whatever
+        its age; anything else only when older than `older_than` (a live writer may own it).
+        """
         removed = 0
         now = time.time()
-        for entry in self.layout.tmp.iterdir():
+        for entry in sorted(self.layout.tmp.iterdir()):
             with suppress(OSError):
+                if entry.name.endswith(OWNER_SUFFIX):
+                    if _owner_is_dead(entry):
+                        shutil.rmtree(entry.with_name(entry.name[: -len(OWNER_SUFFIX)]), ignore_errors=True)
+                        entry.unlink(missing_ok=True)
+                        removed += 1
+                    continue
+                if entry.with_name(entry.name + OWNER_SUFFIX).exists():
+                    continue  # judged by its owner file
                 if now - entry.lstat().st_mtime < older_than:
                     continue
                 if entry.is_dir() and not entry.is_symlink():
@@ -94,11 +139,12 @@ class Store:
     @contextmanager
     def staging(self, name: str) -> Iterator[Staging]:
         path = self.layout.tmp / f"{name}-{uuid.uuid4().hex[:8]}"
-        path.mkdir(parents=True)
-        try:
-            yield Staging(path)
-        finally:
-            shutil.rmtree(path, ignore_errors=True)
+        with _owned(path.with_name(path.name + OWNER_SUFFIX)):
+            path.mkdir(parents=True)
+            try:
+                yield Staging(path)
+            finally:
+                shutil.rmtree(path, ignore_errors=True)
 
     def lock(self, name: str, progress: ProgressFn = silent) -> FileLock:
         """A per-key inter-process lock (filelock); the caller uses it as a context manager."""

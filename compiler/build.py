@@ -1,0 +1,251 @@
+"""The build pipeline as one readable function: source -> recipe -> key -> backend -> validate -> pack -> register.
+
+Everything a build writes goes into a staging folder under the store's `tmp/`; only a
+validated, packed folder is registered (blobs -> manifest -> build key -> ref), so a
+failure or a kill leaves the store as it was. A lock per build key makes two concurrent
+builds of the same inputs do the work once: the second waits, then finds a cache hit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from runtime.errors import BuildError, FoundryError, InvalidRequest
+from runtime.names import check_model_id
+from runtime.progress import ProgressEvent, ProgressFn, silent
+from runtime.store import CachedModel, Store
+
+from compiler.build_key import build_key, short
+from compiler.recipe import RecipeFile, Target, load_recipes, pick
+from compiler.source import Source, resolve_source, synthetic
+
+__all__ = ["BuildPlan", "BuildRequest", "BuildResult", "build", "default_model_id", "plan"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    model: str
+    targets: list[str] = field(default_factory=lambda: ["cpu-int4"])
+    model_id: str | None = None
+    synthetic: bool = False
+    layers: int | None = None
+    hidden: int | None = None
+    task: str | None = None
+    backend: str | None = None  # override the recipe's backend (e.g. "genai-builder")
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    model: CachedModel
+    target: str
+    cache_hit: bool
+    validation: dict[str, Any]
+    build_key: str
+    seconds: float
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    """What `build` would do for one target, without doing it."""
+
+    model_id: str
+    target_name: str
+    target: Target
+    recipe: RecipeFile
+    build_key: str
+    cache_hit: bool
+
+
+def build(request: BuildRequest, store: Store, progress: ProgressFn = silent) -> list[BuildResult]:
+    """Build every requested target of one source; each is a cache hit or a validated registration.
+
+    Raises:
+        SourceError, Offline, RecipeNotFound, UnknownTarget, BackendFailed, ValidationFailed.
+    """
+    recipes = load_recipes()
+    with open_source(request, store, progress) as source:
+        plans = [plan_target(request, source, name, recipes, store) for name in request.targets]
+        return [build_target(plan, source, store, progress) for plan in plans]
+
+
+def plan(request: BuildRequest, store: Store, progress: ProgressFn = silent) -> list[BuildPlan]:
+    """The build keys and cache state of a request, without building."""
+    recipes = load_recipes()
+    with open_source(request, store, progress) as source:
+        return [plan_target(request, source, name, recipes, store) for name in request.targets]
+
+
+def plan_target(request: BuildRequest, source: Source, name: str, recipes: list[RecipeFile], store: Store) -> BuildPlan:
+    from compiler.pack import tool_versions
+
+    recipe, target_name, target = pick(source.config, request.task, name, recipes)
+    if request.backend:
+        target = replace_backend(target, request.backend)
+    key = build_key(source.digest, recipe.recipe.name, target, tool_versions())
+    model_id = default_model_id(request, source, target_name)
+    return BuildPlan(model_id, target_name, target, recipe, key, store.lookup_build(key) is not None)
+
+
+def build_target(plan: BuildPlan, source: Source, store: Store, progress: ProgressFn) -> BuildResult:
+    started = time.perf_counter()
+    if (hit := cache_hit(plan, store, started)) is not None:
+        progress(ProgressEvent("cache", f"cache hit {short(plan.build_key)}", done=True))
+        return hit
+    progress(ProgressEvent("lock", f"build {short(plan.build_key)}"))
+    with store.lock(f"build-{plan.build_key}"):
+        if (hit := cache_hit(plan, store, started)) is not None:  # another process built it meanwhile
+            progress(ProgressEvent("cache", f"cache hit {short(plan.build_key)} (built by another process)", done=True))
+            return hit
+        with store.staging(f"build-{short(plan.build_key)}") as staging:
+            artifact = staging.path / "artifact"
+            validation, record = run_passes(plan, source, artifact, staging.path / "build.log", progress, started)
+            metadata = manifest_metadata(plan, source, artifact, validation, record)
+            progress(ProgressEvent("register", plan.model_id))
+            model = store.register(
+                artifact, model_id=plan.model_id, metadata=metadata, build_key=plan.build_key, progress=progress
+            )
+    return BuildResult(model, plan.target_name, False, validation, plan.build_key, record.seconds)
+
+
+def run_passes(
+    plan: BuildPlan, source: Source, artifact: Path, log_path: Path, progress: ProgressFn, started: float
+) -> tuple[dict[str, Any], Any]:
+    """Backend, validation and packing inside the staging folder; third-party output goes to the log."""
+    from compiler.backends import load_backend
+    from compiler.backends.base import captured_output, log_tail
+    from compiler.pack import pack
+    from compiler.validate import validate
+
+    backend = load_backend(plan.target.backend)
+    layers = int(source.config.get("num_hidden_layers") or 0)
+    artifact.mkdir(parents=True)
+    try:
+        with captured_output(log_path, progress, layers=layers):
+            facts = backend.run(source, plan.target, artifact, progress)
+            validation = validate(artifact, source, plan.target, plan.recipe.recipe.validation, progress)
+            progress(ProgressEvent("pack", "tokenizer, inference_model.json, build.json"))
+            record = pack(
+                artifact,
+                source,
+                plan.recipe,
+                plan.target_name,
+                plan.target,
+                model_id=plan.model_id,
+                build_key=plan.build_key,
+                backend_facts=facts,
+                validation=validation,
+                seconds=time.perf_counter() - started,
+            )
+    except FoundryError:
+        raise
+    except Exception as exc:  # a third-party failure outside the backend wrappers
+        raise BuildError(f"build failed: {type(exc).__name__}: {exc} ({log_tail(log_path)})") from exc
+    return validation, record
+
+
+def cache_hit(plan: BuildPlan, store: Store, started: float) -> BuildResult | None:
+    """The registered artifact of this key (the ref is pointed at it), or None."""
+    digest = store.lookup_build(plan.build_key)
+    if digest is None:
+        return None
+    if store.ref_digest(plan.model_id) != digest:
+        store.set_ref(plan.model_id, digest)
+    model = store.cached_from_manifest(plan.model_id, digest)
+    validation = dict(model.metadata.get("validation") or {})
+    return BuildResult(model, plan.target_name, True, validation, plan.build_key, time.perf_counter() - started)
+
+
+def manifest_metadata(
+    plan: BuildPlan, source: Source, artifact: Path, validation: dict[str, Any], record: Any
+) -> dict[str, Any]:
+    """What the runtime reads without opening files (INTERFACES.md: manifest metadata)."""
+    from compiler.pack import context_length
+    from compiler.validate import is_runnable
+
+    recipe = plan.recipe.recipe
+    return {
+        "task": recipe.match.task,
+        "family": recipe.family,
+        "target": plan.target_name,
+        "device": plan.target.device,
+        "precision": plan.target.precision,
+        "provider": plan.target.provider,
+        "backend": plan.target.backend,
+        "synthetic": source.synthetic,
+        "source": source.origin,
+        "alias": source.alias,
+        "context_length": context_length(artifact, source),
+        "tool_parser": recipe.tool_parser,
+        "runnable": is_runnable(plan.target),
+        "build_key": plan.build_key,
+        "validation": validation,
+        "seconds": record.seconds,
+        "peak_rss_bytes": record.peak_rss_bytes,
+    }
+
+
+def default_model_id(request: BuildRequest, source: Source, target_name: str) -> str:
+    """`--as` (exactly, for one target; `<as>-<target>` for several), the catalog variant id of a
+    synthetic alias, else `<name>-<target>`."""
+    if request.model_id:
+        chosen = request.model_id if len(request.targets) == 1 else f"{request.model_id}-{target_name}"
+        return check_model_id(chosen)
+    if source.synthetic and source.alias:
+        variant_id = catalog_variant_id(source.alias, target_name)
+        if variant_id:
+            return check_model_id(variant_id)
+    stem = "".join(c if c.isalnum() or c in "._-" else "-" for c in source.name).strip("-._") or "model"
+    return check_model_id(f"{stem.lower()}-{target_name}")
+
+
+def catalog_variant_id(alias: str, target_name: str) -> str | None:
+    """The catalog's variant id for this alias and target, when the catalog knows one."""
+    try:
+        from runtime.catalog import Catalog
+
+        variant = Catalog.load().variant_for_target(alias, target_name)
+    except Exception as exc:  # no catalog, or an alias it does not know: fall back to <alias>-<target>
+        log.debug("no catalog variant for %s %s: %s", alias, target_name, exc)
+        return None
+    return variant.id if variant is not None else None
+
+
+def replace_backend(target: Target, backend: str) -> Target:
+    """A target built by another backend; Olive-only `passes` are dropped outside Olive."""
+    from compiler.backends import BACKENDS
+
+    if backend not in BACKENDS:
+        raise InvalidRequest(f"unknown backend {backend!r}; backends: {', '.join(sorted(BACKENDS))}", param="backend")
+    if backend == target.backend:
+        return target
+    options = target.options.get("builder", target.options) if target.backend == "olive" else target.options
+    if backend == "olive" and "builder" not in target.options:
+        options = {"builder": dict(target.options)}
+    return replace_struct(target, backend=backend, options=dict(options), passes=[] if backend != "olive" else target.passes)
+
+
+def replace_struct(target: Target, **changes: Any) -> Target:
+    import msgspec
+
+    return msgspec.structs.replace(target, **changes)
+
+
+@contextlib.contextmanager
+def open_source(request: BuildRequest, store: Store, progress: ProgressFn) -> Iterator[Source]:
+    """The checkpoint to build from; a synthetic one lives in a staging folder for the build's length."""
+    if not request.synthetic:
+        yield resolve_source(request.model, progress)
+        return
+    if request.layers is None and request.hidden is None:
+        progress(ProgressEvent("source", "synthetic checkpoint at the real dimensions (use --layers/--hidden to shrink)"))
+    with store.staging("synthetic") as staging:
+        yield synthetic(request.model, staging.path / "checkpoint", progress, layers=request.layers, hidden=request.hidden)
+

@@ -1,0 +1,252 @@
+"""`foundry-build`: compile a checkpoint into validated ONNX artifacts in the cache.
+
+    foundry-build MODEL --target cpu-int4 [--target cpu-fp32] [--as ID] [--json]
+    foundry-build ALIAS --synthetic [--layers N --hidden N]
+    foundry-build recipes [--json] | plan MODEL --target T [--json] | demo
+
+`MODEL` sits where a subcommand would, so the root group treats any first word that is not
+a subcommand as the model of the default `build` command. Errors render through
+`runtime.cli.FoundryGroup` (one line, exit code from the error class, Ctrl-C -> 130). Imports
+only click and the stdlib at module level; the pipeline is imported when a command runs.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from runtime.cli import FoundryGroup
+from runtime.cli.output import emit_json, human_size, print_table
+
+__all__ = ["main"]
+
+DEMO_ALIAS = "qwen2.5-0.5b"
+# 2 layers at hidden 256 keep the demo build well under a minute on 2 cores.
+DEMO_LAYERS, DEMO_HIDDEN = 2, 256
+
+
+class BuildGroup(FoundryGroup):
+    """A group whose first positional argument may be a MODEL instead of a subcommand."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        first = next((a for a in args if not a.startswith("-")), None)
+        wants_help = not args or args[0] in ("-h", "--help", "--version")
+        if first is not None and not wants_help and first not in self.list_commands(ctx):
+            args = ["build", *args]
+        return super().parse_args(ctx, args)
+
+
+@click.group(cls=BuildGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="foundry-build", prog_name="foundry-build")
+def main() -> None:
+    """Compile Hugging Face checkpoints into validated ONNX artifacts in the cache.
+
+    \b
+    foundry-build Qwen/Qwen2.5-0.5B-Instruct --target cpu-int4
+    foundry-build ./my-finetune --target cpu-int4 --target cpu-fp32
+    foundry-build qwen2.5-0.5b --synthetic
+    """
+
+
+def _model_options(func: Any) -> Any:
+    options = [
+        click.argument("model"),
+        click.option("--target", "targets", multiple=True, default=("cpu-int4",), show_default=True,
+                     help="Target to build (device-precision); repeat for several."),
+        click.option("--as", "model_id", default=None, help="Model id to register (default <name>-<target>)."),
+        click.option("--synthetic", is_flag=True, help="Build the alias's real architecture with random weights (offline)."),
+        click.option("--layers", type=click.IntRange(1, 256), default=None, help="Shrink a synthetic model to N layers."),
+        click.option("--hidden", type=click.IntRange(16, 16384), default=None, help="Shrink a synthetic model's hidden size."),
+        click.option("--task", type=click.Choice(["chat", "embeddings", "speech"]), default=None,
+                     help="Task to build for when an architecture serves several."),
+        click.option("--backend", default=None, help="Override the recipe's backend (olive, genai-builder)."),
+        click.option("--json", "as_json", is_flag=True, help="Print one JSON object for scripts."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _request(model: str, targets: tuple[str, ...], **kwargs: Any) -> Any:
+    from compiler.build import BuildRequest
+
+    return BuildRequest(model=model, targets=list(dict.fromkeys(targets)), **kwargs)
+
+
+@main.command("build")
+@_model_options
+def build_command(model: str, targets: tuple[str, ...], model_id: str | None, synthetic: bool,
+                  layers: int | None, hidden: int | None, task: str | None, backend: str | None,
+                  as_json: bool) -> None:
+    """Build MODEL (a Hugging Face id[@revision], a folder, or an alias with --synthetic)."""
+    from compiler.build import build
+    from compiler.progress_view import ProgressView
+    from runtime.store import Store
+
+    request = _request(model, targets, model_id=model_id, synthetic=synthetic, layers=layers, hidden=hidden,
+                       task=task, backend=backend)
+    store = Store()
+    with ProgressView(enabled=not as_json) as view:
+        results = build(request, store, view)
+    if as_json:
+        emit_json({"models": [_result_json(r) for r in results]})
+        return
+    _print_results(results)
+
+
+def _result_json(result: Any) -> dict[str, Any]:
+    return {
+        "id": result.model.model_id,
+        "path": str(result.model.path),
+        "target": result.target,
+        "cache_hit": result.cache_hit,
+        "validation": result.validation,
+        "build_key": result.build_key,
+        "seconds": round(result.seconds, 3),
+    }
+
+
+def _print_results(results: list[Any]) -> None:
+    rows = []
+    for r in results:
+        rows.append([
+            r.model.model_id,
+            r.target,
+            _validation_text(r.validation),
+            f"{r.seconds:.1f} s",
+            human_size(_peak() if r.cache_hit else r.model.metadata.get("peak_rss_bytes", 0)),
+            "cache hit" if r.cache_hit else "built",
+        ])
+    print_table(["model id", "target", "validation", "wall time", "peak memory", "note"], rows)
+    for r in results:
+        if r.cache_hit:
+            click.echo(f"cache hit: {r.model.model_id} (build key {r.build_key[:19]}…)")
+        click.echo(f"{r.model.model_id}: {r.model.path}")
+
+
+def _peak() -> int:
+    from compiler.pack import peak_rss_bytes
+
+    return peak_rss_bytes()
+
+
+def _validation_text(validation: dict[str, Any]) -> str:
+    if "skipped" in validation:
+        return "skipped (provider absent here)"
+    if not validation:
+        return "-"
+    text = f"{validation.get('matched_tokens')}/{validation.get('steps')} tokens"
+    if validation.get("required") == "exact":
+        text += " (exact)" if validation.get("exact") else " (MISMATCH)"
+    diff = validation.get("max_abs_logit_diff")
+    return f"{text}, max logit diff {diff:.2g}" if isinstance(diff, float) else text
+
+
+@main.command("plan")
+@_model_options
+def plan_command(model: str, targets: tuple[str, ...], model_id: str | None, synthetic: bool,
+                 layers: int | None, hidden: int | None, task: str | None, backend: str | None,
+                 as_json: bool) -> None:
+    """Show what a build would run, its build key and whether it is a cache hit, without running it."""
+    import msgspec
+
+    from compiler.build import plan
+    from runtime.store import Store
+
+    request = _request(model, targets, model_id=model_id, synthetic=synthetic, layers=layers, hidden=hidden,
+                       task=task, backend=backend)
+    plans = plan(request, Store())
+    rows = [
+        {
+            "id": p.model_id,
+            "target": p.target_name,
+            "recipe": p.recipe.path.name,
+            "backend": p.target.backend,
+            "passes": ["FoundryModelBuilder" if p.target.backend == "olive" else p.target.backend,
+                       *(s.type for s in p.target.passes)],
+            "options": msgspec.to_builtins(p.target.options),
+            "build_key": p.build_key,
+            "cache_hit": p.cache_hit,
+        }
+        for p in plans
+    ]
+    if as_json:
+        emit_json({"plans": rows})
+        return
+    print_table(
+        ["model id", "target", "recipe", "passes", "build key", "cache"],
+        [[r["id"], r["target"], r["recipe"], " -> ".join(r["passes"]), r["build_key"][:19] + "…",
+          "cache hit" if r["cache_hit"] else "would build"] for r in rows],
+    )
+
+
+@main.command("recipes")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def recipes_command(as_json: bool) -> None:
+    """List the recipes: families, the architectures they match, tasks and targets."""
+    from compiler.recipe import load_recipes
+
+    rows = [
+        {
+            "name": r.recipe.name,
+            "file": r.path.name,
+            "family": r.recipe.family,
+            "task": r.recipe.match.task,
+            "architectures": r.recipe.match.architectures,
+            "targets": {name: t.backend for name, t in r.recipe.targets.items()},
+            "tool_parser": r.recipe.tool_parser,
+        }
+        for r in load_recipes()
+    ]
+    if as_json:
+        emit_json({"recipes": rows})
+        return
+    print_table(
+        ["recipe", "task", "architectures", "targets"],
+        [[r["name"], r["task"], ", ".join(r["architectures"]), ", ".join(r["targets"])] for r in rows],
+    )
+
+
+@main.command("demo")
+@click.option("--target", default="cpu-int4", show_default=True, help="Target to build the demo for.")
+def demo_command(target: str) -> None:
+    """Build a small synthetic Qwen2.5-0.5B (random weights) and generate a few tokens from it."""
+    from compiler.build import BuildRequest, build
+    from compiler.progress_view import ProgressView
+    from runtime.store import Store
+
+    click.echo(
+        f"Building a synthetic {DEMO_ALIAS} ({DEMO_LAYERS} layers, hidden {DEMO_HIDDEN}) for {target}. "
+        "Its weights are RANDOM: the text below is gibberish by design; it shows the pipeline works."
+    )
+    request = BuildRequest(model=DEMO_ALIAS, targets=[target], synthetic=True, layers=DEMO_LAYERS,
+                           hidden=DEMO_HIDDEN, model_id=f"demo-{DEMO_ALIAS}-{target}")
+    with ProgressView(enabled=True) as view:
+        (result,) = build(request, Store(), view)
+    _print_results([result])
+    text = _demo_generation(result.model.path)
+    click.echo(f"Generation (random weights): {text!r}")
+
+
+def _demo_generation(path: Any, max_tokens: int = 24) -> str:
+    import onnxruntime_genai as og
+
+    model = og.Model(str(path))
+    tokenizer = og.Tokenizer(model)
+    prompt = "<|im_start|>user\nHello! Who are you?<|im_end|>\n<|im_start|>assistant\n"
+    ids = tokenizer.encode(prompt)
+    params = og.GeneratorParams(model)
+    params.set_search_options(do_sample=False, max_length=len(ids) + max_tokens)
+    generator = og.Generator(model, params)
+    generator.append_tokens(ids)
+    tokens: list[int] = []
+    while not generator.is_done():
+        generator.generate_next_token()
+        tokens.append(int(generator.get_next_tokens()[0]))
+    return tokenizer.decode(tokens)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,178 @@
+"""Recipes as data: which backend builds which architecture for which target.
+
+A recipe file (`recipes/*.yaml`, one per model family and task) reads:
+
+    schema: 1
+    name: qwen2
+    family: qwen2
+    tool_parser: qwen                 # how the runtime parses tool calls (None: no tools)
+    match: {architectures: [Qwen2ForCausalLM], task: chat}
+    source_files: ["*.json", "*.safetensors", ...]   # what a hub download fetches
+    targets:
+      cpu-int4:
+        device: cpu
+        precision: int4
+        provider: cpu
+        backend: olive               # a key of compiler.backends.BACKENDS
+        options: {...}               # free here; the backend's own Options struct checks it
+
+Picking a recipe is a lookup on `config.json`'s architectures and the task; the build
+key hashes only the *resolved* target section. Never imports heavy modules.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from runtime.errors import RecipeError, RecipeNotFound, UnknownTarget
+from runtime.settings import REPO_ROOT
+
+__all__ = [
+    "Match",
+    "PassSpec",
+    "Recipe",
+    "RecipeFile",
+    "Target",
+    "Validation",
+    "load_recipes",
+    "pick",
+    "recipes_dir",
+]
+
+Task = Literal["chat", "embeddings", "speech"]
+
+
+class Match(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The lookup key: `config.json`'s `architectures[0]` and the task it serves."""
+
+    architectures: list[str]
+    task: Task
+
+
+class PassSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """An Olive pass that runs after the backend's own first pass: its Olive type and config."""
+
+    type: str
+    config: dict[str, Any] = {}
+
+
+class Target(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One way to build: device + precision + execution provider, and the backend that does it.
+
+    `options` is free here: the backend's own `Options` struct checks it (`msgspec.convert`).
+    `passes` are the Olive passes after the first; backends outside Olive refuse them.
+    """
+
+    device: Literal["cpu", "gpu", "npu"]
+    precision: Literal["int4", "int8", "fp16", "bf16", "fp32"]
+    provider: Literal["cpu", "cuda", "dml", "webgpu", "qnn"]
+    backend: str
+    options: dict[str, Any] = {}
+    passes: list[PassSpec] = []
+
+
+class Validation(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The fixed check before registration: greedy steps on a fixed prompt."""
+
+    prompt: str = "The quick brown fox jumps over the lazy dog. Once upon a time"
+    steps: Annotated[int, msgspec.Meta(ge=1, le=512)] = 32
+
+
+class Recipe(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One YAML file under recipes/."""
+
+    schema: Literal[1]
+    name: str
+    family: str
+    match: Match
+    targets: dict[str, Target]
+    tool_parser: str | None = None
+    description: str = ""
+    source_files: list[str] = msgspec.field(
+        default_factory=lambda: ["*.json", "*.safetensors", "*.jinja", "*.model", "*.txt", "*.tiktoken"]
+    )
+    validation: Validation = Validation()
+
+
+@dataclass(frozen=True)
+class RecipeFile:
+    """A recipe with where it came from (for errors) and its digest (for build.json)."""
+
+    path: Path
+    recipe: Recipe
+    digest: str
+
+
+def recipes_dir() -> Path:
+    return REPO_ROOT / "recipes"
+
+
+def load_recipe(path: Path) -> RecipeFile:
+    """Decode one file; a typo or a wrong type names the file and the field.
+
+    Raises:
+        RecipeError: `recipes/qwen2.yaml: Expected `str`, got `int` - at `$.targets...``
+    """
+    data = path.read_bytes()
+    try:
+        recipe = msgspec.yaml.decode(data, type=Recipe)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise RecipeError(f"{_shown(path)}: {exc}", hint="fix the file; recipes/recipe.schema.json has the schema") from None
+    for name in recipe.targets:
+        if not name or "/" in name:
+            raise RecipeError(f"{_shown(path)}: invalid target name {name!r} - at `$.targets`")
+    return RecipeFile(path, recipe, f"sha256:{hashlib.sha256(data).hexdigest()}")
+
+
+def load_recipes(folder: Path | None = None) -> list[RecipeFile]:
+    """Every `*.yaml` recipe, sorted by file name (the schema file is JSON, not a recipe)."""
+    folder = folder or recipes_dir()
+    return [load_recipe(path) for path in sorted(folder.glob("*.yaml"))]
+
+
+def pick(
+    config: dict[str, Any],
+    task: str | None,
+    target: str,
+    recipes: list[RecipeFile] | None = None,
+) -> tuple[RecipeFile, str, Target]:
+    """The recipe for a checkpoint's architecture (and task), and its named target.
+
+    Raises:
+        RecipeNotFound: no recipe matches the architecture; the message lists supported ones.
+        UnknownTarget: the recipe has no such target; the message lists its targets.
+    """
+    recipes = load_recipes() if recipes is None else recipes
+    architectures = config.get("architectures") or []
+    arch = architectures[0] if architectures else config.get("model_type", "<none>")
+    candidates = [
+        r for r in recipes if arch in r.recipe.match.architectures and task in (None, r.recipe.match.task)
+    ]
+    if not candidates:
+        supported = sorted({a for r in recipes for a in r.recipe.match.architectures})
+        what = f"architecture {arch!r}" + (f" and task {task!r}" if task else "")
+        raise RecipeNotFound(
+            f"no recipe for {what}; supported: {', '.join(supported)}",
+            hint="foundry-build recipes  # lists families, tasks and targets",
+        )
+    chosen = candidates[0]
+    if target not in chosen.recipe.targets:
+        raise UnknownTarget(
+            f"recipe {chosen.recipe.name!r} has no target {target!r}; "
+            f"targets: {', '.join(chosen.recipe.targets)}",
+            hint=f"foundry-build MODEL --target {next(iter(chosen.recipe.targets))}",
+            param="target",
+        )
+    return chosen, target, chosen.recipe.targets[target]
+
+
+def _shown(path: Path) -> str:
+    try:
+        return path.resolve().relative_to(REPO_ROOT).as_posix()
+    except ValueError:
+        return str(path)

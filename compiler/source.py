@@ -1,0 +1,209 @@
+"""Where a build starts: a Hugging Face id[@revision], a local folder, or a synthetic checkpoint.
+
+`resolve_source` turns what the user typed into a `Source`: a folder on disk with a
+readable `config.json` and intact safetensors, and a digest (the hub commit, or the sha256
+over the folder's files) that the build key hashes. It never writes to the store; a
+synthetic checkpoint is written into a folder the caller owns (a store staging folder).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from runtime.errors import Offline, SourceError
+from runtime.progress import ProgressEvent, ProgressFn, silent
+from runtime.settings import env
+
+__all__ = ["Source", "folder_digest", "load_folder", "resolve_hub", "resolve_source", "synthetic"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ALLOW = ["*.json", "*.safetensors", "*.jinja", "*.model", "*.txt", "*.tiktoken"]
+
+
+@dataclass(frozen=True)
+class Source:
+    """A checkpoint folder and what identifies it."""
+
+    path: Path
+    name: str  # what the user typed, shortened to a model-id stem (folder name, repo name, alias)
+    origin: str  # "hf:<id>@<rev>", "folder:<abs path>", "synthetic:<alias>"
+    digest: str
+    config: dict[str, Any] = field(hash=False, compare=False)
+    revision: str | None = None
+    synthetic: bool = False
+    alias: str | None = None
+
+
+def resolve_source(model: str, progress: ProgressFn = silent, *, allow_patterns: list[str] | None = None) -> Source:
+    """A local folder when `model` names one (or looks like a path), else a hub id.
+
+    Raises:
+        SourceError: missing folder, no config.json, unreadable config or safetensors.
+        Offline: the hub cannot be reached; the hint says how to pass a local folder.
+    """
+    path = Path(model).expanduser()
+    looks_local = path.exists() or model.startswith((".", "/", "~")) or model.count("/") > 1
+    if looks_local:
+        return load_folder(path, progress)
+    return resolve_hub(model, progress, allow_patterns=allow_patterns or DEFAULT_ALLOW)
+
+
+def load_folder(path: Path, progress: ProgressFn = silent, *, name: str | None = None) -> Source:
+    """Check a checkpoint folder and hash it (the digest is the folder's identity)."""
+    if not path.is_dir():
+        raise SourceError(
+            f"folder '{path}' does not exist",
+            hint="pass a checkpoint folder (with config.json) or a Hugging Face id like Qwen/Qwen2.5-0.5B-Instruct",
+        )
+    config = read_config(path)
+    check_safetensors(path)
+    progress(ProgressEvent("source", f"hashing {path}"))
+    digest = folder_digest(path)
+    resolved = path.resolve()
+    return Source(
+        path=resolved,
+        name=name or resolved.name,
+        origin=f"folder:{resolved}",
+        digest=digest,
+        config=config,
+    )
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    config_path = path / "config.json"
+    if not config_path.is_file():
+        raise SourceError(
+            f"folder '{path}' has no config.json",
+            hint="pass the folder that holds the checkpoint's config.json and *.safetensors",
+        )
+    try:
+        config = json.loads(config_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise SourceError(f"'{config_path}' is not valid JSON: {exc}") from None
+    if not isinstance(config, dict):
+        raise SourceError(f"'{config_path}' is not a JSON object")
+    return config
+
+
+def check_safetensors(path: Path) -> None:
+    """Read every safetensors header (cheap) so a truncated or corrupt file fails here, in one line."""
+    files = sorted(path.glob("*.safetensors"))
+    if not files:
+        raise SourceError(
+            f"folder '{path}' has no *.safetensors weights",
+            hint="save the model with `model.save_pretrained(folder)` (safetensors is the default)",
+        )
+    from safetensors import safe_open
+
+    for file in files:
+        try:
+            _check_extent(file)
+            with safe_open(str(file), framework="numpy") as handle:
+                list(handle.keys())
+        except Exception as exc:
+            raise SourceError(f"'{file}' is not a readable safetensors file: {exc}") from None
+
+
+def _check_extent(file: Path) -> None:
+    """safe_open maps the file lazily; a truncated file passes it, so compare sizes with the header."""
+    size = file.stat().st_size
+    with file.open("rb") as handle:
+        head = handle.read(8)
+        if len(head) < 8:
+            raise ValueError("file is shorter than its header")
+        (header_len,) = struct.unpack("<Q", head)
+        if header_len > size - 8:
+            raise ValueError("header length exceeds the file")
+        header = json.loads(handle.read(header_len))
+    end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+    if 8 + header_len + end != size:
+        raise ValueError(f"expected {8 + header_len + end} bytes, found {size} (truncated?)")
+
+
+def folder_digest(path: Path) -> str:
+    """sha256 over (relative path, size, file sha256) of every file, in path order."""
+    outer = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        rel = file.relative_to(path).as_posix()
+        if rel.startswith(".cache/") or "/." in f"/{rel}":
+            continue  # hub download bookkeeping, editor files
+        inner = hashlib.sha256()
+        with file.open("rb") as handle:
+            while chunk := handle.read(1 << 20):
+                inner.update(chunk)
+        outer.update(f"{rel}\0{file.stat().st_size}\0{inner.hexdigest()}\n".encode())
+    return f"sha256:{outer.hexdigest()}"
+
+
+def resolve_hub(model: str, progress: ProgressFn = silent, *, allow_patterns: list[str]) -> Source:
+    """Download only what the recipe needs from the hub (HF_ENDPOINT honoured by huggingface_hub)."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    repo_id, _, revision = model.partition("@")
+    if repo_id.count("/") != 1 or not all(repo_id.split("/")):
+        raise SourceError(
+            f"'{model}' is neither a folder nor a Hugging Face id (owner/name[@revision])",
+            hint="pass a local checkpoint folder, e.g. ./my-finetune",
+        )
+    progress(ProgressEvent("download", f"{repo_id}@{revision or 'main'}"))
+    try:
+        folder = Path(snapshot_download(repo_id, revision=revision or None, allow_patterns=allow_patterns))
+    except (RepositoryNotFoundError, GatedRepoError) as exc:
+        raise SourceError(f"Hugging Face repository '{repo_id}' is not available: {type(exc).__name__}") from None
+    except RevisionNotFoundError:
+        raise SourceError(f"revision '{revision}' of '{repo_id}' does not exist") from None
+    except (LocalEntryNotFoundError, OSError) as exc:
+        endpoint = env("HF_ENDPOINT", "https://huggingface.co")
+        raise Offline(
+            f"cannot reach the Hugging Face hub at {endpoint} to fetch '{model}' (offline?)",
+            hint="download the checkpoint elsewhere and pass its folder: foundry-build ./my-model --target cpu-int4",
+        ) from exc
+    progress(ProgressEvent("download", repo_id, done=True))
+    commit = folder.name  # snapshots/<commit>
+    source = load_folder(folder, progress, name=repo_id.split("/")[1])
+    return Source(
+        path=source.path,
+        name=source.name,
+        origin=f"hf:{repo_id}@{commit}",
+        digest=f"hf:{repo_id}@{commit}:{source.digest}",
+        config=source.config,
+        revision=commit,
+    )
+
+
+def synthetic(
+    alias: str, dest: Path, progress: ProgressFn = silent, *, layers: int | None = None, hidden: int | None = None
+) -> Source:
+    """The alias's real architecture with seeded random weights (compiler.synthetic), written to `dest`."""
+    try:
+        from compiler.synthetic import synthetic_source
+    except ImportError as exc:
+        raise SourceError(f"synthetic checkpoints are not available: {exc}") from None
+    progress(ProgressEvent("source", f"writing a synthetic {alias} checkpoint (random weights)"))
+    try:
+        folder = synthetic_source(alias, dest, layers=layers, hidden=hidden)
+    except (KeyError, FileNotFoundError, ValueError) as exc:
+        raise SourceError(f"no synthetic checkpoint for {alias!r}: {exc}") from None
+    source = load_folder(Path(folder), progress, name=alias)
+    return Source(
+        path=source.path,
+        name=alias,
+        origin=f"synthetic:{alias}",
+        digest=source.digest,
+        config=source.config,
+        synthetic=True,
+        alias=alias,
+    )
