@@ -1,0 +1,281 @@
+"""`foundry service start|status|stop|restart`: the service's lifecycle, seen from the CLI.
+
+`start` launches `python -m runtime.service.server` detached (its own session, output to
+`$FOUNDRY_HOME/logs/service.log`) and returns once `/health` answers. `status` is run by
+Foundry Local's SDK about ten times a second while the service starts, and regex-parses
+`http://127.0.0.1:PORT` out of its output: it imports only click, the stdlib and msgspec,
+and asks the running service (not onnxruntime) what it serves.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import click
+
+from runtime.errors import ServiceStartFailed
+from runtime.settings import env, foundry_home
+
+__all__ = ["group", "start_service", "stop_service"]
+
+START_TIMEOUT = 60.0
+STOP_TIMEOUT = 10.0
+
+
+def log_path() -> Path:
+    return foundry_home() / "logs" / "service.log"
+
+
+def _probe(base_url: str, path: str, timeout: float = 1.0) -> dict[str, Any] | None:
+    """GET `path` with the stdlib (httpx costs ~100 ms of imports); None when it fails."""
+    request = urllib.request.Request(f"{base_url}{path}")
+    key = env("FOUNDRY_API_KEY")
+    if key:
+        request.add_header("Authorization", f"Bearer {key}")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - our own http URL
+            return json.loads(response.read() or b"null")
+    except (OSError, ValueError):
+        return None
+
+
+def _server_command(host: str, port: int, max_loaded: int | None, ttl: float | None, insecure: bool) -> list[str]:
+    command = [sys.executable, "-m", "runtime.service.server", "--host", host, "--port", str(port)]
+    if max_loaded is not None:
+        command += ["--max-loaded", str(max_loaded)]
+    if ttl is not None:
+        command += ["--ttl", str(ttl)]
+    if insecure:
+        command.append("--insecure")
+    return command
+
+
+def _log_tail(lines: int = 5) -> str:
+    try:
+        text = log_path().read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return " | ".join(line.strip() for line in text[-lines:])
+
+
+def _wait_until_healthy(process: subprocess.Popen[bytes], timeout: float) -> Any:
+    """Poll until the child wrote the state file and answers /health; fail early if it dies."""
+    from runtime.service.state import read_state
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            tail = _log_tail()
+            raise ServiceStartFailed(
+                f"the service exited with code {process.returncode} while starting"
+                + (f": {tail}" if tail else ""),
+                hint=f"see {log_path()}",
+            )
+        state = read_state()
+        if state is not None and state.pid == process.pid and _probe(state.base_url, "/health"):
+            return state
+        time.sleep(0.05)
+    process.terminate()
+    raise ServiceStartFailed(
+        f"the service did not answer /health within {timeout:g} s", hint=f"see {log_path()}"
+    )
+
+
+def start_service(
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    api_key: str | None = None,
+    insecure: bool = False,
+    max_loaded: int | None = None,
+    ttl: float | None = None,
+    timeout: float = START_TIMEOUT,
+) -> tuple[Any, bool]:
+    """Start the service detached unless one runs; returns (state, started_now).
+
+    Raises:
+        InsecureBind: a non-loopback host without an API key or `insecure`.
+        ServiceStartFailed: the child died or did not answer /health in time.
+    """
+    from filelock import FileLock
+
+    from runtime.service.security import check_bind
+    from runtime.service.state import running_state
+
+    check_bind(host, api_key, insecure)
+    lock_dir = foundry_home() / "locks"
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    # Two concurrent `start`s (an SDK and a user) start one service.
+    with FileLock(str(lock_dir / "service.lock"), timeout=timeout + 5):
+        state = running_state()
+        if state is not None and _probe(state.base_url, "/health"):
+            return state, False
+        log_path().parent.mkdir(parents=True, exist_ok=True)
+        child_env = dict(os.environ)
+        if api_key:
+            child_env["FOUNDRY_API_KEY"] = api_key  # never on the command line, where `ps` shows it
+        with log_path().open("ab") as log:
+            process = subprocess.Popen(
+                _server_command(host, port, max_loaded, ttl, insecure),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=child_env,
+                start_new_session=True,
+                close_fds=True,
+            )
+        return _wait_until_healthy(process, timeout), True
+
+
+def stop_service(timeout: float = STOP_TIMEOUT) -> int | None:
+    """SIGTERM the service, SIGKILL it after `timeout`; returns its pid, None if none ran."""
+    from runtime.service.state import is_pid_alive, remove_state, running_state
+
+    state = running_state()
+    if state is None:
+        return None
+    try:
+        os.kill(state.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        remove_state(state.pid)
+        return state.pid
+    deadline = time.monotonic() + timeout
+    while is_pid_alive(state.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if is_pid_alive(state.pid):
+        os.kill(state.pid, signal.SIGKILL)
+        while is_pid_alive(state.pid) and time.monotonic() < deadline + 5:
+            time.sleep(0.05)
+    remove_state(state.pid)
+    return state.pid
+
+
+def _print_started(state: Any, started_now: bool) -> None:
+    verb = "started" if started_now else "is already running"
+    click.echo(f"Service {verb} (pid {state.pid}).")
+    click.echo(f"Model management service is running on {state.base_url}/openai/status")
+    click.echo(f"OpenAI base URL: {state.base_url}/v1")
+
+
+# --- commands ------------------------------------------------------------------------------
+@click.group("service")
+def group() -> None:
+    """Start, stop and inspect the local inference service."""
+
+
+def _start_options(func: Any) -> Any:
+    options = [
+        click.option("--host", default=lambda: env("FOUNDRY_HOST", "127.0.0.1"), show_default="127.0.0.1",
+                     help="Address to bind; anything but loopback needs --api-key or --insecure."),
+        click.option("--port", type=click.IntRange(0, 65535), default=lambda: int(env("FOUNDRY_PORT", "0") or 0),
+                     show_default="a free port", help="Port to bind."),
+        click.option("--api-key", default=None, help="Require this key on every route but /health "
+                     "(default $FOUNDRY_API_KEY)."),
+        click.option("--insecure", is_flag=True, help="Allow a non-loopback bind without an API key."),
+        click.option("--max-loaded", type=click.IntRange(1, 64), default=None,
+                     help="Models kept resident at once (default $FOUNDRY_MAX_LOADED or 2)."),
+        click.option("--ttl", type=click.FloatRange(0), default=None,
+                     help="Seconds an idle model stays loaded (default $FOUNDRY_TTL or 600)."),
+        click.option("--timeout", type=click.FloatRange(1), default=START_TIMEOUT, show_default=True,
+                     help="Seconds to wait for the service to answer /health."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+@group.command("start")
+@_start_options
+@click.option("--foreground", is_flag=True, help="Serve in this process until Ctrl-C (logs to the terminal).")
+def start(host: str, port: int, api_key: str | None, insecure: bool, max_loaded: int | None,
+          ttl: float | None, timeout: float, foreground: bool) -> None:
+    """Start the service in the background and print its endpoint."""
+    api_key = api_key or env("FOUNDRY_API_KEY")
+    if foreground:
+        from runtime.service.security import check_bind
+
+        check_bind(host, api_key, insecure)
+        if api_key:
+            os.environ["FOUNDRY_API_KEY"] = api_key
+        from runtime.service.server import main as serve_main
+
+        serve_main(_server_command(host, port, max_loaded, ttl, insecure)[3:])
+        return
+    state, started_now = start_service(host, port, api_key=api_key, insecure=insecure,
+                                       max_loaded=max_loaded, ttl=ttl, timeout=timeout)
+    _print_started(state, started_now)
+
+
+@group.command("stop")
+def stop() -> None:
+    """Stop the service (SIGTERM, then SIGKILL after 10 s); nothing to do is not an error."""
+    pid = stop_service()
+    click.echo("Service is not running." if pid is None else f"Service stopped (pid {pid}).")
+
+
+@group.command("restart")
+@_start_options
+def restart(host: str, port: int, api_key: str | None, insecure: bool, max_loaded: int | None,
+            ttl: float | None, timeout: float) -> None:
+    """Stop the service if it runs, then start it again with these options."""
+    api_key = api_key or env("FOUNDRY_API_KEY")
+    from runtime.service.security import check_bind
+
+    check_bind(host, api_key, insecure)
+    stop_service()
+    state, started_now = start_service(host, port, api_key=api_key, insecure=insecure,
+                                       max_loaded=max_loaded, ttl=ttl, timeout=timeout)
+    _print_started(state, started_now)
+
+
+@group.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def status(as_json: bool) -> None:
+    """Say whether the service runs, where, and what it serves (exit 0 either way)."""
+    from runtime.service.state import running_state
+
+    state = running_state()
+    info = _status_info(state) if state is not None else None
+    if as_json:
+        click.echo(json.dumps(info or {"running": False, "cache": str(foundry_home() / "cache")}, indent=2))
+        return
+    if info is None:
+        click.echo("Model management service is not running.")
+        click.echo("Start it with: foundry service start")
+        return
+    click.echo(f"Model management service is running on {info['endpoint']}/openai/status")
+    click.echo(f"  endpoint   {info['endpoint']}/v1")
+    click.echo(f"  pid        {info['pid']}")
+    click.echo(f"  version    {info['version']}")
+    click.echo(f"  providers  {', '.join(info['providers']) or 'unknown'}")
+    loaded = info["loaded"]
+    click.echo(f"  loaded     {', '.join(loaded) if loaded else ('none' if loaded is not None else 'unknown (API key required)')}")
+    click.echo(f"  cache      {info['cache']}")
+    click.echo(f"  log        {log_path()}")
+
+
+def _status_info(state: Any) -> dict[str, Any]:
+    """The state file plus what the service says about itself (one HTTP round trip)."""
+    details = _probe(state.base_url, "/openai/status") or {}
+    return {
+        "running": True,
+        "endpoint": state.base_url,
+        "pid": state.pid,
+        "host": state.host,
+        "port": state.port,
+        "started": state.started,
+        "version": details.get("version", state.version),
+        "api_key_set": state.api_key_set,
+        "providers": details.get("providers", []),
+        "loaded": details.get("loadedModels"),
+        "cache": details.get("modelDirPath") or str(foundry_home() / "cache"),
+    }

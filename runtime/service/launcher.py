@@ -1,0 +1,110 @@
+"""The service process: bind the socket, serve the app, own the state file for its lifetime.
+
+`python -m runtime.service.server` (what `foundry service start` runs detached) lands here.
+The state file is written only once uvicorn has started (socket bound, lifespan done), so a
+client that finds the file can talk to the service at once; it is removed on any exit. The
+API key arrives in `FOUNDRY_API_KEY`, never on the command line where `ps` would show it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import logging
+import os
+import socket
+import sys
+from typing import Any
+
+from runtime import __version__
+from runtime.errors import FoundryError, ServiceStartFailed
+from runtime.settings import env
+
+__all__ = ["build_settings", "run"]
+
+log = logging.getLogger("runtime.service")
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m runtime.service.server", description="Serve the foundry API.")
+    parser.add_argument("--host", default=env("FOUNDRY_HOST", "127.0.0.1"))
+    parser.add_argument("--port", type=int, default=int(env("FOUNDRY_PORT", "0") or 0))
+    parser.add_argument("--max-loaded", type=int, default=None)
+    parser.add_argument("--ttl", type=float, default=None)
+    parser.add_argument("--insecure", action="store_true")
+    parser.add_argument("--log-level", default="info")
+    return parser.parse_args(argv)
+
+
+def build_settings(**values: Any) -> Any:
+    """A `ServiceSettings` from the values it accepts (None = keep its default)."""
+    from runtime.service.server import ServiceSettings
+
+    accepted = inspect.signature(ServiceSettings).parameters
+    return ServiceSettings(**{k: v for k, v in values.items() if k in accepted and v is not None})
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """Bind before serving so port 0 becomes a real port we can write down.
+
+    Raises:
+        ServiceStartFailed: the address is taken or not ours to bind.
+    """
+    family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host.strip("[]"), port))
+    except OSError as exc:
+        sock.close()
+        raise ServiceStartFailed(f"cannot bind {host}:{port}: {exc.strerror or exc}") from exc
+    sock.set_inheritable(True)
+    return sock
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Serve until SIGTERM/SIGINT; returns the process exit code."""
+    args = _parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return _serve(args)
+    except FoundryError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        if exc.hint:
+            print(f"hint: {exc.hint}", file=sys.stderr)
+        return exc.exit_code
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from runtime.service.app import create_app
+    from runtime.service.security import check_bind
+    from runtime.service.state import new_state, remove_state, write_state
+
+    api_key = env("FOUNDRY_API_KEY")
+    check_bind(args.host, api_key, args.insecure)
+    sock = bind_socket(args.host, args.port)
+    port = sock.getsockname()[1]
+    max_loaded = args.max_loaded or (int(env("FOUNDRY_MAX_LOADED")) if env("FOUNDRY_MAX_LOADED") else None)
+    ttl = args.ttl if args.ttl is not None else (float(env("FOUNDRY_TTL")) if env("FOUNDRY_TTL") else None)
+    settings = build_settings(host=args.host, port=port, api_key=api_key, insecure=args.insecure,
+                              max_loaded=max_loaded, ttl=ttl)
+    state = new_state(args.host, port, __version__, api_key_set=bool(api_key))
+
+    class StateWritingServer(uvicorn.Server):
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets=sockets)
+            if not self.should_exit:
+                write_state(state)
+                log.info("serving on %s (pid %d)", state.base_url, state.pid)
+
+    config = uvicorn.Config(create_app(settings), log_level=args.log_level, timeout_graceful_shutdown=5,
+                            access_log=True)
+    server = StateWritingServer(config)
+    try:
+        server.run(sockets=[sock])
+    finally:
+        remove_state(os.getpid())
+        sock.close()
+    return 0 if server.started else 3

@@ -1,0 +1,382 @@
+"""Foundry Local's management routes, with its names and JSON shapes, plus /health and /metrics.
+
+Foundry Local's SDKs (foundry-local-sdk 0.5.x: Python, JS, C#) drive these paths; the
+shapes follow what those SDKs read, which is camelCase (`modelDirPath`, `success`), while
+Foundry Local's REST reference documents PascalCase (`ModelDirPath`, `Success`): where the
+two disagree both spellings are sent. Any translation between Foundry Local's shapes and
+ours lives here and nowhere else. Controllers stay thin: resolve, call the manager or the
+store, shape the answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from litestar import Request, get, post
+from litestar.response import Response, Stream
+
+from runtime import __version__
+from runtime.errors import FoundryError, InvalidRequest, ProviderUnavailable
+from runtime.progress import ProgressEvent
+from runtime.service import metrics
+from runtime.settings import cache_dir
+
+__all__ = ["ROUTES"]
+
+log = logging.getLogger(__name__)
+STARTED = time.time()
+DEVICE_RANK = {"npu": 0, "gpu": 1, "cpu": 2}
+
+
+# --- what the handlers need, from the app (create_app puts them on app.state) ---------------
+def _manager(request: Request) -> Any:
+    return request.app.state.manager
+
+
+def _store(request: Request) -> Any:
+    manager = _manager(request)
+    store = getattr(manager, "store", None)
+    if store is None:
+        from runtime.store import Store
+
+        store = Store()
+    return store
+
+
+def _settings(request: Request) -> Any:
+    return request.app.state.settings
+
+
+def _hardware(request: Request) -> Any:
+    """Detected once per app (onnxruntime's provider list does not change while we run)."""
+    state = request.app.state
+    if getattr(state, "hardware", None) is None:
+        from runtime.hardware import detect
+
+        state.hardware = detect()
+    return state.hardware
+
+
+def _endpoints(request: Request) -> list[str]:
+    from runtime.service.state import endpoint_host
+
+    settings = _settings(request)
+    port = getattr(settings, "port", 0) or (request.scope.get("server") or ("", 0))[1]
+    return [f"http://{endpoint_host(getattr(settings, 'host', '127.0.0.1'))}:{port}"]
+
+
+def _loaded_ids(request: Request) -> list[str]:
+    return [_loaded_id(entry) for entry in _manager(request).loaded()]
+
+
+def _loaded_id(entry: Any) -> str:
+    return str(getattr(entry, "model_id", None) or getattr(entry, "name", entry))
+
+
+# --- liveness, status, metrics ----------------------------------------------------------------
+@get("/health", sync_to_thread=False)
+def health() -> dict[str, Any]:
+    """Liveness: answered without an API key, so it says nothing about models."""
+    return {"status": "ok", "version": __version__}
+
+
+@get("/openai/status", sync_to_thread=False)
+def openai_status(request: Request) -> dict[str, Any]:
+    endpoints = _endpoints(request)
+    model_dir = str(cache_dir())
+    return {
+        # What foundry-local-sdk 0.5 reads (camelCase) ...
+        "endpoints": endpoints,
+        "modelDirPath": model_dir,
+        "pipeName": "",
+        "isAutoRegistrationResolved": True,
+        # ... and what Foundry Local's REST reference documents (PascalCase).
+        "Endpoints": endpoints,
+        "ModelDirPath": model_dir,
+        "PipeName": "",
+        "IsAutoRegistrationResolved": True,
+        # This project's additions, for `foundry service status`.
+        "version": __version__,
+        "pid": os.getpid(),
+        "uptime": round(time.time() - STARTED, 3),
+        "providers": sorted(_hardware(request).providers),
+        "loadedModels": _loaded_ids(request),
+    }
+
+
+@get("/metrics", sync_to_thread=False, media_type=metrics.CONTENT_TYPE)
+def metrics_text(request: Request) -> Response[str]:
+    manager = _manager(request)
+    loaded = _loaded_ids(request)
+    gauges: dict[str, dict[Any, float]] = {
+        "foundry_loaded_models": {(): len(loaded)},
+        "foundry_model_loaded": {(("model", model_id),): 1 for model_id in loaded},
+        "foundry_info": {(("version", __version__),): 1},
+    }
+    depth = getattr(manager, "queue_depth", None)
+    if isinstance(depth, int):
+        gauges["foundry_queue_depth"] = {(): depth}
+    return Response(metrics.render(gauges), media_type=metrics.CONTENT_TYPE)
+
+
+# --- catalog and cache ------------------------------------------------------------------------
+@get("/foundry/list", sync_to_thread=True)
+def foundry_list(request: Request) -> list[dict[str, Any]]:
+    """Catalog variants (runnable here first, NPU > GPU > CPU, as the SDK expects), then cached
+    models the catalog does not know (local builds such as `tiny-qwen`)."""
+    from runtime.catalog import Catalog
+
+    hardware = _hardware(request)
+    variants = Catalog.load().variants()
+    variants.sort(key=lambda v: (not hardware.has_provider(v.provider), DEVICE_RANK.get(v.device, 3)))
+    items = [v.to_foundry_list_item() for v in variants]
+    known = {item["name"] for item in items}
+    items += [_cached_item(m) for m in _store(request).list_models() if m.model_id not in known]
+    return items
+
+
+def _cached_item(model: Any) -> dict[str, Any]:
+    """A `/foundry/list` item for a cached model outside the catalog, from its manifest metadata."""
+    from runtime.catalog import ORT_PROVIDER_NAMES
+
+    meta = model.metadata
+    provider = str(meta.get("provider", "cpu"))
+    task = {"chat": "chat-completion", "embeddings": "embeddings", "speech": "automatic-speech-recognition"}
+    return {
+        "name": model.model_id,
+        "displayName": model.model_id,
+        "modelType": "ONNX",
+        "providerType": "Local",
+        "uri": f"file://{model.path}",
+        "version": model.model_id.rpartition(":")[2] if ":" in model.model_id else "1",
+        "promptTemplate": None,
+        "publisher": "local",
+        "task": task.get(str(meta.get("task", "chat")), str(meta.get("task", "chat"))),
+        "runtime": {
+            "deviceType": str(meta.get("device", "cpu")).upper(),
+            "executionProvider": ORT_PROVIDER_NAMES.get(provider, "CPUExecutionProvider"),
+        },
+        "fileSizeMb": max(1, round(model.size / 1_000_000)),
+        "modelSettings": {"parameters": []},
+        "alias": str(meta.get("alias") or model.model_id),
+        "supportsToolCalling": bool(meta.get("tool_parser")),
+        "license": "unknown",
+        "licenseDescription": "a locally built model" + (" with random weights" if meta.get("synthetic") else ""),
+        "parentModelUri": str(meta.get("source", "")),
+        "maxOutputTokens": meta.get("context_length"),
+        "minFLVersion": "0.0.0",
+    }
+
+
+@get("/openai/models", sync_to_thread=True)
+def openai_models(request: Request) -> list[str]:
+    """The ids of cached models (what Foundry Local's SDK calls `list_cached_models`)."""
+    return [m.model_id for m in _store(request).list_models()]
+
+
+@post("/openai/download", status_code=200)
+async def openai_download(request: Request) -> Stream:
+    """Download (or compile) a catalog model: progress lines with a percentage, then one JSON line.
+
+    Body: `{"model": {"Name": id, "Uri": ...} | "alias-or-id", "token"?, "IgnorePipeReport"?}`.
+    The stream's last line is `{"success": bool, "errorMessage": str | null, ...}`.
+    """
+    name = _download_name(await _json_body(request))
+    try:
+        from runtime import download
+    except ImportError:  # the catalog half not installed in this tree yet
+        from runtime.errors import NotInstalled
+
+        raise NotInstalled("model downloads are not available in this build") from None
+    return Stream(_download_lines(request, download.download, name), media_type="text/plain")
+
+
+async def _json_body(request: Request) -> Any:
+    try:
+        return json.loads(await request.body() or b"{}")
+    except ValueError:
+        raise InvalidRequest("the request body is not valid JSON") from None
+
+
+def _download_name(body: Any) -> str:
+    model = body.get("model") if isinstance(body, dict) else None
+    if isinstance(model, dict):
+        model = model.get("Name") or model.get("name")
+    if not isinstance(model, str) or not model:
+        raise InvalidRequest("'model' must be a model id or alias, or {\"Name\": id}", param="model")
+    return model
+
+
+async def _download_lines(request: Request, download_fn: Any, name: str) -> AsyncIterator[str]:
+    """Run the blocking download on a thread; forward its progress events as lines."""
+    loop = asyncio.get_running_loop()
+    events: asyncio.Queue[ProgressEvent | None] = asyncio.Queue()
+
+    def progress(event: ProgressEvent) -> None:
+        loop.call_soon_threadsafe(events.put_nowait, event)
+
+    def work() -> Any:
+        try:
+            return download_fn(name, _store(request), progress)
+        finally:
+            loop.call_soon_threadsafe(events.put_nowait, None)
+
+    task = loop.run_in_executor(None, work)
+    while (event := await events.get()) is not None:
+        yield _progress_line(event)
+    try:
+        cached = await task
+        result = {"success": True, "errorMessage": None, "modelId": cached.model_id}
+    except FoundryError as exc:
+        result = {"success": False, "errorMessage": exc.message, "code": exc.code}
+    except Exception as exc:  # a download bug must still end the stream with a verdict
+        log.exception("download of %s failed", name)
+        result = {"success": False, "errorMessage": f"download failed: {type(exc).__name__}", "code": "internal_error"}
+    result |= {"Success": result["success"], "ErrorMessage": result["errorMessage"]}
+    yield json.dumps(result) + "\n"
+
+
+def _progress_line(event: ProgressEvent) -> str:
+    """`Total 42.50% download model.onnx.data`: the SDK reads the `NN%`, a human the rest."""
+    percent = 100.0 if event.done else 0.0
+    if event.total:
+        percent = min(100.0, 100.0 * (event.completed or 0) / event.total)
+    message = event.message.replace("\n", " ")
+    return f"Total {percent:.2f}% {event.phase} {message}".rstrip() + "\n"
+
+
+# --- load / unload ----------------------------------------------------------------------------
+def _query_bool(value: str | None, default: bool) -> bool:
+    if value is None or value == "":
+        return default
+    if value.lower() in ("true", "1", "yes"):
+        return True
+    if value.lower() in ("false", "0", "no"):
+        return False
+    raise InvalidRequest(f"expected true or false, got {value[:40]!r}")
+
+
+def _query_ttl(value: str | None) -> float | None:
+    if value is None or value == "":
+        return None
+    try:
+        ttl = float(value)
+    except ValueError:
+        raise InvalidRequest(f"ttl must be a number of seconds, got {value[:40]!r}", param="ttl") from None
+    if not 0 <= ttl <= 10 * 365 * 86400:
+        raise InvalidRequest(f"ttl must be between 0 and 315360000 seconds, got {value[:40]}", param="ttl")
+    return ttl
+
+
+@get("/openai/load/{name:str}")
+async def openai_load(request: Request, name: str) -> dict[str, Any]:
+    """Load a model now (`ttl` seconds idle before it unloads; `ep` must be available here)."""
+    ttl = _query_ttl(request.query_params.get("ttl"))
+    ep = (request.query_params.get("ep") or "").lower()
+    if ep:
+        hardware = _hardware(request)
+        if not hardware.has_provider(ep):
+            raise ProviderUnavailable(
+                f"execution provider {ep!r} is not available here (available: {', '.join(sorted(hardware.providers))})",
+                param="ep",
+            )
+    if not _query_bool(request.query_params.get("unload"), True) and ttl is None:
+        ttl = 0.0  # Foundry Local: unload=false keeps the model until asked (ttl 0 = no expiry)
+    manager = _manager(request)
+    model_id = manager.resolve_name(name)
+    await manager.load(name, ttl=ttl)
+    return {"model": model_id, "loaded": True, "ttl": ttl}
+
+
+@get("/openai/unload/{name:str}")
+async def openai_unload(request: Request, name: str) -> dict[str, Any]:
+    force = _query_bool(request.query_params.get("force"), False)
+    manager = _manager(request)
+    model_id = manager.resolve_name(name)
+    was_loaded = model_id in _loaded_ids(request)
+    if was_loaded:
+        await manager.unload(name, force=force)
+    return {"model": model_id, "unloaded": was_loaded}
+
+
+@get("/openai/unloadall")
+async def openai_unload_all(request: Request) -> dict[str, Any]:
+    before = _loaded_ids(request)
+    await _manager(request).unload_all()
+    return {"unloaded": before}
+
+
+@get("/openai/loadedmodels", sync_to_thread=False)
+def openai_loaded_models(request: Request) -> list[str]:
+    return _loaded_ids(request)
+
+
+@get("/foundry/ps", sync_to_thread=False)
+def foundry_ps(request: Request) -> dict[str, Any]:
+    """This project's extension for `foundry model ps`: what is resident, its size, its idle time."""
+    return {"models": [_ps_row(entry) for entry in _manager(request).loaded()]}
+
+
+def _ps_row(entry: Any) -> dict[str, Any]:
+    now = time.monotonic()
+    last_used = getattr(entry, "last_used", None)
+    ttl = getattr(entry, "ttl", None)
+    idle = max(0.0, now - last_used) if isinstance(last_used, (int, float)) else None
+    expires = None
+    if idle is not None and isinstance(ttl, (int, float)) and ttl > 0:
+        expires = max(0.0, ttl - idle)
+    return {
+        "model": _loaded_id(entry),
+        "task": getattr(entry, "task", None),
+        "size": getattr(entry, "size", None),
+        "idle_seconds": None if idle is None else round(idle, 1),
+        "ttl": ttl,
+        "expires_in": None if expires is None else round(expires, 1),
+        "active_requests": getattr(entry, "active", None),
+    }
+
+
+# --- token counting ---------------------------------------------------------------------------
+@post("/v1/chat/completions/tokenizer/encode/count", status_code=200)
+async def count_tokens(request: Request) -> dict[str, int]:
+    """The prompt's token count after the model's chat template, without generating."""
+    body = await _json_body(request)
+    if not isinstance(body, dict) or not isinstance(body.get("model"), str):
+        raise InvalidRequest("'model' is required", param="model")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise InvalidRequest("'messages' must be a non-empty list", param="messages")
+    engine = await _manager(request).get(body["model"], "chat")
+    prompt = engine.render_prompt([_plain_message(m) for m in messages], tools=body.get("tools") or None)
+    return {"tokenCount": len(engine.encode(prompt))}
+
+
+def _plain_message(message: Any) -> dict[str, Any]:
+    if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+        raise InvalidRequest("each message needs a 'role' and 'content'", param="messages")
+    content = message.get("content")
+    if isinstance(content, list):
+        content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return {**message, "content": content if isinstance(content, str) else ""}
+
+
+ROUTES = [
+    health,
+    openai_status,
+    metrics_text,
+    foundry_list,
+    openai_models,
+    openai_download,
+    openai_load,
+    openai_unload,
+    openai_unload_all,
+    openai_loaded_models,
+    foundry_ps,
+    count_tokens,
+]

@@ -1,0 +1,201 @@
+"""Prometheus metrics: counters and histograms the service updates, rendered as text at /metrics.
+
+The generation path calls the hooks (`observe_ttft`, `observe_token_latency`, `add_tokens`,
+`set_queue_depth`); `MetricsMiddleware` counts every request by route template (never the
+raw path: model names would explode the label set) and status. Hand-written exposition
+format 0.0.4, no client library. Labels carry route templates, methods, statuses and model
+ids only: never a header, so never an API key. Hooks may run on engine threads, hence the lock.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+__all__ = [
+    "CONTENT_TYPE",
+    "MetricsMiddleware",
+    "add_tokens",
+    "observe_request",
+    "observe_token_latency",
+    "observe_ttft",
+    "render",
+    "reset",
+    "set_queue_depth",
+]
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+TOKEN_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+DURATION_BUCKETS = (0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+Labels = tuple[tuple[str, str], ...]
+
+
+class Histogram:
+    """Cumulative buckets, sum and count for one label set."""
+
+    def __init__(self, buckets: tuple[float, ...]):
+        self.buckets = buckets
+        self.counts = [0] * len(buckets)
+        self.total = 0.0
+        self.count = 0
+
+    def observe(self, value: float) -> None:
+        for i, bound in enumerate(self.buckets):
+            if value <= bound:
+                self.counts[i] += 1
+        self.total += value
+        self.count += 1
+
+
+class Registry:
+    """All series of one process; `render()` writes them in exposition format."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.counters: dict[str, dict[Labels, float]] = defaultdict(dict)
+        self.gauges: dict[str, dict[Labels, float]] = defaultdict(dict)
+        self.histograms: dict[str, dict[Labels, Histogram]] = defaultdict(dict)
+
+    def inc(self, name: str, labels: Labels, value: float = 1.0) -> None:
+        with self.lock:
+            series = self.counters[name]
+            series[labels] = series.get(labels, 0.0) + value
+
+    def set(self, name: str, labels: Labels, value: float) -> None:
+        with self.lock:
+            self.gauges[name][labels] = value
+
+    def observe(self, name: str, labels: Labels, value: float, buckets: tuple[float, ...]) -> None:
+        with self.lock:
+            series = self.histograms[name]
+            if labels not in series:
+                series[labels] = Histogram(buckets)
+            series[labels].observe(value)
+
+
+REGISTRY = Registry()
+
+HELP: dict[str, tuple[str, str]] = {
+    "foundry_requests_total": ("counter", "HTTP requests by route template, method and status."),
+    "foundry_request_duration_seconds": ("histogram", "HTTP request duration by route template."),
+    "foundry_active_requests": ("gauge", "HTTP requests being answered now."),
+    "foundry_prompt_tokens_total": ("counter", "Prompt tokens processed, by model."),
+    "foundry_completion_tokens_total": ("counter", "Tokens generated, by model."),
+    "foundry_time_to_first_token_seconds": ("histogram", "Time from request to first generated token."),
+    "foundry_time_per_output_token_seconds": ("histogram", "Time between generated tokens."),
+    "foundry_queue_depth": ("gauge", "Generation requests waiting for a slot."),
+    "foundry_loaded_models": ("gauge", "Models resident in memory."),
+    "foundry_model_loaded": ("gauge", "1 for each resident model."),
+    "foundry_info": ("gauge", "Service version."),
+}
+
+
+# --- hooks the generation path calls ------------------------------------------------------
+def observe_ttft(model: str, seconds: float) -> None:
+    REGISTRY.observe("foundry_time_to_first_token_seconds", (("model", model),), seconds, TTFT_BUCKETS)
+
+
+def observe_token_latency(model: str, seconds: float) -> None:
+    """One inter-token gap (call once per generated token after the first)."""
+    REGISTRY.observe("foundry_time_per_output_token_seconds", (("model", model),), seconds, TOKEN_BUCKETS)
+
+
+def add_tokens(model: str, prompt_tokens: int, completion_tokens: int) -> None:
+    labels = (("model", model),)
+    REGISTRY.inc("foundry_prompt_tokens_total", labels, prompt_tokens)
+    REGISTRY.inc("foundry_completion_tokens_total", labels, completion_tokens)
+
+
+def set_queue_depth(depth: int) -> None:
+    REGISTRY.set("foundry_queue_depth", (), depth)
+
+
+def observe_request(route: str, method: str, status: int, seconds: float) -> None:
+    REGISTRY.inc("foundry_requests_total", (("route", route), ("method", method), ("status", str(status))))
+    REGISTRY.observe("foundry_request_duration_seconds", (("route", route),), seconds, DURATION_BUCKETS)
+
+
+def reset() -> None:
+    """Forget every series (tests that build several apps in one process)."""
+    global REGISTRY
+    REGISTRY = Registry()
+
+
+# --- exposition ---------------------------------------------------------------------------
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _labels(labels: Iterable[tuple[str, str]]) -> str:
+    inner = ",".join(f'{key}="{_escape(value)}"' for key, value in labels)
+    return f"{{{inner}}}" if inner else ""
+
+
+def _number(value: float) -> str:
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    return repr(float(value)) if not float(value).is_integer() else str(int(value))
+
+
+def render(gauges: Mapping[str, Mapping[Labels, float]] | None = None) -> str:
+    """The whole registry (plus scrape-time `gauges`, e.g. loaded models) as exposition text."""
+    registry = REGISTRY
+    with registry.lock:
+        counters = {k: dict(v) for k, v in registry.counters.items()}
+        all_gauges = {k: dict(v) for k, v in registry.gauges.items()}
+        histograms = {k: {lbl: (h.buckets, list(h.counts), h.total, h.count) for lbl, h in v.items()}
+                      for k, v in registry.histograms.items()}
+    for name, series in (gauges or {}).items():
+        all_gauges.setdefault(name, {}).update(series)
+    lines: list[str] = []
+    for name in sorted({*counters, *all_gauges, *histograms}):
+        kind, text = HELP.get(name, ("untyped", name))
+        lines += [f"# HELP {name} {text}", f"# TYPE {name} {kind}"]
+        for labels, value in sorted(counters.get(name, {}).items()):
+            lines.append(f"{name}{_labels(labels)} {_number(value)}")
+        for labels, value in sorted(all_gauges.get(name, {}).items()):
+            lines.append(f"{name}{_labels(labels)} {_number(value)}")
+        for labels, (buckets, counts, total, count) in sorted(histograms.get(name, {}).items()):
+            for bound, cumulative in zip(buckets, counts, strict=True):
+                lines.append(f"{name}_bucket{_labels((*labels, ('le', _number(bound))))} {cumulative}")
+            lines.append(f"{name}_bucket{_labels((*labels, ('le', '+Inf')))} {count}")
+            lines.append(f"{name}_sum{_labels(labels)} {_number(total)}")
+            lines.append(f"{name}_count{_labels(labels)} {count}")
+    return "\n".join(lines) + "\n"
+
+
+class MetricsMiddleware:
+    """ASGI middleware: active requests, and requests by route template + status + duration."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.active = 0
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500
+        started = time.perf_counter()
+
+        async def send_with_status(message: Any) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        self.active += 1
+        REGISTRY.set("foundry_active_requests", (), self.active)
+        try:
+            await self.app(scope, receive, send_with_status)
+        finally:
+            self.active -= 1
+            REGISTRY.set("foundry_active_requests", (), self.active)
+            route = scope.get("path_template") or "unmatched"
+            observe_request(route, scope.get("method", ""), status, time.perf_counter() - started)

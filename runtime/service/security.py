@@ -1,0 +1,169 @@
+"""Who may talk to the service: bind policy, API key, Host header (DNS rebinding) and CORS.
+
+The peers' record shows where this breaks: Ollama's DNS-rebinding CVE (a web page whose
+name resolves to 127.0.0.1 drives the local API), vLLM's API key that skipped routes.
+So the checks run as ASGI middleware around every route but `/health`, compare the key in
+constant time, and never log or echo it. Pure ASGI and stdlib: the CLI imports
+`check_bind` without pulling litestar in.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import json
+import logging
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from typing import TYPE_CHECKING, Any
+
+from runtime.errors import (
+    BadApiKey,
+    FoundryError,
+    HostNotAllowed,
+    InsecureBind,
+    MissingApiKey,
+)
+
+if TYPE_CHECKING:
+    from litestar.config.cors import CORSConfig
+
+__all__ = [
+    "OPEN_PATHS",
+    "SecurityMiddleware",
+    "check_bind",
+    "cors_config",
+    "is_loopback",
+]
+
+log = logging.getLogger(__name__)
+
+Scope = MutableMapping[str, Any]
+ASGIApp = Callable[[Scope, Callable[..., Awaitable[Any]], Callable[..., Awaitable[Any]]], Awaitable[None]]
+
+# Answered without a key: liveness probes (and Foundry Local's SDK start-up poll) need it.
+OPEN_PATHS = frozenset({"/health"})
+LOCAL_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def is_loopback(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and `localhost`: addresses no other machine can reach."""
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bind(host: str, api_key: str | None, insecure: bool) -> None:
+    """Refuse to expose an unauthenticated service to the network.
+
+    Raises:
+        InsecureBind: `host` is not loopback, no API key is set and `insecure` is False.
+    """
+    if is_loopback(host) or api_key or insecure:
+        return
+    raise InsecureBind(
+        f"binding {host} exposes the service to the network without an API key",
+        hint=f"foundry service start --host {host} --api-key KEY (or --insecure to accept the risk)",
+    )
+
+
+def cors_config(origins: Iterable[str]) -> CORSConfig | None:
+    """Litestar's CORS config for the configured origins; None (CORS off) when there are none."""
+    allowed = [origin for origin in origins if origin]
+    if not allowed:
+        return None
+    from litestar.config.cors import CORSConfig
+
+    return CORSConfig(
+        allow_origins=allowed,
+        allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+        allow_headers=["authorization", "x-api-key", "content-type"],
+    )
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key.lower() == name:
+            return value.decode("latin-1")
+    return None
+
+
+def _host_name(host_header: str) -> str:
+    """`[::1]:8080` -> `::1`, `LocalHost:80` -> `localhost`."""
+    host = host_header.strip().lower()
+    if host.startswith("["):
+        return host[1 : host.find("]")] if "]" in host else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def _presented_key(scope: Scope) -> str | None:
+    """The key from `Authorization: Bearer K` (OpenAI clients) or `x-api-key: K` (Anthropic's)."""
+    auth = _header(scope, b"authorization")
+    if auth:
+        scheme, _, value = auth.strip().partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return value.strip()
+    return _header(scope, b"x-api-key")
+
+
+class SecurityMiddleware:
+    """ASGI middleware: Host check (while bound to loopback), then API key (when one is set).
+
+    Args:
+        bound_host: the address the server listens on; loopback binds refuse foreign Host headers.
+        api_key: the key every route but `OPEN_PATHS` requires; None = no key.
+    """
+
+    def __init__(self, app: ASGIApp, *, bound_host: str, api_key: str | None) -> None:
+        self.app = app
+        self.check_host = is_loopback(bound_host)
+        self.allowed_hosts = LOCAL_NAMES | {_host_name(bound_host)}
+        self._key = api_key.encode() if api_key else None
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        try:
+            self.authorize(scope)
+        except FoundryError as exc:
+            await _send_error(scope, send, exc)
+            return
+        await self.app(scope, receive, send)
+
+    def authorize(self, scope: Scope) -> None:
+        """Raise the reason this request may not proceed, if any."""
+        host = _header(scope, b"host")
+        # No Host at all is an HTTP/1.0 client, not a browser: browsers always send it.
+        if self.check_host and host is not None and _host_name(host) not in self.allowed_hosts:
+            raise HostNotAllowed(
+                f"host {host[:100]!r} is not allowed: this service answers only to localhost"
+            )
+        if self._key is None or scope.get("path") in OPEN_PATHS:
+            return
+        presented = _presented_key(scope)
+        if presented is None:
+            raise MissingApiKey(
+                "this service requires an API key: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'"
+            )
+        if not hmac.compare_digest(presented.encode("utf-8", "replace"), self._key):
+            raise BadApiKey("the API key is not valid for this service")
+
+
+async def _send_error(scope: Scope, send: Any, exc: FoundryError) -> None:
+    """OpenAI's error shape, written directly (the request never reaches a handler)."""
+    log.info("refused %s %s: %s", scope.get("method", ""), scope.get("path", ""), exc.code)
+    if scope["type"] == "websocket":
+        await send({"type": "websocket.close", "code": 1008})
+        return
+    body = json.dumps(
+        {"error": {"message": exc.message, "type": exc.openai_type, "param": None, "code": exc.code}}
+    ).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if exc.http_status == 401:
+        headers.append((b"www-authenticate", b"Bearer"))
+    await send({"type": "http.response.start", "status": exc.http_status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
