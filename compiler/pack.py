@@ -197,6 +197,9 @@ def pack(
 
 def context_length(artifact: Path, source: Source) -> int:
     """The context the engine will allow: genai_config's, else the checkpoint's."""
+    pooling = artifact / "pooling.json"  # embeddings: the encoder's truncation length
+    if pooling.is_file():
+        return int(json.loads(pooling.read_text()).get("max_length") or 0)
     genai = artifact / "genai_config.json"
     if genai.is_file():
         value = json.loads(genai.read_text()).get("model", {}).get("context_length")

@@ -95,6 +95,10 @@ def validate(
         ValidationFailed: the artifact does not load or generate, or an fp32 build's greedy
             tokens differ from transformers'.
     """
+    if (artifact / "pooling.json").is_file() or (artifact / "audio_processor_config.json").is_file():
+        from compiler.validate_media import validate_media  # embeddings / speech artifacts
+
+        return validate_media(artifact, source.path, target.precision, progress)
     if not is_runnable(target):
         progress(ProgressEvent("validate", f"skipped: provider {target.provider!r} is not available here"))
         return {

@@ -19,6 +19,8 @@ __all__ = ["BACKENDS", "load_backend"]
 BACKENDS: dict[str, str] = {
     "olive": "compiler.backends.olive:OliveBackend",
     "genai-builder": "compiler.backends.genai_builder:GenaiBuilderBackend",
+    "olive-encoder": "compiler.backends.olive_encoder:OliveEncoderBackend",
+    "whisper": "compiler.backends.whisper:WhisperBackend",
     "olive-encoder": "compiler.backends.olive_encoder:OliveEncoderBackend",  # [media]
 }
 

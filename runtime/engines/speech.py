@@ -1,0 +1,174 @@
+"""Whisper speech-to-text with onnxruntime-genai: audio in, transcript (and segments) out.
+
+The artifact is the builder's whisper output (`encoder.onnx`, `decoder.onnx`,
+`audio_processor_config.json`, `genai_config.json`, tokenizer). Audio arrives as 16 kHz mono
+PCM (`runtime/audio.py` decodes uploads); it is cut into 30 s windows, each window becomes a
+16-bit WAV that the model's multimodal processor turns into log-mel features, and the decoder
+runs from Whisper's prompt `<|startoftranscript|><|en|><|transcribe|><|notimestamps|>`.
+Window transcripts are stitched with a space; each window is one segment (start/end in
+seconds). Decoding is greedy at temperature 0 (the default), sampled above it. No logits
+processors are applied (transformers' `suppress_tokens` are not), which is what the
+compiler's parity check compares. Generation runs on one worker thread per engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from runtime.audio import SAMPLE_RATE, WINDOW_SECONDS, split_windows, to_wav_bytes
+from runtime.errors import InvalidRequest
+
+__all__ = ["LANGUAGES", "Segment", "SpeechEngine", "Transcript", "decoder_prompt"]
+
+# Whisper's language codes -> names (what verbose_json reports); the tokenizer decides which exist.
+LANGUAGES = {
+    "en": "english", "zh": "chinese", "de": "german", "es": "spanish", "ru": "russian", "ko": "korean",
+    "fr": "french", "ja": "japanese", "pt": "portuguese", "tr": "turkish", "pl": "polish", "ca": "catalan",
+    "nl": "dutch", "ar": "arabic", "sv": "swedish", "it": "italian", "id": "indonesian", "hi": "hindi",
+    "fi": "finnish", "vi": "vietnamese", "he": "hebrew", "uk": "ukrainian", "el": "greek", "ms": "malay",
+    "cs": "czech", "ro": "romanian", "da": "danish", "hu": "hungarian", "ta": "tamil", "no": "norwegian",
+    "th": "thai", "ur": "urdu", "hr": "croatian", "bg": "bulgarian", "lt": "lithuanian", "la": "latin",
+}  # fmt: skip
+NAMES_TO_CODES = {name: code for code, name in LANGUAGES.items()}
+
+
+def decoder_prompt(language: str | None, task: str = "transcribe", *, context: str | None = None) -> str:
+    """Whisper's decoder prompt, e.g. `<|startoftranscript|><|en|><|transcribe|><|notimestamps|>`.
+
+    `context` (OpenAI's `prompt`: earlier text, names, spelling) goes before it after
+    `<|startofprev|>`, as Whisper was trained.
+    """
+    code = (language or "en").lower()
+    code = NAMES_TO_CODES.get(code, code)
+    prefix = f"<|startofprev|> {context.strip()}" if context and context.strip() else ""
+    return f"{prefix}<|startoftranscript|><|{code}|><|{task}|><|notimestamps|>"
+
+
+@dataclass(frozen=True)
+class Segment:
+    id: int
+    start: float
+    end: float
+    text: str
+    tokens: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Transcript:
+    text: str
+    language: str
+    duration: float
+    segments: list[Segment]
+
+
+class SpeechEngine:
+    """Loads one whisper artifact; `transcribe()` is synchronous, `atranscribe()` runs it off the loop."""
+
+    task = "speech"
+
+    def __init__(self, path: Path, metadata: dict[str, Any] | None = None):
+        import onnxruntime_genai as og
+
+        self.path = Path(path)
+        self.metadata = dict(metadata or {})
+        self._og = og
+        self.model = og.Model(str(self.path))
+        self.processor = self.model.create_multimodal_processor()
+        self.tokenizer = og.Tokenizer(self.model)
+        config = json.loads((self.path / "genai_config.json").read_text())
+        self.context_length = int(config["model"].get("context_length", 448))
+        self.eos_token_id = config["model"].get("eos_token_id")
+        self._languages = self._known_languages()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="speech")
+
+    def _known_languages(self) -> set[str]:
+        """Language codes whose `<|xx|>` token the tokenizer has (a synthetic tokenizer may lack some)."""
+        try:
+            data = json.loads((self.path / "tokenizer.json").read_text())
+        except (OSError, ValueError):
+            return set(LANGUAGES)
+        added = {t.get("content", "") for t in data.get("added_tokens", [])}
+        return {code for code in LANGUAGES if f"<|{code}|>" in added}
+
+    def check_language(self, language: str | None) -> str:
+        """The language code to prompt with (default English).
+
+        Raises:
+            InvalidRequest: a language Whisper (or this tokenizer) does not know.
+        """
+        code = (language or "en").strip().lower()
+        code = NAMES_TO_CODES.get(code, code)
+        if code not in self._languages:
+            raise InvalidRequest(
+                f"language {language!r} is not supported; use an ISO-639-1 code such as 'en', 'de', 'fr'",
+                param="language",
+            )
+        return code
+
+    # --- one window ------------------------------------------------------------------
+    def generate_ids(
+        self, wav: bytes, prompt: str, *, max_new_tokens: int | None = None, temperature: float = 0.0
+    ) -> list[int]:
+        """Token ids the decoder writes after `prompt` for one WAV window (EOS excluded)."""
+        og = self._og
+        inputs = self.processor([prompt], audios=og.Audios.open_bytes(wav))
+        prompt_len = int(inputs["input_ids"].as_numpy().shape[-1])
+        limit = self.context_length if max_new_tokens is None else min(self.context_length, prompt_len + max_new_tokens)
+        params = og.GeneratorParams(self.model)
+        options: dict[str, Any] = {"max_length": limit, "batch_size": 1}
+        if temperature > 0:
+            options.update(do_sample=True, temperature=float(temperature), top_k=0, top_p=1.0)
+        else:
+            options.update(do_sample=False)
+        params.set_search_options(**options)
+        generator = og.Generator(self.model, params)
+        generator.set_inputs(inputs)
+        while not generator.is_done():
+            generator.generate_next_token()
+        ids = [int(t) for t in generator.get_sequence(0)][prompt_len:]
+        del generator
+        if ids and ids[-1] == self.eos_token_id:
+            ids.pop()
+        return ids
+
+    def transcribe(
+        self,
+        pcm: np.ndarray,
+        *,
+        language: str | None = None,
+        task: str = "transcribe",
+        prompt: str | None = None,
+        temperature: float = 0.0,
+    ) -> Transcript:
+        """Transcribe (or translate to English) 16 kHz mono PCM of any length."""
+        if task not in {"transcribe", "translate"}:
+            raise InvalidRequest(f"task must be 'transcribe' or 'translate', got {task!r}", param="task")
+        code = self.check_language(language)
+        duration = len(pcm) / SAMPLE_RATE
+        segments: list[Segment] = []
+        context = prompt
+        for index, window in enumerate(split_windows(pcm)):
+            ids = self.generate_ids(to_wav_bytes(window), decoder_prompt(code, task, context=context), temperature=temperature)
+            text = self.tokenizer.decode(np.asarray(ids, dtype=np.int32)).strip() if ids else ""
+            start = index * WINDOW_SECONDS
+            segments.append(Segment(index, start, min(duration, start + len(window) / SAMPLE_RATE), text, ids))
+            context = None  # the user's prompt conditions the first window only
+        text = " ".join(s.text for s in segments if s.text)
+        return Transcript(text=text, language=LANGUAGES.get(code, code), duration=duration, segments=segments)
+
+    async def atranscribe(self, pcm: np.ndarray, **kwargs: Any) -> Transcript:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, lambda: self.transcribe(pcm, **kwargs))
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        self.processor = None
+        self.tokenizer = None
+        self.model = None

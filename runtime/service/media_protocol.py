@@ -1,0 +1,141 @@
+"""Wire types and pure conversions for `/v1/embeddings` and `/v1/audio/*` (OpenAI's shapes).
+
+Kept free of the service: `EmbeddingRequest.inputs()` and the transcript renderers are pure
+functions, unit-tested without a server. OpenAI's `input` is one of four shapes (string,
+strings, token ids, lists of token ids); msgspec cannot express a union of several array
+types, so it is decoded as `Any` and checked here with one clear message.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import TYPE_CHECKING, Any, Literal
+
+import msgspec
+
+from runtime.errors import InvalidRequest
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from runtime.engines.speech import Transcript
+
+__all__ = [
+    "MAX_INPUTS",
+    "RESPONSE_FORMATS",
+    "EmbeddingRequest",
+    "embedding_response",
+    "render_transcript",
+]
+
+MAX_INPUTS = 2048  # OpenAI's limit on inputs per embeddings request
+RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
+
+
+class EmbeddingRequest(msgspec.Struct, kw_only=True):
+    model: str
+    input: Any
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = None
+    user: str | None = None
+
+    def inputs(self) -> list[str] | list[list[int]]:
+        """The input as a list of strings or a list of token-id lists.
+
+        Raises:
+            InvalidRequest: empty input, empty strings, mixed shapes, non-integer ids, too many inputs.
+        """
+        value = self.input
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not value:
+            raise InvalidRequest(
+                "'input' must be a non-empty string, array of strings, array of token ids, "
+                "or array of token-id arrays",
+                param="input",
+            )
+        if len(value) > MAX_INPUTS:
+            raise InvalidRequest(f"'input' has {len(value)} items; at most {MAX_INPUTS} are allowed", param="input")
+        if all(isinstance(item, str) for item in value):
+            if any(not item for item in value):
+                raise InvalidRequest("'input' contains an empty string", param="input")
+            return list(value)
+        if all(_is_token(item) for item in value):
+            return [list(value)]
+        if all(isinstance(item, list) and item and all(_is_token(t) for t in item) for item in value):
+            return [list(item) for item in value]
+        raise InvalidRequest(
+            "'input' mixes shapes or holds something other than strings or non-negative integer token ids",
+            param="input",
+        )
+
+
+def _is_token(item: Any) -> bool:
+    return isinstance(item, int) and not isinstance(item, bool) and item >= 0
+
+
+def embedding_response(vectors: np.ndarray, *, model: str, encoding_format: str, prompt_tokens: int) -> dict[str, Any]:
+    """OpenAI's embeddings list; base64 is little-endian float32, as the openai client decodes it."""
+    import numpy as np
+
+    data = []
+    for index, row in enumerate(vectors):
+        if encoding_format == "base64":
+            embedding: Any = base64.b64encode(np.asarray(row, dtype="<f4").tobytes()).decode("ascii")
+        else:
+            embedding = [float(x) for x in row]
+        data.append({"object": "embedding", "index": index, "embedding": embedding})
+    return {
+        "object": "list",
+        "data": data,
+        "model": model,
+        "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
+    }
+
+
+def _timestamp(seconds: float, separator: str) -> str:
+    millis = round(seconds * 1000)
+    hours, millis = divmod(millis, 3_600_000)
+    minutes, millis = divmod(millis, 60_000)
+    secs, millis = divmod(millis, 1000)
+    return f"{hours:02d}:{minutes:02d}:{secs:02d}{separator}{millis:03d}"
+
+
+def render_transcript(transcript: Transcript, response_format: str, task: str) -> tuple[Any, str]:
+    """(body, media type) for one of `RESPONSE_FORMATS`."""
+    if response_format == "json":
+        return {"text": transcript.text}, "application/json"
+    if response_format == "text":
+        return transcript.text + "\n", "text/plain"
+    if response_format == "srt":
+        cues = [
+            f"{s.id + 1}\n{_timestamp(s.start, ',')} --> {_timestamp(s.end, ',')}\n{s.text}\n"
+            for s in transcript.segments
+        ]
+        return "\n".join(cues) + ("\n" if cues else ""), "text/plain"
+    if response_format == "vtt":
+        cues = [f"{_timestamp(s.start, '.')} --> {_timestamp(s.end, '.')}\n{s.text}\n" for s in transcript.segments]
+        return "WEBVTT\n\n" + "\n".join(cues), "text/vtt"
+    segments = [
+        {
+            "id": s.id,
+            "seek": round(s.start * 100),
+            "start": s.start,
+            "end": s.end,
+            "text": s.text,
+            "tokens": s.tokens,
+            "temperature": 0.0,
+            "avg_logprob": 0.0,
+            "compression_ratio": 0.0,
+            "no_speech_prob": 0.0,
+        }
+        for s in transcript.segments
+    ]
+    body = {
+        "task": task,
+        "language": transcript.language,
+        "duration": transcript.duration,
+        "text": transcript.text,
+        "segments": segments,
+    }
+    return body, "application/json"

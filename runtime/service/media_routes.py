@@ -1,0 +1,139 @@
+"""OpenAI's `/v1/embeddings`, `/v1/audio/transcriptions` and `/v1/audio/translations`.
+
+Thin controllers: decode the request (`media_protocol.py`), get the engine from the model
+manager (which loads on demand), run it off the event loop, shape the answer. A model that
+serves another task is a 400 `UnsupportedTask` naming the task it serves. Uploads over
+`MAX_AUDIO_BYTES` (or the service's `max_body_bytes`, whichever is smaller) are a 413.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Request, post
+from litestar.datastructures import UploadFile
+from litestar.enums import RequestEncodingType
+from litestar.params import Body
+from litestar.response import Response
+
+from runtime.audio import decode_audio
+from runtime.errors import InvalidRequest, UnsupportedTask, UploadTooLarge
+from runtime.service.media_protocol import RESPONSE_FORMATS, EmbeddingRequest, embedding_response, render_transcript
+
+__all__ = ["MAX_AUDIO_BYTES", "ROUTES"]
+
+MAX_AUDIO_BYTES = 25 * 1024 * 1024  # OpenAI's upload limit for audio
+
+
+async def _engine(request: Request, name: str, task: str) -> Any:
+    """The loaded engine for `name`, which must serve `task`.
+
+    Raises:
+        UnsupportedTask: the model serves another task (says which).
+        ModelNotFound: from the manager.
+    """
+    manager = request.app.state.manager
+    engine = await manager.get(name, task=task)
+    served = getattr(engine, "task", "chat")
+    if served != task:
+        raise UnsupportedTask(f"model {name!r} serves {served}, not {task}", param="model")
+    return engine
+
+
+@post("/v1/embeddings", status_code=200)
+async def create_embeddings(request: Request) -> dict[str, Any]:
+    try:
+        body = msgspec.json.decode(await request.body(), type=EmbeddingRequest)
+    except msgspec.ValidationError as exc:
+        raise InvalidRequest(f"invalid embeddings request: {exc}") from None
+    except msgspec.DecodeError:
+        raise InvalidRequest("the request body is not valid JSON") from None
+    inputs = body.inputs()
+    if body.dimensions is not None and body.dimensions < 1:
+        raise InvalidRequest("'dimensions' must be a positive integer", param="dimensions")
+    engine = await _engine(request, body.model, "embeddings")
+    result = await engine.aembed(inputs)
+    vectors = engine.truncate_dimensions(result.vectors, body.dimensions)
+    return embedding_response(
+        vectors, model=body.model, encoding_format=body.encoding_format, prompt_tokens=result.prompt_tokens
+    )
+
+
+def _field(data: dict[str, Any], name: str) -> str | None:
+    value = data.get(name)
+    if isinstance(value, list):  # a repeated form field: the last one wins
+        value = value[-1] if value else None
+    if value is None or isinstance(value, UploadFile):
+        return None
+    text = value.decode() if isinstance(value, bytes) else str(value)
+    return text if text != "" else None
+
+
+def _audio_limit(request: Request) -> int:
+    settings = getattr(request.app.state, "settings", None)
+    configured = getattr(settings, "max_body_bytes", None)
+    return min(MAX_AUDIO_BYTES, configured) if configured else MAX_AUDIO_BYTES
+
+
+async def _speech(request: Request, data: dict[str, Any], task: str) -> Response[Any]:
+    upload = data.get("file")
+    if isinstance(upload, list):
+        upload = upload[0] if upload else None
+    if not isinstance(upload, UploadFile):
+        raise InvalidRequest("'file' is required: upload the audio as a multipart file field", param="file")
+    model = _field(data, "model")
+    if not model:
+        raise InvalidRequest("'model' is required", param="model")
+    response_format = _field(data, "response_format") or "json"
+    if response_format not in RESPONSE_FORMATS:
+        raise InvalidRequest(
+            f"response_format must be one of {', '.join(RESPONSE_FORMATS)}, got {response_format!r}",
+            param="response_format",
+        )
+    temperature = _temperature(_field(data, "temperature"))
+    granularities = data.get("timestamp_granularities[]") or data.get("timestamp_granularities") or []
+    if "word" in (granularities if isinstance(granularities, list) else [granularities]):
+        raise InvalidRequest("word timestamps are not supported; use segment", param="timestamp_granularities")
+    audio = await upload.read()
+    limit = _audio_limit(request)
+    if len(audio) > limit:
+        raise UploadTooLarge(f"the audio file is {len(audio)} bytes; the limit is {limit} bytes", param="file")
+    engine = await _engine(request, model, "speech")
+    # Whisper's prompt names the spoken language (default English); translate writes English.
+    code = engine.check_language(_field(data, "language"))
+    pcm = decode_audio(audio, upload.filename)
+    transcript = await engine.atranscribe(
+        pcm, language=code, task=task, prompt=_field(data, "prompt"), temperature=temperature
+    )
+    body, media_type = render_transcript(transcript, response_format, task)
+    return Response(content=body, media_type=media_type)
+
+
+def _temperature(value: str | None) -> float:
+    if value is None:
+        return 0.0
+    try:
+        temperature = float(value)
+    except ValueError:
+        raise InvalidRequest(f"temperature must be a number, got {value!r}", param="temperature") from None
+    if not 0.0 <= temperature <= 1.0:
+        raise InvalidRequest(f"temperature must be between 0 and 1, got {temperature}", param="temperature")
+    return temperature
+
+
+Multipart = Annotated[dict[str, Any], Body(media_type=RequestEncodingType.MULTI_PART)]
+
+
+@post("/v1/audio/transcriptions", status_code=200)
+async def create_transcription(request: Request, data: Multipart) -> Response[Any]:
+    return await _speech(request, data, "transcribe")
+
+
+@post("/v1/audio/translations", status_code=200)
+async def create_translation(request: Request, data: Multipart) -> Response[Any]:
+    """Whisper's translate task: any supported language in, English text out."""
+    return await _speech(request, data, "translate")
+
+
+ROUTES = [create_embeddings, create_transcription, create_translation]
