@@ -147,3 +147,99 @@ def info(alias_or_id: str, device: str | None, as_json: bool) -> None:
             for r in rows
         ],
     )
+
+
+# --- download / remove ------------------------------------------------------------------------
+class _ProgressRenderer:
+    """Renders ProgressEvents on stderr: a rich bar on a terminal, plain lines (every 10 %) otherwise."""
+
+    def __init__(self) -> None:
+        import sys
+
+        self.interactive = sys.stderr.isatty()
+        self._bar: Any = None
+        self._task: Any = None
+        self._last_decile: dict[str, int] = {}
+
+    def __enter__(self) -> _ProgressRenderer:
+        if self.interactive:
+            from rich.console import Console
+            from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+            self._bar = Progress(
+                TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                console=Console(stderr=True), transient=False,
+            )
+            self._bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+    def __call__(self, event: Any) -> None:
+        if event.phase != "download" or event.total is None:
+            if event.message and event.phase != "register":
+                click.echo(f"{event.phase}: {event.message}", err=True)
+            return
+        if self._bar is not None:
+            if self._task is None:
+                self._task = self._bar.add_task("downloading", total=event.total)
+            self._bar.update(self._task, completed=event.completed or 0, total=event.total,
+                             description=f"downloading {event.message.split(': ')[-1]}")
+            return
+        decile = int(10 * (event.completed or 0) / event.total) if event.total else 10
+        key = event.message.split(": ")[0]
+        if decile > self._last_decile.get(key, -1) or event.done:
+            self._last_decile[key] = decile
+            click.echo(
+                f"downloading {event.message} {10 * decile}% "
+                f"({human_size(event.completed or 0)} / {human_size(event.total)})",
+                err=True,
+            )
+
+
+@group.command("download")
+@click.argument("alias_or_id")
+@click.option("--device", type=click.Choice(DEVICES), help="Download the variant for this device.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def download(alias_or_id: str, device: str | None, as_json: bool) -> None:
+    """Download a model (resumable and verified); an alias picks the best variant here."""
+    from runtime.download import download as fetch
+    from runtime.store import Store
+
+    with _ProgressRenderer() as progress:
+        cached = fetch(alias_or_id, Store(), progress, device)
+    if as_json:
+        emit_json({"id": cached.model_id, "path": str(cached.path), "size": cached.size, "metadata": cached.metadata})
+    else:
+        click.echo(f"{cached.model_id} is ready ({human_size(cached.size)}) at {cached.path}")
+
+
+@group.command("remove")
+@click.argument("alias_or_id")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def remove(alias_or_id: str, as_json: bool) -> None:
+    """Remove a downloaded model from the cache (an alias removes every cached variant of it)."""
+    from runtime.catalog import Catalog
+    from runtime.errors import ModelNotFound
+    from runtime.store import Store
+
+    catalog, store = Catalog.load(), Store()
+    if store.has(alias_or_id):
+        ids = [alias_or_id]
+    elif (variant := catalog.variant(alias_or_id)) is not None:
+        ids = [variant.id]
+    elif alias_or_id in {a.alias for a in catalog.aliases()}:
+        ids = [v.id for v in catalog.variants(alias_or_id) if store.has(v.id)]
+    else:
+        ids = []
+    ids = [i for i in ids if store.has(i)]
+    if not ids:
+        raise ModelNotFound(f"model {alias_or_id!r} is not in the cache", hint="foundry model list --cached")
+    removed = [store.remove(i) for i in ids]
+    if as_json:
+        emit_json({"removed": [m.model_id for m in removed]})
+        return
+    for model in removed:
+        click.echo(f"removed {model.model_id}; run `foundry cache gc` to free {human_size(model.size)}")
