@@ -205,15 +205,14 @@ def synthetic_source(
     dest.mkdir(parents=True, exist_ok=True)
     silent: list[int] = []
     if family == "bert":
-        config["vocab_size"] = _write_wordpiece(dest, vocab)
+        config["vocab_size"] = max(vocab, _write_wordpiece(dest, vocab))
+        _write_pooling(dest, config["hidden_size"])
     else:
         style = STYLES[style_name]
         ids, silent = _write_tokenizer(dest, style, vocab, config)
         config["vocab_size"] = vocab
         _set_config_ids(config, style, ids)
         _write_json(dest / "generation_config.json", _generation_config(family, style, ids, config))
-        if family == "whisper":
-            silent = []
     config["torch_dtype"] = "float32"
     _write_json(dest / "config.json", config)
     if family == "whisper":
@@ -249,9 +248,8 @@ def _shrink_width(config: dict[str, Any], hidden: int) -> None:
     heads, kv_heads = config["num_attention_heads"], config.get("num_key_value_heads")
     old_hidden = config["hidden_size"]
     old_head_dim = config.get("head_dim") or old_hidden // heads
-    head_dim = min(old_head_dim, max(16, hidden // 4))
-    if hidden % head_dim:
-        raise SourceError(f"--hidden {hidden} must be a multiple of {head_dim}")
+    rotary = config.get("partial_rotary_factor", 1.0)
+    head_dim = _head_dim(hidden, old_head_dim, rotary)
     new_heads = hidden // head_dim
     config["hidden_size"] = hidden
     config["num_attention_heads"] = new_heads
@@ -262,9 +260,9 @@ def _shrink_width(config: dict[str, Any], hidden: int) -> None:
     config["intermediate_size"] = _round8(config["intermediate_size"] * hidden / old_hidden)
     rope = config.get("rope_scaling")
     if isinstance(rope, dict) and "long_factor" in rope:
-        rotary = int(head_dim * config.get("partial_rotary_factor", 1.0))
-        config["rope_scaling"] = dict(rope, long_factor=_resample(rope["long_factor"], rotary // 2),
-                                      short_factor=_resample(rope["short_factor"], rotary // 2))
+        half = int(head_dim * rotary) // 2
+        config["rope_scaling"] = dict(rope, long_factor=_resample(rope["long_factor"], half),
+                                      short_factor=_resample(rope["short_factor"], half))
 
 
 def _shrink_whisper(config: dict[str, Any], layers: int | None, hidden: int | None) -> dict[str, Any]:
@@ -273,12 +271,26 @@ def _shrink_whisper(config: dict[str, Any], layers: int | None, hidden: int | No
         config["num_hidden_layers"] = layers
     if hidden is not None:
         old = config["d_model"]
-        head_dim = min(old // config["encoder_attention_heads"], max(16, hidden // 4))
+        head_dim = _head_dim(hidden, old // config["encoder_attention_heads"], 0.0)
         config["d_model"] = hidden
         config["encoder_attention_heads"] = config["decoder_attention_heads"] = hidden // head_dim
         for key in ("encoder_ffn_dim", "decoder_ffn_dim"):
             config[key] = _round8(config[key] * hidden / old)
     return config
+
+
+def _head_dim(hidden: int, old: int, rotary_fraction: float) -> int:
+    """The head size nearest hidden/4 that divides `hidden` and suits onnxruntime's rotary kernel.
+
+    GroupQueryAttention wants the rotary half-size to be a multiple of 8, so Phi-4-mini's partial
+    rotary (0.75) needs heads of 64: at hidden 64 it keeps one head (use hidden 128 for GQA).
+    """
+    target = max(16, hidden // 4)
+    fits = [d for d in (16, 32, 64, 128, 256)
+            if d <= max(old, 16) and hidden % d == 0 and (d * rotary_fraction) % 16 == 0]
+    if not fits:
+        raise SourceError(f"--hidden {hidden} leaves no valid attention head size; try a multiple of 64")
+    return min(fits, key=lambda d: (abs(d - target), d))
 
 
 def _kv_heads(heads: int, group: int) -> int:
@@ -297,7 +309,7 @@ def _resample(values: list[float], n: int) -> list[float]:
         x = i * (len(values) - 1) / (n - 1)
         lo = math.floor(x)
         hi = min(lo + 1, len(values) - 1)
-        out.append(round(values[lo] + (values[hi] - values[lo]) * (x - lo), 6))
+        out.append(values[lo] if x == lo else values[lo] + (values[hi] - values[lo]) * (x - lo))
     return out
 
 
@@ -458,6 +470,45 @@ def corpus() -> list[str]:
     return lines
 
 
+def _write_wordpiece(dest: Path, vocab: int) -> int:
+    """BERT's side: a WordPiece vocabulary plus sentence-transformers' mean-pooling files."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tokenizer.decoder = decoders.WordPiece()
+    trainer = trainers.WordPieceTrainer(vocab_size=vocab, special_tokens=specials, show_progress=False)
+    tokenizer.train_from_iterator(corpus(), trainer)
+    cls, sep = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls), ("[SEP]", sep)]
+    )
+    (dest / "tokenizer.json").write_text(tokenizer.to_str(pretty=True), encoding="utf-8")
+    words = sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1])
+    (dest / "vocab.txt").write_text("".join(w + "\n" for w, _ in words), encoding="utf-8")
+    named = dict(zip(("pad_token", "unk_token", "cls_token", "sep_token", "mask_token"), specials))
+    _write_json(dest / "tokenizer_config.json", {
+        **named, "do_lower_case": True, "model_max_length": 512, "tokenizer_class": "BertTokenizer"})
+    _write_json(dest / "special_tokens_map.json", named)
+    _write_json(dest / "modules.json", [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+        {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"},
+    ])
+    _write_json(dest / "sentence_bert_config.json", {"max_seq_length": 256, "do_lower_case": False})
+    return tokenizer.get_vocab_size()
+
+
+def _write_pooling(dest: Path, hidden: int) -> None:
+    (dest / "1_Pooling").mkdir(exist_ok=True)
+    _write_json(dest / "1_Pooling" / "config.json", {
+        "word_embedding_dimension": hidden, "pooling_mode_cls_token": False,
+        "pooling_mode_mean_tokens": True, "pooling_mode_max_tokens": False,
+        "pooling_mode_mean_sqrt_len_tokens": False})
+
+
 # --- ids in config.json and generation_config.json ---------------------------------------
 
 
@@ -560,6 +611,7 @@ def _write_weights(dest: Path, family: str, seed: int, silent_ids: list[int]) ->
         seen.add(tensor.data_ptr())
         state[name] = tensor.contiguous()
     save_file(state, str(dest / "model.safetensors"), metadata={"format": "pt"})
+    (dest / "model.safetensors").chmod(0o644)  # safetensors writes 0600; keep the folder uniform
 
 
 def _write_json(path: Path, data: Any) -> None:
