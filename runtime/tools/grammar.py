@@ -59,12 +59,32 @@ TOOL_SYNTAX: dict[str, ToolSyntax] = {
 
 
 def strict_schema(schema: dict[str, Any]) -> dict[str, Any]:
-    """`schema` with llguidance's whitespace freedom switched off (see module docstring)."""
+    """`schema` with llguidance's whitespace freedom switched off (see module docstring).
+
+    Integers without bounds get I-JSON's (|n| < 2**53): an unbounded digit run is the other
+    way a random-weight model never finishes (measured: `{"a":68777...` to max_tokens), and
+    larger integers do not survive a round trip through most JSON parsers anyway.
+    """
     if not isinstance(schema, dict):
         raise InvalidRequest("a JSON schema must be an object", param="response_format")
     options = dict(schema.get("x-guidance") or {})
     options.update(NO_FLEX)
-    return {**schema, "x-guidance": options}
+    return {**_bounded(schema), "x-guidance": options}
+
+
+def _bounded(node: Any) -> Any:
+    if isinstance(node, list):
+        return [_bounded(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    out = {key: (_bounded(value) if key not in ("const", "enum", "default", "examples") else value)
+           for key, value in node.items()}
+    if out.get("type") == "integer":
+        if "minimum" not in out and "exclusiveMinimum" not in out:
+            out["minimum"] = -(2**53) + 1
+        if "maximum" not in out and "exclusiveMaximum" not in out:
+            out["maximum"] = 2**53 - 1
+    return out
 
 
 def json_schema_guidance(schema: dict[str, Any]) -> tuple[str, str]:

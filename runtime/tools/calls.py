@@ -1,0 +1,240 @@
+"""The seam between wire APIs and tool calling: what to render, how to guide, how to read.
+
+Every API layer (OpenAI chat completions here; Responses, Anthropic Messages and Ollama
+in their own modules) converts its request into plain values, calls `plan_tools` /
+`response_format_guidance` / `prepare_messages` before rendering the prompt, and reads the
+reply with `parse_output` (finished) or `ReplyStream` (streamed). Which family's syntax
+applies is data: the manifest's `tool_parser` (written by the compiler's recipe).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from runtime.errors import InvalidRequest
+from runtime.tools.grammar import json_schema_guidance, marker_tokens, tool_call_guidance
+from runtime.tools.parsers import Delta, ParsedOutput, StreamParser, ToolParser, get_parser, parse
+
+__all__ = [
+    "ReplyStream",
+    "ToolPlan",
+    "finish_reason",
+    "parser_name",
+    "parse_output",
+    "plan_tools",
+    "prepare_messages",
+    "response_format_guidance",
+    "starts_in_reasoning",
+    "wire_message",
+]
+
+# Used only when a manifest predates `tool_parser`: the family's usual syntax.
+_FAMILY_PARSERS = {"qwen2": "qwen", "qwen3": "qwen", "llama": "llama3", "mistral": "mistral"}
+
+
+@dataclass
+class ToolPlan:
+    """What a request's `tools`/`tool_choice` mean for one model.
+
+    `template_tools` go to the chat template's `tools` variable; `guidance` (or None)
+    constrains generation; `parser` reads the reply (the "none" parser when tool calls
+    are off, which still splits off `<think>` reasoning).
+    """
+
+    template_tools: list[dict[str, Any]] | None
+    guidance: tuple[str, str] | None
+    parser: ToolParser
+    forced: bool = False
+
+
+def parser_name(metadata: dict[str, Any]) -> str | None:
+    """The tool parser a model's manifest metadata names (or its family's usual one)."""
+    name = metadata.get("tool_parser")
+    return name if name else _FAMILY_PARSERS.get(str(metadata.get("family") or ""))
+
+
+@lru_cache(maxsize=16)
+def _tokens(artifact: str) -> dict[str, int]:
+    return marker_tokens(Path(artifact))
+
+
+def _check_tools(tools: list[Any]) -> list[dict[str, Any]]:
+    checked = []
+    for i, tool in enumerate(tools):
+        function = tool.get("function") if isinstance(tool, dict) else None
+        if (not isinstance(function, dict) or tool.get("type", "function") != "function"
+                or not isinstance(function.get("name"), str) or not function["name"]):
+            raise InvalidRequest(f"tools[{i}] must be {{'type': 'function', 'function': {{'name': ...}}}}",
+                                 param=f"tools[{i}]")
+        parameters = function.get("parameters")
+        if parameters is not None and not isinstance(parameters, dict):
+            raise InvalidRequest(f"tools[{i}].function.parameters must be a JSON schema object",
+                                 param=f"tools[{i}].function.parameters")
+        checked.append(tool)
+    return checked
+
+
+def _chosen_name(tool_choice: Any) -> str | None:
+    if isinstance(tool_choice, dict):
+        function = tool_choice.get("function")
+        name = function.get("name") if isinstance(function, dict) else tool_choice.get("name")
+        if isinstance(name, str) and name:
+            return name
+    raise InvalidRequest(
+        "tool_choice must be 'auto', 'none', 'required' or {'type': 'function', 'function': {'name': ...}}",
+        param="tool_choice")
+
+
+def plan_tools(tools: list[Any] | None, tool_choice: Any, *, metadata: dict[str, Any],
+               artifact: Path | None = None) -> ToolPlan:
+    """Decide rendering, guidance and parsing for `tools` + `tool_choice` on one model.
+
+    "auto" (the default with tools) renders the tools and parses whatever the model writes;
+    "none" neither renders nor parses them; "required" or a named function also constrains
+    generation to one call in the family's syntax (grammar.tool_call_guidance).
+
+    Raises:
+        InvalidRequest: malformed tools, an unknown tool_choice, or a named function that
+            is not among the tools.
+    """
+    none = get_parser("none")
+    tools = _check_tools(tools or [])
+    if tool_choice is None:
+        tool_choice = "auto" if tools else "none"
+    if tool_choice == "none" or (not tools and tool_choice == "auto"):
+        return ToolPlan(None, None, none)
+    if not tools:
+        raise InvalidRequest("tool_choice needs tools", param="tool_choice")
+    family = parser_name(metadata)
+    parser = get_parser(family)
+    if tool_choice == "auto":
+        return ToolPlan(tools, None, parser)
+    chosen = tools
+    if tool_choice != "required":
+        name = _chosen_name(tool_choice)
+        chosen = [t for t in tools if t["function"]["name"] == name]
+        if not chosen:
+            raise InvalidRequest(f"tool_choice names {name!r}, which is not among the tools",
+                                 param="tool_choice")
+    tokens = _tokens(str(artifact)) if artifact is not None else {}
+    guidance = tool_call_guidance(family, chosen, tokens=tokens)
+    return ToolPlan(tools, guidance, parser if family else get_parser("qwen"), forced=True)
+
+
+def response_format_guidance(response_format: Any) -> tuple[str, str] | None:
+    """`response_format` -> guidance: json_object and json_schema (strict or not) are enforced.
+
+    Raises:
+        InvalidRequest: an unknown type or a json_schema without a schema object.
+    """
+    if response_format is None:
+        return None
+    kind = response_format.get("type") if isinstance(response_format, dict) else None
+    if kind in (None, "text"):
+        return None
+    if kind == "json_object":
+        return json_schema_guidance({"type": "object"})
+    if kind == "json_schema":
+        spec = response_format.get("json_schema")
+        schema = spec.get("schema") if isinstance(spec, dict) else None
+        if not isinstance(schema, dict):
+            raise InvalidRequest("response_format.json_schema.schema must be a JSON schema object",
+                                 param="response_format")
+        return json_schema_guidance(schema)
+    raise InvalidRequest(f"unknown response_format type {kind!r}", param="response_format")
+
+
+def prepare_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Messages as chat templates expect them (Hugging Face convention).
+
+    OpenAI sends a call's `arguments` as a JSON string; templates render them with
+    `tojson`, so they get the decoded object (as vLLM does), or the string if it is not JSON.
+    """
+    prepared = []
+    for message in messages:
+        calls = message.get("tool_calls")
+        if message.get("role") == "assistant" and calls:
+            message = {**message, "tool_calls": [_template_call(c) for c in calls]}
+        prepared.append(message)
+    return prepared
+
+
+def _template_call(call: dict[str, Any]) -> dict[str, Any]:
+    function = dict(call.get("function") or {})
+    arguments = function.get("arguments")
+    if isinstance(arguments, str):
+        try:
+            function["arguments"] = json.loads(arguments)
+        except ValueError:
+            pass
+    return {**call, "type": call.get("type", "function"), "function": function,
+            "name": function.get("name"), "arguments": function.get("arguments")}
+
+
+def starts_in_reasoning(prompt: str) -> bool:
+    """DeepSeek-R1 style templates open `<think>` in the prompt; the reply starts inside it."""
+    return prompt.rstrip().endswith("<think>")
+
+
+def parse_output(text: str, plan: ToolPlan, *, prompt: str = "") -> ParsedOutput:
+    """A finished reply -> content, tool calls (fresh ids) and reasoning. Never raises."""
+    return parse(text, plan.parser, in_reasoning=starts_in_reasoning(prompt))
+
+
+def finish_reason(engine_reason: str | None, has_tool_calls: bool) -> str | None:
+    """OpenAI's finish_reason: "tool_calls" when a reply that ended normally called tools."""
+    if has_tool_calls and engine_reason == "stop":
+        return "tool_calls"
+    return engine_reason
+
+
+class ReplyStream:
+    """Streamed text in, OpenAI-shaped deltas out (content, reasoning, tool-call fragments)."""
+
+    def __init__(self, plan: ToolPlan, *, prompt: str = ""):
+        self._parser = StreamParser(plan.parser, in_reasoning=starts_in_reasoning(prompt))
+
+    @property
+    def has_tool_calls(self) -> bool:
+        return self._parser.has_tool_calls
+
+    def feed(self, text: str) -> list[Delta]:
+        return self._parser.feed(text) if text else []
+
+    def finish(self) -> list[Delta]:
+        return self._parser.finish()
+
+    @staticmethod
+    def wire(delta: Delta) -> dict[str, Any]:
+        """One delta as an OpenAI `choices[].delta` object."""
+        if delta.index is None:
+            if delta.reasoning is not None:
+                return {"reasoning_content": delta.reasoning}
+            return {"content": delta.content}
+        call: dict[str, Any] = {"index": delta.index}
+        if delta.id is not None:
+            call.update(id=delta.id, type="function")
+        function: dict[str, Any] = {}
+        if delta.name is not None:
+            function["name"] = delta.name
+        if delta.arguments is not None:
+            function["arguments"] = delta.arguments
+        call["function"] = function
+        return {"tool_calls": [call]}
+
+
+def wire_message(parsed: ParsedOutput) -> dict[str, Any]:
+    """A finished reply as an OpenAI assistant `message`."""
+    message: dict[str, Any] = {"role": "assistant", "content": parsed.content}
+    if parsed.reasoning is not None:
+        message["reasoning_content"] = parsed.reasoning
+    if parsed.tool_calls:
+        message["tool_calls"] = [
+            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+            for c in parsed.tool_calls
+        ]
+    return message
