@@ -41,3 +41,84 @@ def tiny_source(synthetic_dir: Path):
         return built[alias]
 
     return build
+
+
+# --- the real service [ops] ----------------------------------------------------------------
+SERVICE_MODEL = "tiny-qwen"  # the chat model id the session service's store holds
+
+
+def foundry_cli_path() -> str:
+    """The installed `foundry` entry point beside this interpreter (what users run)."""
+    import sys
+
+    return str(Path(sys.executable).with_name("foundry"))
+
+
+def run_foundry(*args: str, home: Path, timeout: float = 180, env: dict[str, str] | None = None,
+                input: str | None = None):  # noqa: A002 - subprocess's own name
+    """`foundry ARGS` in a subprocess with FOUNDRY_HOME=home; returns the CompletedProcess."""
+    import os
+    import subprocess
+
+    # A key in the developer's environment must not leak into tests that did not ask for one.
+    full_env = {k: v for k, v in os.environ.items() if k != "FOUNDRY_API_KEY"}
+    full_env |= {"FOUNDRY_HOME": str(home), **(env or {})}
+    return subprocess.run([foundry_cli_path(), *args], env=full_env, capture_output=True, text=True,
+                          timeout=timeout, input=input)
+
+
+class RunningService:
+    """A service started by `foundry service start`; what a test needs to reach it."""
+
+    def __init__(self, home: Path):
+        import json
+
+        self.home = home
+        state = json.loads((home / "service.json").read_text())
+        self.pid: int = state["pid"]
+        self.port: int = state["port"]
+        self.base_url = f"http://127.0.0.1:{self.port}"
+
+    def cli(self, *args: str, **kwargs):
+        return run_foundry(*args, home=self.home, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def service_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The session service's FOUNDRY_HOME."""
+    return tmp_path_factory.mktemp("service-home")
+
+
+@pytest.fixture(scope="session")
+def service_model(service_home: Path, tiny_source) -> str:
+    """`tiny-qwen`: a tiny synthetic Qwen2.5 built at cpu-fp32 into the session service's store."""
+    import os
+    import subprocess
+    import sys
+
+    source = tiny_source("qwen2.5-0.5b")
+    build = subprocess.run(
+        [str(Path(sys.executable).with_name("foundry-build")), str(source), "--target", "cpu-fp32",
+         "--as", SERVICE_MODEL],
+        env={**os.environ, "FOUNDRY_HOME": str(service_home)}, capture_output=True, text=True, timeout=900,
+    )
+    assert build.returncode == 0, build.stderr[-2000:]
+    return SERVICE_MODEL
+
+
+@pytest.fixture(scope="session")
+def service(service_home: Path, service_model: str):
+    """The real service (`foundry service start` on 127.0.0.1, a free port), stopped at session end."""
+    started = run_foundry("service", "start", "--ttl", "600", home=service_home)
+    assert started.returncode == 0, started.stderr + started.stdout
+    running = RunningService(service_home)
+    yield running
+    run_foundry("service", "stop", home=service_home)
+
+
+@pytest.fixture(scope="session")
+def openai_client(service: RunningService):
+    """The real `openai` client pointed at the session service."""
+    import openai
+
+    return openai.OpenAI(base_url=f"{service.base_url}/v1", api_key="unused", max_retries=0)

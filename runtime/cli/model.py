@@ -243,3 +243,97 @@ def remove(alias_or_id: str, as_json: bool) -> None:
         return
     for model in removed:
         click.echo(f"removed {model.model_id}; run `foundry cache gc` to free {human_size(model.size)}")
+
+
+# --- commands that talk to the running service [ops] -------------------------------------
+def _service_client(start: bool = False):  # type: ignore[no-untyped-def]
+    """The running service's client; with `start`, start the service first if none runs."""
+    from runtime.client import ServiceClient
+    from runtime.errors import ServiceNotRunning
+
+    try:
+        return ServiceClient.from_state(timeout=None)
+    except ServiceNotRunning:
+        if not start:
+            raise
+    from runtime.cli.service import start_service
+
+    click.echo("Starting the foundry service...", err=True)
+    start_service()
+    return ServiceClient.from_state(timeout=None)
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
+
+
+@group.command("load")
+@click.argument("model")
+@click.option("--ttl", type=click.FloatRange(0), default=None,
+              help="Seconds the model may stay idle before it unloads (0 = never; default: the service's).")
+def load(model: str, ttl: float | None) -> None:
+    """Load MODEL (an id or alias) into the running service's memory."""
+    with _service_client() as client:
+        answer = client.load(model, ttl=ttl)
+    model_id = answer.get("model", model) if isinstance(answer, dict) else model
+    click.echo(f"loaded {model_id}" + (f" (unloads after {_duration(ttl)} idle)" if ttl else ""))
+
+
+@group.command("unload")
+@click.argument("model")
+@click.option("--force", is_flag=True, help="Unload even if requests are using it.")
+def unload(model: str, force: bool) -> None:
+    """Unload MODEL from the running service's memory."""
+    with _service_client() as client:
+        answer = client.unload(model, force=force)
+    model_id = answer.get("model", model) if isinstance(answer, dict) else model
+    was_loaded = answer.get("unloaded", True) if isinstance(answer, dict) else True
+    click.echo(f"unloaded {model_id}" if was_loaded else f"{model_id} was not loaded")
+
+
+@group.command("ps")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def ps(as_json: bool) -> None:
+    """List the models resident in the running service: size, idle time, time left."""
+    with _service_client() as client:
+        rows = client.loaded()
+    if as_json:
+        emit_json({"models": rows})
+        return
+    if not rows:
+        click.echo("No model is loaded. Load one with `foundry model load MODEL`.")
+        return
+    print_table(
+        ["model", "task", "size", "idle", "unloads in"],
+        [[r["model"], r.get("task") or "", human_size(r["size"]) if r.get("size") else "-",
+          _duration(r.get("idle_seconds")), _duration(r.get("expires_in"))] for r in rows],
+    )
+
+
+@group.command("run")
+@click.argument("model")
+@click.option("--prompt", "-p", default=None, help="Answer this one prompt, then exit (for scripts).")
+@click.option("--system", default=None, help="A system message that starts the conversation.")
+@click.option("--max-tokens", type=click.IntRange(1), default=None, help="Longest reply, in tokens.")
+@click.option("--temperature", type=click.FloatRange(0, 2), default=None, help="Sampling temperature (0 = greedy).")
+@click.option("--seed", type=int, default=None, help="Sampling seed (same seed, same reply).")
+def run(model: str, prompt: str | None, system: str | None, max_tokens: int | None,
+        temperature: float | None, seed: int | None) -> None:
+    """Chat with MODEL in the terminal, streaming tokens (starts the service if needed).
+
+    In the chat, /exit or Ctrl-D leaves, /clear forgets the conversation and Ctrl-C stops
+    the reply being written.
+    """
+    from runtime.cli.chat import chat_once, repl
+
+    options = {"system": system, "max_tokens": max_tokens, "temperature": temperature, "seed": seed}
+    with _service_client(start=True) as client:
+        client.load(model)  # load (or fail: unknown model) before the first prompt
+        if prompt is not None:
+            chat_once(client, model, prompt, options)
+        else:
+            repl(client, model, options)

@@ -130,6 +130,8 @@ def start_service(
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=child_env,
+                # `python -m` puts the cwd first on sys.path: a `runtime/` folder there must not win.
+                cwd=str(foundry_home()),
                 start_new_session=True,
                 close_fds=True,
             )

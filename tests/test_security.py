@@ -1,0 +1,156 @@
+"""Who may talk to the service: API key on every route but /health, Host header, CORS, no key leaks.
+
+One service started with `foundry service start --api-key` on loopback, in its own
+FOUNDRY_HOME, driven with plain HTTP (httpx) and the real `openai` and `anthropic` clients.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+
+from conftest import run_foundry
+
+KEY = "sk-test-7f3a9c1e5b"
+WRONG = "sk-test-0000000000"
+
+# (method, path, body): every kind of route the service has; none but /health is open.
+PROTECTED = [
+    ("GET", "/openai/status", None),
+    ("GET", "/foundry/list", None),
+    ("GET", "/openai/models", None),
+    ("GET", "/openai/loadedmodels", None),
+    ("GET", "/openai/unloadall", None),
+    ("GET", "/openai/load/tiny-qwen", None),
+    ("GET", "/openai/unload/tiny-qwen", None),
+    ("POST", "/openai/download", {"model": "qwen2.5-0.5b"}),
+    ("POST", "/v1/chat/completions/tokenizer/encode/count", {"model": "x", "messages": []}),
+    ("GET", "/foundry/ps", None),
+    ("GET", "/metrics", None),
+    ("GET", "/v1/models", None),
+    ("POST", "/v1/chat/completions", {"model": "x", "messages": [{"role": "user", "content": "hi"}]}),
+    ("POST", "/v1/completions", {"model": "x", "prompt": "hi"}),
+]
+ROUTE_IDS = [f"{method} {path}" for method, path, _ in PROTECTED]
+
+
+@pytest.fixture(scope="module")
+def keyed(tmp_path_factory: pytest.TempPathFactory):
+    """(home, base_url) of a service that requires KEY."""
+    home = tmp_path_factory.mktemp("keyed-home")
+    started = run_foundry("service", "start", "--api-key", KEY, home=home)
+    assert started.returncode == 0, started.stderr
+    port = json.loads((home / "service.json").read_text())["port"]
+    yield home, f"http://127.0.0.1:{port}"
+    run_foundry("service", "stop", home=home)
+
+
+def call(base_url: str, method: str, path: str, body: object = None, **headers: str) -> httpx.Response:
+    return httpx.request(method, f"{base_url}{path}", json=body, headers=headers, timeout=30)
+
+
+@pytest.mark.parametrize(("method", "path", "body"), PROTECTED, ids=ROUTE_IDS)
+def test_every_route_but_health_refuses_a_request_without_the_key(keyed, method, path, body):
+    _, base_url = keyed
+    response = call(base_url, method, path, body)
+    assert response.status_code == 401
+    error = response.json()["error"]
+    assert error["type"] == "authentication_error"
+    assert error["code"] == "missing_api_key"
+    assert response.headers["www-authenticate"] == "Bearer"
+
+
+@pytest.mark.parametrize(("method", "path", "body"), PROTECTED, ids=ROUTE_IDS)
+def test_every_route_but_health_refuses_a_wrong_key(keyed, method, path, body):
+    _, base_url = keyed
+    for headers in ({"authorization": f"Bearer {WRONG}"}, {"x-api-key": WRONG}, {"authorization": KEY}):
+        response = call(base_url, method, path, body, **headers)
+        assert response.status_code == 401, headers
+        assert response.json()["error"]["code"] in ("invalid_api_key", "missing_api_key")
+        assert KEY not in response.text and WRONG not in response.text
+
+
+@pytest.mark.parametrize("header", ["authorization", "x-api-key"])
+def test_the_key_is_accepted_as_bearer_token_or_x_api_key(keyed, header):
+    _, base_url = keyed
+    value = f"Bearer {KEY}" if header == "authorization" else KEY
+    for method, path, body in PROTECTED:
+        if path.startswith(("/openai/load/", "/openai/unload/", "/openai/download")):
+            continue  # these act on models; that they pass the key check is enough below
+        response = call(base_url, method, path, body, **{header: value})
+        assert response.status_code != 401, (path, response.text)
+    assert call(base_url, "GET", "/openai/status", **{header: value}).status_code == 200
+
+
+def test_health_answers_without_a_key(keyed):
+    _, base_url = keyed
+    response = call(base_url, "GET", "/health")
+    assert response.status_code == 200
+    assert response.json()["status"] == "ok"
+
+
+def test_the_openai_client_needs_the_key(keyed):
+    import openai
+
+    _, base_url = keyed
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=f"{base_url}/v1", api_key=WRONG, max_retries=0).models.list()
+    models = openai.OpenAI(base_url=f"{base_url}/v1", api_key=KEY, max_retries=0).models.list()
+    assert models.object == "list"
+
+
+def test_a_foreign_host_header_is_refused_while_bound_to_loopback(keyed):
+    """A DNS-rebinding page's requests carry its own name as Host; they never reach a handler."""
+    _, base_url = keyed
+    auth = {"authorization": f"Bearer {KEY}"}
+    for host in ("evil.example", "evil.example:80", "127.0.0.1.nip.io", "192.168.1.20:8080"):
+        response = call(base_url, "GET", "/openai/models", host=host, **auth)
+        assert response.status_code == 403, host
+        assert response.json()["error"]["code"] == "host_not_allowed"
+    for host in ("localhost", "localhost:1234", "127.0.0.1:9", "[::1]:5273", "LOCALHOST"):
+        assert call(base_url, "GET", "/openai/models", host=host, **auth).status_code == 200, host
+
+
+def test_cors_is_off_unless_configured(keyed):
+    _, base_url = keyed
+    response = call(base_url, "GET", "/openai/models", origin="http://evil.example",
+                    authorization=f"Bearer {KEY}")
+    assert "access-control-allow-origin" not in response.headers
+    preflight = httpx.options(f"{base_url}/v1/chat/completions", timeout=10, headers={
+        "origin": "http://evil.example", "access-control-request-method": "POST"})
+    assert "access-control-allow-origin" not in preflight.headers
+
+
+def test_the_key_appears_in_no_log_state_file_metrics_or_command_line(keyed):
+    home, base_url = keyed
+    call(base_url, "GET", "/openai/models", authorization=f"Bearer {WRONG}")
+    call(base_url, "GET", "/openai/models", **{"x-api-key": KEY})
+    metrics = call(base_url, "GET", "/metrics", authorization=f"Bearer {KEY}")
+    assert metrics.status_code == 200
+    state = json.loads((home / "service.json").read_text())
+    assert state["api_key_set"] is True
+    cmdline = Path(f"/proc/{state['pid']}/cmdline").read_bytes()
+    for text in (metrics.text, (home / "service.json").read_text(), (home / "logs" / "service.log").read_text(),
+                 cmdline.decode(errors="replace")):
+        assert KEY not in text and WRONG not in text
+
+
+def test_cli_commands_without_the_key_fail_in_one_line_and_say_how_to_fix_it(keyed):
+    home, _ = keyed
+    result = run_foundry("model", "ps", home=home)
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[0].startswith("error: this service requires an API key")
+    assert "FOUNDRY_API_KEY" in result.stderr and "Traceback" not in result.stderr
+    assert run_foundry("model", "ps", home=home, env={"FOUNDRY_API_KEY": KEY}).returncode == 0
+
+
+def test_status_shows_the_endpoint_with_or_without_the_key(keyed):
+    home, base_url = keyed
+    without = run_foundry("service", "status", home=home)
+    assert base_url in without.stdout
+    assert "API key required" in without.stdout
+    with_key = run_foundry("service", "status", home=home, env={"FOUNDRY_API_KEY": KEY})
+    assert "loaded     none" in with_key.stdout
