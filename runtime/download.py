@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from runtime.errors import (
     DiskFull,
@@ -38,8 +38,8 @@ from runtime.errors import (
     NotInstalled,
     Offline,
     ProviderUnavailable,
-    ValidationFailed,
 )
+from runtime.artifact import validate_artifact
 from runtime.progress import ProgressEvent, ProgressFn, silent
 from runtime.settings import env, foundry_home
 
@@ -377,51 +377,6 @@ def _hub_errors(what: str) -> Iterator[None]:
         raise DownloadFailed(
             f"download of {what} was interrupted: {exc}", hint="run the same command again to resume"
         ) from exc
-
-
-# --- validation -------------------------------------------------------------------------------
-def validate_artifact(folder: Path, task: str | None = None, *, generate_tokens: int = 0) -> dict[str, Any]:
-    """Check that a folder loads in the engine the runtime will use; optionally generate a few tokens.
-
-    Deliberately simpler than `compiler.validate` (which needs the compiler extra): a chat or
-    speech artifact must load in onnxruntime-genai, an encoder in onnxruntime.
-
-    Raises:
-        ValidationFailed: it does not load (or generate), with the engine's reason.
-    """
-    if (folder / "genai_config.json").is_file():
-        return _validate_genai(folder, generate_tokens if task in (None, "chat") else 0)
-    onnx_files = sorted(folder.glob("*.onnx"))
-    if not onnx_files:
-        raise ValidationFailed(f"{folder} has neither genai_config.json nor an .onnx file")
-    try:
-        import onnxruntime as ort
-
-        session = ort.InferenceSession(str(onnx_files[0]), providers=["CPUExecutionProvider"])
-    except Exception as exc:  # the engine's own error types vary by version
-        raise ValidationFailed(f"{onnx_files[0].name} does not load in onnxruntime: {exc}") from exc
-    return {"loaded": True, "inputs": [i.name for i in session.get_inputs()]}
-
-
-def _validate_genai(folder: Path, generate_tokens: int) -> dict[str, Any]:
-    try:
-        import onnxruntime_genai as og
-
-        model = og.Model(str(folder))
-        if not generate_tokens:
-            return {"loaded": True}
-        tokenizer = og.Tokenizer(model)
-        params = og.GeneratorParams(model)
-        params.set_search_options(max_length=64, do_sample=False)
-        generator = og.Generator(model, params)
-        generator.append_tokens(tokenizer.encode("Hello"))
-        produced = []
-        while not generator.is_done() and len(produced) < generate_tokens:
-            generator.generate_next_token()
-            produced.append(int(generator.get_next_tokens()[0]))
-    except Exception as exc:  # onnxruntime-genai raises RuntimeError/OSError variants
-        raise ValidationFailed(f"{folder.name} does not load in onnxruntime-genai: {exc}") from exc
-    return {"loaded": True, "generated_tokens": len(produced), "text": tokenizer.decode(produced)}
 
 
 def _write_inference_model(folder: Path, variant: Variant) -> None:

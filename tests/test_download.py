@@ -312,3 +312,45 @@ def test_disk_filling_mid_download_registers_nothing_and_reports_space(
     assert "not enough disk space" in stderr and "GB free" in stderr
     (small_disk / "filler").unlink()
     assert refs(small_disk) == [] and partials(small_disk) == []
+
+
+# --- foundry cache import -------------------------------------------------------------------------
+def test_cache_import_registers_a_folder_that_generates(tiny_artifact: Path, foundry_home: Path) -> None:
+    result = run_foundry("cache", "import", str(tiny_artifact), "--name", "my-tiny", "--json")
+    assert result.returncode == 0, result.stderr
+    imported = json.loads(result.stdout)
+    meta = imported["metadata"]
+    assert imported["id"] == "my-tiny"
+    assert (meta["task"], meta["family"], meta["provider"], meta["tool_parser"]) == ("chat", "qwen2", "cpu", "qwen")
+    assert meta["validation"]["generated_tokens"] == 4
+    assert meta["source"] == f"folder:{tiny_artifact.resolve()}"
+    listed = json.loads(run_foundry("model", "list", "--cached", "--json").stdout)["models"]
+    assert [m["id"] for m in listed] == ["my-tiny"]
+
+
+def test_cache_import_under_an_alias_makes_the_alias_resolve_to_it(tiny_artifact: Path, foundry_home: Path) -> None:
+    from runtime.catalog import Catalog
+
+    assert run_foundry("cache", "import", str(tiny_artifact), "--name", "qwen2.5-0.5b").returncode == 0
+    variant = Catalog.load().best_variant("qwen2.5-0.5b")
+    model = Store().resolve(variant.id)
+    assert model.metadata["alias"] == "qwen2.5-0.5b"
+    assert f"{variant.id}" in run_foundry("model", "list", "--cached").stdout
+
+
+def test_cache_import_of_a_folder_without_a_model_is_one_line(tmp_path: Path, foundry_home: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    result = run_foundry("cache", "import", str(tmp_path / "empty"))
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: folder ") and "genai_config.json" in result.stderr
+
+
+def test_cache_import_of_a_damaged_model_registers_nothing(tiny_artifact: Path, tmp_path: Path, foundry_home: Path) -> None:
+    damaged = tmp_path / "damaged"
+    shutil.copytree(tiny_artifact, damaged)
+    data = damaged / "model.onnx.data"
+    data.write_bytes(data.read_bytes()[: data.stat().st_size // 2])
+    result = run_foundry("cache", "import", str(damaged))
+    assert result.returncode == 7, result.stderr
+    assert "does not load in onnxruntime-genai" in result.stderr
+    assert refs(foundry_home) == []

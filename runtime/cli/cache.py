@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from runtime.cli.output import emit_json, human_size, print_table
@@ -103,3 +105,21 @@ def remove(model_id: str, as_json: bool) -> None:
         emit_json({"removed": cached.model_id})
     else:
         click.echo(f"removed {cached.model_id}; run `foundry cache gc` to free {human_size(cached.size)}")
+
+
+@group.command("import")
+@click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--name", help="Catalog alias or model id to register it under (default: the folder's name).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def import_(folder: Path, name: str | None, as_json: bool) -> None:
+    """Register an existing ONNX folder (e.g. an Olive output) after it loads and generates here."""
+    from runtime.artifact import import_folder
+
+    cached = import_folder(folder, _store(), name=name)
+    if as_json:
+        emit_json({"id": cached.model_id, "path": str(cached.path), "size": cached.size, "metadata": cached.metadata})
+        return
+    meta = cached.metadata
+    click.echo(f"imported {cached.model_id} ({meta.get('task')}, {meta.get('family')}, {human_size(cached.size)})")
+    if not meta.get("runnable", True):
+        click.echo(f"note: not validated: {meta['validation']['skipped']}")

@@ -40,14 +40,30 @@ def _context() -> tuple[Catalog, Store, Hardware]:
 
 def _row(variant: Variant, store: Store, hardware: Hardware) -> dict[str, Any]:
     """One listing row: the variant plus what this machine and cache say about it."""
-    cached = store.ref_digest(variant.id) is not None
-    synthetic = cached and bool(store.resolve(variant.id).metadata.get("synthetic", False))
-    return {
-        **variant.to_json(),
-        "cached": cached,
-        "synthetic": synthetic,
-        "runnable": hardware.has_provider(variant.provider),
-    }
+    row = {**variant.to_json(), "cached": False, "synthetic": False, "runnable": hardware.has_provider(variant.provider)}
+    if store.ref_digest(variant.id) is not None:
+        model = store.resolve(variant.id)
+        row |= {"cached": True, "synthetic": bool(model.metadata.get("synthetic", False)), "size": model.size}
+    return row
+
+
+def _uncataloged_rows(catalog: Catalog, store: Store, hardware: Hardware) -> list[dict[str, Any]]:
+    """Cached models that are not catalog variants (own builds, imports), shaped like catalog rows."""
+    known = {v.id for v in catalog.variants()}
+    rows = []
+    for model in store.list_models():
+        if model.model_id in known:
+            continue
+        meta = model.metadata
+        provider = str(meta.get("provider") or "cpu")
+        rows.append({
+            "id": model.model_id, "alias": meta.get("alias") or "-", "task": meta.get("task", ""),
+            "device": meta.get("device", "cpu"), "provider": provider, "precision": meta.get("precision"),
+            "target": meta.get("target"), "size": model.size, "source": meta.get("source", ""),
+            "license": meta.get("license", ""), "cached": True, "synthetic": bool(meta.get("synthetic", False)),
+            "runnable": hardware.has_provider(provider),
+        })
+    return rows
 
 
 def print_table(columns: list[str], rows: list[list[Any]]) -> None:
@@ -89,7 +105,10 @@ def list_models(task: str | None, device: str | None, cached: bool, as_json: boo
         if (task is None or v.task == task) and (device is None or v.device == device)
     ]
     if cached:
-        rows = [r for r in rows if r["cached"]]
+        rows = [r for r in rows if r["cached"]] + [
+            r for r in _uncataloged_rows(catalog, store, hardware)
+            if (task is None or r["task"] == task) and (device is None or r["device"] == device)
+        ]
     if as_json:
         emit_json({"hardware": hardware.to_json(), "models": rows})
         return
