@@ -7,6 +7,7 @@ huggingface_hub, onnxruntime) happen inside command bodies.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -340,18 +341,30 @@ def ps(as_json: bool) -> None:
 @click.option("--max-tokens", type=click.IntRange(1), default=None, help="Longest reply, in tokens.")
 @click.option("--temperature", type=click.FloatRange(0, 2), default=None, help="Sampling temperature (0 = greedy).")
 @click.option("--seed", type=int, default=None, help="Sampling seed (same seed, same reply).")
+@click.option("--file", "audio_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Transcribe this audio file with a speech model (wav, flac, ogg, mp3, ...) and print the text.")
+@click.option("--language", default=None, help="Spoken language of --file (ISO-639-1, default en).")
 def run(model: str, prompt: str | None, system: str | None, max_tokens: int | None,
-        temperature: float | None, seed: int | None) -> None:
+        temperature: float | None, seed: int | None, audio_file: Path | None, language: str | None) -> None:
     """Chat with MODEL in the terminal, streaming tokens (starts the service if needed).
 
     In the chat, /exit or Ctrl-D leaves, /clear forgets the conversation and Ctrl-C stops
-    the reply being written.
+    the reply being written. With --file, a speech model transcribes the file instead.
     """
     from runtime.cli.chat import chat_once, repl
 
     options = {"system": system, "max_tokens": max_tokens, "temperature": temperature, "seed": seed}
     with _service_client(start=True) as client:
         client.load(model)  # load (or fail: unknown model) before the first prompt
+        if audio_file is not None:
+            fields = {"model": model, "response_format": "text", "language": language, "temperature": temperature}
+            reply = client.request(
+                "POST", "/v1/audio/transcriptions", timeout=None,
+                files={"file": (audio_file.name, audio_file.read_bytes())},
+                data={k: str(v) for k, v in fields.items() if v is not None},
+            )
+            click.echo(reply.text.rstrip("\n"))
+            return
         if prompt is not None:
             chat_once(client, model, prompt, options)
         else:
