@@ -1,5 +1,8 @@
 """Render build progress events with rich on stderr: one line per stage, a bar for long stages.
 
+Only on a terminal: when stderr is a pipe or a log file, progress stays silent so that a
+failure there is exactly the one `error:` line (and its hint).
+
 stderr keeps stdout clean for `--json` and for the result table. The console is bound to
 the real stderr when the view opens, so backends redirecting Python's streams into their
 log (compiler/backends/base.py) do not swallow it.
@@ -31,6 +34,8 @@ class ProgressView:
             from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
             console = Console(file=sys.stderr)
+            if not console.is_terminal:  # logs and pipes get errors and results only, not redraws
+                return self
             self._progress = Progress(
                 TextColumn("[bold]{task.description}"),
                 BarColumn(),

@@ -42,6 +42,8 @@ __all__ = [
     "load_recipes",
     "pick",
     "recipes_dir",
+    "schema_json",
+    "write_schema",
 ]
 
 Task = Literal["chat", "embeddings", "speech"]
@@ -122,7 +124,10 @@ def load_recipe(path: Path) -> RecipeFile:
     try:
         recipe = msgspec.yaml.decode(data, type=Recipe)
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-        raise RecipeError(f"{_shown(path)}: {exc}", hint="fix the file; recipes/recipe.schema.json has the schema") from None
+        raise RecipeError(
+            f"{_shown(path)}: {_name_target(data, exc)}",
+            hint="fix the file; recipes/recipe.schema.json has the schema",
+        ) from None
     for name in recipe.targets:
         if not name or "/" in name:
             raise RecipeError(f"{_shown(path)}: invalid target name {name!r} - at `$.targets`")
@@ -169,6 +174,38 @@ def pick(
             param="target",
         )
     return chosen, target, chosen.recipe.targets[target]
+
+
+def _name_target(data: bytes, exc: Exception) -> str:
+    """msgspec shows a dict key as `[...]`; name the target the error is in instead."""
+    message = str(exc)
+    if "$.targets[...]" not in message:
+        return message
+    try:
+        targets = msgspec.yaml.decode(data).get("targets") or {}
+    except Exception:
+        return message
+    for name, section in targets.items():
+        try:
+            msgspec.convert(section, type=Target)
+        except msgspec.ValidationError as inner:
+            text = str(inner).replace("- at `$", f"- at `$.targets.{name}", 1)
+            return text if "- at `" in text else f"{text} - at `$.targets.{name}`"
+    return message
+
+
+def schema_json() -> bytes:
+    """The JSON Schema of a recipe file (recipes/recipe.schema.json; a test keeps it fresh).
+
+    Regenerate: python -c "import compiler.recipe as r; r.write_schema()"
+    """
+    return msgspec.json.format(msgspec.json.encode(msgspec.json.schema(Recipe)), indent=2) + b"\n"
+
+
+def write_schema() -> Path:
+    path = recipes_dir() / "recipe.schema.json"
+    path.write_bytes(schema_json())
+    return path
 
 
 def _shown(path: Path) -> str:
