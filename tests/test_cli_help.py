@@ -15,11 +15,23 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import run_foundry
 
-BANNED = ("compiler", "torch", "transformers", "olive", "optimum", "onnxruntime", "onnxruntime_genai",
-          "litestar", "uvicorn", "rich", "huggingface_hub", "numpy", "httpx")
+BANNED = (
+    "compiler",
+    "torch",
+    "transformers",
+    "olive",
+    "optimum",
+    "onnxruntime",
+    "onnxruntime_genai",
+    "litestar",
+    "uvicorn",
+    "rich",
+    "huggingface_hub",
+    "numpy",
+    "httpx",
+)
 
 DUMP_MODULES = """
 import json, sys
@@ -36,8 +48,13 @@ finally:
 
 def imported_by(args: list[str], home: Path) -> tuple[set[str], subprocess.CompletedProcess[str]]:
     env = {**os.environ, "FOUNDRY_HOME": str(home)}
-    result = subprocess.run([sys.executable, "-c", DUMP_MODULES, json.dumps(args)], env=env,
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", DUMP_MODULES, json.dumps(args)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     line = next(x for x in result.stderr.splitlines() if x.startswith("MODULES="))
     return set(json.loads(line.removeprefix("MODULES="))), result
 
@@ -96,12 +113,18 @@ ERRORS = [
     (["model", "unload", "tiny-qwen"], 5, "error: the foundry service is not running"),
     (["model", "ps"], 5, "error: the foundry service is not running"),
     (["service", "start", "--host", "0.0.0.0"], 2, "error: binding 0.0.0.0 exposes the service"),
-    (["service", "restart", "--host", "10.0.0.1"], 2, "error: binding 10.0.0.1 exposes the service"),
+    (
+        ["service", "restart", "--host", "10.0.0.1"],
+        2,
+        "error: binding 10.0.0.1 exposes the service",
+    ),
     (["cache", "remove", "no-such-model"], 3, "error: "),
 ]
 
 
-@pytest.mark.parametrize(("args", "code", "message"), ERRORS, ids=[" ".join(a) for a, _, _ in ERRORS])
+@pytest.mark.parametrize(
+    ("args", "code", "message"), ERRORS, ids=[" ".join(a) for a, _, _ in ERRORS]
+)
 def test_each_error_is_one_line_with_a_hint_and_its_exit_code(args, code, message, tmp_path: Path):
     result = run_foundry(*args, home=tmp_path)
     assert result.returncode == code, result.stderr

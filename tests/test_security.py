@@ -11,7 +11,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from conftest import run_foundry
 
 KEY = "sk-test-7f3a9c1e5b"
@@ -31,7 +30,11 @@ PROTECTED = [
     ("GET", "/foundry/ps", None),
     ("GET", "/metrics", None),
     ("GET", "/v1/models", None),
-    ("POST", "/v1/chat/completions", {"model": "x", "messages": [{"role": "user", "content": "hi"}]}),
+    (
+        "POST",
+        "/v1/chat/completions",
+        {"model": "x", "messages": [{"role": "user", "content": "hi"}]},
+    ),
     ("POST", "/v1/completions", {"model": "x", "prompt": "hi"}),
 ]
 ROUTE_IDS = [f"{method} {path}" for method, path, _ in PROTECTED]
@@ -48,7 +51,9 @@ def keyed(tmp_path_factory: pytest.TempPathFactory):
     run_foundry("service", "stop", home=home)
 
 
-def call(base_url: str, method: str, path: str, body: object = None, **headers: str) -> httpx.Response:
+def call(
+    base_url: str, method: str, path: str, body: object = None, **headers: str
+) -> httpx.Response:
     return httpx.request(method, f"{base_url}{path}", json=body, headers=headers, timeout=30)
 
 
@@ -66,7 +71,11 @@ def test_every_route_but_health_refuses_a_request_without_the_key(keyed, method,
 @pytest.mark.parametrize(("method", "path", "body"), PROTECTED, ids=ROUTE_IDS)
 def test_every_route_but_health_refuses_a_wrong_key(keyed, method, path, body):
     _, base_url = keyed
-    for headers in ({"authorization": f"Bearer {WRONG}"}, {"x-api-key": WRONG}, {"authorization": KEY}):
+    for headers in (
+        {"authorization": f"Bearer {WRONG}"},
+        {"x-api-key": WRONG},
+        {"authorization": KEY},
+    ):
         response = call(base_url, method, path, body, **headers)
         assert response.status_code == 401, headers
         assert response.json()["error"]["code"] in ("invalid_api_key", "missing_api_key")
@@ -116,11 +125,19 @@ def test_a_foreign_host_header_is_refused_while_bound_to_loopback(keyed):
 
 def test_cors_is_off_unless_configured(keyed):
     _, base_url = keyed
-    response = call(base_url, "GET", "/openai/models", origin="http://evil.example",
-                    authorization=f"Bearer {KEY}")
+    response = call(
+        base_url,
+        "GET",
+        "/openai/models",
+        origin="http://evil.example",
+        authorization=f"Bearer {KEY}",
+    )
     assert "access-control-allow-origin" not in response.headers
-    preflight = httpx.options(f"{base_url}/v1/chat/completions", timeout=10, headers={
-        "origin": "http://evil.example", "access-control-request-method": "POST"})
+    preflight = httpx.options(
+        f"{base_url}/v1/chat/completions",
+        timeout=10,
+        headers={"origin": "http://evil.example", "access-control-request-method": "POST"},
+    )
     assert "access-control-allow-origin" not in preflight.headers
 
 
@@ -133,8 +150,12 @@ def test_the_key_appears_in_no_log_state_file_metrics_or_command_line(keyed):
     state = json.loads((home / "service.json").read_text())
     assert state["api_key_set"] is True
     cmdline = Path(f"/proc/{state['pid']}/cmdline").read_bytes()
-    for text in (metrics.text, (home / "service.json").read_text(), (home / "logs" / "service.log").read_text(),
-                 cmdline.decode(errors="replace")):
+    for text in (
+        metrics.text,
+        (home / "service.json").read_text(),
+        (home / "logs" / "service.log").read_text(),
+        cmdline.decode(errors="replace"),
+    ):
         assert KEY not in text and WRONG not in text
 
 

@@ -18,7 +18,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from conftest import run_foundry
 
 # What Foundry Local's Python and JS SDKs (0.5.x) search `foundry service status` for,
@@ -65,7 +64,9 @@ def test_status_of_a_stopped_service_says_so_and_prints_no_url(home: Path):
     assert result.returncode == 0
     assert "not running" in result.stdout
     assert SDK_URL_PATTERN.search(result.stdout) is None
-    assert json.loads(run_foundry("service", "status", "--json", home=home).stdout)["running"] is False
+    assert (
+        json.loads(run_foundry("service", "status", "--json", home=home).stdout)["running"] is False
+    )
 
 
 def test_start_prints_the_endpoint_that_status_then_reports(home: Path):
@@ -127,8 +128,14 @@ def test_restart_serves_from_a_new_process(home: Path):
 
 
 def test_a_state_file_left_by_a_dead_process_is_detected_and_replaced(home: Path):
-    stale = {"pid": a_dead_pid(), "host": "127.0.0.1", "port": 9, "started": 0.0, "version": "0.0.0",
-             "api_key_set": False}
+    stale = {
+        "pid": a_dead_pid(),
+        "host": "127.0.0.1",
+        "port": 9,
+        "started": 0.0,
+        "version": "0.0.0",
+        "api_key_set": False,
+    }
     (home / "service.json").write_text(json.dumps(stale))
     status = run_foundry("service", "status", home=home)
     assert "not running" in status.stdout

@@ -8,6 +8,7 @@ hangs up, and the service cancels the generation within one step.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from collections.abc import Iterator
@@ -20,7 +21,9 @@ if TYPE_CHECKING:
 
 __all__ = ["chat_once", "repl", "stream_reply"]
 
-HELP_TEXT = "Commands: /exit (or Ctrl-D) leaves, /clear forgets the conversation, Ctrl-C stops a reply."
+HELP_TEXT = (
+    "Commands: /exit (or Ctrl-D) leaves, /clear forgets the conversation, Ctrl-C stops a reply."
+)
 
 
 def stream_reply(client: ServiceClient, body: dict[str, Any]) -> Iterator[str]:
@@ -118,7 +121,5 @@ def _sampling(options: dict[str, Any]) -> dict[str, Any]:
 
 def _enable_line_editing() -> None:
     """Arrow keys and history in `input()` where the platform has readline."""
-    try:
+    with contextlib.suppress(ImportError):
         import readline  # noqa: F401 - importing it is what enables it
-    except ImportError:
-        pass

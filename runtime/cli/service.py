@@ -42,13 +42,15 @@ def _probe(base_url: str, path: str, timeout: float = 1.0) -> dict[str, Any] | N
     if key:
         request.add_header("Authorization", f"Bearer {key}")
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - our own http URL
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             return json.loads(response.read() or b"null")
     except (OSError, ValueError):
         return None
 
 
-def _server_command(host: str, port: int, max_loaded: int | None, ttl: float | None, insecure: bool) -> list[str]:
+def _server_command(
+    host: str, port: int, max_loaded: int | None, ttl: float | None, insecure: bool
+) -> list[str]:
     command = [sys.executable, "-m", "runtime.service.server", "--host", host, "--port", str(port)]
     if max_loaded is not None:
         command += ["--max-loaded", str(max_loaded)]
@@ -130,7 +132,7 @@ def start_service(
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=child_env,
-                # `python -m` puts the cwd first on sys.path: a `runtime/` folder there must not win.
+                # `python -m` puts the cwd first on sys.path: a `runtime/` folder must not win.
                 cwd=str(foundry_home()),
                 start_new_session=True,
                 close_fds=True,
@@ -176,19 +178,46 @@ def group() -> None:
 
 def _start_options(func: Any) -> Any:
     options = [
-        click.option("--host", default=lambda: env("FOUNDRY_HOST", "127.0.0.1"), show_default="127.0.0.1",
-                     help="Address to bind; anything but loopback needs --api-key or --insecure."),
-        click.option("--port", type=click.IntRange(0, 65535), default=lambda: int(env("FOUNDRY_PORT", "0") or 0),
-                     show_default="a free port", help="Port to bind."),
-        click.option("--api-key", default=None, help="Require this key on every route but /health "
-                     "(default $FOUNDRY_API_KEY)."),
-        click.option("--insecure", is_flag=True, help="Allow a non-loopback bind without an API key."),
-        click.option("--max-loaded", type=click.IntRange(1, 64), default=None,
-                     help="Models kept resident at once (default $FOUNDRY_MAX_LOADED or 2)."),
-        click.option("--ttl", type=click.FloatRange(0), default=None,
-                     help="Seconds an idle model stays loaded (default $FOUNDRY_TTL or 600)."),
-        click.option("--timeout", type=click.FloatRange(1), default=START_TIMEOUT, show_default=True,
-                     help="Seconds to wait for the service to answer /health."),
+        click.option(
+            "--host",
+            default=lambda: env("FOUNDRY_HOST", "127.0.0.1"),
+            show_default="127.0.0.1",
+            help="Address to bind; anything but loopback needs --api-key or --insecure.",
+        ),
+        click.option(
+            "--port",
+            type=click.IntRange(0, 65535),
+            default=lambda: int(env("FOUNDRY_PORT", "0") or 0),
+            show_default="a free port",
+            help="Port to bind.",
+        ),
+        click.option(
+            "--api-key",
+            default=None,
+            help="Require this key on every route but /health (default $FOUNDRY_API_KEY).",
+        ),
+        click.option(
+            "--insecure", is_flag=True, help="Allow a non-loopback bind without an API key."
+        ),
+        click.option(
+            "--max-loaded",
+            type=click.IntRange(1, 64),
+            default=None,
+            help="Models kept resident at once (default $FOUNDRY_MAX_LOADED or 2).",
+        ),
+        click.option(
+            "--ttl",
+            type=click.FloatRange(0),
+            default=None,
+            help="Seconds an idle model stays loaded (default $FOUNDRY_TTL or 600).",
+        ),
+        click.option(
+            "--timeout",
+            type=click.FloatRange(1),
+            default=START_TIMEOUT,
+            show_default=True,
+            help="Seconds to wait for the service to answer /health.",
+        ),
     ]
     for option in reversed(options):
         func = option(func)
@@ -197,9 +226,19 @@ def _start_options(func: Any) -> Any:
 
 @group.command("start")
 @_start_options
-@click.option("--foreground", is_flag=True, help="Serve in this process until Ctrl-C (logs to the terminal).")
-def start(host: str, port: int, api_key: str | None, insecure: bool, max_loaded: int | None,
-          ttl: float | None, timeout: float, foreground: bool) -> None:
+@click.option(
+    "--foreground", is_flag=True, help="Serve in this process until Ctrl-C (logs to the terminal)."
+)
+def start(
+    host: str,
+    port: int,
+    api_key: str | None,
+    insecure: bool,
+    max_loaded: int | None,
+    ttl: float | None,
+    timeout: float,
+    foreground: bool,
+) -> None:
     """Start the service in the background and print its endpoint."""
     api_key = api_key or env("FOUNDRY_API_KEY")
     if foreground:
@@ -212,8 +251,15 @@ def start(host: str, port: int, api_key: str | None, insecure: bool, max_loaded:
 
         serve_main(_server_command(host, port, max_loaded, ttl, insecure)[3:])
         return
-    state, started_now = start_service(host, port, api_key=api_key, insecure=insecure,
-                                       max_loaded=max_loaded, ttl=ttl, timeout=timeout)
+    state, started_now = start_service(
+        host,
+        port,
+        api_key=api_key,
+        insecure=insecure,
+        max_loaded=max_loaded,
+        ttl=ttl,
+        timeout=timeout,
+    )
     _print_started(state, started_now)
 
 
@@ -226,16 +272,30 @@ def stop() -> None:
 
 @group.command("restart")
 @_start_options
-def restart(host: str, port: int, api_key: str | None, insecure: bool, max_loaded: int | None,
-            ttl: float | None, timeout: float) -> None:
+def restart(
+    host: str,
+    port: int,
+    api_key: str | None,
+    insecure: bool,
+    max_loaded: int | None,
+    ttl: float | None,
+    timeout: float,
+) -> None:
     """Stop the service if it runs, then start it again with these options."""
     api_key = api_key or env("FOUNDRY_API_KEY")
     from runtime.service.security import check_bind
 
     check_bind(host, api_key, insecure)
     stop_service()
-    state, started_now = start_service(host, port, api_key=api_key, insecure=insecure,
-                                       max_loaded=max_loaded, ttl=ttl, timeout=timeout)
+    state, started_now = start_service(
+        host,
+        port,
+        api_key=api_key,
+        insecure=insecure,
+        max_loaded=max_loaded,
+        ttl=ttl,
+        timeout=timeout,
+    )
     _print_started(state, started_now)
 
 
@@ -248,7 +308,9 @@ def status(as_json: bool) -> None:
     state = running_state()
     info = _status_info(state) if state is not None else None
     if as_json:
-        click.echo(json.dumps(info or {"running": False, "cache": str(foundry_home() / "cache")}, indent=2))
+        click.echo(
+            json.dumps(info or {"running": False, "cache": str(foundry_home() / "cache")}, indent=2)
+        )
         return
     if info is None:
         click.echo("Model management service is not running.")
@@ -260,7 +322,11 @@ def status(as_json: bool) -> None:
     click.echo(f"  version    {info['version']}")
     click.echo(f"  providers  {', '.join(info['providers']) or 'unknown'}")
     loaded = info["loaded"]
-    click.echo(f"  loaded     {', '.join(loaded) if loaded else ('none' if loaded is not None else 'unknown (API key required)')}")
+    if loaded is None:
+        loaded_text = "unknown (API key required: set FOUNDRY_API_KEY)"
+    else:
+        loaded_text = ", ".join(loaded) or "none"
+    click.echo(f"  loaded     {loaded_text}")
     click.echo(f"  cache      {info['cache']}")
     click.echo(f"  log        {log_path()}")
 

@@ -26,7 +26,9 @@ log = logging.getLogger("runtime.service")
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m runtime.service.server", description="Serve the foundry API.")
+    parser = argparse.ArgumentParser(
+        prog="python -m runtime.service.server", description="Serve the foundry API."
+    )
     parser.add_argument("--host", default=env("FOUNDRY_HOST", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(env("FOUNDRY_PORT", "0") or 0))
     parser.add_argument("--max-loaded", type=int, default=None)
@@ -65,7 +67,9 @@ def bind_socket(host: str, port: int) -> socket.socket:
 def run(argv: list[str] | None = None) -> int:
     """Serve until SIGTERM/SIGINT; returns the process exit code."""
     args = _parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     try:
         return _serve(args)
     except FoundryError as exc:
@@ -77,8 +81,8 @@ def run(argv: list[str] | None = None) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
-
     from runtime.service.app import create_app
+
     from runtime.service.security import check_bind
     from runtime.service.state import new_state, remove_state, write_state
 
@@ -86,10 +90,22 @@ def _serve(args: argparse.Namespace) -> int:
     check_bind(args.host, api_key, args.insecure)
     sock = bind_socket(args.host, args.port)
     port = sock.getsockname()[1]
-    max_loaded = args.max_loaded or (int(env("FOUNDRY_MAX_LOADED")) if env("FOUNDRY_MAX_LOADED") else None)
-    ttl = args.ttl if args.ttl is not None else (float(env("FOUNDRY_TTL")) if env("FOUNDRY_TTL") else None)
-    settings = build_settings(host=args.host, port=port, api_key=api_key, insecure=args.insecure,
-                              max_loaded=max_loaded, ttl=ttl)
+    max_loaded = args.max_loaded or (
+        int(env("FOUNDRY_MAX_LOADED")) if env("FOUNDRY_MAX_LOADED") else None
+    )
+    ttl = (
+        args.ttl
+        if args.ttl is not None
+        else (float(env("FOUNDRY_TTL")) if env("FOUNDRY_TTL") else None)
+    )
+    settings = build_settings(
+        host=args.host,
+        port=port,
+        api_key=api_key,
+        insecure=args.insecure,
+        max_loaded=max_loaded,
+        ttl=ttl,
+    )
     state = new_state(args.host, port, __version__, api_key_set=bool(api_key))
 
     class StateWritingServer(uvicorn.Server):
@@ -99,8 +115,9 @@ def _serve(args: argparse.Namespace) -> int:
                 write_state(state)
                 log.info("serving on %s (pid %d)", state.base_url, state.pid)
 
-    config = uvicorn.Config(create_app(settings), log_level=args.log_level, timeout_graceful_shutdown=5,
-                            access_log=True)
+    config = uvicorn.Config(
+        create_app(settings), log_level=args.log_level, timeout_graceful_shutdown=5, access_log=True
+    )
     server = StateWritingServer(config)
     try:
         server.run(sockets=[sock])

@@ -134,7 +134,9 @@ def foundry_list(request: Request) -> list[dict[str, Any]]:
 
     hardware = _hardware(request)
     variants = Catalog.load().variants()
-    variants.sort(key=lambda v: (not hardware.has_provider(v.provider), DEVICE_RANK.get(v.device, 3)))
+    variants.sort(
+        key=lambda v: (not hardware.has_provider(v.provider), DEVICE_RANK.get(v.device, 3))
+    )
     items = [v.to_foundry_list_item() for v in variants]
     known = {item["name"] for item in items}
     items += [_cached_item(m) for m in _store(request).list_models() if m.model_id not in known]
@@ -147,7 +149,11 @@ def _cached_item(model: Any) -> dict[str, Any]:
 
     meta = model.metadata
     provider = str(meta.get("provider", "cpu"))
-    task = {"chat": "chat-completion", "embeddings": "embeddings", "speech": "automatic-speech-recognition"}
+    task = {
+        "chat": "chat-completion",
+        "embeddings": "embeddings",
+        "speech": "automatic-speech-recognition",
+    }
     return {
         "name": model.model_id,
         "displayName": model.model_id,
@@ -167,7 +173,8 @@ def _cached_item(model: Any) -> dict[str, Any]:
         "alias": str(meta.get("alias") or model.model_id),
         "supportsToolCalling": bool(meta.get("tool_parser")),
         "license": "unknown",
-        "licenseDescription": "a locally built model" + (" with random weights" if meta.get("synthetic") else ""),
+        "licenseDescription": "a locally built model"
+        + (" with random weights" if meta.get("synthetic") else ""),
         "parentModelUri": str(meta.get("source", "")),
         "maxOutputTokens": meta.get("context_length"),
         "minFLVersion": "0.0.0",
@@ -209,7 +216,9 @@ def _download_name(body: Any) -> str:
     if isinstance(model, dict):
         model = model.get("Name") or model.get("name")
     if not isinstance(model, str) or not model:
-        raise InvalidRequest("'model' must be a model id or alias, or {\"Name\": id}", param="model")
+        raise InvalidRequest(
+            "'model' must be a model id or alias, or {\"Name\": id}", param="model"
+        )
     return model
 
 
@@ -237,7 +246,11 @@ async def _download_lines(request: Request, download_fn: Any, name: str) -> Asyn
         result = {"success": False, "errorMessage": exc.message, "code": exc.code}
     except Exception as exc:  # a download bug must still end the stream with a verdict
         log.exception("download of %s failed", name)
-        result = {"success": False, "errorMessage": f"download failed: {type(exc).__name__}", "code": "internal_error"}
+        result = {
+            "success": False,
+            "errorMessage": f"download failed: {type(exc).__name__}",
+            "code": "internal_error",
+        }
     result |= {"Success": result["success"], "ErrorMessage": result["errorMessage"]}
     yield json.dumps(result) + "\n"
 
@@ -268,9 +281,13 @@ def _query_ttl(value: str | None) -> float | None:
     try:
         ttl = float(value)
     except ValueError:
-        raise InvalidRequest(f"ttl must be a number of seconds, got {value[:40]!r}", param="ttl") from None
+        raise InvalidRequest(
+            f"ttl must be a number of seconds, got {value[:40]!r}", param="ttl"
+        ) from None
     if not 0 <= ttl <= 10 * 365 * 86400:
-        raise InvalidRequest(f"ttl must be between 0 and 315360000 seconds, got {value[:40]}", param="ttl")
+        raise InvalidRequest(
+            f"ttl must be between 0 and 315360000 seconds, got {value[:40]}", param="ttl"
+        )
     return ttl
 
 
@@ -282,8 +299,9 @@ async def openai_load(request: Request, name: str) -> dict[str, Any]:
     if ep:
         hardware = _hardware(request)
         if not hardware.has_provider(ep):
+            available = ", ".join(sorted(hardware.providers))
             raise ProviderUnavailable(
-                f"execution provider {ep!r} is not available here (available: {', '.join(sorted(hardware.providers))})",
+                f"execution provider {ep!r} is not available here (available: {available})",
                 param="ep",
             )
     if not _query_bool(request.query_params.get("unload"), True) and ttl is None:
@@ -319,7 +337,7 @@ def openai_loaded_models(request: Request) -> list[str]:
 
 @get("/foundry/ps", sync_to_thread=False)
 def foundry_ps(request: Request) -> dict[str, Any]:
-    """This project's extension for `foundry model ps`: what is resident, its size, its idle time."""
+    """This project's extension for `foundry model ps`: what is resident, size, idle time."""
     return {"models": [_ps_row(entry) for entry in _manager(request).loaded()]}
 
 
@@ -353,7 +371,9 @@ async def count_tokens(request: Request) -> dict[str, int]:
     if not isinstance(messages, list) or not messages:
         raise InvalidRequest("'messages' must be a non-empty list", param="messages")
     engine = await _manager(request).get(body["model"], "chat")
-    prompt = engine.render_prompt([_plain_message(m) for m in messages], tools=body.get("tools") or None)
+    prompt = engine.render_prompt(
+        [_plain_message(m) for m in messages], tools=body.get("tools") or None
+    )
     return {"tokenCount": len(engine.encode(prompt))}
 
 

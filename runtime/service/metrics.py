@@ -87,7 +87,10 @@ HELP: dict[str, tuple[str, str]] = {
     "foundry_active_requests": ("gauge", "HTTP requests being answered now."),
     "foundry_prompt_tokens_total": ("counter", "Prompt tokens processed, by model."),
     "foundry_completion_tokens_total": ("counter", "Tokens generated, by model."),
-    "foundry_time_to_first_token_seconds": ("histogram", "Time from request to first generated token."),
+    "foundry_time_to_first_token_seconds": (
+        "histogram",
+        "Time from request to first generated token.",
+    ),
     "foundry_time_per_output_token_seconds": ("histogram", "Time between generated tokens."),
     "foundry_queue_depth": ("gauge", "Generation requests waiting for a slot."),
     "foundry_loaded_models": ("gauge", "Models resident in memory."),
@@ -98,12 +101,16 @@ HELP: dict[str, tuple[str, str]] = {
 
 # --- hooks the generation path calls ------------------------------------------------------
 def observe_ttft(model: str, seconds: float) -> None:
-    REGISTRY.observe("foundry_time_to_first_token_seconds", (("model", model),), seconds, TTFT_BUCKETS)
+    REGISTRY.observe(
+        "foundry_time_to_first_token_seconds", (("model", model),), seconds, TTFT_BUCKETS
+    )
 
 
 def observe_token_latency(model: str, seconds: float) -> None:
     """One inter-token gap (call once per generated token after the first)."""
-    REGISTRY.observe("foundry_time_per_output_token_seconds", (("model", model),), seconds, TOKEN_BUCKETS)
+    REGISTRY.observe(
+        "foundry_time_per_output_token_seconds", (("model", model),), seconds, TOKEN_BUCKETS
+    )
 
 
 def add_tokens(model: str, prompt_tokens: int, completion_tokens: int) -> None:
@@ -117,8 +124,12 @@ def set_queue_depth(depth: int) -> None:
 
 
 def observe_request(route: str, method: str, status: int, seconds: float) -> None:
-    REGISTRY.inc("foundry_requests_total", (("route", route), ("method", method), ("status", str(status))))
-    REGISTRY.observe("foundry_request_duration_seconds", (("route", route),), seconds, DURATION_BUCKETS)
+    REGISTRY.inc(
+        "foundry_requests_total", (("route", route), ("method", method), ("status", str(status)))
+    )
+    REGISTRY.observe(
+        "foundry_request_duration_seconds", (("route", route),), seconds, DURATION_BUCKETS
+    )
 
 
 def reset() -> None:
@@ -149,8 +160,10 @@ def render(gauges: Mapping[str, Mapping[Labels, float]] | None = None) -> str:
     with registry.lock:
         counters = {k: dict(v) for k, v in registry.counters.items()}
         all_gauges = {k: dict(v) for k, v in registry.gauges.items()}
-        histograms = {k: {lbl: (h.buckets, list(h.counts), h.total, h.count) for lbl, h in v.items()}
-                      for k, v in registry.histograms.items()}
+        histograms = {
+            k: {lbl: (h.buckets, list(h.counts), h.total, h.count) for lbl, h in v.items()}
+            for k, v in registry.histograms.items()
+        }
     for name, series in (gauges or {}).items():
         all_gauges.setdefault(name, {}).update(series)
     lines: list[str] = []
@@ -163,7 +176,9 @@ def render(gauges: Mapping[str, Mapping[Labels, float]] | None = None) -> str:
             lines.append(f"{name}{_labels(labels)} {_number(value)}")
         for labels, (buckets, counts, total, count) in sorted(histograms.get(name, {}).items()):
             for bound, cumulative in zip(buckets, counts, strict=True):
-                lines.append(f"{name}_bucket{_labels((*labels, ('le', _number(bound))))} {cumulative}")
+                lines.append(
+                    f"{name}_bucket{_labels((*labels, ('le', _number(bound))))} {cumulative}"
+                )
             lines.append(f"{name}_bucket{_labels((*labels, ('le', '+Inf')))} {count}")
             lines.append(f"{name}_sum{_labels(labels)} {_number(total)}")
             lines.append(f"{name}_count{_labels(labels)} {count}")

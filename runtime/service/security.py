@@ -38,7 +38,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 Scope = MutableMapping[str, Any]
-ASGIApp = Callable[[Scope, Callable[..., Awaitable[Any]], Callable[..., Awaitable[Any]]], Awaitable[None]]
+ASGIApp = Callable[
+    [Scope, Callable[..., Awaitable[Any]], Callable[..., Awaitable[Any]]], Awaitable[None]
+]
 
 # Answered without a key: liveness probes (and Foundry Local's SDK start-up poll) need it.
 OPEN_PATHS = frozenset({"/health"})
@@ -66,7 +68,7 @@ def check_bind(host: str, api_key: str | None, insecure: bool) -> None:
         return
     raise InsecureBind(
         f"binding {host} exposes the service to the network without an API key",
-        hint=f"foundry service start --host {host} --api-key KEY (or --insecure to accept the risk)",
+        hint=f"foundry service start --host {host} --api-key KEY (or --insecure, at your risk)",
     )
 
 
@@ -147,7 +149,8 @@ class SecurityMiddleware:
         presented = _presented_key(scope)
         if presented is None:
             raise MissingApiKey(
-                "this service requires an API key: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'"
+                "this service requires an API key: "
+                "send 'Authorization: Bearer <key>' or 'x-api-key: <key>'"
             )
         if not hmac.compare_digest(presented.encode("utf-8", "replace"), self._key):
             raise BadApiKey("the API key is not valid for this service")
@@ -160,7 +163,14 @@ async def _send_error(scope: Scope, send: Any, exc: FoundryError) -> None:
         await send({"type": "websocket.close", "code": 1008})
         return
     body = json.dumps(
-        {"error": {"message": exc.message, "type": exc.openai_type, "param": None, "code": exc.code}}
+        {
+            "error": {
+                "message": exc.message,
+                "type": exc.openai_type,
+                "param": None,
+                "code": exc.code,
+            }
+        }
     ).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     if exc.http_status == 401:

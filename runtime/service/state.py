@@ -53,7 +53,7 @@ class ServiceState(msgspec.Struct, frozen=True):
 
 def endpoint_host(host: str) -> str:
     """The address a local client dials: a wildcard or loopback bind is reached on 127.0.0.1."""
-    if host in ("0.0.0.0", "::", "", *LOOPBACK_HOSTS):  # noqa: S104 - comparing, not binding
+    if host in ("0.0.0.0", "::", "", *LOOPBACK_HOSTS):
         return "127.0.0.1"
     return f"[{host}]" if ":" in host else host
 
@@ -68,7 +68,7 @@ def write_state(state: ServiceState, path: Path | None = None) -> Path:
             fh.write(msgspec.json.format(msgspec.json.encode(state)))
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        tmp.replace(path)
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
