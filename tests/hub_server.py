@@ -3,6 +3,7 @@
 Routes (what `huggingface_hub` 2.x calls; see its `hf_api.model_info` and `file_download`):
 
     GET  /api/models/{org}/{name}[/revision/{rev}][?blobs=true]   {"id", "sha", "siblings": [...]}
+    GET  /api/models/{org}/{name}/tree/{rev}[/{path}][?recursive=true]  [{"type", "path", "size", "oid", "lfs"}]
     HEAD /{org}/{name}/resolve/{rev}/{path}     ETag, X-Repo-Commit, Content-Length (+ X-Linked-* for LFS)
     GET  /{org}/{name}/resolve/{rev}/{path}     the bytes; `Range: bytes=N-` -> 206 + Content-Range
 
@@ -159,7 +160,12 @@ class _Handler(BaseHTTPRequestHandler):
         path = unquote(url.path)
         self.hub.requests.append(("HEAD" if head else "GET", path, self.headers.get("Range")))
         if path.startswith("/api/models/"):
-            self._model_info(path[len("/api/models/") :])
+            rest = path[len("/api/models/") :]
+            parts = rest.split("/")
+            if len(parts) >= 4 and parts[2] == "tree":
+                self._tree(f"{parts[0]}/{parts[1]}", parts[3], "/".join(parts[4:]), "recursive=true" in url.query.lower())
+            else:
+                self._model_info(rest)
             return
         parts = path.strip("/").split("/")
         if len(parts) >= 5 and parts[2] == "resolve":
@@ -187,6 +193,32 @@ class _Handler(BaseHTTPRequestHandler):
             }
         ).encode()
         self._send(200, {"Content-Type": "application/json"}, body)
+
+    def _tree(self, repo_id: str, revision: str, folder: str, recursive: bool) -> None:
+        """`list_repo_tree` (what `snapshot_download` uses): files, and folders when not recursive."""
+        repo = self.hub.lookup(repo_id, revision)
+        if repo is None:
+            self._error(404, "RepoNotFound" if repo_id not in self.hub.repos else "RevisionNotFound", "not found")
+            return
+        prefix = f"{folder.strip('/')}/" if folder else ""
+        entries: list[dict[str, object]] = []
+        folders: set[str] = set()
+        for path in sorted(repo.files):
+            if not path.startswith(prefix):
+                continue
+            rest = path[len(prefix) :]
+            if not recursive and "/" in rest:
+                folders.add(prefix + rest.split("/")[0])
+                continue
+            sibling = repo.sibling(path)
+            entry: dict[str, object] = {"type": "file", "path": path, "size": sibling["size"], "oid": sibling["blobId"]}
+            if "lfs" in sibling:
+                lfs = sibling["lfs"]
+                assert isinstance(lfs, dict)
+                entry["lfs"] = {"oid": lfs["sha256"], "size": lfs["size"], "pointerSize": lfs["pointerSize"]}
+            entries.append(entry)
+        entries += [{"type": "directory", "path": f, "oid": hashlib.sha1(f.encode()).hexdigest()} for f in sorted(folders)]
+        self._send(200, {"Content-Type": "application/json"}, json.dumps(entries).encode())
 
     def _resolve(self, repo_id: str, revision: str, file: str, head: bool) -> None:
         repo = self.hub.lookup(repo_id, revision)

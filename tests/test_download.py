@@ -354,3 +354,19 @@ def test_cache_import_of_a_damaged_model_registers_nothing(tiny_artifact: Path, 
     assert result.returncode == 7, result.stderr
     assert "does not load in onnxruntime-genai" in result.stderr
     assert refs(foundry_home) == []
+
+
+# --- a checkpoint variant compiles through the compiler ------------------------------------------
+@pytest.mark.slow
+def test_checkpoint_variant_downloads_the_source_and_compiles_it(
+    hub: HubServer, tiny_source, foundry_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("compiler.build")
+    hub.add(RemoteRepo.from_folder("test-org/tiny-qwen", tiny_source("qwen2.5-0.5b")))
+    monkeypatch.setenv("HF_HOME", str(foundry_home / "hf"))  # the subprocess's hub cache, not the user's
+    result = run_foundry("model", "download", "source-only", timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("source-only-cpu-int4:1 is ready")
+    assert any(path.endswith("/model.safetensors") for _, path, _ in hub.requests)
+    model = Store().resolve("source-only-cpu-int4:1")
+    assert model.metadata["task"] == "chat" and (model.path / "genai_config.json").is_file()
