@@ -191,3 +191,33 @@ def test_binding_all_interfaces_with_an_api_key_is_allowed(home: Path):
     assert "k-123" not in (home / "service.json").read_text()
     status = run_foundry("service", "status", home=home)
     assert SDK_URL_PATTERN.search(status.stdout).group(0) == f"http://127.0.0.1:{state['port']}"
+
+
+def test_foreground_serves_until_interrupted_and_cleans_up(home: Path):
+    from conftest import foundry_cli_path
+
+    env = {k: v for k, v in os.environ.items() if k != "FOUNDRY_API_KEY"} | {
+        "FOUNDRY_HOME": str(home)
+    }
+    server = subprocess.Popen(
+        [foundry_cli_path(), "service", "start", "--foreground"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not (home / "service.json").exists() and time.monotonic() < deadline:
+            assert server.poll() is None, server.stdout.read()
+            time.sleep(0.05)
+        state = state_of(home)
+        assert state["pid"] == server.pid  # the CLI became the server
+        status = run_foundry("service", "status", home=home)
+        assert f"http://127.0.0.1:{state['port']}" in status.stdout
+        server.send_signal(signal.SIGINT)
+        assert server.wait(timeout=30) == 0
+    finally:
+        if server.poll() is None:
+            server.kill()
+    assert not (home / "service.json").exists()

@@ -51,7 +51,15 @@ def _probe(base_url: str, path: str, timeout: float = 1.0) -> dict[str, Any] | N
 def _server_command(
     host: str, port: int, max_loaded: int | None, ttl: float | None, insecure: bool
 ) -> list[str]:
-    command = [sys.executable, "-m", "runtime.service.server", "--host", host, "--port", str(port)]
+    command = [
+        sys.executable,
+        "-m",
+        "runtime.service.launcher",
+        "--host",
+        host,
+        "--port",
+        str(port),
+    ]
     if max_loaded is not None:
         command += ["--max-loaded", str(max_loaded)]
     if ttl is not None:
@@ -247,10 +255,12 @@ def start(
         check_bind(host, api_key, insecure)
         if api_key:
             os.environ["FOUNDRY_API_KEY"] = api_key
-        from runtime.service.server import main as serve_main
-
-        serve_main(_server_command(host, port, max_loaded, ttl, insecure)[3:])
-        return
+        # Become the server process (same terminal, Ctrl-C stops it), so the state file's pid
+        # and command line are the server's own.
+        command = _server_command(host, port, max_loaded, ttl, insecure)
+        foundry_home().mkdir(parents=True, exist_ok=True)
+        os.chdir(foundry_home())  # a `runtime/` folder in the cwd must not shadow ours
+        os.execv(command[0], command)
     state, started_now = start_service(
         host,
         port,

@@ -1,6 +1,7 @@
 """The service process: bind the socket, serve the app, own the state file for its lifetime.
 
-`python -m runtime.service.server` (what `foundry service start` runs detached) lands here.
+`python -m runtime.service.launcher` is what `foundry service start` runs detached (and what
+`--foreground` becomes).
 The state file is written only once uvicorn has started (socket bound, lifespan done), so a
 client that finds the file can talk to the service at once; it is removed on any exit. The
 API key arrives in `FOUNDRY_API_KEY`, never on the command line where `ps` would show it.
@@ -72,6 +73,8 @@ def run(argv: list[str] | None = None) -> int:
     )
     try:
         return _serve(args)
+    except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it handled, after a clean shutdown
+        return 0
     except FoundryError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         if exc.hint:
@@ -125,3 +128,7 @@ def _serve(args: argparse.Namespace) -> int:
         remove_state(os.getpid())
         sock.close()
     return 0 if server.started else 3
+
+
+if __name__ == "__main__":
+    sys.exit(run())

@@ -31,8 +31,9 @@ __all__ = [
 ]
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
-# What the server's command line contains; a live pid without it was reused by another program.
-SERVER_MODULE = "runtime.service.server"
+# What the server's command line contains (`-m runtime.service.launcher`, or `.server`);
+# a live pid without it was reused by another program.
+SERVER_MODULE = "runtime.service."
 
 
 class ServiceState(msgspec.Struct, frozen=True):
