@@ -1,0 +1,273 @@
+"""Whisper: a synthetic whisper-tiny compiled with token parity, then served on /v1/audio/*.
+
+Random weights write a random transcript, so served answers are compared with the engine's
+own output on the same decoded audio (and the compiler's check compares the engine with
+transformers' greedy tokens), never with a fixed string.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import numpy as np
+import openai
+import pytest
+
+from runtime.audio import SAMPLE_RATE, decode_audio, split_windows, to_wav_bytes
+from runtime.errors import InvalidAudio
+from runtime.service.media_protocol import render_transcript
+
+WHISPER = "whisper-test"
+WHISPER_INT4 = "whisper-test-int4"
+
+
+def tone(seconds: float, rate: int = SAMPLE_RATE) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    return (0.3 * np.sin(2 * np.pi * (220 + 200 * t) * t)).astype(np.float32)
+
+
+def encoded(pcm: np.ndarray, fmt: str, subtype: str, rate: int = SAMPLE_RATE) -> bytes:
+    import soundfile
+
+    buffer = io.BytesIO()
+    soundfile.write(buffer, pcm, rate, format=fmt, subtype=subtype)
+    return buffer.getvalue()
+
+
+def foundry_build(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    exe = str(Path(sys.executable).with_name("foundry-build"))
+    return subprocess.run(
+        [exe, *args], env={**os.environ, "FOUNDRY_HOME": str(home)}, capture_output=True, text=True, timeout=900
+    )
+
+
+@pytest.fixture(scope="session")
+def whisper_builds(service_home: Path, tiny_source) -> dict[str, dict]:
+    """A tiny synthetic whisper-tiny built at cpu-fp32 and cpu-int4 into the session service's store."""
+    source = tiny_source("whisper-tiny")
+    built = {}
+    for target, model_id in (("cpu-fp32", WHISPER), ("cpu-int4", WHISPER_INT4)):
+        result = foundry_build(service_home, str(source), "--target", target, "--as", model_id, "--json")
+        assert result.returncode == 0, result.stderr[-3000:]
+        built[target] = json.loads(result.stdout)["models"][0]
+    return built
+
+
+@pytest.fixture(scope="session")
+def speech_engine(whisper_builds):
+    from runtime.engines.speech import SpeechEngine
+
+    engine = SpeechEngine(Path(whisper_builds["cpu-fp32"]["path"]), {})
+    yield engine
+    engine.close()
+
+
+# --- compile -------------------------------------------------------------------------------------
+def test_fp32_whisper_greedy_tokens_equal_transformers_generate(whisper_builds):
+    validation = whisper_builds["cpu-fp32"]["validation"]
+    assert validation["kind"] == "speech-greedy-tokens"
+    assert validation["exact"] is True
+    assert validation["tokens"] >= 8
+    files = {p.name for p in Path(whisper_builds["cpu-fp32"]["path"]).iterdir()}
+    assert {"encoder.onnx", "decoder.onnx", "audio_processor_config.json", "genai_config.json"} <= files
+
+
+def test_int4_whisper_reports_its_token_agreement(whisper_builds):
+    validation = whisper_builds["cpu-int4"]["validation"]
+    assert validation["required"] == "report"
+    assert 0.0 <= validation["token_agreement"] <= 1.0
+
+
+def test_whisper_checkpoint_without_its_tokenizer_is_refused_in_one_line(tiny_source, tmp_path):
+    source = tmp_path / "no-tokenizer"
+    shutil.copytree(tiny_source("whisper-tiny"), source)
+    (source / "tokenizer.json").unlink()
+    result = foundry_build(tmp_path / "home", str(source), "--target", "cpu-fp32")
+    assert result.returncode == 2
+    assert "Whisper tokenizer" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+# --- audio decoding (pure) --------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("fmt", "subtype", "rate"),
+    [("WAV", "PCM_16", 16000), ("WAV", "FLOAT", 44100), ("FLAC", "PCM_16", 22050),
+     ("OGG", "VORBIS", 44100), ("MP3", "MPEG_LAYER_III", 44100)],
+    ids=["wav16k", "wav-float-44k", "flac-22k", "ogg-vorbis", "mp3"],
+)
+def test_common_formats_decode_to_16k_mono(fmt, subtype, rate):
+    pcm = decode_audio(encoded(tone(2.0, rate), fmt, subtype, rate), f"a.{fmt.lower()}")
+    assert abs(len(pcm) - 2 * SAMPLE_RATE) < SAMPLE_RATE // 10  # codecs pad a few frames
+    assert pcm.dtype == np.float32
+    assert 0.2 < float(np.abs(pcm).max()) < 0.45
+
+
+def test_m4a_decodes_when_pyav_is_installed():
+    av = pytest.importorskip("av")
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format="mp4") as container:
+        stream = container.add_stream("aac", rate=44100)
+        stream.layout = "mono"
+        frame = av.AudioFrame.from_ndarray(tone(1.0, 44100).reshape(1, -1), format="flt", layout="mono")
+        frame.sample_rate = 44100
+        for packet in [*stream.encode(frame), *stream.encode(None)]:
+            container.mux(packet)
+    pcm = decode_audio(buffer.getvalue(), "a.m4a")
+    assert abs(len(pcm) - SAMPLE_RATE) < SAMPLE_RATE // 10
+
+
+@pytest.mark.parametrize(
+    ("data", "name", "words"),
+    [(b"", "a.wav", "empty"), (b"RIFF" + b"\x00" * 64, "a.wav", "corrupt"), (b"not audio" * 50, "a.xyz", "'xyz' is not supported")],
+    ids=["empty", "corrupt", "unknown-format"],
+)
+def test_undecodable_audio_says_what_is_wrong_and_which_formats_work(data, name, words):
+    with pytest.raises(InvalidAudio) as info:
+        decode_audio(data, name)
+    assert words in str(info.value)
+    if data:
+        assert "wav, flac, ogg" in str(info.value)
+
+
+def test_long_audio_is_cut_into_30_second_windows():
+    windows = split_windows(np.zeros(int(65 * SAMPLE_RATE), dtype=np.float32))
+    assert [len(w) / SAMPLE_RATE for w in windows] == [30.0, 30.0, 5.0]
+
+
+def test_srt_and_vtt_render_one_cue_per_window():
+    from runtime.engines.speech import Segment, Transcript
+
+    transcript = Transcript("a b", "english", 35.5, [Segment(0, 0.0, 30.0, "a"), Segment(1, 30.0, 35.5, "b")])
+    srt, _ = render_transcript(transcript, "srt", "transcribe")
+    assert srt == "1\n00:00:00,000 --> 00:00:30,000\na\n\n2\n00:00:30,000 --> 00:00:35,500\nb\n\n"
+    vtt, media = render_transcript(transcript, "vtt", "transcribe")
+    assert vtt.startswith("WEBVTT\n\n00:00:00.000 --> 00:00:30.000\na\n")
+    assert media == "text/vtt"
+
+
+# --- served ----------------------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def speech_client(whisper_builds, service, openai_client):
+    return openai_client
+
+
+@pytest.fixture(scope="session")
+def speech_wav() -> bytes:
+    return to_wav_bytes(tone(3.0))
+
+
+def expected_text(engine, audio: bytes, name: str = "speech.wav", **kwargs) -> str:
+    return engine.transcribe(decode_audio(audio, name), **kwargs).text
+
+
+def test_openai_client_transcribes_a_wav_like_the_engine(speech_client, speech_engine, speech_wav):
+    reply = speech_client.audio.transcriptions.create(model=WHISPER, file=("speech.wav", speech_wav))
+    assert reply.text == expected_text(speech_engine, speech_wav)
+    assert reply.text  # random weights still write something
+
+
+@pytest.mark.parametrize("response_format", ["text", "srt", "vtt"])
+def test_text_srt_and_vtt_formats_carry_the_same_transcript(speech_client, speech_engine, speech_wav, response_format):
+    reply = speech_client.audio.transcriptions.create(
+        model=WHISPER, file=("speech.wav", speech_wav), response_format=response_format
+    )
+    text = expected_text(speech_engine, speech_wav)
+    assert isinstance(reply, str)
+    if response_format == "text":
+        assert reply.strip() == text
+    else:
+        assert text in reply
+        assert ("-->" in reply) and (reply.startswith("WEBVTT") == (response_format == "vtt"))
+
+
+def test_verbose_json_of_65_seconds_has_three_segments_stitched_in_order(speech_client, speech_engine):
+    audio = to_wav_bytes(np.concatenate([tone(30.0), tone(30.0) * 0.5, tone(5.0)]))
+    reply = speech_client.audio.transcriptions.create(
+        model=WHISPER, file=("long.wav", audio), response_format="verbose_json"
+    )
+    assert reply.duration == pytest.approx(65.0)
+    assert [(s.start, s.end) for s in reply.segments] == [(0.0, 30.0), (30.0, 60.0), (60.0, 65.0)]
+    assert reply.text == " ".join(s.text for s in reply.segments if s.text)
+    assert reply.text == expected_text(speech_engine, audio, "long.wav")
+
+
+def test_flac_upload_transcribes_like_the_same_audio_decoded_locally(speech_client, speech_engine):
+    audio = encoded(tone(2.0, 44100), "FLAC", "PCM_16", 44100)
+    reply = speech_client.audio.transcriptions.create(model=WHISPER, file=("speech.flac", audio))
+    assert reply.text == expected_text(speech_engine, audio, "speech.flac")
+
+
+def test_translation_route_runs_the_translate_task(speech_client, speech_engine, speech_wav):
+    reply = speech_client.audio.translations.create(model=WHISPER, file=("speech.wav", speech_wav))
+    assert reply.text == expected_text(speech_engine, speech_wav, task="translate")
+
+
+def test_int4_whisper_serves_a_transcript(speech_client, speech_wav):
+    reply = speech_client.audio.transcriptions.create(model=WHISPER_INT4, file=("speech.wav", speech_wav))
+    assert isinstance(reply.text, str)
+
+
+def test_foundry_model_run_file_prints_the_transcript(speech_client, speech_engine, speech_wav, service, tmp_path):
+    path = tmp_path / "speech.wav"
+    path.write_bytes(speech_wav)
+    result = service.cli("model", "run", WHISPER, "--file", str(path))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == expected_text(speech_engine, speech_wav)
+
+
+def post_audio(service, data: bytes, name: str = "speech.wav", **fields: str) -> httpx.Response:
+    form = {"model": WHISPER, **fields}
+    return httpx.post(
+        f"{service.base_url}/v1/audio/transcriptions", files={"file": (name, data)}, data=form, timeout=120
+    )
+
+
+@pytest.mark.parametrize(
+    ("data", "name", "fields", "status", "code"),
+    [
+        (b"", "empty.wav", {}, 400, "invalid_audio"),
+        (b"RIFF" + b"\x00" * 100, "broken.wav", {}, 400, "invalid_audio"),
+        (b"\x00\x01" * 500, "clip.xyz", {}, 400, "invalid_audio"),
+        (None, "speech.wav", {"language": "klingon"}, 400, "invalid_request"),
+        (None, "speech.wav", {"response_format": "docx"}, 400, "invalid_request"),
+        (None, "speech.wav", {"temperature": "7"}, 400, "invalid_request"),
+        (None, "speech.wav", {"model": "no-such-model"}, 404, "model_not_found"),
+    ],
+    ids=["empty", "corrupt", "unsupported-format", "bad-language", "bad-format", "bad-temperature", "unknown-model"],
+)
+def test_bad_audio_requests_get_exact_4xx_in_openai_shape(
+    speech_client, service, speech_wav, data, name, fields, status, code
+):
+    reply = post_audio(service, speech_wav if data is None else data, name, **fields)
+    assert reply.status_code == status, reply.text
+    assert reply.json()["error"]["code"] == code
+
+
+def test_unsupported_format_error_lists_the_formats_that_work(speech_client, service):
+    reply = post_audio(service, b"\x00\x01" * 500, "clip.xyz")
+    assert "supported: wav, flac, ogg" in reply.json()["error"]["message"]
+
+
+def test_audio_over_the_upload_limit_is_413(speech_client, service):
+    reply = post_audio(service, b"\x00" * (26 * 1024 * 1024), "huge.wav")
+    assert reply.status_code == 413, reply.text[:300]
+
+
+def test_whisper_asked_for_chat_is_400_naming_speech(speech_client):
+    with pytest.raises(openai.BadRequestError) as info:
+        speech_client.chat.completions.create(model=WHISPER, messages=[{"role": "user", "content": "hi"}])
+    assert "speech" in info.value.body["message"]
+
+
+def test_chat_model_asked_to_transcribe_is_400_naming_chat(speech_client, service_model, speech_wav):
+    with pytest.raises(openai.BadRequestError) as info:
+        speech_client.audio.transcriptions.create(model=service_model, file=("speech.wav", speech_wav))
+    assert info.value.body["code"] == "unsupported_task"
+    assert "chat" in info.value.body["message"]
