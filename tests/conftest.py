@@ -43,6 +43,27 @@ def tiny_source(synthetic_dir: Path):
     return build
 
 
+@pytest.fixture(scope="session")
+def genai_artifact(tiny_source, tmp_path_factory: pytest.TempPathFactory):
+    """`genai_artifact(alias) -> folder`: onnxruntime-genai's builder (fp32, full logits) on a tiny
+    synthetic source, built once; for tests that drive onnxruntime-genai directly [agents]."""
+    import subprocess
+    import sys
+
+    built: dict[str, Path] = {}
+
+    def build(alias: str) -> Path:
+        if alias not in built:
+            out = tmp_path_factory.mktemp(f"genai-{alias}")
+            subprocess.run([sys.executable, "-m", "onnxruntime_genai.models.builder", "-i",
+                            str(tiny_source(alias)), "-o", str(out), "-p", "fp32", "-e", "cpu"],
+                           check=True, capture_output=True, timeout=600)
+            built[alias] = out
+        return built[alias]
+
+    return build
+
+
 # --- the real service [ops] ----------------------------------------------------------------
 SERVICE_MODEL = "tiny-qwen"  # the chat model id the session service's store holds
 

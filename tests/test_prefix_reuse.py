@@ -1,0 +1,126 @@
+"""Prefix reuse across chat turns: same greedy tokens as a cold run, fewer tokens computed.
+
+The reference for "cold" is a fresh onnxruntime-genai generator per turn on the same artifact.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import numpy as np
+import onnxruntime_genai as og
+import pytest
+
+from runtime.engines.base import GenerationParams
+from runtime.engines.chat import ChatEngine
+
+ALIAS = "qwen2.5-0.5b"
+USER_TURNS = [
+    "Hello! Tell me about the weather in Paris.",
+    "And what about tomorrow?",
+    "Should I bring an umbrella for the museum visit?",
+    "Thanks. Which museums open early on Sunday?",
+    "Great, summarise the plan for me in one line.",
+]
+SYSTEM = "You are a helpful travel assistant. " * 8
+
+
+@pytest.fixture(scope="module")
+def artifact(genai_artifact):
+    return genai_artifact(ALIAS)
+
+
+@pytest.fixture(scope="module")
+def engine(artifact):
+    chat = ChatEngine(artifact, {"model_id": "tiny-qwen-reuse", "tool_parser": "qwen"})
+    yield chat
+    chat.close()
+
+
+def _cold(artifact, model, prompt_ids: list[int], max_tokens: int, eos: set[int]) -> list[int]:
+    params = og.GeneratorParams(model)
+    params.set_search_options(do_sample=False, max_length=len(prompt_ids) + max_tokens)
+    generator = og.Generator(model, params)
+    generator.append_tokens(np.asarray(prompt_ids, dtype=np.int32))
+    out: list[int] = []
+    while not generator.is_done() and len(out) < max_tokens:
+        generator.generate_next_token()
+        token = int(generator.get_next_tokens()[0])
+        if token in eos:
+            break
+        out.append(token)
+    return out
+
+
+async def _turn(engine: ChatEngine, prompt_ids: list[int], max_tokens: int):
+    ids, text, last = [], "", None
+    async for chunk in engine.stream(prompt_ids, GenerationParams(max_tokens=max_tokens, temperature=0)):
+        ids += chunk.token_ids
+        text += chunk.text
+        last = chunk
+    return ids, text, last
+
+
+def _conversation(engine: ChatEngine, artifact, edit_replies: bool = False):
+    model = og.Model(str(artifact))
+    eos = set(json.loads((artifact / "genai_config.json").read_text())["model"]["eos_token_id"]
+              if isinstance(json.loads((artifact / "genai_config.json").read_text())["model"]["eos_token_id"], list)
+              else [json.loads((artifact / "genai_config.json").read_text())["model"]["eos_token_id"]])
+    messages = [{"role": "system", "content": SYSTEM}]
+    turns = []
+    for i, user in enumerate(USER_TURNS):
+        messages.append({"role": "user", "content": user})
+        prompt_ids = engine.encode(engine.render_prompt(messages))
+        ids, text, last = asyncio.run(_turn(engine, prompt_ids, 12))
+        turns.append({"prompt": len(prompt_ids), "ids": ids, "cached": last.cached_tokens,
+                      "cold": _cold(artifact, model, prompt_ids, 12, eos)})
+        reply = f"(edited reply {i})" if edit_replies else text
+        messages.append({"role": "assistant", "content": reply})
+    return turns
+
+
+def test_five_turn_chat_gives_cold_run_tokens_and_reports_cached_tokens(engine, artifact):
+    engine.prefix_cache.clear()
+    turns = _conversation(engine, artifact)
+    for i, turn in enumerate(turns):
+        assert turn["ids"] == turn["cold"], f"turn {i + 1} differs from a cold run"
+    assert turns[0]["cached"] == 0
+    for previous, turn in zip(turns, turns[1:]):
+        # At least the previous turn's prompt (system + history) is reused, never the whole prompt.
+        assert previous["prompt"] <= turn["cached"] < turn["prompt"]
+
+
+def test_a_client_that_edits_replies_still_reuses_the_common_prefix(engine, artifact):
+    engine.prefix_cache.clear()
+    turns = _conversation(engine, artifact, edit_replies=True)
+    for turn in turns:
+        assert turn["ids"] == turn["cold"]
+    assert all(0 < t["cached"] < t["prompt"] for t in turns[1:])
+
+
+def test_kept_states_stay_within_the_memory_bound(engine, artifact):
+    cache = engine.prefix_cache
+    per_entry = cache.bytes_per_token * min(cache.context_length, 600 + 12 + cache.headroom)
+    old_budget = cache.budget_bytes
+    cache.budget_bytes = int(per_entry * 1.5)  # room for one kept state, not two
+    try:
+        cache.clear()
+        first = engine.encode("<|im_start|>user\nfirst conversation<|im_end|>\n<|im_start|>assistant\n")
+        second = engine.encode("<|im_start|>user\nanother one entirely<|im_end|>\n<|im_start|>assistant\n")
+        asyncio.run(_turn(engine, first, 4))
+        asyncio.run(_turn(engine, second, 4))
+        assert cache.kept_bytes() <= cache.budget_bytes
+        greedy = GenerationParams(max_tokens=4, temperature=0)
+        assert cache.reusable(second + [1, 2], greedy) >= len(second)  # the recent one is kept
+        assert cache.reusable(first + [1, 2], greedy) < len(first) - 1  # the older one was evicted
+    finally:
+        cache.budget_bytes = old_budget
+
+
+def test_guided_or_seeded_requests_never_use_kept_states(engine):
+    cache = engine.prefix_cache
+    assert not cache.accepts(GenerationParams(guidance=("regex", "a+")))
+    assert not cache.accepts(GenerationParams(seed=3))
+    assert not cache.accepts(GenerationParams(min_tokens=2))
+    assert cache.accepts(GenerationParams(temperature=0))
