@@ -25,6 +25,7 @@ __all__ = [
     "content_block_delta_event",
     "content_block_start_event",
     "content_block_stop_event",
+    "matched_stop",
     "message_body",
     "message_delta_event",
     "message_start_event",
@@ -94,6 +95,19 @@ def to_chat(request: MessagesRequest | CountTokensRequest) -> tuple[list[dict], 
 
 def new_message_id() -> str:
     return f"msg_{uuid.uuid4().hex[:24]}"
+
+
+def matched_stop(raw_text: str, finish_reason: str | None, stops: list[str] | None) -> str | None:
+    """Which stop sequence ended a reply, from the raw decoded tokens (stop text included).
+
+    The engine cuts at the earliest stop string and reports only "stop", which EOS also
+    reports; the earliest stop in the raw text (the shortest on a tie, as it completes
+    first) is the one that matched, and no stop in it means the model ended the turn.
+    """
+    if finish_reason != "stop" or not stops:
+        return None
+    found = [(raw_text.find(s), len(s), s) for s in stops if s and s in raw_text]
+    return min(found)[2] if found else None
 
 
 def stop_reason(finish_reason: str | None, stop_sequence: str | None) -> str:

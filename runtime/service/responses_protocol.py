@@ -267,7 +267,9 @@ class ResponseEvents:
         status = final_status(finish_reason)
         item = output_message(self.message_id, text, status)
         place = {"item_id": self.message_id, "output_index": 0, "content_index": 0}
-        final = "response.completed" if status == "completed" else "response.incomplete"
+        # Always `response.completed` (the status inside says "incomplete"): the openai
+        # package's stream helper raises without that event.
+        final = "response.completed"
         return [
             self._event("response.output_text.done", **place, text=text, logprobs=[]),
             self._event("response.content_part.done", **place, part=item["content"][0]),
