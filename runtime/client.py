@@ -157,6 +157,9 @@ class ServiceClient:
         return self.get("/openai/status")
 
     def load(self, model: str, ttl: float | None = None) -> Any:
+        """Load `model`; `ttl` seconds idle before it unloads, 0 = stay until unloaded."""
+        if ttl == 0:
+            return self.get(f"/openai/load/{model}", unload="false")
         return self.get(f"/openai/load/{model}", ttl=ttl)
 
     def unload(self, model: str, force: bool = False) -> Any:

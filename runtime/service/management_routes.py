@@ -16,7 +16,7 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from litestar import Request, get, post
 from litestar.response import Response, Stream
@@ -27,15 +27,19 @@ from runtime.progress import ProgressEvent
 from runtime.service import metrics
 from runtime.settings import cache_dir
 
+if TYPE_CHECKING:
+    from runtime.manager import LoadedModel, ModelManager
+
 __all__ = ["ROUTES"]
 
 log = logging.getLogger(__name__)
 STARTED = time.time()
 DEVICE_RANK = {"npu": 0, "gpu": 1, "cpu": 2}
+NEVER_UNLOAD = -1.0  # the manager's ttl for "stay loaded until asked"
 
 
 # --- what the handlers need, from the app (create_app puts them on app.state) ---------------
-def _manager(request: Request) -> Any:
+def _manager(request: Request) -> ModelManager:
     return request.app.state.manager
 
 
@@ -72,11 +76,7 @@ def _endpoints(request: Request) -> list[str]:
 
 
 def _loaded_ids(request: Request) -> list[str]:
-    return [_loaded_id(entry) for entry in _manager(request).loaded()]
-
-
-def _loaded_id(entry: Any) -> str:
-    return str(getattr(entry, "model_id", None) or getattr(entry, "name", entry))
+    return [entry.model_id for entry in _manager(request).loaded()]
 
 
 # --- liveness, status, metrics ----------------------------------------------------------------
@@ -119,9 +119,8 @@ def metrics_text(request: Request) -> Response[str]:
         "foundry_model_loaded": {(("model", model_id),): 1 for model_id in loaded},
         "foundry_info": {(("version", __version__),): 1},
     }
-    depth = getattr(manager, "queue_depth", None)
-    if isinstance(depth, int):
-        gauges["foundry_queue_depth"] = {(): depth}
+    gauges["foundry_queue_depth"] = {(): manager.waiting_requests()}
+    gauges["foundry_generating_requests"] = {(): manager.active_requests()}
     return Response(metrics.render(gauges), media_type=metrics.CONTENT_TYPE)
 
 
@@ -304,12 +303,10 @@ async def openai_load(request: Request, name: str) -> dict[str, Any]:
                 f"execution provider {ep!r} is not available here (available: {available})",
                 param="ep",
             )
-    if not _query_bool(request.query_params.get("unload"), True) and ttl is None:
-        ttl = 0.0  # Foundry Local: unload=false keeps the model until asked (ttl 0 = no expiry)
-    manager = _manager(request)
-    model_id = manager.resolve_name(name)
-    await manager.load(name, ttl=ttl)
-    return {"model": model_id, "loaded": True, "ttl": ttl}
+    if not ttl:  # Foundry Local: a ttl > 0 wins; else unload=false keeps the model loaded
+        ttl = None if _query_bool(request.query_params.get("unload"), True) else NEVER_UNLOAD
+    loaded = await _manager(request).load(name, ttl=ttl)
+    return {"model": loaded.model_id, "loaded": True, "ttl": None if loaded.ttl < 0 else loaded.ttl}
 
 
 @get("/openai/unload/{name:str}")
@@ -317,10 +314,7 @@ async def openai_unload(request: Request, name: str) -> dict[str, Any]:
     force = _query_bool(request.query_params.get("force"), False)
     manager = _manager(request)
     model_id = manager.resolve_name(name)
-    was_loaded = model_id in _loaded_ids(request)
-    if was_loaded:
-        await manager.unload(name, force=force)
-    return {"model": model_id, "unloaded": was_loaded}
+    return {"model": model_id, "unloaded": await manager.unload(model_id, force=force)}
 
 
 @get("/openai/unloadall")
@@ -341,22 +335,20 @@ def foundry_ps(request: Request) -> dict[str, Any]:
     return {"models": [_ps_row(entry) for entry in _manager(request).loaded()]}
 
 
-def _ps_row(entry: Any) -> dict[str, Any]:
-    now = time.monotonic()
-    last_used = getattr(entry, "last_used", None)
-    ttl = getattr(entry, "ttl", None)
-    idle = max(0.0, now - last_used) if isinstance(last_used, (int, float)) else None
-    expires = None
-    if idle is not None and isinstance(ttl, (int, float)) and ttl > 0:
-        expires = max(0.0, ttl - idle)
+def _ps_row(entry: LoadedModel) -> dict[str, Any]:
+    """`size` is the artifact's bytes on disk: the weights dominate resident memory."""
+    idle = entry.idle_seconds
+    expires = max(0.0, entry.ttl - idle) if entry.ttl >= 0 else None
     return {
-        "model": _loaded_id(entry),
-        "task": getattr(entry, "task", None),
-        "size": getattr(entry, "size", None),
-        "idle_seconds": None if idle is None else round(idle, 1),
-        "ttl": ttl,
+        "model": entry.model_id,
+        "task": entry.task,
+        "size": entry.size,
+        "idle_seconds": round(idle, 1),
+        "ttl": entry.ttl if entry.ttl >= 0 else None,
         "expires_in": None if expires is None else round(expires, 1),
-        "active_requests": getattr(entry, "active", None),
+        "active_requests": entry.active_requests(),
+        "loaded_at": entry.loaded_at,
+        "load_seconds": round(entry.load_seconds, 3),
     }
 
 

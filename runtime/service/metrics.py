@@ -1,10 +1,11 @@
 """Prometheus metrics: counters and histograms the service updates, rendered as text at /metrics.
 
-The generation path calls the hooks (`observe_ttft`, `observe_token_latency`, `add_tokens`,
-`set_queue_depth`); `MetricsMiddleware` counts every request by route template (never the
-raw path: model names would explode the label set) and status. Hand-written exposition
-format 0.0.4, no client library. Labels carry route templates, methods, statuses and model
-ids only: never a header, so never an API key. Hooks may run on engine threads, hence the lock.
+The model manager reports each finished generation to `record_generation` (wired by
+`attach(manager)`); queue depth and loaded models are read at scrape time;
+`MetricsMiddleware` counts every request by route template (never the raw path: model
+names would explode the label set) and status. Hand-written exposition format 0.0.4, no
+client library. Labels carry route templates, methods, statuses and model ids only: never
+a header, so never an API key. Listeners may run off the event loop, hence the lock.
 """
 
 from __future__ import annotations
@@ -14,18 +15,23 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from runtime.engines.base import GenerationRecord
+    from runtime.manager import ModelManager
 
 __all__ = [
     "CONTENT_TYPE",
     "MetricsMiddleware",
     "add_tokens",
+    "attach",
     "observe_request",
     "observe_token_latency",
     "observe_ttft",
+    "record_generation",
     "render",
     "reset",
-    "set_queue_depth",
 ]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -93,6 +99,7 @@ HELP: dict[str, tuple[str, str]] = {
     ),
     "foundry_time_per_output_token_seconds": ("histogram", "Time between generated tokens."),
     "foundry_queue_depth": ("gauge", "Generation requests waiting for a slot."),
+    "foundry_generating_requests": ("gauge", "Generation requests being decoded now."),
     "foundry_loaded_models": ("gauge", "Models resident in memory."),
     "foundry_model_loaded": ("gauge", "1 for each resident model."),
     "foundry_info": ("gauge", "Service version."),
@@ -119,8 +126,21 @@ def add_tokens(model: str, prompt_tokens: int, completion_tokens: int) -> None:
     REGISTRY.inc("foundry_completion_tokens_total", labels, completion_tokens)
 
 
-def set_queue_depth(depth: int) -> None:
-    REGISTRY.set("foundry_queue_depth", (), depth)
+def record_generation(record: GenerationRecord) -> None:
+    """A finished sequence (the manager's listener): tokens, time to first token, and its
+    mean time per output token (vLLM's TPOT: one observation per request)."""
+    add_tokens(record.model_id, record.prompt_tokens, record.completion_tokens)
+    if record.first_token_s is None:
+        return
+    observe_ttft(record.model_id, record.first_token_s)
+    if record.completion_tokens > 1:
+        gap = (record.total_s - record.first_token_s) / (record.completion_tokens - 1)
+        observe_token_latency(record.model_id, max(0.0, gap))
+
+
+def attach(manager: ModelManager) -> None:
+    """Subscribe the registry to every generation the manager runs."""
+    manager.add_listener(record_generation)
 
 
 def observe_request(route: str, method: str, status: int, seconds: float) -> None:
