@@ -71,3 +71,184 @@ def test_generate_is_a_one_turn_chat_and_unlimited_num_predict_sets_no_cap():
 def test_invalid_chat_bodies_do_not_decode(body):
     with pytest.raises(msgspec.ValidationError):
         msgspec.json.decode(json.dumps(body), type=ChatRequest)
+
+
+# --- the real service, the real `ollama` package ---------------------------------------------
+HELLO = [{"role": "user", "content": "Hello there"}]
+N = 12  # tokens per reply: enough text to compare, cheap on two cores
+
+
+@pytest.fixture(scope="module")
+def client(service):
+    import ollama
+
+    return ollama.Client(host=service.base_url, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def reference(openai_client, service_model):
+    """What /v1/chat/completions says greedily to HELLO: the text every API must reproduce."""
+    return openai_client.chat.completions.create(
+        model=service_model, messages=HELLO, max_tokens=N, temperature=0
+    )
+
+
+def post(service, path: str, body: object):
+    import httpx
+
+    return httpx.post(f"{service.base_url}{path}", json=body, timeout=120)
+
+
+GREEDY = {"num_predict": N, "temperature": 0}
+
+
+def test_ollama_chat_gives_the_same_greedy_text_and_usage_as_chat_completions(
+    client, reference, service_model
+):
+    reply = client.chat(model=service_model, messages=HELLO, options=GREEDY, stream=False)
+    assert reply.message.role == "assistant"
+    assert reply.message.content == reference.choices[0].message.content
+    assert reply.done is True
+    assert reply.done_reason == "length"
+    assert reply.prompt_eval_count == reference.usage.prompt_tokens
+    assert reply.eval_count == reference.usage.completion_tokens == N
+
+
+def test_ollama_chat_streams_ndjson_that_adds_up_to_the_same_text(client, reference, service_model):
+    parts = list(client.chat(model=service_model, messages=HELLO, options=GREEDY, stream=True))
+    assert len(parts) > 2
+    assert [p.done for p in parts] == [False] * (len(parts) - 1) + [True]
+    assert "".join(p.message.content for p in parts) == reference.choices[0].message.content
+    assert parts[-1].eval_count == reference.usage.completion_tokens
+    assert parts[-1].prompt_eval_count == reference.usage.prompt_tokens
+
+
+def test_ollama_streams_by_default_as_ndjson_lines(service, service_model):
+    response = post(service, "/api/chat", {"model": service_model, "messages": HELLO, "options": GREEDY})
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("application/x-ndjson")
+    lines = [json.loads(line) for line in response.text.splitlines()]
+    assert lines[-1]["done"] is True and all(not line["done"] for line in lines[:-1])
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+def test_ollama_generate_answers_the_prompt_as_a_one_turn_chat(client, reference, service_model, stream):
+    result = client.generate(model=service_model, prompt=HELLO[0]["content"], options=GREEDY, stream=stream)
+    parts = list(result) if stream else [result]
+    assert "".join(p.response for p in parts) == reference.choices[0].message.content
+    assert parts[-1].done and parts[-1].eval_count == N
+
+
+def test_ollama_stop_option_ends_the_reply_before_the_stop_text(client, reference, service_model):
+    text = reference.choices[0].message.content
+    stop = next(text[i : i + 2] for i in range(3, len(text) - 2) if text[i : i + 2].strip())
+    expected = text[: text.find(stop)]
+    reply = client.chat(model=service_model, messages=HELLO, options={**GREEDY, "stop": [stop]}, stream=False)
+    assert reply.message.content == expected
+    assert reply.done_reason == "stop"
+    streamed = client.chat(model=service_model, messages=HELLO, options={**GREEDY, "stop": [stop]}, stream=True)
+    assert "".join(p.message.content for p in streamed) == expected
+
+
+def test_ollama_list_show_and_version_describe_the_cached_model(client, service, service_model):
+    names = [m.model for m in client.list().models]
+    assert service_model in names
+    shown = client.show(service_model)
+    assert shown.details.family == "qwen2"
+    assert "completion" in shown.capabilities
+    assert "im_start" in shown.template
+    version = post(service, "/api/version", {}) if False else None  # GET below
+    import httpx
+
+    version = httpx.get(f"{service.base_url}/api/version", timeout=30).json()
+    assert version["version"].count(".") == 2
+
+
+def test_ollama_keep_alive_zero_unloads_and_a_duration_sets_the_expiry(client, service_model):
+    import datetime as dt
+
+    client.chat(model=service_model, messages=HELLO, options=GREEDY, stream=False, keep_alive="5m")
+    (entry,) = [m for m in client.ps().models if m.model == service_model]
+    left = (entry.expires_at - dt.datetime.now(dt.UTC)).total_seconds()
+    assert 200 < left <= 300
+    client.chat(model=service_model, messages=HELLO, options=GREEDY, stream=False, keep_alive=0)
+    assert service_model not in [m.model for m in client.ps().models]
+    loaded = client.generate(model=service_model, prompt="", keep_alive=-1)
+    assert loaded.done_reason == "load"
+    assert service_model in [m.model for m in client.ps().models]
+    unloaded = client.generate(model=service_model, prompt="", keep_alive=0)
+    assert unloaded.done_reason == "unload"
+    assert service_model not in [m.model for m in client.ps().models]
+    client.generate(model=service_model, prompt="", keep_alive="10m")  # leave it loaded for others
+
+
+def test_unknown_model_is_404_in_ollamas_shape(client, service):
+    import ollama
+
+    with pytest.raises(ollama.ResponseError) as caught:
+        client.chat(model="no-such-model", messages=HELLO, stream=False)
+    assert caught.value.status_code == 404
+    assert "no-such-model" in caught.value.error
+    response = post(service, "/api/show", {"model": "no-such-model"})
+    assert response.status_code == 404
+    assert set(response.json()) == {"error"}
+
+
+def test_pull_of_a_cached_model_succeeds_and_of_an_unknown_one_is_404(client, service, service_model):
+    assert [p.status for p in client.pull(service_model, stream=True)][-1] == "success"
+    assert client.pull(service_model).status == "success"
+    response = post(service, "/api/pull", {"model": "no-such-model"})
+    assert response.status_code == 404
+    assert set(response.json()) == {"error"}
+
+
+def test_delete_removes_a_model_from_the_list(client, service, service_model):
+    import httpx
+
+    from runtime.store import Store
+
+    store = Store(service.home / "cache")
+    original = store.resolve(service_model)
+    store.register(original.path, model_id="tiny-copy", metadata=original.metadata)
+    assert "tiny-copy" in [m.model for m in client.list().models]
+    client.delete("tiny-copy")
+    assert "tiny-copy" not in [m.model for m in client.list().models]
+    again = httpx.request("DELETE", f"{service.base_url}/api/delete", json={"model": "tiny-copy"})
+    assert again.status_code == 404 and set(again.json()) == {"error"}
+
+
+BAD_BODIES = [
+    ("/api/chat", b"{not json"),
+    ("/api/chat", {"messages": HELLO}),
+    ("/api/chat", {"model": "MODEL", "messages": [{"role": "robot", "content": "x"}]}),
+    ("/api/chat", {"model": "MODEL", "messages": "hello"}),
+    ("/api/chat", {"model": "MODEL", "messages": HELLO, "options": {"temperature": -1}}),
+    ("/api/chat", {"model": "MODEL", "messages": HELLO, "options": {"num_ctx": 10**7}}),
+    ("/api/chat", {"model": "MODEL", "messages": HELLO, "keep_alive": "soon"}),
+    ("/api/chat", {"model": "MODEL", "messages": HELLO, "format": "yaml"}),
+    ("/api/chat", {"model": "../../etc/passwd", "messages": HELLO}),
+    ("/api/chat", {"model": "a/b", "messages": HELLO}),
+    ("/api/generate", {"model": "MODEL", "prompt": "x", "options": {"num_predict": "many"}}),
+    ("/api/generate", {"model": "MODEL", "prompt": "x", "raw": True}),
+    ("/api/show", {"model": "..\\\\x"}),
+    ("/api/pull", {"model": "../x"}),
+    ("/api/embed", {"model": "MODEL"}),
+]
+BAD_IDS = ["not-json", "no-model", "bad-role", "messages-not-list", "negative-temperature",
+           "num-ctx-above-context", "bad-keep-alive", "bad-format", "path-traversal-name",
+           "slash-in-name", "num-predict-not-int", "raw-prompt", "backslash-name", "pull-traversal",
+           "embed-without-input"]
+
+
+@pytest.mark.parametrize(("path", "body"), BAD_BODIES, ids=BAD_IDS)
+def test_invalid_bodies_are_400_in_ollamas_shape(service, service_model, path, body):
+    import httpx
+
+    if isinstance(body, bytes):
+        response = httpx.post(f"{service.base_url}{path}", content=body, timeout=60)
+    else:
+        body = json.loads(json.dumps(body).replace("MODEL", service_model))
+        response = post(service, path, body)
+    assert response.status_code == 400, response.text
+    error = response.json()
+    assert set(error) == {"error"} and isinstance(error["error"], str) and error["error"]

@@ -1,6 +1,6 @@
 """Ollama's API under `/api`: chat, generate, embed, tags, ps, show, pull, delete, version.
 
-A thin translation layer over the shared generation path (`generation.py`) and the model
+A thin translation layer over the shared generation path (`streaming.start_generation`) and the model
 manager: decode an `ollama_protocol` Struct, run, answer NDJSON lines (Ollama streams by
 default) or one JSON object. Model names are this project's ids and aliases. Every error
 under `/api` renders as Ollama's `{"error": "..."}` through this Router's exception handler;
@@ -19,16 +19,20 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
-from litestar import Request, Router, delete, get, post
+from litestar import MediaType, Request, Router, delete, get, post
 from litestar.response import Response, Stream
 
 from runtime import __version__
-from runtime.engines.base import Chunk
-from runtime.errors import FoundryError, InvalidRequest
+import msgspec
+from litestar.exceptions import HTTPException
+
+from runtime.engines.base import Chunk, GenerationParams
+from runtime.errors import ContextTooLong, FoundryError, InvalidRequest
 from runtime.names import check_model_id
 from runtime.progress import ProgressEvent
-from runtime.service.anthropic_routes import decode_body, error_status
-from runtime.service.generation import ChatRun, chat_engine, collect, start_chat
+from runtime.service.api_errors import error_status
+from runtime.service.protocol import decode_body
+from runtime.service.streaming import PrefetchedStream, collect, start_generation
 from runtime.service.ollama_protocol import (
     ChatRequest,
     DeleteRequest,
@@ -58,6 +62,15 @@ NDJSON = "application/x-ndjson"
 def ollama_error(_: Request, exc: Exception) -> Response[Any]:
     status, message, headers = error_status(exc)
     return Response({"error": message}, status_code=status, headers=headers)
+
+
+def _json(value: dict) -> Response[Any]:
+    """A whole (non-streamed) answer from a route whose default media type is NDJSON.
+
+    Litestar gives a handler's `media_type` precedence over a Stream's own, so the
+    streaming routes declare NDJSON and their one-object answers say JSON here.
+    """
+    return Response(value, media_type=MediaType.JSON)
 
 
 def _line(value: dict) -> bytes:
@@ -114,27 +127,36 @@ async def _release(request: Request, name: str, keep_alive: float | None) -> Non
 
 
 async def _start(request: Request, name: str, messages: list[dict], params: dict,
-                 options: Any, keep_alive: float | None) -> ChatRun:
-    """Load, check num_ctx, set the TTL and submit: every failure here is a real status."""
-    engine = await chat_engine(_manager(request), name)
-    context = engine.context_length
+                 options: Any, keep_alive: float | None) -> PrefetchedStream:
+    """Load, fit the prompt in `num_ctx`, set the TTL, submit: every failure here is a real
+    status (the first chunk is already in hand)."""
+    manager = _manager(request)
+    engine = await manager.get(name, task="chat")
     num_ctx = options.num_ctx if options is not None else None
-    if num_ctx is not None and num_ctx > context:
+    if num_ctx is not None and num_ctx > engine.context_length:
         raise InvalidRequest(
-            f"num_ctx {num_ctx} is above model {name!r}'s context of {context} tokens",
+            f"num_ctx {num_ctx} is above model {name!r}'s context of {engine.context_length} tokens",
             param="options.num_ctx",
         )
-    params.setdefault("max_tokens", num_ctx or context)  # Ollama: no num_predict = until done
+    limit = num_ctx or engine.context_length
+    prompt = engine.encode(engine.render_prompt(messages))
+    if len(prompt) >= limit:
+        raise ContextTooLong(f"prompt is {len(prompt)} tokens; num_ctx is {limit}", param="options.num_ctx")
+    # Ollama: no num_predict = until the context is full.
+    params["max_tokens"] = min(params.get("max_tokens", limit), limit - len(prompt))
     await _apply_keep_alive(request, name, keep_alive)
-    return start_chat(engine, messages, params, context_limit=num_ctx)
+    generation = await start_generation(
+        manager, name, msgspec.convert(params, GenerationParams), prompt=prompt
+    )
+    return generation.streams[0]
 
 
-async def _lines(request: Request, run: ChatRun, name: str, keep_alive: float | None,
+async def _lines(request: Request, stream: PrefetchedStream, name: str, keep_alive: float | None,
                  shape: Any, timer: _Timer) -> AsyncIterator[bytes]:
     """NDJSON: one line per chunk of text, then `done: true` with the counters."""
     last = None
     try:
-        async for chunk in run:
+        async for chunk in stream:
             if last is None:
                 timer.first = time.perf_counter()
             last = chunk
@@ -144,7 +166,7 @@ async def _lines(request: Request, run: ChatRun, name: str, keep_alive: float | 
         yield _line({"error": error_status(exc)[1]})
         return
     finally:
-        await run.aclose()
+        await stream.aclose()
         await _release(request, name, keep_alive)
     yield _line(shape(name, "", done=True, finish=timer.stats(last or Chunk())))
 
@@ -154,20 +176,19 @@ async def _respond(request: Request, body: Any, messages: list[dict], params: di
     name = _name(body.model)
     keep_alive = parse_keep_alive(body.keep_alive)
     timer = _Timer()
-    run = await _start(request, name, messages, params, body.options, keep_alive)
+    stream = await _start(request, name, messages, params, body.options, keep_alive)
     timer.loaded = time.perf_counter()
     if body.stream:
-        return Stream(_lines(request, run, name, keep_alive, shape, timer), media_type=NDJSON)
+        return Stream(_lines(request, stream, name, keep_alive, shape, timer), media_type=NDJSON)
     try:
-        reply = await collect(run)
+        reply = await collect(stream)
     finally:
         await _release(request, name, keep_alive)
     timer.first = timer.loaded
-    finish = timer.stats(reply)
-    return shape(name, reply.text, done=True, finish=finish)
+    return _json(shape(name, reply.text, done=True, finish=timer.stats(reply)))
 
 
-@post("/chat", status_code=200)
+@post("/chat", status_code=200, media_type=NDJSON)
 async def chat(request: Request) -> Any:
     body = decode_body(await request.body(), ChatRequest)
     if not body.messages:  # Ollama: no messages = load the model (and keep_alive 0 = unload)
@@ -176,7 +197,7 @@ async def chat(request: Request) -> Any:
     return await _respond(request, body, messages, params, chat_line)
 
 
-@post("/generate", status_code=200)
+@post("/generate", status_code=200, media_type=NDJSON)
 async def generate(request: Request) -> Any:
     body = decode_body(await request.body(), GenerateRequest)
     if not body.prompt:
@@ -187,7 +208,7 @@ async def generate(request: Request) -> Any:
     return await _respond(request, body, messages, params, generate_line)
 
 
-async def _load_only(request: Request, body: Any, shape: Any) -> dict:
+async def _load_only(request: Request, body: Any, shape: Any) -> Response[Any]:
     """Ollama's load/unload idiom: an empty prompt loads; with keep_alive 0 it unloads."""
     name = _name(body.model)
     keep_alive = parse_keep_alive(body.keep_alive)
@@ -198,22 +219,19 @@ async def _load_only(request: Request, body: Any, shape: Any) -> dict:
             await manager.unload(name)
         reason = "unload"
     else:
-        await chat_engine(manager, name)
+        await manager.get(name, task="chat")
         await _apply_keep_alive(request, name, keep_alive)
         reason = "load"
     line = shape(name, "", done=True)
     line["done_reason"] = reason
-    return line
+    return _json(line)
 
 
 # --- embeddings ---------------------------------------------------------------------------
 async def _embed(request: Request, name: str, inputs: list[str], keep_alive: Any) -> Any:
-    engine = await _manager(request).get(_name(name), "embeddings")
-    if getattr(engine, "task", None) != "embeddings":
-        from runtime.errors import UnsupportedTask
-
-        raise UnsupportedTask(f"model {name!r} does not make embeddings", param="model")
-    await _apply_keep_alive(request, _name(name), parse_keep_alive(keep_alive))
+    name = _name(name)
+    engine = await _manager(request).get(name, task="embeddings")
+    await _apply_keep_alive(request, name, parse_keep_alive(keep_alive))
     return await engine.aembed(inputs)
 
 
@@ -363,20 +381,27 @@ async def delete_model(request: Request) -> None:
     await asyncio.to_thread(store.remove, model_id)
 
 
-@post("/pull", status_code=200)
+@post("/pull", status_code=200, media_type=NDJSON)
 async def pull(request: Request) -> Any:
     """Catalog download with Ollama-style progress lines, ending in `{"status": "success"}`."""
     body = decode_body(await request.body(), PullRequest)
     name = _name(body.model or body.name)
-    lines = _pull_lines(_store(request), name)
-    if body.stream:
-        return Stream(lines, media_type=NDJSON)
-    last: dict = {}
-    async for raw in lines:
-        last = json.loads(raw)
-    if "error" in last:
-        raise InvalidRequest(last["error"])
-    return last
+    store = _store(request)
+    if store.has(name):
+        return Stream(_cached_lines(), media_type=NDJSON) if body.stream else _json({"status": "success"})
+    from runtime.download import download, resolve_variant
+
+    await asyncio.to_thread(resolve_variant, name)  # an unknown name is a 404 before any line
+    if not body.stream:
+        await asyncio.to_thread(download, name, store)
+        return _json({"status": "success"})
+    return Stream(_pull_lines(store, name), media_type=NDJSON)
+
+
+async def _cached_lines() -> AsyncIterator[bytes]:
+    """A model id already in the store: nothing to fetch (Ollama answers the same way)."""
+    for status in ("pulling manifest", "success"):
+        yield _line({"status": status})
 
 
 async def _pull_lines(store: Any, name: str) -> AsyncIterator[bytes]:
@@ -422,6 +447,7 @@ ROUTES = [
     Router(
         path="/api",
         route_handlers=[chat, generate, embed, embeddings, version, tags, ps, show, delete_model, pull],
-        exception_handlers={Exception: ollama_error},
+        # Every key the app maps (runtime/service/error_responses.py), so none of them wins here.
+        exception_handlers={e: ollama_error for e in (FoundryError, HTTPException, Exception)},
     )
 ]

@@ -1,6 +1,6 @@
 """OpenAI's Responses API: create (stream or not), retrieve, delete, list input items.
 
-A thin translation layer over the shared generation path (`generation.py`): decode a
+A thin translation layer over the shared generation path (`streaming.start_generation`): decode a
 `ResponsesRequest`, put the stored conversation of `previous_response_id` before the new
 input, run the chat, answer a Response object or the Responses event stream, and store the
 result (`responses_store.py`) unless `store` is false. Errors keep OpenAI's shape (the app's
@@ -15,12 +15,16 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from litestar import Request, delete, get, post
+from litestar import MediaType, Request, Response, delete, get, post
 from litestar.response import Stream
 
+import msgspec
+
+from runtime.engines.base import GenerationParams
 from runtime.errors import InvalidRequest
-from runtime.service.anthropic_routes import decode_body, error_status
-from runtime.service.generation import ChatRun, chat_engine, collect, start_chat
+from runtime.service.api_errors import error_status
+from runtime.service.protocol import decode_body
+from runtime.service.streaming import Generation, collect, start_generation
 from runtime.service.responses_protocol import (
     ResponseEvents,
     ResponsesRequest,
@@ -35,6 +39,10 @@ from runtime.service.responses_protocol import (
 from runtime.service.responses_store import ResponsesStore, StoredResponse
 
 __all__ = ["ROUTES"]
+
+# Litestar gives a handler's media_type precedence over a Stream's own: the create handler
+# declares SSE and returns its whole (non-streamed) answer as a JSON Response.
+SSE = "text/event-stream"
 
 
 def _store() -> ResponsesStore:
@@ -61,7 +69,7 @@ async def _save(body: ResponsesRequest, response: dict, items: list[dict],
     await asyncio.to_thread(_store().put, record)
 
 
-@post("/v1/responses", status_code=200)
+@post("/v1/responses", status_code=200, media_type=SSE)
 async def create_response(request: Request) -> Any:
     body = decode_body(await request.body(), ResponsesRequest)
     history: list[dict] = []
@@ -72,20 +80,21 @@ async def create_response(request: Request) -> Any:
     conversation = history + item_messages(items)
     messages = [{"role": "system", "content": body.instructions}] if body.instructions else []
     messages += conversation
-    engine = await chat_engine(request.app.state.manager, body.model)
-    params = _params(body, engine)
-    run = start_chat(engine, messages, params)
+    manager = request.app.state.manager
+    engine = await manager.get(body.model, task="chat")
+    params = msgspec.convert(_params(body, engine), GenerationParams)
+    generation = await start_generation(manager, body.model, params, messages=messages)
     events = ResponseEvents(body, response_id=new_response_id(), model=body.model)
     if body.stream:
-        stream = _events(run, body, events, items, conversation)
-        return Stream(stream, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
-    reply = await collect(run)
+        stream = _events(generation, body, events, items, conversation)
+        return Stream(stream, media_type=SSE, headers={"Cache-Control": "no-cache"})
+    reply = await collect(generation.streams[0])
     status = final_status(reply.finish_reason)
     output = [output_message(events.message_id, reply.text, status)]
-    usage = usage_body(reply.prompt_tokens, reply.completion_tokens, reply.cached_tokens)
+    usage = usage_body(generation.prompt_tokens, reply.completion_tokens, reply.cached_tokens)
     response = events.body(status, output, usage)
     await _save(body, response, items, conversation, reply.text)
-    return response
+    return Response(response, media_type=MediaType.JSON)  # the handler's default is SSE
 
 
 def _params(body: ResponsesRequest, engine: Any) -> dict:
@@ -94,14 +103,14 @@ def _params(body: ResponsesRequest, engine: Any) -> dict:
     return params
 
 
-async def _events(run: ChatRun, body: ResponsesRequest, events: ResponseEvents,
+async def _events(generation: Generation, body: ResponsesRequest, events: ResponseEvents,
                   items: list[dict], conversation: list[dict]) -> AsyncIterator[bytes]:
     for event in events.opening():
         yield _sse(event)
     parts: list[str] = []
     last = None
     try:
-        async for chunk in run:
+        async for chunk in generation.streams[0]:
             last = chunk
             if chunk.text:
                 parts.append(chunk.text)
@@ -111,10 +120,10 @@ async def _events(run: ChatRun, body: ResponsesRequest, events: ResponseEvents,
         yield _sse(events.error(str(status), message))
         return
     finally:
-        await run.aclose()
+        await generation.aclose()
     text = "".join(parts)
-    prompt = last.prompt_tokens if last else len(run.prompt_tokens)
-    usage = usage_body(prompt, last.completion_tokens if last else 0, last.cached_tokens if last else 0)
+    output_tokens, cached = (last.completion_tokens, last.cached_tokens) if last else (0, 0)
+    usage = usage_body(generation.prompt_tokens, output_tokens, cached)
     closing = events.closing(text, last.finish_reason if last else None, usage)
     await _save(body, closing[-1][1]["response"], items, conversation, text)  # before the client sees it
     for event in closing:
