@@ -73,3 +73,151 @@ def test_error_body_has_anthropics_shape():
         "error": {"type": "not_found_error", "message": "no such model"},
     }
     assert anthropic_error_body(500, "x")["error"]["type"] == "api_error"
+
+
+# --- the real service, the real `anthropic` package ------------------------------------------
+HELLO = [{"role": "user", "content": "Hello there"}]
+N = 12
+GREEDY = {"temperature": 0}  # anthropic 2.x sends sampling settings only as extra_body
+
+
+@pytest.fixture(scope="module")
+def client(service):
+    import anthropic
+
+    return anthropic.Anthropic(base_url=service.base_url, api_key="unused", max_retries=0)
+
+
+@pytest.fixture(scope="module")
+def reference(openai_client, service_model):
+    """What /v1/chat/completions says greedily to HELLO: the text every API must reproduce."""
+    return openai_client.chat.completions.create(
+        model=service_model, messages=HELLO, max_tokens=N, temperature=0
+    )
+
+
+def post(service, path: str, body: object, **kwargs):
+    import httpx
+
+    return httpx.post(f"{service.base_url}{path}", json=body, timeout=120, **kwargs)
+
+
+def test_messages_gives_the_same_greedy_text_and_usage_as_chat_completions(
+    client, reference, service_model
+):
+    message = client.messages.create(model=service_model, max_tokens=N, messages=HELLO, extra_body=GREEDY)
+    assert message.type == "message" and message.role == "assistant"
+    assert [block.type for block in message.content] == ["text"]
+    assert message.content[0].text == reference.choices[0].message.content
+    assert message.stop_reason == "max_tokens"
+    assert message.usage.input_tokens == reference.usage.prompt_tokens
+    assert message.usage.output_tokens == reference.usage.completion_tokens == N
+
+
+def test_streamed_messages_arrive_as_anthropics_events_with_the_same_text(
+    client, reference, service_model
+):
+    events = list(client.messages.create(model=service_model, max_tokens=N, messages=HELLO,
+                                         extra_body=GREEDY, stream=True))
+    kinds = [event.type for event in events]
+    assert kinds[:2] == ["message_start", "content_block_start"]
+    assert kinds[-3:] == ["content_block_stop", "message_delta", "message_stop"]
+    assert set(kinds[2:-3]) == {"content_block_delta"}
+    text = "".join(event.delta.text for event in events if event.type == "content_block_delta")
+    assert text == reference.choices[0].message.content
+    assert events[0].message.usage.input_tokens == reference.usage.prompt_tokens
+    assert events[-2].delta.stop_reason == "max_tokens"
+    assert events[-2].usage.output_tokens == N
+
+
+def test_the_stream_helper_accumulates_the_final_message(client, reference, service_model):
+    with client.messages.stream(model=service_model, max_tokens=N, messages=HELLO,
+                                extra_body=GREEDY) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert text == final.content[0].text == reference.choices[0].message.content
+    assert final.usage.output_tokens == N
+
+
+def test_system_prompt_as_string_or_blocks_is_the_chat_system_message(
+    client, openai_client, service_model
+):
+    system = "You answer in one word."
+    expected = openai_client.chat.completions.create(
+        model=service_model, messages=[{"role": "system", "content": system}, *HELLO],
+        max_tokens=N, temperature=0,
+    )
+    as_text = client.messages.create(model=service_model, max_tokens=N, system=system,
+                                     messages=HELLO, extra_body=GREEDY)
+    as_blocks = client.messages.create(
+        model=service_model, max_tokens=N, system=[{"type": "text", "text": system}],
+        messages=[{"role": "user", "content": [{"type": "text", "text": HELLO[0]["content"]}]}],
+        extra_body=GREEDY,
+    )
+    assert as_text.content[0].text == as_blocks.content[0].text == expected.choices[0].message.content
+    assert as_text.usage.input_tokens == expected.usage.prompt_tokens
+
+
+def test_stop_sequences_end_the_reply_and_are_reported(client, reference, service_model):
+    text = reference.choices[0].message.content
+    stop = next(text[i : i + 2] for i in range(3, len(text) - 2) if text[i : i + 2].strip())
+    message = client.messages.create(model=service_model, max_tokens=N, messages=HELLO,
+                                     stop_sequences=[stop, "never-appears"], extra_body=GREEDY)
+    assert message.content[0].text == text[: text.find(stop)]
+    assert message.stop_reason == "stop_sequence"
+    assert message.stop_sequence == stop
+    events = list(client.messages.create(model=service_model, max_tokens=N, messages=HELLO,
+                                         stop_sequences=[stop], extra_body=GREEDY, stream=True))
+    assert events[-2].delta.stop_reason == "stop_sequence"
+    assert events[-2].delta.stop_sequence == stop
+
+
+def test_count_tokens_matches_the_prompt_usage(client, reference, service_model):
+    counted = client.messages.count_tokens(model=service_model, messages=HELLO)
+    assert counted.input_tokens == reference.usage.prompt_tokens
+
+
+def test_unknown_model_is_404_in_anthropics_shape(client):
+    import anthropic
+
+    with pytest.raises(anthropic.NotFoundError) as caught:
+        client.messages.create(model="no-such-model", max_tokens=N, messages=HELLO)
+    assert caught.value.status_code == 404
+    assert caught.value.body["type"] == "error"
+    assert caught.value.body["error"]["type"] == "not_found_error"
+    assert "no-such-model" in caught.value.body["error"]["message"]
+
+
+BAD_BODIES = [
+    ("/v1/messages", b"{not json"),
+    ("/v1/messages", {"model": "MODEL", "messages": HELLO}),
+    ("/v1/messages", {"model": "MODEL", "max_tokens": 0, "messages": HELLO}),
+    ("/v1/messages", {"model": "MODEL", "max_tokens": 4,
+                      "messages": [{"role": "user", "content": [{"type": "image", "source": {}}]}]}),
+    ("/v1/messages", {"model": "MODEL", "max_tokens": 4, "messages": [{"role": "system", "content": "x"}]}),
+    ("/v1/messages", {"model": "MODEL", "max_tokens": 4, "messages": []}),
+    ("/v1/messages", {"model": "MODEL", "max_tokens": 4, "messages": HELLO, "temperature": 3}),
+    ("/v1/messages", {"model": "MODEL", "max_tokens": 4, "messages": HELLO, "top_k": -1}),
+    ("/v1/messages", {"model": "MODEL", "max_tokens": 4, "messages": HELLO, "system": 5}),
+    ("/v1/messages", {"model": "../../etc/passwd", "max_tokens": 4, "messages": HELLO}),
+    ("/v1/messages/count_tokens", {"model": "MODEL"}),
+]
+BAD_IDS = ["not-json", "missing-max-tokens", "zero-max-tokens", "image-block", "system-role",
+           "no-messages", "temperature-3", "negative-top-k", "system-number", "path-name",
+           "count-without-messages"]
+
+
+@pytest.mark.parametrize(("path", "body"), BAD_BODIES, ids=BAD_IDS)
+def test_invalid_bodies_are_400_in_anthropics_shape(service, service_model, path, body):
+    import httpx
+
+    if isinstance(body, bytes):
+        response = httpx.post(f"{service.base_url}{path}", content=body, timeout=60)
+    else:
+        body = json.loads(json.dumps(body).replace("MODEL", service_model))
+        response = post(service, path, body)
+    assert response.status_code == 400, response.text
+    error = response.json()
+    assert error["type"] == "error"
+    assert error["error"]["type"] == "invalid_request_error"
+    assert isinstance(error["error"]["message"], str) and error["error"]["message"]
