@@ -29,6 +29,7 @@ from runtime.settings import cache_dir
 
 if TYPE_CHECKING:
     from runtime.manager import LoadedModel, ModelManager
+    from runtime.store import Store
 
 __all__ = ["ROUTES"]
 
@@ -43,14 +44,8 @@ def _manager(request: Request) -> ModelManager:
     return request.app.state.manager
 
 
-def _store(request: Request) -> Any:
-    manager = _manager(request)
-    store = getattr(manager, "store", None)
-    if store is None:
-        from runtime.store import Store
-
-        store = Store()
-    return store
+def _store(request: Request) -> Store:
+    return _manager(request).store
 
 
 def _settings(request: Request) -> Any:
@@ -193,14 +188,14 @@ async def openai_download(request: Request) -> Stream:
     Body: `{"model": {"Name": id, "Uri": ...} | "alias-or-id", "token"?, "IgnorePipeReport"?}`.
     The stream's last line is `{"success": bool, "errorMessage": str | null, ...}`.
     """
-    name = _download_name(await _json_body(request))
-    try:
-        from runtime import download
-    except ImportError:  # the catalog half not installed in this tree yet
-        from runtime.errors import NotInstalled
+    from runtime import download
 
-        raise NotInstalled("model downloads are not available in this build") from None
-    return Stream(_download_lines(request, download.download, name), media_type="text/plain")
+    name = _download_name(await _json_body(request))
+    store = _store(request)
+    if not store.has(name):  # a cached model (even outside the catalog) needs no download
+        # Resolve before the first byte, so an unknown name is a real 404, not a failed stream.
+        name = (await asyncio.to_thread(download.resolve_variant, name)).id
+    return Stream(_download_lines(store, download.download, name), media_type="text/plain")
 
 
 async def _json_body(request: Request) -> Any:
@@ -221,7 +216,7 @@ def _download_name(body: Any) -> str:
     return model
 
 
-async def _download_lines(request: Request, download_fn: Any, name: str) -> AsyncIterator[str]:
+async def _download_lines(store: Store, download_fn: Any, name: str) -> AsyncIterator[str]:
     """Run the blocking download on a thread; forward its progress events as lines."""
     loop = asyncio.get_running_loop()
     events: asyncio.Queue[ProgressEvent | None] = asyncio.Queue()
@@ -231,7 +226,7 @@ async def _download_lines(request: Request, download_fn: Any, name: str) -> Asyn
 
     def work() -> Any:
         try:
-            return download_fn(name, _store(request), progress)
+            return download_fn(name, store, progress)
         finally:
             loop.call_soon_threadsafe(events.put_nowait, None)
 
