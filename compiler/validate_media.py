@@ -57,7 +57,9 @@ SENTENCES = [
 ]
 
 
-def reference_embeddings(source: Path, sentences: list[str], *, mode: str, normalize: bool, max_length: int) -> Any:
+def reference_embeddings(
+    source: Path, sentences: list[str], *, mode: str, normalize: bool, max_length: int
+) -> Any:
     """sentence-transformers' output computed with transformers: encoder, pooling, normalise."""
     import numpy as np
     import torch
@@ -68,7 +70,9 @@ def reference_embeddings(source: Path, sentences: list[str], *, mode: str, norma
 
     tokenizer = AutoTokenizer.from_pretrained(str(source))
     model = AutoModel.from_pretrained(str(source)).eval()
-    encoded = tokenizer(sentences, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+    encoded = tokenizer(
+        sentences, padding=True, truncation=True, max_length=max_length, return_tensors="pt"
+    )
     with torch.no_grad():
         hidden = model(**encoded).last_hidden_state.float().numpy()
     vectors = pool(hidden, encoded["attention_mask"].numpy(), mode).astype(np.float64)
@@ -95,7 +99,9 @@ def validate_embeddings(
         dimension = engine.dimension
     finally:
         engine.close()
-    want = reference_embeddings(source, SENTENCES, mode=mode, normalize=normalize, max_length=max_length)
+    want = reference_embeddings(
+        source, SENTENCES, mode=mode, normalize=normalize, max_length=max_length
+    )
     cosine = (got * want).sum(axis=1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(want, axis=1))
     bar = FP32_MIN_COSINE if precision in {"fp32", "fp16", "bf16"} else INT8_MIN_COSINE
     record = {
@@ -118,7 +124,9 @@ def validate_embeddings(
     return record
 
 
-def validate_media(artifact: Path, source: Path, precision: str, progress: ProgressFn = silent) -> dict[str, Any]:
+def validate_media(
+    artifact: Path, source: Path, precision: str, progress: ProgressFn = silent
+) -> dict[str, Any]:
     """Dispatch on what the backend wrote: `pooling.json` = embeddings, else speech."""
     if (artifact / "pooling.json").is_file():
         return validate_embeddings(artifact, source, precision, progress)
@@ -161,7 +169,9 @@ def artifact_greedy(artifact: Path, wav: bytes, prompt: str, max_new_tokens: int
         engine.close()
 
 
-def source_greedy(source: Path, features: Any, prompt_ids: list[int], max_new_tokens: int) -> list[int]:
+def source_greedy(
+    source: Path, features: Any, prompt_ids: list[int], max_new_tokens: int
+) -> list[int]:
     """transformers' `generate` (greedy) on the same log-mel features and decoder prompt.
 
     Whisper's generation_config suppresses tokens (`suppress_tokens`, `begin_suppress_tokens`);
@@ -189,7 +199,12 @@ def source_greedy(source: Path, features: Any, prompt_ids: list[int], max_new_to
 
 
 def validate_speech(
-    artifact: Path, source: Path, precision: str, progress: ProgressFn = silent, *, max_new_tokens: int = 24
+    artifact: Path,
+    source: Path,
+    precision: str,
+    progress: ProgressFn = silent,
+    *,
+    max_new_tokens: int = 24,
 ) -> dict[str, Any]:
     """Greedy token ids of the artifact against transformers' `generate` on one log-mel input.
 
@@ -207,7 +222,10 @@ def validate_speech(
     except Exception as exc:
         raise ValidationFailed(f"the whisper artifact does not load or generate: {exc}") from exc
     want = source_greedy(source, features, prompt_ids, max_new_tokens)
-    agree = next((i for i, (a, b) in enumerate(zip(got, want, strict=False)) if a != b), min(len(got), len(want)))
+    agree = next(
+        (i for i, (a, b) in enumerate(zip(got, want, strict=False)) if a != b),
+        min(len(got), len(want)),
+    )
     total = max(len(got), len(want))
     record = {
         "kind": "speech-greedy-tokens",
@@ -215,7 +233,9 @@ def validate_speech(
         "prompt": prompt,
         "tokens": total,
         "matched_prefix": agree,
-        "token_agreement": round(sum(a == b for a, b in zip(got, want, strict=False)) / total, 4) if total else 1.0,
+        "token_agreement": round(sum(a == b for a, b in zip(got, want, strict=False)) / total, 4)
+        if total
+        else 1.0,
         "exact": got == want,
         "required": "exact" if precision == "fp32" else "report",
         "runnable": True,

@@ -19,7 +19,14 @@ from runtime.errors import InvalidAudio
 if TYPE_CHECKING:
     import numpy as np
 
-__all__ = ["SAMPLE_RATE", "WINDOW_SECONDS", "decode_audio", "split_windows", "supported_formats", "to_wav_bytes"]
+__all__ = [
+    "SAMPLE_RATE",
+    "WINDOW_SECONDS",
+    "decode_audio",
+    "split_windows",
+    "supported_formats",
+    "to_wav_bytes",
+]
 
 SAMPLE_RATE = 16_000
 WINDOW_SECONDS = 30.0
@@ -56,7 +63,9 @@ def decode_audio(data: bytes, filename: str | None = None) -> np.ndarray:
     if pcm is None:
         known = ", ".join(supported_formats())
         if suffix and suffix not in supported_formats():
-            raise InvalidAudio(f"audio format {suffix!r} is not supported; supported: {known}", param="file")
+            raise InvalidAudio(
+                f"audio format {suffix!r} is not supported; supported: {known}", param="file"
+            )
         raise InvalidAudio(
             f"could not decode the audio file{f' {filename!r}' if filename else ''}: it is corrupt or not "
             f"in a supported format ({known})",

@@ -44,7 +44,11 @@ def encoded(pcm: np.ndarray, fmt: str, subtype: str, rate: int = SAMPLE_RATE) ->
 def foundry_build(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     exe = str(Path(sys.executable).with_name("foundry-build"))
     return subprocess.run(
-        [exe, *args], env={**os.environ, "FOUNDRY_HOME": str(home)}, capture_output=True, text=True, timeout=900
+        [exe, *args],
+        env={**os.environ, "FOUNDRY_HOME": str(home)},
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
 
 
@@ -54,7 +58,9 @@ def whisper_builds(service_home: Path, tiny_source) -> dict[str, dict]:
     source = tiny_source("whisper-tiny")
     built = {}
     for target, model_id in (("cpu-fp32", WHISPER), ("cpu-int4", WHISPER_INT4)):
-        result = foundry_build(service_home, str(source), "--target", target, "--as", model_id, "--json")
+        result = foundry_build(
+            service_home, str(source), "--target", target, "--as", model_id, "--json"
+        )
         assert result.returncode == 0, result.stderr[-3000:]
         built[target] = json.loads(result.stdout)["models"][0]
     return built
@@ -76,7 +82,12 @@ def test_fp32_whisper_greedy_tokens_equal_transformers_generate(whisper_builds):
     assert validation["exact"] is True
     assert validation["tokens"] >= 8
     files = {p.name for p in Path(whisper_builds["cpu-fp32"]["path"]).iterdir()}
-    assert {"encoder.onnx", "decoder.onnx", "audio_processor_config.json", "genai_config.json"} <= files
+    assert {
+        "encoder.onnx",
+        "decoder.onnx",
+        "audio_processor_config.json",
+        "genai_config.json",
+    } <= files
 
 
 def test_int4_whisper_reports_its_token_agreement(whisper_builds):
@@ -98,8 +109,13 @@ def test_whisper_checkpoint_without_its_tokenizer_is_refused_in_one_line(tiny_so
 # --- audio decoding (pure) --------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("fmt", "subtype", "rate"),
-    [("WAV", "PCM_16", 16000), ("WAV", "FLOAT", 44100), ("FLAC", "PCM_16", 22050),
-     ("OGG", "VORBIS", 44100), ("MP3", "MPEG_LAYER_III", 44100)],
+    [
+        ("WAV", "PCM_16", 16000),
+        ("WAV", "FLOAT", 44100),
+        ("FLAC", "PCM_16", 22050),
+        ("OGG", "VORBIS", 44100),
+        ("MP3", "MPEG_LAYER_III", 44100),
+    ],
     ids=["wav16k", "wav-float-44k", "flac-22k", "ogg-vorbis", "mp3"],
 )
 def test_common_formats_decode_to_16k_mono(fmt, subtype, rate):
@@ -115,7 +131,9 @@ def test_m4a_decodes_when_pyav_is_installed():
     with av.open(buffer, "w", format="mp4") as container:
         stream = container.add_stream("aac", rate=44100)
         stream.layout = "mono"
-        frame = av.AudioFrame.from_ndarray(tone(1.0, 44100).reshape(1, -1), format="flt", layout="mono")
+        frame = av.AudioFrame.from_ndarray(
+            tone(1.0, 44100).reshape(1, -1), format="flt", layout="mono"
+        )
         frame.sample_rate = 44100
         for packet in [*stream.encode(frame), *stream.encode(None)]:
             container.mux(packet)
@@ -125,7 +143,11 @@ def test_m4a_decodes_when_pyav_is_installed():
 
 @pytest.mark.parametrize(
     ("data", "name", "words"),
-    [(b"", "a.wav", "empty"), (b"RIFF" + b"\x00" * 64, "a.wav", "corrupt"), (b"not audio" * 50, "a.xyz", "'xyz' is not supported")],
+    [
+        (b"", "a.wav", "empty"),
+        (b"RIFF" + b"\x00" * 64, "a.wav", "corrupt"),
+        (b"not audio" * 50, "a.xyz", "'xyz' is not supported"),
+    ],
     ids=["empty", "corrupt", "unknown-format"],
 )
 def test_undecodable_audio_says_what_is_wrong_and_which_formats_work(data, name, words):
@@ -144,7 +166,9 @@ def test_long_audio_is_cut_into_30_second_windows():
 def test_srt_and_vtt_render_one_cue_per_window():
     from runtime.engines.speech import Segment, Transcript
 
-    transcript = Transcript("a b", "english", 35.5, [Segment(0, 0.0, 30.0, "a"), Segment(1, 30.0, 35.5, "b")])
+    transcript = Transcript(
+        "a b", "english", 35.5, [Segment(0, 0.0, 30.0, "a"), Segment(1, 30.0, 35.5, "b")]
+    )
     srt, _ = render_transcript(transcript, "srt", "transcribe")
     assert srt == "1\n00:00:00,000 --> 00:00:30,000\na\n\n2\n00:00:30,000 --> 00:00:35,500\nb\n\n"
     vtt, media = render_transcript(transcript, "vtt", "transcribe")
@@ -168,13 +192,17 @@ def expected_text(engine, audio: bytes, name: str = "speech.wav", **kwargs) -> s
 
 
 def test_openai_client_transcribes_a_wav_like_the_engine(speech_client, speech_engine, speech_wav):
-    reply = speech_client.audio.transcriptions.create(model=WHISPER, file=("speech.wav", speech_wav))
+    reply = speech_client.audio.transcriptions.create(
+        model=WHISPER, file=("speech.wav", speech_wav)
+    )
     assert reply.text == expected_text(speech_engine, speech_wav)
     assert reply.text  # random weights still write something
 
 
 @pytest.mark.parametrize("response_format", ["text", "srt", "vtt"])
-def test_text_srt_and_vtt_formats_carry_the_same_transcript(speech_client, speech_engine, speech_wav, response_format):
+def test_text_srt_and_vtt_formats_carry_the_same_transcript(
+    speech_client, speech_engine, speech_wav, response_format
+):
     reply = speech_client.audio.transcriptions.create(
         model=WHISPER, file=("speech.wav", speech_wav), response_format=response_format
     )
@@ -187,7 +215,9 @@ def test_text_srt_and_vtt_formats_carry_the_same_transcript(speech_client, speec
         assert ("-->" in reply) and (reply.startswith("WEBVTT") == (response_format == "vtt"))
 
 
-def test_verbose_json_of_65_seconds_has_three_segments_stitched_in_order(speech_client, speech_engine):
+def test_verbose_json_of_65_seconds_has_three_segments_stitched_in_order(
+    speech_client, speech_engine
+):
     audio = to_wav_bytes(np.concatenate([tone(30.0), tone(30.0) * 0.5, tone(5.0)]))
     reply = speech_client.audio.transcriptions.create(
         model=WHISPER, file=("long.wav", audio), response_format="verbose_json"
@@ -210,11 +240,15 @@ def test_translation_route_runs_the_translate_task(speech_client, speech_engine,
 
 
 def test_int4_whisper_serves_a_transcript(speech_client, speech_wav):
-    reply = speech_client.audio.transcriptions.create(model=WHISPER_INT4, file=("speech.wav", speech_wav))
+    reply = speech_client.audio.transcriptions.create(
+        model=WHISPER_INT4, file=("speech.wav", speech_wav)
+    )
     assert isinstance(reply.text, str)
 
 
-def test_foundry_model_run_file_prints_the_transcript(speech_client, speech_engine, speech_wav, service, tmp_path):
+def test_foundry_model_run_file_prints_the_transcript(
+    speech_client, speech_engine, speech_wav, service, tmp_path
+):
     path = tmp_path / "speech.wav"
     path.write_bytes(speech_wav)
     result = service.cli("model", "run", WHISPER, "--file", str(path))
@@ -225,7 +259,10 @@ def test_foundry_model_run_file_prints_the_transcript(speech_client, speech_engi
 def post_audio(service, data: bytes, name: str = "speech.wav", **fields: str) -> httpx.Response:
     form = {"model": WHISPER, **fields}
     return httpx.post(
-        f"{service.base_url}/v1/audio/transcriptions", files={"file": (name, data)}, data=form, timeout=120
+        f"{service.base_url}/v1/audio/transcriptions",
+        files={"file": (name, data)},
+        data=form,
+        timeout=120,
     )
 
 
@@ -240,7 +277,15 @@ def post_audio(service, data: bytes, name: str = "speech.wav", **fields: str) ->
         (None, "speech.wav", {"temperature": "7"}, 400, "invalid_request"),
         (None, "speech.wav", {"model": "no-such-model"}, 404, "model_not_found"),
     ],
-    ids=["empty", "corrupt", "unsupported-format", "bad-language", "bad-format", "bad-temperature", "unknown-model"],
+    ids=[
+        "empty",
+        "corrupt",
+        "unsupported-format",
+        "bad-language",
+        "bad-format",
+        "bad-temperature",
+        "unknown-model",
+    ],
 )
 def test_bad_audio_requests_get_exact_4xx_in_openai_shape(
     speech_client, service, speech_wav, data, name, fields, status, code
@@ -262,12 +307,18 @@ def test_audio_over_the_upload_limit_is_413(speech_client, service):
 
 def test_whisper_asked_for_chat_is_400_naming_speech(speech_client):
     with pytest.raises(openai.BadRequestError) as info:
-        speech_client.chat.completions.create(model=WHISPER, messages=[{"role": "user", "content": "hi"}])
+        speech_client.chat.completions.create(
+            model=WHISPER, messages=[{"role": "user", "content": "hi"}]
+        )
     assert "speech" in info.value.body["message"]
 
 
-def test_chat_model_asked_to_transcribe_is_400_naming_chat(speech_client, service_model, speech_wav):
+def test_chat_model_asked_to_transcribe_is_400_naming_chat(
+    speech_client, service_model, speech_wav
+):
     with pytest.raises(openai.BadRequestError) as info:
-        speech_client.audio.transcriptions.create(model=service_model, file=("speech.wav", speech_wav))
+        speech_client.audio.transcriptions.create(
+            model=service_model, file=("speech.wav", speech_wav)
+        )
     assert info.value.body["code"] == "unsupported_task"
     assert "chat" in info.value.body["message"]

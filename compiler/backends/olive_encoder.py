@@ -27,7 +27,13 @@ if TYPE_CHECKING:
     from compiler.recipe import Target
     from compiler.source import Source
 
-__all__ = ["EncoderOptions", "OliveEncoderBackend", "PoolingConfig", "export_encoder", "read_pooling"]
+__all__ = [
+    "EncoderOptions",
+    "OliveEncoderBackend",
+    "PoolingConfig",
+    "export_encoder",
+    "read_pooling",
+]
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +145,9 @@ def _workflow(input_model: dict[str, Any], passes: dict[str, Any], out: Path) ->
         "systems": {
             "local": {
                 "type": "LocalSystem",
-                "accelerators": [{"device": "cpu", "execution_providers": ["CPUExecutionProvider"]}],
+                "accelerators": [
+                    {"device": "cpu", "execution_providers": ["CPUExecutionProvider"]}
+                ],
             }
         },
         "host": "local",
@@ -162,7 +170,14 @@ def _ffn_matmuls(model_path: Path, parts: tuple[str, ...]) -> list[str]:
     def matmul_before(name: str) -> str | None:
         node = producer.get(name)
         if node is not None and node.op_type == "Add":  # bias add between MatMul and Gelu
-            node = next((producer[i] for i in node.input if producer.get(i) and producer[i].op_type == "MatMul"), None)
+            node = next(
+                (
+                    producer[i]
+                    for i in node.input
+                    if producer.get(i) and producer[i].op_type == "MatMul"
+                ),
+                None,
+            )
         return node.name if node is not None and node.op_type == "MatMul" else None
 
     names: list[str] = []
@@ -177,7 +192,10 @@ def _ffn_matmuls(model_path: Path, parts: tuple[str, ...]) -> list[str]:
 
 
 def export_encoder(
-    source: Path, out_dir: Path, options: EncoderOptions = EncoderOptions(), progress: ProgressFn = silent
+    source: Path,
+    out_dir: Path,
+    options: EncoderOptions = EncoderOptions(),
+    progress: ProgressFn = silent,
 ) -> PoolingConfig:
     """Write model.onnx, tokenizer files and pooling.json for `source` into `out_dir`.
 
@@ -186,7 +204,9 @@ def export_encoder(
         BackendFailed: Olive's conversion or quantization failed.
     """
     if not (source / "tokenizer.json").exists():
-        raise SourceError(f"{source} has no tokenizer.json; the embeddings runtime needs a fast tokenizer")
+        raise SourceError(
+            f"{source} has no tokenizer.json; the embeddings runtime needs a fast tokenizer"
+        )
     pooling = read_pooling(source, max_length=options.max_length)
     work = out_dir.parent / f"{out_dir.name}.olive"
     try:
@@ -197,7 +217,11 @@ def export_encoder(
             "task": "feature-extraction",
             "load_kwargs": {"attn_implementation": "eager"},
         }
-        conversion = {"type": "OnnxConversion", "target_opset": options.opset, "use_dynamo_exporter": True}
+        conversion = {
+            "type": "OnnxConversion",
+            "target_opset": options.opset,
+            "use_dynamo_exporter": True,
+        }
         _olive_run(_workflow(hf_model, {"conversion": conversion}, work / "fp32"), "graph capture")
         model_path = _single_onnx(work / "fp32")
         if options.quantization == "dynamic-int8":
@@ -211,7 +235,9 @@ def export_encoder(
                 "nodes_to_exclude": _ffn_matmuls(model_path, options.keep_fp32),
             }
             onnx_model = {"type": "ONNXModel", "model_path": str(model_path)}
-            _olive_run(_workflow(onnx_model, {"quantization": quantization}, work / "int8"), "quantization")
+            _olive_run(
+                _workflow(onnx_model, {"quantization": quantization}, work / "int8"), "quantization"
+            )
             model_path = _single_onnx(work / "int8")
         out_dir.mkdir(parents=True, exist_ok=True)
         for path in model_path.parent.iterdir():
@@ -222,7 +248,9 @@ def export_encoder(
     for name in TOKENIZER_FILES:
         if (source / name).exists():
             shutil.copy2(source / name, out_dir / name)
-    (out_dir / "pooling.json").write_bytes(msgspec.json.format(msgspec.json.encode(pooling)) + b"\n")
+    (out_dir / "pooling.json").write_bytes(
+        msgspec.json.format(msgspec.json.encode(pooling)) + b"\n"
+    )
     progress(ProgressEvent("convert", "encoder exported", done=True))
     return pooling
 
@@ -241,11 +269,15 @@ class OliveEncoderBackend:
     name: ClassVar[str] = "olive-encoder"
     Options = EncoderOptions
 
-    def run(self, source: Source, target: Target, out_dir: Path, progress: ProgressFn) -> dict[str, Any]:
+    def run(
+        self, source: Source, target: Target, out_dir: Path, progress: ProgressFn
+    ) -> dict[str, Any]:
         from compiler.backends.base import convert_options
 
         if target.passes:
-            raise RecipeError("backend 'olive-encoder' sets its own Olive passes; use options.quantization")
+            raise RecipeError(
+                "backend 'olive-encoder' sets its own Olive passes; use options.quantization"
+            )
         options = convert_options(target.options, EncoderOptions, self.name)
         pooling = export_encoder(source.path, out_dir, options, progress)
         return {

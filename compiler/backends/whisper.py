@@ -28,7 +28,13 @@ if TYPE_CHECKING:
 
 __all__ = ["WHISPER_PROMPT_TOKENS", "WhisperBackend", "WhisperOptions", "check_whisper_tokenizer"]
 
-WHISPER_PROMPT_TOKENS = ("<|startoftranscript|>", "<|en|>", "<|transcribe|>", "<|translate|>", "<|notimestamps|>")
+WHISPER_PROMPT_TOKENS = (
+    "<|startoftranscript|>",
+    "<|en|>",
+    "<|transcribe|>",
+    "<|translate|>",
+    "<|notimestamps|>",
+)
 
 
 class WhisperOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -69,23 +75,41 @@ class WhisperBackend:
     name: ClassVar[str] = "whisper"
     Options = WhisperOptions
 
-    def run(self, source: Source, target: Target, out_dir: Path, progress: ProgressFn) -> dict[str, Any]:
+    def run(
+        self, source: Source, target: Target, out_dir: Path, progress: ProgressFn
+    ) -> dict[str, Any]:
         from compiler.backends.genai_builder import run_builder
 
         if target.passes:
             raise RecipeError("backend 'whisper' runs no Olive passes")
         options = convert_options(target.options, WhisperOptions, self.name)
         check_whisper_tokenizer(source.path)
-        progress(ProgressEvent("convert", f"onnxruntime-genai builder: whisper {target.precision} for {target.provider}"))
+        progress(
+            ProgressEvent(
+                "convert",
+                f"onnxruntime-genai builder: whisper {target.precision} for {target.provider}",
+            )
+        )
         log_path = out_dir.parent / f"{out_dir.name}.builder.log"
-        layers = int(source.config.get("encoder_layers", 0)) + int(source.config.get("decoder_layers", 0))
+        layers = int(source.config.get("encoder_layers", 0)) + int(
+            source.config.get("decoder_layers", 0)
+        )
         try:
             with captured_output(log_path, progress, layers=layers):
-                run_builder(source.path, out_dir, target.precision, target.provider, options.to_pairs())
+                run_builder(
+                    source.path, out_dir, target.precision, target.provider, options.to_pairs()
+                )
         except Exception as exc:
             detail = log_tail(log_path) or f"{type(exc).__name__}: {exc}"
-            raise BackendFailed(f"the onnxruntime-genai builder failed on whisper: {detail}") from exc
-        for name in ("encoder.onnx", "decoder.onnx", "audio_processor_config.json", "genai_config.json"):
+            raise BackendFailed(
+                f"the onnxruntime-genai builder failed on whisper: {detail}"
+            ) from exc
+        for name in (
+            "encoder.onnx",
+            "decoder.onnx",
+            "audio_processor_config.json",
+            "genai_config.json",
+        ):
             if not (out_dir / name).exists():
                 raise BackendFailed(f"the whisper builder wrote no {name}")
         progress(ProgressEvent("convert", "done", done=True))

@@ -85,9 +85,12 @@ class EmbeddingEngine:
             str(self.path / "model.onnx"), options, providers=["CPUExecutionProvider"]
         )
         self._inputs = {i.name for i in self.session.get_inputs()}
-        self.dimension: int = int(pooling.get("dimension") or self.session.get_outputs()[0].shape[-1])
+        self.dimension: int = int(
+            pooling.get("dimension") or self.session.get_outputs()[0].shape[-1]
+        )
         self.context_length = self.max_length
         self.batcher = EmbeddingBatcher(self, max_batch=max_batch)
+        self._active = 0
 
     def _pad_id(self) -> int:
         config_path = self.path / "config.json"
@@ -136,8 +139,16 @@ class EmbeddingEngine:
     async def aembed(self, inputs: Inputs) -> Embeddings:
         """Embed through the batcher: concurrent callers share encoder runs, off the event loop."""
         rows = self.tokenize(inputs)
-        vectors = await self.batcher.submit(rows)
+        self._active += 1
+        try:
+            vectors = await self.batcher.submit(rows)
+        finally:
+            self._active -= 1
         return Embeddings(vectors, sum(len(row) for row in rows))
+
+    def active_requests(self) -> int:
+        """Requests in flight (the model manager never evicts a model that has some)."""
+        return self._active
 
     def truncate_dimensions(self, vectors: np.ndarray, dimensions: int | None) -> np.ndarray:
         """OpenAI's `dimensions`: only for Matryoshka-trained models (truncate + renormalise).
@@ -154,7 +165,9 @@ class EmbeddingEngine:
                 param="dimensions",
             )
         if not 1 <= dimensions < self.dimension:
-            raise InvalidRequest(f"dimensions must be between 1 and {self.dimension}", param="dimensions")
+            raise InvalidRequest(
+                f"dimensions must be between 1 and {self.dimension}", param="dimensions"
+            )
         return normalize(vectors[:, :dimensions])
 
     def close(self) -> None:
@@ -200,7 +213,10 @@ class EmbeddingBatcher:
         task.add_done_callback(lambda done: self._deliver(done, pending))
 
     @staticmethod
-    def _deliver(done: asyncio.Future[np.ndarray], pending: list[tuple[list[list[int]], asyncio.Future[np.ndarray]]]) -> None:
+    def _deliver(
+        done: asyncio.Future[np.ndarray],
+        pending: list[tuple[list[list[int]], asyncio.Future[np.ndarray]]],
+    ) -> None:
         error = done.exception()
         start = 0
         for rows, future in pending:

@@ -29,17 +29,49 @@ __all__ = ["LANGUAGES", "Segment", "SpeechEngine", "Transcript", "decoder_prompt
 
 # Whisper's language codes -> names (what verbose_json reports); the tokenizer decides which exist.
 LANGUAGES = {
-    "en": "english", "zh": "chinese", "de": "german", "es": "spanish", "ru": "russian", "ko": "korean",
-    "fr": "french", "ja": "japanese", "pt": "portuguese", "tr": "turkish", "pl": "polish", "ca": "catalan",
-    "nl": "dutch", "ar": "arabic", "sv": "swedish", "it": "italian", "id": "indonesian", "hi": "hindi",
-    "fi": "finnish", "vi": "vietnamese", "he": "hebrew", "uk": "ukrainian", "el": "greek", "ms": "malay",
-    "cs": "czech", "ro": "romanian", "da": "danish", "hu": "hungarian", "ta": "tamil", "no": "norwegian",
-    "th": "thai", "ur": "urdu", "hr": "croatian", "bg": "bulgarian", "lt": "lithuanian", "la": "latin",
-}  # fmt: skip
+    "en": "english",
+    "zh": "chinese",
+    "de": "german",
+    "es": "spanish",
+    "ru": "russian",
+    "ko": "korean",
+    "fr": "french",
+    "ja": "japanese",
+    "pt": "portuguese",
+    "tr": "turkish",
+    "pl": "polish",
+    "ca": "catalan",
+    "nl": "dutch",
+    "ar": "arabic",
+    "sv": "swedish",
+    "it": "italian",
+    "id": "indonesian",
+    "hi": "hindi",
+    "fi": "finnish",
+    "vi": "vietnamese",
+    "he": "hebrew",
+    "uk": "ukrainian",
+    "el": "greek",
+    "ms": "malay",
+    "cs": "czech",
+    "ro": "romanian",
+    "da": "danish",
+    "hu": "hungarian",
+    "ta": "tamil",
+    "no": "norwegian",
+    "th": "thai",
+    "ur": "urdu",
+    "hr": "croatian",
+    "bg": "bulgarian",
+    "lt": "lithuanian",
+    "la": "latin",
+}
 NAMES_TO_CODES = {name: code for code, name in LANGUAGES.items()}
 
 
-def decoder_prompt(language: str | None, task: str = "transcribe", *, context: str | None = None) -> str:
+def decoder_prompt(
+    language: str | None, task: str = "transcribe", *, context: str | None = None
+) -> str:
     """Whisper's decoder prompt, e.g. `<|startoftranscript|><|en|><|transcribe|><|notimestamps|>`.
 
     `context` (OpenAI's `prompt`: earlier text, names, spelling) goes before it after
@@ -87,6 +119,7 @@ class SpeechEngine:
         self.eos_token_id = config["model"].get("eos_token_id")
         self._languages = self._known_languages()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="speech")
+        self._active = 0
 
     def _known_languages(self) -> set[str]:
         """Language codes whose `<|xx|>` token the tokenizer has (a synthetic tokenizer may lack some)."""
@@ -114,13 +147,22 @@ class SpeechEngine:
 
     # --- one window ------------------------------------------------------------------
     def generate_ids(
-        self, wav: bytes, prompt: str, *, max_new_tokens: int | None = None, temperature: float = 0.0
+        self,
+        wav: bytes,
+        prompt: str,
+        *,
+        max_new_tokens: int | None = None,
+        temperature: float = 0.0,
     ) -> list[int]:
         """Token ids the decoder writes after `prompt` for one WAV window (EOS excluded)."""
         og = self._og
         inputs = self.processor([prompt], audios=og.Audios.open_bytes(wav))
         prompt_len = int(inputs["input_ids"].as_numpy().shape[-1])
-        limit = self.context_length if max_new_tokens is None else min(self.context_length, prompt_len + max_new_tokens)
+        limit = (
+            self.context_length
+            if max_new_tokens is None
+            else min(self.context_length, prompt_len + max_new_tokens)
+        )
         params = og.GeneratorParams(self.model)
         options: dict[str, Any] = {"max_length": limit, "batch_size": 1}
         if temperature > 0:
@@ -149,23 +191,41 @@ class SpeechEngine:
     ) -> Transcript:
         """Transcribe (or translate to English) 16 kHz mono PCM of any length."""
         if task not in {"transcribe", "translate"}:
-            raise InvalidRequest(f"task must be 'transcribe' or 'translate', got {task!r}", param="task")
+            raise InvalidRequest(
+                f"task must be 'transcribe' or 'translate', got {task!r}", param="task"
+            )
         code = self.check_language(language)
         duration = len(pcm) / SAMPLE_RATE
         segments: list[Segment] = []
         context = prompt
         for index, window in enumerate(split_windows(pcm)):
-            ids = self.generate_ids(to_wav_bytes(window), decoder_prompt(code, task, context=context), temperature=temperature)
+            ids = self.generate_ids(
+                to_wav_bytes(window),
+                decoder_prompt(code, task, context=context),
+                temperature=temperature,
+            )
             text = self.tokenizer.decode(np.asarray(ids, dtype=np.int32)).strip() if ids else ""
             start = index * WINDOW_SECONDS
-            segments.append(Segment(index, start, min(duration, start + len(window) / SAMPLE_RATE), text, ids))
+            segments.append(
+                Segment(index, start, min(duration, start + len(window) / SAMPLE_RATE), text, ids)
+            )
             context = None  # the user's prompt conditions the first window only
         text = " ".join(s.text for s in segments if s.text)
-        return Transcript(text=text, language=LANGUAGES.get(code, code), duration=duration, segments=segments)
+        return Transcript(
+            text=text, language=LANGUAGES.get(code, code), duration=duration, segments=segments
+        )
 
     async def atranscribe(self, pcm: np.ndarray, **kwargs: Any) -> Transcript:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, lambda: self.transcribe(pcm, **kwargs))
+        self._active += 1
+        try:
+            return await loop.run_in_executor(self._executor, lambda: self.transcribe(pcm, **kwargs))
+        finally:
+            self._active -= 1
+
+    def active_requests(self) -> int:
+        """Requests in flight (the model manager never evicts a model that has some)."""
+        return self._active
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

@@ -55,14 +55,18 @@ class EmbeddingRequest(msgspec.Struct, kw_only=True):
                 param="input",
             )
         if len(value) > MAX_INPUTS:
-            raise InvalidRequest(f"'input' has {len(value)} items; at most {MAX_INPUTS} are allowed", param="input")
+            raise InvalidRequest(
+                f"'input' has {len(value)} items; at most {MAX_INPUTS} are allowed", param="input"
+            )
         if all(isinstance(item, str) for item in value):
             if any(not item for item in value):
                 raise InvalidRequest("'input' contains an empty string", param="input")
             return list(value)
         if all(_is_token(item) for item in value):
             return [list(value)]
-        if all(isinstance(item, list) and item and all(_is_token(t) for t in item) for item in value):
+        if all(
+            isinstance(item, list) and item and all(_is_token(t) for t in item) for item in value
+        ):
             return [list(item) for item in value]
         raise InvalidRequest(
             "'input' mixes shapes or holds something other than strings or non-negative integer token ids",
@@ -74,14 +78,18 @@ def _is_token(item: Any) -> bool:
     return isinstance(item, int) and not isinstance(item, bool) and item >= 0
 
 
-def embedding_response(vectors: np.ndarray, *, model: str, encoding_format: str, prompt_tokens: int) -> dict[str, Any]:
+def embedding_response(
+    vectors: np.ndarray, *, model: str, encoding_format: str, prompt_tokens: int
+) -> dict[str, Any]:
     """OpenAI's embeddings list; base64 is little-endian float32, as the openai client decodes it."""
     import numpy as np
 
     data = []
     for index, row in enumerate(vectors):
         if encoding_format == "base64":
-            embedding: Any = base64.b64encode(np.asarray(row, dtype="<f4").tobytes()).decode("ascii")
+            embedding: Any = base64.b64encode(np.asarray(row, dtype="<f4").tobytes()).decode(
+                "ascii"
+            )
         else:
             embedding = [float(x) for x in row]
         data.append({"object": "embedding", "index": index, "embedding": embedding})
@@ -114,7 +122,10 @@ def render_transcript(transcript: Transcript, response_format: str, task: str) -
         ]
         return "\n".join(cues) + ("\n" if cues else ""), "text/plain"
     if response_format == "vtt":
-        cues = [f"{_timestamp(s.start, '.')} --> {_timestamp(s.end, '.')}\n{s.text}\n" for s in transcript.segments]
+        cues = [
+            f"{_timestamp(s.start, '.')} --> {_timestamp(s.end, '.')}\n{s.text}\n"
+            for s in transcript.segments
+        ]
         return "WEBVTT\n\n" + "\n".join(cues), "text/vtt"
     segments = [
         {

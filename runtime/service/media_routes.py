@@ -19,7 +19,12 @@ from litestar.response import Response
 
 from runtime.audio import decode_audio
 from runtime.errors import InvalidRequest, UnsupportedTask, UploadTooLarge
-from runtime.service.media_protocol import RESPONSE_FORMATS, EmbeddingRequest, embedding_response, render_transcript
+from runtime.service.media_protocol import (
+    RESPONSE_FORMATS,
+    EmbeddingRequest,
+    embedding_response,
+    render_transcript,
+)
 
 __all__ = ["MAX_AUDIO_BYTES", "ROUTES"]
 
@@ -56,7 +61,10 @@ async def create_embeddings(request: Request) -> dict[str, Any]:
     result = await engine.aembed(inputs)
     vectors = engine.truncate_dimensions(result.vectors, body.dimensions)
     return embedding_response(
-        vectors, model=body.model, encoding_format=body.encoding_format, prompt_tokens=result.prompt_tokens
+        vectors,
+        model=body.model,
+        encoding_format=body.encoding_format,
+        prompt_tokens=result.prompt_tokens,
     )
 
 
@@ -81,7 +89,9 @@ async def _speech(request: Request, data: dict[str, Any], task: str) -> Response
     if isinstance(upload, list):
         upload = upload[0] if upload else None
     if not isinstance(upload, UploadFile):
-        raise InvalidRequest("'file' is required: upload the audio as a multipart file field", param="file")
+        raise InvalidRequest(
+            "'file' is required: upload the audio as a multipart file field", param="file"
+        )
     model = _field(data, "model")
     if not model:
         raise InvalidRequest("'model' is required", param="model")
@@ -92,13 +102,19 @@ async def _speech(request: Request, data: dict[str, Any], task: str) -> Response
             param="response_format",
         )
     temperature = _temperature(_field(data, "temperature"))
-    granularities = data.get("timestamp_granularities[]") or data.get("timestamp_granularities") or []
+    granularities = (
+        data.get("timestamp_granularities[]") or data.get("timestamp_granularities") or []
+    )
     if "word" in (granularities if isinstance(granularities, list) else [granularities]):
-        raise InvalidRequest("word timestamps are not supported; use segment", param="timestamp_granularities")
+        raise InvalidRequest(
+            "word timestamps are not supported; use segment", param="timestamp_granularities"
+        )
     audio = await upload.read()
     limit = _audio_limit(request)
     if len(audio) > limit:
-        raise UploadTooLarge(f"the audio file is {len(audio)} bytes; the limit is {limit} bytes", param="file")
+        raise UploadTooLarge(
+            f"the audio file is {len(audio)} bytes; the limit is {limit} bytes", param="file"
+        )
     engine = await _engine(request, model, "speech")
     # Whisper's prompt names the spoken language (default English); translate writes English.
     code = engine.check_language(_field(data, "language"))
@@ -116,9 +132,13 @@ def _temperature(value: str | None) -> float:
     try:
         temperature = float(value)
     except ValueError:
-        raise InvalidRequest(f"temperature must be a number, got {value!r}", param="temperature") from None
+        raise InvalidRequest(
+            f"temperature must be a number, got {value!r}", param="temperature"
+        ) from None
     if not 0.0 <= temperature <= 1.0:
-        raise InvalidRequest(f"temperature must be between 0 and 1, got {temperature}", param="temperature")
+        raise InvalidRequest(
+            f"temperature must be between 0 and 1, got {temperature}", param="temperature"
+        )
     return temperature
 
 
