@@ -1,0 +1,543 @@
+"""ChatEngine: text generation over onnxruntime-genai's `Engine`, off the event loop.
+
+One background thread per loaded model runs `Engine.run` while requests are active and
+hands each request's chunks to its asyncio queue with `loop.call_soon_threadsafe`.
+Detokenization and stop strings are done on that thread (`_Sequence`), so a stop string
+cancels the request before the next step.
+
+Measured with onnxruntime-genai 0.18.0 on CPU (this machine): without paged attention
+(CUDA-only in the builder) the Engine runs its *static* batch scheduler, which advances
+requests submitted together in one step (capacity set by
+`engine.static_batching.max_batch_size`) but refuses per-turn seeds and stop strings
+("... requires an Engine configured for dynamic batching"). So stop strings are matched
+here in Python (needed anyway so a stop never leaks across chunks), and a request that
+asks for a seed with sampling runs on its own `og.Generator` in a worker thread
+(`_GeneratorRun`) with `random_seed`; everything else goes through the Engine. A request
+arriving while a static batch runs waits for that batch to drain (head-of-line).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime_genai as og
+from tokenizers import Tokenizer
+
+from runtime.engines.base import Chunk, GenerationParams, GenerationRecord
+from runtime.engines.detokenize import IncrementalDecoder, StopMatcher
+from runtime.engines.prefix_cache import PrefixCache, budget_from_env, kv_bytes_per_token, run_with_reuse
+from runtime.engines.prompt import load_chat_template
+from runtime.errors import ContextTooLong, FoundryError, GenerationFailed, InvalidRequest, QueueFull
+
+__all__ = ["ChatEngine", "GenerationStream"]
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH = 8
+_FINISH = {
+    og.FinishReason.EOS: "stop",
+    og.FinishReason.STOP_STRING: "stop",
+    og.FinishReason.MAX_GENERATED_TOKENS: "length",
+    og.FinishReason.MAX_SESSION_TOKENS: "length",
+    og.FinishReason.CANCELLED: "cancelled",
+}
+_DONE = object()  # queue sentinel after the final chunk
+
+
+class ChatEngine:
+    """A loaded chat artifact: template, tokenizer, and the step loop that generates."""
+
+    task = "chat"
+
+    def __init__(self, path: Path, metadata: dict[str, Any], *, queue_size: int = 64,
+                 max_batch: int = MAX_BATCH):
+        self.path = Path(path)
+        self.metadata = metadata
+        self.model_id = str(metadata.get("model_id") or self.path.name)
+        self.queue_size = queue_size
+        self.max_batch = max_batch
+        self.on_finish: Callable[[GenerationRecord], None] | None = None
+        self.template = load_chat_template(self.path)
+        config = og.Config(str(self.path))
+        config.overlay(json.dumps({"engine": {"static_batching": {"max_batch_size": max_batch}}}))
+        self._model = og.Model(config)
+        # tokenizers (not og.Tokenizer): og's decode drops everything after an invalid UTF-8
+        # byte, which random-weight and byte-level models produce mid-stream.
+        self._tokenizer = Tokenizer.from_file(str(self.path / "tokenizer.json"))
+        self._engine: Any = None  # created on the step thread: og.Engine is thread-affine
+        genai = json.loads((self.path / "genai_config.json").read_text())
+        self.context_length = int(
+            metadata.get("context_length") or genai["model"].get("context_length") or 2048
+        )
+        self.vocab_size = int(genai["model"].get("vocab_size") or 0)
+        eos = genai["model"].get("eos_token_id")
+        self.eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+        # Prefix reuse across chat turns (issue 8): kept generators, bounded in KV bytes.
+        self.prefix_cache = PrefixCache(self._model, bytes_per_token=kv_bytes_per_token(self.path),
+                                        context_length=self.context_length, vocab_size=self.vocab_size,
+                                        budget_bytes=budget_from_env())
+        self._count_lock = threading.Lock()
+        self._lock = threading.Condition()
+        self._incoming: list[_Sequence] = []
+        self._cancels: list[_Sequence] = []
+        self._running: dict[int, _Sequence] = {}  # id(og.Request) -> sequence
+        self._inflight = 0
+        self._closed = False
+        self._engine_masks_logits = True
+        self._engine_usable = True
+        self._generator_slots = threading.Semaphore(max_batch)
+        ready: list[BaseException | None] = []
+        started = threading.Event()
+        self._thread = threading.Thread(target=self._step_loop, args=(ready, started),
+                                        name=f"engine-{self.model_id}", daemon=True)
+        self._thread.start()
+        started.wait()
+        if ready[0] is not None:
+            raise GenerationFailed(f"cannot start the engine for {self.model_id!r}: {ready[0]}")
+
+    # --- text ------------------------------------------------------------------
+    def render_prompt(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None,
+                      add_generation_prompt: bool = True) -> str:
+        return self.template.render(messages, tools, add_generation_prompt)
+
+    def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
+        """Token ids of `text`; a rendered chat template already holds its special tokens."""
+        return self._tokenizer.encode(text, add_special_tokens=add_special_tokens).ids
+
+    def decode(self, ids: list[int] | Any) -> str:
+        return self._tokenizer.decode(list(ids), skip_special_tokens=True) if len(ids) else ""
+
+    # --- generation ----------------------------------------------------------------
+    def active_requests(self) -> int:
+        """Requests submitted and not finished (running or waiting in the engine)."""
+        return self._inflight
+
+    def waiting_requests(self) -> int:
+        return max(0, self._inflight - self.max_batch)
+
+    def stream(self, prompt_tokens: list[int], params: GenerationParams) -> GenerationStream:
+        """Submit one sequence; iterate the result with `async for`, `aclose()` cancels it.
+
+        Called on the event loop. Checks run here, before any byte is sent.
+
+        Raises:
+            ContextTooLong: the prompt leaves no room to generate.
+            QueueFull: `max_batch + queue_size` requests are already in flight.
+        """
+        if self._closed:
+            raise GenerationFailed(f"model {self.model_id!r} was unloaded")
+        room = self.context_length - len(prompt_tokens)
+        if room < 1:
+            raise ContextTooLong(
+                f"prompt is {len(prompt_tokens)} tokens; model {self.model_id!r} has a context of "
+                f"{self.context_length}", param="messages")
+        if not prompt_tokens:
+            raise InvalidRequest("the prompt is empty", param="prompt")
+        if self._inflight >= self.max_batch + self.queue_size:
+            raise QueueFull(f"the generation queue is full ({self.queue_size} waiting); retry shortly",
+                            retry_after=1)
+        params = _clamped(params, room)
+        stream = GenerationStream(self, asyncio.get_running_loop())
+        seq = _Sequence(self, stream, list(prompt_tokens), params)
+        stream._seq = seq
+        self._count(+1)
+        if self._needs_generator(params):
+            threading.Thread(target=_GeneratorRun(self, seq).run, daemon=True,
+                             name=f"generator-{self.model_id}").start()
+        elif self._reuses_prefix(seq):
+            threading.Thread(target=run_with_reuse, daemon=True, name=f"reuse-{self.model_id}",
+                             args=(self.prefix_cache, seq, self.eos_ids, lambda: self._count(-1))).start()
+        else:
+            with self._lock:
+                self._incoming.append(seq)
+                self._lock.notify()
+        return stream
+
+    def _reuses_prefix(self, seq: _Sequence) -> bool:
+        """Serve on a kept generator (prefix_cache.py) when it reuses a prefix, or when this is the
+        only request in flight (a single chat: build the state its next turn extends). Under
+        concurrent load, requests without a reusable prefix go to the Engine, which batches."""
+        if not self.prefix_cache.accepts(seq.params):
+            return False
+        return self._inflight <= 1 or self.prefix_cache.reusable(seq.prompt, seq.params) > 0
+
+    def _needs_generator(self, params: GenerationParams) -> bool:
+        seeded = params.seed is not None and params.temperature > 0
+        masks_logits = bool(params.min_tokens or params.ignore_eos or params.guidance)
+        return not self._engine_usable or seeded or (masks_logits and not self._engine_masks_logits)
+
+    def _count(self, delta: int) -> None:
+        with self._count_lock:
+            self._inflight += delta
+
+    def cancel(self, seq: _Sequence) -> None:
+        with self._lock:
+            seq.cancelled = True
+            self._cancels.append(seq)
+            self._lock.notify()
+
+    def close(self) -> None:
+        """Stop the step loop; running requests end with finish_reason 'cancelled'."""
+        with self._lock:
+            self._closed = True
+            self._lock.notify()
+        self._thread.join(timeout=30)
+        self.prefix_cache.clear()
+
+    # --- the step loop (engine thread) ------------------------------------------------
+    def _step_loop(self, ready: list[BaseException | None], started: threading.Event) -> None:
+        # "Engine operations must be called from the Engine owner thread" (0.18.0).
+        try:
+            self._new_engine()
+            self._choose_paths()
+            ready.append(None)
+        except Exception as exc:
+            ready.append(exc)
+            return
+        finally:
+            started.set()
+        while True:
+            with self._lock:
+                while not (self._incoming or self._cancels or self._running or self._closed):
+                    self._lock.wait()
+                incoming, self._incoming = self._incoming, []
+                cancels, self._cancels = self._cancels, []
+                closed = self._closed
+            for seq in incoming:
+                self._begin(seq)
+            for seq in [*cancels, *(self._running.values() if closed else ())]:
+                if seq.request is not None and not seq.finished:
+                    seq.request.cancel_turn(seq.turn_id)
+            if not self._running:
+                if closed:
+                    return
+                continue
+            try:
+                self._engine.run(self._buffer)
+            except Exception as exc:
+                self._restart(GenerationFailed(f"generation failed in the engine: {exc}"))
+                continue
+            failed = False
+            for i in range(len(self._buffer)):
+                failed = self._dispatch(self._buffer[i]) or failed
+            if failed:
+                codes = {seq.error_code for seq in self._running.values() if seq.error_code}
+                self._restart(GenerationFailed(f"generation failed in the engine ({', '.join(codes)})"))
+
+    def _restart(self, error: FoundryError) -> None:
+        """A failed step leaves the static Engine "no longer healthy": fail what it held, make a new one."""
+        log.error("engine for %s failed; restarting it: %s", self.model_id, error.message)
+        retry = []
+        for seq in list(self._running.values()):
+            if seq.completion_tokens == 0 and not seq.retried:  # nothing sent yet: run it again once
+                self._running.pop(id(seq.request), None)
+                seq.retried, seq.request = True, None
+                retry.append(seq)
+            else:
+                self._end(seq, error=error)
+        self._new_engine()
+        for seq in retry:
+            self._begin(seq)
+
+    def _new_engine(self) -> None:
+        self._engine = og.Engine(self._model)
+        self._buffer = self._engine.create_event_buffer(4 * self.max_batch)
+
+    def _probe(self, prompt_length: int, min_tokens: int) -> bool:
+        """Whether a 2-token greedy turn runs on this artifact's Engine (a fresh one after)."""
+        request = self._engine.create_request()
+        options = og.TurnOptions(request)
+        options.set_max_generated_tokens(2)
+        if min_tokens:
+            options.set_min_generated_tokens(min_tokens)
+        options.set_do_sample(False)
+        ok = False
+        try:
+            request.begin_turn(np.arange(1, 1 + prompt_length, dtype=np.int32), options)
+            while self._engine.has_pending_requests():
+                self._engine.run(self._buffer)
+                for i in range(len(self._buffer)):
+                    event = self._buffer[i]
+                    if int(event.flags) & int(og.EngineEventFlags.TURN_FINISHED):
+                        ok = event.finish_reason == og.FinishReason.MAX_GENERATED_TOKENS
+        except Exception:
+            ok = False
+        self._new_engine()
+        return ok
+
+    def _choose_paths(self) -> None:
+        """Which requests the Engine serves on this artifact; the rest take og.Generator.
+
+        Measured (0.18.0, CPU) on artifacts built with `prune_lm_head` (logits [batch, 1, vocab],
+        the compiler's default for chat recipes): the static Engine fails a multi-token
+        prefill ("Got invalid dimensions for output: logits ... Got: 80 Expected: 1"), also
+        after an og.Generator ran on the same model, and is then "no longer healthy". The
+        Generator handles those artifacts correctly, so they use it for every request. On
+        full-logits artifacts the Engine serves everything but seeded sampling.
+        """
+        pruned = _prunes_lm_head(self.path)
+        self._engine_usable = not pruned and self._probe(16, 0)
+        self._engine_masks_logits = self._engine_usable and self._probe(3, 2)
+        if not self._engine_usable:
+            log.info("%s: og.Engine cannot serve this artifact (pruned LM head); using og.Generator",
+                     self.model_id)
+
+    def _begin(self, seq: _Sequence) -> None:
+        if seq.cancelled:
+            seq.finish("cancelled")
+            self._count(-1)
+            return
+        try:
+            request = self._engine.create_request()
+            seq.turn_id = request.begin_turn(np.asarray(seq.prompt, dtype=np.int32), _turn_options(request, seq.params))
+        except Exception as exc:
+            error = (InvalidRequest(f"the request was refused by the engine: {exc}", param="response_format")
+                     if seq.params.guidance else GenerationFailed(f"generation failed to start: {exc}"))
+            seq.fail(error)
+            self._count(-1)
+            return
+        seq.request = request
+        self._running[id(request)] = seq
+
+    def _dispatch(self, event: Any) -> bool:
+        """Hand one event to its sequence; True when the engine reported a failure."""
+        seq = self._running.get(id(event.request))
+        if seq is None:
+            return bool(int(event.flags) & int(og.EngineEventFlags.FAILED))
+        flags = int(event.flags)
+        if flags & int(og.EngineEventFlags.TOKEN) and event.finish_reason != og.FinishReason.EOS:
+            seq.push_token(int(event.token))
+            if seq.stops.stopped and not seq.finished:
+                seq.request.cancel_turn(seq.turn_id)
+        if flags & int(og.EngineEventFlags.TURN_FINISHED):
+            usage = event.usage
+            if usage is not None:
+                seq.cached_tokens = int(usage.cached_prompt_tokens)
+            if flags & int(og.EngineEventFlags.FAILED) or event.finish_reason == og.FinishReason.FAILED:
+                seq.error_code = str(event.error_code)
+                return True  # _restart retries or fails it
+            self._end(seq, reason=_FINISH.get(event.finish_reason, "stop"))
+        return False
+
+    def _end(self, seq: _Sequence, *, reason: str = "stop", error: FoundryError | None = None) -> None:
+        self._running.pop(id(seq.request), None)
+        self._count(-1)
+        if error is not None:
+            seq.fail(error)
+        else:
+            seq.finish("stop" if seq.stops.stopped else reason)
+        try:
+            seq.request.close()
+        except Exception:  # closing a finished request must not take the loop down
+            log.debug("closing request failed", exc_info=True)
+
+
+class _Sequence:
+    """One request's state on the generating thread: tokens -> safe text -> chunks."""
+
+    def __init__(self, engine: ChatEngine, stream: GenerationStream, prompt: list[int],
+                 params: GenerationParams):
+        self.engine = engine
+        self.stream = stream
+        self.prompt = prompt
+        self.params = params
+        self.decoder = IncrementalDecoder(engine.decode)
+        self.stops = StopMatcher(params.stop)
+        self.request: Any = None
+        self.turn_id = 0
+        self.completion_tokens = 0
+        self.cached_tokens = 0
+        self.cancelled = False
+        self.finished = False
+        self.retried = False
+        self.error_code = ""
+
+    def push_token(self, token_id: int) -> None:
+        if self.finished or self.stops.stopped:
+            return
+        self.completion_tokens += 1
+        text = self.stops.push(self.decoder.push(token_id),
+                               check=self.completion_tokens >= self.params.min_tokens)
+        self.stream._deliver(self._chunk(text, [token_id], None))
+
+    def finish(self, reason: str) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        tail = "" if self.stops.stopped else self.stops.push(self.decoder.flush())
+        tail += self.stops.flush()
+        self.stream._deliver(self._chunk(tail, [], reason))
+        self.stream._deliver(_DONE)
+
+    def fail(self, error: FoundryError) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        self.stream._deliver(error)
+        self.stream._deliver(_DONE)
+
+    def _chunk(self, text: str, ids: list[int], reason: str | None) -> Chunk:
+        return Chunk(text=text, token_ids=ids, finish_reason=reason,  # type: ignore[arg-type]
+                     prompt_tokens=len(self.prompt), completion_tokens=self.completion_tokens,
+                     cached_tokens=self.cached_tokens)
+
+
+class _GeneratorRun:
+    """Seeded sampling on a private og.Generator: the static Engine cannot reseed per turn."""
+
+    def __init__(self, engine: ChatEngine, seq: _Sequence):
+        self.engine = engine
+        self.seq = seq
+
+    def run(self) -> None:
+        seq, params = self.seq, self.seq.params
+        with self.engine._generator_slots:  # at most max_batch generate at once; the rest wait
+            self._generate(seq, params)
+
+    def _generate(self, seq: _Sequence, params: GenerationParams) -> None:
+        if seq.cancelled:
+            seq.finish("cancelled")
+            self.engine._count(-1)
+            return
+        try:
+            gp = og.GeneratorParams(self.engine._model)
+            minimum = params.max_tokens if params.ignore_eos else params.min_tokens
+            options: dict[str, Any] = {"max_length": len(seq.prompt) + params.max_tokens,
+                                       "min_length": len(seq.prompt) + minimum if minimum else 0}
+            if params.temperature > 0:
+                options |= {"do_sample": True, "temperature": params.temperature, "top_p": params.top_p,
+                            "top_k": params.top_k or self.engine.vocab_size}
+                if params.seed is not None:
+                    options["random_seed"] = params.seed
+            else:
+                options["do_sample"] = False
+            gp.set_search_options(**options)
+            if params.guidance:
+                gp.set_guidance(*params.guidance)
+            generator = og.Generator(self.engine._model, gp)
+            generator.append_tokens(np.asarray(seq.prompt, dtype=np.int32))
+            while not generator.is_done() and not seq.cancelled and not seq.stops.stopped:
+                generator.generate_next_token()
+                token = int(generator.get_next_tokens()[0])
+                if token in self.engine.eos_ids:
+                    break  # EOS is not text
+                seq.push_token(token)
+        except Exception as exc:
+            seq.fail(GenerationFailed(f"generation failed: {exc}"))
+        else:
+            if seq.cancelled:
+                seq.finish("cancelled")
+            elif seq.stops.stopped or seq.completion_tokens < params.max_tokens:
+                seq.finish("stop")
+            else:
+                seq.finish("length")
+        finally:
+            self.engine._count(-1)
+
+
+class GenerationStream:
+    """Async iterator of `Chunk`s for one sequence; `aclose()` (or leaving `async with`) cancels.
+
+    Raises from `__anext__` the FoundryError the generation failed with.
+    """
+
+    def __init__(self, engine: ChatEngine, loop: asyncio.AbstractEventLoop):
+        self._engine = engine
+        self._loop = loop
+        self._queue: asyncio.Queue[Any] = asyncio.Queue()
+        self._seq: _Sequence | None = None
+        self._done = False
+        self._started = time.perf_counter()
+        self._first_token_s: float | None = None
+        self._last: Chunk | None = None
+
+    def _deliver(self, item: Any) -> None:  # any thread
+        self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
+
+    def __aiter__(self) -> GenerationStream:
+        return self
+
+    async def __anext__(self) -> Chunk:
+        if self._done:
+            raise StopAsyncIteration
+        item = await self._queue.get()
+        if item is _DONE:
+            self._done = True
+            self._record()
+            raise StopAsyncIteration
+        if isinstance(item, FoundryError):
+            self._done = True
+            raise item
+        if self._first_token_s is None and item.token_ids:
+            self._first_token_s = time.perf_counter() - self._started
+        self._last = item
+        return item
+
+    async def aclose(self) -> None:
+        if not self._done and self._seq is not None:
+            self._done = True
+            self._engine.cancel(self._seq)
+            self._record(cancelled=True)
+
+    async def __aenter__(self) -> GenerationStream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def _record(self, cancelled: bool = False) -> None:
+        listener = self._engine.on_finish
+        if listener is None:
+            return
+        last = self._last or Chunk()
+        try:
+            listener(GenerationRecord(
+                model_id=self._engine.model_id, prompt_tokens=len(self._seq.prompt) if self._seq else 0,
+                completion_tokens=last.completion_tokens, cached_tokens=last.cached_tokens,
+                finish_reason="cancelled" if cancelled else (last.finish_reason or "stop"),
+                first_token_s=self._first_token_s, total_s=time.perf_counter() - self._started))
+        except Exception:  # a metrics listener must never break a response
+            log.exception("generation listener failed")
+
+
+def _clamped(params: GenerationParams, room: int) -> GenerationParams:
+    """The params with max_tokens (and min_tokens) fitted into the context left."""
+    import msgspec
+
+    max_tokens = min(params.max_tokens, room)
+    return msgspec.structs.replace(params, max_tokens=max_tokens, min_tokens=min(params.min_tokens, max_tokens))
+
+
+def _turn_options(request: Any, params: GenerationParams) -> Any:
+    options = og.TurnOptions(request)
+    options.set_max_generated_tokens(params.max_tokens)
+    minimum = params.max_tokens if params.ignore_eos else params.min_tokens
+    if minimum:
+        options.set_min_generated_tokens(minimum)
+    if params.temperature <= 0:
+        options.set_do_sample(False)
+    else:
+        options.set_do_sample(True)
+        options.set_temperature(params.temperature)
+        options.set_top_p(params.top_p)
+        options.set_top_k(params.top_k)
+    if params.guidance:
+        options.set_guidance(*params.guidance)
+    return options
+
+
+def _prunes_lm_head(artifact: Path) -> bool:
+    """Whether build.json records the builder's `prune_lm_head` (logits of the last token only)."""
+    try:
+        build = json.loads((artifact / "build.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return '"prune_lm_head": true' in json.dumps(build)

@@ -1,0 +1,226 @@
+"""ModelManager: which models are resident, loading them on demand, unloading the idle.
+
+Loads run in a worker thread (never on the event loop); two requests for the same model
+while it loads share one load. At most `max_loaded` models stay resident: loading
+another evicts the least recently used idle one. A background task unloads models idle
+for longer than their TTL. Engines are created from `runtime.engines.ENGINES` by the
+manifest's `metadata["task"]`. Never imports onnxruntime-genai itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from runtime.engines import load_engine_class
+from runtime.errors import InvalidName, ModelInUse, ModelLoading, ModelNotFound, UnsupportedTask
+
+if TYPE_CHECKING:
+    from runtime.engines.base import GenerationRecord
+    from runtime.store import Store
+
+__all__ = ["LoadedModel", "ModelManager"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LoadedModel:
+    """A resident model: what `foundry model ps` and `/openai/loadedmodels` show."""
+
+    model_id: str
+    task: str
+    engine: Any
+    size: int  # bytes of the artifact on disk
+    ttl: float
+    loaded_at: float = field(default_factory=time.time)
+    last_used: float = field(default_factory=time.monotonic)
+    load_seconds: float = 0.0
+
+    @property
+    def idle_seconds(self) -> float:
+        return 0.0 if self.active_requests() else time.monotonic() - self.last_used
+
+    def active_requests(self) -> int:
+        counter = getattr(self.engine, "active_requests", None)
+        return int(counter()) if callable(counter) else 0
+
+
+class ModelManager:
+    def __init__(self, store: Store, *, max_loaded: int = 2, ttl: float = 600.0, queue_size: int = 64):
+        self.store = store
+        self.max_loaded = max_loaded
+        self.ttl = ttl
+        self.queue_size = queue_size
+        self._loaded: dict[str, LoadedModel] = {}
+        self._loading: dict[str, asyncio.Task[LoadedModel]] = {}
+        self._listeners: list[Callable[[GenerationRecord], None]] = []
+        self._reaper: asyncio.Task[None] | None = None
+
+    # --- names -------------------------------------------------------------------
+    def resolve_name(self, name: str) -> str:
+        """The store model id for `name`: a cached model id, else a catalog alias's variant.
+
+        Raises:
+            InvalidName: `name` cannot be a model id (path characters, ...).
+            ModelNotFound: neither; the message lists what is cached.
+        """
+        if not name or len(name) > 200 or "/" in name or "\\" in name or ".." in name:
+            raise InvalidName(f"invalid model name {name!r}", param="model")
+        if self.store.has(name):
+            return name
+        variant_id = _catalog_variant(name)
+        if variant_id is not None and self.store.has(variant_id):
+            return variant_id
+        available = ", ".join(m.model_id for m in self.store.list_models()) or "none"
+        raise ModelNotFound(
+            f"model {name!r} is not in the cache; available models: {available}",
+            hint=f"foundry model download {name}", param="model")
+
+    def available(self) -> list[Any]:
+        """Every cached model (CachedModel), for /v1/models."""
+        return self.store.list_models()
+
+    # --- load / unload -------------------------------------------------------------
+    async def get(self, name: str, task: str | None = None) -> Any:
+        """The engine serving `name`, loaded on demand.
+
+        Raises:
+            ModelNotFound, InvalidName: see `resolve_name`.
+            UnsupportedTask: the model serves another task than `task`.
+        """
+        model_id = self.resolve_name(name)
+        if task is not None:
+            model_task = self.store.resolve(model_id).metadata.get("task", "chat")
+            if model_task != task:
+                raise UnsupportedTask(f"model {model_id!r} serves {model_task}, not {task}", param="model")
+        loaded = await self._ensure(model_id, None)
+        loaded.last_used = time.monotonic()
+        return loaded.engine
+
+    async def load(self, name: str, ttl: float | None = None) -> LoadedModel:
+        loaded = await self._ensure(self.resolve_name(name), ttl)
+        if ttl is not None:
+            loaded.ttl = ttl
+        return loaded
+
+    async def unload(self, name: str, force: bool = False) -> bool:
+        """Unload a resident model; False if it was not loaded.
+
+        Raises:
+            ModelInUse: it is generating and `force` is False.
+        """
+        model_id = self.resolve_name(name) if name not in self._loaded else name
+        loaded = self._loaded.get(model_id)
+        if loaded is None:
+            return False
+        if loaded.active_requests() and not force:
+            raise ModelInUse(f"model {model_id!r} is generating for {loaded.active_requests()} request(s)",
+                             hint="pass force=true to cancel them")
+        await self._drop(model_id)
+        return True
+
+    async def unload_all(self) -> None:
+        for model_id in list(self._loaded):
+            await self._drop(model_id)
+
+    def loaded(self) -> list[LoadedModel]:
+        return list(self._loaded.values())
+
+    # --- gauges and listeners (for /metrics) --------------------------------------------
+    def active_requests(self) -> int:
+        return sum(m.active_requests() for m in self._loaded.values())
+
+    def waiting_requests(self) -> int:
+        return sum(int(getattr(m.engine, "waiting_requests", lambda: 0)()) for m in self._loaded.values())
+
+    def add_listener(self, listener: Callable[[GenerationRecord], None]) -> None:
+        """Call `listener(record)` on the event loop when any generation finishes."""
+        self._listeners.append(listener)
+
+    # --- lifecycle -------------------------------------------------------------------
+    async def start(self) -> None:
+        if self._reaper is None:
+            self._reaper = asyncio.create_task(self._reap_idle())
+
+    async def close(self) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reaper
+            self._reaper = None
+        await self.unload_all()
+
+    # --- internals ---------------------------------------------------------------------
+    async def _ensure(self, model_id: str, ttl: float | None) -> LoadedModel:
+        if (loaded := self._loaded.get(model_id)) is not None:
+            return loaded
+        task = self._loading.get(model_id)
+        if task is None:
+            task = asyncio.create_task(self._load(model_id, ttl))
+            self._loading[model_id] = task
+            task.add_done_callback(lambda _t: self._loading.pop(model_id, None))
+        return await asyncio.shield(task)
+
+    async def _load(self, model_id: str, ttl: float | None) -> LoadedModel:
+        await self._make_room()
+        cached = self.store.resolve(model_id)
+        task = cached.metadata.get("task", "chat")
+        engine_class = load_engine_class(task)
+        started = time.perf_counter()
+        metadata = {**cached.metadata, "model_id": model_id}
+        engine = await asyncio.to_thread(engine_class, cached.path, metadata)
+        if hasattr(engine, "queue_size"):
+            engine.queue_size = self.queue_size
+        if hasattr(engine, "on_finish"):
+            engine.on_finish = self._notify
+        loaded = LoadedModel(model_id, task, engine, cached.size, self.ttl if ttl is None else ttl,
+                             load_seconds=time.perf_counter() - started)
+        self._loaded[model_id] = loaded
+        log.info("loaded %s (%s) in %.2fs", model_id, task, loaded.load_seconds)
+        return loaded
+
+    async def _make_room(self) -> None:
+        while len(self._loaded) >= self.max_loaded:
+            idle = [m for m in self._loaded.values() if not m.active_requests()]
+            if not idle:
+                raise ModelLoading(f"all {len(self._loaded)} loaded models are busy; retry shortly")
+            await self._drop(min(idle, key=lambda m: m.last_used).model_id)
+
+    async def _drop(self, model_id: str) -> None:
+        loaded = self._loaded.pop(model_id, None)
+        if loaded is not None:
+            close = getattr(loaded.engine, "close", None)
+            if callable(close):
+                await asyncio.to_thread(close)
+            log.info("unloaded %s", model_id)
+
+    async def _reap_idle(self) -> None:
+        while True:
+            ttls = [m.ttl for m in self._loaded.values() if m.ttl >= 0] or [self.ttl]
+            await asyncio.sleep(min(5.0, max(0.2, min(ttls) / 4)))
+            for loaded in list(self._loaded.values()):
+                if loaded.ttl >= 0 and not loaded.active_requests() and loaded.idle_seconds > loaded.ttl:
+                    await self._drop(loaded.model_id)
+
+    def _notify(self, record: GenerationRecord) -> None:
+        for listener in self._listeners:
+            listener(record)
+
+
+def _catalog_variant(name: str) -> str | None:
+    """The catalog's variant id for an alias, when runtime.catalog exists and knows it."""
+    try:
+        from runtime.catalog import Catalog
+    except ImportError:
+        return None
+    try:
+        _alias, variant = Catalog.load().find(name)
+    except Exception:  # not an alias, or an unreadable catalog: the name is simply unknown
+        return None
+    return getattr(variant, "id", None)

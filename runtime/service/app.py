@@ -1,0 +1,75 @@
+"""create_app(settings): the whole service on one screen.
+
+Route modules each export ROUTES; the three exception handlers render every error in
+OpenAI's shape; the lifespan builds and closes the ModelManager (on `app.state.manager`,
+also injected as `manager`); security (Host check, API key) and metrics wrap every route.
+Nothing happens at import time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
+
+from litestar import Litestar
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.middleware import DefineMiddleware
+
+from runtime.manager import ModelManager
+from runtime.service import (
+    anthropic_routes,
+    management_routes,
+    media_routes,
+    metrics,
+    ollama_routes,
+    openai_routes,
+    responses_routes,
+)
+from runtime.service.error_responses import EXCEPTION_HANDLERS
+from runtime.service.security import SecurityMiddleware, cors_config
+
+if TYPE_CHECKING:
+    from runtime.service.server import ServiceSettings
+    from runtime.store import Store
+
+__all__ = ["create_app"]
+
+ROUTE_MODULES = (openai_routes, management_routes, media_routes, responses_routes, anthropic_routes,
+                 ollama_routes)
+
+
+def create_app(settings: ServiceSettings, *, store: Store | None = None) -> Litestar:
+    @asynccontextmanager
+    async def manage_models(app: Litestar) -> AsyncIterator[None]:
+        from runtime.store import Store
+
+        manager = ModelManager(store or Store(), max_loaded=settings.max_loaded, ttl=settings.ttl,
+                               queue_size=settings.queue_size)
+        metrics.attach(manager)
+        app.state.manager = manager
+        await manager.start()
+        try:
+            yield
+        finally:
+            await manager.close()
+
+    def provide_manager(state: State) -> ModelManager:
+        return state.manager
+
+    return Litestar(
+        route_handlers=[handler for module in ROUTE_MODULES for handler in module.ROUTES],
+        exception_handlers=EXCEPTION_HANDLERS,
+        lifespan=[manage_models],
+        dependencies={"manager": Provide(provide_manager, sync_to_thread=False)},
+        middleware=[
+            DefineMiddleware(SecurityMiddleware, bound_host=settings.host, api_key=settings.api_key),
+            metrics.MetricsMiddleware,
+        ],
+        cors_config=cors_config(settings.cors_origins),
+        request_max_body_size=settings.max_body_bytes,
+        state=State({"settings": settings}),
+        openapi_config=None,
+        debug=False,
+    )

@@ -1,0 +1,352 @@
+"""OpenAI wire types for chat completions and completions, with bounds, and their conversion.
+
+Requests are msgspec Structs (`kw_only`, unknown fields ignored as OpenAI does); every
+number has bounds so hostile values die at decode with a 400 naming the field.
+`to_generation_params()` is the pure seam to the engine (vLLM's `to_sampling_params`):
+the Responses/Anthropic/Ollama layers build a `GenerationParams` the same way.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from typing import Annotated, Any, Literal, TypeVar
+
+import msgspec
+from msgspec import UNSET, Meta, UnsetType
+
+from runtime.engines.base import GenerationParams
+from runtime.errors import InvalidRequest, UnsupportedParameter
+
+__all__ = [
+    "ChatCompletion",
+    "ChatCompletionChunk",
+    "ChatCompletionRequest",
+    "ChatMessage",
+    "Completion",
+    "CompletionChunk",
+    "CompletionRequest",
+    "ModelList",
+    "ModelObject",
+    "Usage",
+    "decode_body",
+    "json_guidance",
+    "new_id",
+]
+
+T = TypeVar("T")
+
+MAX_TOKENS_BOUND = 1_000_000  # the engine further caps it by what the context leaves
+Temperature = Annotated[float, Meta(ge=0.0, le=2.0)]
+TopP = Annotated[float, Meta(gt=0.0, le=1.0)]
+TopK = Annotated[int, Meta(ge=-1, le=1_000_000)]  # vLLM: -1 (or 0) = off
+MaxTokens = Annotated[int, Meta(ge=1, le=MAX_TOKENS_BOUND)]
+MinTokens = Annotated[int, Meta(ge=0, le=MAX_TOKENS_BOUND)]
+Seed = Annotated[int, Meta(ge=-(2**63), le=2**63 - 1)]  # msgspec bounds must fit int64
+N = Annotated[int, Meta(ge=1, le=8)]
+StopText = Annotated[str, Meta(min_length=1, max_length=256)]
+Stop = StopText | Annotated[list[StopText], Meta(max_length=4)]
+Penalty = Annotated[float, Meta(ge=-2.0, le=2.0)]
+
+
+# --- requests ------------------------------------------------------------------------
+class TextPart(msgspec.Struct, kw_only=True):
+    type: Literal["text", "input_text"]
+    text: Annotated[str, Meta(max_length=10_000_000)]
+
+
+class ChatMessage(msgspec.Struct, kw_only=True):
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[TextPart] | None = None
+    name: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None  # issue 8 renders/parses these
+    tool_call_id: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The message as a chat template sees it (text parts joined, `developer` as system)."""
+        content = self.content
+        if isinstance(content, list):
+            content = "".join(part.text for part in content)
+        message: dict[str, Any] = {"role": "system" if self.role == "developer" else self.role,
+                                   "content": content or ""}
+        for key in ("name", "tool_calls", "tool_call_id"):
+            if (value := getattr(self, key)) is not None:
+                message[key] = value
+        return message
+
+
+class StreamOptions(msgspec.Struct, kw_only=True):
+    include_usage: bool = False
+
+
+class JsonSchemaFormat(msgspec.Struct, kw_only=True):
+    name: Annotated[str, Meta(max_length=64)] = "response"
+    schema: dict[str, Any] | None = None
+    strict: bool | None = None
+    description: str | None = None
+
+
+class ResponseFormat(msgspec.Struct, kw_only=True):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+
+class FunctionDef(msgspec.Struct, kw_only=True):
+    name: Annotated[str, Meta(min_length=1, max_length=64)]
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class Tool(msgspec.Struct, kw_only=True):
+    type: Literal["function"] = "function"
+    function: FunctionDef
+
+
+class SamplingFields(msgspec.Struct, kw_only=True):
+    """Fields chat and completions share, and their conversion to GenerationParams."""
+
+    model: Annotated[str, Meta(min_length=1, max_length=256)]
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    max_tokens: MaxTokens | None = None
+    temperature: Temperature | None = None
+    top_p: TopP | None = None
+    top_k: TopK | None = None
+    seed: Seed | None = None
+    stop: Stop | None = None
+    n: N = 1
+    min_tokens: MinTokens = 0
+    ignore_eos: bool = False
+    presence_penalty: Penalty | None = None  # accepted, not applied (not in the engine)
+    frequency_penalty: Penalty | None = None  # accepted, not applied
+    user: Annotated[str, Meta(max_length=256)] | None = None
+
+    @property
+    def include_usage(self) -> bool:
+        return bool(self.stream_options and self.stream_options.include_usage)
+
+    def _params(self, max_tokens: int | None, guidance: tuple[str, str] | None) -> GenerationParams:
+        stop = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+        return GenerationParams(
+            max_tokens=max_tokens if max_tokens is not None else MAX_TOKENS_BOUND,
+            min_tokens=self.min_tokens,
+            temperature=1.0 if self.temperature is None else self.temperature,
+            top_p=1.0 if self.top_p is None else self.top_p,
+            top_k=max(0, self.top_k or 0),
+            seed=None if self.seed is None else self.seed % (2**31),
+            stop=stop,
+            ignore_eos=self.ignore_eos,
+            guidance=guidance,
+        )
+
+
+class ChatCompletionRequest(SamplingFields, kw_only=True):
+    messages: Annotated[list[ChatMessage], Meta(min_length=1, max_length=10_000)]
+    max_completion_tokens: MaxTokens | None = None
+    response_format: ResponseFormat | None = None
+    tools: Annotated[list[Tool], Meta(max_length=128)] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    logprobs: bool | None = None
+    top_logprobs: Annotated[int, Meta(ge=0, le=20)] | None = None
+
+    def to_generation_params(self) -> GenerationParams:
+        """The engine's parameters for this request (pure; no model needed).
+
+        Raises:
+            UnsupportedParameter: logprobs, or a tool_choice this service cannot honour yet.
+            InvalidRequest: response_format json_schema without a schema.
+        """
+        if self.logprobs:
+            raise UnsupportedParameter("logprobs is not supported by this service", param="logprobs")
+        if isinstance(self.tool_choice, str) and self.tool_choice not in ("auto", "none", "required"):
+            raise InvalidRequest(f"tool_choice {self.tool_choice!r} must be 'auto', 'none', 'required' or "
+                                 "a named function", param="tool_choice")
+        # tool_choice "required"/named adds its grammar once the model (its tool syntax) is known:
+        # runtime/tools/calls.py::plan_tools, called by the route.
+        max_tokens = self.max_completion_tokens or self.max_tokens
+        return self._params(max_tokens, response_guidance(self.response_format))
+
+    def message_dicts(self) -> list[dict[str, Any]]:
+        return [m.to_dict() for m in self.messages]
+
+    def tool_dicts(self) -> list[dict[str, Any]] | None:
+        """Tools as the chat template's `tools` variable expects them (HF: OpenAI's shape)."""
+        if not self.tools or self.tool_choice == "none":
+            return None
+        return [msgspec.to_builtins(tool) for tool in self.tools]
+
+    def all_tool_dicts(self) -> list[dict[str, Any]]:
+        """Every declared tool, whatever tool_choice says (plan_tools decides what to render)."""
+        return [msgspec.to_builtins(tool) for tool in self.tools or []]
+
+
+class CompletionRequest(SamplingFields, kw_only=True):
+    prompt: Annotated[str, Meta(max_length=10_000_000)] | Annotated[list[str], Meta(min_length=1, max_length=8)]
+    max_tokens: MaxTokens | None = 16  # OpenAI's default for completions
+    echo: bool = False
+    suffix: str | None = None
+    logprobs: Annotated[int, Meta(ge=0, le=5)] | None = None
+    best_of: Annotated[int, Meta(ge=1, le=8)] | None = None
+
+    def to_generation_params(self) -> GenerationParams:
+        """Raises: UnsupportedParameter for logprobs, suffix, best_of > n."""
+        if self.logprobs is not None:
+            raise UnsupportedParameter("logprobs is not supported by this service", param="logprobs")
+        if self.suffix:
+            raise UnsupportedParameter("suffix is not supported by this service", param="suffix")
+        if self.best_of is not None and self.best_of != self.n:
+            raise UnsupportedParameter("best_of other than n is not supported", param="best_of")
+        return self._params(self.max_tokens, None)
+
+    def prompts(self) -> list[str]:
+        return [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
+
+
+def response_guidance(response_format: ResponseFormat | None) -> tuple[str, str] | None:
+    """OpenAI's response_format as an onnxruntime-genai guidance grammar (or None)."""
+    if response_format is None or response_format.type == "text":
+        return None
+    if response_format.type == "json_object":
+        return json_guidance({"type": "object"})
+    if response_format.json_schema is None or response_format.json_schema.schema is None:
+        raise InvalidRequest("response_format json_schema needs a 'schema'", param="response_format")
+    return json_guidance(response_format.json_schema.schema)
+
+
+def json_guidance(schema: dict[str, Any]) -> tuple[str, str]:
+    """A json_schema grammar without free whitespace.
+
+    Issue 8's measurement (0.18.0, random-weight model): with JSON's flexible whitespace
+    the model emits `{` then whitespace until max_tokens; `whitespace_flexible: false`
+    gives the object and EOS. So every schema grammar is built that way.
+    """
+    from runtime.tools.grammar import json_schema_guidance
+
+    return json_schema_guidance(schema)  # also bounds integers (see runtime/tools/grammar.py)
+
+
+_PATH = re.compile(r"at `\$\.?([^`]*)`")
+
+
+def decode_body(raw: bytes, into: type[T]) -> T:
+    """Decode a request body; bad JSON or a bad field is a 400 naming the field.
+
+    Raises:
+        InvalidRequest: with `param` set to the field path (e.g. `messages[0].role`).
+    """
+    try:
+        return msgspec.json.decode(raw, type=into)
+    except msgspec.ValidationError as exc:
+        match = _PATH.search(str(exc))
+        param = match.group(1) if match else None
+        raise InvalidRequest(f"invalid request: {exc}", param=param or None) from None
+    except msgspec.DecodeError as exc:
+        raise InvalidRequest(f"the request body is not valid JSON: {exc}") from None
+
+
+# --- responses ---------------------------------------------------------------------------
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:24]}"
+
+
+def now() -> int:
+    return int(time.time())
+
+
+class PromptTokensDetails(msgspec.Struct, kw_only=True):
+    cached_tokens: int = 0
+
+
+class Usage(msgspec.Struct, kw_only=True):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    prompt_tokens_details: PromptTokensDetails | None = None
+
+    @classmethod
+    def of(cls, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> Usage:
+        return cls(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                   total_tokens=prompt_tokens + completion_tokens,
+                   prompt_tokens_details=PromptTokensDetails(cached_tokens=cached_tokens))
+
+
+class AssistantMessage(msgspec.Struct, kw_only=True):
+    role: Literal["assistant"] = "assistant"
+    content: str | None = None
+    tool_calls: list[dict[str, Any]] | UnsetType = UNSET  # issue 8 fills it
+    reasoning_content: str | UnsetType = UNSET
+
+
+class ChatChoice(msgspec.Struct, kw_only=True):
+    index: int
+    message: AssistantMessage
+    finish_reason: str | None
+    logprobs: None = None
+
+
+class ChatCompletion(msgspec.Struct, kw_only=True):
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    choices: list[ChatChoice]
+    usage: Usage
+    system_fingerprint: str | None = None
+
+
+class Delta(msgspec.Struct, kw_only=True, omit_defaults=True):
+    role: str | None = None
+    content: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    reasoning_content: str | None = None
+
+
+class ChunkChoice(msgspec.Struct, kw_only=True):
+    index: int
+    delta: Delta
+    finish_reason: str | None = None
+    logprobs: None = None
+
+
+class ChatCompletionChunk(msgspec.Struct, kw_only=True):
+    id: str
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    created: int
+    model: str
+    choices: list[ChunkChoice]
+    usage: Usage | UnsetType = UNSET
+
+
+class CompletionChoice(msgspec.Struct, kw_only=True):
+    index: int
+    text: str
+    finish_reason: str | None
+    logprobs: None = None
+
+
+class Completion(msgspec.Struct, kw_only=True):
+    id: str
+    object: Literal["text_completion"] = "text_completion"
+    created: int
+    model: str
+    choices: list[CompletionChoice]
+    usage: Usage | UnsetType = UNSET
+
+
+CompletionChunk = Completion  # OpenAI streams completions as the same object
+
+
+class ModelObject(msgspec.Struct, kw_only=True):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "foundry"
+    task: str | None = None  # extension: which routes serve it
+
+
+class ModelList(msgspec.Struct, kw_only=True):
+    object: Literal["list"] = "list"
+    data: list[ModelObject]
