@@ -64,9 +64,7 @@ async def _turn(engine: ChatEngine, prompt_ids: list[int], max_tokens: int):
 
 def _conversation(engine: ChatEngine, artifact, edit_replies: bool = False):
     model = og.Model(str(artifact))
-    eos = set(json.loads((artifact / "genai_config.json").read_text())["model"]["eos_token_id"]
-              if isinstance(json.loads((artifact / "genai_config.json").read_text())["model"]["eos_token_id"], list)
-              else [json.loads((artifact / "genai_config.json").read_text())["model"]["eos_token_id"]])
+    eos = engine.eos_ids
     messages = [{"role": "system", "content": SYSTEM}]
     turns = []
     for i, user in enumerate(USER_TURNS):
@@ -124,3 +122,33 @@ def test_guided_or_seeded_requests_never_use_kept_states(engine):
     assert not cache.accepts(GenerationParams(seed=3))
     assert not cache.accepts(GenerationParams(min_tokens=2))
     assert cache.accepts(GenerationParams(temperature=0))
+
+
+# --- through the service ----------------------------------------------------------------------
+from tests.test_tool_calling import agent_models  # noqa: E402,F401 - the registered tiny models
+
+
+def test_five_turn_chat_through_the_service_matches_cold_runs_and_reports_cached_tokens(
+    agent_models, openai_client, genai_artifact
+):
+    artifact = genai_artifact(ALIAS)  # what "agents-qwen" was registered from
+    model = og.Model(str(artifact))
+    tokenizer = og.Tokenizer(model)
+    from runtime.engines.prompt import load_chat_template
+
+    template = load_chat_template(artifact)
+    eos_id = json.loads((artifact / "genai_config.json").read_text())["model"]["eos_token_id"]
+    eos = set(eos_id if isinstance(eos_id, list) else [eos_id])
+    messages = [{"role": "system", "content": SYSTEM}]
+    cached = []
+    for user in USER_TURNS:
+        messages.append({"role": "user", "content": user})
+        reply = openai_client.chat.completions.create(model="agents-qwen", messages=messages,
+                                                      max_tokens=12, temperature=0)
+        prompt_ids = tokenizer.encode(template.render(messages)).tolist()
+        cold = _cold(artifact, model, prompt_ids, 12, eos)
+        assert reply.choices[0].message.content == tokenizer.decode(np.asarray(cold, dtype=np.int32))
+        assert reply.usage.prompt_tokens == len(prompt_ids)
+        cached.append(reply.usage.prompt_tokens_details.cached_tokens)
+        messages.append({"role": "assistant", "content": reply.choices[0].message.content})
+    assert all(c > 0 for c in cached[1:]), cached

@@ -132,3 +132,30 @@ def test_forced_tool_call_on_random_weights_parses_and_validates(built, alias, c
         assert call.name == "add"
     schema = next(t["function"]["parameters"] for t in TOOLS if t["function"]["name"] == call.name)
     jsonschema.validate(json.loads(call.arguments), schema)
+
+
+# --- through the service ----------------------------------------------------------------------
+from tests.test_tool_calling import agent_models  # noqa: E402,F401 - the registered tiny models
+
+
+@pytest.mark.parametrize("model", ["agents-qwen", "agents-llama"])
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+def test_strict_json_schema_answers_validate_through_the_service(agent_models, openai_client, model, stream):
+    response_format = {"type": "json_schema",
+                       "json_schema": {"name": "weather", "strict": True, "schema": WEATHER}}
+    reply = openai_client.chat.completions.create(model=model, messages=ASK, max_tokens=200, temperature=0,
+                                                  response_format=response_format, stream=stream)
+    if stream:
+        text = "".join(c.choices[0].delta.content or "" for c in reply if c.choices)
+    else:
+        assert reply.choices[0].finish_reason == "stop"
+        text = reply.choices[0].message.content
+    jsonschema.validate(json.loads(text), WEATHER)
+
+
+def test_a_schema_guidance_cannot_compile_is_a_400(agent_models, openai_client):
+    import openai
+
+    bad = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "objekt"}}}
+    with pytest.raises(openai.BadRequestError):
+        openai_client.chat.completions.create(model="agents-qwen", messages=ASK, response_format=bad)
