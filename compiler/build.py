@@ -1,4 +1,6 @@
-"""The build pipeline as one readable function: source -> recipe -> key -> backend -> validate -> pack -> register.
+"""The build pipeline as one readable function.
+
+source -> recipe -> build key -> backend -> validate -> pack -> register.
 
 Everything a build writes goes into a staging folder under the store's `tmp/`; only a
 validated, packed folder is registered (blobs -> manifest -> build key -> ref), so a
@@ -9,21 +11,23 @@ builds of the same inputs do the work once: the second waits, then finds a cache
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
+import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from runtime.errors import BuildError, FoundryError, InvalidRequest
+from runtime.errors import BuildError, DiskFull, FoundryError, InvalidRequest
 from runtime.names import check_model_id
 from runtime.progress import ProgressEvent, ProgressFn, silent
 from runtime.store import CachedModel, Store
 
-from compiler.build_key import build_key, short
-from compiler.recipe import RecipeFile, Target, load_recipes, pick
-from compiler.source import Source, resolve_source, synthetic
+if TYPE_CHECKING:
+    from compiler.recipe import RecipeFile, Target
+    from compiler.source import Source
 
 __all__ = ["BuildPlan", "BuildRequest", "BuildResult", "build", "default_model_id", "plan"]
 
@@ -70,6 +74,8 @@ def build(request: BuildRequest, store: Store, progress: ProgressFn = silent) ->
     Raises:
         SourceError, Offline, RecipeNotFound, UnknownTarget, BackendFailed, ValidationFailed.
     """
+    from compiler.recipe import load_recipes
+
     recipes = load_recipes()
     with open_source(request, store, progress) as source:
         plans = [plan_target(request, source, name, recipes, store) for name in request.targets]
@@ -78,47 +84,83 @@ def build(request: BuildRequest, store: Store, progress: ProgressFn = silent) ->
 
 def plan(request: BuildRequest, store: Store, progress: ProgressFn = silent) -> list[BuildPlan]:
     """The build keys and cache state of a request, without building."""
+    from compiler.recipe import load_recipes
+
     recipes = load_recipes()
     with open_source(request, store, progress) as source:
         return [plan_target(request, source, name, recipes, store) for name in request.targets]
 
 
-def plan_target(request: BuildRequest, source: Source, name: str, recipes: list[RecipeFile], store: Store) -> BuildPlan:
+def plan_target(
+    request: BuildRequest, source: Source, name: str, recipes: list[RecipeFile], store: Store
+) -> BuildPlan:
+    from compiler.build_key import build_key
     from compiler.pack import tool_versions
+    from compiler.recipe import pick
 
     recipe, target_name, target = pick(source.config, request.task, name, recipes)
     if request.backend:
         target = replace_backend(target, request.backend)
     key = build_key(source.digest, recipe.recipe.name, target, tool_versions())
     model_id = default_model_id(request, source, target_name)
-    return BuildPlan(model_id, target_name, target, recipe, key, store.lookup_build(key) is not None)
+    return BuildPlan(
+        model_id, target_name, target, recipe, key, store.lookup_build(key) is not None
+    )
 
 
-def build_target(plan: BuildPlan, source: Source, store: Store, progress: ProgressFn) -> BuildResult:
+def build_target(
+    plan: BuildPlan, source: Source, store: Store, progress: ProgressFn
+) -> BuildResult:
+    from compiler.build_key import short
+
     started = time.perf_counter()
     if (hit := cache_hit(plan, store, started)) is not None:
         progress(ProgressEvent("cache", f"cache hit {short(plan.build_key)}", done=True))
         return hit
     progress(ProgressEvent("lock", f"build {short(plan.build_key)}"))
     with store.lock(f"build-{plan.build_key}"):
-        if (hit := cache_hit(plan, store, started)) is not None:  # another process built it meanwhile
-            progress(ProgressEvent("cache", f"cache hit {short(plan.build_key)} (built by another process)", done=True))
+        if (
+            hit := cache_hit(plan, store, started)
+        ) is not None:  # another process built it meanwhile
+            progress(
+                ProgressEvent(
+                    "cache",
+                    f"cache hit {short(plan.build_key)} (built by another process)",
+                    done=True,
+                )
+            )
             return hit
         with store.staging(f"build-{short(plan.build_key)}") as staging:
             artifact = staging.path / "artifact"
-            validation, record = run_passes(plan, source, artifact, staging.path / "build.log", progress, started)
+            validation, record = run_passes(
+                plan, source, artifact, staging.path / "build.log", progress, started
+            )
             metadata = manifest_metadata(plan, source, artifact, validation, record)
             progress(ProgressEvent("register", plan.model_id))
-            model = store.register(
-                artifact, model_id=plan.model_id, metadata=metadata, build_key=plan.build_key, progress=progress
-            )
+            try:
+                model = store.register(
+                    artifact,
+                    model_id=plan.model_id,
+                    metadata=metadata,
+                    build_key=plan.build_key,
+                    progress=progress,
+                )
+            except OSError as exc:
+                if exc.errno == errno.ENOSPC:
+                    raise disk_full(artifact) from exc
+                raise
     return BuildResult(model, plan.target_name, False, validation, plan.build_key, record.seconds)
 
 
 def run_passes(
-    plan: BuildPlan, source: Source, artifact: Path, log_path: Path, progress: ProgressFn, started: float
+    plan: BuildPlan,
+    source: Source,
+    artifact: Path,
+    log_path: Path,
+    progress: ProgressFn,
+    started: float,
 ) -> tuple[dict[str, Any], Any]:
-    """Backend, validation and packing inside the staging folder; third-party output goes to the log."""
+    """Backend, validation and packing in the staging folder; third-party output goes to the log."""
     from compiler.backends import load_backend
     from compiler.backends.base import captured_output, log_tail
     from compiler.pack import pack
@@ -130,7 +172,10 @@ def run_passes(
     try:
         with captured_output(log_path, progress, layers=layers):
             facts = backend.run(source, plan.target, artifact, progress)
-            validation = validate(artifact, source, plan.target, plan.recipe.recipe.validation, progress)
+            recipe = plan.recipe.recipe
+            validation = validate(
+                artifact, source, plan.target, recipe.validation, progress, task=recipe.match.task
+            )
             progress(ProgressEvent("pack", "tokenizer, inference_model.json, build.json"))
             record = pack(
                 artifact,
@@ -144,11 +189,28 @@ def run_passes(
                 validation=validation,
                 seconds=time.perf_counter() - started,
             )
-    except FoundryError:
+    except FoundryError as exc:
+        if isinstance(exc.__cause__, OSError) and exc.__cause__.errno == errno.ENOSPC:
+            raise disk_full(artifact) from exc
         raise
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise disk_full(artifact) from exc
+        raise BuildError(f"build failed: {exc}") from exc
     except Exception as exc:  # a third-party failure outside the backend wrappers
-        raise BuildError(f"build failed: {type(exc).__name__}: {exc} ({log_tail(log_path)})") from exc
+        raise BuildError(
+            f"build failed: {type(exc).__name__}: {exc} ({log_tail(log_path)})"
+        ) from exc
     return validation, record
+
+
+def disk_full(where: Path) -> DiskFull:
+    free = shutil.disk_usage(where.parent if where.parent.exists() else Path.cwd()).free
+    return DiskFull(
+        f"no space left on device while building in {where.parent} "
+        f"({free / 1e9:.1f} GB free); nothing was registered",
+        hint="free some space (foundry cache gc) or point FOUNDRY_HOME at a larger disk",
+    )
 
 
 def cache_hit(plan: BuildPlan, store: Store, started: float) -> BuildResult | None:
@@ -160,7 +222,9 @@ def cache_hit(plan: BuildPlan, store: Store, started: float) -> BuildResult | No
         store.set_ref(plan.model_id, digest)
     model = store.cached_from_manifest(plan.model_id, digest)
     validation = dict(model.metadata.get("validation") or {})
-    return BuildResult(model, plan.target_name, True, validation, plan.build_key, time.perf_counter() - started)
+    return BuildResult(
+        model, plan.target_name, True, validation, plan.build_key, time.perf_counter() - started
+    )
 
 
 def manifest_metadata(
@@ -196,13 +260,18 @@ def default_model_id(request: BuildRequest, source: Source, target_name: str) ->
     """`--as` (exactly, for one target; `<as>-<target>` for several), the catalog variant id of a
     synthetic alias, else `<name>-<target>`."""
     if request.model_id:
-        chosen = request.model_id if len(request.targets) == 1 else f"{request.model_id}-{target_name}"
+        chosen = (
+            request.model_id if len(request.targets) == 1 else f"{request.model_id}-{target_name}"
+        )
         return check_model_id(chosen)
     if source.synthetic and source.alias:
         variant_id = catalog_variant_id(source.alias, target_name)
         if variant_id:
             return check_model_id(variant_id)
-    stem = "".join(c if c.isalnum() or c in "._-" else "-" for c in source.name).strip("-._") or "model"
+    stem = (
+        "".join(c if c.isalnum() or c in "._-" else "-" for c in source.name).strip("-._")
+        or "model"
+    )
     return check_model_id(f"{stem.lower()}-{target_name}")
 
 
@@ -212,7 +281,9 @@ def catalog_variant_id(alias: str, target_name: str) -> str | None:
         from runtime.catalog import Catalog
 
         variant = Catalog.load().variant_for_target(alias, target_name)
-    except Exception as exc:  # no catalog, or an alias it does not know: fall back to <alias>-<target>
+    except (
+        Exception
+    ) as exc:  # no catalog, or an alias it does not know: fall back to <alias>-<target>
         log.debug("no catalog variant for %s %s: %s", alias, target_name, exc)
         return None
     return variant.id if variant is not None else None
@@ -223,13 +294,24 @@ def replace_backend(target: Target, backend: str) -> Target:
     from compiler.backends import BACKENDS
 
     if backend not in BACKENDS:
-        raise InvalidRequest(f"unknown backend {backend!r}; backends: {', '.join(sorted(BACKENDS))}", param="backend")
+        raise InvalidRequest(
+            f"unknown backend {backend!r}; backends: {', '.join(sorted(BACKENDS))}", param="backend"
+        )
     if backend == target.backend:
         return target
-    options = target.options.get("builder", target.options) if target.backend == "olive" else target.options
+    options = (
+        target.options.get("builder", target.options)
+        if target.backend == "olive"
+        else target.options
+    )
     if backend == "olive" and "builder" not in target.options:
         options = {"builder": dict(target.options)}
-    return replace_struct(target, backend=backend, options=dict(options), passes=[] if backend != "olive" else target.passes)
+    return replace_struct(
+        target,
+        backend=backend,
+        options=dict(options),
+        passes=[] if backend != "olive" else target.passes,
+    )
 
 
 def replace_struct(target: Target, **changes: Any) -> Target:
@@ -240,12 +322,24 @@ def replace_struct(target: Target, **changes: Any) -> Target:
 
 @contextlib.contextmanager
 def open_source(request: BuildRequest, store: Store, progress: ProgressFn) -> Iterator[Source]:
-    """The checkpoint to build from; a synthetic one lives in a staging folder for the build's length."""
+    """The checkpoint to build from; a synthetic one lives in a staging folder during the build."""
+    from compiler.source import resolve_source, synthetic
+
     if not request.synthetic:
         yield resolve_source(request.model, progress)
         return
     if request.layers is None and request.hidden is None:
-        progress(ProgressEvent("source", "synthetic checkpoint at the real dimensions (use --layers/--hidden to shrink)"))
+        progress(
+            ProgressEvent(
+                "source",
+                "synthetic checkpoint at the real dimensions (use --layers/--hidden to shrink)",
+            )
+        )
     with store.staging("synthetic") as staging:
-        yield synthetic(request.model, staging.path / "checkpoint", progress, layers=request.layers, hidden=request.hidden)
-
+        yield synthetic(
+            request.model,
+            staging.path / "checkpoint",
+            progress,
+            layers=request.layers,
+            hidden=request.hidden,
+        )

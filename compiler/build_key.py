@@ -23,7 +23,9 @@ __all__ = ["KEY_SCHEMA", "build_key", "key_inputs", "short"]
 KEY_SCHEMA = 1
 
 
-def key_inputs(source_digest: str, recipe_name: str, target: Target, tools: dict[str, str]) -> dict[str, Any]:
+def key_inputs(
+    source_digest: str, recipe_name: str, target: Target, tools: dict[str, str]
+) -> dict[str, Any]:
     return {
         "key_schema": KEY_SCHEMA,
         "source": source_digest,
@@ -35,7 +37,9 @@ def key_inputs(source_digest: str, recipe_name: str, target: Target, tools: dict
 
 def build_key(source_digest: str, recipe_name: str, target: Target, tools: dict[str, str]) -> str:
     """`sha256:<hex>` over the canonical JSON of `key_inputs`."""
-    data = msgspec.json.encode(key_inputs(source_digest, recipe_name, target, tools), order="sorted")
+    data = msgspec.json.encode(
+        key_inputs(source_digest, recipe_name, target, tools), order="sorted"
+    )
     return f"sha256:{hashlib.sha256(data).hexdigest()}"
 
 

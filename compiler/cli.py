@@ -53,15 +53,43 @@ def main() -> None:
 def _model_options(func: Any) -> Any:
     options = [
         click.argument("model"),
-        click.option("--target", "targets", multiple=True, default=("cpu-int4",), show_default=True,
-                     help="Target to build (device-precision); repeat for several."),
-        click.option("--as", "model_id", default=None, help="Model id to register (default <name>-<target>)."),
-        click.option("--synthetic", is_flag=True, help="Build the alias's real architecture with random weights (offline)."),
-        click.option("--layers", type=click.IntRange(1, 256), default=None, help="Shrink a synthetic model to N layers."),
-        click.option("--hidden", type=click.IntRange(16, 16384), default=None, help="Shrink a synthetic model's hidden size."),
-        click.option("--task", type=click.Choice(["chat", "embeddings", "speech"]), default=None,
-                     help="Task to build for when an architecture serves several."),
-        click.option("--backend", default=None, help="Override the recipe's backend (olive, genai-builder)."),
+        click.option(
+            "--target",
+            "targets",
+            multiple=True,
+            default=("cpu-int4",),
+            show_default=True,
+            help="Target to build (device-precision); repeat for several.",
+        ),
+        click.option(
+            "--as", "model_id", default=None, help="Model id to register (default <name>-<target>)."
+        ),
+        click.option(
+            "--synthetic",
+            is_flag=True,
+            help="Build the alias's real architecture with random weights (offline).",
+        ),
+        click.option(
+            "--layers",
+            type=click.IntRange(1, 256),
+            default=None,
+            help="Shrink a synthetic model to N layers.",
+        ),
+        click.option(
+            "--hidden",
+            type=click.IntRange(16, 16384),
+            default=None,
+            help="Shrink a synthetic model's hidden size.",
+        ),
+        click.option(
+            "--task",
+            type=click.Choice(["chat", "embeddings", "speech"]),
+            default=None,
+            help="Task to build for when an architecture serves several.",
+        ),
+        click.option(
+            "--backend", default=None, help="Override the recipe's backend (olive, genai-builder)."
+        ),
         click.option("--json", "as_json", is_flag=True, help="Print one JSON object for scripts."),
     ]
     for option in reversed(options):
@@ -77,16 +105,32 @@ def _request(model: str, targets: tuple[str, ...], **kwargs: Any) -> Any:
 
 @main.command("build")
 @_model_options
-def build_command(model: str, targets: tuple[str, ...], model_id: str | None, synthetic: bool,
-                  layers: int | None, hidden: int | None, task: str | None, backend: str | None,
-                  as_json: bool) -> None:
+def build_command(
+    model: str,
+    targets: tuple[str, ...],
+    model_id: str | None,
+    synthetic: bool,
+    layers: int | None,
+    hidden: int | None,
+    task: str | None,
+    backend: str | None,
+    as_json: bool,
+) -> None:
     """Build MODEL (a Hugging Face id[@revision], a folder, or an alias with --synthetic)."""
     from compiler.build import build
     from compiler.progress_view import ProgressView
     from runtime.store import Store
 
-    request = _request(model, targets, model_id=model_id, synthetic=synthetic, layers=layers, hidden=hidden,
-                       task=task, backend=backend)
+    request = _request(
+        model,
+        targets,
+        model_id=model_id,
+        synthetic=synthetic,
+        layers=layers,
+        hidden=hidden,
+        task=task,
+        backend=backend,
+    )
     store = Store()
     with ProgressView(enabled=not as_json) as view:
         results = build(request, store, view)
@@ -111,19 +155,21 @@ def _result_json(result: Any) -> dict[str, Any]:
 def _print_results(results: list[Any]) -> None:
     rows = []
     for r in results:
-        rows.append([
-            r.model.model_id,
-            r.target,
-            _validation_text(r.validation),
-            f"{r.seconds:.1f} s",
-            human_size(_peak() if r.cache_hit else r.model.metadata.get("peak_rss_bytes", 0)),
-            "cache hit" if r.cache_hit else "built",
-        ])
-    print_table(["model id", "target", "validation", "wall time", "peak memory", "note"], rows)
+        rows.append(
+            [
+                r.target,
+                _validation_text(r.validation),
+                f"{r.seconds:.1f} s",
+                human_size(_peak() if r.cache_hit else r.model.metadata.get("peak_rss_bytes", 0)),
+                "cache hit" if r.cache_hit else "built",
+            ]
+        )
+    print_table(["target", "validation", "wall time", "peak memory", "note"], rows)
     for r in results:
         if r.cache_hit:
             click.echo(f"cache hit: {r.model.model_id} (build key {r.build_key[:19]}…)")
-        click.echo(f"{r.model.model_id}: {r.model.path}")
+        click.echo(f"model id: {r.model.model_id}")
+        click.echo(f"path:     {r.model.path}")
 
 
 def _peak() -> int:
@@ -139,24 +185,40 @@ def _validation_text(validation: dict[str, Any]) -> str:
         return "-"
     text = f"{validation.get('matched_tokens')}/{validation.get('steps')} tokens"
     if validation.get("required") == "exact":
-        text += " (exact)" if validation.get("exact") else " (MISMATCH)"
+        text += " exact" if validation.get("exact") else " MISMATCH"
     diff = validation.get("max_abs_logit_diff")
-    return f"{text}, max logit diff {diff:.2g}" if isinstance(diff, float) else text
+    return f"{text}, logit diff {diff:.1g}" if isinstance(diff, float) else text
 
 
 @main.command("plan")
 @_model_options
-def plan_command(model: str, targets: tuple[str, ...], model_id: str | None, synthetic: bool,
-                 layers: int | None, hidden: int | None, task: str | None, backend: str | None,
-                 as_json: bool) -> None:
-    """Show what a build would run, its build key and whether it is a cache hit, without running it."""
+def plan_command(
+    model: str,
+    targets: tuple[str, ...],
+    model_id: str | None,
+    synthetic: bool,
+    layers: int | None,
+    hidden: int | None,
+    task: str | None,
+    backend: str | None,
+    as_json: bool,
+) -> None:
+    """Show what a build would run, its build key and whether it is a cache hit (runs nothing)."""
     import msgspec
 
     from compiler.build import plan
     from runtime.store import Store
 
-    request = _request(model, targets, model_id=model_id, synthetic=synthetic, layers=layers, hidden=hidden,
-                       task=task, backend=backend)
+    request = _request(
+        model,
+        targets,
+        model_id=model_id,
+        synthetic=synthetic,
+        layers=layers,
+        hidden=hidden,
+        task=task,
+        backend=backend,
+    )
     plans = plan(request, Store())
     rows = [
         {
@@ -164,8 +226,10 @@ def plan_command(model: str, targets: tuple[str, ...], model_id: str | None, syn
             "target": p.target_name,
             "recipe": p.recipe.path.name,
             "backend": p.target.backend,
-            "passes": ["FoundryModelBuilder" if p.target.backend == "olive" else p.target.backend,
-                       *(s.type for s in p.target.passes)],
+            "passes": [
+                "FoundryModelBuilder" if p.target.backend == "olive" else p.target.backend,
+                *(s.type for s in p.target.passes),
+            ],
             "options": msgspec.to_builtins(p.target.options),
             "build_key": p.build_key,
             "cache_hit": p.cache_hit,
@@ -177,8 +241,17 @@ def plan_command(model: str, targets: tuple[str, ...], model_id: str | None, syn
         return
     print_table(
         ["model id", "target", "recipe", "passes", "build key", "cache"],
-        [[r["id"], r["target"], r["recipe"], " -> ".join(r["passes"]), r["build_key"][:19] + "…",
-          "cache hit" if r["cache_hit"] else "would build"] for r in rows],
+        [
+            [
+                r["id"],
+                r["target"],
+                r["recipe"],
+                " -> ".join(r["passes"]),
+                r["build_key"][:19] + "…",
+                "cache hit" if r["cache_hit"] else "would build",
+            ]
+            for r in rows
+        ],
     )
 
 
@@ -205,12 +278,17 @@ def recipes_command(as_json: bool) -> None:
         return
     print_table(
         ["recipe", "task", "architectures", "targets"],
-        [[r["name"], r["task"], ", ".join(r["architectures"]), ", ".join(r["targets"])] for r in rows],
+        [
+            [r["name"], r["task"], ", ".join(r["architectures"]), ", ".join(r["targets"])]
+            for r in rows
+        ],
     )
 
 
 @main.command("demo")
-@click.option("--target", default="cpu-int4", show_default=True, help="Target to build the demo for.")
+@click.option(
+    "--target", default="cpu-int4", show_default=True, help="Target to build the demo for."
+)
 def demo_command(target: str) -> None:
     """Build a small synthetic Qwen2.5-0.5B (random weights) and generate a few tokens from it."""
     from compiler.build import BuildRequest, build
@@ -218,11 +296,18 @@ def demo_command(target: str) -> None:
     from runtime.store import Store
 
     click.echo(
-        f"Building a synthetic {DEMO_ALIAS} ({DEMO_LAYERS} layers, hidden {DEMO_HIDDEN}) for {target}. "
-        "Its weights are RANDOM: the text below is gibberish by design; it shows the pipeline works."
+        f"Building a synthetic {DEMO_ALIAS} ({DEMO_LAYERS} layers, hidden {DEMO_HIDDEN}) "
+        f"for {target}. Its weights are RANDOM: the text below is gibberish by design; "
+        "it shows the pipeline works."
     )
-    request = BuildRequest(model=DEMO_ALIAS, targets=[target], synthetic=True, layers=DEMO_LAYERS,
-                           hidden=DEMO_HIDDEN, model_id=f"demo-{DEMO_ALIAS}-{target}")
+    request = BuildRequest(
+        model=DEMO_ALIAS,
+        targets=[target],
+        synthetic=True,
+        layers=DEMO_LAYERS,
+        hidden=DEMO_HIDDEN,
+        model_id=f"demo-{DEMO_ALIAS}-{target}",
+    )
     with ProgressView(enabled=True) as view:
         (result,) = build(request, Store(), view)
     _print_results([result])

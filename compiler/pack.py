@@ -21,7 +21,14 @@ if TYPE_CHECKING:
     from compiler.recipe import RecipeFile, Target
     from compiler.source import Source
 
-__all__ = ["BuildRecord", "context_length", "pack", "peak_rss_bytes", "prompt_template", "tool_versions"]
+__all__ = [
+    "BuildRecord",
+    "context_length",
+    "pack",
+    "peak_rss_bytes",
+    "prompt_template",
+    "tool_versions",
+]
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +91,7 @@ def peak_rss_bytes() -> int:
 
 
 def copy_tokenizer(source: Path, artifact: Path) -> None:
-    """Tokenizer files the builder did not write, and the chat template inside tokenizer_config.json."""
+    """Tokenizer files the builder did not write; the chat template inside tokenizer_config.json."""
     for name in TOKENIZER_FILES:
         if (source / name).is_file() and not (artifact / name).is_file():
             shutil.copy2(source / name, artifact / name)
@@ -123,7 +130,9 @@ def prompt_template(folder: Path) -> dict[str, str] | None:
         return None
 
     def render(messages: list[dict[str, str]], generation: bool = False) -> str:
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation)
+        return tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=generation
+        )
 
     system = {"role": "system", "content": _SYSTEM}
     user = {"role": "user", "content": _USER}
@@ -136,8 +145,14 @@ def prompt_template(folder: Path) -> dict[str, str] | None:
     with_user = render([*prefix, user])
     with_answer = render([*prefix, user, assistant])
     with_prompt = render([*prefix, user], generation=True)
-    if not (with_user.startswith(head) and with_answer.startswith(with_user) and with_prompt.startswith(with_user)):
-        log.warning("chat template is not incremental; inference_model.json gets a best-effort template")
+    if not (
+        with_user.startswith(head)
+        and with_answer.startswith(with_user)
+        and with_prompt.startswith(with_user)
+    ):
+        log.warning(
+            "chat template is not incremental; inference_model.json gets a best-effort template"
+        )
     user_part = with_user[len(head) :] if with_user.startswith(head) else with_user
     generation = with_prompt[len(with_user) :]
     parts = {
@@ -171,7 +186,9 @@ def pack(
     copy_tokenizer(source.path, artifact)
     template = prompt_template(artifact)
     inference = {"Name": model_id, "PromptTemplate": template or {}}
-    (artifact / "inference_model.json").write_text(json.dumps(inference, indent=2, ensure_ascii=False) + "\n")
+    (artifact / "inference_model.json").write_text(
+        json.dumps(inference, indent=2, ensure_ascii=False) + "\n"
+    )
     record = BuildRecord(
         schema=1,
         model_id=model_id,
@@ -191,7 +208,9 @@ def pack(
         seconds=round(seconds, 3),
         peak_rss_bytes=peak_rss_bytes(),
     )
-    (artifact / "build.json").write_bytes(msgspec.json.format(msgspec.json.encode(record), indent=2) + b"\n")
+    (artifact / "build.json").write_bytes(
+        msgspec.json.format(msgspec.json.encode(record), indent=2) + b"\n"
+    )
     return record
 
 

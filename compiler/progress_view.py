@@ -31,7 +31,13 @@ class ProgressView:
     def __enter__(self) -> ProgressView:
         if self.enabled:
             from rich.console import Console
-            from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+            from rich.progress import (
+                BarColumn,
+                Progress,
+                TaskProgressColumn,
+                TextColumn,
+                TimeElapsedColumn,
+            )
 
             console = Console(file=sys.stderr)
             if not console.is_terminal:  # logs and pipes get errors and results only, not redraws
@@ -47,7 +53,9 @@ class ProgressView:
             self._progress.start()
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         if self._progress is not None:
             self._progress.stop()
 
@@ -57,9 +65,15 @@ class ProgressView:
         if event.total:
             bar = self._bars.get(event.phase)
             if bar is None:
-                bar = self._bars[event.phase] = self._progress.add_task(event.phase, total=event.total)
-            self._progress.update(bar, completed=event.completed or 0, total=event.total,
-                                  description=f"{event.phase}: {event.message}"[:60])
+                bar = self._bars[event.phase] = self._progress.add_task(
+                    event.phase, total=event.total
+                )
+            self._progress.update(
+                bar,
+                completed=event.completed or 0,
+                total=event.total,
+                description=f"{event.phase}: {event.message}"[:60],
+            )
             if event.done or (event.completed or 0) >= event.total:
                 self._progress.remove_task(bar)
                 del self._bars[event.phase]

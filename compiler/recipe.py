@@ -33,6 +33,7 @@ from runtime.errors import RecipeError, RecipeNotFound, UnknownTarget
 from runtime.settings import REPO_ROOT
 
 __all__ = [
+    "OPTIMUM_TASKS",
     "Match",
     "PassSpec",
     "Recipe",
@@ -40,6 +41,7 @@ __all__ = [
     "Target",
     "Validation",
     "load_recipes",
+    "optimum_tasks",
     "pick",
     "recipes_dir",
     "schema_json",
@@ -96,7 +98,14 @@ class Recipe(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     tool_parser: str | None = None
     description: str = ""
     source_files: list[str] = msgspec.field(
-        default_factory=lambda: ["*.json", "*.safetensors", "*.jinja", "*.model", "*.txt", "*.tiktoken"]
+        default_factory=lambda: [
+            "*.json",
+            "*.safetensors",
+            "*.jinja",
+            "*.model",
+            "*.txt",
+            "*.tiktoken",
+        ]
     )
     validation: Validation = Validation()
 
@@ -156,13 +165,18 @@ def pick(
     architectures = config.get("architectures") or []
     arch = architectures[0] if architectures else config.get("model_type", "<none>")
     candidates = [
-        r for r in recipes if arch in r.recipe.match.architectures and task in (None, r.recipe.match.task)
+        r
+        for r in recipes
+        if arch in r.recipe.match.architectures and task in (None, r.recipe.match.task)
     ]
     if not candidates:
         supported = sorted({a for r in recipes for a in r.recipe.match.architectures})
         what = f"architecture {arch!r}" + (f" and task {task!r}" if task else "")
+        model_type = str(config.get("model_type", ""))
+        known = [t for t in optimum_tasks(model_type, arch) if t in OPTIMUM_TASKS.values()]
+        serves = f" (a {'/'.join(known)} model per Optimum)" if known else ""
         raise RecipeNotFound(
-            f"no recipe for {what}; supported: {', '.join(supported)}",
+            f"no recipe for {what}{serves}; supported: {', '.join(supported)}",
             hint="foundry-build recipes  # lists families, tasks and targets",
         )
     chosen = candidates[0]
@@ -174,6 +188,34 @@ def pick(
             param="target",
         )
     return chosen, target, chosen.recipe.targets[target]
+
+
+# Optimum's task names for our tasks (its TasksManager maps model types to tasks and classes).
+OPTIMUM_TASKS = {
+    "chat": "text-generation",
+    "embeddings": "feature-extraction",
+    "speech": "automatic-speech-recognition",
+}
+
+
+def optimum_tasks(model_type: str, architecture: str) -> list[str]:
+    """Tasks Optimum's TasksManager maps this model type + class to ([] without Optimum).
+
+    optimum-onnx cannot be imported with transformers 5, so Optimum's part is its core
+    TasksManager (issue 3): it names what a checkpoint is for when no recipe matches it.
+    """
+    if not model_type:
+        return []
+    try:
+        from optimum.exporters.tasks import TasksManager
+    except ImportError:
+        return []
+    found = []
+    for task, mapping in TasksManager._TRANSFORMERS_TASKS_TO_MODEL_MAPPINGS.items():
+        classes = mapping.get(model_type, ())
+        if architecture in ((classes,) if isinstance(classes, str) else tuple(classes)):
+            found.append(task)
+    return sorted(found)
 
 
 def _name_target(data: bytes, exc: Exception) -> str:

@@ -41,7 +41,9 @@ class Source:
     alias: str | None = None
 
 
-def resolve_source(model: str, progress: ProgressFn = silent, *, allow_patterns: list[str] | None = None) -> Source:
+def resolve_source(
+    model: str, progress: ProgressFn = silent, *, allow_patterns: list[str] | None = None
+) -> Source:
     """A local folder when `model` names one (or looks like a path), else a hub id.
 
     Raises:
@@ -60,7 +62,8 @@ def load_folder(path: Path, progress: ProgressFn = silent, *, name: str | None =
     if not path.is_dir():
         raise SourceError(
             f"folder '{path}' does not exist",
-            hint="pass a checkpoint folder (with config.json) or a Hugging Face id like Qwen/Qwen2.5-0.5B-Instruct",
+            hint="pass a checkpoint folder (with config.json) or a Hugging Face id "
+            "like Qwen/Qwen2.5-0.5B-Instruct",
         )
     config = read_config(path)
     check_safetensors(path)
@@ -93,7 +96,7 @@ def read_config(path: Path) -> dict[str, Any]:
 
 
 def check_safetensors(path: Path) -> None:
-    """Read every safetensors header (cheap) so a truncated or corrupt file fails here, in one line."""
+    """Read each safetensors header (cheap): a corrupt or truncated file fails here in one line."""
     files = sorted(path.glob("*.safetensors"))
     if not files:
         raise SourceError(
@@ -112,7 +115,7 @@ def check_safetensors(path: Path) -> None:
 
 
 def _check_extent(file: Path) -> None:
-    """safe_open maps the file lazily; a truncated file passes it, so compare sizes with the header."""
+    """safe_open maps lazily and a truncated file passes it: compare the size with the header."""
     size = file.stat().st_size
     with file.open("rb") as handle:
         head = handle.read(8)
@@ -143,7 +146,7 @@ def folder_digest(path: Path) -> str:
 
 
 def resolve_hub(model: str, progress: ProgressFn = silent, *, allow_patterns: list[str]) -> Source:
-    """Download only what the recipe needs from the hub (HF_ENDPOINT honoured by huggingface_hub)."""
+    """Download only what the recipe needs (huggingface_hub honours HF_ENDPOINT)."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import (
         GatedRepoError,
@@ -160,16 +163,21 @@ def resolve_hub(model: str, progress: ProgressFn = silent, *, allow_patterns: li
         )
     progress(ProgressEvent("download", f"{repo_id}@{revision or 'main'}"))
     try:
-        folder = Path(snapshot_download(repo_id, revision=revision or None, allow_patterns=allow_patterns))
+        folder = Path(
+            snapshot_download(repo_id, revision=revision or None, allow_patterns=allow_patterns)
+        )
     except (RepositoryNotFoundError, GatedRepoError) as exc:
-        raise SourceError(f"Hugging Face repository '{repo_id}' is not available: {type(exc).__name__}") from None
+        raise SourceError(
+            f"Hugging Face repository '{repo_id}' is not available: {type(exc).__name__}"
+        ) from None
     except RevisionNotFoundError:
         raise SourceError(f"revision '{revision}' of '{repo_id}' does not exist") from None
     except (LocalEntryNotFoundError, OSError) as exc:
         endpoint = env("HF_ENDPOINT", "https://huggingface.co")
         raise Offline(
             f"cannot reach the Hugging Face hub at {endpoint} to fetch '{model}' (offline?)",
-            hint="download the checkpoint elsewhere and pass its folder: foundry-build ./my-model --target cpu-int4",
+            hint="download the checkpoint elsewhere and pass its folder: "
+            "foundry-build ./my-model --target cpu-int4",
         ) from exc
     progress(ProgressEvent("download", repo_id, done=True))
     commit = folder.name  # snapshots/<commit>
@@ -185,9 +193,14 @@ def resolve_hub(model: str, progress: ProgressFn = silent, *, allow_patterns: li
 
 
 def synthetic(
-    alias: str, dest: Path, progress: ProgressFn = silent, *, layers: int | None = None, hidden: int | None = None
+    alias: str,
+    dest: Path,
+    progress: ProgressFn = silent,
+    *,
+    layers: int | None = None,
+    hidden: int | None = None,
 ) -> Source:
-    """The alias's real architecture with seeded random weights (compiler.synthetic), written to `dest`."""
+    """The alias's real architecture with seeded random weights (compiler.synthetic) in `dest`."""
     try:
         from compiler.synthetic import synthetic_source
     except ImportError as exc:

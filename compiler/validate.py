@@ -40,12 +40,25 @@ def is_runnable(target: Target) -> bool:
     return wanted in onnxruntime.get_available_providers()
 
 
+def model_class(task: str) -> Any:
+    """The transformers class Optimum's TasksManager maps a task to (chat: AutoModelForCausalLM)."""
+    from compiler.recipe import OPTIMUM_TASKS
+
+    try:
+        from optimum.exporters.tasks import TasksManager
+
+        return TasksManager.get_model_class_for_task(OPTIMUM_TASKS[task], framework="pt")
+    except ImportError:
+        from transformers import AutoModelForCausalLM
+
+        return AutoModelForCausalLM
+
+
 def reference_greedy(source: Path, prompt_ids: list[int], steps: int) -> tuple[list[int], Any]:
     """transformers' own greedy tokens (EOS suppressed for `steps`) and its last-position logits."""
     import torch
-    from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(str(source), dtype=torch.float32)
+    model = model_class("chat").from_pretrained(str(source), dtype=torch.float32)
     model.eval()
     ids = torch.tensor([prompt_ids], dtype=torch.long)
     with torch.no_grad():
@@ -88,41 +101,63 @@ def validate(
     target: Target,
     settings: Validation,
     progress: ProgressFn = silent,
+    *,
+    task: str = "chat",
 ) -> dict[str, Any]:
     """The validation record stored in build.json and the manifest metadata.
+
+    Embeddings and speech artifacts go to `compiler.validate_media` ([media]).
 
     Raises:
         ValidationFailed: the artifact does not load or generate, or an fp32 build's greedy
             tokens differ from transformers'.
     """
-    if (artifact / "pooling.json").is_file() or (artifact / "audio_processor_config.json").is_file():
-        from compiler.validate_media import validate_media  # embeddings / speech artifacts
-
-        return validate_media(artifact, source.path, target.precision, progress)
     if not is_runnable(target):
-        progress(ProgressEvent("validate", f"skipped: provider {target.provider!r} is not available here"))
+        progress(
+            ProgressEvent(
+                "validate", f"skipped: provider {target.provider!r} is not available here"
+            )
+        )
         return {
             "skipped": f"provider '{target.provider}' is not available on this machine; "
             "the artifact was built but not loaded",
             "runnable": False,
         }
+    if task != "chat":  # embeddings / speech artifacts [media]
+        from compiler.validate_media import validate_media
+
+        return {
+            **validate_media(artifact, source.path, target.precision, progress),
+            "runnable": True,
+        }
+    import numpy as np
     from transformers import AutoTokenizer
 
-    import numpy as np
-
-    progress(ProgressEvent("validate", f"greedy {settings.steps} tokens: transformers vs onnxruntime-genai"))
+    progress(
+        ProgressEvent(
+            "validate", f"greedy {settings.steps} tokens: transformers vs onnxruntime-genai"
+        )
+    )
     tokenizer = AutoTokenizer.from_pretrained(str(source.path))
     prompt_ids = list(tokenizer(settings.prompt, add_special_tokens=False)["input_ids"]) or [0]
     expected, ref_logits = reference_greedy(source.path, prompt_ids, settings.steps)
     try:
         got, logits = artifact_greedy(artifact, prompt_ids, settings.steps)
     except Exception as exc:
-        raise ValidationFailed(f"the artifact does not load or generate in onnxruntime-genai: {exc}") from exc
+        raise ValidationFailed(
+            f"the artifact does not load or generate in onnxruntime-genai: {exc}"
+        ) from exc
     matched = sum(a == b for a, b in zip(expected, got, strict=False))
-    divergence = next((i for i, (a, b) in enumerate(zip(expected, got, strict=False)) if a != b), None)
+    divergence = next(
+        (i for i, (a, b) in enumerate(zip(expected, got, strict=False)) if a != b), None
+    )
     if divergence is None and len(got) != len(expected):
         divergence = min(len(got), len(expected))
-    diff = float(np.max(np.abs(logits[: ref_logits.shape[0]] - ref_logits))) if logits.size else float("nan")
+    diff = (
+        float(np.max(np.abs(logits[: ref_logits.shape[0]] - ref_logits)))
+        if logits.size
+        else float("nan")
+    )
     record = {
         "engine": "onnxruntime-genai",
         "prompt_tokens": len(prompt_ids),
@@ -132,14 +167,23 @@ def validate(
         "first_divergence": divergence,
         "max_abs_logit_diff": diff,
         "exact": divergence is None,
+        # a random checkpoint that repeats one token would make parity meaningless: show it
+        "distinct_reference_tokens": len(set(expected)),
         "required": "exact" if target.precision == "fp32" else "report",
         "runnable": True,
     }
-    progress(ProgressEvent("validate", f"{matched}/{settings.steps} tokens agree, max logit diff {diff:.2g}", done=True))
+    progress(
+        ProgressEvent(
+            "validate",
+            f"{matched}/{settings.steps} tokens agree, max logit diff {diff:.2g}",
+            done=True,
+        )
+    )
     if target.precision == "fp32" and divergence is not None:
         raise ValidationFailed(
             f"fp32 artifact disagrees with transformers at greedy step {divergence} "
-            f"({matched}/{settings.steps} tokens equal, max logit diff {diff:.3g}); nothing was registered",
+            f"({matched}/{settings.steps} tokens equal, max logit diff {diff:.3g}); "
+            "nothing was registered",
             hint="re-run with FOUNDRY_DEBUG=1 and report the recipe and source",
         )
     return record

@@ -1,4 +1,4 @@
-"""Recipes are data: every file loads, the schema file is fresh, picking is a lookup with clear errors."""
+"""Recipes are data: every file loads, the schema is fresh, a pick is a lookup with clear errors."""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ def test_every_recipe_file_loads_and_passes_the_json_schema() -> None:
 @pytest.mark.parametrize("architecture", sorted(DECODERS))
 def test_each_decoder_family_has_every_target_and_its_tool_parser(architecture: str) -> None:
     recipe, _, target = pick({"architectures": [architecture]}, "chat", "cpu-int4")
-    assert TARGETS <= set(recipe.recipe.targets)
+    assert set(recipe.recipe.targets) >= TARGETS
     assert recipe.recipe.tool_parser == DECODERS[architecture]
     assert target.backend == "olive" and target.options["builder"]["prune_lm_head"] is True
 
@@ -65,7 +65,9 @@ def test_unknown_target_lists_the_recipe_targets() -> None:
 
 
 def test_a_typo_in_a_recipe_names_the_file_and_the_field(tmp_path: Path) -> None:
-    text = (recipes_dir() / "qwen2.yaml").read_text().replace("precision: int4", "precison: int4", 1)
+    text = (
+        (recipes_dir() / "qwen2.yaml").read_text().replace("precision: int4", "precison: int4", 1)
+    )
     bad = tmp_path / "broken.yaml"
     bad.write_text(text)
     with pytest.raises(RecipeError) as caught:
@@ -78,13 +80,20 @@ def test_a_wrong_type_in_a_recipe_names_the_path(tmp_path: Path) -> None:
     text = (recipes_dir() / "qwen2.yaml").read_text().replace("steps: 32", "steps: many")
     bad = tmp_path / "wrongtype.yaml"
     bad.write_text(text)
-    with pytest.raises(RecipeError, match=r"wrongtype\.yaml: Expected `int`, got `str` - at `\$\.validation\.steps`"):
+    with pytest.raises(
+        RecipeError,
+        match=r"wrongtype\.yaml: Expected `int`, got `str` - at `\$\.validation\.steps`",
+    ):
         load_recipe(bad)
 
 
 def test_recipes_command_lists_families_tasks_and_targets_as_json() -> None:
-    done = subprocess.run([FOUNDRY_BUILD, "recipes", "--json"], capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [FOUNDRY_BUILD, "recipes", "--json"], capture_output=True, text=True, check=True
+    )
     rows = {r["name"]: r for r in json.loads(done.stdout)["recipes"]}
     assert {"qwen2", "qwen3", "llama", "mistral", "phi3"} <= set(rows)
     assert set(rows["phi3"]["targets"]) >= TARGETS
-    assert rows["qwen2"]["task"] == "chat" and rows["qwen2"]["architectures"] == ["Qwen2ForCausalLM"]
+    assert rows["qwen2"]["task"] == "chat" and rows["qwen2"]["architectures"] == [
+        "Qwen2ForCausalLM"
+    ]

@@ -21,7 +21,6 @@ BACKENDS: dict[str, str] = {
     "genai-builder": "compiler.backends.genai_builder:GenaiBuilderBackend",
     "olive-encoder": "compiler.backends.olive_encoder:OliveEncoderBackend",
     "whisper": "compiler.backends.whisper:WhisperBackend",
-    "olive-encoder": "compiler.backends.olive_encoder:OliveEncoderBackend",  # [media]
 }
 
 

@@ -31,7 +31,9 @@ __all__ = ["Backend", "BuilderOptions", "captured_output", "convert_options"]
 class Backend(Protocol):
     name: ClassVar[str]
 
-    def run(self, source: Source, target: Target, out_dir: Path, progress: ProgressFn) -> dict[str, Any]:
+    def run(
+        self, source: Source, target: Target, out_dir: Path, progress: ProgressFn
+    ) -> dict[str, Any]:
         """Write the artifact's model files into `out_dir`; return facts for build.json."""
         ...
 
@@ -42,7 +44,7 @@ class BuilderOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     block_size: int | None = None
     accuracy_level: int | None = None
     is_symmetric: bool | None = None
-    # None follows the checkpoint's tie_word_embeddings (the builder refuses sharing untied weights).
+    # None follows the checkpoint's tie_word_embeddings (the builder refuses to share untied ones).
     shared_embeddings: bool | None = None
     prune_lm_head: bool | None = None
     algo_config: str | None = None
@@ -83,7 +85,9 @@ class _ProgressLog(io.TextIOBase):
         self.handle.write(text)
         for match in _LAYER.finditer(text):
             done = int(match.group(1)) + 1
-            self.progress(ProgressEvent("convert", f"layer {done}/{self.layers}", done, self.layers, "layers"))
+            self.progress(
+                ProgressEvent("convert", f"layer {done}/{self.layers}", done, self.layers, "layers")
+            )
         return len(text)
 
     def flush(self) -> None:
@@ -110,7 +114,11 @@ def captured_output(log_path: Path, progress: ProgressFn, *, layers: int = 0) ->
 def log_tail(log_path: Path, lines: int = 1) -> str:
     """The last non-empty line(s) of a backend log, for a one-line error."""
     try:
-        text = [line.strip() for line in log_path.read_text(errors="replace").splitlines() if line.strip()]
+        text = [
+            line.strip()
+            for line in log_path.read_text(errors="replace").splitlines()
+            if line.strip()
+        ]
     except OSError:
         return ""
     return " | ".join(text[-lines:])

@@ -59,7 +59,9 @@ def package_config() -> dict[str, Any]:
     return config
 
 
-def workflow_config(source: Source, target: Target, options: OliveOptions, work: Path) -> dict[str, Any]:
+def workflow_config(
+    source: Source, target: Target, options: OliveOptions, work: Path
+) -> dict[str, Any]:
     """The Olive run config: HfModel in, our builder pass, then the recipe's passes, no search."""
     passes: dict[str, Any] = {
         "builder": {
@@ -91,7 +93,9 @@ class OliveBackend:
     name: ClassVar[str] = "olive"
     Options = OliveOptions
 
-    def run(self, source: Source, target: Target, out_dir: Path, progress: ProgressFn) -> dict[str, Any]:
+    def run(
+        self, source: Source, target: Target, out_dir: Path, progress: ProgressFn
+    ) -> dict[str, Any]:
         from olive.workflows import run as olive_run
 
         options = convert_options(target.options, OliveOptions, self.name)
@@ -112,4 +116,8 @@ class OliveBackend:
                 shutil.move(str(path), out_dir / path.name)
         shutil.rmtree(work, ignore_errors=True)
         progress(ProgressEvent("convert", "done", done=True))
-        return {"backend": self.name, "olive_passes": names, "builder_options": options.builder.to_pairs()}
+        return {
+            "backend": self.name,
+            "olive_passes": names,
+            "builder_options": options.builder.to_pairs(),
+        }

@@ -1,4 +1,4 @@
-"""The project's own Olive pass: drives onnxruntime-genai 0.18's model builder inside an Olive workflow.
+"""The project's own Olive pass: drives onnxruntime-genai 0.18's model builder inside Olive.
 
 Olive 0.13's bundled `ModelBuilder` pass cannot drive the 0.18 builder (it patches builder
 internals that moved, and calls `create_model` without `parse_extra_options`, which 0.18
@@ -10,6 +10,7 @@ Registered with Olive through the package config built in `compiler/backends/oli
 from __future__ import annotations
 
 from pathlib import Path
+
 from olive.hardware.accelerator import AcceleratorSpec
 from olive.model import HfModelHandler, ONNXModelHandler
 from olive.passes import Pass
@@ -24,9 +25,13 @@ class FoundryModelBuilder(Pass):
     @classmethod
     def _default_config(cls, accelerator_spec: AcceleratorSpec) -> dict[str, PassConfigParam]:
         return {
-            "precision": PassConfigParam(type_=str, required=True, description="fp32, fp16, int8 or int4."),
+            "precision": PassConfigParam(
+                type_=str, required=True, description="fp32, fp16, int8 or int4."
+            ),
             "provider": PassConfigParam(
-                type_=str, required=True, description="Builder execution provider: cpu, cuda, dml, webgpu."
+                type_=str,
+                required=True,
+                description="Builder execution provider: cpu, cuda, dml, webgpu.",
             ),
             "extra_options": PassConfigParam(
                 type_=dict[str, str], default_value={}, description="Builder KEY=VALUE options."
@@ -46,8 +51,16 @@ class FoundryModelBuilder(Pass):
             raise ValueError("FoundryModelBuilder needs a Hugging Face model as input")
         out_dir = Path(output_model_path)
         out_dir.mkdir(parents=True, exist_ok=True)
-        run_builder(Path(model.model_path), out_dir, config.precision, config.provider, dict(config.extra_options))
-        extras = sorted(str(p) for p in out_dir.iterdir() if p.name not in {"model.onnx", "model.onnx.data"})
+        run_builder(
+            Path(model.model_path),
+            out_dir,
+            config.precision,
+            config.provider,
+            dict(config.extra_options),
+        )
+        extras = sorted(
+            str(p) for p in out_dir.iterdir() if p.name not in {"model.onnx", "model.onnx.data"}
+        )
         attributes = dict(model.model_attributes or {})
         attributes["additional_files"] = extras
         return ONNXModelHandler(out_dir, onnx_file_name="model.onnx", model_attributes=attributes)
