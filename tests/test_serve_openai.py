@@ -223,7 +223,7 @@ BAD_BODIES = [
     ({"messages": []}, "messages"),
     ({"messages": [{"role": "wizard", "content": "hi"}]}, "messages[0].role"),
     ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]},
-     "messages[0].content"),
+     "messages[0].content[0].type"),
     ({"messages": HELLO, "response_format": {"type": "json_schema", "json_schema": {"name": "x"}}},
      "response_format"),
     ({"messages": HELLO, "logprobs": True}, "logprobs"),

@@ -391,7 +391,7 @@ class _Sequence:
 
 
 class _GeneratorRun:
-    """Seeded sampling on a private og.Generator: the static Engine cannot reseed per turn."""
+    """One request on its own og.Generator in a worker thread (see the module docstring for when)."""
 
     def __init__(self, engine: ChatEngine, seq: _Sequence):
         self.engine = engine
@@ -421,7 +421,10 @@ class _GeneratorRun:
                 options["do_sample"] = False
             gp.set_search_options(**options)
             if params.guidance:
-                gp.set_guidance(*params.guidance)
+                try:
+                    gp.set_guidance(*params.guidance)
+                except Exception as exc:
+                    raise InvalidRequest(f"the grammar was refused: {exc}", param="response_format") from exc
             generator = og.Generator(self.engine._model, gp)
             generator.append_tokens(np.asarray(seq.prompt, dtype=np.int32))
             while not generator.is_done() and not seq.cancelled and not seq.stops.stopped:
@@ -430,6 +433,8 @@ class _GeneratorRun:
                 if token in self.engine.eos_ids:
                     break  # EOS is not text
                 seq.push_token(token)
+        except FoundryError as exc:
+            seq.fail(exc)
         except Exception as exc:
             seq.fail(GenerationFailed(f"generation failed: {exc}"))
         else:

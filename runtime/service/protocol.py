@@ -38,6 +38,9 @@ __all__ = [
 T = TypeVar("T")
 
 MAX_TOKENS_BOUND = 1_000_000  # the engine further caps it by what the context leaves
+# When a request names no max_tokens: the KV cache is sized by prompt + max_tokens, so
+# "the whole 32k context" per request would cost ~0.8 GB on a 0.5B model.
+DEFAULT_MAX_TOKENS = 2048
 Temperature = Annotated[float, Meta(ge=0.0, le=2.0)]
 TopP = Annotated[float, Meta(gt=0.0, le=1.0)]
 TopK = Annotated[int, Meta(ge=-1, le=1_000_000)]  # vLLM: -1 (or 0) = off
@@ -130,7 +133,7 @@ class SamplingFields(msgspec.Struct, kw_only=True):
     def _params(self, max_tokens: int | None, guidance: tuple[str, str] | None) -> GenerationParams:
         stop = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
         return GenerationParams(
-            max_tokens=max_tokens if max_tokens is not None else MAX_TOKENS_BOUND,
+            max_tokens=max_tokens if max_tokens is not None else DEFAULT_MAX_TOKENS,
             min_tokens=self.min_tokens,
             temperature=1.0 if self.temperature is None else self.temperature,
             top_p=1.0 if self.top_p is None else self.top_p,
