@@ -15,6 +15,7 @@ import logging
 import os
 import socket
 import sys
+import threading
 from typing import Any
 
 from runtime import __version__
@@ -84,8 +85,9 @@ def run(argv: list[str] | None = None) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
-    from runtime.service.app import create_app
 
+    from runtime.hardware import detect
+    from runtime.service.app import create_app
     from runtime.service.security import check_bind
     from runtime.service.state import new_state, remove_state, write_state
 
@@ -117,6 +119,9 @@ def _serve(args: argparse.Namespace) -> int:
             if not self.should_exit:
                 write_state(state)
                 log.info("serving on %s (pid %d)", state.base_url, state.pid)
+                # Probe the execution providers now (onnxruntime import, ~0.3 s) rather than
+                # inside the first /openai/status, which `foundry service status` waits on.
+                threading.Thread(target=detect, name="detect-hardware", daemon=True).start()
 
     config = uvicorn.Config(
         create_app(settings), log_level=args.log_level, timeout_graceful_shutdown=5, access_log=True
