@@ -9,6 +9,7 @@ import msgspec
 import pytest
 
 from runtime.errors import InvalidRequest
+from runtime.service.protocol import ChatCompletionRequest
 from runtime.service.ollama_protocol import (
     ChatRequest,
     GenerateRequest,
@@ -50,8 +51,14 @@ def test_chat_options_become_generation_settings():
     )
     messages, params = chat_to_chat(request)
     assert messages == [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}]
+    guidance = params.pop("guidance")
     assert params == {"max_tokens": 7, "temperature": 0.0, "top_k": 2, "top_p": 0.5, "seed": 3,
-                      "stop": ["x"], "guidance": ("json_schema", '{"type": "object"}')}
+                      "stop": ["x"]}
+    chat = msgspec.json.decode(
+        b'{"model": "m", "messages": [{"role": "user", "content": "x"}], "response_format": {"type": "json_object"}}',
+        type=ChatCompletionRequest,
+    )
+    assert guidance == chat.to_generation_params().guidance  # the same path as chat's
     assert request.stream is True  # Ollama streams unless told not to
 
 

@@ -11,7 +11,6 @@ duration string) are unions on the wire; they stay unions here because clients s
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from datetime import UTC, datetime
@@ -21,6 +20,7 @@ import msgspec
 from msgspec import Meta
 
 from runtime.errors import InvalidRequest
+from runtime.tools.grammar import json_schema_guidance
 
 __all__ = [
     "ChatRequest",
@@ -136,13 +136,14 @@ def _params(options: Options | None) -> dict:
 
 
 def format_guidance(value: str | dict[str, Any] | None) -> tuple[str, str] | None:
-    """Ollama's `format` as the engine's guidance: `"json"` is any object, a dict a schema."""
+    """Ollama's `format` as the same guidance chat's `response_format` uses: `"json"` is any
+    object, a dict a schema."""
     if value is None or value == "":
         return None
     if value == "json":
-        return ("json_schema", json.dumps({"type": "object"}))
+        return json_schema_guidance({"type": "object"})
     if isinstance(value, dict):
-        return ("json_schema", json.dumps(value))
+        return json_schema_guidance(value)
     raise InvalidRequest(f"format must be 'json' or a JSON schema, got {value!r}", param="format")
 
 

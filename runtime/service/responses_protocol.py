@@ -11,13 +11,15 @@ are unions because that is what OpenAI's clients send.
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import Meta
+
+from runtime.errors import InvalidRequest
+from runtime.tools.grammar import json_schema_guidance
 
 __all__ = [
     "InputItem",
@@ -120,7 +122,12 @@ def item_messages(items: list[dict]) -> list[dict]:
 
 
 def to_params(request: ResponsesRequest) -> dict:
-    """GenerationParams fields; `text.format` json_schema/json_object goes to the guidance path."""
+    """GenerationParams fields; `text.format` goes through the same guidance as chat's
+    `response_format` (a JSON grammar without free whitespace).
+
+    Raises:
+        InvalidRequest: json_schema without a schema.
+    """
     params: dict = {}
     if request.max_output_tokens is not None:
         params["max_tokens"] = request.max_output_tokens
@@ -129,9 +136,11 @@ def to_params(request: ResponsesRequest) -> dict:
             params[name] = value
     fmt = request.text.format if request.text is not None else None
     if fmt is not None and fmt.type == "json_schema":
-        params["guidance"] = ("json_schema", json.dumps(fmt.schema_ or {}))
+        if fmt.schema_ is None:
+            raise InvalidRequest("text.format json_schema needs a 'schema'", param="text.format.schema")
+        params["guidance"] = json_schema_guidance(fmt.schema_)
     elif fmt is not None and fmt.type == "json_object":
-        params["guidance"] = ("json_schema", json.dumps({"type": "object"}))
+        params["guidance"] = json_schema_guidance({"type": "object"})
     return params
 
 
