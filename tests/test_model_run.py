@@ -60,6 +60,14 @@ def test_loading_an_unknown_model_fails_in_one_line(service):
     assert "Traceback" not in result.stderr
 
 
+def test_running_a_model_neither_cached_nor_in_the_catalog_fails_in_one_line(service):
+    result = service.cli("model", "run", "no-such-model", "--prompt", "hi")
+    assert result.returncode == 3
+    lines = result.stderr.strip().splitlines()
+    assert lines[0] == "error: model 'no-such-model' is not in the catalog"
+    assert len(lines) <= 2 and "Traceback" not in result.stderr
+
+
 def test_run_with_a_prompt_prints_the_same_answer_the_api_gives(
     service, service_model, openai_client
 ):

@@ -147,6 +147,7 @@ def test_the_key_appears_in_no_log_state_file_metrics_or_command_line(keyed):
     call(base_url, "GET", "/openai/models", **{"x-api-key": KEY})
     metrics = call(base_url, "GET", "/metrics", authorization=f"Bearer {KEY}")
     assert metrics.status_code == 200
+    assert 'route="/openai/models",method="GET",status="401"' in metrics.text  # refusals count
     state = json.loads((home / "service.json").read_text())
     assert state["api_key_set"] is True
     cmdline = Path(f"/proc/{state['pid']}/cmdline").read_bytes()

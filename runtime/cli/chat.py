@@ -19,11 +19,39 @@ import click
 if TYPE_CHECKING:
     from runtime.client import ServiceClient
 
-__all__ = ["chat_once", "repl", "stream_reply"]
+__all__ = ["chat_once", "ensure_loaded", "repl", "stream_reply"]
 
 HELP_TEXT = (
     "Commands: /exit (or Ctrl-D) leaves, /clear forgets the conversation, Ctrl-C stops a reply."
 )
+
+
+def ensure_loaded(client: ServiceClient, model: str) -> None:
+    """Load `model`; a catalog model not in the cache is downloaded first, as Foundry Local does.
+
+    Raises:
+        ModelNotFound: neither cached nor in the catalog.
+        DownloadFailed: the service reported a failed download.
+    """
+    from runtime.errors import DownloadFailed, ModelNotFound
+
+    try:
+        client.load(model)
+        return
+    except ModelNotFound:
+        pass
+    final: dict[str, Any] = {}
+    for line in client.stream_lines("POST", "/openai/download", {"model": model}):
+        if line.startswith("{"):
+            final = json.loads(line)
+        elif line.strip():
+            click.echo(f"\r{line.strip()[:100]:<100}", nl=False, err=True)
+    click.echo(err=True)
+    if not final.get("success"):
+        raise DownloadFailed(
+            f"downloading {model!r} failed: {final.get('errorMessage') or 'no result'}"
+        )
+    client.load(model)
 
 
 def stream_reply(client: ServiceClient, body: dict[str, Any]) -> Iterator[str]:

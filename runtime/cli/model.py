@@ -351,11 +351,11 @@ def run(model: str, prompt: str | None, system: str | None, max_tokens: int | No
     In the chat, /exit or Ctrl-D leaves, /clear forgets the conversation and Ctrl-C stops
     the reply being written. With --file, a speech model transcribes the file instead.
     """
-    from runtime.cli.chat import chat_once, repl
+    from runtime.cli.chat import chat_once, ensure_loaded, repl
 
     options = {"system": system, "max_tokens": max_tokens, "temperature": temperature, "seed": seed}
     with _service_client(start=True) as client:
-        client.load(model)  # load (or fail: unknown model) before the first prompt
+        ensure_loaded(client, model)  # download if needed, load (or fail) before the first prompt
         if audio_file is not None:
             fields = {"model": model, "response_format": "text", "language": language, "temperature": temperature}
             reply = client.request(
