@@ -63,9 +63,9 @@ def create_app(settings: ServiceSettings, *, store: Store | None = None) -> Lite
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=[manage_models],
         dependencies={"manager": Provide(provide_manager, sync_to_thread=False)},
-        middleware=[
-            DefineMiddleware(SecurityMiddleware, bound_host=settings.host, api_key=settings.api_key),
+        middleware=[  # outermost first: refused requests (401/403) are counted too
             metrics.MetricsMiddleware,
+            DefineMiddleware(SecurityMiddleware, bound_host=settings.host, api_key=settings.api_key),
         ],
         cors_config=cors_config(settings.cors_origins),
         request_max_body_size=settings.max_body_bytes,
