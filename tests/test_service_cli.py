@@ -149,6 +149,44 @@ def test_a_state_file_left_by_a_dead_process_is_detected_and_replaced(home: Path
     assert state_of(home)["pid"] != stale["pid"]
 
 
+def test_a_state_file_naming_a_live_unrelated_process_is_stale(home: Path):
+    """The pid was reused by another program (here: this test runner): not our service."""
+    reused = {
+        "pid": os.getpid(),
+        "host": "127.0.0.1",
+        "port": 9,
+        "started": 0.0,
+        "version": "0.0.0",
+        "api_key_set": False,
+    }
+    (home / "service.json").write_text(json.dumps(reused))
+    assert "not running" in run_foundry("service", "status", home=home).stdout
+    assert not (home / "service.json").exists()
+
+
+def test_two_concurrent_starts_start_one_service(home: Path):
+    from conftest import foundry_cli_path
+
+    env = {k: v for k, v in os.environ.items() if k != "FOUNDRY_API_KEY"} | {
+        "FOUNDRY_HOME": str(home)
+    }
+    starts = [
+        subprocess.Popen(
+            [foundry_cli_path(), "service", "start"],
+            env=env,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for _ in range(2)
+    ]
+    outputs = [start.communicate(timeout=120) for start in starts]
+    assert [start.returncode for start in starts] == [0, 0], outputs
+    pid = state_of(home)["pid"]
+    assert all(f"(pid {pid})" in out for out, _ in outputs)
+    assert sorted("already running" in out for out, _ in outputs) == [False, True]
+
+
 def test_a_killed_service_is_reported_as_not_running(home: Path):
     assert run_foundry("service", "start", home=home).returncode == 0
     pid = state_of(home)["pid"]
