@@ -117,8 +117,7 @@ def build_target(
     if (hit := cache_hit(plan, store, started)) is not None:
         progress(ProgressEvent("cache", f"cache hit {short(plan.build_key)}", done=True))
         return hit
-    progress(ProgressEvent("lock", f"build {short(plan.build_key)}"))
-    with store.lock(f"build-{plan.build_key}"):
+    with hold_lock(store, plan.build_key, progress):
         if (
             hit := cache_hit(plan, store, started)
         ) is not None:  # another process built it meanwhile
@@ -150,6 +149,25 @@ def build_target(
                     raise disk_full(artifact) from exc
                 raise
     return BuildResult(model, plan.target_name, False, validation, plan.build_key, record.seconds)
+
+
+@contextlib.contextmanager
+def hold_lock(store: Store, key: str, progress: ProgressFn) -> Iterator[None]:
+    """The build key's lock; a wait for another process building the same key is reported."""
+    from filelock import Timeout
+
+    from compiler.build_key import short
+
+    lock = store.lock(f"build-{key}")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        progress(ProgressEvent("lock", f"waiting: another process is building {short(key)}"))
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def run_passes(

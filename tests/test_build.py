@@ -409,6 +409,60 @@ def test_killed_build_registers_nothing_and_tmp_is_swept_on_next_start(
     assert not [p.name for p in tmp.iterdir() if p.name.startswith("build-")]
 
 
+def test_ctrl_c_during_a_build_exits_130_and_leaves_the_store_as_before(
+    tmp_path: Path, tiny_source
+) -> None:
+    home = tmp_path / "home"
+    tmp = home / "cache" / "tmp"
+    env = {**os.environ, "FOUNDRY_HOME": str(home)}
+    proc = subprocess.Popen(
+        [FOUNDRY_BUILD, str(tiny_source("qwen3-0.6b")), "--target", "cpu-fp32"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    deadline = time.monotonic() + 300
+    while not (tmp.exists() and list(tmp.glob("build-*/artifact"))):
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and err.strip().splitlines()[-1] == "aborted"
+    assert "Traceback" not in err
+    assert not list((home / "cache" / "refs").iterdir())
+    assert not [p for p in tmp.iterdir()]  # staging removed on the way out
+
+
+def test_hub_id_downloads_only_what_the_recipe_needs_then_builds(
+    tmp_path: Path, tiny_source
+) -> None:
+    from tests.hub_server import HubServer, RemoteRepo
+
+    files = RemoteRepo.from_folder("tiny/qwen", tiny_source("qwen2.5-0.5b")).files
+    files["original/consolidated.pth"] = b"not needed"
+    with HubServer() as hub:
+        repo = hub.add(RemoteRepo("tiny/qwen", files))
+        done = run_build(
+            tmp_path / "home",
+            "tiny/qwen",
+            "--target",
+            "cpu-int4",
+            "--backend",
+            "genai-builder",
+            "--json",
+            HF_ENDPOINT=hub.endpoint,
+            HF_HOME=str(tmp_path / "hf"),
+        )
+        fetched = {path for _, path, _ in hub.requests}
+    assert done.returncode == 0, done.stderr
+    (model,) = json.loads(done.stdout)["models"]
+    assert model["id"] == "qwen-cpu-int4"
+    record = json.loads((Path(model["path"]) / "build.json").read_text())
+    assert record["source"] == f"hf:tiny/qwen@{repo.sha}" and record["revision"] == repo.sha
+    assert not any("consolidated.pth" in path for path in fetched)
+
+
 @pytest.mark.slow
 def test_demo_builds_the_synthetic_default_model_and_says_its_weights_are_random(
     tmp_path: Path,
