@@ -176,3 +176,46 @@ def test_status_shows_the_endpoint_with_or_without_the_key(keyed):
     assert "API key required" in without.stdout
     with_key = run_foundry("service", "status", home=home, env={"FOUNDRY_API_KEY": KEY})
     assert "loaded     none" in with_key.stdout
+
+
+def test_a_configured_cors_origin_is_allowed_and_no_other(tmp_path: Path):
+    home = tmp_path / "cors-home"
+    started = run_foundry(
+        "service", "start", "--api-key", KEY, "--cors-origin", "http://app.example", home=home
+    )
+    assert started.returncode == 0, started.stderr
+    try:
+        base_url = f"http://127.0.0.1:{json.loads((home / 'service.json').read_text())['port']}"
+        auth = {"authorization": f"Bearer {KEY}"}
+        allowed = call(base_url, "GET", "/openai/models", origin="http://app.example", **auth)
+        assert allowed.headers["access-control-allow-origin"] == "http://app.example"
+        other = call(base_url, "GET", "/openai/models", origin="http://evil.example", **auth)
+        assert "access-control-allow-origin" not in other.headers
+        preflight = httpx.options(
+            f"{base_url}/v1/chat/completions",
+            timeout=10,
+            headers={
+                "origin": "http://app.example",
+                "access-control-request-method": "POST",
+                "access-control-request-headers": "authorization, content-type",
+            },
+        )
+        assert preflight.status_code in (200, 204)
+        assert preflight.headers["access-control-allow-origin"] == "http://app.example"
+    finally:
+        run_foundry("service", "stop", home=home)
+
+
+def test_the_anthropic_client_authenticates_with_x_api_key(keyed):
+    import anthropic
+
+    _, base_url = keyed
+    hello = [{"role": "user", "content": "hi"}]
+    with pytest.raises(anthropic.AuthenticationError):
+        anthropic.Anthropic(base_url=base_url, api_key=WRONG, max_retries=0).messages.create(
+            model="tiny-qwen", max_tokens=4, messages=hello
+        )
+    with pytest.raises(anthropic.NotFoundError):  # past the key check: this service has no models
+        anthropic.Anthropic(base_url=base_url, api_key=KEY, max_retries=0).messages.create(
+            model="tiny-qwen", max_tokens=4, messages=hello
+        )

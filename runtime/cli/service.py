@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +26,7 @@ from runtime.settings import env, foundry_home
 if TYPE_CHECKING:
     import subprocess
 
-__all__ = ["group", "start_service", "stop_service"]
+__all__ = ["LaunchOptions", "group", "start_service", "stop_service"]
 
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 10.0
@@ -63,25 +64,43 @@ def _probe(base_url: str, path: str, timeout: float = 1.0) -> Any:
         return None
 
 
-def _server_command(
-    host: str, port: int, max_loaded: int | None, ttl: float | None, insecure: bool
-) -> list[str]:
-    command = [
-        sys.executable,
-        "-m",
-        "runtime.service.launcher",
-        "--host",
-        host,
-        "--port",
-        str(port),
-    ]
-    if max_loaded is not None:
-        command += ["--max-loaded", str(max_loaded)]
-    if ttl is not None:
-        command += ["--ttl", str(ttl)]
-    if insecure:
-        command.append("--insecure")
-    return command
+@dataclass(frozen=True)
+class LaunchOptions:
+    """How to run the service: `foundry service start`'s options, minus the waiting."""
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    api_key: str | None = None
+    insecure: bool = False
+    max_loaded: int | None = None
+    ttl: float | None = None
+    cors_origins: tuple[str, ...] = ()
+
+    def command(self) -> list[str]:
+        """The server's command line; the API key travels in the environment, where `ps`
+        cannot show it."""
+        command = [sys.executable, "-m", "runtime.service.launcher", "--host", self.host]
+        command += ["--port", str(self.port)]
+        if self.max_loaded is not None:
+            command += ["--max-loaded", str(self.max_loaded)]
+        if self.ttl is not None:
+            command += ["--ttl", str(self.ttl)]
+        if self.insecure:
+            command.append("--insecure")
+        for origin in self.cors_origins:
+            command += ["--cors-origin", origin]
+        return command
+
+    def environment(self) -> dict[str, str]:
+        child_env = dict(os.environ)
+        if self.api_key:
+            child_env["FOUNDRY_API_KEY"] = self.api_key
+        return child_env
+
+    def check(self) -> None:
+        from runtime.service.security import check_bind
+
+        check_bind(self.host, self.api_key, self.insecure)
 
 
 def _log_tail(lines: int = 5) -> str:
@@ -116,14 +135,7 @@ def _wait_until_healthy(process: subprocess.Popen[bytes], timeout: float) -> Any
 
 
 def start_service(
-    host: str = "127.0.0.1",
-    port: int = 0,
-    *,
-    api_key: str | None = None,
-    insecure: bool = False,
-    max_loaded: int | None = None,
-    ttl: float | None = None,
-    timeout: float = START_TIMEOUT,
+    options: LaunchOptions | None = None, timeout: float = START_TIMEOUT
 ) -> tuple[Any, bool]:
     """Start the service detached unless one runs; returns (state, started_now).
 
@@ -135,10 +147,10 @@ def start_service(
 
     from filelock import FileLock
 
-    from runtime.service.security import check_bind
     from runtime.service.state import running_state
 
-    check_bind(host, api_key, insecure)
+    options = options or LaunchOptions(api_key=env("FOUNDRY_API_KEY"))
+    options.check()
     lock_dir = foundry_home() / "locks"
     lock_dir.mkdir(parents=True, exist_ok=True)
     # Two concurrent `start`s (an SDK and a user) start one service.
@@ -147,16 +159,13 @@ def start_service(
         if state is not None and _probe(state.base_url, "/health"):
             return state, False
         log_path().parent.mkdir(parents=True, exist_ok=True)
-        child_env = dict(os.environ)
-        if api_key:
-            child_env["FOUNDRY_API_KEY"] = api_key  # never on the command line, where `ps` shows it
         with log_path().open("ab") as log:
             process = subprocess.Popen(
-                _server_command(host, port, max_loaded, ttl, insecure),
+                options.command(),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env=child_env,
+                env=options.environment(),
                 # `python -m` puts the cwd first on sys.path: a `runtime/` folder must not win.
                 cwd=str(foundry_home()),
                 start_new_session=True,
@@ -237,6 +246,12 @@ def _start_options(func: Any) -> Any:
             help="Seconds an idle model stays loaded (default $FOUNDRY_TTL or 600).",
         ),
         click.option(
+            "--cors-origin",
+            "cors_origins",
+            multiple=True,
+            help="Let web pages from this origin call the service (repeatable; default: none).",
+        ),
+        click.option(
             "--timeout",
             type=click.FloatRange(1),
             default=START_TIMEOUT,
@@ -254,40 +269,24 @@ def _start_options(func: Any) -> Any:
 @click.option(
     "--foreground", is_flag=True, help="Serve in this process until Ctrl-C (logs to the terminal)."
 )
-def start(
-    host: str,
-    port: int,
-    api_key: str | None,
-    insecure: bool,
-    max_loaded: int | None,
-    ttl: float | None,
-    timeout: float,
-    foreground: bool,
-) -> None:
+def start(timeout: float, foreground: bool, **values: Any) -> None:
     """Start the service in the background and print its endpoint."""
-    api_key = api_key or env("FOUNDRY_API_KEY")
+    options = _launch_options(values)
     if foreground:
-        from runtime.service.security import check_bind
-
-        check_bind(host, api_key, insecure)
-        if api_key:
-            os.environ["FOUNDRY_API_KEY"] = api_key
+        options.check()
         # Become the server process (same terminal, Ctrl-C stops it), so the state file's pid
         # and command line are the server's own.
-        command = _server_command(host, port, max_loaded, ttl, insecure)
         foundry_home().mkdir(parents=True, exist_ok=True)
         os.chdir(foundry_home())  # a `runtime/` folder in the cwd must not shadow ours
-        os.execv(command[0], command)
-    state, started_now = start_service(
-        host,
-        port,
-        api_key=api_key,
-        insecure=insecure,
-        max_loaded=max_loaded,
-        ttl=ttl,
-        timeout=timeout,
-    )
-    _print_started(state, started_now)
+        command = options.command()
+        os.execve(command[0], command, options.environment())
+    _print_started(*start_service(options, timeout))
+
+
+def _launch_options(values: dict[str, Any]) -> LaunchOptions:
+    values["api_key"] = values.get("api_key") or env("FOUNDRY_API_KEY")
+    values["cors_origins"] = tuple(values.get("cors_origins") or ())
+    return LaunchOptions(**values)
 
 
 @group.command("stop")
@@ -299,31 +298,12 @@ def stop() -> None:
 
 @group.command("restart")
 @_start_options
-def restart(
-    host: str,
-    port: int,
-    api_key: str | None,
-    insecure: bool,
-    max_loaded: int | None,
-    ttl: float | None,
-    timeout: float,
-) -> None:
+def restart(timeout: float, **values: Any) -> None:
     """Stop the service if it runs, then start it again with these options."""
-    api_key = api_key or env("FOUNDRY_API_KEY")
-    from runtime.service.security import check_bind
-
-    check_bind(host, api_key, insecure)
+    options = _launch_options(values)
+    options.check()  # refuse before stopping anything
     stop_service()
-    state, started_now = start_service(
-        host,
-        port,
-        api_key=api_key,
-        insecure=insecure,
-        max_loaded=max_loaded,
-        ttl=ttl,
-        timeout=timeout,
-    )
-    _print_started(state, started_now)
+    _print_started(*start_service(options, timeout))
 
 
 @group.command("status")

@@ -36,6 +36,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-loaded", type=int, default=None)
     parser.add_argument("--ttl", type=float, default=None)
     parser.add_argument("--insecure", action="store_true")
+    parser.add_argument("--cors-origin", dest="cors_origins", action="append", default=[])
     parser.add_argument("--log-level", default="info")
     return parser.parse_args(argv)
 
@@ -108,6 +109,7 @@ def _serve(args: argparse.Namespace) -> int:
         port=port,
         api_key=api_key,
         insecure=args.insecure,
+        cors_origins=tuple(args.cors_origins),
         max_loaded=max_loaded,
         ttl=ttl,
     )

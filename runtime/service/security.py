@@ -146,6 +146,8 @@ class SecurityMiddleware:
             )
         if self._key is None or scope.get("path") in OPEN_PATHS:
             return
+        if scope.get("method") == "OPTIONS":  # CORS preflights never carry credentials
+            return
         presented = _presented_key(scope)
         if presented is None:
             raise MissingApiKey(
