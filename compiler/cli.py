@@ -183,6 +183,8 @@ def _validation_text(validation: dict[str, Any]) -> str:
         return "skipped (provider absent here)"
     if not validation:
         return "-"
+    if "min_cosine" in validation:  # embeddings (compiler/validate_media.py)
+        return f"min cosine {validation['min_cosine']:.6f} (>= {validation.get('threshold')})"
     text = f"{validation.get('matched_tokens')}/{validation.get('steps')} tokens"
     if validation.get("required") == "exact":
         text += " exact" if validation.get("exact") else " MISMATCH"

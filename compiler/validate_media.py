@@ -227,15 +227,16 @@ def validate_speech(
         min(len(got), len(want)),
     )
     total = max(len(got), len(want))
+    matched = sum(a == b for a, b in zip(got, want, strict=False))
     record = {
         "kind": "speech-greedy-tokens",
         "engine": "onnxruntime-genai",
         "prompt": prompt,
         "tokens": total,
+        "steps": total,
         "matched_prefix": agree,
-        "token_agreement": round(sum(a == b for a, b in zip(got, want, strict=False)) / total, 4)
-        if total
-        else 1.0,
+        "matched_tokens": matched,
+        "token_agreement": round(matched / total, 4) if total else 1.0,
         "exact": got == want,
         "required": "exact" if precision == "fp32" else "report",
         "runnable": True,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -249,3 +250,22 @@ def test_bad_embeddings_requests_are_400_in_openai_shape(embeddings_client, serv
     assert error["type"] == "invalid_request_error"
     if param:
         assert error["param"] == param
+
+
+def test_dimensions_truncate_and_renormalise_on_a_matryoshka_model(minilm_builds, tmp_path):
+    from runtime.engines.embeddings import EmbeddingEngine
+
+    folder = tmp_path / "matryoshka"
+    shutil.copytree(Path(minilm_builds["cpu-fp32"]["path"]), folder, copy_function=os.link)
+    pooling = json.loads((folder / "pooling.json").read_text())
+    (folder / "pooling.json").unlink()  # a hard link: never write through it into the store
+    (folder / "pooling.json").write_text(json.dumps(pooling | {"matryoshka": True}))
+    engine = EmbeddingEngine(folder, {})
+    try:
+        full = engine.embed_ids(engine.tokenize(SENTENCES))
+        short = engine.truncate_dimensions(full, 64)
+    finally:
+        engine.close()
+    assert short.shape == (3, 64)
+    assert np.allclose(np.linalg.norm(short, axis=1), 1.0, atol=1e-5)
+    assert np.allclose(short, full[:, :64] / np.linalg.norm(full[:, :64], axis=1, keepdims=True))
