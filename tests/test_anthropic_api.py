@@ -10,6 +10,7 @@ import pytest
 from runtime.service.anthropic_protocol import (
     MessagesRequest,
     anthropic_error_body,
+    matched_stop,
     stop_reason,
     to_chat,
 )
@@ -49,12 +50,28 @@ def test_system_blocks_and_text_blocks_become_plain_chat_messages():
     [
         {"model": "m", "messages": [{"role": "user", "content": "x"}]},
         {"model": "m", "max_tokens": 0, "messages": [{"role": "user", "content": "x"}]},
-        {"model": "m", "max_tokens": 4, "messages": [{"role": "user", "content": [{"type": "image"}]}]},
+        {
+            "model": "m",
+            "max_tokens": 4,
+            "messages": [{"role": "user", "content": [{"type": "image"}]}],
+        },
         {"model": "m", "max_tokens": 4, "messages": [{"role": "tool", "content": "x"}]},
         {"model": "m", "max_tokens": 4, "messages": []},
-        {"model": "m", "max_tokens": 4, "temperature": 1.5, "messages": [{"role": "user", "content": "x"}]},
+        {
+            "model": "m",
+            "max_tokens": 4,
+            "temperature": 1.5,
+            "messages": [{"role": "user", "content": "x"}],
+        },
     ],
-    ids=["missing-max-tokens", "zero-max-tokens", "image-block", "bad-role", "no-messages", "temperature>1"],
+    ids=[
+        "missing-max-tokens",
+        "zero-max-tokens",
+        "image-block",
+        "bad-role",
+        "no-messages",
+        "temperature>1",
+    ],
 )
 def test_invalid_messages_bodies_do_not_decode(body):
     with pytest.raises(msgspec.ValidationError):
@@ -65,6 +82,13 @@ def test_stop_reason_names_what_ended_the_reply():
     assert stop_reason("length", None) == "max_tokens"
     assert stop_reason("stop", None) == "end_turn"
     assert stop_reason("stop", "\n") == "stop_sequence"
+
+
+def test_the_stop_sequence_reported_is_the_earliest_in_the_raw_reply():
+    assert matched_stop("ab\n\ncd", "stop", ["\n\n", "cd"]) == "\n\n"
+    assert matched_stop("ab\n\ncd", "stop", ["\n\n", "\n"]) == "\n"  # completes first
+    assert matched_stop("abcd", "stop", ["x"]) is None  # the model ended its turn
+    assert matched_stop("abcd", "length", ["cd"]) is None
 
 
 def test_error_body_has_anthropics_shape():
@@ -105,7 +129,9 @@ def post(service, path: str, body: object, **kwargs):
 def test_messages_gives_the_same_greedy_text_and_usage_as_chat_completions(
     client, reference, service_model
 ):
-    message = client.messages.create(model=service_model, max_tokens=N, messages=HELLO, extra_body=GREEDY)
+    message = client.messages.create(
+        model=service_model, max_tokens=N, messages=HELLO, extra_body=GREEDY
+    )
     assert message.type == "message" and message.role == "assistant"
     assert [block.type for block in message.content] == ["text"]
     assert message.content[0].text == reference.choices[0].message.content
@@ -117,8 +143,11 @@ def test_messages_gives_the_same_greedy_text_and_usage_as_chat_completions(
 def test_streamed_messages_arrive_as_anthropics_events_with_the_same_text(
     client, reference, service_model
 ):
-    events = list(client.messages.create(model=service_model, max_tokens=N, messages=HELLO,
-                                         extra_body=GREEDY, stream=True))
+    events = list(
+        client.messages.create(
+            model=service_model, max_tokens=N, messages=HELLO, extra_body=GREEDY, stream=True
+        )
+    )
     kinds = [event.type for event in events]
     assert kinds[:2] == ["message_start", "content_block_start"]
     assert kinds[-3:] == ["content_block_stop", "message_delta", "message_stop"]
@@ -131,8 +160,9 @@ def test_streamed_messages_arrive_as_anthropics_events_with_the_same_text(
 
 
 def test_the_stream_helper_accumulates_the_final_message(client, reference, service_model):
-    with client.messages.stream(model=service_model, max_tokens=N, messages=HELLO,
-                                extra_body=GREEDY) as stream:
+    with client.messages.stream(
+        model=service_model, max_tokens=N, messages=HELLO, extra_body=GREEDY
+    ) as stream:
         text = "".join(stream.text_stream)
         final = stream.get_final_message()
     assert text == final.content[0].text == reference.choices[0].message.content
@@ -144,30 +174,50 @@ def test_system_prompt_as_string_or_blocks_is_the_chat_system_message(
 ):
     system = "You answer in one word."
     expected = openai_client.chat.completions.create(
-        model=service_model, messages=[{"role": "system", "content": system}, *HELLO],
-        max_tokens=N, temperature=0,
+        model=service_model,
+        messages=[{"role": "system", "content": system}, *HELLO],
+        max_tokens=N,
+        temperature=0,
     )
-    as_text = client.messages.create(model=service_model, max_tokens=N, system=system,
-                                     messages=HELLO, extra_body=GREEDY)
+    as_text = client.messages.create(
+        model=service_model, max_tokens=N, system=system, messages=HELLO, extra_body=GREEDY
+    )
     as_blocks = client.messages.create(
-        model=service_model, max_tokens=N, system=[{"type": "text", "text": system}],
+        model=service_model,
+        max_tokens=N,
+        system=[{"type": "text", "text": system}],
         messages=[{"role": "user", "content": [{"type": "text", "text": HELLO[0]["content"]}]}],
         extra_body=GREEDY,
     )
-    assert as_text.content[0].text == as_blocks.content[0].text == expected.choices[0].message.content
+    assert (
+        as_text.content[0].text == as_blocks.content[0].text == expected.choices[0].message.content
+    )
     assert as_text.usage.input_tokens == expected.usage.prompt_tokens
 
 
 def test_stop_sequences_end_the_reply_and_are_reported(client, reference, service_model):
     text = reference.choices[0].message.content
     stop = next(text[i : i + 2] for i in range(3, len(text) - 2) if text[i : i + 2].strip())
-    message = client.messages.create(model=service_model, max_tokens=N, messages=HELLO,
-                                     stop_sequences=[stop, "never-appears"], extra_body=GREEDY)
+    message = client.messages.create(
+        model=service_model,
+        max_tokens=N,
+        messages=HELLO,
+        stop_sequences=[stop, "never-appears"],
+        extra_body=GREEDY,
+    )
     assert message.content[0].text == text[: text.find(stop)]
     assert message.stop_reason == "stop_sequence"
     assert message.stop_sequence == stop
-    events = list(client.messages.create(model=service_model, max_tokens=N, messages=HELLO,
-                                         stop_sequences=[stop], extra_body=GREEDY, stream=True))
+    events = list(
+        client.messages.create(
+            model=service_model,
+            max_tokens=N,
+            messages=HELLO,
+            stop_sequences=[stop],
+            extra_body=GREEDY,
+            stream=True,
+        )
+    )
     assert events[-2].delta.stop_reason == "stop_sequence"
     assert events[-2].delta.stop_sequence == stop
 
@@ -192,9 +242,18 @@ BAD_BODIES = [
     ("/v1/messages", b"{not json"),
     ("/v1/messages", {"model": "MODEL", "messages": HELLO}),
     ("/v1/messages", {"model": "MODEL", "max_tokens": 0, "messages": HELLO}),
-    ("/v1/messages", {"model": "MODEL", "max_tokens": 4,
-                      "messages": [{"role": "user", "content": [{"type": "image", "source": {}}]}]}),
-    ("/v1/messages", {"model": "MODEL", "max_tokens": 4, "messages": [{"role": "system", "content": "x"}]}),
+    (
+        "/v1/messages",
+        {
+            "model": "MODEL",
+            "max_tokens": 4,
+            "messages": [{"role": "user", "content": [{"type": "image", "source": {}}]}],
+        },
+    ),
+    (
+        "/v1/messages",
+        {"model": "MODEL", "max_tokens": 4, "messages": [{"role": "system", "content": "x"}]},
+    ),
     ("/v1/messages", {"model": "MODEL", "max_tokens": 4, "messages": []}),
     ("/v1/messages", {"model": "MODEL", "max_tokens": 4, "messages": HELLO, "temperature": 3}),
     ("/v1/messages", {"model": "MODEL", "max_tokens": 4, "messages": HELLO, "top_k": -1}),
@@ -202,9 +261,19 @@ BAD_BODIES = [
     ("/v1/messages", {"model": "../../etc/passwd", "max_tokens": 4, "messages": HELLO}),
     ("/v1/messages/count_tokens", {"model": "MODEL"}),
 ]
-BAD_IDS = ["not-json", "missing-max-tokens", "zero-max-tokens", "image-block", "system-role",
-           "no-messages", "temperature-3", "negative-top-k", "system-number", "path-name",
-           "count-without-messages"]
+BAD_IDS = [
+    "not-json",
+    "missing-max-tokens",
+    "zero-max-tokens",
+    "image-block",
+    "system-role",
+    "no-messages",
+    "temperature-3",
+    "negative-top-k",
+    "system-number",
+    "path-name",
+    "count-without-messages",
+]
 
 
 @pytest.mark.parametrize(("path", "body"), BAD_BODIES, ids=BAD_IDS)

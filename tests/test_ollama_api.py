@@ -9,7 +9,6 @@ import msgspec
 import pytest
 
 from runtime.errors import InvalidRequest
-from runtime.service.protocol import ChatCompletionRequest
 from runtime.service.ollama_protocol import (
     ChatRequest,
     GenerateRequest,
@@ -18,13 +17,23 @@ from runtime.service.ollama_protocol import (
     generate_to_chat,
     parse_keep_alive,
 )
+from runtime.service.protocol import ChatCompletionRequest
 
 
 # --- pure conversion (no server) ----------------------------------------------------------
 @pytest.mark.parametrize(
     ("value", "seconds"),
-    [(None, None), (0, 0.0), ("0", 0.0), (300, 300.0), ("5m", 300.0), ("1h30m", 5400.0),
-     ("250ms", 0.25), (-1, math.inf), ("-1m", math.inf)],
+    [
+        (None, None),
+        (0, 0.0),
+        ("0", 0.0),
+        (300, 300.0),
+        ("5m", 300.0),
+        ("1h30m", 5400.0),
+        ("250ms", 0.25),
+        (-1, math.inf),
+        ("-1m", math.inf),
+    ],
 )
 def test_keep_alive_reads_ollama_durations(value, seconds):
     assert parse_keep_alive(value) == seconds
@@ -42,8 +51,16 @@ def test_chat_options_become_generation_settings():
             {
                 "model": "m",
                 "messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}],
-                "options": {"num_predict": 7, "temperature": 0, "top_k": 2, "top_p": 0.5,
-                            "seed": 3, "stop": ["x"], "num_ctx": 64, "mirostat": 1},
+                "options": {
+                    "num_predict": 7,
+                    "temperature": 0,
+                    "top_k": 2,
+                    "top_p": 0.5,
+                    "seed": 3,
+                    "stop": ["x"],
+                    "num_ctx": 64,
+                    "mirostat": 1,
+                },
                 "format": "json",
             }
         ),
@@ -52,10 +69,22 @@ def test_chat_options_become_generation_settings():
     messages, params = chat_to_chat(request)
     assert messages == [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}]
     guidance = params.pop("guidance")
-    assert params == {"max_tokens": 7, "temperature": 0.0, "top_k": 2, "top_p": 0.5, "seed": 3,
-                      "stop": ["x"]}
+    assert params == {
+        "max_tokens": 7,
+        "temperature": 0.0,
+        "top_k": 2,
+        "top_p": 0.5,
+        "seed": 3,
+        "stop": ["x"],
+    }
     chat = msgspec.json.decode(
-        b'{"model": "m", "messages": [{"role": "user", "content": "x"}], "response_format": {"type": "json_object"}}',
+        json.dumps(
+            {
+                "model": "m",
+                "messages": [{"role": "user", "content": "x"}],
+                "response_format": {"type": "json_object"},
+            }
+        ),
         type=ChatCompletionRequest,
     )
     assert guidance == chat.to_generation_params().guidance  # the same path as chat's
@@ -71,8 +100,12 @@ def test_generate_is_a_one_turn_chat_and_unlimited_num_predict_sets_no_cap():
 
 @pytest.mark.parametrize(
     "body",
-    [{"model": "m", "options": {"temperature": -1}}, {"model": "m", "options": {"num_ctx": 0}},
-     {"model": "m", "messages": [{"role": "robot", "content": "x"}]}, {"messages": []}],
+    [
+        {"model": "m", "options": {"temperature": -1}},
+        {"model": "m", "options": {"num_ctx": 0}},
+        {"model": "m", "messages": [{"role": "robot", "content": "x"}]},
+        {"messages": []},
+    ],
     ids=["negative-temperature", "zero-num-ctx", "bad-role", "no-model"],
 )
 def test_invalid_chat_bodies_do_not_decode(body):
@@ -131,7 +164,9 @@ def test_ollama_chat_streams_ndjson_that_adds_up_to_the_same_text(client, refere
 
 
 def test_ollama_streams_by_default_as_ndjson_lines(service, service_model):
-    response = post(service, "/api/chat", {"model": service_model, "messages": HELLO, "options": GREEDY})
+    response = post(
+        service, "/api/chat", {"model": service_model, "messages": HELLO, "options": GREEDY}
+    )
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("application/x-ndjson")
     lines = [json.loads(line) for line in response.text.splitlines()]
@@ -139,8 +174,12 @@ def test_ollama_streams_by_default_as_ndjson_lines(service, service_model):
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
-def test_ollama_generate_answers_the_prompt_as_a_one_turn_chat(client, reference, service_model, stream):
-    result = client.generate(model=service_model, prompt=HELLO[0]["content"], options=GREEDY, stream=stream)
+def test_ollama_generate_answers_the_prompt_as_a_one_turn_chat(
+    client, reference, service_model, stream
+):
+    result = client.generate(
+        model=service_model, prompt=HELLO[0]["content"], options=GREEDY, stream=stream
+    )
     parts = list(result) if stream else [result]
     assert "".join(p.response for p in parts) == reference.choices[0].message.content
     assert parts[-1].done and parts[-1].eval_count == N
@@ -150,10 +189,14 @@ def test_ollama_stop_option_ends_the_reply_before_the_stop_text(client, referenc
     text = reference.choices[0].message.content
     stop = next(text[i : i + 2] for i in range(3, len(text) - 2) if text[i : i + 2].strip())
     expected = text[: text.find(stop)]
-    reply = client.chat(model=service_model, messages=HELLO, options={**GREEDY, "stop": [stop]}, stream=False)
+    reply = client.chat(
+        model=service_model, messages=HELLO, options={**GREEDY, "stop": [stop]}, stream=False
+    )
     assert reply.message.content == expected
     assert reply.done_reason == "stop"
-    streamed = client.chat(model=service_model, messages=HELLO, options={**GREEDY, "stop": [stop]}, stream=True)
+    streamed = client.chat(
+        model=service_model, messages=HELLO, options={**GREEDY, "stop": [stop]}, stream=True
+    )
     assert "".join(p.message.content for p in streamed) == expected
 
 
@@ -201,7 +244,9 @@ def test_unknown_model_is_404_in_ollamas_shape(client, service):
     assert set(response.json()) == {"error"}
 
 
-def test_pull_of_a_cached_model_succeeds_and_of_an_unknown_one_is_404(client, service, service_model):
+def test_pull_of_a_cached_model_succeeds_and_of_an_unknown_one_is_404(
+    client, service, service_model
+):
     assert [p.status for p in client.pull(service_model, stream=True)][-1] == "success"
     assert client.pull(service_model).status == "success"
     response = post(service, "/api/pull", {"model": "no-such-model"})
@@ -241,10 +286,23 @@ BAD_BODIES = [
     ("/api/pull", {"model": "../x"}),
     ("/api/embed", {"model": "MODEL"}),
 ]
-BAD_IDS = ["not-json", "no-model", "bad-role", "messages-not-list", "negative-temperature",
-           "num-ctx-above-context", "bad-keep-alive", "bad-format", "path-traversal-name",
-           "slash-in-name", "num-predict-not-int", "raw-prompt", "backslash-name", "pull-traversal",
-           "embed-without-input"]
+BAD_IDS = [
+    "not-json",
+    "no-model",
+    "bad-role",
+    "messages-not-list",
+    "negative-temperature",
+    "num-ctx-above-context",
+    "bad-keep-alive",
+    "bad-format",
+    "path-traversal-name",
+    "slash-in-name",
+    "num-predict-not-int",
+    "raw-prompt",
+    "backslash-name",
+    "pull-traversal",
+    "embed-without-input",
+]
 
 
 @pytest.mark.parametrize(("path", "body"), BAD_BODIES, ids=BAD_IDS)

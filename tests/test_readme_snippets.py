@@ -23,7 +23,9 @@ _BLOCK = re.compile(r"^### (?P<title>.+?)\n.*?^```(?P<lang>\w+)\n(?P<code>.*?)^`
 
 def snippets() -> list[tuple[str, str, str]]:
     """(title, language, code) of each fenced block under a `###` heading."""
-    return [(m["title"], m["lang"], m["code"]) for m in _BLOCK.finditer(DOC.read_text(encoding="utf-8"))]
+    return [
+        (m["title"], m["lang"], m["code"]) for m in _BLOCK.finditer(DOC.read_text(encoding="utf-8"))
+    ]
 
 
 def test_the_doc_has_a_snippet_for_each_client():
@@ -37,7 +39,11 @@ def test_the_doc_has_a_snippet_for_each_client():
 @pytest.mark.parametrize(("title", "lang", "code"), snippets(), ids=[t for t, _, _ in snippets()])
 def test_snippet_runs_against_the_service(service, service_model, title, lang, code):
     code = code.replace(ENDPOINT, service.base_url).replace(MODEL, service_model)
-    command = [sys.executable, "-c", code] if lang == "python" else ["bash", "-euo", "pipefail", "-c", code]
+    command = (
+        [sys.executable, "-c", code]
+        if lang == "python"
+        else ["bash", "-euo", "pipefail", "-c", code]
+    )
     done = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip(), f"{title} printed nothing"

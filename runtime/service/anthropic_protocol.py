@@ -160,7 +160,11 @@ def message_start_event(*, message_id: str, model: str, input_tokens: int) -> tu
 
 def content_block_start_event() -> tuple[str, dict]:
     block = {"type": "text", "text": ""}
-    return "content_block_start", {"type": "content_block_start", "index": 0, "content_block": block}
+    return "content_block_start", {
+        "type": "content_block_start",
+        "index": 0,
+        "content_block": block,
+    }
 
 
 def content_block_delta_event(text: str) -> tuple[str, dict]:

@@ -88,9 +88,12 @@ async def create_message(request: Request) -> Any:
 async def _events(
     generation: Generation, engine: Any, body: MessagesRequest, message_id: str
 ) -> AsyncIterator[bytes]:
-    """message_start, content_block_start, deltas, content_block_stop, message_delta, message_stop."""
+    """message_start, content_block_start, ping, deltas, content_block_stop, message_delta,
+    message_stop: Anthropic's order."""
     input_tokens = generation.prompt_tokens
-    yield _sse(message_start_event(message_id=message_id, model=body.model, input_tokens=input_tokens))
+    yield _sse(
+        message_start_event(message_id=message_id, model=body.model, input_tokens=input_tokens)
+    )
     yield _sse(content_block_start_event())
     yield _sse(("ping", {"type": "ping"}))
     ids: list[int] = []

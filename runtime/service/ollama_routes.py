@@ -1,8 +1,8 @@
 """Ollama's API under `/api`: chat, generate, embed, tags, ps, show, pull, delete, version.
 
-A thin translation layer over the shared generation path (`streaming.start_generation`) and the model
-manager: decode an `ollama_protocol` Struct, run, answer NDJSON lines (Ollama streams by
-default) or one JSON object. Model names are this project's ids and aliases. Every error
+A thin translation layer over the shared generation path (`streaming.start_generation`) and
+the model manager: decode an `ollama_protocol` Struct, run, answer NDJSON lines (Ollama
+streams by default) or one JSON object. Model names are this project's ids and aliases. Every error
 under `/api` renders as Ollama's `{"error": "..."}` through this Router's exception handler;
 after the first line a failure is an `{"error": ...}` line, which the `ollama` package raises.
 `keep_alive` sets the model's idle TTL in the manager; `0` unloads once the request is done.
@@ -19,20 +19,17 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
 from litestar import MediaType, Request, Router, delete, get, post
+from litestar.exceptions import HTTPException
 from litestar.response import Response, Stream
 
 from runtime import __version__
-import msgspec
-from litestar.exceptions import HTTPException
-
 from runtime.engines.base import Chunk, GenerationParams
 from runtime.errors import ContextTooLong, FoundryError, InvalidRequest
 from runtime.names import check_model_id
 from runtime.progress import ProgressEvent
 from runtime.service.api_errors import error_status
-from runtime.service.protocol import decode_body
-from runtime.service.streaming import PrefetchedStream, collect, start_generation
 from runtime.service.ollama_protocol import (
     ChatRequest,
     DeleteRequest,
@@ -49,6 +46,8 @@ from runtime.service.ollama_protocol import (
     parse_keep_alive,
     strip_latest,
 )
+from runtime.service.protocol import decode_body
+from runtime.service.streaming import PrefetchedStream, collect, start_generation
 
 __all__ = ["ROUTES"]
 
@@ -126,8 +125,14 @@ async def _release(request: Request, name: str, keep_alive: float | None) -> Non
         log.info("keep_alive 0: %s stays loaded: %s", name, exc.message)
 
 
-async def _start(request: Request, name: str, messages: list[dict], params: dict,
-                 options: Any, keep_alive: float | None) -> PrefetchedStream:
+async def _start(
+    request: Request,
+    name: str,
+    messages: list[dict],
+    params: dict,
+    options: Any,
+    keep_alive: float | None,
+) -> PrefetchedStream:
     """Load, fit the prompt in `num_ctx`, set the TTL, submit: every failure here is a real
     status (the first chunk is already in hand)."""
     manager = _manager(request)
@@ -135,13 +140,16 @@ async def _start(request: Request, name: str, messages: list[dict], params: dict
     num_ctx = options.num_ctx if options is not None else None
     if num_ctx is not None and num_ctx > engine.context_length:
         raise InvalidRequest(
-            f"num_ctx {num_ctx} is above model {name!r}'s context of {engine.context_length} tokens",
+            f"num_ctx {num_ctx} is above model {name!r}'s context of "
+            f"{engine.context_length} tokens",
             param="options.num_ctx",
         )
     limit = num_ctx or engine.context_length
     prompt = engine.encode(engine.render_prompt(messages))
     if len(prompt) >= limit:
-        raise ContextTooLong(f"prompt is {len(prompt)} tokens; num_ctx is {limit}", param="options.num_ctx")
+        raise ContextTooLong(
+            f"prompt is {len(prompt)} tokens; num_ctx is {limit}", param="options.num_ctx"
+        )
     # Ollama: no num_predict = until the context is full.
     params["max_tokens"] = min(params.get("max_tokens", limit), limit - len(prompt))
     await _apply_keep_alive(request, name, keep_alive)
@@ -151,8 +159,14 @@ async def _start(request: Request, name: str, messages: list[dict], params: dict
     return generation.streams[0]
 
 
-async def _lines(request: Request, stream: PrefetchedStream, name: str, keep_alive: float | None,
-                 shape: Any, timer: _Timer) -> AsyncIterator[bytes]:
+async def _lines(
+    request: Request,
+    stream: PrefetchedStream,
+    name: str,
+    keep_alive: float | None,
+    shape: Any,
+    timer: _Timer,
+) -> AsyncIterator[bytes]:
     """NDJSON: one line per chunk of text, then `done: true` with the counters."""
     last = None
     try:
@@ -171,8 +185,9 @@ async def _lines(request: Request, stream: PrefetchedStream, name: str, keep_ali
     yield _line(shape(name, "", done=True, finish=timer.stats(last or Chunk())))
 
 
-async def _respond(request: Request, body: Any, messages: list[dict], params: dict,
-                   shape: Any) -> Any:
+async def _respond(
+    request: Request, body: Any, messages: list[dict], params: dict, shape: Any
+) -> Any:
     name = _name(body.model)
     keep_alive = parse_keep_alive(body.keep_alive)
     timer = _Timer()
@@ -203,7 +218,9 @@ async def generate(request: Request) -> Any:
     if not body.prompt:
         return await _load_only(request, body, generate_line)
     if body.raw:
-        raise InvalidRequest("raw prompts are not supported; send the prompt without raw", param="raw")
+        raise InvalidRequest(
+            "raw prompts are not supported; send the prompt without raw", param="raw"
+        )
     messages, params = generate_to_chat(body)
     return await _respond(request, body, messages, params, generate_line)
 
@@ -388,7 +405,11 @@ async def pull(request: Request) -> Any:
     name = _name(body.model or body.name)
     store = _store(request)
     if store.has(name):
-        return Stream(_cached_lines(), media_type=NDJSON) if body.stream else _json({"status": "success"})
+        return (
+            Stream(_cached_lines(), media_type=NDJSON)
+            if body.stream
+            else _json({"status": "success"})
+        )
     from runtime.download import download, resolve_variant
 
     await asyncio.to_thread(resolve_variant, name)  # an unknown name is a 404 before any line
@@ -446,7 +467,18 @@ def _pull_status(event: ProgressEvent) -> dict:
 ROUTES = [
     Router(
         path="/api",
-        route_handlers=[chat, generate, embed, embeddings, version, tags, ps, show, delete_model, pull],
+        route_handlers=[
+            chat,
+            generate,
+            embed,
+            embeddings,
+            version,
+            tags,
+            ps,
+            show,
+            delete_model,
+            pull,
+        ],
         # Every key the app maps (runtime/service/error_responses.py), so none of them wins here.
         exception_handlers={e: ollama_error for e in (FoundryError, HTTPException, Exception)},
     )

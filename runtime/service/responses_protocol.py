@@ -137,7 +137,9 @@ def to_params(request: ResponsesRequest) -> dict:
     fmt = request.text.format if request.text is not None else None
     if fmt is not None and fmt.type == "json_schema":
         if fmt.schema_ is None:
-            raise InvalidRequest("text.format json_schema needs a 'schema'", param="text.format.schema")
+            raise InvalidRequest(
+                "text.format json_schema needs a 'schema'", param="text.format.schema"
+            )
         params["guidance"] = json_schema_guidance(fmt.schema_)
     elif fmt is not None and fmt.type == "json_object":
         params["guidance"] = json_schema_guidance({"type": "object"})

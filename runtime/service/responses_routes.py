@@ -15,16 +15,14 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import msgspec
 from litestar import MediaType, Request, Response, delete, get, post
 from litestar.response import Stream
-
-import msgspec
 
 from runtime.engines.base import GenerationParams
 from runtime.errors import InvalidRequest
 from runtime.service.api_errors import error_status
 from runtime.service.protocol import decode_body
-from runtime.service.streaming import Generation, collect, start_generation
 from runtime.service.responses_protocol import (
     ResponseEvents,
     ResponsesRequest,
@@ -37,6 +35,7 @@ from runtime.service.responses_protocol import (
     usage_body,
 )
 from runtime.service.responses_store import ResponsesStore, StoredResponse
+from runtime.service.streaming import Generation, collect, start_generation
 
 __all__ = ["ROUTES"]
 
@@ -55,8 +54,9 @@ def _sse(event: tuple[str, dict]) -> bytes:
     return f"event: {name}\ndata: {json.dumps(data)}\n\n".encode()
 
 
-async def _save(body: ResponsesRequest, response: dict, items: list[dict],
-                conversation: list[dict], text: str) -> None:
+async def _save(
+    body: ResponsesRequest, response: dict, items: list[dict], conversation: list[dict], text: str
+) -> None:
     if not body.store:
         return
     record = StoredResponse(
@@ -103,8 +103,13 @@ def _params(body: ResponsesRequest, engine: Any) -> dict:
     return params
 
 
-async def _events(generation: Generation, body: ResponsesRequest, events: ResponseEvents,
-                  items: list[dict], conversation: list[dict]) -> AsyncIterator[bytes]:
+async def _events(
+    generation: Generation,
+    body: ResponsesRequest,
+    events: ResponseEvents,
+    items: list[dict],
+    conversation: list[dict],
+) -> AsyncIterator[bytes]:
     for event in events.opening():
         yield _sse(event)
     parts: list[str] = []
@@ -125,7 +130,9 @@ async def _events(generation: Generation, body: ResponsesRequest, events: Respon
     output_tokens, cached = (last.completion_tokens, last.cached_tokens) if last else (0, 0)
     usage = usage_body(generation.prompt_tokens, output_tokens, cached)
     closing = events.closing(text, last.finish_reason if last else None, usage)
-    await _save(body, closing[-1][1]["response"], items, conversation, text)  # before the client sees it
+    await _save(
+        body, closing[-1][1]["response"], items, conversation, text
+    )  # before the client sees it
     for event in closing:
         yield _sse(event)
 
