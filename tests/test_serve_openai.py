@@ -289,17 +289,33 @@ def small_queue_service(service_home: Path, service_model: str):
 
 
 def test_full_queue_answers_429_with_retry_after(small_queue_service, service_model):
-    body = {"model": service_model, "messages": HELLO, "max_tokens": 400, "temperature": 0, "ignore_eos": True}
+    """8 generate, 1 waits (queue_size=1), the rest are refused; streams held open so none finishes."""
+    body = {"model": service_model, "messages": HELLO, "max_tokens": 20000, "temperature": 0,
+            "ignore_eos": True, "stream": True}
+    statuses: list[int] = []
+    refusals: list[httpx.Response] = []
 
-    async def flood() -> list[httpx.Response]:
+    async def one(client: httpx.AsyncClient, release: asyncio.Event) -> None:
+        async with client.stream("POST", "/v1/chat/completions", json=body) as response:
+            statuses.append(response.status_code)
+            if response.status_code == 429:
+                await response.aread()
+                refusals.append(response)
+            else:
+                await release.wait()  # leaving the block disconnects, which cancels the generation
+
+    async def flood() -> None:
+        release = asyncio.Event()
         async with httpx.AsyncClient(base_url=small_queue_service, timeout=120) as client:
-            await client.post("/v1/chat/completions", json={**body, "max_tokens": 1})  # load the model first
-            return list(await asyncio.gather(*(client.post("/v1/chat/completions", json=body)
-                                               for _ in range(24))))
+            await client.post("/v1/chat/completions", json={**body, "max_tokens": 1, "stream": False})
+            tasks = [asyncio.create_task(one(client, release)) for _ in range(12)]
+            deadline = time.monotonic() + 60
+            while len(statuses) < 11 and time.monotonic() < deadline:  # the queued one answers later
+                await asyncio.sleep(0.05)
+            release.set()
+            await asyncio.gather(*tasks)
 
-    responses = asyncio.run(flood())
-    statuses = sorted(r.status_code for r in responses)
-    assert set(statuses) == {200, 429}, statuses
-    refused = next(r for r in responses if r.status_code == 429)
-    assert refused.headers["Retry-After"] == "1"
-    assert refused.json()["error"]["type"] == "rate_limit_error"
+    asyncio.run(flood())
+    assert sorted(statuses) == [200] * 9 + [429] * 3
+    assert refusals[0].headers["Retry-After"] == "1"
+    assert refusals[0].json()["error"]["type"] == "rate_limit_error"
