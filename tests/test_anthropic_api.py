@@ -290,3 +290,60 @@ def test_invalid_bodies_are_400_in_anthropics_shape(service, service_model, path
     assert error["type"] == "error"
     assert error["error"]["type"] == "invalid_request_error"
     assert isinstance(error["error"]["message"], str) and error["error"]["message"]
+
+
+# --- a service that requires a key: Anthropic's x-api-key ---------------------------------
+KEY = "sk-clients-5e8d2b"
+
+
+@pytest.fixture(scope="module")
+def keyed(tmp_path_factory, service_home, service_model):
+    """(home, base_url) of a service with KEY whose cache is the session's, hard-linked."""
+    import os
+    import shutil
+
+    from conftest import RunningService, run_foundry
+
+    home = tmp_path_factory.mktemp("keyed-clients")
+    shutil.copytree(
+        service_home / "cache",
+        home / "cache",
+        copy_function=os.link,
+        ignore=shutil.ignore_patterns("tmp", "locks"),
+    )
+    started = run_foundry("service", "start", "--api-key", KEY, home=home)
+    assert started.returncode == 0, started.stderr
+    yield RunningService(home).base_url
+    run_foundry("service", "stop", home=home)
+
+
+def test_x_api_key_authenticates_and_a_wrong_key_is_401_in_each_apis_shape(keyed, service_model):
+    import anthropic
+    import httpx
+
+    message = anthropic.Anthropic(base_url=keyed, api_key=KEY, max_retries=0).messages.create(
+        model=service_model, max_tokens=2, messages=HELLO
+    )
+    assert message.usage.output_tokens == 2
+    with pytest.raises(anthropic.AuthenticationError) as caught:
+        anthropic.Anthropic(base_url=keyed, api_key="wrong", max_retries=0).messages.create(
+            model=service_model, max_tokens=2, messages=HELLO
+        )
+    assert caught.value.body == {
+        "type": "error",
+        "error": {"type": "authentication_error", "message": caught.value.body["error"]["message"]},
+    }
+    ollama = httpx.post(f"{keyed}/api/chat", json={"model": service_model, "messages": HELLO})
+    assert ollama.status_code == 401 and set(ollama.json()) == {"error"}
+    keyed_ollama = httpx.post(
+        f"{keyed}/api/chat",
+        headers={"Authorization": f"Bearer {KEY}"},
+        json={
+            "model": service_model,
+            "messages": HELLO,
+            "stream": False,
+            "options": {"num_predict": 2},
+        },
+        timeout=60,
+    )
+    assert keyed_ollama.status_code == 200 and keyed_ollama.json()["eval_count"] == 2

@@ -158,22 +158,26 @@ class SecurityMiddleware:
             raise BadApiKey("the API key is not valid for this service")
 
 
+def _error_body(path: str, exc: FoundryError) -> dict[str, Any]:
+    """Each API's own error shape (a client parses only its own): Anthropic's under
+    /v1/messages, Ollama's under /api/, OpenAI's everywhere else."""
+    if path == "/v1/messages" or path.startswith("/v1/messages/"):
+        from runtime.service.anthropic_protocol import anthropic_error_body
+
+        return anthropic_error_body(exc.http_status, exc.message)
+    if path.startswith("/api/"):
+        return {"error": exc.message}
+    error = {"message": exc.message, "type": exc.openai_type, "param": None, "code": exc.code}
+    return {"error": error}
+
+
 async def _send_error(scope: Scope, send: Any, exc: FoundryError) -> None:
-    """OpenAI's error shape, written directly (the request never reaches a handler)."""
+    """The error in the shape of the API asked, written directly (no handler is reached)."""
     log.info("refused %s %s: %s", scope.get("method", ""), scope.get("path", ""), exc.code)
     if scope["type"] == "websocket":
         await send({"type": "websocket.close", "code": 1008})
         return
-    body = json.dumps(
-        {
-            "error": {
-                "message": exc.message,
-                "type": exc.openai_type,
-                "param": None,
-                "code": exc.code,
-            }
-        }
-    ).encode()
+    body = json.dumps(_error_body(str(scope.get("path", "")), exc)).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     if exc.http_status == 401:
         headers.append((b"www-authenticate", b"Bearer"))
