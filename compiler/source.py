@@ -209,7 +209,9 @@ def resolve_hub(model: str, progress: ProgressFn = silent, *, allow_patterns: li
     if repo_id.count("/") != 1 or not all(repo_id.split("/")):
         raise SourceError(
             f"'{model}' is neither a folder nor a Hugging Face id (owner/name[@revision])",
-            hint="pass a local checkpoint folder, e.g. ./my-finetune",
+            hint=f"foundry-build {model} --synthetic  # offline: its architecture, random weights"
+            if _is_synthetic_alias(model)
+            else "pass a local checkpoint folder, e.g. ./my-finetune",
         )
     progress(ProgressEvent("download", f"{repo_id}@{revision or 'main'}"))
     try:
@@ -240,6 +242,14 @@ def resolve_hub(model: str, progress: ProgressFn = silent, *, allow_patterns: li
         config=source.config,
         revision=commit,
     )
+
+
+def _is_synthetic_alias(name: str) -> bool:
+    try:
+        from compiler.synthetic import SYNTHETIC_FAMILIES
+    except ImportError:
+        return False
+    return name in SYNTHETIC_FAMILIES
 
 
 def synthetic(
