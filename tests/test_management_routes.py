@@ -209,3 +209,46 @@ def test_ps_reports_idle_time_and_time_left(http, service_model):
     row = next(r for r in rows if r["model"] == service_model)
     assert row["idle_seconds"] is not None and row["idle_seconds"] >= 0
     assert 0 < row["expires_in"] <= 300
+
+
+HOSTILE = [
+    ("GET", "/openai/load/..", None, 404),  # the client folds the dot segment: /openai
+    ("GET", "/openai/load/a%00b", None, 400),
+    ("GET", "/openai/load/" + "x" * 300, None, 400),
+    ("GET", "/openai/load/..%2F..%2Fetc", None, 404),
+    ("GET", "/openai/unload/no-such-model", None, 404),
+    ("POST", "/openai/download", b"not json", 400),
+    ("POST", "/openai/download", b'{"model": {"Name": "../../etc/passwd"}}', 400),
+    ("POST", "/v1/chat/completions/tokenizer/encode/count", b'{"model": "tiny-qwen"}', 400),
+    (
+        "POST",
+        "/v1/chat/completions/tokenizer/encode/count",
+        b'{"model": "tiny-qwen", "messages": [{"role": 1}]}',
+        400,
+    ),
+    ("POST", "/v1/chat/completions/tokenizer/encode/count", b"[1, 2]", 400),
+]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status"),
+    HOSTILE,
+    ids=[
+        "dotdot",
+        "nul",
+        "too-long",
+        "encoded-traversal",
+        "unload-unknown",
+        "download-not-json",
+        "download-traversal",
+        "count-no-messages",
+        "count-bad-role",
+        "count-not-an-object",
+    ],
+)
+def test_hostile_management_requests_get_an_exact_4xx(
+    http, service_model, method, path, body, status
+):
+    response = http.request(method, path, content=body)
+    assert response.status_code == status, response.text
+    assert set(response.json()["error"]) == {"message", "type", "param", "code"}
