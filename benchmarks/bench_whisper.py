@@ -38,7 +38,7 @@ def audio() -> np.ndarray:
 
 
 def build(home: Path) -> tuple[Path, dict[str, Path]]:
-    """The real-dimension synthetic checkpoint (kept for transformers) and its compiled artifacts."""
+    """The real-dimension synthetic checkpoint (for transformers) and its compiled artifacts."""
     os.environ["FOUNDRY_HOME"] = str(home)
     from compiler.build import BuildRequest, build
     from compiler.synthetic import synthetic_source

@@ -118,7 +118,8 @@ def validate_embeddings(
     progress(ProgressEvent("validate", f"min cosine {record['min_cosine']}", done=True))
     if not record["passed"]:
         raise ValidationFailed(
-            f"embeddings differ from the source: min cosine {record['min_cosine']} < {bar} ({precision})",
+            f"embeddings differ from the source: min cosine {record['min_cosine']} < {bar}"
+            f" ({precision})",
             hint="try the cpu-fp32 target, or keep more MatMuls in fp32 (recipe option keep_fp32)",
         )
     return record
@@ -146,7 +147,7 @@ def validation_audio(seconds: float = 3.0) -> bytes:
 
 
 def artifact_features(artifact: Path, wav: bytes, prompt: str) -> tuple[Any, list[int]]:
-    """The artifact's own log-mel features and decoder prompt ids (onnxruntime-genai's processor)."""
+    """The artifact's own log-mel features and decoder prompt ids (its multimodal processor)."""
     import onnxruntime_genai as og
 
     model = og.Model(str(artifact))
@@ -244,7 +245,8 @@ def validate_speech(
     progress(ProgressEvent("validate", f"{agree}/{total} greedy tokens agree", done=True))
     if precision == "fp32" and got != want:
         raise ValidationFailed(
-            f"fp32 whisper artifact's greedy tokens differ from transformers' at step {agree} of {total}; "
+            f"fp32 whisper artifact's greedy tokens differ from transformers' at step {agree}"
+            f" of {total}; "
             "nothing was registered",
         )
     return record

@@ -67,7 +67,8 @@ def decode_audio(data: bytes, filename: str | None = None) -> np.ndarray:
                 f"audio format {suffix!r} is not supported; supported: {known}", param="file"
             )
         raise InvalidAudio(
-            f"could not decode the audio file{f' {filename!r}' if filename else ''}: it is corrupt or not "
+            f"could not decode the audio file{f' {filename!r}' if filename else ''}: "
+            "it is corrupt or not "
             f"in a supported format ({known})",
             param="file",
         )
@@ -121,8 +122,11 @@ def _resample(pcm: np.ndarray, rate: int) -> np.ndarray:
 
 
 def split_windows(pcm: np.ndarray, seconds: float = WINDOW_SECONDS) -> list[np.ndarray]:
-    """Consecutive windows of at most `seconds`; a tail shorter than 0.1 s joins nothing and is dropped
-    unless it is the whole input (Whisper hallucinates on near-empty windows)."""
+    """Consecutive windows of at most `seconds`.
+
+    A last window shorter than 0.1 s is dropped unless it is the whole input (Whisper
+    hallucinates on near-empty windows).
+    """
     size = int(seconds * SAMPLE_RATE)
     windows = [pcm[start : start + size] for start in range(0, len(pcm), size)]
     if len(windows) > 1 and len(windows[-1]) < SAMPLE_RATE // 10:

@@ -1,4 +1,4 @@
-"""Sentence embeddings: the real all-MiniLM-L6-v2 compiled end to end, then served on /v1/embeddings."""
+"""Embeddings: the real all-MiniLM-L6-v2 compiled end to end, then served on /v1/embeddings."""
 
 from __future__ import annotations
 
@@ -61,7 +61,7 @@ def minilm_engine(minilm_builds: dict[str, dict]):
     engine.close()
 
 
-# --- compile ---------------------------------------------------------------------------------
+# --- compile -------------------------------------------------------------------------------------
 def test_real_minilm_compiles_to_fp32_matching_pytorch_at_cosine_0_9999(minilm_builds):
     fp32 = minilm_builds["cpu-fp32"]
     assert fp32["validation"]["kind"] == "embeddings-cosine"
@@ -151,7 +151,7 @@ def test_base64_encoding_is_little_endian_float32():
     assert body["usage"] == {"prompt_tokens": 3, "total_tokens": 3}
 
 
-# --- served ------------------------------------------------------------------------------------------
+# --- served --------------------------------------------------------------------------------------
 @pytest.fixture(scope="session")
 def embeddings_client(minilm_builds, service, openai_client):
     return openai_client
@@ -167,16 +167,24 @@ def test_openai_client_embeds_one_string(embeddings_client, minilm_engine):
     assert reply.usage.prompt_tokens == len(minilm_engine.tokenize(["The cat sits on the mat."])[0])
 
 
-def test_openai_client_embeds_a_list_in_order_as_floats_and_base64(embeddings_client, minilm_engine):
+def test_openai_client_embeds_a_list_in_order_as_floats_and_base64(
+    embeddings_client, minilm_engine
+):
     import base64
 
     want = np.asarray(minilm_engine.embed(SENTENCES))
-    floats = embeddings_client.embeddings.create(model=MINILM, input=SENTENCES, encoding_format="float")
+    floats = embeddings_client.embeddings.create(
+        model=MINILM, input=SENTENCES, encoding_format="float"
+    )
     assert [d.index for d in floats.data] == [0, 1, 2]
     assert np.allclose(np.asarray([d.embedding for d in floats.data]), want, atol=1e-6)
     # Asked for explicitly, the client hands base64 back as the string the service sent.
-    encoded = embeddings_client.embeddings.create(model=MINILM, input=SENTENCES, encoding_format="base64")
-    got = np.asarray([np.frombuffer(base64.b64decode(d.embedding), dtype="<f4") for d in encoded.data])
+    encoded = embeddings_client.embeddings.create(
+        model=MINILM, input=SENTENCES, encoding_format="base64"
+    )
+    got = np.asarray(
+        [np.frombuffer(base64.b64decode(d.embedding), dtype="<f4") for d in encoded.data]
+    )
     assert np.allclose(got, want, atol=1e-6)
 
 

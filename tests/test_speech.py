@@ -54,7 +54,7 @@ def foundry_build(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture(scope="session")
 def whisper_builds(service_home: Path, tiny_source) -> dict[str, dict]:
-    """A tiny synthetic whisper-tiny built at cpu-fp32 and cpu-int4 into the session service's store."""
+    """A tiny synthetic whisper-tiny at cpu-fp32 and cpu-int4 in the session service's store."""
     source = tiny_source("whisper-tiny")
     built = {}
     for target, model_id in (("cpu-fp32", WHISPER), ("cpu-int4", WHISPER_INT4)):
@@ -106,7 +106,7 @@ def test_whisper_checkpoint_without_its_tokenizer_is_refused_in_one_line(tiny_so
     assert "Traceback" not in result.stderr
 
 
-# --- audio decoding (pure) --------------------------------------------------------------------------
+# --- audio decoding (pure) -----------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("fmt", "subtype", "rate"),
     [
@@ -176,7 +176,7 @@ def test_srt_and_vtt_render_one_cue_per_window():
     assert media == "text/vtt"
 
 
-# --- served ----------------------------------------------------------------------------------------------
+# --- served --------------------------------------------------------------------------------------
 @pytest.fixture(scope="session")
 def speech_client(whisper_builds, service, openai_client):
     return openai_client

@@ -194,19 +194,20 @@ def _ffn_matmuls(model_path: Path, parts: tuple[str, ...]) -> list[str]:
 def export_encoder(
     source: Path,
     out_dir: Path,
-    options: EncoderOptions = EncoderOptions(),
+    options: EncoderOptions | None = None,
     progress: ProgressFn = silent,
 ) -> PoolingConfig:
     """Write model.onnx, tokenizer files and pooling.json for `source` into `out_dir`.
 
     Raises:
-        SourceError: the checkpoint lacks a tokenizer.json (the runtime tokenizes with `tokenizers`).
+        SourceError: the checkpoint lacks a tokenizer.json (the runtime uses `tokenizers`).
         BackendFailed: Olive's conversion or quantization failed.
     """
     if not (source / "tokenizer.json").exists():
         raise SourceError(
             f"{source} has no tokenizer.json; the embeddings runtime needs a fast tokenizer"
         )
+    options = options or EncoderOptions()
     pooling = read_pooling(source, max_length=options.max_length)
     work = out_dir.parent / f"{out_dir.name}.olive"
     try:

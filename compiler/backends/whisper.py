@@ -59,8 +59,8 @@ def check_whisper_tokenizer(source: Path) -> None:
     path = source / "tokenizer.json"
     if not path.exists():
         raise SourceError(
-            f"{source} has no tokenizer.json; the whisper builder needs the checkpoint's Whisper tokenizer",
-            hint="copy tokenizer.json, tokenizer_config.json and special_tokens_map.json from the hub repo",
+            f"{source} has no tokenizer.json; the whisper builder needs its Whisper tokenizer",
+            hint="copy tokenizer.json, tokenizer_config.json, special_tokens_map.json from the hub",
         )
     try:
         added = {t.get("content") for t in json.loads(path.read_text()).get("added_tokens", [])}

@@ -102,7 +102,7 @@ class EmbeddingEngine:
 
     # --- tokens ------------------------------------------------------------------
     def tokenize(self, inputs: Inputs) -> list[list[int]]:
-        """Token ids per input, truncated to `max_length`. Strings get the model's special tokens."""
+        """Token ids per input, truncated to `max_length`; strings get the special tokens."""
         if all(isinstance(item, str) for item in inputs):
             return [enc.ids for enc in self.tokenizer.encode_batch(list(inputs))]  # type: ignore[arg-type]
         vocab = self.tokenizer.get_vocab_size()
@@ -154,7 +154,7 @@ class EmbeddingEngine:
         """OpenAI's `dimensions`: only for Matryoshka-trained models (truncate + renormalise).
 
         Raises:
-            InvalidRequest: the model was not trained for shorter vectors, or the size is out of range.
+            InvalidRequest: not trained for shorter vectors, or the size is out of range.
         """
         if dimensions is None or dimensions == self.dimension:
             return vectors

@@ -101,7 +101,7 @@ class Transcript:
 
 
 class SpeechEngine:
-    """Loads one whisper artifact; `transcribe()` is synchronous, `atranscribe()` runs it off the loop."""
+    """One whisper artifact; `transcribe()` is synchronous, `atranscribe()` runs off the loop."""
 
     task = "speech"
 
@@ -122,7 +122,7 @@ class SpeechEngine:
         self._active = 0
 
     def _known_languages(self) -> set[str]:
-        """Language codes whose `<|xx|>` token the tokenizer has (a synthetic tokenizer may lack some)."""
+        """Language codes whose `<|xx|>` token the tokenizer has (a synthetic one may lack some)."""
         try:
             data = json.loads((self.path / "tokenizer.json").read_text())
         except (OSError, ValueError):
@@ -140,7 +140,7 @@ class SpeechEngine:
         code = NAMES_TO_CODES.get(code, code)
         if code not in self._languages:
             raise InvalidRequest(
-                f"language {language!r} is not supported; use an ISO-639-1 code such as 'en', 'de', 'fr'",
+                f"language {language!r} is not supported; use an ISO-639-1 code like 'en'",
                 param="language",
             )
         return code
@@ -219,7 +219,9 @@ class SpeechEngine:
         loop = asyncio.get_running_loop()
         self._active += 1
         try:
-            return await loop.run_in_executor(self._executor, lambda: self.transcribe(pcm, **kwargs))
+            return await loop.run_in_executor(
+                self._executor, lambda: self.transcribe(pcm, **kwargs)
+            )
         finally:
             self._active -= 1
 

@@ -43,7 +43,7 @@ class EmbeddingRequest(msgspec.Struct, kw_only=True):
         """The input as a list of strings or a list of token-id lists.
 
         Raises:
-            InvalidRequest: empty input, empty strings, mixed shapes, non-integer ids, too many inputs.
+            InvalidRequest: empty input or strings, mixed shapes, bad ids, too many inputs.
         """
         value = self.input
         if isinstance(value, str):
@@ -69,7 +69,8 @@ class EmbeddingRequest(msgspec.Struct, kw_only=True):
         ):
             return [list(item) for item in value]
         raise InvalidRequest(
-            "'input' mixes shapes or holds something other than strings or non-negative integer token ids",
+            "'input' mixes shapes or holds something other than strings or non-negative "
+            "integer token ids",
             param="input",
         )
 
@@ -81,7 +82,7 @@ def _is_token(item: Any) -> bool:
 def embedding_response(
     vectors: np.ndarray, *, model: str, encoding_format: str, prompt_tokens: int
 ) -> dict[str, Any]:
-    """OpenAI's embeddings list; base64 is little-endian float32, as the openai client decodes it."""
+    """OpenAI's embeddings list; base64 is little-endian float32 (what the openai client reads)."""
     import numpy as np
 
     data = []

@@ -98,7 +98,8 @@ async def _speech(request: Request, data: dict[str, Any], task: str) -> Response
     response_format = _field(data, "response_format") or "json"
     if response_format not in RESPONSE_FORMATS:
         raise InvalidRequest(
-            f"response_format must be one of {', '.join(RESPONSE_FORMATS)}, got {response_format!r}",
+            f"response_format must be one of {', '.join(RESPONSE_FORMATS)}, "
+            f"got {response_format!r}",
             param="response_format",
         )
     temperature = _temperature(_field(data, "temperature"))
