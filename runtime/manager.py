@@ -52,7 +52,9 @@ class LoadedModel:
 
 
 class ModelManager:
-    def __init__(self, store: Store, *, max_loaded: int = 2, ttl: float = 600.0, queue_size: int = 64):
+    def __init__(
+        self, store: Store, *, max_loaded: int = 2, ttl: float = 600.0, queue_size: int = 64
+    ):
         self.store = store
         self.max_loaded = max_loaded
         self.ttl = ttl
@@ -80,7 +82,9 @@ class ModelManager:
         available = ", ".join(m.model_id for m in self.store.list_models()) or "none"
         raise ModelNotFound(
             f"model {name!r} is not in the cache; available models: {available}",
-            hint=f"foundry model download {name}", param="model")
+            hint=f"foundry model download {name}",
+            param="model",
+        )
 
     def available(self) -> list[Any]:
         """Every cached model (CachedModel), for /v1/models."""
@@ -98,7 +102,9 @@ class ModelManager:
         if task is not None:
             model_task = self.store.resolve(model_id).metadata.get("task", "chat")
             if model_task != task:
-                raise UnsupportedTask(f"model {model_id!r} serves {model_task}, not {task}", param="model")
+                raise UnsupportedTask(
+                    f"model {model_id!r} serves {model_task}, not {task}", param="model"
+                )
         loaded = await self._ensure(model_id, None)
         loaded.last_used = time.monotonic()
         return loaded.engine
@@ -120,8 +126,10 @@ class ModelManager:
         if loaded is None:
             return False
         if loaded.active_requests() and not force:
-            raise ModelInUse(f"model {model_id!r} is generating for {loaded.active_requests()} request(s)",
-                             hint="pass force=true to cancel them")
+            raise ModelInUse(
+                f"model {model_id!r} is generating for {loaded.active_requests()} request(s)",
+                hint="pass force=true to cancel them",
+            )
         await self._drop(model_id)
         return True
 
@@ -137,7 +145,9 @@ class ModelManager:
         return sum(m.active_requests() for m in self._loaded.values())
 
     def waiting_requests(self) -> int:
-        return sum(int(getattr(m.engine, "waiting_requests", lambda: 0)()) for m in self._loaded.values())
+        return sum(
+            int(getattr(m.engine, "waiting_requests", lambda: 0)()) for m in self._loaded.values()
+        )
 
     def add_listener(self, listener: Callable[[GenerationRecord], None]) -> None:
         """Call `listener(record)` on the event loop when any generation finishes."""
@@ -179,8 +189,14 @@ class ModelManager:
             engine.queue_size = self.queue_size
         if hasattr(engine, "on_finish"):
             engine.on_finish = self._notify
-        loaded = LoadedModel(model_id, task, engine, cached.size, self.ttl if ttl is None else ttl,
-                             load_seconds=time.perf_counter() - started)
+        loaded = LoadedModel(
+            model_id,
+            task,
+            engine,
+            cached.size,
+            self.ttl if ttl is None else ttl,
+            load_seconds=time.perf_counter() - started,
+        )
         self._loaded[model_id] = loaded
         log.info("loaded %s (%s) in %.2fs", model_id, task, loaded.load_seconds)
         return loaded
@@ -205,7 +221,11 @@ class ModelManager:
             ttls = [m.ttl for m in self._loaded.values() if m.ttl >= 0] or [self.ttl]
             await asyncio.sleep(min(5.0, max(0.2, min(ttls) / 4)))
             for loaded in list(self._loaded.values()):
-                if loaded.ttl >= 0 and not loaded.active_requests() and loaded.idle_seconds > loaded.ttl:
+                if (
+                    loaded.ttl >= 0
+                    and not loaded.active_requests()
+                    and loaded.idle_seconds > loaded.ttl
+                ):
                     await self._drop(loaded.model_id)
 
     def _notify(self, record: GenerationRecord) -> None:

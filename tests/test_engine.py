@@ -1,4 +1,4 @@
-"""The generation core without a server: text assembly, wire->engine conversion, ChatEngine, ModelManager.
+"""The generation core without a server: text, wire->engine conversion, ChatEngine, ModelManager.
 
 The engine tests use onnxruntime-genai's builder output with full logits (the og.Engine
 path); the service tests (test_serve_openai.py) cover foundry-build's pruned-LM-head
@@ -17,7 +17,14 @@ import pytest
 from runtime.engines.base import GenerationParams
 from runtime.engines.detokenize import IncrementalDecoder, StopMatcher
 from runtime.engines.prompt import ChatTemplate
-from runtime.errors import ContextTooLong, InvalidMessages, InvalidRequest, ModelNotFound, QueueFull, UnsupportedParameter
+from runtime.errors import (
+    ContextTooLong,
+    InvalidMessages,
+    InvalidRequest,
+    ModelNotFound,
+    QueueFull,
+    UnsupportedParameter,
+)
 from runtime.service.protocol import ChatCompletionRequest, CompletionRequest, decode_body
 
 ALIAS = "qwen2.5-0.5b"
@@ -56,10 +63,14 @@ def test_split_multibyte_character_is_held_until_complete():
 
 def test_chat_template_renders_text_parts_and_refuses_through_raise_exception():
     template = ChatTemplate(
-        "{% for m in messages %}{% if m.role == 'tool' %}{{ raise_exception('no tools here') }}{% endif %}"
-        "[{{ m.role }}]{{ m.content }}{% endfor %}{% if add_generation_prompt %}[assistant]{% endif %}",
-        bos_token="<s>")
-    parts = [{"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}]
+        "{% for m in messages %}{% if m.role == 'tool' %}{{ raise_exception('no tools here') }}"
+        "{% endif %}[{{ m.role }}]{{ m.content }}{% endfor %}"
+        "{% if add_generation_prompt %}[assistant]{% endif %}",
+        bos_token="<s>",
+    )
+    parts = [
+        {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}
+    ]
     assert template.render(parts) == "[user]ab[assistant]"
     with pytest.raises(InvalidMessages, match="no tools here"):
         template.render([{"role": "tool", "content": "x"}])
@@ -73,20 +84,40 @@ def test_chat_template_sandbox_refuses_attribute_escapes():
 
 
 def _chat(**fields) -> ChatCompletionRequest:
-    return decode_body(json.dumps({"model": "m", "messages": HELLO, **fields}).encode(), ChatCompletionRequest)
+    return decode_body(
+        json.dumps({"model": "m", "messages": HELLO, **fields}).encode(), ChatCompletionRequest
+    )
 
 
 def test_chat_request_converts_to_generation_params():
-    params = _chat(max_completion_tokens=12, temperature=0, top_p=0.5, top_k=-1, seed=-3, stop="END",
-                   min_tokens=2, ignore_eos=True).to_generation_params()
-    assert params == GenerationParams(max_tokens=12, min_tokens=2, temperature=0.0, top_p=0.5, top_k=0,
-                                      seed=(-3) % 2**31, stop=["END"], ignore_eos=True, guidance=None)
+    params = _chat(
+        max_completion_tokens=12,
+        temperature=0,
+        top_p=0.5,
+        top_k=-1,
+        seed=-3,
+        stop="END",
+        min_tokens=2,
+        ignore_eos=True,
+    ).to_generation_params()
+    assert params == GenerationParams(
+        max_tokens=12,
+        min_tokens=2,
+        temperature=0.0,
+        top_p=0.5,
+        top_k=0,
+        seed=(-3) % 2**31,
+        stop=["END"],
+        ignore_eos=True,
+        guidance=None,
+    )
 
 
 def test_json_schema_guidance_has_no_free_whitespace():
     schema = {"type": "object", "properties": {"a": {"type": "integer"}}}
-    params = _chat(response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}
-                   ).to_generation_params()
+    params = _chat(
+        response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}
+    ).to_generation_params()
     kind, grammar = params.guidance
     assert kind == "json_schema"
     grammar = json.loads(grammar)
@@ -131,17 +162,25 @@ async def _run(engine, params: GenerationParams, prompt: list[int] | None = None
 
 
 def test_engine_greedy_is_deterministic_and_counts_tokens(engine):
-    text, chunks = asyncio.run(_run(engine, GenerationParams(max_tokens=12, temperature=0, ignore_eos=True)))
-    again, _ = asyncio.run(_run(engine, GenerationParams(max_tokens=12, temperature=0, ignore_eos=True)))
+    text, chunks = asyncio.run(
+        _run(engine, GenerationParams(max_tokens=12, temperature=0, ignore_eos=True))
+    )
+    again, _ = asyncio.run(
+        _run(engine, GenerationParams(max_tokens=12, temperature=0, ignore_eos=True))
+    )
     assert text == again
     assert chunks[-1].finish_reason == "length" and chunks[-1].completion_tokens == 12
     assert sum(len(c.token_ids) for c in chunks) == 12
 
 
 def test_engine_stop_cuts_before_the_stop_text(engine):
-    text, _ = asyncio.run(_run(engine, GenerationParams(max_tokens=30, temperature=0, ignore_eos=True)))
+    text, _ = asyncio.run(
+        _run(engine, GenerationParams(max_tokens=30, temperature=0, ignore_eos=True))
+    )
     stop = text[8:11]
-    cut, chunks = asyncio.run(_run(engine, GenerationParams(max_tokens=30, temperature=0, stop=[stop])))
+    cut, chunks = asyncio.run(
+        _run(engine, GenerationParams(max_tokens=30, temperature=0, stop=[stop]))
+    )
     assert cut == text[: text.index(stop)]
     assert chunks[-1].finish_reason == "stop"
 

@@ -31,12 +31,19 @@ def _async_client(service) -> openai.AsyncOpenAI:
 
 
 def _greedy(client, model, max_tokens=24, **extra):
-    return client.chat.completions.create(model=model, messages=HELLO, max_tokens=max_tokens, temperature=0,
-                                          extra_body={**LONG, **extra})
+    return client.chat.completions.create(
+        model=model,
+        messages=HELLO,
+        max_tokens=max_tokens,
+        temperature=0,
+        extra_body={**LONG, **extra},
+    )
 
 
 def _streamed_text(client, model, **kwargs) -> tuple[str, list]:
-    chunks = list(client.chat.completions.create(model=model, messages=HELLO, stream=True, **kwargs))
+    chunks = list(
+        client.chat.completions.create(model=model, messages=HELLO, stream=True, **kwargs)
+    )
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     return text, chunks
 
@@ -49,8 +56,10 @@ def test_models_list_shows_the_cached_model(openai_client, service_model):
 
 
 def test_unknown_model_is_404_in_openai_shape_listing_available_models(service, service_model):
-    r = httpx.post(f"{service.base_url}/v1/chat/completions",
-                   json={"model": "no-such-model", "messages": HELLO})
+    r = httpx.post(
+        f"{service.base_url}/v1/chat/completions",
+        json={"model": "no-such-model", "messages": HELLO},
+    )
     assert r.status_code == 404
     error = r.json()["error"]
     assert error["type"] == "not_found_error" and error["code"] == "model_not_found"
@@ -61,8 +70,9 @@ def test_unknown_model_is_404_in_openai_shape_listing_available_models(service, 
 # --- chat completions -----------------------------------------------------------------------
 def test_streaming_equals_non_streaming_for_greedy(openai_client, service_model):
     full = _greedy(openai_client, service_model)
-    text, chunks = _streamed_text(openai_client, service_model, max_tokens=24, temperature=0,
-                                  extra_body=LONG)
+    text, chunks = _streamed_text(
+        openai_client, service_model, max_tokens=24, temperature=0, extra_body=LONG
+    )
     assert full.choices[0].finish_reason == "length"
     assert text == full.choices[0].message.content
     assert chunks[0].choices[0].delta.role == "assistant"
@@ -79,8 +89,14 @@ def test_usage_counts_prompt_and_max_tokens(openai_client, service_model):
 
 
 def test_stream_include_usage_sends_a_final_usage_chunk(openai_client, service_model):
-    _, chunks = _streamed_text(openai_client, service_model, max_tokens=7, temperature=0, extra_body=LONG,
-                               stream_options={"include_usage": True})
+    _, chunks = _streamed_text(
+        openai_client,
+        service_model,
+        max_tokens=7,
+        temperature=0,
+        extra_body=LONG,
+        stream_options={"include_usage": True},
+    )
     assert chunks[-1].choices == []
     assert chunks[-1].usage.completion_tokens == 7
     assert all(c.usage is None for c in chunks[:-1])
@@ -88,49 +104,83 @@ def test_stream_include_usage_sends_a_final_usage_chunk(openai_client, service_m
 
 def test_stop_sequence_ends_the_reply_before_it_and_never_leaks(openai_client, service_model):
     text = _greedy(openai_client, service_model, max_tokens=40).choices[0].message.content
-    stop = next(text[i:i + 3] for i in range(6, len(text) - 3) if text[i:i + 3].strip() == text[i:i + 3])
+    stop = next(
+        text[i : i + 3]
+        for i in range(6, len(text) - 3)
+        if text[i : i + 3].strip() == text[i : i + 3]
+    )
     expected = text[: text.index(stop)]
     reply = _greedy(openai_client, service_model, max_tokens=40, stop=[stop])
     assert reply.choices[0].message.content == expected
     assert reply.choices[0].finish_reason == "stop"
-    streamed, chunks = _streamed_text(openai_client, service_model, max_tokens=40, temperature=0,
-                                      stop=stop, extra_body=LONG)
+    streamed, chunks = _streamed_text(
+        openai_client, service_model, max_tokens=40, temperature=0, stop=stop, extra_body=LONG
+    )
     assert streamed == expected
     assert chunks[-1].choices[0].finish_reason == "stop"
 
 
 def test_same_seed_gives_the_same_sampled_text(openai_client, service_model):
     def sample(seed):
-        return openai_client.chat.completions.create(model=service_model, messages=HELLO, max_tokens=16,
-                                                     temperature=1.0, seed=seed, extra_body=LONG)
+        return openai_client.chat.completions.create(
+            model=service_model,
+            messages=HELLO,
+            max_tokens=16,
+            temperature=1.0,
+            seed=seed,
+            extra_body=LONG,
+        )
+
     first, second = sample(1234), sample(1234)
     assert first.choices[0].message.content == second.choices[0].message.content
     assert first.usage.completion_tokens == 16
 
 
 def test_n_2_returns_two_choices(openai_client, service_model):
-    reply = openai_client.chat.completions.create(model=service_model, messages=HELLO, max_tokens=5, n=2,
-                                                  temperature=0, extra_body=LONG)
+    reply = openai_client.chat.completions.create(
+        model=service_model, messages=HELLO, max_tokens=5, n=2, temperature=0, extra_body=LONG
+    )
     assert [c.index for c in reply.choices] == [0, 1]
     assert reply.choices[0].message.content == reply.choices[1].message.content
     assert reply.usage.completion_tokens == 10
 
 
 def test_text_parts_content_is_the_same_as_a_string(openai_client, service_model):
-    parts = [{"role": "user", "content": [{"type": "text", "text": "Hello, how are you "},
-                                          {"type": "text", "text": "today?"}]}]
-    reply = openai_client.chat.completions.create(model=service_model, messages=parts, max_tokens=12,
-                                                  temperature=0, extra_body=LONG)
-    assert reply.choices[0].message.content == _greedy(openai_client, service_model, 12).choices[0].message.content
+    parts = [
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "Hello, how are you "},
+                {"type": "text", "text": "today?"},
+            ],
+        }
+    ]
+    reply = openai_client.chat.completions.create(
+        model=service_model, messages=parts, max_tokens=12, temperature=0, extra_body=LONG
+    )
+    assert (
+        reply.choices[0].message.content
+        == _greedy(openai_client, service_model, 12).choices[0].message.content
+    )
 
 
 def test_json_schema_response_format_returns_valid_json(openai_client, service_model):
-    schema = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 8},
-                                               "days": {"type": "integer", "minimum": 0, "maximum": 9}},
-              "required": ["city", "days"], "additionalProperties": False}
+    schema = {
+        "type": "object",
+        "properties": {
+            "city": {"type": "string", "maxLength": 8},
+            "days": {"type": "integer", "minimum": 0, "maximum": 9},
+        },
+        "required": ["city", "days"],
+        "additionalProperties": False,
+    }
     reply = openai_client.chat.completions.create(
-        model=service_model, messages=HELLO, max_tokens=60, temperature=0,
-        response_format={"type": "json_schema", "json_schema": {"name": "trip", "schema": schema}})
+        model=service_model,
+        messages=HELLO,
+        max_tokens=60,
+        temperature=0,
+        response_format={"type": "json_schema", "json_schema": {"name": "trip", "schema": schema}},
+    )
     jsonschema.validate(json.loads(reply.choices[0].message.content), schema)
 
 
@@ -145,19 +195,33 @@ def test_async_client_streams_the_same_text(service, openai_client, service_mode
 
     async def stream_text() -> str:
         stream = await _async_client(service).chat.completions.create(
-            model=service_model, messages=HELLO, max_tokens=16, temperature=0, stream=True, extra_body=LONG)
+            model=service_model,
+            messages=HELLO,
+            max_tokens=16,
+            temperature=0,
+            stream=True,
+            extra_body=LONG,
+        )
         return "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
 
     assert asyncio.run(stream_text()) == expected
 
 
-def test_eight_concurrent_streams_all_complete_with_correct_usage(service, openai_client, service_model):
+def test_eight_concurrent_streams_all_complete_with_correct_usage(
+    service, openai_client, service_model
+):
     expected = _greedy(openai_client, service_model, 20).choices[0].message.content
 
     async def one(async_client: openai.AsyncOpenAI) -> tuple[str, int]:
         stream = await async_client.chat.completions.create(
-            model=service_model, messages=HELLO, max_tokens=20, temperature=0, stream=True,
-            stream_options={"include_usage": True}, extra_body=LONG)
+            model=service_model,
+            messages=HELLO,
+            max_tokens=20,
+            temperature=0,
+            stream=True,
+            stream_options={"include_usage": True},
+            extra_body=LONG,
+        )
         text, usage = "", None
         async for chunk in stream:
             text += "".join(c.delta.content or "" for c in chunk.choices)
@@ -179,10 +243,18 @@ def _gauge(base_url: str, name: str) -> float:
 
 
 def test_client_disconnect_cancels_the_generation(service, openai_client, service_model):
-    body = {"model": service_model, "messages": HELLO, "max_tokens": 5000, "temperature": 0,
-            "ignore_eos": True, "stream": True}
-    with httpx.Client(timeout=30) as client, client.stream("POST", f"{service.base_url}/v1/chat/completions",
-                                                           json=body) as response:
+    body = {
+        "model": service_model,
+        "messages": HELLO,
+        "max_tokens": 5000,
+        "temperature": 0,
+        "ignore_eos": True,
+        "stream": True,
+    }
+    with (
+        httpx.Client(timeout=30) as client,
+        client.stream("POST", f"{service.base_url}/v1/chat/completions", json=body) as response,
+    ):
         assert response.status_code == 200
         lines = response.iter_lines()
         assert next(line for line in lines if line.startswith("data:"))
@@ -196,18 +268,26 @@ def test_client_disconnect_cancels_the_generation(service, openai_client, servic
 
 # --- completions --------------------------------------------------------------------------------
 def test_completions_answers_a_prompt_and_a_list_of_prompts(openai_client, service_model):
-    one = openai_client.completions.create(model=service_model, prompt="Hello", max_tokens=6, temperature=0,
-                                           extra_body=LONG)
+    one = openai_client.completions.create(
+        model=service_model, prompt="Hello", max_tokens=6, temperature=0, extra_body=LONG
+    )
     assert one.object == "text_completion" and one.usage.completion_tokens == 6
-    both = openai_client.completions.create(model=service_model, prompt=["Hello", "Hello"], max_tokens=6,
-                                            temperature=0, extra_body=LONG)
+    both = openai_client.completions.create(
+        model=service_model, prompt=["Hello", "Hello"], max_tokens=6, temperature=0, extra_body=LONG
+    )
     assert [c.text for c in both.choices] == [one.choices[0].text] * 2
-    streamed = openai_client.completions.create(model=service_model, prompt="Hello", max_tokens=6,
-                                                temperature=0, stream=True, extra_body=LONG)
+    streamed = openai_client.completions.create(
+        model=service_model,
+        prompt="Hello",
+        max_tokens=6,
+        temperature=0,
+        stream=True,
+        extra_body=LONG,
+    )
     assert "".join(c.choices[0].text for c in streamed if c.choices) == one.choices[0].text
 
 
-# --- bad input: a 4xx naming the field, never a 500 ------------------------------------------------
+# --- bad input: a 4xx naming the field, never a 500 ---------------------------------------------
 BAD_BODIES = [
     ({"messages": HELLO, "temperature": 3}, "temperature"),
     ({"messages": HELLO, "temperature": -1}, "temperature"),
@@ -222,15 +302,24 @@ BAD_BODIES = [
     ({"messages": HELLO, "temperature": "hot"}, "temperature"),
     ({"messages": []}, "messages"),
     ({"messages": [{"role": "wizard", "content": "hi"}]}, "messages[0].role"),
-    ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]},
-     "messages[0].content[0].type"),
-    ({"messages": HELLO, "response_format": {"type": "json_schema", "json_schema": {"name": "x"}}},
-     "response_format"),
+    (
+        {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]},
+        "messages[0].content[0].type",
+    ),
+    (
+        {
+            "messages": HELLO,
+            "response_format": {"type": "json_schema", "json_schema": {"name": "x"}},
+        },
+        "response_format",
+    ),
     ({"messages": HELLO, "logprobs": True}, "logprobs"),
 ]
 
 
-@pytest.mark.parametrize(("body", "param"), BAD_BODIES, ids=[p + str(i) for i, (_, p) in enumerate(BAD_BODIES)])
+@pytest.mark.parametrize(
+    ("body", "param"), BAD_BODIES, ids=[p + str(i) for i, (_, p) in enumerate(BAD_BODIES)]
+)
 def test_invalid_field_is_400_naming_it(service, service_model, body, param):
     r = httpx.post(f"{service.base_url}/v1/chat/completions", json={"model": service_model, **body})
     assert r.status_code == 400, r.text
@@ -239,37 +328,55 @@ def test_invalid_field_is_400_naming_it(service, service_model, body, param):
 
 
 def test_invalid_json_is_400(service):
-    r = httpx.post(f"{service.base_url}/v1/chat/completions", content=b"{not json",
-                   headers={"Content-Type": "application/json"})
+    r = httpx.post(
+        f"{service.base_url}/v1/chat/completions",
+        content=b"{not json",
+        headers={"Content-Type": "application/json"},
+    )
     assert r.status_code == 400
     assert r.json()["error"]["type"] == "invalid_request_error"
 
 
 def test_prompt_longer_than_the_context_is_400_before_streaming(service, service_model):
     huge = "hello " * 40_000
-    r = httpx.post(f"{service.base_url}/v1/chat/completions", timeout=60,
-                   json={"model": service_model, "stream": True, "messages": [{"role": "user", "content": huge}]})
+    r = httpx.post(
+        f"{service.base_url}/v1/chat/completions",
+        timeout=60,
+        json={
+            "model": service_model,
+            "stream": True,
+            "messages": [{"role": "user", "content": huge}],
+        },
+    )
     assert r.status_code == 400
     assert r.json()["error"]["code"] == "context_length_exceeded"
 
 
 def test_too_large_body_is_413(service, service_model):
-    body = json.dumps({"model": service_model, "messages": [{"role": "user", "content": "x" * (9 << 20)}]})
-    r = httpx.post(f"{service.base_url}/v1/chat/completions", content=body,
-                   headers={"Content-Type": "application/json"}, timeout=60)
+    body = json.dumps(
+        {"model": service_model, "messages": [{"role": "user", "content": "x" * (9 << 20)}]}
+    )
+    r = httpx.post(
+        f"{service.base_url}/v1/chat/completions",
+        content=body,
+        headers={"Content-Type": "application/json"},
+        timeout=60,
+    )
     assert r.status_code == 413
     assert "error" in r.json()
 
 
-# --- a full queue ------------------------------------------------------------------------------------
+# --- a full queue ---------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def small_queue_service(service_home: Path, service_model: str):
     """A second service on the same store whose queue holds one waiting request."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    code = ("from runtime.service.server import ServiceSettings, serve; "
-            f"serve(ServiceSettings(port={port}, queue_size=1))")
+    code = (
+        "from runtime.service.server import ServiceSettings, serve; "
+        f"serve(ServiceSettings(port={port}, queue_size=1))"
+    )
     env = {**os.environ, "FOUNDRY_HOME": str(service_home)}
     env.pop("FOUNDRY_API_KEY", None)
     process = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=service_home)
@@ -289,9 +396,15 @@ def small_queue_service(service_home: Path, service_model: str):
 
 
 def test_full_queue_answers_429_with_retry_after(small_queue_service, service_model):
-    """8 generate, 1 waits (queue_size=1), the rest are refused; streams held open so none finishes."""
-    body = {"model": service_model, "messages": HELLO, "max_tokens": 20000, "temperature": 0,
-            "ignore_eos": True, "stream": True}
+    """8 generate, 1 waits (queue_size=1), the rest are refused; streams stay open till the end."""
+    body = {
+        "model": service_model,
+        "messages": HELLO,
+        "max_tokens": 20000,
+        "temperature": 0,
+        "ignore_eos": True,
+        "stream": True,
+    }
     statuses: list[int] = []
     refusals: list[httpx.Response] = []
 
@@ -307,10 +420,14 @@ def test_full_queue_answers_429_with_retry_after(small_queue_service, service_mo
     async def flood() -> None:
         release = asyncio.Event()
         async with httpx.AsyncClient(base_url=small_queue_service, timeout=120) as client:
-            await client.post("/v1/chat/completions", json={**body, "max_tokens": 1, "stream": False})
+            await client.post(
+                "/v1/chat/completions", json={**body, "max_tokens": 1, "stream": False}
+            )
             tasks = [asyncio.create_task(one(client, release)) for _ in range(12)]
             deadline = time.monotonic() + 60
-            while len(statuses) < 11 and time.monotonic() < deadline:  # the queued one answers later
+            while (
+                len(statuses) < 11 and time.monotonic() < deadline
+            ):  # the queued one answers later
                 await asyncio.sleep(0.05)
             release.set()
             await asyncio.gather(*tasks)

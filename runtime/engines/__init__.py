@@ -30,5 +30,7 @@ def load_engine_class(task: str) -> Any:
     try:
         module_name, _, attr = ENGINES[task].partition(":")
     except KeyError:
-        raise UnsupportedTask(f"no engine serves task {task!r}; known: {', '.join(ENGINES)}") from None
+        raise UnsupportedTask(
+            f"no engine serves task {task!r}; known: {', '.join(ENGINES)}"
+        ) from None
     return getattr(importlib.import_module(module_name), attr)

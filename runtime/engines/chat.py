@@ -33,7 +33,12 @@ from tokenizers import Tokenizer
 
 from runtime.engines.base import Chunk, GenerationParams, GenerationRecord
 from runtime.engines.detokenize import IncrementalDecoder, StopMatcher
-from runtime.engines.prefix_cache import PrefixCache, budget_from_env, kv_bytes_per_token, run_with_reuse
+from runtime.engines.prefix_cache import (
+    PrefixCache,
+    budget_from_env,
+    kv_bytes_per_token,
+    run_with_reuse,
+)
 from runtime.engines.prompt import load_chat_template
 from runtime.errors import ContextTooLong, FoundryError, GenerationFailed, InvalidRequest, QueueFull
 
@@ -57,8 +62,14 @@ class ChatEngine:
 
     task = "chat"
 
-    def __init__(self, path: Path, metadata: dict[str, Any], *, queue_size: int = 64,
-                 max_batch: int = MAX_BATCH):
+    def __init__(
+        self,
+        path: Path,
+        metadata: dict[str, Any],
+        *,
+        queue_size: int = 64,
+        max_batch: int = MAX_BATCH,
+    ):
         self.path = Path(path)
         self.metadata = metadata
         self.model_id = str(metadata.get("model_id") or self.path.name)
@@ -81,9 +92,13 @@ class ChatEngine:
         eos = genai["model"].get("eos_token_id")
         self.eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
         # Prefix reuse across chat turns (issue 8): kept generators, bounded in KV bytes.
-        self.prefix_cache = PrefixCache(self._model, bytes_per_token=kv_bytes_per_token(self.path),
-                                        context_length=self.context_length, vocab_size=self.vocab_size,
-                                        budget_bytes=budget_from_env())
+        self.prefix_cache = PrefixCache(
+            self._model,
+            bytes_per_token=kv_bytes_per_token(self.path),
+            context_length=self.context_length,
+            vocab_size=self.vocab_size,
+            budget_bytes=budget_from_env(),
+        )
         self._count_lock = threading.Lock()
         self._lock = threading.Condition()
         self._incoming: list[_Sequence] = []
@@ -96,16 +111,24 @@ class ChatEngine:
         self._generator_slots = threading.Semaphore(max_batch)
         ready: list[BaseException | None] = []
         started = threading.Event()
-        self._thread = threading.Thread(target=self._step_loop, args=(ready, started),
-                                        name=f"engine-{self.model_id}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._step_loop,
+            args=(ready, started),
+            name=f"engine-{self.model_id}",
+            daemon=True,
+        )
         self._thread.start()
         started.wait()
         if ready[0] is not None:
             raise GenerationFailed(f"cannot start the engine for {self.model_id!r}: {ready[0]}")
 
     # --- text ------------------------------------------------------------------
-    def render_prompt(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None,
-                      add_generation_prompt: bool = True) -> str:
+    def render_prompt(
+        self,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]] | None = None,
+        add_generation_prompt: bool = True,
+    ) -> str:
         return self.template.render(messages, tools, add_generation_prompt)
 
     def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
@@ -138,23 +161,34 @@ class ChatEngine:
         if room < 1:
             raise ContextTooLong(
                 f"prompt is {len(prompt_tokens)} tokens; model {self.model_id!r} has a context of "
-                f"{self.context_length}", param="messages")
+                f"{self.context_length}",
+                param="messages",
+            )
         if not prompt_tokens:
             raise InvalidRequest("the prompt is empty", param="prompt")
         if self._inflight >= self.max_batch + self.queue_size:
-            raise QueueFull(f"the generation queue is full ({self.queue_size} waiting); retry shortly",
-                            retry_after=1)
+            raise QueueFull(
+                f"the generation queue is full ({self.queue_size} waiting); retry shortly",
+                retry_after=1,
+            )
         params = _clamped(params, room)
         stream = GenerationStream(self, asyncio.get_running_loop())
         seq = _Sequence(self, stream, list(prompt_tokens), params)
         stream._seq = seq
         self._count(+1)
-        if self._needs_generator(params):
-            threading.Thread(target=_GeneratorRun(self, seq).run, daemon=True,
-                             name=f"generator-{self.model_id}").start()
+        if self._needs_generator(params) and not (
+            self._reuses_prefix(seq) and not self._engine_usable
+        ):
+            threading.Thread(
+                target=_GeneratorRun(self, seq).run, daemon=True, name=f"generator-{self.model_id}"
+            ).start()
         elif self._reuses_prefix(seq):
-            threading.Thread(target=run_with_reuse, daemon=True, name=f"reuse-{self.model_id}",
-                             args=(self.prefix_cache, seq, self.eos_ids, lambda: self._count(-1))).start()
+            threading.Thread(
+                target=run_with_reuse,
+                daemon=True,
+                name=f"reuse-{self.model_id}",
+                args=(self.prefix_cache, seq, self.eos_ids, lambda: self._count(-1)),
+            ).start()
         else:
             with self._lock:
                 self._incoming.append(seq)
@@ -230,14 +264,18 @@ class ChatEngine:
                 failed = self._dispatch(self._buffer[i]) or failed
             if failed:
                 codes = {seq.error_code for seq in self._running.values() if seq.error_code}
-                self._restart(GenerationFailed(f"generation failed in the engine ({', '.join(codes)})"))
+                self._restart(
+                    GenerationFailed(f"generation failed in the engine ({', '.join(codes)})")
+                )
 
     def _restart(self, error: FoundryError) -> None:
-        """A failed step leaves the static Engine "no longer healthy": fail what it held, make a new one."""
+        """After a failed step the static Engine is "no longer healthy": retry or fail its work."""
         log.error("engine for %s failed; restarting it: %s", self.model_id, error.message)
         retry = []
         for seq in list(self._running.values()):
-            if seq.completion_tokens == 0 and not seq.retried:  # nothing sent yet: run it again once
+            if (
+                seq.completion_tokens == 0 and not seq.retried
+            ):  # nothing sent yet: run it again once
                 self._running.pop(id(seq.request), None)
                 seq.retried, seq.request = True, None
                 retry.append(seq)
@@ -287,8 +325,10 @@ class ChatEngine:
         self._engine_usable = not pruned and self._probe(16, 0)
         self._engine_masks_logits = self._engine_usable and self._probe(3, 2)
         if not self._engine_usable:
-            log.info("%s: og.Engine cannot serve this artifact (pruned LM head); using og.Generator",
-                     self.model_id)
+            log.info(
+                "%s: og.Engine cannot serve this artifact (pruned LM head); using og.Generator",
+                self.model_id,
+            )
 
     def _begin(self, seq: _Sequence) -> None:
         if seq.cancelled:
@@ -297,10 +337,17 @@ class ChatEngine:
             return
         try:
             request = self._engine.create_request()
-            seq.turn_id = request.begin_turn(np.asarray(seq.prompt, dtype=np.int32), _turn_options(request, seq.params))
+            seq.turn_id = request.begin_turn(
+                np.asarray(seq.prompt, dtype=np.int32), _turn_options(request, seq.params)
+            )
         except Exception as exc:
-            error = (InvalidRequest(f"the request was refused by the engine: {exc}", param="response_format")
-                     if seq.params.guidance else GenerationFailed(f"generation failed to start: {exc}"))
+            error = (
+                InvalidRequest(
+                    f"the request was refused by the engine: {exc}", param="response_format"
+                )
+                if seq.params.guidance
+                else GenerationFailed(f"generation failed to start: {exc}")
+            )
             seq.fail(error)
             self._count(-1)
             return
@@ -321,13 +368,18 @@ class ChatEngine:
             usage = event.usage
             if usage is not None:
                 seq.cached_tokens = int(usage.cached_prompt_tokens)
-            if flags & int(og.EngineEventFlags.FAILED) or event.finish_reason == og.FinishReason.FAILED:
+            if (
+                flags & int(og.EngineEventFlags.FAILED)
+                or event.finish_reason == og.FinishReason.FAILED
+            ):
                 seq.error_code = str(event.error_code)
                 return True  # _restart retries or fails it
             self._end(seq, reason=_FINISH.get(event.finish_reason, "stop"))
         return False
 
-    def _end(self, seq: _Sequence, *, reason: str = "stop", error: FoundryError | None = None) -> None:
+    def _end(
+        self, seq: _Sequence, *, reason: str = "stop", error: FoundryError | None = None
+    ) -> None:
         self._running.pop(id(seq.request), None)
         self._count(-1)
         if error is not None:
@@ -343,8 +395,13 @@ class ChatEngine:
 class _Sequence:
     """One request's state on the generating thread: tokens -> safe text -> chunks."""
 
-    def __init__(self, engine: ChatEngine, stream: GenerationStream, prompt: list[int],
-                 params: GenerationParams):
+    def __init__(
+        self,
+        engine: ChatEngine,
+        stream: GenerationStream,
+        prompt: list[int],
+        params: GenerationParams,
+    ):
         self.engine = engine
         self.stream = stream
         self.prompt = prompt
@@ -364,8 +421,9 @@ class _Sequence:
         if self.finished or self.stops.stopped:
             return
         self.completion_tokens += 1
-        text = self.stops.push(self.decoder.push(token_id),
-                               check=self.completion_tokens >= self.params.min_tokens)
+        text = self.stops.push(
+            self.decoder.push(token_id), check=self.completion_tokens >= self.params.min_tokens
+        )
         self.stream._deliver(self._chunk(text, [token_id], None))
 
     def finish(self, reason: str) -> None:
@@ -385,13 +443,18 @@ class _Sequence:
         self.stream._deliver(_DONE)
 
     def _chunk(self, text: str, ids: list[int], reason: str | None) -> Chunk:
-        return Chunk(text=text, token_ids=ids, finish_reason=reason,  # type: ignore[arg-type]
-                     prompt_tokens=len(self.prompt), completion_tokens=self.completion_tokens,
-                     cached_tokens=self.cached_tokens)
+        return Chunk(
+            text=text,
+            token_ids=ids,
+            finish_reason=reason,  # type: ignore[arg-type]
+            prompt_tokens=len(self.prompt),
+            completion_tokens=self.completion_tokens,
+            cached_tokens=self.cached_tokens,
+        )
 
 
 class _GeneratorRun:
-    """One request on its own og.Generator in a worker thread (see the module docstring for when)."""
+    """One request on its own og.Generator in a worker thread (the module docstring says when)."""
 
     def __init__(self, engine: ChatEngine, seq: _Sequence):
         self.engine = engine
@@ -410,11 +473,17 @@ class _GeneratorRun:
         try:
             gp = og.GeneratorParams(self.engine._model)
             minimum = params.max_tokens if params.ignore_eos else params.min_tokens
-            options: dict[str, Any] = {"max_length": len(seq.prompt) + params.max_tokens,
-                                       "min_length": len(seq.prompt) + minimum if minimum else 0}
+            options: dict[str, Any] = {
+                "max_length": len(seq.prompt) + params.max_tokens,
+                "min_length": len(seq.prompt) + minimum if minimum else 0,
+            }
             if params.temperature > 0:
-                options |= {"do_sample": True, "temperature": params.temperature, "top_p": params.top_p,
-                            "top_k": params.top_k or self.engine.vocab_size}
+                options |= {
+                    "do_sample": True,
+                    "temperature": params.temperature,
+                    "top_p": params.top_p,
+                    "top_k": params.top_k or self.engine.vocab_size,
+                }
                 if params.seed is not None:
                     options["random_seed"] = params.seed
             else:
@@ -424,7 +493,9 @@ class _GeneratorRun:
                 try:
                     gp.set_guidance(*params.guidance)
                 except Exception as exc:
-                    raise InvalidRequest(f"the grammar was refused: {exc}", param="response_format") from exc
+                    raise InvalidRequest(
+                        f"the grammar was refused: {exc}", param="response_format"
+                    ) from exc
             generator = og.Generator(self.engine._model, gp)
             generator.append_tokens(np.asarray(seq.prompt, dtype=np.int32))
             while not generator.is_done() and not seq.cancelled and not seq.stops.stopped:
@@ -504,11 +575,17 @@ class GenerationStream:
             return
         last = self._last or Chunk()
         try:
-            listener(GenerationRecord(
-                model_id=self._engine.model_id, prompt_tokens=len(self._seq.prompt) if self._seq else 0,
-                completion_tokens=last.completion_tokens, cached_tokens=last.cached_tokens,
-                finish_reason="cancelled" if cancelled else (last.finish_reason or "stop"),
-                first_token_s=self._first_token_s, total_s=time.perf_counter() - self._started))
+            listener(
+                GenerationRecord(
+                    model_id=self._engine.model_id,
+                    prompt_tokens=len(self._seq.prompt) if self._seq else 0,
+                    completion_tokens=last.completion_tokens,
+                    cached_tokens=last.cached_tokens,
+                    finish_reason="cancelled" if cancelled else (last.finish_reason or "stop"),
+                    first_token_s=self._first_token_s,
+                    total_s=time.perf_counter() - self._started,
+                )
+            )
         except Exception:  # a metrics listener must never break a response
             log.exception("generation listener failed")
 
@@ -518,7 +595,9 @@ def _clamped(params: GenerationParams, room: int) -> GenerationParams:
     import msgspec
 
     max_tokens = min(params.max_tokens, room)
-    return msgspec.structs.replace(params, max_tokens=max_tokens, min_tokens=min(params.min_tokens, max_tokens))
+    return msgspec.structs.replace(
+        params, max_tokens=max_tokens, min_tokens=min(params.min_tokens, max_tokens)
+    )
 
 
 def _turn_options(request: Any, params: GenerationParams) -> Any:

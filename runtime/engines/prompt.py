@@ -79,7 +79,9 @@ def load_chat_template(folder: Path) -> ChatTemplate:
     if config_path.exists():
         config = json.loads(config_path.read_text(encoding="utf-8"))
     source = config.get("chat_template")
-    if isinstance(source, list):  # [{"name": "default", "template": ...}, {"name": "tool_use", ...}]
+    if isinstance(
+        source, list
+    ):  # [{"name": "default", "template": ...}, {"name": "tool_use", ...}]
         named = {entry.get("name"): entry.get("template") for entry in source}
         source = named.get("default") or next(iter(named.values()), None)
     jinja_file = folder / "chat_template.jinja"

@@ -36,8 +36,14 @@ if TYPE_CHECKING:
 
 __all__ = ["create_app"]
 
-ROUTE_MODULES = (openai_routes, management_routes, media_routes, responses_routes, anthropic_routes,
-                 ollama_routes)
+ROUTE_MODULES = (
+    openai_routes,
+    management_routes,
+    media_routes,
+    responses_routes,
+    anthropic_routes,
+    ollama_routes,
+)
 
 
 def create_app(settings: ServiceSettings, *, store: Store | None = None) -> Litestar:
@@ -45,8 +51,12 @@ def create_app(settings: ServiceSettings, *, store: Store | None = None) -> Lite
     async def manage_models(app: Litestar) -> AsyncIterator[None]:
         from runtime.store import Store
 
-        manager = ModelManager(store or Store(), max_loaded=settings.max_loaded, ttl=settings.ttl,
-                               queue_size=settings.queue_size)
+        manager = ModelManager(
+            store or Store(),
+            max_loaded=settings.max_loaded,
+            ttl=settings.ttl,
+            queue_size=settings.queue_size,
+        )
         metrics.attach(manager)
         app.state.manager = manager
         await manager.start()
@@ -65,7 +75,9 @@ def create_app(settings: ServiceSettings, *, store: Store | None = None) -> Lite
         dependencies={"manager": Provide(provide_manager, sync_to_thread=False)},
         middleware=[  # outermost first: refused requests (401/403) are counted too
             metrics.MetricsMiddleware,
-            DefineMiddleware(SecurityMiddleware, bound_host=settings.host, api_key=settings.api_key),
+            DefineMiddleware(
+                SecurityMiddleware, bound_host=settings.host, api_key=settings.api_key
+            ),
         ],
         cors_config=cors_config(settings.cors_origins),
         request_max_body_size=settings.max_body_bytes,

@@ -37,17 +37,36 @@ _TYPE_BY_STATUS = {
 def error_body(exc: BaseException) -> dict[str, Any]:
     """The OpenAI error object for an exception (also sent inside a stream, as vLLM does)."""
     if isinstance(exc, FoundryError):
-        return {"error": {"message": exc.message, "type": exc.openai_type, "param": exc.param, "code": exc.code}}
+        return {
+            "error": {
+                "message": exc.message,
+                "type": exc.openai_type,
+                "param": exc.param,
+                "code": exc.code,
+            }
+        }
     if isinstance(exc, HTTPException):
         param = None
         if isinstance(exc, ValidationException) and isinstance(exc.extra, list) and exc.extra:
             first = exc.extra[0]
             param = first.get("key") if isinstance(first, dict) else None
         status = exc.status_code
-        return {"error": {"message": str(exc.detail), "type": _TYPE_BY_STATUS.get(status, "server_error"),
-                          "param": param, "code": _code(status)}}
-    return {"error": {"message": "internal server error", "type": "server_error", "param": None,
-                      "code": "internal_error"}}
+        return {
+            "error": {
+                "message": str(exc.detail),
+                "type": _TYPE_BY_STATUS.get(status, "server_error"),
+                "param": param,
+                "code": _code(status),
+            }
+        }
+    return {
+        "error": {
+            "message": "internal server error",
+            "type": "server_error",
+            "param": None,
+            "code": "internal_error",
+        }
+    }
 
 
 def error_response(exc: FoundryError) -> Response[dict[str, Any]]:
@@ -55,20 +74,31 @@ def error_response(exc: FoundryError) -> Response[dict[str, Any]]:
     return Response(error_body(exc), status_code=exc.http_status, headers=headers)
 
 
-def foundry_error_handler(_request: Request[Any, Any, Any], exc: FoundryError) -> Response[dict[str, Any]]:
+def foundry_error_handler(
+    _request: Request[Any, Any, Any], exc: FoundryError
+) -> Response[dict[str, Any]]:
     if exc.http_status >= 500:
         log.warning("%s: %s", type(exc).__name__, exc.message)
     return error_response(exc)
 
 
-def http_exception_handler(_request: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
+def http_exception_handler(
+    _request: Request[Any, Any, Any], exc: HTTPException
+) -> Response[dict[str, Any]]:
     return Response(error_body(exc), status_code=exc.status_code, headers=exc.headers or None)
 
 
-def internal_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+def internal_error_handler(
+    request: Request[Any, Any, Any], exc: Exception
+) -> Response[dict[str, Any]]:
     request_id = uuid.uuid4().hex[:16]
-    log.error("unhandled error on %s %s (request id %s)", request.method, request.url.path, request_id,
-              exc_info=exc)
+    log.error(
+        "unhandled error on %s %s (request id %s)",
+        request.method,
+        request.url.path,
+        request_id,
+        exc_info=exc,
+    )
     body = error_body(exc)
     body["error"]["message"] = f"internal server error (request id {request_id})"
     return Response(body, status_code=500)
@@ -76,7 +106,8 @@ def internal_error_handler(request: Request[Any, Any, Any], exc: Exception) -> R
 
 def _code(status: int) -> str:
     return {404: "not_found", 405: "method_not_allowed", 413: "too_large", 429: "rate_limited"}.get(
-        status, "invalid_request" if status < 500 else "internal_error")
+        status, "invalid_request" if status < 500 else "internal_error"
+    )
 
 
 EXCEPTION_HANDLERS: dict[type[Exception], Any] = {

@@ -63,7 +63,9 @@ def retrieve_model(model_id: str, manager: ModelManager) -> ModelObject:
     for cached in manager.available():
         if cached.model_id == model_id:
             return _model_object(cached)
-    manager.resolve_name(model_id)  # raises ModelNotFound listing what exists (or resolves an alias)
+    manager.resolve_name(
+        model_id
+    )  # raises ModelNotFound listing what exists (or resolves an alias)
     raise ModelNotFound(f"model {model_id!r} is not in the cache", param="model")
 
 
@@ -72,23 +74,39 @@ async def chat_completions(request: Request[Any, Any, Any], manager: ModelManage
     body = decode_body(await request.body(), ChatCompletionRequest)
     params = body.to_generation_params()
     engine = await manager.get(body.model, task="chat")
-    plan = plan_tools(body.all_tool_dicts(), body.tool_choice, metadata=engine.metadata, artifact=engine.path)
+    plan = plan_tools(
+        body.all_tool_dicts(), body.tool_choice, metadata=engine.metadata, artifact=engine.path
+    )
     if plan.guidance is not None:  # a forced call outranks response_format
         params = msgspec.structs.replace(params, guidance=plan.guidance)
     messages = prepare_messages(body.message_dicts())
     reading = _reads_reply(engine, plan)
     prompt = engine.render_prompt(messages, plan.template_tools) if reading else ""
-    generation = await start_generation(manager, body.model, params, messages=messages,
-                                        tools=plan.template_tools, n=body.n)
+    generation = await start_generation(
+        manager, body.model, params, messages=messages, tools=plan.template_tools, n=body.n
+    )
     completion_id, created = new_id("chatcmpl"), now()
     if body.stream:
-        replies = [ReplyStream(plan, prompt=prompt) if reading else None for _ in generation.streams]
-        events = _chat_events(generation, completion_id, created, body.model, body.include_usage, replies)
-        return Stream(sse_events(events, generation), media_type="text/event-stream", headers=SSE_HEADERS)
+        replies = [
+            ReplyStream(plan, prompt=prompt) if reading else None for _ in generation.streams
+        ]
+        events = _chat_events(
+            generation, completion_id, created, body.model, body.include_usage, replies
+        )
+        return Stream(
+            sse_events(events, generation), media_type="text/event-stream", headers=SSE_HEADERS
+        )
     results = await asyncio.gather(*(collect(s) for s in generation.streams))
     choices = [_chat_choice(i, r, plan, prompt if reading else None) for i, r in enumerate(results)]
-    return Response(ChatCompletion(id=completion_id, created=created, model=body.model, choices=choices,
-                                   usage=_usage(generation, results)))
+    return Response(
+        ChatCompletion(
+            id=completion_id,
+            created=created,
+            model=body.model,
+            choices=choices,
+            usage=_usage(generation, results),
+        )
+    )
 
 
 def _reads_reply(engine: Any, plan: ToolPlan) -> bool:
@@ -98,24 +116,37 @@ def _reads_reply(engine: Any, plan: ToolPlan) -> bool:
 
 def _chat_choice(index: int, result: Any, plan: ToolPlan, prompt: str | None) -> ChatChoice:
     if prompt is None:
-        return ChatChoice(index=index, message=AssistantMessage(content=result.text),
-                          finish_reason=result.finish_reason)
+        return ChatChoice(
+            index=index,
+            message=AssistantMessage(content=result.text),
+            finish_reason=result.finish_reason,
+        )
     parsed = parse_output(result.text, plan, prompt=prompt)
     message = msgspec.convert(wire_message(parsed), AssistantMessage)
-    return ChatChoice(index=index, message=message,
-                      finish_reason=finish_reason(result.finish_reason, bool(parsed.tool_calls)))
+    return ChatChoice(
+        index=index,
+        message=message,
+        finish_reason=finish_reason(result.finish_reason, bool(parsed.tool_calls)),
+    )
 
 
 def _wire_deltas(reply: ReplyStream, deltas: list[Any]) -> list[Delta]:
     return [msgspec.convert(reply.wire(d), Delta) for d in deltas]
 
 
-async def _chat_events(generation: Generation, completion_id: str, created: int, model: str,
-                       include_usage: bool, replies: list[ReplyStream | None] | None = None,
-                       ) -> AsyncIterator[ChatCompletionChunk]:
+async def _chat_events(
+    generation: Generation,
+    completion_id: str,
+    created: int,
+    model: str,
+    include_usage: bool,
+    replies: list[ReplyStream | None] | None = None,
+) -> AsyncIterator[ChatCompletionChunk]:
     def chunk(choices: list[ChunkChoice], usage: Usage | None = None) -> ChatCompletionChunk:
         extra = {"usage": usage} if usage is not None else {}
-        return ChatCompletionChunk(id=completion_id, created=created, model=model, choices=choices, **extra)
+        return ChatCompletionChunk(
+            id=completion_id, created=created, model=model, choices=choices, **extra
+        )
 
     for index in range(len(generation.streams)):
         yield chunk([ChunkChoice(index=index, delta=Delta(role="assistant", content=""))])
@@ -148,28 +179,52 @@ async def completions(request: Request[Any, Any, Any], manager: ModelManager) ->
     generations: list[Generation] = []
     try:
         for prompt in prompts:
-            generations.append(await start_generation(manager, body.model, params, prompt=prompt, n=body.n))
+            generations.append(
+                await start_generation(manager, body.model, params, prompt=prompt, n=body.n)
+            )
     except BaseException:
         for generation in generations:
             await generation.aclose()
         raise
     completion_id, created = new_id("cmpl"), now()
-    combined = Generation(generations[0].model_id, sum(g.prompt_tokens for g in generations),
-                          [s for g in generations for s in g.streams])
+    combined = Generation(
+        generations[0].model_id,
+        sum(g.prompt_tokens for g in generations),
+        [s for g in generations for s in g.streams],
+    )
     echoes = [p if body.echo else "" for p in prompts for _ in range(body.n)]
     if body.stream:
-        events = _completion_events(combined, echoes, completion_id, created, body.model, body.include_usage)
-        return Stream(sse_events(events, combined), media_type="text/event-stream", headers=SSE_HEADERS)
+        events = _completion_events(
+            combined, echoes, completion_id, created, body.model, body.include_usage
+        )
+        return Stream(
+            sse_events(events, combined), media_type="text/event-stream", headers=SSE_HEADERS
+        )
     results = await asyncio.gather(*(collect(s) for s in combined.streams))
-    choices = [CompletionChoice(index=i, text=echoes[i] + r.text, finish_reason=r.finish_reason)
-               for i, r in enumerate(results)]
-    usage = Usage.of(combined.prompt_tokens, sum(r.completion_tokens for r in results),
-                     max((r.cached_tokens for r in results), default=0))
-    return Response(Completion(id=completion_id, created=created, model=body.model, choices=choices, usage=usage))
+    choices = [
+        CompletionChoice(index=i, text=echoes[i] + r.text, finish_reason=r.finish_reason)
+        for i, r in enumerate(results)
+    ]
+    usage = Usage.of(
+        combined.prompt_tokens,
+        sum(r.completion_tokens for r in results),
+        max((r.cached_tokens for r in results), default=0),
+    )
+    return Response(
+        Completion(
+            id=completion_id, created=created, model=body.model, choices=choices, usage=usage
+        )
+    )
 
 
-async def _completion_events(generation: Generation, echoes: list[str], completion_id: str, created: int,
-                             model: str, include_usage: bool) -> AsyncIterator[Completion]:
+async def _completion_events(
+    generation: Generation,
+    echoes: list[str],
+    completion_id: str,
+    created: int,
+    model: str,
+    include_usage: bool,
+) -> AsyncIterator[Completion]:
     def chunk(choices: list[CompletionChoice], usage: Usage | None = None) -> Completion:
         extra = {"usage": usage} if usage is not None else {}
         return Completion(id=completion_id, created=created, model=model, choices=choices, **extra)
@@ -181,20 +236,27 @@ async def _completion_events(generation: Generation, echoes: list[str], completi
     async for index, item in merge(generation.streams):
         completion_tokens[index] = item.completion_tokens
         if item.text or item.finish_reason:
-            yield chunk([CompletionChoice(index=index, text=item.text, finish_reason=item.finish_reason)])
+            yield chunk(
+                [CompletionChoice(index=index, text=item.text, finish_reason=item.finish_reason)]
+            )
     if include_usage:
         yield chunk([], Usage.of(generation.prompt_tokens, sum(completion_tokens)))
 
 
 def _usage(generation: Generation, results: list[Any]) -> Usage:
     """Usage as OpenAI counts it: the prompt once, however many choices."""
-    return Usage.of(generation.prompt_tokens, sum(r.completion_tokens for r in results),
-                    max((r.cached_tokens for r in results), default=0))
+    return Usage.of(
+        generation.prompt_tokens,
+        sum(r.completion_tokens for r in results),
+        max((r.cached_tokens for r in results), default=0),
+    )
 
 
 def _model_object(cached: Any) -> ModelObject:
     created = cached.manifest.created
-    return ModelObject(id=cached.model_id, created=_epoch(created), task=cached.metadata.get("task", "chat"))
+    return ModelObject(
+        id=cached.model_id, created=_epoch(created), task=cached.metadata.get("task", "chat")
+    )
 
 
 def _epoch(stamp: str) -> int:

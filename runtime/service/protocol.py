@@ -71,8 +71,10 @@ class ChatMessage(msgspec.Struct, kw_only=True):
         content = self.content
         if isinstance(content, list):
             content = "".join(part.text for part in content)
-        message: dict[str, Any] = {"role": "system" if self.role == "developer" else self.role,
-                                   "content": content or ""}
+        message: dict[str, Any] = {
+            "role": "system" if self.role == "developer" else self.role,
+            "content": content or "",
+        }
         for key in ("name", "tool_calls", "tool_call_id"):
             if (value := getattr(self, key)) is not None:
                 message[key] = value
@@ -163,10 +165,19 @@ class ChatCompletionRequest(SamplingFields, kw_only=True):
             InvalidRequest: response_format json_schema without a schema.
         """
         if self.logprobs:
-            raise UnsupportedParameter("logprobs is not supported by this service", param="logprobs")
-        if isinstance(self.tool_choice, str) and self.tool_choice not in ("auto", "none", "required"):
-            raise InvalidRequest(f"tool_choice {self.tool_choice!r} must be 'auto', 'none', 'required' or "
-                                 "a named function", param="tool_choice")
+            raise UnsupportedParameter(
+                "logprobs is not supported by this service", param="logprobs"
+            )
+        if isinstance(self.tool_choice, str) and self.tool_choice not in (
+            "auto",
+            "none",
+            "required",
+        ):
+            raise InvalidRequest(
+                f"tool_choice {self.tool_choice!r} must be 'auto', 'none', 'required' or "
+                "a named function",
+                param="tool_choice",
+            )
         # tool_choice "required"/named adds its grammar once the model (its tool syntax) is known:
         # runtime/tools/calls.py::plan_tools, called by the route.
         max_tokens = self.max_completion_tokens or self.max_tokens
@@ -187,7 +198,10 @@ class ChatCompletionRequest(SamplingFields, kw_only=True):
 
 
 class CompletionRequest(SamplingFields, kw_only=True):
-    prompt: Annotated[str, Meta(max_length=10_000_000)] | Annotated[list[str], Meta(min_length=1, max_length=8)]
+    prompt: (
+        Annotated[str, Meta(max_length=10_000_000)]
+        | Annotated[list[str], Meta(min_length=1, max_length=8)]
+    )
     max_tokens: MaxTokens | None = 16  # OpenAI's default for completions
     echo: bool = False
     suffix: str | None = None
@@ -197,7 +211,9 @@ class CompletionRequest(SamplingFields, kw_only=True):
     def to_generation_params(self) -> GenerationParams:
         """Raises: UnsupportedParameter for logprobs, suffix, best_of > n."""
         if self.logprobs is not None:
-            raise UnsupportedParameter("logprobs is not supported by this service", param="logprobs")
+            raise UnsupportedParameter(
+                "logprobs is not supported by this service", param="logprobs"
+            )
         if self.suffix:
             raise UnsupportedParameter("suffix is not supported by this service", param="suffix")
         if self.best_of is not None and self.best_of != self.n:
@@ -215,7 +231,9 @@ def response_guidance(response_format: ResponseFormat | None) -> tuple[str, str]
     if response_format.type == "json_object":
         return json_guidance({"type": "object"})
     if response_format.json_schema is None or response_format.json_schema.schema is None:
-        raise InvalidRequest("response_format json_schema needs a 'schema'", param="response_format")
+        raise InvalidRequest(
+            "response_format json_schema needs a 'schema'", param="response_format"
+        )
     return json_guidance(response_format.json_schema.schema)
 
 
@@ -271,9 +289,12 @@ class Usage(msgspec.Struct, kw_only=True):
 
     @classmethod
     def of(cls, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> Usage:
-        return cls(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-                   total_tokens=prompt_tokens + completion_tokens,
-                   prompt_tokens_details=PromptTokensDetails(cached_tokens=cached_tokens))
+        return cls(
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            total_tokens=prompt_tokens + completion_tokens,
+            prompt_tokens_details=PromptTokensDetails(cached_tokens=cached_tokens),
+        )
 
 
 class AssistantMessage(msgspec.Struct, kw_only=True):

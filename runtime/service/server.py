@@ -41,7 +41,9 @@ def bind(settings: ServiceSettings) -> tuple[socket.socket, ServiceSettings]:
     return sock, msgspec.structs.replace(settings, port=sock.getsockname()[1])
 
 
-def serve(settings: ServiceSettings, *, on_bound: Callable[[ServiceSettings], None] | None = None) -> None:
+def serve(
+    settings: ServiceSettings, *, on_bound: Callable[[ServiceSettings], None] | None = None
+) -> None:
     """Run the service until SIGINT/SIGTERM. `on_bound(settings)` runs once the port is known."""
     import uvicorn
 
@@ -50,7 +52,12 @@ def serve(settings: ServiceSettings, *, on_bound: Callable[[ServiceSettings], No
     sock, settings = bind(settings)
     if on_bound is not None:
         on_bound(settings)
-    config = uvicorn.Config(create_app(settings), log_level=settings.log_level, access_log=False,
-                            timeout_graceful_shutdown=5, lifespan="on")
+    config = uvicorn.Config(
+        create_app(settings),
+        log_level=settings.log_level,
+        access_log=False,
+        timeout_graceful_shutdown=5,
+        lifespan="on",
+    )
     log.info("serving on http://%s:%d", settings.host, settings.port)
     uvicorn.Server(config).run(sockets=[sock])

@@ -27,7 +27,15 @@ from runtime.service.error_responses import error_body
 if TYPE_CHECKING:
     from runtime.manager import ModelManager
 
-__all__ = ["Collected", "Generation", "PrefetchedStream", "collect", "merge", "sse_events", "start_generation"]
+__all__ = [
+    "Collected",
+    "Generation",
+    "PrefetchedStream",
+    "collect",
+    "merge",
+    "sse_events",
+    "start_generation",
+]
 
 log = logging.getLogger(__name__)
 
@@ -95,16 +103,22 @@ async def start_generation(
     streams: list[Any] = []
     try:
         for i in range(n):
-            seeded = params if params.seed is None or i == 0 else msgspec.structs.replace(
-                params, seed=(params.seed + i) % (2**31))
+            seeded = (
+                params
+                if params.seed is None or i == 0
+                else msgspec.structs.replace(params, seed=(params.seed + i) % (2**31))
+            )
             streams.append(engine.stream(prompt_ids, seeded))
         firsts = await asyncio.gather(*(_first(s) for s in streams))
     except BaseException:
         for stream in streams:
             await stream.aclose()
         raise
-    return Generation(engine.model_id, len(prompt_ids),
-                      [PrefetchedStream(s, f) for s, f in zip(streams, firsts, strict=True)])
+    return Generation(
+        engine.model_id,
+        len(prompt_ids),
+        [PrefetchedStream(s, f) for s, f in zip(streams, firsts, strict=True)],
+    )
 
 
 async def _first(stream: Any) -> Chunk | None:
@@ -136,8 +150,14 @@ async def collect(stream: PrefetchedStream) -> Collected:
             last = chunk
     finally:
         await stream.aclose()
-    return Collected("".join(parts), last.finish_reason or "stop", last.prompt_tokens,
-                     last.completion_tokens, last.cached_tokens, ids)
+    return Collected(
+        "".join(parts),
+        last.finish_reason or "stop",
+        last.prompt_tokens,
+        last.completion_tokens,
+        last.cached_tokens,
+        ids,
+    )
 
 
 async def merge(streams: list[PrefetchedStream]) -> AsyncIterator[tuple[int, Chunk]]:
