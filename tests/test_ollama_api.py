@@ -317,3 +317,60 @@ def test_invalid_bodies_are_400_in_ollamas_shape(service, service_model, path, b
     assert response.status_code == 400, response.text
     error = response.json()
     assert set(error) == {"error"} and isinstance(error["error"], str) and error["error"]
+
+
+# --- embeddings (a tiny synthetic MiniLM built into the session store) ----------------------
+@pytest.fixture(scope="module")
+def embedding_model(service) -> str:
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    build = subprocess.run(
+        [
+            str(Path(sys.executable).with_name("foundry-build")),
+            "all-minilm-l6-v2",
+            "--synthetic",
+            "--layers",
+            "2",
+            "--hidden",
+            "64",
+            "--target",
+            "cpu-fp32",
+            "--as",
+            "tiny-minilm",
+        ],
+        env={**os.environ, "FOUNDRY_HOME": str(service.home)},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert build.returncode == 0, build.stderr[-2000:]
+    return "tiny-minilm"
+
+
+@pytest.mark.slow
+def test_ollama_embed_and_embeddings_match_the_openai_embeddings_route(
+    client, openai_client, embedding_model, service_model
+):
+    import ollama
+
+    texts = ["The sky is blue.", "Grass is green."]
+    expected = [
+        d.embedding
+        for d in openai_client.embeddings.create(model=embedding_model, input=texts).data
+    ]
+    embedded = client.embed(model=embedding_model, input=texts)
+    assert len(embedded.embeddings) == 2
+    for got, want in zip(embedded.embeddings, expected, strict=True):
+        assert got == pytest.approx(want, abs=1e-6)
+    single = client.embeddings(model=embedding_model, prompt=texts[0])
+    assert list(single.embedding) == pytest.approx(expected[0], abs=1e-6)
+    assert embedded.prompt_eval_count > 0
+    with pytest.raises(ollama.ResponseError) as caught:
+        client.embed(model=service_model, input=texts)  # a chat model makes no embeddings
+    assert caught.value.status_code == 400
+    with pytest.raises(ollama.ResponseError) as caught:
+        client.chat(model=embedding_model, messages=HELLO, stream=False)
+    assert caught.value.status_code == 400
