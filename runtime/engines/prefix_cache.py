@@ -205,9 +205,11 @@ def run_with_reuse(cache: PrefixCache, seq: Any, eos_ids: set[int], on_done: Any
     """Generate `seq` (ChatEngine's `_Sequence`) on a leased generator; runs on its own thread.
 
     `seq` supplies prompt, params, push_token/finish/fail, `cancelled` and `stops.stopped`;
-    `on_done()` runs last whatever happens (the engine's in-flight count).
+    `on_done()` (the engine's in-flight count) runs exactly once, and before the last chunk is
+    delivered, as does giving the generator back: a client that sends its next turn the moment
+    this one ends must find the state kept and the engine idle.
     """
-    lease = None
+    lease, reason, error = None, "stop", None
     try:
         lease = cache.lease(seq.prompt, seq.params)
         seq.cached_tokens = lease.cached_tokens
@@ -220,20 +222,20 @@ def run_with_reuse(cache: PrefixCache, seq: Any, eos_ids: set[int], on_done: Any
             if token in eos_ids:
                 break  # EOS is not text
             seq.push_token(token)
+        if seq.cancelled:
+            reason = "cancelled"
+        elif not seq.stops.stopped and produced >= seq.params.max_tokens:
+            reason = "length"
     except Exception as exc:
         lease = None  # its state is unknown: do not keep it
-        seq.fail(GenerationFailed(f"generation failed: {exc}"))
+        error = GenerationFailed(f"generation failed: {exc}")
+    if lease is not None:
+        try:
+            cache.give_back(lease)
+        except Exception:  # keeping a generator is an optimisation, never a failure
+            log.debug("could not keep a generator for reuse", exc_info=True)
+    on_done()
+    if error is not None:
+        seq.fail(error)
     else:
-        if seq.cancelled:
-            seq.finish("cancelled")
-        elif seq.stops.stopped or produced < seq.params.max_tokens:
-            seq.finish("stop")
-        else:
-            seq.finish("length")
-    finally:
-        if lease is not None:
-            try:
-                cache.give_back(lease)
-            except Exception:  # keeping a generator is an optimisation, never a failure
-                log.debug("could not keep a generator for reuse", exc_info=True)
-        on_done()
+        seq.finish(reason)
