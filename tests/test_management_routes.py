@@ -197,7 +197,8 @@ def test_metrics_count_requests_tokens_and_latency(http, service_model, openai_c
     assert f'foundry_completion_tokens_total{{model="{service_model}"}}' in text
     assert f'foundry_time_to_first_token_seconds_count{{model="{service_model}"}}' in text
     assert "foundry_time_per_output_token_seconds_bucket" in text
-    assert "foundry_loaded_models " in text and "foundry_active_requests " in text
+    assert "foundry_loaded_models " in text
+    assert "\nfoundry_active_requests 1\n" in text  # exactly this scrape is in flight
     assert 'route="/openai/load/{name}"' in text  # route templates ...
     assert f"/openai/load/{service_model}" not in text  # ... never raw paths with model names
 

@@ -30,6 +30,7 @@ __all__ = ["LaunchOptions", "group", "start_service", "stop_service"]
 
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 10.0
+LOG_LIMIT = 10 * 1024 * 1024
 
 
 def log_path() -> Path:
@@ -103,6 +104,14 @@ class LaunchOptions:
         check_bind(self.host, self.api_key, self.insecure)
 
 
+def _rotate_log() -> None:
+    """Keep one previous log once the current one passes LOG_LIMIT bytes."""
+    log = log_path()
+    log.parent.mkdir(parents=True, exist_ok=True)
+    if log.exists() and log.stat().st_size > LOG_LIMIT:
+        log.replace(log.with_name(log.name + ".1"))
+
+
 def _log_tail(lines: int = 5) -> str:
     try:
         text = log_path().read_text(errors="replace").strip().splitlines()
@@ -158,7 +167,7 @@ def start_service(
         state = running_state()
         if state is not None and _probe(state.base_url, "/health"):
             return state, False
-        log_path().parent.mkdir(parents=True, exist_ok=True)
+        _rotate_log()
         with log_path().open("ab") as log:
             process = subprocess.Popen(
                 options.command(),

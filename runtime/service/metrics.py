@@ -77,6 +77,12 @@ class Registry:
         with self.lock:
             self.gauges[name][labels] = value
 
+    def add(self, name: str, labels: Labels, delta: float) -> None:
+        """Move a gauge up or down (in-flight counts)."""
+        with self.lock:
+            series = self.gauges[name]
+            series[labels] = series.get(labels, 0.0) + delta
+
     def observe(self, name: str, labels: Labels, value: float, buckets: tuple[float, ...]) -> None:
         with self.lock:
             series = self.histograms[name]
@@ -209,8 +215,8 @@ class MetricsMiddleware:
     """ASGI middleware: active requests, and requests by route template + status + duration."""
 
     def __init__(self, app: Any) -> None:
+        # Litestar builds one instance per route, so in-flight counts live in the registry.
         self.app = app
-        self.active = 0
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -225,12 +231,10 @@ class MetricsMiddleware:
                 status = int(message["status"])
             await send(message)
 
-        self.active += 1
-        REGISTRY.set("foundry_active_requests", (), self.active)
+        REGISTRY.add("foundry_active_requests", (), 1)
         try:
             await self.app(scope, receive, send_with_status)
         finally:
-            self.active -= 1
-            REGISTRY.set("foundry_active_requests", (), self.active)
+            REGISTRY.add("foundry_active_requests", (), -1)
             route = scope.get("path_template") or "unmatched"
             observe_request(route, scope.get("method", ""), status, time.perf_counter() - started)
