@@ -374,3 +374,58 @@ def test_ollama_embed_and_embeddings_match_the_openai_embeddings_route(
     with pytest.raises(ollama.ResponseError) as caught:
         client.chat(model=embedding_model, messages=HELLO, stream=False)
     assert caught.value.status_code == 400
+
+
+# --- /api/pull: the catalog download, from a local hub -----------------------------------------
+HUB_REPO, HUB_FOLDER = "test-org/hub-qwen-onnx", "cpu_and_mobile/cpu-fp32"
+HUB_CATALOG = f"""\
+schema: 1
+models:
+  - alias: hub-qwen
+    name: hub-qwen
+    display_name: Tiny Qwen on a local hub
+    publisher: Test
+    license: apache-2.0
+    task: chat
+    family: qwen2
+    max_output_tokens: 64
+    context_length: 512
+    variants:
+      - {{device: cpu, provider: cpu, precision: fp32, size: 3000000,
+         artifact: {{repo: {HUB_REPO}, revision: main, subfolder: {HUB_FOLDER}}}}}
+"""
+
+
+@pytest.fixture(scope="module")
+def hub_service(tmp_path_factory, service_home, service_model):
+    """A service whose catalog has `hub-qwen`, served by a local hub (the session's tiny model)."""
+    import ollama
+    from conftest import RunningService, run_foundry
+
+    from runtime.store import Store
+    from tests.hub_server import HubServer, RemoteRepo
+
+    home = tmp_path_factory.mktemp("pull-home")
+    (home / "catalog").mkdir()
+    (home / "catalog" / "hub.yaml").write_text(HUB_CATALOG)
+    artifact = Store(service_home / "cache").resolve(service_model).path
+    with HubServer() as hub:
+        hub.add(RemoteRepo.from_folder(HUB_REPO, artifact, prefix=HUB_FOLDER))
+        env = {"HF_ENDPOINT": hub.endpoint, "HF_HUB_OFFLINE": "0"}
+        started = run_foundry("service", "start", home=home, env=env)
+        assert started.returncode == 0, started.stderr
+        yield ollama.Client(host=RunningService(home).base_url, timeout=300)
+        run_foundry("service", "stop", home=home)
+
+
+def test_pull_downloads_a_catalog_model_with_ollama_style_progress(hub_service):
+    lines = list(hub_service.pull("hub-qwen", stream=True))
+    statuses = [line.status for line in lines]
+    assert statuses[0] == "pulling manifest" and statuses[-1] == "success"
+    sized = [line for line in lines if line.total]
+    assert sized and all(0 <= (line.completed or 0) <= line.total for line in sized)
+    assert any(line.completed == line.total for line in sized)
+    assert "hub-qwen-cpu-fp32:1" in [m.model for m in hub_service.list().models]
+    reply = hub_service.chat(model="hub-qwen", messages=HELLO, options=GREEDY, stream=False)
+    assert reply.eval_count == N
+    assert hub_service.pull("hub-qwen").status == "success"  # cached now: nothing to fetch
