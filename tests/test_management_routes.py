@@ -253,3 +253,26 @@ def test_hostile_management_requests_get_an_exact_4xx(
     response = http.request(method, path, content=body)
     assert response.status_code == status, response.text
     assert set(response.json()["error"]) == {"message", "type", "param", "code"}
+
+
+def test_metrics_text_is_valid_prometheus_exposition():
+    """Pure check of the renderer: escaped labels, cumulative buckets, +Inf equals count."""
+    from runtime.service import metrics
+
+    metrics.reset()
+    for seconds in (0.004, 0.02, 0.3, 12.0):
+        metrics.observe_ttft('odd "model"\\n', seconds)
+    text = metrics.render()
+    assert 'model="odd \\"model\\"\\\\n"' in text
+    buckets = [
+        line
+        for line in text.splitlines()
+        if line.startswith("foundry_time_to_first_token_seconds_bucket")
+    ]
+    counts = [int(line.rsplit(" ", 1)[1]) for line in buckets]
+    assert (
+        counts == sorted(counts)
+        and counts[-1] == 4
+        and buckets[-1].split("le=")[1].startswith('"+Inf"')
+    )
+    assert text.count("# TYPE foundry_time_to_first_token_seconds histogram") == 1
