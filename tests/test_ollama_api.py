@@ -223,6 +223,11 @@ def test_ollama_keep_alive_zero_unloads_and_a_duration_sets_the_expiry(client, s
     assert 200 < left <= 300
     client.chat(model=service_model, messages=HELLO, options=GREEDY, stream=False, keep_alive=0)
     assert service_model not in [m.model for m in client.ps().models]
+    streamed = client.chat(
+        model=service_model, messages=HELLO, options=GREEDY, stream=True, keep_alive=0
+    )
+    assert list(streamed)[-1].done
+    assert service_model not in [m.model for m in client.ps().models]
     loaded = client.generate(model=service_model, prompt="", keep_alive=-1)
     assert loaded.done_reason == "load"
     assert service_model in [m.model for m in client.ps().models]
@@ -230,6 +235,24 @@ def test_ollama_keep_alive_zero_unloads_and_a_duration_sets_the_expiry(client, s
     assert unloaded.done_reason == "unload"
     assert service_model not in [m.model for m in client.ps().models]
     client.generate(model=service_model, prompt="", keep_alive="10m")  # leave it loaded for others
+
+
+def test_format_schema_constrains_the_reply_through_chats_guidance(client, service_model):
+    schema = {
+        "type": "object",
+        "properties": {"ok": {"type": "boolean"}},
+        "required": ["ok"],
+        "additionalProperties": False,
+    }
+    reply = client.chat(
+        model=service_model,
+        messages=HELLO,
+        format=schema,
+        stream=False,
+        options={"num_predict": 64, "temperature": 0},
+    )
+    assert reply.done_reason == "stop"
+    assert set(json.loads(reply.message.content)) == {"ok"}
 
 
 def test_unknown_model_is_404_in_ollamas_shape(client, service):
