@@ -25,10 +25,11 @@ from runtime import __version__
 from runtime.errors import FoundryError, InvalidRequest, ProviderUnavailable
 from runtime.progress import ProgressEvent
 from runtime.service import metrics
-from runtime.settings import cache_dir
 
 if TYPE_CHECKING:
+    from runtime.hardware import Hardware
     from runtime.manager import LoadedModel, ModelManager
+    from runtime.service.server import ServiceSettings
     from runtime.store import Store
 
 __all__ = ["ROUTES"]
@@ -48,11 +49,11 @@ def _store(request: Request) -> Store:
     return _manager(request).store
 
 
-def _settings(request: Request) -> Any:
+def _settings(request: Request) -> ServiceSettings:
     return request.app.state.settings
 
 
-def _hardware(request: Request) -> Any:
+def _hardware(request: Request) -> Hardware:
     """Detected once per app (onnxruntime's provider list does not change while we run)."""
     state = request.app.state
     if getattr(state, "hardware", None) is None:
@@ -66,8 +67,8 @@ def _endpoints(request: Request) -> list[str]:
     from runtime.service.state import endpoint_host
 
     settings = _settings(request)
-    port = getattr(settings, "port", 0) or (request.scope.get("server") or ("", 0))[1]
-    return [f"http://{endpoint_host(getattr(settings, 'host', '127.0.0.1'))}:{port}"]
+    port = settings.port or (request.scope.get("server") or ("", 0))[1]
+    return [f"http://{endpoint_host(settings.host)}:{port}"]
 
 
 def _loaded_ids(request: Request) -> list[str]:
@@ -81,10 +82,10 @@ def health() -> dict[str, Any]:
     return {"status": "ok", "version": __version__}
 
 
-@get("/openai/status", sync_to_thread=False)
+@get("/openai/status", sync_to_thread=True)  # the first call may probe the hardware
 def openai_status(request: Request) -> dict[str, Any]:
     endpoints = _endpoints(request)
-    model_dir = str(cache_dir())
+    model_dir = str(_store(request).layout.root)
     return {
         # What foundry-local-sdk 0.5 reads (camelCase) ...
         "endpoints": endpoints,
