@@ -11,6 +11,7 @@ duration string) are unions on the wire; they stay unions here because clients s
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from datetime import UTC, datetime
@@ -20,9 +21,11 @@ import msgspec
 from msgspec import Meta
 
 from runtime.errors import InvalidRequest
+from runtime.names import check_model_id
 from runtime.tools.grammar import json_schema_guidance
 
 __all__ = [
+    "NDJSON",
     "ChatRequest",
     "DeleteRequest",
     "EmbedRequest",
@@ -38,8 +41,9 @@ __all__ = [
     "generate_line",
     "generate_to_chat",
     "iso_time",
+    "model_name",
+    "ndjson_line",
     "parse_keep_alive",
-    "strip_latest",
 ]
 
 
@@ -114,9 +118,24 @@ class EmbeddingsRequest(msgspec.Struct, kw_only=True):
     keep_alive: float | str | None = None
 
 
-def strip_latest(name: str) -> str:
-    """Ollama clients append `:latest` to bare names; this project's ids have no such tag."""
-    return name.removesuffix(":latest")
+NDJSON = "application/x-ndjson"
+
+
+def model_name(raw: str, field: str = "model") -> str:
+    """A request's model name as this project's id or alias.
+
+    Ollama clients append `:latest` to bare names; this project's ids have no such tag.
+
+    Raises:
+        InvalidRequest: no name. InvalidName: path characters.
+    """
+    if not raw:
+        raise InvalidRequest(f"'{field}' is required", param=field)
+    return check_model_id(raw.removesuffix(":latest"))
+
+
+def ndjson_line(value: dict) -> bytes:
+    return json.dumps(value).encode() + b"\n"
 
 
 # --- request -> shared chat form -------------------------------------------------------------

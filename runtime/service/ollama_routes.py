@@ -1,4 +1,4 @@
-"""Ollama's API under `/api`: chat, generate, embed, tags, ps, show, pull, delete, version.
+"""Ollama's API under `/api`: chat, generate, embed(dings), and the model routes' Router.
 
 A thin translation layer over the shared generation path (`streaming.start_generation`) and
 the model manager: decode an `ollama_protocol` Struct, run, answer NDJSON lines (Ollama
@@ -6,45 +6,39 @@ streams by default) or one JSON object. Model names are this project's ids and a
 under `/api` renders as Ollama's `{"error": "..."}` through this Router's exception handler;
 after the first line a failure is an `{"error": ...}` line, which the `ollama` package raises.
 `keep_alive` sets the model's idle TTL in the manager; `0` unloads once the request is done.
+The model routes (tags, ps, show, pull, delete, version) live in `ollama_models.py`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
 import logging
 import math
 import time
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
-from litestar import MediaType, Request, Router, delete, get, post
+from litestar import MediaType, Request, Router, post
 from litestar.exceptions import HTTPException
 from litestar.response import Response, Stream
 
-from runtime import __version__
 from runtime.engines.base import Chunk, GenerationParams
 from runtime.errors import ContextTooLong, FoundryError, InvalidRequest
-from runtime.names import check_model_id
-from runtime.progress import ProgressEvent
 from runtime.service.api_errors import error_status
+from runtime.service.ollama_models import MODEL_HANDLERS
 from runtime.service.ollama_protocol import (
+    NDJSON,
     ChatRequest,
-    DeleteRequest,
     EmbeddingsRequest,
     EmbedRequest,
     GenerateRequest,
-    PullRequest,
-    ShowRequest,
     chat_line,
     chat_to_chat,
     generate_line,
     generate_to_chat,
-    iso_time,
+    model_name,
+    ndjson_line,
     parse_keep_alive,
-    strip_latest,
 )
 from runtime.service.protocol import decode_body
 from runtime.service.streaming import PrefetchedStream, collect, start_generation
@@ -52,10 +46,6 @@ from runtime.service.streaming import PrefetchedStream, collect, start_generatio
 __all__ = ["ROUTES"]
 
 log = logging.getLogger(__name__)
-
-# Clients (Open WebUI, Continue) gate features on the Ollama version they see.
-OLLAMA_COMPAT_VERSION = "0.12.0"
-NDJSON = "application/x-ndjson"
 
 
 def ollama_error(_: Request, exc: Exception) -> Response[Any]:
@@ -70,16 +60,6 @@ def _json(value: dict) -> Response[Any]:
     streaming routes declare NDJSON and their one-object answers say JSON here.
     """
     return Response(value, media_type=MediaType.JSON)
-
-
-def _line(value: dict) -> bytes:
-    return json.dumps(value).encode() + b"\n"
-
-
-def _name(raw: str, field: str = "model") -> str:
-    if not raw:
-        raise InvalidRequest(f"'{field}' is required", param=field)
-    return check_model_id(strip_latest(raw))
 
 
 def _manager(request: Request) -> Any:
@@ -132,11 +112,13 @@ async def _start(
     params: dict,
     options: Any,
     keep_alive: float | None,
+    timer: _Timer,
 ) -> PrefetchedStream:
     """Load, fit the prompt in `num_ctx`, set the TTL, submit: every failure here is a real
     status (the first chunk is already in hand)."""
     manager = _manager(request)
     engine = await manager.get(name, task="chat")
+    timer.loaded = time.perf_counter()
     num_ctx = options.num_ctx if options is not None else None
     if num_ctx is not None and num_ctx > engine.context_length:
         raise InvalidRequest(
@@ -156,6 +138,7 @@ async def _start(
     generation = await start_generation(
         manager, name, msgspec.convert(params, GenerationParams), prompt=prompt
     )
+    timer.first = time.perf_counter()  # start_generation awaited the first token
     return generation.streams[0]
 
 
@@ -171,35 +154,31 @@ async def _lines(
     last = None
     try:
         async for chunk in stream:
-            if last is None:
-                timer.first = time.perf_counter()
             last = chunk
             if chunk.text:
-                yield _line(shape(name, chunk.text))
+                yield ndjson_line(shape(name, chunk.text))
     except Exception as exc:  # after the first byte, an error is a line
-        yield _line({"error": error_status(exc)[1]})
+        yield ndjson_line({"error": error_status(exc)[1]})
         return
     finally:
         await stream.aclose()
         await _release(request, name, keep_alive)
-    yield _line(shape(name, "", done=True, finish=timer.stats(last or Chunk())))
+    yield ndjson_line(shape(name, "", done=True, finish=timer.stats(last or Chunk())))
 
 
 async def _respond(
     request: Request, body: Any, messages: list[dict], params: dict, shape: Any
 ) -> Any:
-    name = _name(body.model)
+    name = model_name(body.model)
     keep_alive = parse_keep_alive(body.keep_alive)
     timer = _Timer()
-    stream = await _start(request, name, messages, params, body.options, keep_alive)
-    timer.loaded = time.perf_counter()
+    stream = await _start(request, name, messages, params, body.options, keep_alive, timer)
     if body.stream:
         return Stream(_lines(request, stream, name, keep_alive, shape, timer), media_type=NDJSON)
     try:
         reply = await collect(stream)
     finally:
         await _release(request, name, keep_alive)
-    timer.first = timer.loaded
     return _json(shape(name, reply.text, done=True, finish=timer.stats(reply)))
 
 
@@ -227,12 +206,12 @@ async def generate(request: Request) -> Any:
 
 async def _load_only(request: Request, body: Any, shape: Any) -> Response[Any]:
     """Ollama's load/unload idiom: an empty prompt loads; with keep_alive 0 it unloads."""
-    name = _name(body.model)
+    name = model_name(body.model)
     keep_alive = parse_keep_alive(body.keep_alive)
     manager = _manager(request)
     if keep_alive == 0:
         model_id = manager.resolve_name(name)
-        if model_id in _loaded_ids(manager):
+        if model_id in [entry.model_id for entry in manager.loaded()]:
             await manager.unload(name)
         reason = "unload"
     else:
@@ -246,7 +225,7 @@ async def _load_only(request: Request, body: Any, shape: Any) -> Response[Any]:
 
 # --- embeddings ---------------------------------------------------------------------------
 async def _embed(request: Request, name: str, inputs: list[str], keep_alive: Any) -> Any:
-    name = _name(name)
+    name = model_name(name)
     engine = await _manager(request).get(name, task="embeddings")
     await _apply_keep_alive(request, name, parse_keep_alive(keep_alive))
     return await engine.aembed(inputs)
@@ -277,208 +256,10 @@ async def embeddings(request: Request) -> dict:
     return {"embedding": [float(x) for x in result.vectors[0]]}
 
 
-# --- models -------------------------------------------------------------------------------
-def _store(request: Request) -> Any:
-    store = getattr(_manager(request), "store", None)
-    if store is None:
-        from runtime.store import Store
-
-        store = Store()
-    return store
-
-
-def _loaded_ids(manager: Any) -> list[str]:
-    return [entry.model_id for entry in manager.loaded()]
-
-
-def _details(metadata: dict) -> dict:
-    family = str(metadata.get("family") or "")
-    return {
-        "parent_model": "",
-        "format": "onnx",
-        "family": family,
-        "families": [family] if family else None,
-        "parameter_size": str(metadata.get("parameter_size") or ""),
-        "quantization_level": str(metadata.get("precision") or metadata.get("target") or ""),
-    }
-
-
-def _modified(model: Any) -> str:
-    created = model.manifest.created
-    return created or iso_time()
-
-
-@get("/version", sync_to_thread=False)
-def version() -> dict:
-    return {"version": OLLAMA_COMPAT_VERSION, "foundry": __version__}
-
-
-@get("/tags", sync_to_thread=True)
-def tags(request: Request) -> dict:
-    models = []
-    for model in _store(request).list_models():
-        if model.metadata.get("task", "chat") not in ("chat", "embeddings"):
-            continue
-        models.append(
-            {
-                "name": model.model_id,
-                "model": model.model_id,
-                "modified_at": _modified(model),
-                "size": model.size,
-                "digest": model.manifest_digest.removeprefix("sha256:"),
-                "details": _details(model.metadata),
-            }
-        )
-    return {"models": models}
-
-
-@get("/ps", sync_to_thread=True)
-def ps(request: Request) -> dict:
-    store = _store(request)
-    models = []
-    for entry in _manager(request).loaded():
-        expires = time.time() + 10 * 365 * 86400  # a negative TTL: no expiry
-        if entry.ttl >= 0:
-            expires = time.time() + max(0.0, entry.ttl - entry.idle_seconds)
-        cached = store.resolve(entry.model_id)
-        metadata = cached.metadata
-        models.append(
-            {
-                "name": entry.model_id,
-                "model": entry.model_id,
-                "size": int(entry.size),
-                "digest": cached.manifest_digest.removeprefix("sha256:"),
-                "details": _details(metadata),
-                "expires_at": datetime.fromtimestamp(expires, tz=UTC).isoformat(),
-                "size_vram": 0,
-                "context_length": metadata.get("context_length"),
-            }
-        )
-    return {"models": models}
-
-
-@post("/show", status_code=200)
-async def show(request: Request) -> dict:
-    body = decode_body(await request.body(), ShowRequest)
-    name = _name(body.model or body.name)
-    manager = _manager(request)
-    model = _store(request).resolve(manager.resolve_name(name))
-    metadata = model.metadata
-    family = str(metadata.get("family") or "")
-    task = metadata.get("task", "chat")
-    template = ""
-    if task == "chat":
-        from runtime.engines.prompt import load_chat_template
-
-        template = load_chat_template(model.path).source
-    return {
-        "modelfile": f"# served by foundry from the store\nFROM {model.model_id}\n",
-        "parameters": "",
-        "template": template,
-        "details": _details(metadata),
-        "model_info": {
-            "general.architecture": family,
-            f"{family or 'model'}.context_length": metadata.get("context_length"),
-        },
-        "capabilities": ["embedding"] if task == "embeddings" else ["completion"],
-        "modified_at": _modified(model),
-    }
-
-
-@delete("/delete", status_code=200)
-async def delete_model(request: Request) -> None:
-    body = decode_body(await request.body(), DeleteRequest)
-    name = _name(body.model or body.name)
-    manager = _manager(request)
-    model_id = manager.resolve_name(name)
-    store = _store(request)
-    store.resolve(model_id)  # ModelNotFound -> 404 before anything changes
-    if model_id in _loaded_ids(manager):
-        await manager.unload(name, force=True)
-    await asyncio.to_thread(store.remove, model_id)
-
-
-@post("/pull", status_code=200, media_type=NDJSON)
-async def pull(request: Request) -> Any:
-    """Catalog download with Ollama-style progress lines, ending in `{"status": "success"}`."""
-    body = decode_body(await request.body(), PullRequest)
-    name = _name(body.model or body.name)
-    store = _store(request)
-    if store.has(name):
-        return (
-            Stream(_cached_lines(), media_type=NDJSON)
-            if body.stream
-            else _json({"status": "success"})
-        )
-    from runtime.download import download, resolve_variant
-
-    await asyncio.to_thread(resolve_variant, name)  # an unknown name is a 404 before any line
-    if not body.stream:
-        await asyncio.to_thread(download, name, store)
-        return _json({"status": "success"})
-    return Stream(_pull_lines(store, name), media_type=NDJSON)
-
-
-async def _cached_lines() -> AsyncIterator[bytes]:
-    """A model id already in the store: nothing to fetch (Ollama answers the same way)."""
-    for status in ("pulling manifest", "success"):
-        yield _line({"status": status})
-
-
-async def _pull_lines(store: Any, name: str) -> AsyncIterator[bytes]:
-    from runtime.download import download
-
-    loop = asyncio.get_running_loop()
-    events: asyncio.Queue[ProgressEvent | None] = asyncio.Queue()
-
-    def progress(event: ProgressEvent) -> None:
-        loop.call_soon_threadsafe(events.put_nowait, event)
-
-    def work() -> Any:
-        try:
-            return download(name, store, progress)
-        finally:
-            loop.call_soon_threadsafe(events.put_nowait, None)
-
-    yield _line({"status": "pulling manifest"})
-    task = loop.run_in_executor(None, work)
-    while (event := await events.get()) is not None:
-        yield _line(_pull_status(event))
-    try:
-        await task
-    except Exception as exc:
-        yield _line({"error": error_status(exc)[1]})
-        return
-    for status in ("verifying sha256 digest", "writing manifest", "success"):
-        yield _line({"status": status})
-
-
-def _pull_status(event: ProgressEvent) -> dict:
-    """`{"status": "pulling <file>", "digest", "total", "completed"}` as Ollama's CLI draws bars."""
-    line: dict = {"status": f"{event.phase} {event.message}".strip()}
-    if event.unit == "B" and event.total:
-        line["status"] = f"pulling {event.message}".strip()
-        line["digest"] = event.message
-        line["total"] = int(event.total)
-        line["completed"] = int(event.completed or 0)
-    return line
-
-
 ROUTES = [
     Router(
         path="/api",
-        route_handlers=[
-            chat,
-            generate,
-            embed,
-            embeddings,
-            version,
-            tags,
-            ps,
-            show,
-            delete_model,
-            pull,
-        ],
+        route_handlers=[chat, generate, embed, embeddings, *MODEL_HANDLERS],
         # Every key the app maps (runtime/service/error_responses.py), so none of them wins here.
         exception_handlers={e: ollama_error for e in (FoundryError, HTTPException, Exception)},
     )

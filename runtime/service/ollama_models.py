@@ -1,0 +1,231 @@
+"""Ollama's model routes under `/api`: version, tags, ps, show, delete and pull.
+
+Answers from the store and the model manager in Ollama's shapes (`ollama.Client.list/ps/
+show/delete/pull` parse them). `pull` is the catalog download (`runtime/download.py`) with
+Ollama-style progress lines. `ollama_routes.py` mounts these handlers in its `/api` Router,
+so their errors render in Ollama's shape too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+from litestar import MediaType, Request, delete, get, post
+from litestar.response import Response, Stream
+
+from runtime import __version__
+from runtime.progress import ProgressEvent
+from runtime.service.api_errors import error_status
+from runtime.service.ollama_protocol import (
+    NDJSON,
+    DeleteRequest,
+    PullRequest,
+    ShowRequest,
+    iso_time,
+    model_name,
+    ndjson_line,
+)
+from runtime.service.protocol import decode_body
+
+__all__ = ["MODEL_HANDLERS", "OLLAMA_COMPAT_VERSION"]
+
+# Clients (Open WebUI, Continue) gate features on the Ollama version they see.
+OLLAMA_COMPAT_VERSION = "0.12.0"
+
+
+def _json(value: dict) -> Response[Any]:
+    """A whole answer from a route whose default media type is NDJSON (see ollama_routes)."""
+    return Response(value, media_type=MediaType.JSON)
+
+
+def _manager(request: Request) -> Any:
+    return request.app.state.manager
+
+
+def _store(request: Request) -> Any:
+    store = getattr(_manager(request), "store", None)
+    if store is None:
+        from runtime.store import Store
+
+        store = Store()
+    return store
+
+
+def _details(metadata: dict) -> dict:
+    family = str(metadata.get("family") or "")
+    return {
+        "parent_model": "",
+        "format": "onnx",
+        "family": family,
+        "families": [family] if family else None,
+        "parameter_size": str(metadata.get("parameter_size") or ""),
+        "quantization_level": str(metadata.get("precision") or metadata.get("target") or ""),
+    }
+
+
+def _modified(model: Any) -> str:
+    created = model.manifest.created
+    return created or iso_time()
+
+
+@get("/version", sync_to_thread=False)
+def version() -> dict:
+    return {"version": OLLAMA_COMPAT_VERSION, "foundry": __version__}
+
+
+@get("/tags", sync_to_thread=True)
+def tags(request: Request) -> dict:
+    models = []
+    for model in _store(request).list_models():
+        if model.metadata.get("task", "chat") not in ("chat", "embeddings"):
+            continue
+        models.append(
+            {
+                "name": model.model_id,
+                "model": model.model_id,
+                "modified_at": _modified(model),
+                "size": model.size,
+                "digest": model.manifest_digest.removeprefix("sha256:"),
+                "details": _details(model.metadata),
+            }
+        )
+    return {"models": models}
+
+
+@get("/ps", sync_to_thread=True)
+def ps(request: Request) -> dict:
+    store = _store(request)
+    models = []
+    for entry in _manager(request).loaded():
+        expires = time.time() + 10 * 365 * 86400  # a negative TTL: no expiry
+        if entry.ttl >= 0:
+            expires = time.time() + max(0.0, entry.ttl - entry.idle_seconds)
+        cached = store.resolve(entry.model_id)
+        metadata = cached.metadata
+        models.append(
+            {
+                "name": entry.model_id,
+                "model": entry.model_id,
+                "size": int(entry.size),
+                "digest": cached.manifest_digest.removeprefix("sha256:"),
+                "details": _details(metadata),
+                "expires_at": datetime.fromtimestamp(expires, tz=UTC).isoformat(),
+                "size_vram": 0,
+                "context_length": metadata.get("context_length"),
+            }
+        )
+    return {"models": models}
+
+
+@post("/show", status_code=200)
+async def show(request: Request) -> dict:
+    body = decode_body(await request.body(), ShowRequest)
+    name = model_name(body.model or body.name)
+    manager = _manager(request)
+    model = _store(request).resolve(manager.resolve_name(name))
+    metadata = model.metadata
+    family = str(metadata.get("family") or "")
+    task = metadata.get("task", "chat")
+    template = ""
+    if task == "chat":
+        from runtime.engines.prompt import load_chat_template
+
+        template = load_chat_template(model.path).source
+    return {
+        "modelfile": f"# served by foundry from the store\nFROM {model.model_id}\n",
+        "parameters": "",
+        "template": template,
+        "details": _details(metadata),
+        "model_info": {
+            "general.architecture": family,
+            f"{family or 'model'}.context_length": metadata.get("context_length"),
+        },
+        "capabilities": ["embedding"] if task == "embeddings" else ["completion"],
+        "modified_at": _modified(model),
+    }
+
+
+@delete("/delete", status_code=200)
+async def delete_model(request: Request) -> None:
+    body = decode_body(await request.body(), DeleteRequest)
+    name = model_name(body.model or body.name)
+    manager = _manager(request)
+    model_id = manager.resolve_name(name)
+    store = _store(request)
+    store.resolve(model_id)  # ModelNotFound -> 404 before anything changes
+    if model_id in [entry.model_id for entry in manager.loaded()]:
+        await manager.unload(name, force=True)
+    await asyncio.to_thread(store.remove, model_id)
+
+
+@post("/pull", status_code=200, media_type=NDJSON)
+async def pull(request: Request) -> Any:
+    """Catalog download with Ollama-style progress lines, ending in `{"status": "success"}`."""
+    body = decode_body(await request.body(), PullRequest)
+    name = model_name(body.model or body.name)
+    store = _store(request)
+    if store.has(name):
+        return (
+            Stream(_cached_lines(), media_type=NDJSON)
+            if body.stream
+            else _json({"status": "success"})
+        )
+    from runtime.download import download, resolve_variant
+
+    await asyncio.to_thread(resolve_variant, name)  # an unknown name is a 404 before any line
+    if not body.stream:
+        await asyncio.to_thread(download, name, store)
+        return _json({"status": "success"})
+    return Stream(_pull_lines(store, name), media_type=NDJSON)
+
+
+async def _cached_lines() -> AsyncIterator[bytes]:
+    """A model id already in the store: nothing to fetch (Ollama answers the same way)."""
+    for status in ("pulling manifest", "success"):
+        yield ndjson_line({"status": status})
+
+
+async def _pull_lines(store: Any, name: str) -> AsyncIterator[bytes]:
+    from runtime.download import download
+
+    loop = asyncio.get_running_loop()
+    events: asyncio.Queue[ProgressEvent | None] = asyncio.Queue()
+
+    def progress(event: ProgressEvent) -> None:
+        loop.call_soon_threadsafe(events.put_nowait, event)
+
+    def work() -> Any:
+        try:
+            return download(name, store, progress)
+        finally:
+            loop.call_soon_threadsafe(events.put_nowait, None)
+
+    yield ndjson_line({"status": "pulling manifest"})
+    task = loop.run_in_executor(None, work)
+    while (event := await events.get()) is not None:
+        yield ndjson_line(_pull_status(event))
+    try:
+        await task
+    except Exception as exc:
+        yield ndjson_line({"error": error_status(exc)[1]})
+        return
+    for status in ("verifying sha256 digest", "writing manifest", "success"):
+        yield ndjson_line({"status": status})
+
+
+def _pull_status(event: ProgressEvent) -> dict:
+    """`{"status": "pulling <file>", "digest", "total", "completed"}` as Ollama's CLI draws bars."""
+    line: dict = {"status": f"{event.phase} {event.message}".strip()}
+    if event.unit == "B" and event.total:
+        line["status"] = f"pulling {event.message}".strip()
+        line["digest"] = event.message
+        line["total"] = int(event.total)
+        line["completed"] = int(event.completed or 0)
+    return line
+
+
+MODEL_HANDLERS = [version, tags, ps, show, delete_model, pull]
