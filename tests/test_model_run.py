@@ -169,21 +169,38 @@ class Terminal:
         raise AssertionError(f"still running; output: {self.output[-2000:]!r}")
 
 
-def test_interactive_run_chats_clears_survives_ctrl_c_and_exits(service, service_model):
-    term = Terminal(["model", "run", service_model, "--max-tokens", "400"], service.home)
+def test_interactive_run_chats_clears_stops_a_reply_on_ctrl_c_and_exits(service, service_model):
+    # --ignore-eos with a long budget: the reply is still streaming when Ctrl-C arrives.
+    term = Terminal(
+        ["model", "run", service_model, "--max-tokens", "20000", "--ignore-eos"], service.home
+    )
     term.read_until(r"Chatting with tiny-qwen")
     term.read_until(r">>> ")
-    term.type("Hello there\r")
-    term.read_until(r"\n>>> ")  # a reply was streamed, then the prompt came back
     term.type("/clear\r")
     term.read_until(r"conversation cleared")
     term.type("Tell me a long story\r")
-    time.sleep(0.3)
-    term.type("\x03")  # Ctrl-C: stops this reply (or, if it already ended, only shows a hint)
-    term.read_until(r"(\[reply stopped\]|use /exit or Ctrl-D to leave)")
+    term.read_until(r"story\r?\n.")  # the echo, then the first streamed text
+    term.type("\x03")  # Ctrl-C from the terminal: a real SIGINT
+    term.read_until(r"\[reply stopped\]")
     term.read_until(r">>> ")
-    term.type("Still there?\r")
-    term.read_until(r"\n>>> ")  # the program survived and still answers
+    deadline = time.monotonic() + 3  # hanging up cancelled the generation in the service
+    while time.monotonic() < deadline:
+        rows = httpx.get(f"{service.base_url}/foundry/ps", timeout=10).json()["models"]
+        if all(row["active_requests"] == 0 for row in rows):
+            break
+        time.sleep(0.1)
+    assert all(row["active_requests"] == 0 for row in rows)
+    term.type("\x03")  # Ctrl-C at the prompt only says how to leave
+    term.read_until(r"use /exit or Ctrl-D to leave")
     term.type("/exit\r")
     assert term.exit_code() == 0
     assert "Traceback" not in term.output
+
+
+def test_interactive_run_answers_and_leaves_on_end_of_input(service, service_model):
+    term = Terminal(["model", "run", service_model, "--max-tokens", "8"], service.home)
+    term.read_until(r">>> ")
+    term.type("Hello there\r")
+    term.read_until(r"\n>>> ")  # a reply was streamed, then the prompt came back
+    term.type("\x04")  # Ctrl-D
+    assert term.exit_code() == 0

@@ -143,7 +143,7 @@ def _with_system(options: dict[str, Any], messages: list[dict[str, str]]) -> lis
 
 
 def _sampling(options: dict[str, Any]) -> dict[str, Any]:
-    keys = ("max_tokens", "temperature", "seed")
+    keys = ("max_tokens", "temperature", "seed", "ignore_eos")
     return {key: options[key] for key in keys if options.get(key) is not None}
 
 

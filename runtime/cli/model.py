@@ -341,11 +341,13 @@ def ps(as_json: bool) -> None:
 @click.option("--max-tokens", type=click.IntRange(1), default=None, help="Longest reply, in tokens.")
 @click.option("--temperature", type=click.FloatRange(0, 2), default=None, help="Sampling temperature (0 = greedy).")
 @click.option("--seed", type=int, default=None, help="Sampling seed (same seed, same reply).")
+@click.option("--ignore-eos", is_flag=True, hidden=True, help="Generate until --max-tokens (tests, benchmarks).")
 @click.option("--file", "audio_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="Transcribe this audio file with a speech model (wav, flac, ogg, mp3, ...) and print the text.")
 @click.option("--language", default=None, help="Spoken language of --file (ISO-639-1, default en).")
 def run(model: str, prompt: str | None, system: str | None, max_tokens: int | None,
-        temperature: float | None, seed: int | None, audio_file: Path | None, language: str | None) -> None:
+        temperature: float | None, seed: int | None, ignore_eos: bool, audio_file: Path | None,
+        language: str | None) -> None:
     """Chat with MODEL in the terminal, streaming tokens (starts the service if needed).
 
     In the chat, /exit or Ctrl-D leaves, /clear forgets the conversation and Ctrl-C stops
@@ -353,7 +355,8 @@ def run(model: str, prompt: str | None, system: str | None, max_tokens: int | No
     """
     from runtime.cli.chat import chat_once, ensure_loaded, repl
 
-    options = {"system": system, "max_tokens": max_tokens, "temperature": temperature, "seed": seed}
+    options = {"system": system, "max_tokens": max_tokens, "temperature": temperature, "seed": seed,
+               "ignore_eos": ignore_eos or None}
     with _service_client(start=True) as client:
         ensure_loaded(client, model)  # download if needed, load (or fail) before the first prompt
         if audio_file is not None:
