@@ -1,4 +1,4 @@
-"""Every "Use it from …" snippet in docs/clients.md runs, as written, against the real service.
+"""Every "Use it from …" snippet in the README runs, as written, against the real service.
 
 The snippets name the endpoint `http://127.0.0.1:5273` and the model `qwen2.5-0.5b`; the test
 substitutes the session service's endpoint and its tiny model, then runs each one the way a
@@ -15,17 +15,18 @@ from pathlib import Path
 
 import pytest
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "clients.md"
+DOC = Path(__file__).resolve().parents[1] / "README.md"
 ENDPOINT = "http://127.0.0.1:5273"
 MODEL = "qwen2.5-0.5b"
 _BLOCK = re.compile(r"^### (?P<title>.+?)\n.*?^```(?P<lang>\w+)\n(?P<code>.*?)^```", re.M | re.S)
 
 
 def snippets() -> list[tuple[str, str, str]]:
-    """(title, language, code) of each fenced block under a `###` heading."""
-    return [
-        (m["title"], m["lang"], m["code"]) for m in _BLOCK.finditer(DOC.read_text(encoding="utf-8"))
-    ]
+    """(title, language, code) of each fenced block under a `###` heading of "Use it from …"."""
+    text = DOC.read_text(encoding="utf-8")
+    section = text[text.index("## Use it from"):]
+    section = section[: section.find("\n## ", 1)] if "\n## " in section[1:] else section
+    return [(m["title"], m["lang"], m["code"]) for m in _BLOCK.finditer(section)]
 
 
 def test_the_doc_has_a_snippet_for_each_client():
