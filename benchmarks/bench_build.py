@@ -79,6 +79,7 @@ def run_cli(home: Path, source: Path) -> tuple[float, dict]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--child", nargs=3, metavar=("BACKEND", "SOURCE", "OUT"))
+    parser.add_argument("--rounds", type=int, default=2, help="alternating runs per backend")
     parser.add_argument(
         "--keep", type=Path, default=None, help="work folder to keep (default: a temp dir)"
     )
