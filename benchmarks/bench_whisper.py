@@ -66,6 +66,9 @@ class TorchWhisper:
         ).eval()
         config = self.model.generation_config
         config.suppress_tokens = config.begin_suppress_tokens = config.forced_decoder_ids = None
+        # Whisper's generate counts the decoder prompt against max_new_tokens; main() measures
+        # the shortfall once and asks for that many more, so both sides decode the same count.
+        self.extra = 0
 
     def transcribe(self, pcm: np.ndarray, prompt_ids: list[int], tokens: int) -> int:
         torch = self.torch
@@ -77,8 +80,8 @@ class TorchWhisper:
                 generation_config=self.model.generation_config,
                 do_sample=False,
                 num_beams=1,
-                max_new_tokens=tokens,
-                min_new_tokens=tokens,
+                max_new_tokens=tokens + self.extra,
+                min_new_tokens=tokens + self.extra,
             )
         return int(out.shape[-1]) - len(prompt_ids)
 
@@ -90,6 +93,12 @@ def main() -> None:
     parser.add_argument(
         "--home", type=Path, default=Path.home() / ".cache" / "foundry-bench" / "whisper"
     )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="intra-op threads for both sides",
+    )
     args = parser.parse_args()
 
     import onnxruntime_genai
@@ -100,11 +109,11 @@ def main() -> None:
     from runtime.engines.speech import SpeechEngine
 
     source, artifacts = build(args.home)
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(args.threads)
     pcm = audio()
     wav = to_wav_bytes(pcm)
     engines = {
-        name: SpeechEngine(artifacts[target], {})
+        name: SpeechEngine(artifacts[target], {}, threads=args.threads)
         for name, target in (("onnx-fp32", "cpu-fp32"), ("onnx-int4", "cpu-int4"))
     }
     prompt_ids = [
@@ -123,6 +132,8 @@ def main() -> None:
     tokens: dict[str, int] = {}
     for name, run in runners.items():  # warm-up
         tokens[name] = run()
+    reference.extra = max(0, args.tokens - tokens["transformers"])
+    tokens["transformers"] = runners["transformers"]()
     for _ in range(args.rounds):
         for name, run in runners.items():
             started = time.perf_counter()
@@ -135,7 +146,7 @@ def main() -> None:
         "audio_seconds": AUDIO_SECONDS,
         "decoded_tokens": tokens,
         "rounds": args.rounds,
-        "threads": os.cpu_count(),
+        "threads": args.threads,
         "tools": {
             "onnxruntime-genai": onnxruntime_genai.__version__,
             "torch": torch.__version__,

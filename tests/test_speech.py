@@ -322,3 +322,11 @@ def test_chat_model_asked_to_transcribe_is_400_naming_chat(
         )
     assert info.value.body["code"] == "unsupported_task"
     assert "chat" in info.value.body["message"]
+
+
+def test_transcription_without_a_file_is_400_naming_the_field(speech_client, service):
+    reply = httpx.post(
+        f"{service.base_url}/v1/audio/transcriptions", files={"model": (None, WHISPER)}, timeout=60
+    )
+    assert reply.status_code == 400, reply.text
+    assert reply.json()["error"]["param"] == "file"

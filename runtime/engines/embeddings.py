@@ -63,7 +63,14 @@ class EmbeddingEngine:
 
     task = "embeddings"
 
-    def __init__(self, path: Path, metadata: dict[str, Any] | None = None, *, max_batch: int = 32):
+    def __init__(
+        self,
+        path: Path,
+        metadata: dict[str, Any] | None = None,
+        *,
+        max_batch: int = 32,
+        threads: int | None = None,
+    ):
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
@@ -81,6 +88,8 @@ class EmbeddingEngine:
         self.pad_id: int = self._pad_id()
         options = ort.SessionOptions()
         options.log_severity_level = 3
+        if threads:  # None: onnxruntime's default, one intra-op thread per core
+            options.intra_op_num_threads = threads
         self.session = ort.InferenceSession(
             str(self.path / "model.onnx"), options, providers=["CPUExecutionProvider"]
         )

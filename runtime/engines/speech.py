@@ -105,13 +105,19 @@ class SpeechEngine:
 
     task = "speech"
 
-    def __init__(self, path: Path, metadata: dict[str, Any] | None = None):
+    def __init__(
+        self, path: Path, metadata: dict[str, Any] | None = None, *, threads: int | None = None
+    ):
         import onnxruntime_genai as og
 
         self.path = Path(path)
         self.metadata = dict(metadata or {})
         self._og = og
-        self.model = og.Model(str(self.path))
+        config = og.Config(str(self.path))
+        if threads:  # None: onnxruntime's default, one intra-op thread per core
+            options = {"session_options": {"intra_op_num_threads": threads}}
+            config.overlay(json.dumps({"model": {"encoder": options, "decoder": options}}))
+        self.model = og.Model(config)
         self.processor = self.model.create_multimodal_processor()
         self.tokenizer = og.Tokenizer(self.model)
         config = json.loads((self.path / "genai_config.json").read_text())
