@@ -59,6 +59,7 @@ def run_child(backend: str, source: Path, work: Path) -> dict:
         capture_output=True,
         text=True,
         check=True,
+        env={**os.environ, "FOUNDRY_HOME": str(work / "home")},
     )
     return json.loads(done.stdout.strip().splitlines()[-1])
 
