@@ -372,18 +372,11 @@ BAD_BODIES = [
     {"model": "MODEL", "input": "x", "max_output_tokens": 0},
     {"model": "MODEL", "input": "x", "temperature": -1},
     {"model": "MODEL", "input": "x", "text": {"format": {"type": "json_schema", "name": "x"}}},
-    pytest.param(
-        {
-            "model": "MODEL",
-            "input": "x",
-            "text": {"format": {"type": "json_schema", "name": "x", "schema": {"type": "objekt"}}},
-        },
-        # /v1/chat/completions answers the same 500 on this model: the engine's Generator path
-        # raises GenerationFailed when og.Generator (not set_guidance) rejects the grammar.
-        marks=pytest.mark.xfail(
-            strict=True, reason="runtime/engines/chat.py: grammar error is a 500"
-        ),
-    ),
+    {
+        "model": "MODEL",
+        "input": "x",
+        "text": {"format": {"type": "json_schema", "name": "x", "schema": {"type": "objekt"}}},
+    },
     {"model": "MODEL", "input": "x", "previous_response_id": "../../etc/passwd"},
     {"model": "../../etc/passwd", "input": "x"},
 ]
@@ -419,6 +412,27 @@ def test_invalid_bodies_are_4xx_in_openai_shape(service, service_model, body, re
     assert response.status_code == expected, response.text
     error = response.json()["error"]
     assert error["message"] and error["type"] in ("invalid_request_error", "not_found_error")
+
+
+def test_a_schema_guidance_cannot_compile_is_a_400_on_chat_completions_too(
+    openai_client, service_model
+):
+    """The session model prunes its LM head, so it generates on og.Generator, which compiles
+    the grammar when it is created: that failure is the request's fault, not a 500."""
+    import openai
+
+    bad = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "objekt"}}}
+    for stream in (False, True):
+        with pytest.raises(openai.BadRequestError) as caught:
+            reply = openai_client.chat.completions.create(
+                model=service_model,
+                messages=[{"role": "user", "content": "x"}],
+                response_format=bad,
+                max_tokens=5,
+                stream=stream,
+            )
+            list(reply) if stream else None
+        assert caught.value.body["param"] == "response_format"
 
 
 # --- stored responses outlive the service process ---------------------------------------------

@@ -496,7 +496,7 @@ class _GeneratorRun:
                     raise InvalidRequest(
                         f"the grammar was refused: {exc}", param="response_format"
                     ) from exc
-            generator = og.Generator(self.engine._model, gp)
+            generator = self._generator(gp, params)
             generator.append_tokens(np.asarray(seq.prompt, dtype=np.int32))
             while not generator.is_done() and not seq.cancelled and not seq.stops.stopped:
                 generator.generate_next_token()
@@ -517,6 +517,28 @@ class _GeneratorRun:
                 seq.finish("length")
         finally:
             self.engine._count(-1)
+
+    def _generator(self, gp: Any, params: GenerationParams) -> Any:
+        """og.Generator for `gp`; a grammar it cannot compile is the request's fault (a 400).
+
+        0.18.0 compiles guidance here, not in `set_guidance` ("Error creating grammar: ...").
+        When creation fails with guidance set, a 1-token generator without it tells the two
+        causes apart; it runs only on that failure, so the happy path pays nothing.
+        """
+        try:
+            return og.Generator(self.engine._model, gp)
+        except Exception as exc:
+            if not params.guidance:
+                raise
+            plain = og.GeneratorParams(self.engine._model)
+            plain.set_search_options(max_length=1)
+            try:
+                og.Generator(self.engine._model, plain)
+            except Exception:
+                raise exc from None
+            raise InvalidRequest(
+                f"the grammar cannot be compiled: {exc}", param="response_format"
+            ) from exc
 
 
 class GenerationStream:
