@@ -106,31 +106,14 @@ def _request(model: str, targets: tuple[str, ...], **kwargs: Any) -> Any:
 @main.command("build")
 @_model_options
 def build_command(
-    model: str,
-    targets: tuple[str, ...],
-    model_id: str | None,
-    synthetic: bool,
-    layers: int | None,
-    hidden: int | None,
-    task: str | None,
-    backend: str | None,
-    as_json: bool,
+    model: str, targets: tuple[str, ...], as_json: bool, **options: Any
 ) -> None:
     """Build MODEL (a Hugging Face id[@revision], a folder, or an alias with --synthetic)."""
     from compiler.build import build
     from compiler.progress_view import ProgressView
     from runtime.store import Store
 
-    request = _request(
-        model,
-        targets,
-        model_id=model_id,
-        synthetic=synthetic,
-        layers=layers,
-        hidden=hidden,
-        task=task,
-        backend=backend,
-    )
+    request = _request(model, targets, **options)
     store = Store()
     with ProgressView(enabled=not as_json) as view:
         results = build(request, store, view)
@@ -195,15 +178,7 @@ def _validation_text(validation: dict[str, Any]) -> str:
 @main.command("plan")
 @_model_options
 def plan_command(
-    model: str,
-    targets: tuple[str, ...],
-    model_id: str | None,
-    synthetic: bool,
-    layers: int | None,
-    hidden: int | None,
-    task: str | None,
-    backend: str | None,
-    as_json: bool,
+    model: str, targets: tuple[str, ...], as_json: bool, **options: Any
 ) -> None:
     """Show what a build would run, its build key and whether it is a cache hit (runs nothing)."""
     import msgspec
@@ -211,16 +186,7 @@ def plan_command(
     from compiler.build import plan
     from runtime.store import Store
 
-    request = _request(
-        model,
-        targets,
-        model_id=model_id,
-        synthetic=synthetic,
-        layers=layers,
-        hidden=hidden,
-        task=task,
-        backend=backend,
-    )
+    request = _request(model, targets, **options)
     plans = plan(request, Store())
     rows = [
         {
