@@ -23,7 +23,7 @@ from litestar.response import Response, Stream
 
 from runtime import __version__
 from runtime.errors import FoundryError, InvalidRequest, ProviderUnavailable
-from runtime.progress import ProgressEvent
+from runtime.progress import ProgressEvent, ThreadedProgress
 from runtime.service import metrics
 
 if TYPE_CHECKING:
@@ -219,23 +219,11 @@ def _download_name(body: Any) -> str:
 
 async def _download_lines(store: Store, download_fn: Any, name: str) -> AsyncIterator[str]:
     """Run the blocking download on a thread; forward its progress events as lines."""
-    loop = asyncio.get_running_loop()
-    events: asyncio.Queue[ProgressEvent | None] = asyncio.Queue()
-
-    def progress(event: ProgressEvent) -> None:
-        loop.call_soon_threadsafe(events.put_nowait, event)
-
-    def work() -> Any:
-        try:
-            return download_fn(name, store, progress)
-        finally:
-            loop.call_soon_threadsafe(events.put_nowait, None)
-
-    task = loop.run_in_executor(None, work)
-    while (event := await events.get()) is not None:
+    task = ThreadedProgress(lambda progress: download_fn(name, store, progress))
+    async for event in task:
         yield _progress_line(event)
     try:
-        cached = await task
+        cached = await task.result()
         result = {"success": True, "errorMessage": None, "modelId": cached.model_id}
     except FoundryError as exc:
         result = {"success": False, "errorMessage": exc.message, "code": exc.code}

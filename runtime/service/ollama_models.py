@@ -18,7 +18,7 @@ from litestar import MediaType, Request, delete, get, post
 from litestar.response import Response, Stream
 
 from runtime import __version__
-from runtime.progress import ProgressEvent
+from runtime.progress import ProgressEvent, ThreadedProgress
 from runtime.service.api_errors import error_status
 from runtime.service.ollama_protocol import (
     NDJSON,
@@ -192,24 +192,12 @@ async def _cached_lines() -> AsyncIterator[bytes]:
 async def _pull_lines(store: Any, name: str) -> AsyncIterator[bytes]:
     from runtime.download import download
 
-    loop = asyncio.get_running_loop()
-    events: asyncio.Queue[ProgressEvent | None] = asyncio.Queue()
-
-    def progress(event: ProgressEvent) -> None:
-        loop.call_soon_threadsafe(events.put_nowait, event)
-
-    def work() -> Any:
-        try:
-            return download(name, store, progress)
-        finally:
-            loop.call_soon_threadsafe(events.put_nowait, None)
-
     yield ndjson_line({"status": "pulling manifest"})
-    task = loop.run_in_executor(None, work)
-    while (event := await events.get()) is not None:
+    task = ThreadedProgress(lambda progress: download(name, store, progress))
+    async for event in task:
         yield ndjson_line(_pull_status(event))
     try:
-        await task
+        await task.result()
     except Exception as exc:
         yield ndjson_line({"error": error_status(exc)[1]})
         return
