@@ -143,3 +143,25 @@ def openai_client(service: RunningService):
     import openai
 
     return openai.OpenAI(base_url=f"{service.base_url}/v1", api_key="unused", max_retries=0)
+
+
+# --- tool calling / structured output / prefix reuse models [agents] -----------------------------
+AGENT_MODELS = {"agents-qwen": ("qwen2.5-0.5b", "qwen2", "qwen"),
+                "agents-llama": ("llama-3.2-1b", "llama", "llama3")}
+
+
+@pytest.fixture(scope="session")
+def agent_models(service, genai_artifact) -> list[str]:
+    """Tiny Qwen2.5 and Llama artifacts registered in the running service's store.
+
+    Built with onnxruntime-genai's builder directly (full logits), registered with the
+    metadata the compiler writes (`tool_parser` included).
+    """
+    from runtime.store import Store
+
+    store = Store(Path(service.home) / "cache", sweep=False)
+    for model_id, (alias, family, parser) in AGENT_MODELS.items():
+        store.register(genai_artifact(alias), model_id=model_id, metadata={
+            "task": "chat", "family": family, "tool_parser": parser, "synthetic": True,
+            "target": "cpu-fp32", "context_length": 4096, "alias": alias})
+    return list(AGENT_MODELS)

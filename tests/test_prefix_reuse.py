@@ -149,7 +149,6 @@ def test_guided_or_seeded_requests_never_use_kept_states(engine):
 
 
 # --- through the service ----------------------------------------------------------------------
-from tests.test_tool_calling import agent_models  # noqa: E402,F401 - the registered tiny models
 
 
 def test_five_turn_chat_through_the_service_matches_cold_runs_and_reports_cached_tokens(

@@ -135,7 +135,6 @@ def test_forced_tool_call_on_random_weights_parses_and_validates(built, alias, c
 
 
 # --- through the service ----------------------------------------------------------------------
-from tests.test_tool_calling import agent_models  # noqa: E402,F401 - the registered tiny models
 
 
 @pytest.mark.parametrize("model", ["agents-qwen", "agents-llama"])

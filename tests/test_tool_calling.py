@@ -7,13 +7,10 @@ The models are tiny random-weight synthetic checkpoints, so a tool call only hap
 from __future__ import annotations
 
 import json
-from pathlib import Path
-
 import jsonschema
 import openai
 import pytest
 
-from runtime.store import Store
 
 WEATHER = {
     "type": "object",
@@ -33,22 +30,7 @@ TOOLS = [
 ]
 SCHEMAS = {"get_weather": WEATHER, "add": ADD}
 ASK = [{"role": "user", "content": "What is the weather in Paris for 3 days?"}]
-MODELS = {"agents-qwen": ("qwen2.5-0.5b", "qwen2", "qwen"), "agents-llama": ("llama-3.2-1b", "llama", "llama3")}
-
-
-@pytest.fixture(scope="session")
-def agent_models(service, genai_artifact) -> list[str]:
-    """Tiny Qwen2.5 and Llama artifacts registered in the running service's store.
-
-    Built with onnxruntime-genai's builder directly (full logits), registered with the
-    metadata the compiler writes (`tool_parser` included).
-    """
-    store = Store(Path(service.home) / "cache", sweep=False)
-    for model_id, (alias, family, parser) in MODELS.items():
-        store.register(genai_artifact(alias), model_id=model_id, metadata={
-            "task": "chat", "family": family, "tool_parser": parser, "synthetic": True,
-            "target": "cpu-fp32", "context_length": 4096, "alias": alias})
-    return list(MODELS)
+MODELS = ["agents-qwen", "agents-llama"]  # registered by conftest.agent_models
 
 
 def _create(client: openai.OpenAI, model: str, **kwargs):
@@ -65,7 +47,7 @@ def _check_call(call, name: str | None = None) -> dict:
     return arguments
 
 
-@pytest.mark.parametrize("model", list(MODELS))
+@pytest.mark.parametrize("model", MODELS)
 def test_required_tool_choice_returns_a_call_whose_arguments_validate(agent_models, openai_client, model):
     reply = _create(openai_client, model, tool_choice="required")
     choice = reply.choices[0]
@@ -74,7 +56,7 @@ def test_required_tool_choice_returns_a_call_whose_arguments_validate(agent_mode
     _check_call(choice.message.tool_calls[0])
 
 
-@pytest.mark.parametrize("model", list(MODELS))
+@pytest.mark.parametrize("model", MODELS)
 def test_streamed_argument_deltas_concatenate_to_the_same_json(agent_models, openai_client, model):
     whole = _create(openai_client, model, tool_choice="required").choices[0].message.tool_calls[0]
     calls: dict[int, dict] = {}
@@ -96,13 +78,13 @@ def test_streamed_argument_deltas_concatenate_to_the_same_json(agent_models, ope
     jsonschema.validate(json.loads(streamed["arguments"]), SCHEMAS[streamed["name"]])
 
 
-@pytest.mark.parametrize("model", list(MODELS))
+@pytest.mark.parametrize("model", MODELS)
 def test_a_named_function_is_the_one_called(agent_models, openai_client, model):
     reply = _create(openai_client, model, tool_choice={"type": "function", "function": {"name": "add"}})
     _check_call(reply.choices[0].message.tool_calls[0], "add")
 
 
-@pytest.mark.parametrize("model", list(MODELS))
+@pytest.mark.parametrize("model", MODELS)
 def test_auto_and_none_never_fail_and_none_never_calls(agent_models, openai_client, model):
     auto = _create(openai_client, model, max_tokens=24)
     assert auto.choices[0].finish_reason in ("stop", "length", "tool_calls")
@@ -111,7 +93,7 @@ def test_auto_and_none_never_fail_and_none_never_calls(agent_models, openai_clie
     assert none.choices[0].finish_reason in ("stop", "length")
 
 
-@pytest.mark.parametrize("model", list(MODELS))
+@pytest.mark.parametrize("model", MODELS)
 def test_tool_results_in_history_go_back_through_the_template(agent_models, openai_client, model):
     first = _create(openai_client, model, tool_choice="required").choices[0].message
     call = first.tool_calls[0]
