@@ -1,7 +1,7 @@
 """The generation core without a server: text, wire->engine conversion, ChatEngine, ModelManager.
 
-The engine tests use onnxruntime-genai's builder output with full logits (the og.Engine
-path); the service tests (test_serve_openai.py) cover foundry-build's pruned-LM-head
+The engine tests use onnxruntime-genai's builder output with full logits on the opt-in
+og.Engine path (batching="engine"); the service tests (test_serve_openai.py) cover foundry-build's pruned-LM-head
 artifacts (the og.Generator path).
 """
 
@@ -150,7 +150,9 @@ def artifact(genai_artifact) -> Path:
 def engine(artifact):
     from runtime.engines.chat import ChatEngine
 
-    chat = ChatEngine(artifact, {"model_id": "tiny-engine"}, queue_size=0, max_batch=2)
+    chat = ChatEngine(
+        artifact, {"model_id": "tiny-engine"}, queue_size=0, max_batch=2, batching="engine"
+    )
     yield chat
     chat.close()
 
@@ -171,6 +173,24 @@ def test_engine_greedy_is_deterministic_and_counts_tokens(engine):
     assert text == again
     assert chunks[-1].finish_reason == "length" and chunks[-1].completion_tokens == 12
     assert sum(len(c.token_ids) for c in chunks) == 12
+
+
+def test_by_default_a_full_logits_artifact_runs_on_generators_with_the_engines_tokens(
+    engine, artifact
+):
+    from runtime.engines.chat import ChatEngine
+
+    params = GenerationParams(max_tokens=12, temperature=0, ignore_eos=True)
+    default = ChatEngine(artifact, {"model_id": "tiny-default"}, queue_size=0, max_batch=2)
+    try:
+        _, chunks = asyncio.run(_run(default, params))
+        assert default._engine is None  # no og.Engine made: one og.Generator per request
+    finally:
+        default.close()
+    _, engine_chunks = asyncio.run(_run(engine, params))
+    ids = [i for c in chunks for i in c.token_ids]
+    assert len(ids) == 12
+    assert ids == [i for c in engine_chunks for i in c.token_ids]
 
 
 def test_engine_stop_cuts_before_the_stop_text(engine):

@@ -14,6 +14,17 @@ here in Python (needed anyway so a stop never leaks across chunks), and a reques
 asks for a seed with sampling runs on its own `og.Generator` in a worker thread
 (`_GeneratorRun`) with `random_seed`; everything else goes through the Engine. A request
 arriving while a static batch runs waits for that batch to drain (head-of-line).
+
+Which path serves by default (benchmarks/bench_batching.py, 0.18.0, Qwen2.5-0.5B dimensions,
+int4, 128-token prompts, ratios paired round by round against pruned artifact + one
+og.Generator per request): the static Engine on a full-logits artifact made time to first
+token 1.8x longer alone, 4.7x at 4 simultaneous requests, 16.5x at 8 and 8.2x with 4
+requests arriving 1.5 s apart (they wait for the running batch), for aggregate tok/s of
+0.74-1.21x. The Engine also cannot run pruned artifacts (their logits are [batch, 1, vocab];
+its static-batch IO sizes them [batch, prompt, vocab]). So every request runs on its own
+og.Generator (at most `max_batch` at once) unless the Engine is asked for: `batching="engine"`
+or FOUNDRY_CHAT_BATCHING=engine, for throughput jobs that submit long completions together;
+even then pruned artifacts stay on og.Generator.
 """
 
 from __future__ import annotations
@@ -21,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -47,6 +59,7 @@ __all__ = ["ChatEngine", "GenerationStream"]
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 8
+BATCHING_ENV = "FOUNDRY_CHAT_BATCHING"  # "engine": og.Engine for full-logits artifacts
 _FINISH = {
     og.FinishReason.EOS: "stop",
     og.FinishReason.STOP_STRING: "stop",
@@ -69,8 +82,12 @@ class ChatEngine:
         *,
         queue_size: int = 64,
         max_batch: int = MAX_BATCH,
+        batching: str | None = None,
     ):
+        """`batching`: "engine" serves full-logits artifacts on og.Engine (module docstring);
+        None reads FOUNDRY_CHAT_BATCHING; anything else is one og.Generator per request."""
         self.path = Path(path)
+        self.batching = batching or os.environ.get(BATCHING_ENV, "generator")
         self.metadata = metadata
         self.model_id = str(metadata.get("model_id") or self.path.name)
         self.queue_size = queue_size
@@ -230,7 +247,8 @@ class ChatEngine:
     def _step_loop(self, ready: list[BaseException | None], started: threading.Event) -> None:
         # "Engine operations must be called from the Engine owner thread" (0.18.0).
         try:
-            self._new_engine()
+            if self.batching == "engine":
+                self._new_engine()
             self._choose_paths()
             ready.append(None)
         except Exception as exc:
@@ -312,7 +330,7 @@ class ChatEngine:
         return ok
 
     def _choose_paths(self) -> None:
-        """Which requests the Engine serves on this artifact; the rest take og.Generator.
+        """Which requests the Engine serves on this artifact (none unless batching="engine").
 
         Measured (0.18.0, CPU) on artifacts built with `prune_lm_head` (logits [batch, 1, vocab],
         the compiler's default for chat recipes): the static Engine fails a multi-token
@@ -322,9 +340,10 @@ class ChatEngine:
         full-logits artifacts the Engine serves everything but seeded sampling.
         """
         pruned = _prunes_lm_head(self.path)
-        self._engine_usable = not pruned and self._probe(16, 0)
+        wanted = self.batching == "engine"
+        self._engine_usable = wanted and not pruned and self._probe(16, 0)
         self._engine_masks_logits = self._engine_usable and self._probe(3, 2)
-        if not self._engine_usable:
+        if wanted and not self._engine_usable:
             log.info(
                 "%s: og.Engine cannot serve this artifact (pruned LM head); using og.Generator",
                 self.model_id,
