@@ -1,8 +1,8 @@
 """The generation core without a server: text, wire->engine conversion, ChatEngine, ModelManager.
 
 The engine tests use onnxruntime-genai's builder output with full logits on the opt-in
-og.Engine path (batching="engine"); the service tests (test_serve_openai.py) cover foundry-build's pruned-LM-head
-artifacts (the og.Generator path).
+og.Engine path (batching="engine"); the service tests (test_serve_openai.py) cover
+foundry-build's pruned-LM-head artifacts (the og.Generator path, the default).
 """
 
 from __future__ import annotations
