@@ -147,7 +147,8 @@ def openai_client(service: RunningService):
 
 # --- tool calling / structured output / prefix reuse models [agents] -----------------------------
 AGENT_MODELS = {"agents-qwen": ("qwen2.5-0.5b", "qwen2", "qwen"),
-                "agents-llama": ("llama-3.2-1b", "llama", "llama3")}
+                "agents-llama": ("llama-3.2-1b", "llama", "llama3"),
+                "agents-r1": ("deepseek-r1-distill-qwen-1.5b", "qwen2", "qwen")}
 
 
 @pytest.fixture(scope="session")

@@ -123,3 +123,16 @@ def test_bad_tool_choice_is_a_400_naming_the_field(agent_models, openai_client, 
 def test_required_without_tools_is_a_400(agent_models, openai_client):
     with pytest.raises(openai.BadRequestError):
         openai_client.chat.completions.create(model="agents-qwen", messages=ASK, tool_choice="required")
+
+
+def test_r1_thinking_comes_back_as_reasoning_content_not_content(agent_models, openai_client):
+    # The R1 distill template opens <think> in the prompt; a random-weight model never closes
+    # it, so everything it writes is reasoning (vLLM's and llama.cpp's reading too).
+    plain = openai_client.chat.completions.create(model="agents-r1", messages=ASK, max_tokens=12, temperature=0)
+    message = plain.choices[0].message
+    reasoning = message.model_extra.get("reasoning_content")
+    assert reasoning and not message.content
+    streamed = openai_client.chat.completions.create(model="agents-r1", messages=ASK, max_tokens=12,
+                                                     temperature=0, stream=True)
+    parts = [c.choices[0].delta.model_extra.get("reasoning_content") or "" for c in streamed if c.choices]
+    assert "".join(parts) == reasoning

@@ -189,3 +189,20 @@ def test_unknown_parser_names_mean_no_tool_syntax():
 
 def test_every_parser_has_a_forced_call_syntax():
     assert set(PARSERS) <= set(TOOL_SYNTAX)
+
+
+@pytest.mark.parametrize("family", sorted(PARSERS))
+def test_every_truncation_and_random_garbage_parses_without_raising(family):
+    import random
+
+    rng = random.Random(8)
+    alphabet = '{}[]":,<>|/_ \\nabcTOLS01' + "\u00e9"
+    samples = [text[:cut] for _, text, *_ in RECORDED for cut in range(0, len(text) + 1, 3)]
+    samples += ["".join(rng.choice(alphabet) for _ in range(rng.randrange(1, 60))) for _ in range(300)]
+    for sample in samples:
+        parsed = parse(sample, get_parser(family))
+        assert parsed.tool_calls or parsed.content is not None or parsed.reasoning is not None or not sample.strip()
+        stream = StreamParser(get_parser(family))
+        for i in range(0, len(sample), 2):
+            stream.feed(sample[i : i + 2])
+        stream.finish()

@@ -139,7 +139,9 @@ def response_format_guidance(response_format: Any) -> tuple[str, str] | None:
     if kind == "json_object":
         return json_schema_guidance({"type": "object"})
     if kind == "json_schema":
-        spec = response_format.get("json_schema")
+        # Chat completions nest it ({"json_schema": {"schema": ...}}); the Responses API's
+        # `text.format` is flat ({"type": "json_schema", "name": ..., "schema": ...}).
+        spec = response_format.get("json_schema", response_format)
         schema = spec.get("schema") if isinstance(spec, dict) else None
         if not isinstance(schema, dict):
             raise InvalidRequest("response_format.json_schema.schema must be a JSON schema object",
