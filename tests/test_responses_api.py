@@ -91,12 +91,12 @@ def test_text_format_json_schema_is_the_same_guidance_as_chats_response_format()
     "body",
     [
         {"model": "m"},
-        {"model": "m", "input": [{"type": "function_call_output", "call_id": "c", "output": "x"}]},
+        {"model": "m", "input": [{"type": "function_call_output", "call_id": "c"}]},
         {"model": "m", "input": [{"role": "user", "content": [{"type": "input_image"}]}]},
         {"model": "m", "input": "x", "max_output_tokens": 0},
         {"model": "m", "input": "x", "text": {"format": {"type": "grammar"}}},
     ],
-    ids=["no-input", "function-call-output", "image-part", "zero-max-output", "unknown-format"],
+    ids=["no-input", "output-without-output", "image-part", "zero-max-output", "unknown-format"],
 )
 def test_invalid_responses_bodies_do_not_decode(body):
     with pytest.raises(msgspec.ValidationError):

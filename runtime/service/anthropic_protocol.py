@@ -11,20 +11,26 @@ they stay unions here because that is what Anthropic's clients send.
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import Meta
 
+from runtime.errors import InvalidRequest
+
 __all__ = [
+    "BlockStream",
     "CountTokensRequest",
     "MessagesRequest",
     "anthropic_error_body",
     "anthropic_error_type",
+    "chat_tools",
     "content_block_delta_event",
     "content_block_start_event",
     "content_block_stop_event",
+    "content_blocks",
     "matched_stop",
     "message_body",
     "message_delta_event",
@@ -37,14 +43,50 @@ __all__ = [
 
 
 class TextBlock(msgspec.Struct, kw_only=True, tag="text", tag_field="type"):
-    """The only content block this service reads; any other `type` is a 400."""
+    """Content blocks this service reads: text, tool_use, tool_result, thinking (history;
+    not shown to the model). Any other `type` (images, documents) is a 400."""
 
     text: str
 
 
+class ToolUseBlock(msgspec.Struct, kw_only=True, tag="tool_use", tag_field="type"):
+    id: Annotated[str, Meta(min_length=1, max_length=256)]
+    name: Annotated[str, Meta(min_length=1, max_length=256)]
+    input: dict[str, Any]
+
+
+class ToolResultBlock(msgspec.Struct, kw_only=True, tag="tool_result", tag_field="type"):
+    tool_use_id: Annotated[str, Meta(min_length=1, max_length=256)]
+    content: str | list[TextBlock] = ""
+    is_error: bool = False
+
+
+class ThinkingBlock(msgspec.Struct, kw_only=True, tag="thinking", tag_field="type"):
+    thinking: str
+    signature: str = ""
+
+
+Block = TextBlock | ToolUseBlock | ToolResultBlock | ThinkingBlock
+
+
 class Message(msgspec.Struct, kw_only=True):
     role: Literal["user", "assistant"]
-    content: str | list[TextBlock]
+    content: str | list[Block]
+
+
+class ToolDef(msgspec.Struct, kw_only=True):
+    """A client tool; server tools (`type` other than "custom") are a 400 at `chat_tools`."""
+
+    name: Annotated[str, Meta(min_length=1, max_length=128)]
+    description: str | None = None
+    input_schema: dict[str, Any] = msgspec.field(default_factory=lambda: {"type": "object"})
+    type: str | None = None
+
+
+class ToolChoice(msgspec.Struct, kw_only=True):
+    type: Literal["auto", "any", "tool", "none"]
+    name: str | None = None
+    disable_parallel_tool_use: bool | None = None
 
 
 class MessagesRequest(msgspec.Struct, kw_only=True):
@@ -60,6 +102,8 @@ class MessagesRequest(msgspec.Struct, kw_only=True):
     top_k: Annotated[int, Meta(ge=0)] | None = None
     stream: bool = False
     metadata: dict[str, Any] | None = None
+    tools: Annotated[list[ToolDef], Meta(max_length=128)] | None = None
+    tool_choice: ToolChoice | None = None
 
 
 class CountTokensRequest(msgspec.Struct, kw_only=True):
@@ -68,10 +112,68 @@ class CountTokensRequest(msgspec.Struct, kw_only=True):
     model: str
     messages: Annotated[list[Message], Meta(min_length=1)]
     system: str | list[TextBlock] | None = None
+    tools: Annotated[list[ToolDef], Meta(max_length=128)] | None = None
 
 
-def _text(content: str | list[TextBlock]) -> str:
-    return content if isinstance(content, str) else "".join(block.text for block in content)
+def _text(content: str | list[Any]) -> str:
+    if isinstance(content, str):
+        return content
+    return "".join(block.text for block in content if isinstance(block, TextBlock))
+
+
+def _chat_messages(message: Message) -> list[dict]:
+    """One Anthropic message as chat messages: tool_result blocks are `tool` messages (before
+    the user's text, as Anthropic orders them), tool_use blocks the assistant's tool_calls."""
+    if isinstance(message.content, str):
+        return [{"role": message.role, "content": message.content}]
+    results = [
+        {"role": "tool", "tool_call_id": b.tool_use_id, "content": _text(b.content)}
+        for b in message.content
+        if isinstance(b, ToolResultBlock)
+    ]
+    calls = [
+        {
+            "id": b.id,
+            "type": "function",
+            "function": {"name": b.name, "arguments": json.dumps(b.input)},
+        }
+        for b in message.content
+        if isinstance(b, ToolUseBlock)
+    ]
+    text = _text(message.content)
+    if calls:
+        return [*results, {"role": message.role, "content": text, "tool_calls": calls}]
+    if results and not text:
+        return results
+    return [*results, {"role": message.role, "content": text}]
+
+
+def chat_tools(request: MessagesRequest | CountTokensRequest) -> tuple[list[dict] | None, Any]:
+    """The request's tools and tool_choice in OpenAI chat's shape (runtime/tools reads that).
+
+    auto -> "auto", any -> "required", tool -> that function, none -> "none".
+
+    Raises:
+        InvalidRequest: a server tool (web search, code execution, ...) or `tool` without a name.
+    """
+    tools = []
+    for i, tool in enumerate(request.tools or []):
+        if tool.type not in (None, "custom"):
+            raise InvalidRequest(
+                f"tools[{i}]: {tool.type!r} tools are not supported", param=f"tools[{i}].type"
+            )
+        function = {"name": tool.name, "parameters": tool.input_schema}
+        if tool.description:
+            function["description"] = tool.description
+        tools.append({"type": "function", "function": function})
+    choice = getattr(request, "tool_choice", None)
+    if choice is None:
+        return tools or None, None
+    if choice.type == "tool":
+        if not choice.name:
+            raise InvalidRequest("tool_choice of type 'tool' needs a name", param="tool_choice")
+        return tools or None, {"type": "function", "function": {"name": choice.name}}
+    return tools or None, {"auto": "auto", "any": "required", "none": "none"}[choice.type]
 
 
 def to_chat(request: MessagesRequest | CountTokensRequest) -> tuple[list[dict], dict]:
@@ -83,7 +185,8 @@ def to_chat(request: MessagesRequest | CountTokensRequest) -> tuple[list[dict], 
     messages: list[dict] = []
     if request.system is not None and (system := _text(request.system)):
         messages.append({"role": "system", "content": system})
-    messages.extend({"role": m.role, "content": _text(m.content)} for m in request.messages)
+    for message in request.messages:
+        messages.extend(_chat_messages(message))
     if not isinstance(request, MessagesRequest):
         return messages, {}
     params: dict = {"max_tokens": request.max_tokens, "stop": list(request.stop_sequences or [])}
@@ -110,15 +213,44 @@ def matched_stop(raw_text: str, finish_reason: str | None, stops: list[str] | No
     return min(found)[2] if found else None
 
 
-def stop_reason(finish_reason: str | None, stop_sequence: str | None) -> str:
-    """Anthropic's `stop_reason` for an engine finish reason."""
+def stop_reason(
+    finish_reason: str | None, stop_sequence: str | None, tool_use: bool = False
+) -> str:
+    """Anthropic's `stop_reason` for an engine finish reason ("tool_use" when the reply that
+    ended normally called tools)."""
     if finish_reason == "length":
         return "max_tokens"
+    if tool_use and finish_reason == "stop" and stop_sequence is None:
+        return "tool_use"
     return "stop_sequence" if stop_sequence is not None else "end_turn"
 
 
 def _usage(input_tokens: int, output_tokens: int) -> dict:
     return {"input_tokens": input_tokens, "output_tokens": output_tokens}
+
+
+def content_blocks(parsed: Any) -> list[dict]:
+    """A parsed reply (runtime/tools ParsedOutput) as Anthropic content blocks: thinking, text
+    (when there is any, or nothing else), one tool_use per call (its input as an object)."""
+    blocks: list[dict] = []
+    if parsed.reasoning is not None:
+        blocks.append({"type": "thinking", "thinking": parsed.reasoning, "signature": ""})
+    if parsed.content or not parsed.tool_calls:
+        blocks.append({"type": "text", "text": parsed.content or ""})
+    for call in parsed.tool_calls:
+        blocks.append(
+            {"type": "tool_use", "id": call.id, "name": call.name, "input": _input(call.arguments)}
+        )
+    return blocks
+
+
+def _input(arguments: str) -> dict:
+    """A call's arguments as tool_use `input`: Anthropic's is always an object."""
+    try:
+        value = json.loads(arguments)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {"value": value}
 
 
 def message_body(
@@ -130,14 +262,18 @@ def message_body(
     stop_sequence: str | None,
     input_tokens: int,
     output_tokens: int,
+    blocks: list[dict] | None = None,
 ) -> dict:
-    """The `message` object: a full response when `text` is set, the stream's opening when None."""
+    """The `message` object: a full response when `text` (or `blocks`) is set, the stream's
+    opening when neither is."""
+    if blocks is None:
+        blocks = [] if text is None else [{"type": "text", "text": text}]
     return {
         "id": message_id,
         "type": "message",
         "role": "assistant",
         "model": model,
-        "content": [] if text is None else [{"type": "text", "text": text}],
+        "content": blocks,
         "stop_reason": reason,
         "stop_sequence": stop_sequence,
         "usage": _usage(input_tokens, output_tokens),
@@ -158,22 +294,85 @@ def message_start_event(*, message_id: str, model: str, input_tokens: int) -> tu
     return "message_start", {"type": "message_start", "message": message}
 
 
-def content_block_start_event() -> tuple[str, dict]:
-    block = {"type": "text", "text": ""}
+def content_block_start_event(index: int = 0, block: dict | None = None) -> tuple[str, dict]:
+    block = block or {"type": "text", "text": ""}
     return "content_block_start", {
         "type": "content_block_start",
-        "index": 0,
+        "index": index,
         "content_block": block,
     }
 
 
-def content_block_delta_event(text: str) -> tuple[str, dict]:
-    delta = {"type": "text_delta", "text": text}
-    return "content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta}
+def content_block_delta_event(
+    text: str, index: int = 0, kind: str = "text_delta"
+) -> tuple[str, dict]:
+    """kind: text_delta (`text`), thinking_delta (`thinking`), input_json_delta (`partial_json`)."""
+    key = {"text_delta": "text", "thinking_delta": "thinking", "input_json_delta": "partial_json"}
+    delta = {"type": kind, key[kind]: text}
+    return "content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta}
 
 
-def content_block_stop_event() -> tuple[str, dict]:
-    return "content_block_stop", {"type": "content_block_stop", "index": 0}
+def content_block_stop_event(index: int = 0) -> tuple[str, dict]:
+    return "content_block_stop", {"type": "content_block_stop", "index": index}
+
+
+class BlockStream:
+    """Streamed reply pieces (runtime/tools Deltas) -> Anthropic content block events.
+
+    A block starts when its first piece arrives (thinking, text, each tool_use) and stops
+    when another starts or the reply ends; `open_text=True` starts the text block at once
+    (plain text, the order the stream had before tools).
+    """
+
+    def __init__(self) -> None:
+        self.index = -1
+        self.kind: str | None = None
+        self.tool_use = False
+
+    def begin(self, *, open_text: bool) -> list[tuple[str, dict]]:
+        return self._start({"type": "text", "text": ""}) if open_text else []
+
+    def _start(self, block: dict) -> list[tuple[str, dict]]:
+        sent = self._stop()
+        self.index += 1
+        self.kind = block["type"]
+        return [*sent, content_block_start_event(self.index, block)]
+
+    def _stop(self) -> list[tuple[str, dict]]:
+        if self.kind is None:
+            return []
+        self.kind = None
+        return [content_block_stop_event(self.index)]
+
+    def feed(self, delta: Any) -> list[tuple[str, dict]]:
+        if delta.index is not None:
+            sent = []
+            if delta.id is not None:
+                self.tool_use = True
+                block = {"type": "tool_use", "id": delta.id, "name": delta.name, "input": {}}
+                sent += self._start(block)
+            if delta.arguments:
+                sent.append(
+                    content_block_delta_event(delta.arguments, self.index, "input_json_delta")
+                )
+            return sent
+        if delta.reasoning is not None:
+            kind, piece, block = (
+                "thinking",
+                delta.reasoning,
+                {"type": "thinking", "thinking": "", "signature": ""},
+            )
+        else:
+            kind, piece, block = "text", delta.content, {"type": "text", "text": ""}
+        sent = [] if self.kind == kind else self._start(block)
+        if piece:
+            sent.append(content_block_delta_event(piece, self.index, f"{kind}_delta"))
+        return sent
+
+    def end(self) -> list[tuple[str, dict]]:
+        """Stop the open block (an empty text block when nothing came)."""
+        sent = self._start({"type": "text", "text": ""}) if self.index < 0 else []
+        return sent + self._stop()
 
 
 def message_delta_event(

@@ -22,12 +22,12 @@ from litestar.response import Response, Stream
 from runtime.engines.base import GenerationParams
 from runtime.errors import FoundryError
 from runtime.service.anthropic_protocol import (
+    BlockStream,
     CountTokensRequest,
     MessagesRequest,
     anthropic_error_body,
-    content_block_delta_event,
-    content_block_start_event,
-    content_block_stop_event,
+    chat_tools,
+    content_blocks,
     matched_stop,
     message_body,
     message_delta_event,
@@ -40,6 +40,8 @@ from runtime.service.anthropic_protocol import (
 from runtime.service.api_errors import error_status
 from runtime.service.protocol import decode_body
 from runtime.service.streaming import Generation, collect, start_generation
+from runtime.service.tool_turns import PlannedTurn, plan_turn
+from runtime.tools.parsers import Delta
 
 __all__ = ["ROUTES"]
 
@@ -62,22 +64,30 @@ def _sse(event: tuple[str, dict]) -> bytes:
 async def create_message(request: Request) -> Any:
     body = decode_body(await request.body(), MessagesRequest)
     messages, params = to_chat(body)
+    tools, tool_choice = chat_tools(body)
     manager = request.app.state.manager
     engine = await manager.get(body.model, task="chat")
-    generation = await start_generation(
-        manager, body.model, msgspec.convert(params, GenerationParams), messages=messages
+    turn = plan_turn(
+        engine,
+        msgspec.convert(params, GenerationParams),
+        messages,
+        tools=tools,
+        tool_choice=tool_choice,
     )
+    generation = await start_generation(manager, body.model, turn.params, prompt=turn.prompt_ids)
     message_id = new_message_id()
     if body.stream:
-        events = _events(generation, engine, body, message_id)
+        events = _events(generation, engine, turn, body, message_id)
         return Stream(events, media_type=SSE, headers={"Cache-Control": "no-cache"})
     reply = await collect(generation.streams[0])
     stop = matched_stop(engine.decode(reply.token_ids), reply.finish_reason, body.stop_sequences)
+    parsed = turn.parse(reply.text)
     message = message_body(
         message_id=message_id,
         model=body.model,
-        text=reply.text,
-        reason=stop_reason(reply.finish_reason, stop),
+        text=None,
+        blocks=content_blocks(parsed),
+        reason=stop_reason(reply.finish_reason, stop, bool(parsed.tool_calls)),
         stop_sequence=stop,
         input_tokens=generation.prompt_tokens,
         output_tokens=reply.completion_tokens,
@@ -86,15 +96,23 @@ async def create_message(request: Request) -> Any:
 
 
 async def _events(
-    generation: Generation, engine: Any, body: MessagesRequest, message_id: str
+    generation: Generation,
+    engine: Any,
+    turn: PlannedTurn,
+    body: MessagesRequest,
+    message_id: str,
 ) -> AsyncIterator[bytes]:
     """message_start, content_block_start, ping, deltas, content_block_stop, message_delta,
-    message_stop: Anthropic's order."""
+    message_stop: Anthropic's order (blocks start as their first piece arrives when the
+    reply is read for thinking and tool_use)."""
     input_tokens = generation.prompt_tokens
+    reader = turn.reader()  # None: plain text, one text block opened at once
+    blocks = BlockStream()
     yield _sse(
         message_start_event(message_id=message_id, model=body.model, input_tokens=input_tokens)
     )
-    yield _sse(content_block_start_event())
+    for event in blocks.begin(open_text=reader is None):
+        yield _sse(event)
     yield _sse(("ping", {"type": "ping"}))
     ids: list[int] = []
     finish, output_tokens = None, 0
@@ -102,8 +120,13 @@ async def _events(
         async for chunk in generation.streams[0]:
             ids.extend(chunk.token_ids)
             finish, output_tokens = chunk.finish_reason, chunk.completion_tokens
-            if chunk.text:
-                yield _sse(content_block_delta_event(chunk.text))
+            if reader is None:
+                deltas = [Delta(content=chunk.text)] if chunk.text else []
+            else:
+                deltas = reader.feed(chunk.text) + (reader.finish() if chunk.finish_reason else [])
+            for delta in deltas:
+                for event in blocks.feed(delta):
+                    yield _sse(event)
     except Exception as exc:  # after the first byte, an error is an event (Anthropic's shape)
         status, message, _ = error_status(exc)
         yield _sse(("error", anthropic_error_body(status, message)))
@@ -111,10 +134,11 @@ async def _events(
     finally:
         await generation.aclose()
     stop = matched_stop(engine.decode(ids), finish, body.stop_sequences)
-    yield _sse(content_block_stop_event())
+    for event in blocks.end():
+        yield _sse(event)
     yield _sse(
         message_delta_event(
-            reason=stop_reason(finish, stop),
+            reason=stop_reason(finish, stop, blocks.tool_use),
             stop_sequence=stop,
             input_tokens=input_tokens,
             output_tokens=output_tokens,
@@ -127,8 +151,12 @@ async def _events(
 async def count_tokens(request: Request) -> dict[str, int]:
     body = decode_body(await request.body(), CountTokensRequest)
     messages, _ = to_chat(body)
+    tools, _ = chat_tools(body)
     engine = await request.app.state.manager.get(body.model, task="chat")
-    return {"input_tokens": len(engine.encode(engine.render_prompt(messages)))}
+    return {"input_tokens": len(plan_turn(engine, _NO_PARAMS, messages, tools=tools).prompt_ids)}
+
+
+_NO_PARAMS = GenerationParams(max_tokens=1)
 
 
 ROUTES = [

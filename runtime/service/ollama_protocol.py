@@ -43,7 +43,9 @@ __all__ = [
     "iso_time",
     "model_name",
     "ndjson_line",
+    "ollama_tool_calls",
     "parse_keep_alive",
+    "reply_fields",
 ]
 
 
@@ -62,6 +64,9 @@ class Options(msgspec.Struct, kw_only=True):
 class Message(msgspec.Struct, kw_only=True):
     role: Literal["system", "user", "assistant", "tool"]
     content: str = ""
+    tool_calls: list[dict[str, Any]] | None = None  # [{"function": {"name", "arguments": {}}}]
+    tool_name: str | None = None  # on role "tool": which function answered
+    thinking: str | None = None  # a past reply's reasoning: not shown to the model
 
 
 class ChatRequest(msgspec.Struct, kw_only=True):
@@ -73,6 +78,10 @@ class ChatRequest(msgspec.Struct, kw_only=True):
     format: str | dict[str, Any] | None = None
     options: Options | None = None
     keep_alive: float | str | None = None
+    tools: Annotated[list[dict[str, Any]], Meta(max_length=128)] | None = None  # OpenAI's shape
+    # Not Ollama's (it has none): OpenAI's tool_choice, so a caller can force a call.
+    tool_choice: str | dict[str, Any] | None = None
+    think: bool | str | None = None  # accepted; thinking is returned when the model writes it
 
 
 class GenerateRequest(msgspec.Struct, kw_only=True):
@@ -166,8 +175,34 @@ def format_guidance(value: str | dict[str, Any] | None) -> tuple[str, str] | Non
     raise InvalidRequest(f"format must be 'json' or a JSON schema, got {value!r}", param="format")
 
 
+def _chat_message(message: Message, index: int) -> dict:
+    """An Ollama message as a chat message; its tool calls get ids (Ollama's have none), and
+    the tool message after them answers by position."""
+    chat: dict = {"role": message.role, "content": message.content}
+    if message.tool_calls:
+        chat["tool_calls"] = []
+        for i, call in enumerate(message.tool_calls):
+            function = call.get("function") if isinstance(call, dict) else None
+            if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+                raise InvalidRequest(
+                    "tool_calls entries must be {'function': {'name': ..., 'arguments': {...}}}",
+                    param=f"messages[{index}].tool_calls[{i}]",
+                )
+            arguments = function.get("arguments") or {}
+            chat["tool_calls"].append(
+                {
+                    "id": f"call_{index}_{i}",
+                    "type": "function",
+                    "function": {"name": function["name"], "arguments": arguments},
+                }
+            )
+    if message.role == "tool" and message.tool_name:
+        chat["name"] = message.tool_name
+    return chat
+
+
 def chat_to_chat(request: ChatRequest) -> tuple[list[dict], dict]:
-    messages = [{"role": m.role, "content": m.content} for m in request.messages]
+    messages = [_chat_message(m, i) for i, m in enumerate(request.messages)]
     params = _params(request.options)
     if (guidance := format_guidance(request.format)) is not None:
         params["guidance"] = guidance
@@ -240,23 +275,64 @@ def _stats(stats: dict) -> dict:
     }
 
 
-def chat_line(model: str, text: str, *, done: bool = False, finish: dict | None = None) -> dict:
+def chat_line(
+    model: str,
+    text: str,
+    *,
+    done: bool = False,
+    finish: dict | None = None,
+    thinking: str | None = None,
+    tool_calls: list[dict] | None = None,
+) -> dict:
     """One `/api/chat` line; the last has `done: true`, `done_reason` and the counters."""
-    line: dict = {
-        "model": model,
-        "created_at": iso_time(),
-        "message": {"role": "assistant", "content": text},
-        "done": done,
-    }
+    message: dict = {"role": "assistant", "content": text}
+    if thinking is not None:
+        message["thinking"] = thinking
+    if tool_calls:
+        message["tool_calls"] = tool_calls
+    line: dict = {"model": model, "created_at": iso_time(), "message": message, "done": done}
     if done and finish is not None:
         line["done_reason"] = done_reason(finish.get("finish_reason"))
         line.update(_stats(finish))
     return line
 
 
-def generate_line(model: str, text: str, *, done: bool = False, finish: dict | None = None) -> dict:
+def ollama_tool_calls(calls: list[Any]) -> list[dict]:
+    """Parsed tool calls (runtime/tools ToolCall) as Ollama's: arguments are an object."""
+    result = []
+    for call in calls:
+        try:
+            arguments = json.loads(call.arguments)
+        except ValueError:
+            arguments = {}
+        if not isinstance(arguments, dict):
+            arguments = {"value": arguments}
+        result.append({"function": {"name": call.name, "arguments": arguments}})
+    return result
+
+
+def reply_fields(parsed: Any) -> dict:
+    """A parsed reply as `chat_line` keyword arguments: text, thinking, tool_calls."""
+    return {
+        "text": parsed.content or "",
+        "thinking": parsed.reasoning,
+        "tool_calls": ollama_tool_calls(parsed.tool_calls) or None,
+    }
+
+
+def generate_line(
+    model: str,
+    text: str,
+    *,
+    done: bool = False,
+    finish: dict | None = None,
+    thinking: str | None = None,
+    tool_calls: list[dict] | None = None,  # chat only; generate has no tools
+) -> dict:
     """One `/api/generate` line, shaped like `chat_line` with `response` for `message`."""
     line: dict = {"model": model, "created_at": iso_time(), "response": text, "done": done}
+    if thinking is not None:
+        line["thinking"] = thinking
     if done and finish is not None:
         line["done_reason"] = finish.get("done_reason") or done_reason(finish.get("finish_reason"))
         line.update(_stats(finish))

@@ -38,10 +38,14 @@ from runtime.service.ollama_protocol import (
     generate_to_chat,
     model_name,
     ndjson_line,
+    ollama_tool_calls,
     parse_keep_alive,
+    reply_fields,
 )
 from runtime.service.protocol import decode_body
 from runtime.service.streaming import PrefetchedStream, collect, start_generation
+from runtime.service.tool_turns import PlannedTurn, plan_turn
+from runtime.tools.parsers import ToolCall
 
 __all__ = ["ROUTES"]
 
@@ -113,7 +117,9 @@ async def _start(
     options: Any,
     keep_alive: float | None,
     timer: _Timer,
-) -> PrefetchedStream:
+    tools: list[dict] | None = None,
+    tool_choice: Any = None,
+) -> tuple[PrefetchedStream, PlannedTurn]:
     """Load, fit the prompt in `num_ctx`, set the TTL, submit: every failure here is a real
     status (the first chunk is already in hand)."""
     manager = _manager(request)
@@ -127,19 +133,25 @@ async def _start(
             param="options.num_ctx",
         )
     limit = num_ctx or engine.context_length
-    prompt = engine.encode(engine.render_prompt(messages))
+    turn = plan_turn(
+        engine,
+        msgspec.convert(params, GenerationParams),
+        messages,
+        tools=tools,
+        tool_choice=tool_choice,
+    )
+    prompt = turn.prompt_ids
     if len(prompt) >= limit:
         raise ContextTooLong(
             f"prompt is {len(prompt)} tokens; num_ctx is {limit}", param="options.num_ctx"
         )
     # Ollama: no num_predict = until the context is full.
-    params["max_tokens"] = min(params.get("max_tokens", limit), limit - len(prompt))
+    max_tokens = min(params.get("max_tokens", limit), limit - len(prompt))
+    turn.params = msgspec.structs.replace(turn.params, max_tokens=max_tokens)
     await _apply_keep_alive(request, name, keep_alive)
-    generation = await start_generation(
-        manager, name, msgspec.convert(params, GenerationParams), prompt=prompt
-    )
+    generation = await start_generation(manager, name, turn.params, prompt=prompt)
     timer.first = time.perf_counter()  # start_generation awaited the first token
-    return generation.streams[0]
+    return generation.streams[0], turn
 
 
 async def _lines(
@@ -149,14 +161,31 @@ async def _lines(
     keep_alive: float | None,
     shape: Any,
     timer: _Timer,
+    turn: PlannedTurn,
 ) -> AsyncIterator[bytes]:
-    """NDJSON: one line per chunk of text, then `done: true` with the counters."""
+    """NDJSON: one line per chunk of text (or of thinking), the tool calls whole in one line
+    once the reply ends (as Ollama sends them), then `done: true` with the counters."""
     last = None
+    reader = turn.reader()
+    calls: dict[int, ToolCall] = {}
     try:
         async for chunk in stream:
             last = chunk
-            if chunk.text:
-                yield ndjson_line(shape(name, chunk.text))
+            if reader is None:
+                if chunk.text:
+                    yield ndjson_line(shape(name, chunk.text))
+                continue
+            deltas = reader.feed(chunk.text) + (reader.finish() if chunk.finish_reason else [])
+            for delta in deltas:
+                if delta.index is not None:
+                    call = calls.setdefault(delta.index, ToolCall("", delta.name or "", ""))
+                    call.arguments += delta.arguments or ""
+                elif delta.reasoning:
+                    yield ndjson_line(shape(name, "", thinking=delta.reasoning))
+                elif delta.content:
+                    yield ndjson_line(shape(name, delta.content))
+        if calls:
+            yield ndjson_line(shape(name, "", tool_calls=ollama_tool_calls(list(calls.values()))))
     except Exception as exc:  # after the first byte, an error is a line
         yield ndjson_line({"error": error_status(exc)[1]})
         return
@@ -172,14 +201,19 @@ async def _respond(
     name = model_name(body.model)
     keep_alive = parse_keep_alive(body.keep_alive)
     timer = _Timer()
-    stream = await _start(request, name, messages, params, body.options, keep_alive, timer)
+    tools, choice = getattr(body, "tools", None), getattr(body, "tool_choice", None)
+    stream, turn = await _start(
+        request, name, messages, params, body.options, keep_alive, timer, tools, choice
+    )
     if body.stream:
-        return Stream(_lines(request, stream, name, keep_alive, shape, timer), media_type=NDJSON)
+        lines = _lines(request, stream, name, keep_alive, shape, timer, turn)
+        return Stream(lines, media_type=NDJSON)
     try:
         reply = await collect(stream)
     finally:
         await _release(request, name, keep_alive)
-    return _json(shape(name, reply.text, done=True, finish=timer.stats(reply)))
+    fields = reply_fields(turn.parse(reply.text))
+    return _json(shape(name, **fields, done=True, finish=timer.stats(reply)))
 
 
 @post("/chat", status_code=200, media_type=NDJSON)

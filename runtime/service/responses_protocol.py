@@ -42,12 +42,43 @@ class OutputText(msgspec.Struct, kw_only=True, tag="output_text", tag_field="typ
     text: str
 
 
-class InputItem(msgspec.Struct, kw_only=True):
-    """A message item; other item types (function calls, images, files) are a 400."""
+class ReasoningText(msgspec.Struct, kw_only=True, tag="reasoning_text", tag_field="type"):
+    """Reasoning items sent back as input carry these; they are not shown to the model."""
 
-    role: Literal["user", "assistant", "system", "developer"]
-    content: str | list[InputText | OutputText]
-    type: Literal["message"] = "message"
+    text: str
+
+
+_ITEM_FIELDS = {
+    "message": ("role", "content"),
+    "function_call": ("call_id", "name", "arguments"),
+    "function_call_output": ("call_id", "output"),
+}
+
+
+class InputItem(msgspec.Struct, kw_only=True):
+    """A message, function_call, function_call_output or (ignored) reasoning item.
+
+    One Struct with each type's fields optional, because message items often come without
+    `type`; `__post_init__` holds each type to its fields (a ValueError decodes as a 400).
+    Other item types (images, files, built-in tools) are a 400.
+    """
+
+    type: Literal["message", "function_call", "function_call_output", "reasoning"] = "message"
+    role: Literal["user", "assistant", "system", "developer"] | None = None
+    content: str | list[InputText | OutputText | ReasoningText] | None = None
+    call_id: Annotated[str, Meta(min_length=1, max_length=256)] | None = None
+    name: Annotated[str, Meta(min_length=1, max_length=256)] | None = None
+    arguments: str | None = None
+    output: str | list[InputText | OutputText] | None = None
+    id: str | None = None
+    status: str | None = None
+    summary: list[dict[str, Any]] | None = None
+    encrypted_content: str | None = None
+
+    def __post_init__(self) -> None:
+        missing = [f for f in _ITEM_FIELDS.get(self.type, ()) if getattr(self, f) is None]
+        if missing:
+            raise ValueError(f"a {self.type} item needs {', '.join(missing)}")
 
 
 class TextFormat(msgspec.Struct, kw_only=True):
@@ -76,6 +107,9 @@ class ResponsesRequest(msgspec.Struct, kw_only=True):
     store: bool = True
     previous_response_id: str | None = None
     metadata: dict[str, str] | None = None
+    tools: Annotated[list[dict[str, Any]], Meta(max_length=128)] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
 
 
 def new_response_id() -> str:
@@ -86,39 +120,118 @@ def new_message_id() -> str:
     return f"msg_{uuid.uuid4().hex}"
 
 
-def _text(content: str | list[InputText | OutputText]) -> str:
+def _text(content: Any) -> str:
+    if content is None:
+        return ""
     return content if isinstance(content, str) else "".join(part.text for part in content)
 
 
+def _stored_item(item: InputItem) -> dict | None:
+    if item.type == "function_call":
+        return {
+            "id": item.id or f"fc_{uuid.uuid4().hex}",
+            "type": "function_call",
+            "call_id": item.call_id,
+            "name": item.name,
+            "arguments": item.arguments,
+            "status": "completed",
+        }
+    if item.type == "function_call_output":
+        return {
+            "id": item.id or f"fco_{uuid.uuid4().hex}",
+            "type": "function_call_output",
+            "call_id": item.call_id,
+            "output": _text(item.output),
+            "status": "completed",
+        }
+    if item.type == "reasoning":
+        return None  # the model does not see its past reasoning (chat templates drop it too)
+    part = "output_text" if item.role == "assistant" else "input_text"
+    return {
+        "id": new_message_id(),
+        "type": "message",
+        "role": item.role,
+        "status": "completed",
+        "content": [{"type": part, "text": _text(item.content)}],
+    }
+
+
 def input_items(request: ResponsesRequest) -> list[dict]:
-    """This request's input as stored message items (what `input_items` lists), each with an id."""
+    """This request's input as stored items (what `input_items` lists), each with an id."""
     items = request.input
     if isinstance(items, str):
         items = [InputItem(role="user", content=items)]
-    result = []
-    for item in items:
-        part = "output_text" if item.role == "assistant" else "input_text"
-        result.append(
-            {
-                "id": new_message_id(),
-                "type": "message",
-                "role": item.role,
-                "status": "completed",
-                "content": [{"type": part, "text": _text(item.content)}],
-            }
-        )
-    return result
+    return [stored for item in items if (stored := _stored_item(item)) is not None]
 
 
 def item_messages(items: list[dict]) -> list[dict]:
-    """Stored items as chat messages (`developer` is OpenAI's newer name for `system`)."""
-    return [
-        {
-            "role": "system" if item["role"] == "developer" else item["role"],
-            "content": "".join(part["text"] for part in item["content"]),
-        }
-        for item in items
-    ]
+    """Stored items as chat messages (`developer` is OpenAI's newer name for `system`).
+
+    function_call items join the assistant message before them as `tool_calls` (or start
+    one); function_call_output items are `tool` messages.
+    """
+    messages: list[dict] = []
+    for item in items:
+        kind = item.get("type", "message")
+        if kind == "function_call":
+            call = {
+                "id": item["call_id"],
+                "type": "function",
+                "function": {"name": item["name"], "arguments": item["arguments"]},
+            }
+            last = messages[-1] if messages else None
+            if last is not None and last["role"] == "assistant":
+                messages[-1] = {**last, "tool_calls": [*last.get("tool_calls", []), call]}
+            else:
+                messages.append({"role": "assistant", "content": "", "tool_calls": [call]})
+        elif kind == "function_call_output":
+            messages.append(
+                {"role": "tool", "tool_call_id": item["call_id"], "content": item["output"]}
+            )
+        else:
+            messages.append(
+                {
+                    "role": "system" if item["role"] == "developer" else item["role"],
+                    "content": "".join(part["text"] for part in item["content"]),
+                }
+            )
+    return messages
+
+
+def check_call_outputs(messages: list[dict]) -> None:
+    """Every function_call_output answers a call made earlier in the conversation (OpenAI).
+
+    Raises:
+        InvalidRequest: an output whose call_id no earlier function_call has.
+    """
+    calls: set[str] = set()
+    for message in messages:
+        calls.update(call["id"] for call in message.get("tool_calls") or ())
+        if message["role"] == "tool" and message.get("tool_call_id") not in calls:
+            raise InvalidRequest(
+                f"no function call found for the function_call_output with call_id "
+                f"{message.get('tool_call_id')!r}",
+                param="input",
+            )
+
+
+def chat_tools(request: ResponsesRequest) -> tuple[list[dict] | None, Any]:
+    """The request's function tools and tool_choice in OpenAI chat's shape (runtime/tools).
+
+    Raises:
+        InvalidRequest: a tool that is not a named function (built-in tools do not run here).
+    """
+    tools = []
+    for i, tool in enumerate(request.tools or []):
+        if tool.get("type") != "function" or not isinstance(tool.get("name"), str):
+            raise InvalidRequest(
+                f"tools[{i}] must be {{'type': 'function', 'name': ...}}; "
+                f"{tool.get('type')!r} tools are not supported",
+                param=f"tools[{i}]",
+            )
+        function = {k: tool[k] for k in ("name", "description", "parameters") if k in tool}
+        tools.append({"type": "function", "function": function})
+    return tools or None, request.tool_choice
 
 
 def to_params(request: ResponsesRequest) -> dict:
@@ -151,6 +264,50 @@ def _text_config(request: ResponsesRequest) -> dict:
     if fmt is None:
         return {"format": {"type": "text"}}
     return {"format": msgspec.to_builtins(fmt)}
+
+
+def reasoning_item(item_id: str, text: str | None, status: str) -> dict:
+    content = [] if text is None else [{"type": "reasoning_text", "text": text}]
+    return {"id": item_id, "type": "reasoning", "summary": [], "content": content, "status": status}
+
+
+def function_call_item(item_id: str, call_id: str, name: str, arguments: str, status: str) -> dict:
+    return {
+        "id": item_id,
+        "type": "function_call",
+        "call_id": call_id,
+        "name": name,
+        "arguments": arguments,
+        "status": status,
+    }
+
+
+def output_items(parsed: Any, status: str, message_id: str | None = None) -> list[dict]:
+    """A parsed reply (runtime/tools ParsedOutput) as Response output items: reasoning, the
+    message (when there is text, or nothing else), then one function_call per tool call."""
+    items = []
+    if parsed.reasoning is not None:
+        items.append(reasoning_item(f"rs_{uuid.uuid4().hex}", parsed.reasoning, "completed"))
+    if parsed.content or not parsed.tool_calls:
+        items.append(output_message(message_id or new_message_id(), parsed.content or "", status))
+    for call in parsed.tool_calls:
+        items.append(
+            function_call_item(
+                f"fc_{uuid.uuid4().hex}", call.id, call.name, call.arguments, "completed"
+            )
+        )
+    return items
+
+
+def assistant_turn(items: list[dict]) -> list[dict]:
+    """The reply's output items as stored conversation messages (what the next turn sees)."""
+    return item_messages(
+        [
+            item if item["type"] != "message" else {**item, "role": "assistant"}
+            for item in items
+            if item["type"] in ("message", "function_call")
+        ]
+    )
 
 
 def output_message(message_id: str, text: str, status: str) -> dict:
@@ -193,8 +350,8 @@ def response_body(
         "store": request.store,
         "temperature": 1.0 if request.temperature is None else request.temperature,
         "text": _text_config(request),
-        "tool_choice": "auto",
-        "tools": [],
+        "tool_choice": request.tool_choice or "auto",
+        "tools": request.tools or [],
         "top_p": 1.0 if request.top_p is None else request.top_p,
         "truncation": "disabled",
         "usage": usage,
@@ -290,3 +447,136 @@ class ResponseEvents:
 
     def error(self, code: str, message: str) -> tuple[str, dict]:
         return self._event("error", code=code, message=message, param=None)
+
+
+class OutputStream:
+    """Streamed reply pieces (runtime/tools Deltas) -> Responses output items and their events.
+
+    Items open as their first piece arrives (reasoning, message, each function call) and
+    close when another kind starts or the reply ends; `begin(open_message=True)` opens the
+    message at once (plain text, the order the stream had before tools). Sequence numbers
+    come from the shared `ResponseEvents`.
+    """
+
+    def __init__(self, events: ResponseEvents):
+        self.events = events
+        self.items: list[dict] = []  # closed items, in output order
+        self._open: dict | None = None
+        self._text: list[str] = []
+
+    def begin(self, *, open_message: bool) -> list[tuple[str, dict]]:
+        response = self.events.body("in_progress", [], None)
+        sent = [
+            self.events._event("response.created", response=response),
+            self.events._event("response.in_progress", response=response),
+        ]
+        return sent + (self._start("message") if open_message else [])
+
+    @property
+    def _index(self) -> int:
+        return len(self.items)
+
+    def _place(self) -> dict:
+        return {"item_id": self._open["id"], "output_index": self._index}
+
+    def _start(self, kind: str, call: Any = None) -> list[tuple[str, dict]]:
+        sent = self._close("completed")
+        if kind == "message":
+            item = output_message(self.events.message_id, "", "in_progress")
+        elif kind == "reasoning":
+            item = reasoning_item(f"rs_{uuid.uuid4().hex}", None, "in_progress")
+        else:
+            item_id = f"fc_{uuid.uuid4().hex}"
+            item = function_call_item(item_id, call.id, call.name, "", "in_progress")
+        self._open, self._text = item, []
+        sent.append(
+            self.events._event("response.output_item.added", output_index=self._index, item=item)
+        )
+        if kind == "message":
+            part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
+            sent.append(
+                self.events._event(
+                    "response.content_part.added", **self._place(), content_index=0, part=part
+                )
+            )
+        return sent
+
+    def feed(self, delta: Any) -> list[tuple[str, dict]]:
+        """One Delta: content, reasoning, or a tool call's id/name and argument fragment."""
+        if delta.index is not None:
+            sent = []
+            if delta.id is not None:
+                sent += self._start("function_call", delta)
+            if delta.arguments:
+                self._text.append(delta.arguments)
+                sent.append(
+                    self.events._event(
+                        "response.function_call_arguments.delta",
+                        **self._place(),
+                        delta=delta.arguments,
+                    )
+                )
+            return sent
+        kind = "reasoning" if delta.reasoning is not None else "message"
+        piece = delta.reasoning if delta.reasoning is not None else delta.content
+        sent = [] if self._open is not None and self._open["type"] == kind else self._start(kind)
+        if piece:
+            self._text.append(piece)
+            name = "reasoning_text" if kind == "reasoning" else "output_text"
+            extra = {} if kind == "reasoning" else {"logprobs": []}
+            sent.append(
+                self.events._event(
+                    f"response.{name}.delta", **self._place(), content_index=0, delta=piece, **extra
+                )
+            )
+        return sent
+
+    def _close(self, status: str) -> list[tuple[str, dict]]:
+        item, text = self._open, "".join(self._text)
+        if item is None:
+            return []
+        place, sent = self._place(), []
+        if item["type"] == "message":
+            item = output_message(item["id"], text, status)
+            sent.append(
+                self.events._event(
+                    "response.output_text.done", **place, content_index=0, text=text, logprobs=[]
+                )
+            )
+            sent.append(
+                self.events._event(
+                    "response.content_part.done", **place, content_index=0, part=item["content"][0]
+                )
+            )
+        elif item["type"] == "reasoning":
+            item = reasoning_item(item["id"], text, "completed")
+            sent.append(
+                self.events._event(
+                    "response.reasoning_text.done", **place, content_index=0, text=text
+                )
+            )
+        else:
+            item = {**item, "arguments": text, "status": "completed"}
+            sent.append(
+                self.events._event(
+                    "response.function_call_arguments.done",
+                    **place,
+                    name=item["name"],
+                    arguments=text,
+                )
+            )
+        sent.append(
+            self.events._event("response.output_item.done", output_index=self._index, item=item)
+        )
+        self.items.append(item)
+        self._open, self._text = None, []
+        return sent
+
+    def closing(self, finish_reason: str | None, usage: dict) -> list[tuple[str, dict]]:
+        """Close the open item (an empty message if nothing came), then `response.completed`
+        carrying the whole Response (also what gets stored)."""
+        status = final_status(finish_reason)
+        sent = [] if self.items or self._open else self._start("message")
+        sent += self._close(status)
+        final = self.events.body(status, self.items, usage)
+        return [*sent, self.events._event("response.completed", response=final)]

@@ -24,18 +24,24 @@ from runtime.errors import InvalidRequest
 from runtime.service.api_errors import error_status
 from runtime.service.protocol import decode_body
 from runtime.service.responses_protocol import (
+    OutputStream,
     ResponseEvents,
     ResponsesRequest,
+    assistant_turn,
+    chat_tools,
+    check_call_outputs,
     final_status,
     input_items,
     item_messages,
     new_response_id,
-    output_message,
+    output_items,
     to_params,
     usage_body,
 )
 from runtime.service.responses_store import ResponsesStore, StoredResponse
 from runtime.service.streaming import Generation, collect, start_generation
+from runtime.service.tool_turns import PlannedTurn, plan_turn
+from runtime.tools.parsers import Delta
 
 __all__ = ["ROUTES"]
 
@@ -55,7 +61,7 @@ def _sse(event: tuple[str, dict]) -> bytes:
 
 
 async def _save(
-    body: ResponsesRequest, response: dict, items: list[dict], conversation: list[dict], text: str
+    body: ResponsesRequest, response: dict, items: list[dict], conversation: list[dict]
 ) -> None:
     if not body.store:
         return
@@ -64,7 +70,7 @@ async def _save(
         created_at=time.time(),
         response=response,
         input_items=items,
-        conversation=[*conversation, {"role": "assistant", "content": text}],
+        conversation=[*conversation, *assistant_turn(response["output"])],
     )
     await asyncio.to_thread(_store().put, record)
 
@@ -78,22 +84,25 @@ async def create_response(request: Request) -> Any:
         history = previous.conversation
     items = input_items(body)
     conversation = history + item_messages(items)
+    check_call_outputs(conversation)
     messages = [{"role": "system", "content": body.instructions}] if body.instructions else []
     messages += conversation
     manager = request.app.state.manager
     engine = await manager.get(body.model, task="chat")
+    tools, tool_choice = chat_tools(body)
     params = msgspec.convert(_params(body, engine), GenerationParams)
-    generation = await start_generation(manager, body.model, params, messages=messages)
+    turn = plan_turn(engine, params, messages, tools=tools, tool_choice=tool_choice)
+    generation = await start_generation(manager, body.model, turn.params, prompt=turn.prompt_ids)
     events = ResponseEvents(body, response_id=new_response_id(), model=body.model)
     if body.stream:
-        stream = _events(generation, body, events, items, conversation)
+        stream = _events(generation, turn, body, events, items, conversation)
         return Stream(stream, media_type=SSE, headers={"Cache-Control": "no-cache"})
     reply = await collect(generation.streams[0])
     status = final_status(reply.finish_reason)
-    output = [output_message(events.message_id, reply.text, status)]
+    output = output_items(turn.parse(reply.text), status, events.message_id)
     usage = usage_body(generation.prompt_tokens, reply.completion_tokens, reply.cached_tokens)
     response = events.body(status, output, usage)
-    await _save(body, response, items, conversation, reply.text)
+    await _save(body, response, items, conversation)
     return Response(response, media_type=MediaType.JSON)  # the handler's default is SSE
 
 
@@ -105,34 +114,37 @@ def _params(body: ResponsesRequest, engine: Any) -> dict:
 
 async def _events(
     generation: Generation,
+    turn: PlannedTurn,
     body: ResponsesRequest,
     events: ResponseEvents,
     items: list[dict],
     conversation: list[dict],
 ) -> AsyncIterator[bytes]:
-    for event in events.opening():
+    reader = turn.reader()  # None: plain text, the message item opens at once
+    output = OutputStream(events)
+    for event in output.begin(open_message=reader is None):
         yield _sse(event)
-    parts: list[str] = []
     last = None
     try:
         async for chunk in generation.streams[0]:
             last = chunk
-            if chunk.text:
-                parts.append(chunk.text)
-                yield _sse(events.delta(chunk.text))
+            if reader is None:
+                deltas = [Delta(content=chunk.text)] if chunk.text else []
+            else:
+                deltas = reader.feed(chunk.text) + (reader.finish() if chunk.finish_reason else [])
+            for delta in deltas:
+                for event in output.feed(delta):
+                    yield _sse(event)
     except Exception as exc:  # after the first byte, an error is an event
         status, message, _ = error_status(exc)
         yield _sse(events.error(str(status), message))
         return
     finally:
         await generation.aclose()
-    text = "".join(parts)
     output_tokens, cached = (last.completion_tokens, last.cached_tokens) if last else (0, 0)
     usage = usage_body(generation.prompt_tokens, output_tokens, cached)
-    closing = events.closing(text, last.finish_reason if last else None, usage)
-    await _save(
-        body, closing[-1][1]["response"], items, conversation, text
-    )  # before the client sees it
+    closing = output.closing(last.finish_reason if last else None, usage)
+    await _save(body, closing[-1][1]["response"], items, conversation)  # before the client sees it
     for event in closing:
         yield _sse(event)
 
