@@ -52,7 +52,10 @@ def test_thinking_becomes_a_reasoning_item_a_thinking_block_and_ollamas_thinking
     assert items[1]["content"][0]["text"] == "Hello there!"
     blocks = content_blocks(parsed)
     assert [b["type"] for b in blocks] == ["thinking", "text"]
-    assert blocks[0]["thinking"].strip() == "The user greets me." and blocks[1]["text"] == "Hello there!"
+    assert (
+        blocks[0]["thinking"].strip() == "The user greets me."
+        and blocks[1]["text"] == "Hello there!"
+    )
     fields = reply_fields(parsed)
     assert fields["thinking"].strip() == "The user greets me." and fields["text"] == "Hello there!"
     assert fields["tool_calls"] is None
@@ -124,10 +127,22 @@ def test_streamed_reply_becomes_thinking_then_tool_use_blocks_with_input_json_de
 def test_responses_required_tool_call_validates_and_streams_the_same_arguments(
     openai_client, service_model
 ):
-    tools = [{"type": "function", "name": "get_weather", "parameters": WEATHER,
-              "description": "Weather for a city"}]
-    kwargs = dict(model=service_model, input=ASK, tools=tools, tool_choice="required",
-                  temperature=0, max_output_tokens=200)
+    tools = [
+        {
+            "type": "function",
+            "name": "get_weather",
+            "parameters": WEATHER,
+            "description": "Weather for a city",
+        }
+    ]
+    kwargs = dict(
+        model=service_model,
+        input=ASK,
+        tools=tools,
+        tool_choice="required",
+        temperature=0,
+        max_output_tokens=200,
+    )
     response = openai_client.responses.create(**kwargs)
     calls = [item for item in response.output if item.type == "function_call"]
     assert calls and calls[0].name == "get_weather" and calls[0].call_id
@@ -135,7 +150,9 @@ def test_responses_required_tool_call_validates_and_streams_the_same_arguments(
     events = list(openai_client.responses.create(**kwargs, stream=True))
     added = [e for e in events if e.type == "response.output_item.added"]
     assert added[0].item.type == "function_call"
-    streamed = "".join(e.delta for e in events if e.type == "response.function_call_arguments.delta")
+    streamed = "".join(
+        e.delta for e in events if e.type == "response.function_call_arguments.delta"
+    )
     done = [e for e in events if e.type == "response.function_call_arguments.done"]
     assert streamed == done[0].arguments == calls[0].arguments
     final = events[-1].response
@@ -144,8 +161,11 @@ def test_responses_required_tool_call_validates_and_streams_the_same_arguments(
     # the next turn answers the call through previous_response_id (tools are sent again,
     # as OpenAI requires): its prompt holds the first exchange, the call and its output
     answered = openai_client.responses.create(
-        model=service_model, previous_response_id=response.id, temperature=0,
-        max_output_tokens=5, tools=tools,
+        model=service_model,
+        previous_response_id=response.id,
+        temperature=0,
+        max_output_tokens=5,
+        tools=tools,
         input=[{"type": "function_call_output", "call_id": calls[0].call_id, "output": "sunny"}],
     )
     assert answered.usage.input_tokens > response.usage.input_tokens
@@ -154,10 +174,16 @@ def test_responses_required_tool_call_validates_and_streams_the_same_arguments(
 def test_responses_named_tool_choice_and_an_unanswered_call_id(openai_client, service_model):
     import openai
 
-    tools = [{"type": "function", "name": "get_weather", "parameters": WEATHER},
-             {"type": "function", "name": "other", "parameters": {"type": "object"}}]
+    tools = [
+        {"type": "function", "name": "get_weather", "parameters": WEATHER},
+        {"type": "function", "name": "other", "parameters": {"type": "object"}},
+    ]
     response = openai_client.responses.create(
-        model=service_model, input=ASK, tools=tools, temperature=0, max_output_tokens=200,
+        model=service_model,
+        input=ASK,
+        tools=tools,
+        temperature=0,
+        max_output_tokens=200,
         tool_choice={"type": "function", "name": "get_weather"},
     )
     call = next(item for item in response.output if item.type == "function_call")
@@ -165,7 +191,8 @@ def test_responses_named_tool_choice_and_an_unanswered_call_id(openai_client, se
     jsonschema.validate(json.loads(call.arguments), WEATHER)
     with pytest.raises(openai.BadRequestError):
         openai_client.responses.create(
-            model=service_model, max_output_tokens=5,
+            model=service_model,
+            max_output_tokens=5,
             input=[{"type": "function_call_output", "call_id": "nope", "output": "x"}],
         )
 
@@ -181,8 +208,14 @@ def test_anthropic_any_tool_choice_gives_tool_use_that_validates_and_streams_the
     anthropic_client, service_model
 ):
     tools = [{"name": "get_weather", "description": "Weather for a city", "input_schema": WEATHER}]
-    kwargs = dict(model=service_model, max_tokens=200, extra_body={"temperature": 0}, tools=tools,
-                  tool_choice={"type": "any"}, messages=[{"role": "user", "content": ASK}])
+    kwargs = dict(
+        model=service_model,
+        max_tokens=200,
+        extra_body={"temperature": 0},
+        tools=tools,
+        tool_choice={"type": "any"},
+        messages=[{"role": "user", "content": ASK}],
+    )
     message = anthropic_client.messages.create(**kwargs)
     assert message.stop_reason == "tool_use"
     uses = [b for b in message.content if b.type == "tool_use"]
@@ -192,7 +225,8 @@ def test_anthropic_any_tool_choice_gives_tool_use_that_validates_and_streams_the
         events = list(stream)
         final = stream.get_final_message()
     partial = "".join(
-        e.delta.partial_json for e in events
+        e.delta.partial_json
+        for e in events
         if e.type == "content_block_delta" and e.delta.type == "input_json_delta"
     )
     assert json.loads(partial) == uses[0].input
@@ -201,12 +235,16 @@ def test_anthropic_any_tool_choice_gives_tool_use_that_validates_and_streams_the
 
     # tool_use / tool_result blocks in the history
     follow = anthropic_client.messages.create(
-        model=service_model, max_tokens=5, tools=tools,
+        model=service_model,
+        max_tokens=5,
+        tools=tools,
         messages=[
             {"role": "user", "content": ASK},
             {"role": "assistant", "content": [b.model_dump() for b in message.content]},
-            {"role": "user", "content": [
-                {"type": "tool_result", "tool_use_id": uses[0].id, "content": "sunny"}]},
+            {
+                "role": "user",
+                "content": [{"type": "tool_result", "tool_use_id": uses[0].id, "content": "sunny"}],
+            },
         ],
     )
     assert follow.usage.input_tokens > message.usage.input_tokens
@@ -214,9 +252,14 @@ def test_anthropic_any_tool_choice_gives_tool_use_that_validates_and_streams_the
 
 def test_ollama_tools_forced_call_validates_and_streams_the_same(service, service_model):
     tools = [{"type": "function", "function": {"name": "get_weather", "parameters": WEATHER}}]
-    body = {"model": service_model, "messages": [{"role": "user", "content": ASK}],
-            "tools": tools, "tool_choice": "required", "stream": False,
-            "options": {"temperature": 0, "num_predict": 200}}
+    body = {
+        "model": service_model,
+        "messages": [{"role": "user", "content": ASK}],
+        "tools": tools,
+        "tool_choice": "required",
+        "stream": False,
+        "options": {"temperature": 0, "num_predict": 200},
+    }
     whole = httpx.post(f"{service.base_url}/api/chat", json=body, timeout=120).json()
     calls = whole["message"]["tool_calls"]
     assert calls[0]["function"]["name"] == "get_weather"
@@ -231,17 +274,56 @@ def test_ollama_client_sends_tools_and_tool_messages(service, service_model):
     import ollama
 
     client = ollama.Client(host=service.base_url)
-    tools = [{"type": "function", "function": {"name": "get_weather", "description": "Weather",
-                                                "parameters": WEATHER}}]
+    tools = [
+        {
+            "type": "function",
+            "function": {"name": "get_weather", "description": "Weather", "parameters": WEATHER},
+        }
+    ]
     ask = [{"role": "user", "content": ASK}]
     plain = client.chat(model=service_model, messages=ask, options={"num_predict": 3})
-    with_tools = client.chat(model=service_model, messages=ask, tools=tools,
-                             options={"num_predict": 3})
+    with_tools = client.chat(
+        model=service_model, messages=ask, tools=tools, options={"num_predict": 3}
+    )
     assert with_tools.prompt_eval_count > plain.prompt_eval_count  # the template rendered them
-    history = [*ask,
-               {"role": "assistant", "content": "", "tool_calls": [
-                   {"function": {"name": "get_weather", "arguments": {"city": "Paris", "days": 3}}}]},
-               {"role": "tool", "content": "sunny", "tool_name": "get_weather"}]
-    answered = client.chat(model=service_model, messages=history, tools=tools,
-                           options={"num_predict": 3})
+    history = [
+        *ask,
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [
+                {"function": {"name": "get_weather", "arguments": {"city": "Paris", "days": 3}}}
+            ],
+        },
+        {"role": "tool", "content": "sunny", "tool_name": "get_weather"},
+    ]
+    answered = client.chat(
+        model=service_model, messages=history, tools=tools, options={"num_predict": 3}
+    )
     assert answered.done and answered.prompt_eval_count > with_tools.prompt_eval_count
+
+
+# --- routing errors keep each API's shape -----------------------------------------------------
+@pytest.mark.parametrize(
+    ("method", "path", "status", "shape"),
+    [
+        ("GET", "/api/chat", 405, "ollama"),
+        ("POST", "/api/nope", 404, "ollama"),
+        ("GET", "/api/tags/deeper", 404, "ollama"),
+        ("GET", "/v1/messages", 405, "anthropic"),
+        ("POST", "/v1/messages/nope", 404, "anthropic"),
+        ("POST", "/v1/nope", 404, "openai"),
+    ],
+)
+def test_unknown_paths_and_wrong_methods_answer_in_that_apis_shape(
+    service, method, path, status, shape
+):
+    response = httpx.request(method, f"{service.base_url}{path}", json={}, timeout=30)
+    assert response.status_code == status, response.text
+    body = response.json()
+    if shape == "ollama":
+        assert set(body) == {"error"} and isinstance(body["error"], str) and body["error"]
+    elif shape == "anthropic":
+        assert body["type"] == "error" and body["error"]["type"] and body["error"]["message"]
+    else:
+        assert body["error"]["type"] == "not_found_error" and "code" in body["error"]

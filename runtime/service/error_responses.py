@@ -16,6 +16,7 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
 from runtime.errors import FoundryError, TooManyRequests
+from runtime.service.anthropic_protocol import anthropic_error_body
 
 __all__ = ["EXCEPTION_HANDLERS", "error_body", "error_response"]
 
@@ -83,9 +84,22 @@ def foundry_error_handler(
 
 
 def http_exception_handler(
-    _request: Request[Any, Any, Any], exc: HTTPException
+    request: Request[Any, Any, Any], exc: HTTPException
 ) -> Response[dict[str, Any]]:
-    return Response(error_body(exc), status_code=exc.status_code, headers=exc.headers or None)
+    headers = exc.headers or None
+    if (body := _other_api_body(request.url.path, exc)) is not None:
+        return Response(body, status_code=exc.status_code, headers=headers)
+    return Response(error_body(exc), status_code=exc.status_code, headers=headers)
+
+
+def _other_api_body(path: str, exc: HTTPException) -> dict[str, Any] | None:
+    """An unknown path or a wrong method under Ollama's `/api` or Anthropic's `/v1/messages`
+    (refused by the router, before those Routers' own handlers) in that API's shape."""
+    if path == "/api" or path.startswith("/api/"):
+        return {"error": str(exc.detail)}
+    if path == "/v1/messages" or path.startswith("/v1/messages/"):
+        return anthropic_error_body(exc.status_code, str(exc.detail))
+    return None
 
 
 def internal_error_handler(
