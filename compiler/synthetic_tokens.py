@@ -150,6 +150,17 @@ def chat_template(name: str) -> str:
     return path.read_text(encoding="utf-8").rstrip("\n")
 
 
+# Added tokens that the real Qwen2.5/Qwen3 (and DeepSeek-R1 Qwen) tokenizers mark `special: false`:
+# decoders keep them in the text, which is what tool-call and <think> parsing reads.
+NON_SPECIAL = frozenset(
+    {
+        "<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>", "<think>", "</think>",
+        "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>", "<|fim_pad|>", "<|repo_name|>",
+        "<|file_sep|>",
+    }
+)  # fmt: skip
+
+
 def write_tokenizer(
     dest: Path, style: TokenStyle, vocab: int, max_length: int | None
 ) -> tuple[dict[str, int], list[int]]:
@@ -165,7 +176,7 @@ def write_tokenizer(
         "add_bos_token": False,
         "add_eos_token": False,
         "added_tokens_decoder": {
-            str(ids[t]): {"content": t, **flags, "special": True} for t in specials
+            str(ids[t]): {"content": t, **flags, "special": t not in NON_SPECIAL} for t in specials
         },
         "bos_token": style.bos,
         "clean_up_tokenization_spaces": False,
@@ -229,7 +240,9 @@ def train_bpe(size: int, specials: list[str], *, whisper: bool = False) -> Any:
             break
         vocab.setdefault(token, len(vocab))
     tokenizer = Tokenizer.from_str(json.dumps(data))
-    tokenizer.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in specials])
+    tokenizer.add_special_tokens(
+        [AddedToken(t, special=t not in NON_SPECIAL, normalized=False) for t in specials]
+    )
     return tokenizer
 
 
