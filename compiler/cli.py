@@ -281,6 +281,35 @@ def demo_command(target: str) -> None:
     _print_results([result])
     text = _demo_generation(result.model.path)
     click.echo(f"Generation (random weights): {text!r}")
+    _demo_serve(result.model.model_id)
+
+
+def _demo_serve(model_id: str) -> None:
+    """Serve the demo model and ask it through the OpenAI API, as an app would."""
+    import subprocess
+
+    from runtime.client import ServiceClient
+    from runtime.errors import ServiceNotRunning
+
+    foundry = [sys.executable, "-m", "runtime.cli", "service"]
+    try:
+        client, started = ServiceClient.from_state(), False
+    except ServiceNotRunning:
+        subprocess.run([*foundry, "start"], check=True, stdout=subprocess.DEVNULL)
+        client, started = ServiceClient.from_state(), True
+    try:
+        click.echo(f"OpenAI API at {client.openai_base_url} (any OpenAI client works with this base URL)")
+        messages = [{"role": "user", "content": "Hello! Who are you?"}]
+        reply = client.post("/v1/chat/completions", {"model": model_id, "messages": messages, "max_tokens": 16})
+        usage = reply["usage"]
+        click.echo(
+            f"Served reply (random weights): {reply['choices'][0]['message']['content']!r} "
+            f"[{usage['prompt_tokens']} prompt + {usage['completion_tokens']} completion tokens]"
+        )
+    finally:
+        client.close()
+        if started:
+            subprocess.run([*foundry, "stop"], check=False, stdout=subprocess.DEVNULL)
 
 
 def _demo_generation(path: Any, max_tokens: int = 24) -> str:
