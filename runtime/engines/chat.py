@@ -18,9 +18,9 @@ arriving while a static batch runs waits for that batch to drain (head-of-line).
 Which path serves by default (benchmarks/bench_batching.py, 0.18.0, Qwen2.5-0.5B dimensions,
 int4, 128-token prompts, ratios paired round by round against pruned artifact + one
 og.Generator per request): the static Engine on a full-logits artifact made time to first
-token 1.8x longer alone, 4.7x at 4 simultaneous requests, 16.5x at 8 and 8.2x with 4
+token 1.8x longer alone, 2.5x at 4 simultaneous requests, 2.9x at 8 and 8.7x with 4
 requests arriving 1.5 s apart (they wait for the running batch), for aggregate tok/s of
-0.74-1.21x. The Engine also cannot run pruned artifacts (their logits are [batch, 1, vocab];
+0.81-1.02x (48-96 new tokens). The Engine also cannot run pruned artifacts (their logits are [batch, 1, vocab];
 its static-batch IO sizes them [batch, prompt, vocab]). So every request runs on its own
 og.Generator (at most `max_batch` at once) unless the Engine is asked for: `batching="engine"`
 or FOUNDRY_CHAT_BATCHING=engine, for throughput jobs that submit long completions together;
