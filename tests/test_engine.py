@@ -193,6 +193,34 @@ def test_by_default_a_full_logits_artifact_runs_on_generators_with_the_engines_t
     assert ids == [i for c in engine_chunks for i in c.token_ids]
 
 
+def test_a_prompt_prefilled_in_chunks_gives_the_tokens_of_one_prefill(artifact):
+    import numpy as np
+    import onnxruntime_genai as og
+
+    from runtime.engines.chat import PREFILL_CHUNK, ChatEngine
+
+    default = ChatEngine(artifact, {"model_id": "tiny-chunks"}, queue_size=0, max_batch=2)
+    try:
+        words = " ".join(f"word{i}" for i in range(3 * PREFILL_CHUNK))
+        prompt = default.encode(default.render_prompt([{"role": "user", "content": words}]))
+        assert len(prompt) > 2 * PREFILL_CHUNK
+        params = GenerationParams(max_tokens=10, temperature=0, ignore_eos=True)
+        _, chunks = asyncio.run(_run(default, params, prompt))
+    finally:
+        default.close()
+    model = og.Model(str(artifact))
+    gp = og.GeneratorParams(model)
+    total = len(prompt) + 10
+    gp.set_search_options(do_sample=False, max_length=total, min_length=total)
+    generator = og.Generator(model, gp)
+    generator.append_tokens(np.asarray(prompt, dtype=np.int32))  # all at once
+    expected = []
+    for _ in range(10):
+        generator.generate_next_token()
+        expected.append(int(generator.get_next_tokens()[0]))
+    assert [i for c in chunks for i in c.token_ids] == expected
+
+
 def test_engine_stop_cuts_before_the_stop_text(engine):
     text, _ = asyncio.run(
         _run(engine, GenerationParams(max_tokens=30, temperature=0, ignore_eos=True))
