@@ -61,9 +61,10 @@ log = logging.getLogger(__name__)
 
 MAX_BATCH = 8
 BATCHING_ENV = "FOUNDRY_CHAT_BATCHING"  # "engine": og.Engine for full-logits artifacts
-# og.Generator (0.18) holds the GIL through append_tokens: a 330-token prefill froze the event
-# loop and every other stream for 1.5 s. Chunks of 64 bound that to ~0.3 s and let a cancel in
-# between; same tokens, prefill +2-3 % (measured on the Qwen2.5-0.5B-dimension int4 model).
+# og.Generator (0.18) holds the GIL through append_tokens, so one prefill froze the event loop
+# and every other stream: /health took 17.8 s during a 2,749-token prefill, 1.2-1.4 s with
+# chunks of 64 (Qwen2.5-0.5B-dimension int4 model). Same tokens, prefill +2-3 % at 330 tokens;
+# a cancel is seen between chunks.
 PREFILL_CHUNK = 64
 _FINISH = {
     og.FinishReason.EOS: "stop",
