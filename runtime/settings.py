@@ -9,7 +9,16 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["ENV_VARS", "REPO_ROOT", "cache_dir", "catalog_dirs", "env", "foundry_home", "state_file"]
+__all__ = [
+    "ENV_VARS",
+    "REPO_ROOT",
+    "cache_dir",
+    "catalog_dirs",
+    "env",
+    "env_number",
+    "foundry_home",
+    "state_file",
+]
 
 # The source checkout (recipes/ and catalog/ are data folders beside the packages).
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -31,6 +40,25 @@ def env(name: str, default: str | None = None) -> str | None:
     """Read one of `ENV_VARS` (empty counts as unset)."""
     value = os.environ.get(name)
     return value if value else default
+
+
+def env_number(name: str, kind: type[int] | type[float]) -> int | float | None:
+    """A numeric variable of `ENV_VARS`, or None when unset.
+
+    Raises:
+        InvalidRequest: the value is not a number (one line naming the variable, not a traceback).
+    """
+    from runtime.errors import InvalidRequest
+
+    value = env(name)
+    if value is None:
+        return None
+    try:
+        return kind(value)
+    except ValueError:
+        raise InvalidRequest(
+            f"{name}={value!r} is not a number", hint=f"unset {name} or set it to e.g. {kind(1)!r}"
+        ) from None
 
 
 def foundry_home() -> Path:

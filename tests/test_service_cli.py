@@ -259,3 +259,11 @@ def test_foreground_serves_until_interrupted_and_cleans_up(home: Path):
         if server.poll() is None:
             server.kill()
     assert not (home / "service.json").exists()
+
+
+@pytest.mark.parametrize("variable", ["FOUNDRY_PORT", "FOUNDRY_TTL", "FOUNDRY_MAX_LOADED"])
+def test_a_non_numeric_setting_is_one_line_naming_the_variable(variable, tmp_path):
+    done = run_foundry("service", "start", home=tmp_path, env={variable: "abc"})
+    assert done.returncode == 2
+    assert done.stderr.splitlines()[0] == f"error: {variable}='abc' is not a number"
+    assert "Traceback" not in done.stderr and not (tmp_path / "service.json").exists()

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from runtime.errors import ServiceStartFailed
-from runtime.settings import env, foundry_home
+from runtime.settings import env, env_number, foundry_home
 
 if TYPE_CHECKING:
     import subprocess
@@ -230,7 +230,7 @@ def _start_options(func: Any) -> Any:
         click.option(
             "--port",
             type=click.IntRange(0, 65535),
-            default=lambda: int(env("FOUNDRY_PORT", "0") or 0),
+            default=lambda: env_number("FOUNDRY_PORT", int) or 0,
             show_default="a free port",
             help="Port to bind.",
         ),
@@ -294,6 +294,10 @@ def start(timeout: float, foreground: bool, **values: Any) -> None:
 
 def _launch_options(values: dict[str, Any]) -> LaunchOptions:
     values["api_key"] = values.get("api_key") or env("FOUNDRY_API_KEY")
+    if values.get("max_loaded") is None:  # a bad value is one line here, not a dead child
+        values["max_loaded"] = env_number("FOUNDRY_MAX_LOADED", int)
+    if values.get("ttl") is None:
+        values["ttl"] = env_number("FOUNDRY_TTL", float)
     values["cors_origins"] = tuple(values.get("cors_origins") or ())
     return LaunchOptions(**values)
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from runtime import __version__
 from runtime.errors import FoundryError, ServiceStartFailed
-from runtime.settings import env
+from runtime.settings import env, env_number
 
 __all__ = ["build_settings", "run"]
 
@@ -32,7 +32,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         prog="python -m runtime.service.server", description="Serve the foundry API."
     )
     parser.add_argument("--host", default=env("FOUNDRY_HOST", "127.0.0.1"))
-    parser.add_argument("--port", type=int, default=int(env("FOUNDRY_PORT", "0") or 0))
+    parser.add_argument("--port", type=int, default=env_number("FOUNDRY_PORT", int) or 0)
     parser.add_argument("--max-loaded", type=int, default=None)
     parser.add_argument("--ttl", type=float, default=None)
     parser.add_argument("--insecure", action="store_true")
@@ -96,14 +96,8 @@ def _serve(args: argparse.Namespace) -> int:
     check_bind(args.host, api_key, args.insecure)
     sock = bind_socket(args.host, args.port)
     port = sock.getsockname()[1]
-    max_loaded = args.max_loaded or (
-        int(env("FOUNDRY_MAX_LOADED")) if env("FOUNDRY_MAX_LOADED") else None
-    )
-    ttl = (
-        args.ttl
-        if args.ttl is not None
-        else (float(env("FOUNDRY_TTL")) if env("FOUNDRY_TTL") else None)
-    )
+    max_loaded = args.max_loaded or env_number("FOUNDRY_MAX_LOADED", int)
+    ttl = args.ttl if args.ttl is not None else env_number("FOUNDRY_TTL", float)
     settings = build_settings(
         host=args.host,
         port=port,
