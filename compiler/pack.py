@@ -130,8 +130,8 @@ def prompt_template(folder: Path) -> dict[str, str] | None:
         return None
 
     def render(messages: list[dict[str, str]], generation: bool = False) -> str:
-        return tokenizer.apply_chat_template(
-            messages, tokenize=False, add_generation_prompt=generation
+        return str(
+            tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation)
         )
 
     system = {"role": "system", "content": _SYSTEM}

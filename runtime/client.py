@@ -8,7 +8,7 @@ httpx is imported when a client is built, never at module import.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
 from runtime import errors
@@ -132,7 +132,7 @@ class ServiceClient:
     def post(self, path: str, body: Any) -> Any:
         return _json_or_none(self.request("POST", path, json=body))
 
-    def stream_lines(self, method: str, path: str, body: Any = None) -> Iterator[str]:
+    def stream_lines(self, method: str, path: str, body: Any = None) -> Generator[str, None, None]:
         """Lines of a streamed answer (SSE or progress lines); closing the iterator hangs up,
         which makes the service cancel the generation."""
         import httpx

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -54,7 +54,7 @@ def ensure_loaded(client: ServiceClient, model: str) -> None:
     client.load(model)
 
 
-def stream_reply(client: ServiceClient, body: dict[str, Any]) -> Iterator[str]:
+def stream_reply(client: ServiceClient, body: dict[str, Any]) -> Generator[str, None, None]:
     """Text deltas of one streamed chat completion.
 
     Raises:

@@ -76,7 +76,9 @@ def create_app(settings: ServiceSettings, *, store: Store | None = None) -> Lite
         middleware=[  # outermost first: refused requests (401/403) are counted too
             metrics.MetricsMiddleware,
             DefineMiddleware(
-                SecurityMiddleware, bound_host=settings.host, api_key=settings.api_key
+                SecurityMiddleware,  # type: ignore[arg-type]  # an ASGI class; Litestar's stub wants a function
+                bound_host=settings.host,
+                api_key=settings.api_key,
             ),
         ],
         cors_config=cors_config(settings.cors_origins),

@@ -124,7 +124,7 @@ def _code(status: int) -> str:
     )
 
 
-EXCEPTION_HANDLERS: dict[type[Exception], Any] = {
+EXCEPTION_HANDLERS: dict[int | type[Exception], Any] = {
     FoundryError: foundry_error_handler,
     HTTPException: http_exception_handler,
     Exception: internal_error_handler,

@@ -143,7 +143,7 @@ async def _chat_events(
     replies: list[ReplyStream | None] | None = None,
 ) -> AsyncIterator[ChatCompletionChunk]:
     def chunk(choices: list[ChunkChoice], usage: Usage | None = None) -> ChatCompletionChunk:
-        extra = {"usage": usage} if usage is not None else {}
+        extra: dict[str, Any] = {"usage": usage} if usage is not None else {}
         return ChatCompletionChunk(
             id=completion_id, created=created, model=model, choices=choices, **extra
         )
@@ -226,7 +226,7 @@ async def _completion_events(
     include_usage: bool,
 ) -> AsyncIterator[Completion]:
     def chunk(choices: list[CompletionChoice], usage: Usage | None = None) -> Completion:
-        extra = {"usage": usage} if usage is not None else {}
+        extra: dict[str, Any] = {"usage": usage} if usage is not None else {}
         return Completion(id=completion_id, created=created, model=model, choices=choices, **extra)
 
     for index, echo in enumerate(echoes):

@@ -477,6 +477,7 @@ class OutputStream:
         return len(self.items)
 
     def _place(self) -> dict:
+        assert self._open is not None, "an item is open while its events are sent"
         return {"item_id": self._open["id"], "output_index": self._index}
 
     def _start(self, kind: str, call: Any = None) -> list[tuple[str, dict]]:
@@ -523,7 +524,7 @@ class OutputStream:
         if piece:
             self._text.append(piece)
             name = "reasoning_text" if kind == "reasoning" else "output_text"
-            extra = {} if kind == "reasoning" else {"logprobs": []}
+            extra: dict[str, Any] = {} if kind == "reasoning" else {"logprobs": []}
             sent.append(
                 self.events._event(
                     f"response.{name}.delta", **self._place(), content_index=0, delta=piece, **extra
