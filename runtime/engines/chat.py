@@ -132,6 +132,10 @@ class ChatEngine:
         self._engine_masks_logits = True
         self._engine_usable = True
         self._generator_slots = threading.Semaphore(max_batch)
+        # Prefills in turn, not interleaved chunk by chunk (streams already decoding still step
+        # between chunks): 8 clients at once through the service, median time to first token
+        # 14.9/16.3 s in turn vs 22.1/23.9 s interleaved and 21.8/23.7 s unchunked, same tok/s.
+        self._prefill_lock = threading.Lock()
         ready: list[BaseException | None] = []
         started = threading.Event()
         self._thread = threading.Thread(
@@ -524,10 +528,11 @@ class _GeneratorRun:
             generator = self._generator(gp, params)
             prompt = np.asarray(seq.prompt, dtype=np.int32)
             step = len(prompt) if params.guidance else PREFILL_CHUNK  # a grammar sees one prompt
-            for start in range(0, len(prompt), step):
-                if seq.cancelled:
-                    break
-                generator.append_tokens(prompt[start : start + step])
+            with self.engine._prefill_lock:  # one prefill at a time, in turn: FIFO first tokens
+                for start in range(0, len(prompt), step):
+                    if seq.cancelled:
+                        break
+                    generator.append_tokens(prompt[start : start + step])
             while not generator.is_done() and not seq.cancelled and not seq.stops.stopped:
                 generator.generate_next_token()
                 token = int(generator.get_next_tokens()[0])
