@@ -66,6 +66,10 @@ BATCHING_ENV = "FOUNDRY_CHAT_BATCHING"  # "engine": og.Engine for full-logits ar
 # chunks of 64 (Qwen2.5-0.5B-dimension int4 model). Same tokens, prefill +2-3 % at 330 tokens;
 # a cancel is seen between chunks.
 PREFILL_CHUNK = 64
+# The same GIL hold means a chunk reaches the event loop only after the *next* step; letting go
+# of the GIL for a moment after the first token sends it a step sooner (first content through the
+# service, 16-token prompt: 311/322 ms vs 325/337 ms without).
+FIRST_TOKEN_YIELD_S = 0.002
 _FINISH = {
     og.FinishReason.EOS: "stop",
     og.FinishReason.STOP_STRING: "stop",
@@ -539,6 +543,8 @@ class _GeneratorRun:
                 if token in self.engine.eos_ids:
                     break  # EOS is not text
                 seq.push_token(token)
+                if seq.completion_tokens == 1:
+                    time.sleep(FIRST_TOKEN_YIELD_S)
         except FoundryError as exc:
             seq.fail(exc)
         except Exception as exc:
