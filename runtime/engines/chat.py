@@ -26,6 +26,11 @@ request runs on its own
 og.Generator (at most `max_batch` at once) unless the Engine is asked for: `batching="engine"`
 or FOUNDRY_CHAT_BATCHING=engine, for throughput jobs that submit long completions together;
 even then pruned artifacts stay on og.Generator.
+
+0.18's og.Generator holds the GIL inside append_tokens and generate_next_token (og.Engine.run
+releases it): generator threads never overlap in Python, and the event loop runs only between
+their calls. Hence chunked, one-at-a-time prefill (PREFILL_CHUNK) and the short GIL release
+after a first token (FIRST_TOKEN_YIELD_S).
 """
 
 from __future__ import annotations
