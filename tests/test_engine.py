@@ -197,7 +197,8 @@ def test_a_prompt_prefilled_in_chunks_gives_the_tokens_of_one_prefill(artifact):
     import numpy as np
     import onnxruntime_genai as og
 
-    from runtime.engines.chat import PREFILL_CHUNK, ChatEngine
+    from runtime.engines.chat import ChatEngine
+    from runtime.engines.gil import PREFILL_CHUNK
 
     default = ChatEngine(artifact, {"model_id": "tiny-chunks"}, queue_size=0, max_batch=2)
     try:

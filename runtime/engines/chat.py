@@ -29,8 +29,8 @@ even then pruned artifacts stay on og.Generator.
 
 0.18's og.Generator holds the GIL inside append_tokens and generate_next_token (og.Engine.run
 releases it): generator threads never overlap in Python, and the event loop runs only between
-their calls. Hence chunked, one-at-a-time prefill (PREFILL_CHUNK) and the short GIL release
-after a first token (FIRST_TOKEN_YIELD_S).
+their calls. Hence one-at-a-time prefill in chunks and a GIL release after every step
+(`runtime/engines/gil.py`, with the measurements).
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ from tokenizers import Tokenizer
 
 from runtime.engines.base import Chunk, GenerationParams, GenerationRecord
 from runtime.engines.detokenize import IncrementalDecoder, StopMatcher
+from runtime.engines.gil import append_in_chunks, let_the_loop_run
 from runtime.engines.prefix_cache import (
     PrefixCache,
     budget_from_env,
@@ -66,15 +67,6 @@ log = logging.getLogger(__name__)
 
 MAX_BATCH = 8
 BATCHING_ENV = "FOUNDRY_CHAT_BATCHING"  # "engine": og.Engine for full-logits artifacts
-# og.Generator (0.18) holds the GIL through append_tokens, so one prefill froze the event loop
-# and every other stream: /health took 17.8 s during a 2,749-token prefill, 1.2-1.4 s with
-# chunks of 64 (Qwen2.5-0.5B-dimension int4 model). Same tokens, prefill +2-3 % at 330 tokens;
-# a cancel is seen between chunks.
-PREFILL_CHUNK = 64
-# The same GIL hold means a chunk reaches the event loop only after the *next* step; letting go
-# of the GIL for a moment after the first token sends it a step sooner (first content through the
-# service, 16-token prompt: 311/322 ms vs 325/337 ms without).
-FIRST_TOKEN_YIELD_S = 0.002
 _FINISH = {
     og.FinishReason.EOS: "stop",
     og.FinishReason.STOP_STRING: "stop",
@@ -536,20 +528,18 @@ class _GeneratorRun:
                     ) from exc
             generator = self._generator(gp, params)
             prompt = np.asarray(seq.prompt, dtype=np.int32)
-            step = len(prompt) if params.guidance else PREFILL_CHUNK  # a grammar sees one prompt
             with self.engine._prefill_lock:  # one prefill at a time, in turn: FIFO first tokens
-                for start in range(0, len(prompt), step):
-                    if seq.cancelled:
-                        break
-                    generator.append_tokens(prompt[start : start + step])
+                if params.guidance:  # a grammar sees one prompt
+                    generator.append_tokens(prompt)
+                else:
+                    append_in_chunks(generator, prompt, lambda: seq.cancelled)
             while not generator.is_done() and not seq.cancelled and not seq.stops.stopped:
                 generator.generate_next_token()
                 token = int(generator.get_next_tokens()[0])
                 if token in self.engine.eos_ids:
                     break  # EOS is not text
                 seq.push_token(token)
-                if seq.completion_tokens == 1:
-                    time.sleep(FIRST_TOKEN_YIELD_S)
+                let_the_loop_run(first_token=seq.completion_tokens == 1)
         except FoundryError as exc:
             seq.fail(exc)
         except Exception as exc:

@@ -40,6 +40,7 @@ import numpy as np
 import onnxruntime_genai as og
 
 from runtime.engines.base import GenerationParams
+from runtime.engines.gil import append_in_chunks, let_the_loop_run
 from runtime.errors import GenerationFailed
 
 __all__ = ["DEFAULT_BUDGET_BYTES", "Lease", "PrefixCache", "kv_bytes_per_token"]
@@ -115,9 +116,16 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
 class PrefixCache:
     """An LRU of kept generators for one model, bounded by `budget_bytes` of KV cache."""
 
-    def __init__(self, model: Any, *, bytes_per_token: int, context_length: int,
-                 budget_bytes: int = DEFAULT_BUDGET_BYTES, vocab_size: int = 0,
-                 headroom: int = HEADROOM_TOKENS):
+    def __init__(
+        self,
+        model: Any,
+        *,
+        bytes_per_token: int,
+        context_length: int,
+        budget_bytes: int = DEFAULT_BUDGET_BYTES,
+        vocab_size: int = 0,
+        headroom: int = HEADROOM_TOKENS,
+    ):
         self.model = model
         self.bytes_per_token = bytes_per_token
         self.context_length = context_length
@@ -133,8 +141,13 @@ class PrefixCache:
 
     def accepts(self, params: GenerationParams) -> bool:
         """Whether a kept generator can serve these params (see the module docstring)."""
-        return (self.enabled and params.guidance is None and params.seed is None
-                and params.min_tokens == 0 and not params.ignore_eos)
+        return (
+            self.enabled
+            and params.guidance is None
+            and params.seed is None
+            and params.min_tokens == 0
+            and not params.ignore_eos
+        )
 
     def kept_bytes(self) -> int:
         with self._lock:
@@ -164,7 +177,7 @@ class PrefixCache:
         else:
             generator, max_length = entry.generator, entry.max_length
             generator.rewind_to(reused)
-        generator.append_tokens(np.asarray(prompt[reused:], dtype=np.int32))
+        append_in_chunks(generator, np.asarray(prompt[reused:], dtype=np.int32), lambda: False)
         return Lease(generator, key, max_length, reused, len(prompt))
 
     def give_back(self, lease: Lease) -> None:
@@ -204,8 +217,12 @@ class PrefixCache:
         if params.temperature <= 0:
             options["do_sample"] = False
         else:
-            options.update(do_sample=True, temperature=params.temperature, top_p=params.top_p,
-                           top_k=params.top_k or self.vocab_size or 0)
+            options.update(
+                do_sample=True,
+                temperature=params.temperature,
+                top_p=params.top_p,
+                top_k=params.top_k or self.vocab_size or 0,
+            )
         generator_params = og.GeneratorParams(self.model)
         generator_params.set_search_options(**options)
         return og.Generator(self.model, generator_params)
@@ -224,14 +241,19 @@ def run_with_reuse(cache: PrefixCache, seq: Any, eos_ids: set[int], on_done: Any
         lease = cache.lease(seq.prompt, seq.params)
         seq.cached_tokens = lease.cached_tokens
         generator, produced = lease.generator, 0
-        while (produced < seq.params.max_tokens and not generator.is_done()
-               and not seq.cancelled and not seq.stops.stopped):
+        while (
+            produced < seq.params.max_tokens
+            and not generator.is_done()
+            and not seq.cancelled
+            and not seq.stops.stopped
+        ):
             generator.generate_next_token()
             produced += 1
             token = int(generator.get_next_tokens()[0])
             if token in eos_ids:
                 break  # EOS is not text
             seq.push_token(token)
+            let_the_loop_run(first_token=produced == 1)
         if seq.cancelled:
             reason = "cancelled"
         elif not seq.stops.stopped and produced >= seq.params.max_tokens:
