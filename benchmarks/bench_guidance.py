@@ -23,8 +23,12 @@ import onnxruntime_genai as og
 
 from runtime.tools.grammar import json_schema_guidance, marker_tokens, tool_call_guidance
 
-LONG = {"type": "object", "properties": {"text": {"type": "string", "minLength": 20000}},
-        "required": ["text"], "additionalProperties": False}
+LONG = {
+    "type": "object",
+    "properties": {"text": {"type": "string", "minLength": 20000}},
+    "required": ["text"],
+    "additionalProperties": False,
+}
 TOOL = [{"type": "function", "function": {"name": "write", "parameters": LONG}}]
 
 
@@ -39,8 +43,22 @@ def default_artifact() -> Path:
         from compiler.synthetic import synthetic_source
 
         source = synthetic_source("qwen2.5-0.5b", root / "qwen2.5-0.5b-synthetic-source")
-        subprocess.run([sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(source),
-                        "-o", str(artifact), "-p", "int4", "-e", "cpu"], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "onnxruntime_genai.models.builder",
+                "-i",
+                str(source),
+                "-o",
+                str(artifact),
+                "-p",
+                "int4",
+                "-e",
+                "cpu",
+            ],
+            check=True,
+        )
     return artifact
 
 
@@ -59,7 +77,11 @@ def decode(model, prompt: np.ndarray, tokens: int, guidance: tuple[str, str] | N
         generator.generate_next_token()
         produced += 1
     end = time.perf_counter()
-    return {"ttft_s": first - start, "decode_tok_s": (produced - 1) / (end - first), "tokens": produced}
+    return {
+        "ttft_s": first - start,
+        "decode_tok_s": (produced - 1) / (end - first),
+        "tokens": produced,
+    }
 
 
 def main() -> None:
@@ -71,7 +93,9 @@ def main() -> None:
     artifact = args.artifact or default_artifact()
     model = og.Model(str(artifact))
     tokenizer = og.Tokenizer(model)
-    prompt = tokenizer.encode("<|im_start|>user\nWrite a long text.<|im_end|>\n<|im_start|>assistant\n")
+    prompt = tokenizer.encode(
+        "<|im_start|>user\nWrite a long text.<|im_end|>\n<|im_start|>assistant\n"
+    )
     modes = {
         "unguided": None,
         "json_schema": json_schema_guidance(LONG),

@@ -26,18 +26,27 @@ from bench_guidance import default_artifact
 from runtime.engines.base import GenerationParams
 from runtime.engines.chat import ChatEngine
 
-FILLER = ("The museum opens at nine and the guided tour of the east wing takes about ninety minutes, "
-          "so plan lunch near the river before the afternoon visit to the old town. ")
-USER_TURNS = ["What should I see first?", "And after lunch?", "Is the tower worth it?",
-              "How long is the walk back?", "Summarise the day in one line."]
+FILLER = (
+    "The museum opens at nine and the guided tour of the east wing takes about ninety minutes, "
+    "so plan lunch near the river before the afternoon visit to the old town. "
+)
+USER_TURNS = [
+    "What should I see first?",
+    "And after lunch?",
+    "Is the tower worth it?",
+    "How long is the walk back?",
+    "Summarise the day in one line.",
+]
 
 
 def history(engine: ChatEngine, tokens: int) -> list[dict]:
     """A system prompt and earlier exchanges that render to about `tokens` tokens."""
     messages = [{"role": "system", "content": "You are a travel assistant. " + FILLER * 2}]
     while len(engine.encode(engine.render_prompt(messages))) < tokens:
-        messages += [{"role": "user", "content": "Tell me more. " + FILLER},
-                     {"role": "assistant", "content": FILLER}]
+        messages += [
+            {"role": "user", "content": "Tell me more. " + FILLER},
+            {"role": "assistant", "content": FILLER},
+        ]
     return messages
 
 
@@ -45,13 +54,19 @@ async def turn(engine: ChatEngine, messages: list[dict], max_tokens: int) -> dic
     prompt = engine.encode(engine.render_prompt(messages))
     start = time.perf_counter()
     first, text, last = None, "", None
-    async for chunk in engine.stream(prompt, GenerationParams(max_tokens=max_tokens, temperature=0)):
+    async for chunk in engine.stream(
+        prompt, GenerationParams(max_tokens=max_tokens, temperature=0)
+    ):
         if first is None and chunk.token_ids:
             first = time.perf_counter() - start
         text += chunk.text
         last = chunk
-    return {"ttft_s": first, "prompt": len(prompt), "cached": last.cached_tokens if last else 0,
-            "text": text}
+    return {
+        "ttft_s": first,
+        "prompt": len(prompt),
+        "cached": last.cached_tokens if last else 0,
+        "text": text,
+    }
 
 
 def conversation(engine: ChatEngine, base: list[dict], reuse: bool, max_tokens: int) -> list[dict]:
@@ -86,7 +101,11 @@ def main() -> None:
     finally:
         engine.close()
     result: dict = {"artifact": str(artifact), "rounds": args.rounds, "turns": {}}
-    same = all(a["text"] == b["text"] for r, c in zip(runs["reuse"], runs["cold"]) for a, b in zip(r, c))
+    same = all(
+        a["text"] == b["text"]
+        for r, c in zip(runs["reuse"], runs["cold"], strict=True)
+        for a, b in zip(r, c, strict=True)
+    )
     for index in (1, 4):  # turns 2 and 5
         reuse = statistics.median(r[index]["ttft_s"] for r in runs["reuse"])
         cold = statistics.median(r[index]["ttft_s"] for r in runs["cold"])

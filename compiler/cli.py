@@ -105,9 +105,7 @@ def _request(model: str, targets: tuple[str, ...], **kwargs: Any) -> Any:
 
 @main.command("build")
 @_model_options
-def build_command(
-    model: str, targets: tuple[str, ...], as_json: bool, **options: Any
-) -> None:
+def build_command(model: str, targets: tuple[str, ...], as_json: bool, **options: Any) -> None:
     """Build MODEL (a Hugging Face id[@revision], a folder, or an alias with --synthetic)."""
     from compiler.build import build
     from compiler.progress_view import ProgressView
@@ -177,9 +175,7 @@ def _validation_text(validation: dict[str, Any]) -> str:
 
 @main.command("plan")
 @_model_options
-def plan_command(
-    model: str, targets: tuple[str, ...], as_json: bool, **options: Any
-) -> None:
+def plan_command(model: str, targets: tuple[str, ...], as_json: bool, **options: Any) -> None:
     """Show what a build would run, its build key and whether it is a cache hit (runs nothing)."""
     import msgspec
 
@@ -298,9 +294,13 @@ def _demo_serve(model_id: str) -> None:
         subprocess.run([*foundry, "start"], check=True, stdout=subprocess.DEVNULL)
         client, started = ServiceClient.from_state(), True
     try:
-        click.echo(f"OpenAI API at {client.openai_base_url} (any OpenAI client works with this base URL)")
+        click.echo(
+            f"OpenAI API at {client.openai_base_url} (any OpenAI client works with this base URL)"
+        )
         messages = [{"role": "user", "content": "Hello! Who are you?"}]
-        reply = client.post("/v1/chat/completions", {"model": model_id, "messages": messages, "max_tokens": 16})
+        reply = client.post(
+            "/v1/chat/completions", {"model": model_id, "messages": messages, "max_tokens": 16}
+        )
         usage = reply["usage"]
         click.echo(
             f"Served reply (random weights): {reply['choices'][0]['message']['content']!r} "

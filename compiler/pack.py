@@ -131,7 +131,9 @@ def prompt_template(folder: Path) -> dict[str, str] | None:
 
     def render(messages: list[dict[str, str]], generation: bool = False) -> str:
         return str(
-            tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation)
+            tokenizer.apply_chat_template(
+                messages, tokenize=False, add_generation_prompt=generation
+            )
         )
 
     system = {"role": "system", "content": _SYSTEM}

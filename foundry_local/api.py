@@ -51,7 +51,9 @@ class FoundryLocalManager:
     @property
     def _http(self) -> ServiceClient:
         if self._client is None:
-            raise ServiceNotRunning("the foundry service is not running", hint="FoundryLocalManager().start_service()")
+            raise ServiceNotRunning(
+                "the foundry service is not running", hint="FoundryLocalManager().start_service()"
+            )
         return self._client
 
     @property
@@ -65,7 +67,11 @@ class FoundryLocalManager:
 
     @property
     def api_key(self) -> str:
-        return os.environ.get("FOUNDRY_API_KEY") or os.environ.get("OPENAI_API_KEY") or "OPENAI_API_KEY"
+        return (
+            os.environ.get("FOUNDRY_API_KEY")
+            or os.environ.get("OPENAI_API_KEY")
+            or "OPENAI_API_KEY"
+        )
 
     def is_service_running(self) -> bool:
         return self._connect()
@@ -84,14 +90,19 @@ class FoundryLocalManager:
     # --- catalog -----------------------------------------------------------------------
     def list_catalog_models(self) -> list[FoundryModelInfo]:
         if self._catalog is None:
-            self._catalog = [FoundryModelInfo.from_list_item(i) for i in self._http.get("/foundry/list")]
+            self._catalog = [
+                FoundryModelInfo.from_list_item(i) for i in self._http.get("/foundry/list")
+            ]
         return self._catalog
 
     def refresh_catalog(self) -> None:
         self._catalog = None
 
     def get_model_info(
-        self, alias_or_model_id: str, device: DeviceType | None = None, raise_on_not_found: bool = False
+        self,
+        alias_or_model_id: str,
+        device: DeviceType | None = None,
+        raise_on_not_found: bool = False,
     ) -> FoundryModelInfo | None:
         """The variant an id names, else the best variant of an alias (the list is sorted best first)."""
         catalog = self.list_catalog_models()
@@ -103,7 +114,9 @@ class FoundryLocalManager:
         if matches:
             return max(matches, key=lambda m: _version(m.id)) if exact else matches[0]
         if raise_on_not_found:
-            raise ModelNotFound(f"model {alias_or_model_id!r} is not in the catalog", hint="foundry model list")
+            raise ModelNotFound(
+                f"model {alias_or_model_id!r} is not in the catalog", hint="foundry model list"
+            )
         return None
 
     def _require(self, alias_or_model_id: str, device: DeviceType | None) -> FoundryModelInfo:
@@ -125,13 +138,22 @@ class FoundryLocalManager:
         return self._infos(self._http.get("/openai/loadedmodels"))
 
     def download_model(
-        self, alias_or_model_id: str, device: DeviceType | None = None, token: str | None = None, force: bool = False
+        self,
+        alias_or_model_id: str,
+        device: DeviceType | None = None,
+        token: str | None = None,
+        force: bool = False,
     ) -> FoundryModelInfo:
         info = self._require(alias_or_model_id, device)
         if not force and info.id in {m.id for m in self.list_cached_models()}:
             return info
         body: dict[str, Any] = {
-            "model": {"Name": info.id, "Uri": info.uri, "Publisher": info.publisher, "ProviderType": info.provider},
+            "model": {
+                "Name": info.id,
+                "Uri": info.uri,
+                "Publisher": info.publisher,
+                "ProviderType": info.provider,
+            },
             "token": token,
             "IgnorePipeReport": True,
         }
@@ -141,15 +163,21 @@ class FoundryLocalManager:
                 final += line
         result = json.loads(final) if final else {}
         if not result.get("success"):
-            raise RuntimeError(f"download of {info.id} failed: {result.get('errorMessage', 'unknown error')}")
+            raise RuntimeError(
+                f"download of {info.id} failed: {result.get('errorMessage', 'unknown error')}"
+            )
         return info
 
-    def load_model(self, alias_or_model_id: str, device: DeviceType | None = None, ttl: int = 600) -> FoundryModelInfo:
+    def load_model(
+        self, alias_or_model_id: str, device: DeviceType | None = None, ttl: int = 600
+    ) -> FoundryModelInfo:
         info = self._require(alias_or_model_id, device)
         self._http.get(f"/openai/load/{info.id}", ttl=ttl)
         return info
 
-    def unload_model(self, alias_or_model_id: str, device: DeviceType | None = None, force: bool = False) -> None:
+    def unload_model(
+        self, alias_or_model_id: str, device: DeviceType | None = None, force: bool = False
+    ) -> None:
         info = self._require(alias_or_model_id, device)
         if info.id in {m.id for m in self.list_loaded_models()}:
             self._http.get(f"/openai/unload/{info.id}", force=str(force).lower())

@@ -35,10 +35,18 @@ _FAMILIES: dict[str, tuple[str, str | None]] = {
     "mistral": ("mistral", "mistral"),
     "whisper": ("whisper", None),
 }
-_GENAI_PROVIDERS = {"cuda": "cuda", "dml": "dml", "qnn": "qnn", "webgpu": "webgpu", "WebGPU": "webgpu"}
+_GENAI_PROVIDERS = {
+    "cuda": "cuda",
+    "dml": "dml",
+    "qnn": "qnn",
+    "webgpu": "webgpu",
+    "WebGPU": "webgpu",
+}
 
 
-def validate_artifact(folder: Path, task: str | None = None, *, generate_tokens: int = 0) -> dict[str, Any]:
+def validate_artifact(
+    folder: Path, task: str | None = None, *, generate_tokens: int = 0
+) -> dict[str, Any]:
     """Check that a folder loads in the engine the runtime will use; optionally generate a few tokens.
 
     Raises:
@@ -92,9 +100,18 @@ def infer_metadata(folder: Path) -> dict[str, Any]:
     genai_path = folder / "genai_config.json"
     if not genai_path.is_file():
         if not any(folder.glob("*.onnx")):
-            raise SourceError(f"folder {str(folder)!r} has neither genai_config.json nor an .onnx file")
-        return {"task": "embeddings", "family": "bert", "device": "cpu", "provider": "cpu",
-                "precision": _precision(folder, {}), "context_length": 512, "tool_parser": None}
+            raise SourceError(
+                f"folder {str(folder)!r} has neither genai_config.json nor an .onnx file"
+            )
+        return {
+            "task": "embeddings",
+            "family": "bert",
+            "device": "cpu",
+            "provider": "cpu",
+            "precision": _precision(folder, {}),
+            "context_length": 512,
+            "tool_parser": None,
+        }
     try:
         genai = json.loads(genai_path.read_text())
         model = genai["model"]
@@ -110,7 +127,9 @@ def infer_metadata(folder: Path) -> dict[str, Any]:
         "device": "cpu" if provider == "cpu" else ("npu" if provider == "qnn" else "gpu"),
         "provider": provider,
         "precision": _precision(folder, build),
-        "context_length": int(genai.get("search", {}).get("max_length") or model.get("context_length") or 0),
+        "context_length": int(
+            genai.get("search", {}).get("max_length") or model.get("context_length") or 0
+        ),
         "tool_parser": tool_parser,
     }
 
@@ -147,24 +166,41 @@ def import_folder(
         progress(ProgressEvent("validate", f"loading {folder.name} in the runtime's engine"))
         validation = validate_artifact(folder, metadata["task"], generate_tokens=4)
     else:
-        validation = {"skipped": f"the {metadata['provider']} execution provider is not available here"}
-    metadata |= {"alias": alias, "target": target, "source": f"folder:{folder}", "synthetic": False,
-                 "runnable": runnable, "imported": True, "validation": validation}
+        validation = {
+            "skipped": f"the {metadata['provider']} execution provider is not available here"
+        }
+    metadata |= {
+        "alias": alias,
+        "target": target,
+        "source": f"folder:{folder}",
+        "synthetic": False,
+        "runnable": runnable,
+        "imported": True,
+        "validation": validation,
+    }
     return store.register(folder, model_id=model_id, metadata=metadata, progress=progress)
 
 
-def _import_id(folder: Path, name: str | None, metadata: dict[str, Any], catalog: Catalog) -> tuple[str, str | None]:
+def _import_id(
+    folder: Path, name: str | None, metadata: dict[str, Any], catalog: Catalog
+) -> tuple[str, str | None]:
     """(model id, alias): a catalog alias maps to its variant with the same device and precision."""
     if name and name in {a.alias for a in catalog.aliases()}:
         variants = catalog.variants(name)
         match = next(
-            (v for v in variants if v.provider == metadata["provider"] and v.precision == metadata["precision"]),
+            (
+                v
+                for v in variants
+                if v.provider == metadata["provider"] and v.precision == metadata["precision"]
+            ),
             next((v for v in variants if v.provider == metadata["provider"]), variants[0]),
         )
         return match.id, name
     if name:
         return check_model_id(name), None
-    return check_model_id(re.sub(r"[^A-Za-z0-9._-]+", "-", folder.name).strip("-.") or "imported"), None
+    return check_model_id(
+        re.sub(r"[^A-Za-z0-9._-]+", "-", folder.name).strip("-.") or "imported"
+    ), None
 
 
 def _provider(model: dict[str, Any]) -> str:

@@ -187,7 +187,9 @@ class Variant:
     def source_uri(self) -> str:
         """`hf://repo@revision[/subfolder]` of the artifact, or of the checkpoint."""
         if (art := self.spec.artifact) is not None:
-            return f"hf://{art.repo}@{art.revision}" + (f"/{art.subfolder}" if art.subfolder else "")
+            return f"hf://{art.repo}@{art.revision}" + (
+                f"/{art.subfolder}" if art.subfolder else ""
+            )
         ckpt = self.spec.checkpoint
         assert ckpt is not None
         return f"hf://{ckpt.repo}@{ckpt.revision}"
@@ -351,7 +353,9 @@ class Catalog:
         """The variant of `alias` a build for `target` (e.g. cpu-int4) registers under."""
         return next((v for v in self.variants(alias) if v.target == target), None)
 
-    def find(self, alias_or_id: str, device: str | None = None, hardware: Hardware | None = None) -> tuple[Alias, Variant]:
+    def find(
+        self, alias_or_id: str, device: str | None = None, hardware: Hardware | None = None
+    ) -> tuple[Alias, Variant]:
         """An alias resolves to its best variant here; a variant id resolves to itself.
 
         Raises:
@@ -365,7 +369,9 @@ class Catalog:
             raise self._not_found(alias_or_id)
         return variant.entry, variant
 
-    def best_variant(self, alias: str, device: str | None = None, hardware: Hardware | None = None) -> Variant:
+    def best_variant(
+        self, alias: str, device: str | None = None, hardware: Hardware | None = None
+    ) -> Variant:
         """NPU, then GPU, then CPU, among variants whose provider is available and that fit in memory.
 
         Raises:
@@ -380,7 +386,11 @@ class Catalog:
     def _not_found(self, name: str) -> ModelNotFound:
         names = [*self._aliases, *(v.base_id for v in self._variants.values())]
         close = difflib.get_close_matches(name, names, n=4, cutoff=0.5)
-        hint = f"did you mean: {', '.join(close)}?" if close else "foundry model list  # shows every alias"
+        hint = (
+            f"did you mean: {', '.join(close)}?"
+            if close
+            else "foundry model list  # shows every alias"
+        )
         return ModelNotFound(f"model {name!r} is not in the catalog", hint=hint, param="model")
 
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
+from runtime.artifact import validate_artifact
 from runtime.errors import (
     DiskFull,
     DownloadCorrupt,
@@ -39,7 +40,6 @@ from runtime.errors import (
     Offline,
     ProviderUnavailable,
 )
-from runtime.artifact import validate_artifact
 from runtime.progress import ProgressEvent, ProgressFn, silent
 from runtime.settings import env, foundry_home
 
@@ -48,7 +48,14 @@ if TYPE_CHECKING:
     from runtime.hardware import Hardware
     from runtime.store import CachedModel, Store
 
-__all__ = ["RemoteFile", "download", "hub_endpoint", "is_offline", "resolve_variant", "validate_artifact"]
+__all__ = [
+    "RemoteFile",
+    "download",
+    "hub_endpoint",
+    "is_offline",
+    "resolve_variant",
+    "validate_artifact",
+]
 
 log = logging.getLogger(__name__)
 DEFAULT_ENDPOINT = "https://huggingface.co"
@@ -90,7 +97,11 @@ class RemoteFile:
 
 # --- the pipeline -------------------------------------------------------------------------
 def resolve_variant(
-    alias_or_id: str, *, device: str | None = None, hardware: Hardware | None = None, catalog: Catalog | None = None
+    alias_or_id: str,
+    *,
+    device: str | None = None,
+    hardware: Hardware | None = None,
+    catalog: Catalog | None = None,
 ) -> Variant:
     """The variant a name means here: an alias picks the best variant, an id itself.
 
@@ -105,11 +116,15 @@ def resolve_variant(
     hardware = hardware or detect()
     _, variant = catalog.find(alias_or_id, device, hardware)
     if not hardware.has_provider(variant.provider):
-        runnable = [v.id for v in catalog.variants(variant.alias) if hardware.has_provider(v.provider)]
+        runnable = [
+            v.id for v in catalog.variants(variant.alias) if hardware.has_provider(v.provider)
+        ]
         raise ProviderUnavailable(
             f"variant {variant.id!r} needs the {variant.provider} execution provider, which is not "
             f"available here (available: {', '.join(sorted(hardware.providers))})",
-            hint=f"variants that run here: {', '.join(runnable)}" if runnable else "no variant of this model runs here",
+            hint=f"variants that run here: {', '.join(runnable)}"
+            if runnable
+            else "no variant of this model runs here",
         )
     return variant
 
@@ -143,12 +158,23 @@ def download(
     variant = resolve_variant(alias_or_id, device=device, hardware=hardware, catalog=catalog)
     if store.has(variant.id):
         cached = store.resolve(variant.id)
-        progress(ProgressEvent("download", f"{variant.id} is already cached", cached.size, cached.size, "B", done=True))
+        progress(
+            ProgressEvent(
+                "download",
+                f"{variant.id} is already cached",
+                cached.size,
+                cached.size,
+                "B",
+                done=True,
+            )
+        )
         return cached
     if is_offline():
         raise Offline(
             f"model {variant.id!r} is not in the cache and HF_HUB_OFFLINE is set, so it cannot be downloaded",
-            hint="unset HF_HUB_OFFLINE and run again, or `foundry-build " + variant.alias + " --synthetic` to work offline",
+            hint="unset HF_HUB_OFFLINE and run again, or `foundry-build "
+            + variant.alias
+            + " --synthetic` to work offline",
         )
     with store.lock(f"download-{variant.id}"):
         if store.has(variant.id):  # another process finished it while we waited
@@ -164,23 +190,38 @@ def _fetch_artifact(variant: Variant, store: Store, progress: ProgressFn) -> Cac
     commit, files = list_remote_files(source)
     total = sum(f.size for f in files)
     _check_space(variant, 2 * total)  # the downloaded files, then their copies as store blobs
-    progress(ProgressEvent("download", f"{variant.id}: {len(files)} files from {source.repo}", 0, total, "B"))
+    progress(
+        ProgressEvent(
+            "download", f"{variant.id}: {len(files)} files from {source.repo}", 0, total, "B"
+        )
+    )
     done = 0
     with store.staging(f"download-{variant.base_id}") as staging:
         for remote in files:
-            fetch_file(source.repo, commit, remote, staging.path / remote.relative, _offset(progress, done, total, variant))
+            fetch_file(
+                source.repo,
+                commit,
+                remote,
+                staging.path / remote.relative,
+                _offset(progress, done, total, variant),
+            )
             done += remote.size
         progress(ProgressEvent("validate", f"loading {variant.id} in onnxruntime-genai"))
         validate_artifact(staging.path, variant.task)
         _write_inference_model(staging.path, variant)
         metadata = {
             **variant.metadata(),
-            "source": f"hf://{source.repo}@{commit}" + (f"/{source.subfolder}" if source.subfolder else ""),
+            "source": f"hf://{source.repo}@{commit}"
+            + (f"/{source.subfolder}" if source.subfolder else ""),
             "runnable": True,
         }
         try:
-            cached = store.register(staging.path, model_id=variant.id, metadata=metadata, progress=progress)
-        except OSError as exc:  # blobs written so far are unreferenced: `foundry cache gc` frees them
+            cached = store.register(
+                staging.path, model_id=variant.id, metadata=metadata, progress=progress
+            )
+        except (
+            OSError
+        ) as exc:  # blobs written so far are unreferenced: `foundry cache gc` frees them
             if exc.errno == errno.ENOSPC:
                 raise _disk_full(variant.id, total) from exc
             raise
@@ -223,7 +264,9 @@ def list_remote_files(source: ArtifactSource) -> tuple[str, list[RemoteFile]]:
     from huggingface_hub import HfApi
 
     with _hub_errors(f"{source.repo}@{source.revision}"):
-        info = HfApi(endpoint=hub_endpoint()).model_info(source.repo, revision=source.revision, files_metadata=True)
+        info = HfApi(endpoint=hub_endpoint()).model_info(
+            source.repo, revision=source.revision, files_metadata=True
+        )
     prefix = f"{source.subfolder.strip('/')}/" if source.subfolder else ""
     files = []
     for sibling in info.siblings or []:
@@ -247,7 +290,9 @@ def list_remote_files(source: ArtifactSource) -> tuple[str, list[RemoteFile]]:
     return str(info.sha), files
 
 
-def fetch_file(repo: str, commit: str, remote: RemoteFile, dest: Path, progress: ProgressFn = silent) -> None:
+def fetch_file(
+    repo: str, commit: str, remote: RemoteFile, dest: Path, progress: ProgressFn = silent
+) -> None:
     """Download one file (resuming a partial one), verify it, and move it to `dest`.
 
     Raises:
@@ -270,14 +315,17 @@ def fetch_file(repo: str, commit: str, remote: RemoteFile, dest: Path, progress:
             partial.unlink(missing_ok=True)
             raise _disk_full(remote.relative, remote.size) from exc
         raise DownloadFailed(
-            f"download of {remote.path} from {repo} stopped: {exc}", hint="run the same command again to resume"
+            f"download of {remote.path} from {repo} stopped: {exc}",
+            hint="run the same command again to resume",
         ) from exc
     _verify(partial, remote, repo)
     dest.parent.mkdir(parents=True, exist_ok=True)
     shutil.move(partial, dest)
 
 
-def _stream(url: str, handle: BinaryIO, remote: RemoteFile, progress: ProgressFn, *, what: str) -> None:
+def _stream(
+    url: str, handle: BinaryIO, remote: RemoteFile, progress: ProgressFn, *, what: str
+) -> None:
     """GET `url` into `handle` from its current end, resuming with `Range` after a dropped connection.
 
     Uses the hub client's own HTTP session (proxies, user agent, token headers). We stream
@@ -298,16 +346,21 @@ def _stream(url: str, handle: BinaryIO, remote: RemoteFile, progress: ProgressFn
         if done:
             headers["Range"] = f"bytes={done}-"
         try:
-            with _hub_errors(what), get_session().stream(
-                "GET", url, headers=headers, follow_redirects=True, timeout=DOWNLOAD_TIMEOUT
-            ) as response:
+            with (
+                _hub_errors(what),
+                get_session().stream(
+                    "GET", url, headers=headers, follow_redirects=True, timeout=DOWNLOAD_TIMEOUT
+                ) as response,
+            ):
                 hf_raise_for_status(response)
                 if done and response.status_code == 200:  # the server ignored Range: start over
                     handle.seek(0)
                     handle.truncate()
                 for chunk in response.iter_bytes():
                     handle.write(chunk)
-                    progress(ProgressEvent("download", remote.relative, handle.tell(), remote.size, "B"))
+                    progress(
+                        ProgressEvent("download", remote.relative, handle.tell(), remote.size, "B")
+                    )
             handle.flush()
             if handle.tell() >= remote.size:
                 return
@@ -315,11 +368,18 @@ def _stream(url: str, handle: BinaryIO, remote: RemoteFile, progress: ProgressFn
             retries = RETRIES if handle.tell() > done else retries - 1  # new bytes reset the budget
             if not isinstance(exc.__cause__, httpx2.TransportError) or retries <= 0:
                 raise
-            log.warning("download of %s interrupted at %d bytes (%s); resuming", what, handle.tell(), exc.__cause__)
+            log.warning(
+                "download of %s interrupted at %d bytes (%s); resuming",
+                what,
+                handle.tell(),
+                exc.__cause__,
+            )
         else:
             retries -= 1
             if retries <= 0:
-                raise DownloadFailed(f"download of {what} ended early", hint="run the same command again to resume")
+                raise DownloadFailed(
+                    f"download of {what} ended early", hint="run the same command again to resume"
+                )
         time.sleep(RETRY_PAUSE)
 
 
@@ -367,7 +427,9 @@ def _hub_errors(what: str) -> Iterator[None]:
         status = exc.response.status_code if exc.response is not None else "?"
         if status == 404:
             raise ModelNotFound(f"{what} was not found on {hub_endpoint()} (HTTP 404)") from exc
-        raise DownloadFailed(f"the hub refused {what} (HTTP {status})", hint="set HF_TOKEN for gated models") from exc
+        raise DownloadFailed(
+            f"the hub refused {what} (HTTP {status})", hint="set HF_TOKEN for gated models"
+        ) from exc
     except (httpx2.ConnectError, httpx2.ConnectTimeout) as exc:
         raise Offline(
             f"cannot reach the Hugging Face hub at {hub_endpoint()} to download {what}",
@@ -375,7 +437,8 @@ def _hub_errors(what: str) -> Iterator[None]:
         ) from exc
     except httpx2.HTTPError as exc:
         raise DownloadFailed(
-            f"download of {what} was interrupted: {exc}", hint="run the same command again to resume"
+            f"download of {what} was interrupted: {exc}",
+            hint="run the same command again to resume",
         ) from exc
 
 

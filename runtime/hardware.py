@@ -54,7 +54,11 @@ class Hardware:
 
     @property
     def devices(self) -> list[str]:
-        return [d for d, present in (("npu", self.has_npu), ("gpu", self.has_gpu), ("cpu", True)) if present]
+        return [
+            d
+            for d, present in (("npu", self.has_npu), ("gpu", self.has_gpu), ("cpu", True))
+            if present
+        ]
 
     def describe(self) -> str:
         """`providers: cpu · devices: cpu · memory: 23.4 GB` for CLI headers."""
@@ -135,7 +139,9 @@ def _memory_bytes() -> int:
         return 0
 
 
-def choose_variant(variants: Sequence[Variant], hardware: Hardware, device: str | None = None) -> Variant:
+def choose_variant(
+    variants: Sequence[Variant], hardware: Hardware, device: str | None = None
+) -> Variant:
     """The best variant for `hardware`: NPU, then GPU, then CPU; catalog order breaks ties.
 
     Raises:
@@ -161,7 +167,9 @@ def choose_variant(variants: Sequence[Variant], hardware: Hardware, device: str 
             f"model {alias!r}{f' on {device}' if device else ''} needs the "
             f"{' or '.join(needed)} execution provider, which is not available here "
             f"(available: {', '.join(sorted(hardware.providers))})",
-            hint=f"variants that run here: {', '.join(others)}" if others else "no variant of this model runs here",
+            hint=f"variants that run here: {', '.join(others)}"
+            if others
+            else "no variant of this model runs here",
         )
     fitting = [v for v in runnable if hardware.fits(v.size)]
     if not fitting:

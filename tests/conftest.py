@@ -55,9 +55,24 @@ def genai_artifact(tiny_source, tmp_path_factory: pytest.TempPathFactory):
     def build(alias: str) -> Path:
         if alias not in built:
             out = tmp_path_factory.mktemp(f"genai-{alias}")
-            subprocess.run([sys.executable, "-m", "onnxruntime_genai.models.builder", "-i",
-                            str(tiny_source(alias)), "-o", str(out), "-p", "fp32", "-e", "cpu"],
-                           check=True, capture_output=True, timeout=600)
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "onnxruntime_genai.models.builder",
+                    "-i",
+                    str(tiny_source(alias)),
+                    "-o",
+                    str(out),
+                    "-p",
+                    "fp32",
+                    "-e",
+                    "cpu",
+                ],
+                check=True,
+                capture_output=True,
+                timeout=600,
+            )
             built[alias] = out
         return built[alias]
 
@@ -75,8 +90,13 @@ def foundry_cli_path() -> str:
     return str(Path(sys.executable).with_name("foundry"))
 
 
-def run_foundry(*args: str, home: Path, timeout: float = 180, env: dict[str, str] | None = None,
-                input: str | None = None):  # noqa: A002 - subprocess's own name
+def run_foundry(
+    *args: str,
+    home: Path,
+    timeout: float = 180,
+    env: dict[str, str] | None = None,
+    input: str | None = None,
+):
     """`foundry ARGS` in a subprocess with FOUNDRY_HOME=home; returns the CompletedProcess."""
     import os
     import subprocess
@@ -84,8 +104,14 @@ def run_foundry(*args: str, home: Path, timeout: float = 180, env: dict[str, str
     # A key in the developer's environment must not leak into tests that did not ask for one.
     full_env = {k: v for k, v in os.environ.items() if k != "FOUNDRY_API_KEY"}
     full_env |= {"FOUNDRY_HOME": str(home), **(env or {})}
-    return subprocess.run([foundry_cli_path(), *args], env=full_env, capture_output=True, text=True,
-                          timeout=timeout, input=input)
+    return subprocess.run(
+        [foundry_cli_path(), *args],
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        input=input,
+    )
 
 
 class RunningService:
@@ -119,9 +145,18 @@ def service_model(service_home: Path, tiny_source) -> str:
 
     source = tiny_source("qwen2.5-0.5b")
     build = subprocess.run(
-        [str(Path(sys.executable).with_name("foundry-build")), str(source), "--target", "cpu-fp32",
-         "--as", SERVICE_MODEL],
-        env={**os.environ, "FOUNDRY_HOME": str(service_home)}, capture_output=True, text=True, timeout=900,
+        [
+            str(Path(sys.executable).with_name("foundry-build")),
+            str(source),
+            "--target",
+            "cpu-fp32",
+            "--as",
+            SERVICE_MODEL,
+        ],
+        env={**os.environ, "FOUNDRY_HOME": str(service_home)},
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert build.returncode == 0, build.stderr[-2000:]
     return SERVICE_MODEL
@@ -146,9 +181,11 @@ def openai_client(service: RunningService):
 
 
 # --- tool calling / structured output / prefix reuse models [agents] -----------------------------
-AGENT_MODELS = {"agents-qwen": ("qwen2.5-0.5b", "qwen2", "qwen"),
-                "agents-llama": ("llama-3.2-1b", "llama", "llama3"),
-                "agents-r1": ("deepseek-r1-distill-qwen-1.5b", "qwen2", "qwen")}
+AGENT_MODELS = {
+    "agents-qwen": ("qwen2.5-0.5b", "qwen2", "qwen"),
+    "agents-llama": ("llama-3.2-1b", "llama", "llama3"),
+    "agents-r1": ("deepseek-r1-distill-qwen-1.5b", "qwen2", "qwen"),
+}
 
 
 @pytest.fixture(scope="session")
@@ -162,7 +199,17 @@ def agent_models(service, genai_artifact) -> list[str]:
 
     store = Store(Path(service.home) / "cache", sweep=False)
     for model_id, (alias, family, parser) in AGENT_MODELS.items():
-        store.register(genai_artifact(alias), model_id=model_id, metadata={
-            "task": "chat", "family": family, "tool_parser": parser, "synthetic": True,
-            "target": "cpu-fp32", "context_length": 4096, "alias": alias})
+        store.register(
+            genai_artifact(alias),
+            model_id=model_id,
+            metadata={
+                "task": "chat",
+                "family": family,
+                "tool_parser": parser,
+                "synthetic": True,
+                "target": "cpu-fp32",
+                "context_length": 4096,
+                "alias": alias,
+            },
+        )
     return list(AGENT_MODELS)

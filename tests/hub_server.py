@@ -20,6 +20,7 @@ Every request is logged in `requests` as (method, url path, Range header or None
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import socket
@@ -66,9 +67,17 @@ class RemoteRepo:
 
     def sibling(self, path: str) -> dict[str, object]:
         data = self.files[path]
-        entry: dict[str, object] = {"rfilename": path, "size": len(data), "blobId": git_blob_sha1(data)}
+        entry: dict[str, object] = {
+            "rfilename": path,
+            "size": len(data),
+            "blobId": git_blob_sha1(data),
+        }
         if is_lfs(path, data):
-            entry["lfs"] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data), "pointerSize": 134}
+            entry["lfs"] = {
+                "sha256": hashlib.sha256(data).hexdigest(),
+                "size": len(data),
+                "pointerSize": 134,
+            }
         return entry
 
     def etag(self, path: str) -> str:
@@ -128,7 +137,9 @@ class HubServer:
 
     def gets(self, suffix: str) -> list[str | None]:
         """The Range headers of every GET of a file whose path ends with `suffix`."""
-        return [rng for method, path, rng in self.requests if method == "GET" and path.endswith(suffix)]
+        return [
+            rng for method, path, rng in self.requests if method == "GET" and path.endswith(suffix)
+        ]
 
     def take(self, table: dict[str, int], path: str) -> int | None:
         with self._lock:
@@ -163,7 +174,12 @@ class _Handler(BaseHTTPRequestHandler):
             rest = path[len("/api/models/") :]
             parts = rest.split("/")
             if len(parts) >= 4 and parts[2] == "tree":
-                self._tree(f"{parts[0]}/{parts[1]}", parts[3], "/".join(parts[4:]), "recursive=true" in url.query.lower())
+                self._tree(
+                    f"{parts[0]}/{parts[1]}",
+                    parts[3],
+                    "/".join(parts[4:]),
+                    "recursive=true" in url.query.lower(),
+                )
             else:
                 self._model_info(rest)
             return
@@ -198,7 +214,11 @@ class _Handler(BaseHTTPRequestHandler):
         """`list_repo_tree` (what `snapshot_download` uses): files, and folders when not recursive."""
         repo = self.hub.lookup(repo_id, revision)
         if repo is None:
-            self._error(404, "RepoNotFound" if repo_id not in self.hub.repos else "RevisionNotFound", "not found")
+            self._error(
+                404,
+                "RepoNotFound" if repo_id not in self.hub.repos else "RevisionNotFound",
+                "not found",
+            )
             return
         prefix = f"{folder.strip('/')}/" if folder else ""
         entries: list[dict[str, object]] = []
@@ -211,19 +231,35 @@ class _Handler(BaseHTTPRequestHandler):
                 folders.add(prefix + rest.split("/")[0])
                 continue
             sibling = repo.sibling(path)
-            entry: dict[str, object] = {"type": "file", "path": path, "size": sibling["size"], "oid": sibling["blobId"]}
+            entry: dict[str, object] = {
+                "type": "file",
+                "path": path,
+                "size": sibling["size"],
+                "oid": sibling["blobId"],
+            }
             if "lfs" in sibling:
                 lfs = sibling["lfs"]
                 assert isinstance(lfs, dict)
-                entry["lfs"] = {"oid": lfs["sha256"], "size": lfs["size"], "pointerSize": lfs["pointerSize"]}
+                entry["lfs"] = {
+                    "oid": lfs["sha256"],
+                    "size": lfs["size"],
+                    "pointerSize": lfs["pointerSize"],
+                }
             entries.append(entry)
-        entries += [{"type": "directory", "path": f, "oid": hashlib.sha1(f.encode()).hexdigest()} for f in sorted(folders)]
+        entries += [
+            {"type": "directory", "path": f, "oid": hashlib.sha1(f.encode()).hexdigest()}
+            for f in sorted(folders)
+        ]
         self._send(200, {"Content-Type": "application/json"}, json.dumps(entries).encode())
 
     def _resolve(self, repo_id: str, revision: str, file: str, head: bool) -> None:
         repo = self.hub.lookup(repo_id, revision)
         if repo is None:
-            self._error(404, "RepoNotFound" if repo_id not in self.hub.repos else "RevisionNotFound", "not found")
+            self._error(
+                404,
+                "RepoNotFound" if repo_id not in self.hub.repos else "RevisionNotFound",
+                "not found",
+            )
             return
         if file not in repo.files:
             self._error(404, "EntryNotFound", f"{file} not found")
@@ -271,10 +307,8 @@ class _Handler(BaseHTTPRequestHandler):
         if stall is not None:
             self.hub._release.wait(timeout=60)
         self.close_connection = True
-        try:
+        with contextlib.suppress(OSError):
             self.connection.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
 
     def _send(self, status: int, headers: dict[str, str], body: bytes, head: bool = False) -> None:
         self.send_response(status)
@@ -288,7 +322,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _error(self, status: int, code: str, message: str) -> None:
         body = json.dumps({"error": message}).encode()
-        self._send(status, {"Content-Type": "application/json", "X-Error-Code": code, "X-Error-Message": message}, body)
+        self._send(
+            status,
+            {"Content-Type": "application/json", "X-Error-Code": code, "X-Error-Message": message},
+            body,
+        )
 
 
 def _range_start(value: str | None) -> int:

@@ -471,4 +471,7 @@ def test_demo_builds_the_synthetic_default_model_and_says_its_weights_are_random
     assert done.returncode == 0, done.stderr
     assert "RANDOM" in done.stdout and "Generation (random weights):" in done.stdout
     assert "demo-qwen2.5-0.5b-cpu-int4" in done.stdout
-    assert "OpenAI API at http://127.0.0.1:" in done.stdout and "Served reply (random weights):" in done.stdout
+    assert (
+        "OpenAI API at http://127.0.0.1:" in done.stdout
+        and "Served reply (random weights):" in done.stdout
+    )

@@ -17,10 +17,23 @@ from runtime.hardware import Hardware, detect
 from runtime.settings import REPO_ROOT
 
 REQUIRED_ALIASES = {
-    "phi-3.5-mini", "phi-4-mini", "mistral-7b-instruct", "qwen2.5-0.5b", "qwen2.5-1.5b",
-    "qwen2.5-7b", "qwen2.5-coder-1.5b", "qwen3-0.6b", "qwen3-1.7b", "qwen3-4b",
-    "deepseek-r1-distill-qwen-1.5b", "deepseek-r1-distill-qwen-7b", "deepseek-r1-distill-llama-8b",
-    "whisper-tiny", "whisper-base", "whisper-small", "all-minilm-l6-v2",
+    "phi-3.5-mini",
+    "phi-4-mini",
+    "mistral-7b-instruct",
+    "qwen2.5-0.5b",
+    "qwen2.5-1.5b",
+    "qwen2.5-7b",
+    "qwen2.5-coder-1.5b",
+    "qwen3-0.6b",
+    "qwen3-1.7b",
+    "qwen3-4b",
+    "deepseek-r1-distill-qwen-1.5b",
+    "deepseek-r1-distill-qwen-7b",
+    "deepseek-r1-distill-llama-8b",
+    "whisper-tiny",
+    "whisper-base",
+    "whisper-small",
+    "all-minilm-l6-v2",
 }
 CPU_ONLY = Hardware(frozenset({"cpu"}), 16_000_000_000)
 EVERYTHING = Hardware(frozenset({"cpu", "cuda", "qnn"}), 64_000_000_000, has_gpu=True, has_npu=True)
@@ -55,14 +68,16 @@ def write_user_catalog(home: Path, text: str, name: str = "mine.yaml") -> Path:
 
 
 # --- the data ------------------------------------------------------------------------------
-@pytest.mark.parametrize("path", sorted((REPO_ROOT / "catalog").glob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path", sorted((REPO_ROOT / "catalog").glob("*.yaml")), ids=lambda p: p.name
+)
 def test_every_catalog_file_loads(path: Path) -> None:
     assert load_catalog_file(path).models
 
 
 def test_catalog_has_every_alias_the_issue_names_with_its_config_file(foundry_home: Path) -> None:
     catalog = Catalog.load()
-    assert REQUIRED_ALIASES <= {a.alias for a in catalog.aliases()}
+    assert {a.alias for a in catalog.aliases()} >= REQUIRED_ALIASES
     for entry in catalog.aliases():
         assert entry.config == f"configs/{entry.alias}.json"
         assert entry.license and entry.publisher and entry.display_name
@@ -85,7 +100,9 @@ def test_every_list_item_carries_the_fields_foundry_local_sdk_requires(foundry_h
         deviceType: str
         executionProvider: str
 
-    class Item(pydantic.BaseModel):  # the fields of foundry-local-sdk 0.5's FoundryListResponseModel
+    class Item(
+        pydantic.BaseModel
+    ):  # the fields of foundry-local-sdk 0.5's FoundryListResponseModel
         name: str
         displayName: str
         modelType: str
@@ -106,7 +123,12 @@ def test_every_list_item_carries_the_fields_foundry_local_sdk_requires(foundry_h
         maxOutputTokens: int
         minFLVersion: str
 
-    sdk_providers = {"CPUExecutionProvider", "WebGpuExecutionProvider", "CUDAExecutionProvider", "QNNExecutionProvider"}
+    sdk_providers = {
+        "CPUExecutionProvider",
+        "WebGpuExecutionProvider",
+        "CUDAExecutionProvider",
+        "QNNExecutionProvider",
+    }
     for variant in Catalog.load().variants():
         item = Item.model_validate(variant.to_foundry_list_item())
         assert item.runtime.deviceType in {"CPU", "GPU", "NPU"}
@@ -120,13 +142,17 @@ def test_user_catalog_adds_an_alias(foundry_home: Path) -> None:
     write_user_catalog(foundry_home, USER_CATALOG)
     catalog = Catalog.load()
     assert [v.id for v in catalog.variants("tiny-chat")] == [
-        "tiny-chat-cpu-fp32:1", "tiny-chat-gpu-int4:1", "tiny-chat-npu-int4:1",
+        "tiny-chat-cpu-fp32:1",
+        "tiny-chat-gpu-int4:1",
+        "tiny-chat-npu-int4:1",
     ]
     assert "qwen2.5-0.5b" in {a.alias for a in catalog.aliases()}
 
 
 def test_user_catalog_overrides_a_builtin_alias(foundry_home: Path) -> None:
-    write_user_catalog(foundry_home, USER_CATALOG.replace("alias: tiny-chat", "alias: qwen2.5-0.5b"))
+    write_user_catalog(
+        foundry_home, USER_CATALOG.replace("alias: tiny-chat", "alias: qwen2.5-0.5b")
+    )
     assert Catalog.load().alias("qwen2.5-0.5b").publisher == "Test"
 
 
@@ -139,14 +165,18 @@ def test_broken_user_catalog_names_file_line_and_field(foundry_home: Path) -> No
 
 
 def test_typo_in_a_field_name_is_an_error_naming_its_line(foundry_home: Path) -> None:
-    path = write_user_catalog(foundry_home, USER_CATALOG.replace("    publisher: Test", "    publsher: Test"))
+    path = write_user_catalog(
+        foundry_home, USER_CATALOG.replace("    publisher: Test", "    publsher: Test")
+    )
     with pytest.raises(CatalogError) as caught:
         Catalog.load()
     assert f"{path}:6:" in caught.value.message and "publsher" in caught.value.message
 
 
 def test_variant_without_a_source_is_an_error(foundry_home: Path) -> None:
-    text = USER_CATALOG.replace(",\n         artifact: {repo: test/tiny, revision: main, subfolder: cpu-fp32}", "")
+    text = USER_CATALOG.replace(
+        ",\n         artifact: {repo: test/tiny, revision: main, subfolder: cpu-fp32}", ""
+    )
     write_user_catalog(foundry_home, text)
     with pytest.raises(CatalogError, match="exactly one source"):
         Catalog.load()
@@ -183,7 +213,10 @@ def test_missing_provider_names_the_provider_and_what_would_run(foundry_home: Pa
 
 def test_a_variant_too_large_for_memory_is_skipped(foundry_home: Path) -> None:
     small = Hardware(frozenset({"cpu"}), 3_000_000_000)
-    assert Catalog.load().best_variant("qwen2.5-0.5b", hardware=small).id == "qwen2.5-0.5b-instruct-cpu-int4:1"
+    assert (
+        Catalog.load().best_variant("qwen2.5-0.5b", hardware=small).id
+        == "qwen2.5-0.5b-instruct-cpu-int4:1"
+    )
     with pytest.raises(InsufficientMemory, match="GB"):
         Catalog.load().best_variant("qwen2.5-7b", hardware=small)
 
@@ -220,10 +253,16 @@ def test_model_list_json_marks_cached_synthetic_builds(foundry_home: Path, tmp_p
     folder = tmp_path / "artifact"
     folder.mkdir()
     (folder / "genai_config.json").write_text("{}")
-    Store().register(folder, model_id="qwen2.5-0.5b-instruct-cpu-int4:1", metadata={"task": "chat", "synthetic": True})
+    Store().register(
+        folder,
+        model_id="qwen2.5-0.5b-instruct-cpu-int4:1",
+        metadata={"task": "chat", "synthetic": True},
+    )
     result = CliRunner().invoke(main, ["model", "list", "--cached", "--json"])
     rows = json.loads(result.output)["models"]
-    assert [(r["id"], r["cached"], r["synthetic"]) for r in rows] == [("qwen2.5-0.5b-instruct-cpu-int4:1", True, True)]
+    assert [(r["id"], r["cached"], r["synthetic"]) for r in rows] == [
+        ("qwen2.5-0.5b-instruct-cpu-int4:1", True, True)
+    ]
     table = CliRunner().invoke(main, ["model", "list", "--cached"]).output
     assert "synthetic" in table
 
@@ -249,5 +288,7 @@ def test_model_help_imports_no_heavy_module() -> None:
         "print(sorted(m for m in sys.modules if m.split('.')[0] in "
         "{'onnxruntime','onnxruntime_genai','huggingface_hub','rich','numpy','torch'}))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
     assert out.strip().splitlines()[-1] == "[]"

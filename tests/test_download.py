@@ -13,7 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from runtime.errors import DownloadCorrupt, ModelNotFound, NotInstalled, Offline, ProviderUnavailable
+from runtime.errors import (
+    DownloadCorrupt,
+    ModelNotFound,
+    NotInstalled,
+    Offline,
+    ProviderUnavailable,
+)
 from runtime.progress import ProgressEvent
 from runtime.store import Store
 from tests.hub_server import HubServer, RemoteRepo
@@ -80,9 +86,23 @@ def tiny_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
     source = synthetic_source("qwen2.5-0.5b", root / "source", layers=2, hidden=64)
     out = root / "onnx"
     subprocess.run(
-        [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(source), "-o", str(out),
-         "-p", "fp32", "-e", "cpu", "-c", str(root / "cache")],
-        check=True, capture_output=True,
+        [
+            sys.executable,
+            "-m",
+            "onnxruntime_genai.models.builder",
+            "-i",
+            str(source),
+            "-o",
+            str(out),
+            "-p",
+            "fp32",
+            "-e",
+            "cpu",
+            "-c",
+            str(root / "cache"),
+        ],
+        check=True,
+        capture_output=True,
     )
     assert (out / "model.onnx.data").stat().st_size > 2_000_000  # big enough to cut mid-file
     return out
@@ -101,7 +121,9 @@ def hub(tiny_artifact: Path, foundry_home: Path, monkeypatch: pytest.MonkeyPatch
 
 
 def run_foundry(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([FOUNDRY, *args], capture_output=True, text=True, timeout=timeout, env=dict(os.environ))
+    return subprocess.run(
+        [FOUNDRY, *args], capture_output=True, text=True, timeout=timeout, env=dict(os.environ)
+    )
 
 
 def refs(home: Path) -> list[str]:
@@ -115,7 +137,9 @@ def partials(home: Path) -> list[Path]:
 
 
 # --- the happy path ------------------------------------------------------------------------------
-def test_download_registers_the_verified_artifact_under_the_variant_id(hub: HubServer, tiny_artifact: Path) -> None:
+def test_download_registers_the_verified_artifact_under_the_variant_id(
+    hub: HubServer, tiny_artifact: Path
+) -> None:
     from runtime.download import download
 
     events: list[ProgressEvent] = []
@@ -126,7 +150,11 @@ def test_download_registers_the_verified_artifact_under_the_variant_id(hub: HubS
     assert json.loads((cached.path / "inference_model.json").read_text())["Name"] == MODEL_ID
     meta = cached.metadata
     assert (meta["alias"], meta["task"], meta["family"], meta["target"], meta["provider"]) == (
-        "tiny-qwen", "chat", "qwen2", "cpu-fp32", "cpu",
+        "tiny-qwen",
+        "chat",
+        "qwen2",
+        "cpu-fp32",
+        "cpu",
     )
     assert meta["source"] == f"hf://{REPO}@{hub.repos[REPO].sha}/{SUBFOLDER}"
     total = sum(p.stat().st_size for p in tiny_artifact.iterdir())
@@ -163,12 +191,18 @@ def test_connection_dropped_mid_file_resumes_with_a_range_request(hub: HubServer
 
 def test_killed_download_resumes_where_it_stopped(hub: HubServer, foundry_home: Path) -> None:
     hub.stall_after[BIG_FILE] = 1_500_000
-    process = subprocess.Popen([FOUNDRY, "model", "download", "tiny-qwen"], env=dict(os.environ),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [FOUNDRY, "model", "download", "tiny-qwen"],
+        env=dict(os.environ),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 90
         while not any(p.stat().st_size >= 1_500_000 for p in partials(foundry_home)):
-            assert process.poll() is None and time.monotonic() < deadline, "download never reached the stall"
+            assert process.poll() is None and time.monotonic() < deadline, (
+                "download never reached the stall"
+            )
             time.sleep(0.1)
         os.kill(process.pid, signal.SIGKILL)
         process.wait()
@@ -182,14 +216,18 @@ def test_killed_download_resumes_where_it_stopped(hub: HubServer, foundry_home: 
     assert run_foundry("cache", "verify").returncode == 0
 
 
-def test_corrupted_file_is_rejected_and_nothing_is_registered(hub: HubServer, foundry_home: Path) -> None:
+def test_corrupted_file_is_rejected_and_nothing_is_registered(
+    hub: HubServer, foundry_home: Path
+) -> None:
     from runtime.download import download
 
     hub.corrupt.add(BIG_FILE)
     with pytest.raises(DownloadCorrupt, match="does not match the hub's checksum"):
         download("tiny-qwen", Store())
     assert refs(foundry_home) == []
-    assert partials(foundry_home) == [p for p in partials(foundry_home) if "model.onnx.data" not in p.name]
+    assert partials(foundry_home) == [
+        p for p in partials(foundry_home) if "model.onnx.data" not in p.name
+    ]
     hub.corrupt.clear()
     assert download("tiny-qwen", Store()).model_id == MODEL_ID
 
@@ -215,7 +253,9 @@ def test_offline_mode_serves_cached_models_and_names_offline_for_others(
     assert hub.requests == []
 
 
-def test_unreachable_hub_says_it_cannot_reach_it(hub: HubServer, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unreachable_hub_says_it_cannot_reach_it(
+    hub: HubServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from runtime.download import download
 
     hub.stop()
@@ -244,7 +284,9 @@ def test_checkpoint_variant_without_the_compiler_extra_says_how_to_install(hub: 
         "import sys; sys.modules['compiler.build'] = None\n"  # what a base install looks like
         "from runtime.cli import main; main(['model', 'download', 'source-only'])\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=dict(os.environ))
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=dict(os.environ)
+    )
     assert result.returncode == NotInstalled.exit_code
     assert "hint: pip install 'foundry-build[compiler]'" in result.stderr
 
@@ -276,7 +318,10 @@ def small_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     mount.mkdir()
     if os.geteuid() != 0 or shutil.which("mount") is None:
         pytest.skip("mounting a small tmpfs needs root")
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=12m", "tmpfs", str(mount)]).returncode != 0:
+    if (
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=12m", "tmpfs", str(mount)]).returncode
+        != 0
+    ):
         pytest.skip("cannot mount tmpfs here")
     home = mount / "home"
     home.mkdir()
@@ -291,12 +336,19 @@ def test_disk_filling_mid_download_registers_nothing_and_reports_space(
     (small_disk / "catalog").mkdir()
     shutil.copy(foundry_home / "catalog" / "test.yaml", small_disk / "catalog" / "test.yaml")
     hub.stall_after[BIG_FILE] = 500_000
-    process = subprocess.Popen([FOUNDRY, "model", "download", "tiny-qwen"], env=dict(os.environ),
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [FOUNDRY, "model", "download", "tiny-qwen"],
+        env=dict(os.environ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 90
         while not any(p.stat().st_size >= 500_000 for p in partials(small_disk)):
-            assert process.poll() is None and time.monotonic() < deadline, process.stderr.read() if process.stderr else ""
+            assert process.poll() is None and time.monotonic() < deadline, (
+                process.stderr.read() if process.stderr else ""
+            )
             time.sleep(0.1)
         with (small_disk / "filler").open("wb") as filler:  # someone else fills the disk meanwhile
             try:
@@ -315,37 +367,52 @@ def test_disk_filling_mid_download_registers_nothing_and_reports_space(
 
 
 # --- foundry cache import -------------------------------------------------------------------------
-def test_cache_import_registers_a_folder_that_generates(tiny_artifact: Path, foundry_home: Path) -> None:
+def test_cache_import_registers_a_folder_that_generates(
+    tiny_artifact: Path, foundry_home: Path
+) -> None:
     result = run_foundry("cache", "import", str(tiny_artifact), "--name", "my-tiny", "--json")
     assert result.returncode == 0, result.stderr
     imported = json.loads(result.stdout)
     meta = imported["metadata"]
     assert imported["id"] == "my-tiny"
-    assert (meta["task"], meta["family"], meta["provider"], meta["tool_parser"]) == ("chat", "qwen2", "cpu", "qwen")
+    assert (meta["task"], meta["family"], meta["provider"], meta["tool_parser"]) == (
+        "chat",
+        "qwen2",
+        "cpu",
+        "qwen",
+    )
     assert meta["validation"]["generated_tokens"] == 4
     assert meta["source"] == f"folder:{tiny_artifact.resolve()}"
     listed = json.loads(run_foundry("model", "list", "--cached", "--json").stdout)["models"]
     assert [m["id"] for m in listed] == ["my-tiny"]
 
 
-def test_cache_import_under_an_alias_makes_the_alias_resolve_to_it(tiny_artifact: Path, foundry_home: Path) -> None:
+def test_cache_import_under_an_alias_makes_the_alias_resolve_to_it(
+    tiny_artifact: Path, foundry_home: Path
+) -> None:
     from runtime.catalog import Catalog
 
-    assert run_foundry("cache", "import", str(tiny_artifact), "--name", "qwen2.5-0.5b").returncode == 0
+    assert (
+        run_foundry("cache", "import", str(tiny_artifact), "--name", "qwen2.5-0.5b").returncode == 0
+    )
     variant = Catalog.load().best_variant("qwen2.5-0.5b")
     model = Store().resolve(variant.id)
     assert model.metadata["alias"] == "qwen2.5-0.5b"
     assert f"{variant.id}" in run_foundry("model", "list", "--cached").stdout
 
 
-def test_cache_import_of_a_folder_without_a_model_is_one_line(tmp_path: Path, foundry_home: Path) -> None:
+def test_cache_import_of_a_folder_without_a_model_is_one_line(
+    tmp_path: Path, foundry_home: Path
+) -> None:
     (tmp_path / "empty").mkdir()
     result = run_foundry("cache", "import", str(tmp_path / "empty"))
     assert result.returncode == 2
     assert result.stderr.startswith("error: folder ") and "genai_config.json" in result.stderr
 
 
-def test_cache_import_of_a_damaged_model_registers_nothing(tiny_artifact: Path, tmp_path: Path, foundry_home: Path) -> None:
+def test_cache_import_of_a_damaged_model_registers_nothing(
+    tiny_artifact: Path, tmp_path: Path, foundry_home: Path
+) -> None:
     damaged = tmp_path / "damaged"
     shutil.copytree(tiny_artifact, damaged)
     data = damaged / "model.onnx.data"
@@ -363,7 +430,9 @@ def test_checkpoint_variant_downloads_the_source_and_compiles_it(
 ) -> None:
     pytest.importorskip("compiler.build")
     hub.add(RemoteRepo.from_folder("test-org/tiny-qwen", tiny_source("qwen2.5-0.5b")))
-    monkeypatch.setenv("HF_HOME", str(foundry_home / "hf"))  # the subprocess's hub cache, not the user's
+    monkeypatch.setenv(
+        "HF_HOME", str(foundry_home / "hf")
+    )  # the subprocess's hub cache, not the user's
     result = run_foundry("model", "download", "source-only", timeout=600)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("source-only-cpu-int4:1 is ready")

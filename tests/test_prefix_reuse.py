@@ -6,6 +6,7 @@ The reference for "cold" is a fresh onnxruntime-genai generator per turn on the 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 
 import numpy as np
@@ -55,7 +56,9 @@ def _cold(artifact, model, prompt_ids: list[int], max_tokens: int, eos: set[int]
 
 async def _turn(engine: ChatEngine, prompt_ids: list[int], max_tokens: int):
     ids, text, last = [], "", None
-    async for chunk in engine.stream(prompt_ids, GenerationParams(max_tokens=max_tokens, temperature=0)):
+    async for chunk in engine.stream(
+        prompt_ids, GenerationParams(max_tokens=max_tokens, temperature=0)
+    ):
         ids += chunk.token_ids
         text += chunk.text
         last = chunk
@@ -71,8 +74,14 @@ def _conversation(engine: ChatEngine, artifact, edit_replies: bool = False):
         messages.append({"role": "user", "content": user})
         prompt_ids = engine.encode(engine.render_prompt(messages))
         ids, text, last = asyncio.run(_turn(engine, prompt_ids, 12))
-        turns.append({"prompt": len(prompt_ids), "ids": ids, "cached": last.cached_tokens,
-                      "cold": _cold(artifact, model, prompt_ids, 12, eos)})
+        turns.append(
+            {
+                "prompt": len(prompt_ids),
+                "ids": ids,
+                "cached": last.cached_tokens,
+                "cold": _cold(artifact, model, prompt_ids, 12, eos),
+            }
+        )
         reply = f"(edited reply {i})" if edit_replies else text
         messages.append({"role": "assistant", "content": reply})
     return turns
@@ -84,7 +93,7 @@ def test_five_turn_chat_gives_cold_run_tokens_and_reports_cached_tokens(engine, 
     for i, turn in enumerate(turns):
         assert turn["ids"] == turn["cold"], f"turn {i + 1} differs from a cold run"
     assert turns[0]["cached"] == 0
-    for previous, turn in zip(turns, turns[1:]):
+    for previous, turn in itertools.pairwise(turns):
         # The previous turn's prompt (system + history) is reused, down to an even length
         # (prefix_cache.ROW_ALIGNMENT), and never the whole prompt.
         assert previous["prompt"] - 1 <= turn["cached"] < turn["prompt"]
@@ -97,8 +106,24 @@ def int4_artifact(tiny_source, tmp_path_factory):
     import sys
 
     out = tmp_path_factory.mktemp("int4")
-    subprocess.run([sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(tiny_source(ALIAS)),
-                    "-o", str(out), "-p", "int4", "-e", "cpu"], check=True, capture_output=True, timeout=600)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "onnxruntime_genai.models.builder",
+            "-i",
+            str(tiny_source(ALIAS)),
+            "-o",
+            str(out),
+            "-p",
+            "int4",
+            "-e",
+            "cpu",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
     return out
 
 
@@ -128,14 +153,18 @@ def test_kept_states_stay_within_the_memory_bound(engine, artifact):
     cache.budget_bytes = int(per_entry * 1.5)  # room for one kept state, not two
     try:
         cache.clear()
-        first = engine.encode("<|im_start|>user\nfirst conversation<|im_end|>\n<|im_start|>assistant\n")
-        second = engine.encode("<|im_start|>user\nanother one entirely<|im_end|>\n<|im_start|>assistant\n")
+        first = engine.encode(
+            "<|im_start|>user\nfirst conversation<|im_end|>\n<|im_start|>assistant\n"
+        )
+        second = engine.encode(
+            "<|im_start|>user\nanother one entirely<|im_end|>\n<|im_start|>assistant\n"
+        )
         asyncio.run(_turn(engine, first, 4))
         asyncio.run(_turn(engine, second, 4))
         assert cache.kept_bytes() <= cache.budget_bytes
         greedy = GenerationParams(max_tokens=4, temperature=0)
-        assert cache.reusable(second + [1, 2], greedy) >= len(second) - 1  # the recent one is kept
-        assert cache.reusable(first + [1, 2], greedy) < len(first) - 1  # the older one was evicted
+        assert cache.reusable([*second, 1, 2], greedy) >= len(second) - 1  # the recent one is kept
+        assert cache.reusable([*first, 1, 2], greedy) < len(first) - 1  # the older one was evicted
     finally:
         cache.budget_bytes = old_budget
 
@@ -166,11 +195,14 @@ def test_five_turn_chat_through_the_service_matches_cold_runs_and_reports_cached
     cached = []
     for user in USER_TURNS:
         messages.append({"role": "user", "content": user})
-        reply = openai_client.chat.completions.create(model="agents-qwen", messages=messages,
-                                                      max_tokens=12, temperature=0)
+        reply = openai_client.chat.completions.create(
+            model="agents-qwen", messages=messages, max_tokens=12, temperature=0
+        )
         prompt_ids = tokenizer.encode(template.render(messages)).tolist()
         cold = _cold(artifact, model, prompt_ids, 12, eos)
-        assert reply.choices[0].message.content == tokenizer.decode(np.asarray(cold, dtype=np.int32))
+        assert reply.choices[0].message.content == tokenizer.decode(
+            np.asarray(cold, dtype=np.int32)
+        )
         assert reply.usage.prompt_tokens == len(prompt_ids)
         cached.append(reply.usage.prompt_tokens_details.cached_tokens)
         messages.append({"role": "assistant", "content": reply.choices[0].message.content})

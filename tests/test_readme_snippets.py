@@ -24,7 +24,7 @@ _BLOCK = re.compile(r"^### (?P<title>.+?)\n.*?^```(?P<lang>\w+)\n(?P<code>.*?)^`
 def snippets() -> list[tuple[str, str, str]]:
     """(title, language, code) of each fenced block under a `###` heading of "Use it from …"."""
     text = DOC.read_text(encoding="utf-8")
-    section = text[text.index("## Use it from"):]
+    section = text[text.index("## Use it from") :]
     section = section[: section.find("\n## ", 1)] if "\n## " in section[1:] else section
     return [(m["title"], m["lang"], m["code"]) for m in _BLOCK.finditer(section)]
 

@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 import venv
 from pathlib import Path
 
@@ -40,31 +39,60 @@ print(json.dumps({"model": reply.model, "usage": reply.usage.completion_tokens, 
 
 def _env(home: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in {"FOUNDRY_API_KEY", "PYTHONPATH"}}
-    return {**env, "FOUNDRY_HOME": str(home), "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}", **extra}
+    return {
+        **env,
+        "FOUNDRY_HOME": str(home),
+        "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}",
+        **extra,
+    }
 
 
 def _run(cmd: list[str], home: Path, cwd: Path, **extra: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(cmd, env=_env(home, **extra), cwd=cwd, capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        cmd, env=_env(home, **extra), cwd=cwd, capture_output=True, text=True, timeout=600
+    )
 
 
 @pytest.fixture(scope="module")
 def synthetic_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A FOUNDRY_HOME where `foundry-build qwen2.5-0.5b --synthetic` registered the catalog's CPU variant."""
     home = tmp_path_factory.mktemp("sdk-home")
-    built = _run([str(BIN / "foundry-build"), "qwen2.5-0.5b", "--synthetic", "--layers", "2", "--hidden", "64",
-                  "--json"], home, home)
+    built = _run(
+        [
+            str(BIN / "foundry-build"),
+            "qwen2.5-0.5b",
+            "--synthetic",
+            "--layers",
+            "2",
+            "--hidden",
+            "64",
+            "--json",
+        ],
+        home,
+        home,
+    )
     assert built.returncode == 0, built.stderr[-2000:]
     yield home
     _run([str(BIN / "foundry"), "service", "stop"], home, home)
 
 
-def test_foundry_docs_snippet_runs_unchanged_offline_on_a_synthetic_build(synthetic_home: Path, tmp_path: Path):
+def test_foundry_docs_snippet_runs_unchanged_offline_on_a_synthetic_build(
+    synthetic_home: Path, tmp_path: Path
+):
     listed = _run([str(BIN / "foundry"), "model", "list", "--json"], synthetic_home, tmp_path)
-    row = next(r for r in json.loads(listed.stdout)["models"] if r["id"] == "qwen2.5-0.5b-instruct-cpu-int4:1")
+    row = next(
+        r
+        for r in json.loads(listed.stdout)["models"]
+        if r["id"] == "qwen2.5-0.5b-instruct-cpu-int4:1"
+    )
     assert row["synthetic"] is True  # the user is told the weights are random
 
-    ran = _run([sys.executable, "-c", "import json\n" + DOCS_SNIPPET], synthetic_home, tmp_path,
-               HF_HUB_OFFLINE="1")
+    ran = _run(
+        [sys.executable, "-c", "import json\n" + DOCS_SNIPPET],
+        synthetic_home,
+        tmp_path,
+        HF_HUB_OFFLINE="1",
+    )
     assert ran.returncode == 0, ran.stderr[-2000:]
     seen = json.loads(ran.stdout.strip().splitlines()[-1])
     assert seen["model"] == "qwen2.5-0.5b-instruct-cpu-int4:1"
@@ -74,7 +102,9 @@ def test_foundry_docs_snippet_runs_unchanged_offline_on_a_synthetic_build(synthe
     assert seen["cache"] == str(synthetic_home / "cache")
 
 
-def test_sdk_get_model_info_picks_the_alias_variant_for_this_hardware(synthetic_home: Path, tmp_path: Path):
+def test_sdk_get_model_info_picks_the_alias_variant_for_this_hardware(
+    synthetic_home: Path, tmp_path: Path
+):
     script = """
 from foundry_local import FoundryLocalManager
 m = FoundryLocalManager()
@@ -105,7 +135,11 @@ def published_sdk_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
         return prepared
     target = tmp_path_factory.mktemp("flsdk") / "venv"
     venv.create(target, with_pip=True)
-    subprocess.run([str(target / "bin" / "pip"), "install", "-q", PUBLISHED_SDK, "openai"], check=True, timeout=600)
+    subprocess.run(
+        [str(target / "bin" / "pip"), "install", "-q", PUBLISHED_SDK, "openai"],
+        check=True,
+        timeout=600,
+    )
     return target / "bin" / "python"
 
 
@@ -152,8 +186,19 @@ def test_published_foundry_local_sdk_starts_lists_downloads_loads_and_unloads(
 ):
     home = tmp_path / "home"
     build_home = tmp_path / "build-home"
-    built = _run([str(BIN / "foundry-build"), str(tiny_source("qwen2.5-0.5b")), "--target", "cpu-fp32", "--as",
-                  "tiny", "--json"], build_home, tmp_path)
+    built = _run(
+        [
+            str(BIN / "foundry-build"),
+            str(tiny_source("qwen2.5-0.5b")),
+            "--target",
+            "cpu-fp32",
+            "--as",
+            "tiny",
+            "--json",
+        ],
+        build_home,
+        tmp_path,
+    )
     assert built.returncode == 0, built.stderr[-2000:]
     artifact = Path(json.loads(built.stdout)["models"][0]["path"])
     (home / "catalog").mkdir(parents=True)
@@ -161,7 +206,12 @@ def test_published_foundry_local_sdk_starts_lists_downloads_loads_and_unloads(
     with HubServer() as hub:
         hub.add(RemoteRepo.from_folder("test-org/tiny-qwen-onnx", artifact, prefix="cpu-fp32"))
         try:
-            ran = _run([str(published_sdk_python), "-c", PUBLISHED_SCRIPT], home, tmp_path, HF_ENDPOINT=hub.endpoint)
+            ran = _run(
+                [str(published_sdk_python), "-c", PUBLISHED_SCRIPT],
+                home,
+                tmp_path,
+                HF_ENDPOINT=hub.endpoint,
+            )
         finally:
             _run([str(BIN / "foundry"), "service", "stop"], home, tmp_path)
     assert ran.returncode == 0, (ran.stdout + ran.stderr)[-3000:]

@@ -72,7 +72,9 @@ def test_names_that_could_escape_the_store_are_refused(foundry_home, name):
         Store().resolve(name)
 
 
-@pytest.mark.parametrize("digest", ["sha256:zz", "sha256:" + "A" * 64, "md5:" + "a" * 64, "sha256:../../x"])
+@pytest.mark.parametrize(
+    "digest", ["sha256:zz", "sha256:" + "A" * 64, "md5:" + "a" * 64, "sha256:../../x"]
+)
 def test_malformed_digests_are_refused_before_any_path_is_built(foundry_home, digest):
     with pytest.raises(InvalidDigest):
         Store().layout.blob(digest)
@@ -83,7 +85,7 @@ def test_verify_names_the_damaged_model_and_gc_frees_unreachable_blobs(foundry_h
     model = store.register(_folder(tmp_path, "m", {"w.bin": b"weights" * 10}), model_id="dmg")
     assert store.verify() == []
     blob = store.layout.blob(model.manifest.files["w.bin"].digest)
-    os.chmod(blob, 0o644)
+    blob.chmod(0o644)
     blob.write_bytes(b"rotten")
     problems = store.verify()
     assert len(problems) == 1 and problems[0].startswith("dmg: w.bin is damaged")
@@ -96,17 +98,27 @@ def test_verify_names_the_damaged_model_and_gc_frees_unreachable_blobs(foundry_h
 def test_cache_cli_lists_verifies_and_removes(foundry_home, tmp_path):
     import json
 
-    Store().register(_folder(tmp_path, "m", {"w": b"w"}), model_id="listed", metadata={"task": "chat"})
+    Store().register(
+        _folder(tmp_path, "m", {"w": b"w"}), model_id="listed", metadata={"task": "chat"}
+    )
     foundry = [sys.executable, "-m", "runtime.cli"]
-    out = subprocess.run([*foundry, "cache", "list", "--json"], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [*foundry, "cache", "list", "--json"], capture_output=True, text=True, check=True
+    )
     assert [m["id"] for m in json.loads(out.stdout)["models"]] == ["listed"]
     out = subprocess.run([*foundry, "cache", "verify"], capture_output=True, text=True, check=True)
     assert "verified" in out.stdout
     bad = subprocess.run([*foundry, "cache", "remove", "../x"], capture_output=True, text=True)
-    assert bad.returncode == 2 and bad.stderr.startswith("error: invalid model name") and "Traceback" not in bad.stderr
+    assert (
+        bad.returncode == 2
+        and bad.stderr.startswith("error: invalid model name")
+        and "Traceback" not in bad.stderr
+    )
     gone = subprocess.run([*foundry, "cache", "remove", "ghost"], capture_output=True, text=True)
     assert gone.returncode == 3 and "ghost" in gone.stderr
-    subprocess.run([*foundry, "cache", "remove", "listed"], capture_output=True, text=True, check=True)
+    subprocess.run(
+        [*foundry, "cache", "remove", "listed"], capture_output=True, text=True, check=True
+    )
     assert Store().list_models() == []
 
 

@@ -31,11 +31,27 @@ WEATHER = {
     "additionalProperties": False,
 }
 TOOLS = [
-    {"type": "function", "function": {"name": "get_weather", "description": "Weather for a city",
-                                      "parameters": WEATHER}},
-    {"type": "function", "function": {"name": "add", "description": "Add two integers", "parameters": {
-        "type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
-        "required": ["a", "b"], "additionalProperties": False}}},
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "Weather for a city",
+            "parameters": WEATHER,
+        },
+    },
+    {
+        "type": "function",
+        "function": {
+            "name": "add",
+            "description": "Add two integers",
+            "parameters": {
+                "type": "object",
+                "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
+                "required": ["a", "b"],
+                "additionalProperties": False,
+            },
+        },
+    },
 ]
 ASK = [{"role": "user", "content": "What is the weather in Paris for 3 days?"}]
 
@@ -87,8 +103,12 @@ def _walk(node):
 
 @pytest.mark.parametrize("family", ["qwen", "hermes", "mistral", "llama3", "phi4", "none"])
 def test_every_grammar_we_build_has_no_free_whitespace(family):
-    guidances = [tool_call_guidance(family, TOOLS), tool_call_guidance(family, TOOLS[:1]),
-                 json_schema_guidance(WEATHER), response_format_guidance({"type": "json_object"})]
+    guidances = [
+        tool_call_guidance(family, TOOLS),
+        tool_call_guidance(family, TOOLS[:1]),
+        json_schema_guidance(WEATHER),
+        response_format_guidance({"type": "json_object"}),
+    ]
     for guidance in guidances:
         schemas = _schemas_in(guidance)
         assert schemas, guidance
@@ -97,8 +117,14 @@ def test_every_grammar_we_build_has_no_free_whitespace(family):
 
 
 def test_unbounded_integers_get_i_json_bounds_so_digit_runs_end():
-    schema = json.loads(json_schema_guidance({"type": "object", "properties": {
-        "n": {"type": "integer"}, "m": {"type": "integer", "minimum": 0}}})[1])
+    schema = json.loads(
+        json_schema_guidance(
+            {
+                "type": "object",
+                "properties": {"n": {"type": "integer"}, "m": {"type": "integer", "minimum": 0}},
+            }
+        )[1]
+    )
     n, m = schema["properties"]["n"], schema["properties"]["m"]
     assert (n["minimum"], n["maximum"]) == (-(2**53) + 1, 2**53 - 1)
     assert m["minimum"] == 0 and m["maximum"] == 2**53 - 1
@@ -116,8 +142,11 @@ def test_strict_json_schema_on_random_weights_validates_and_ends_with_eos(built,
 
 
 @pytest.mark.parametrize("alias", list(FAMILIES))
-@pytest.mark.parametrize("choice", ["required", {"type": "function", "function": {"name": "add"}}],
-                         ids=["required", "named"])
+@pytest.mark.parametrize(
+    "choice",
+    ["required", {"type": "function", "function": {"name": "add"}}],
+    ids=["required", "named"],
+)
 def test_forced_tool_call_on_random_weights_parses_and_validates(built, alias, choice):
     artifact = built(alias)
     metadata = {"tool_parser": FAMILIES[alias]}
@@ -139,11 +168,21 @@ def test_forced_tool_call_on_random_weights_parses_and_validates(built, alias, c
 
 @pytest.mark.parametrize("model", ["agents-qwen", "agents-llama"])
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
-def test_strict_json_schema_answers_validate_through_the_service(agent_models, openai_client, model, stream):
-    response_format = {"type": "json_schema",
-                       "json_schema": {"name": "weather", "strict": True, "schema": WEATHER}}
-    reply = openai_client.chat.completions.create(model=model, messages=ASK, max_tokens=200, temperature=0,
-                                                  response_format=response_format, stream=stream)
+def test_strict_json_schema_answers_validate_through_the_service(
+    agent_models, openai_client, model, stream
+):
+    response_format = {
+        "type": "json_schema",
+        "json_schema": {"name": "weather", "strict": True, "schema": WEATHER},
+    }
+    reply = openai_client.chat.completions.create(
+        model=model,
+        messages=ASK,
+        max_tokens=200,
+        temperature=0,
+        response_format=response_format,
+        stream=stream,
+    )
     if stream:
         text = "".join(c.choices[0].delta.content or "" for c in reply if c.choices)
     else:
@@ -157,4 +196,6 @@ def test_a_schema_guidance_cannot_compile_is_a_400(agent_models, openai_client):
 
     bad = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "objekt"}}}
     with pytest.raises(openai.BadRequestError):
-        openai_client.chat.completions.create(model="agents-qwen", messages=ASK, response_format=bad)
+        openai_client.chat.completions.create(
+            model="agents-qwen", messages=ASK, response_format=bad
+        )

@@ -7,10 +7,10 @@ The models are tiny random-weight synthetic checkpoints, so a tool call only hap
 from __future__ import annotations
 
 import json
+
 import jsonschema
 import openai
 import pytest
-
 
 WEATHER = {
     "type": "object",
@@ -21,12 +21,25 @@ WEATHER = {
     "required": ["city", "days"],
     "additionalProperties": False,
 }
-ADD = {"type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
-       "required": ["a", "b"], "additionalProperties": False}
+ADD = {
+    "type": "object",
+    "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
+    "required": ["a", "b"],
+    "additionalProperties": False,
+}
 TOOLS = [
-    {"type": "function", "function": {"name": "get_weather", "description": "Weather for a city",
-                                      "parameters": WEATHER}},
-    {"type": "function", "function": {"name": "add", "description": "Add two integers", "parameters": ADD}},
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "Weather for a city",
+            "parameters": WEATHER,
+        },
+    },
+    {
+        "type": "function",
+        "function": {"name": "add", "description": "Add two integers", "parameters": ADD},
+    },
 ]
 SCHEMAS = {"get_weather": WEATHER, "add": ADD}
 ASK = [{"role": "user", "content": "What is the weather in Paris for 3 days?"}]
@@ -48,7 +61,9 @@ def _check_call(call, name: str | None = None) -> dict:
 
 
 @pytest.mark.parametrize("model", MODELS)
-def test_required_tool_choice_returns_a_call_whose_arguments_validate(agent_models, openai_client, model):
+def test_required_tool_choice_returns_a_call_whose_arguments_validate(
+    agent_models, openai_client, model
+):
     reply = _create(openai_client, model, tool_choice="required")
     choice = reply.choices[0]
     assert choice.finish_reason == "tool_calls"
@@ -74,13 +89,18 @@ def test_streamed_argument_deltas_concatenate_to_the_same_json(agent_models, ope
     assert finish == "tool_calls"
     assert len(calls) == 1
     streamed = calls[0]
-    assert (streamed["name"], streamed["arguments"]) == (whole.function.name, whole.function.arguments)
+    assert (streamed["name"], streamed["arguments"]) == (
+        whole.function.name,
+        whole.function.arguments,
+    )
     jsonschema.validate(json.loads(streamed["arguments"]), SCHEMAS[streamed["name"]])
 
 
 @pytest.mark.parametrize("model", MODELS)
 def test_a_named_function_is_the_one_called(agent_models, openai_client, model):
-    reply = _create(openai_client, model, tool_choice={"type": "function", "function": {"name": "add"}})
+    reply = _create(
+        openai_client, model, tool_choice={"type": "function", "function": {"name": "add"}}
+    )
     _check_call(reply.choices[0].message.tool_calls[0], "add")
 
 
@@ -97,11 +117,17 @@ def test_auto_and_none_never_fail_and_none_never_calls(agent_models, openai_clie
 def test_tool_results_in_history_go_back_through_the_template(agent_models, openai_client, model):
     first = _create(openai_client, model, tool_choice="required").choices[0].message
     call = first.tool_calls[0]
-    history = [*ASK, {"role": "assistant", "content": None, "tool_calls": [call.model_dump()]},
-               {"role": "tool", "tool_call_id": call.id, "content": json.dumps({"temperature_c": 21})}]
+    history = [
+        *ASK,
+        {"role": "assistant", "content": None, "tool_calls": [call.model_dump()]},
+        {"role": "tool", "tool_call_id": call.id, "content": json.dumps({"temperature_c": 21})},
+    ]
     follow_up = _create(openai_client, model, messages=history, max_tokens=16)
     assert follow_up.choices[0].finish_reason in ("stop", "length", "tool_calls")
-    assert follow_up.usage.prompt_tokens > _create(openai_client, model, max_tokens=1).usage.prompt_tokens
+    assert (
+        follow_up.usage.prompt_tokens
+        > _create(openai_client, model, max_tokens=1).usage.prompt_tokens
+    )
 
 
 @pytest.mark.parametrize(
@@ -122,17 +148,24 @@ def test_bad_tool_choice_is_a_400_naming_the_field(agent_models, openai_client, 
 
 def test_required_without_tools_is_a_400(agent_models, openai_client):
     with pytest.raises(openai.BadRequestError):
-        openai_client.chat.completions.create(model="agents-qwen", messages=ASK, tool_choice="required")
+        openai_client.chat.completions.create(
+            model="agents-qwen", messages=ASK, tool_choice="required"
+        )
 
 
 def test_r1_thinking_comes_back_as_reasoning_content_not_content(agent_models, openai_client):
     # The R1 distill template opens <think> in the prompt; a random-weight model never closes
     # it, so everything it writes is reasoning (vLLM's and llama.cpp's reading too).
-    plain = openai_client.chat.completions.create(model="agents-r1", messages=ASK, max_tokens=12, temperature=0)
+    plain = openai_client.chat.completions.create(
+        model="agents-r1", messages=ASK, max_tokens=12, temperature=0
+    )
     message = plain.choices[0].message
     reasoning = message.model_extra.get("reasoning_content")
     assert reasoning and not message.content
-    streamed = openai_client.chat.completions.create(model="agents-r1", messages=ASK, max_tokens=12,
-                                                     temperature=0, stream=True)
-    parts = [c.choices[0].delta.model_extra.get("reasoning_content") or "" for c in streamed if c.choices]
+    streamed = openai_client.chat.completions.create(
+        model="agents-r1", messages=ASK, max_tokens=12, temperature=0, stream=True
+    )
+    parts = [
+        c.choices[0].delta.model_extra.get("reasoning_content") or "" for c in streamed if c.choices
+    ]
     assert "".join(parts) == reasoning

@@ -46,33 +46,76 @@ PHI4_MINI = (
     '<|tool_call|>[{"name": "add", "arguments": {"x": 123345432, "y": 4563464236}}, '
     '{"name": "mul", "arguments": {"x": 874284, "y": 912429}}]<|/tool_call|>'
 )
-PHI4_FUNCTOOLS = 'functools[{"name": "get_match_result", "arguments": {"match": "Arsenal vs ManCity"}}]'
+PHI4_FUNCTOOLS = (
+    'functools[{"name": "get_match_result", "arguments": {"match": "Arsenal vs ManCity"}}]'
+)
 
 RECORDED = [
-    ("qwen", QWEN25, False, None, [
-        ("get_current_temperature", {"location": "San Francisco, CA, USA"}),
-        ("get_temperature_date", {"location": "San Francisco, CA, USA", "date": "2024-10-01"}),
-    ]),
-    ("qwen", QWEN3_THINKING, False, "I'll look that up.", [
-        ("get_weather", {"city": "Paris", "unit": "celsius"}),
-    ]),
+    (
+        "qwen",
+        QWEN25,
+        False,
+        None,
+        [
+            ("get_current_temperature", {"location": "San Francisco, CA, USA"}),
+            ("get_temperature_date", {"location": "San Francisco, CA, USA", "date": "2024-10-01"}),
+        ],
+    ),
+    (
+        "qwen",
+        QWEN3_THINKING,
+        False,
+        "I'll look that up.",
+        [
+            ("get_weather", {"city": "Paris", "unit": "celsius"}),
+        ],
+    ),
     ("qwen", R1_DISTILL, True, None, [("add", {"a": 2, "b": 3})]),
-    ("mistral", MISTRAL_V03, False, None, [
-        ("get_current_weather", {"location": "Paris, France", "format": "celsius"}),
-    ]),
+    (
+        "mistral",
+        MISTRAL_V03,
+        False,
+        None,
+        [
+            ("get_current_weather", {"location": "Paris, France", "format": "celsius"}),
+        ],
+    ),
     ("mistral", MISTRAL_V11, False, None, [("get_current_weather", {"location": "Paris, France"})]),
     ("mistral", MISTRAL_V13_ID, False, None, [("get_current_weather", {"location": "Paris"})]),
-    ("llama3", LLAMA31, False, None, [
-        ("get_current_conditions", {"location": "San Francisco, CA", "unit": "Fahrenheit"}),
-    ]),
+    (
+        "llama3",
+        LLAMA31,
+        False,
+        None,
+        [
+            ("get_current_conditions", {"location": "San Francisco, CA", "unit": "Fahrenheit"}),
+        ],
+    ),
     ("llama3", LLAMA31_TAGGED, False, None, [("get_weather", {"city": "Oslo"})]),
-    ("phi4", PHI4_MINI, False, None, [
-        ("add", {"x": 123345432, "y": 4563464236}), ("mul", {"x": 874284, "y": 912429}),
-    ]),
+    (
+        "phi4",
+        PHI4_MINI,
+        False,
+        None,
+        [
+            ("add", {"x": 123345432, "y": 4563464236}),
+            ("mul", {"x": 874284, "y": 912429}),
+        ],
+    ),
     ("phi4", PHI4_FUNCTOOLS, False, None, [("get_match_result", {"match": "Arsenal vs ManCity"})]),
 ]
-RECORDED_IDS = ["qwen2.5", "qwen3-think", "r1-distill", "mistral-v0.3", "mistral-v11",
-                "mistral-call-id", "llama3.1", "llama3.1-python-tag", "phi4-mini", "phi4-functools"]
+RECORDED_IDS = [
+    "qwen2.5",
+    "qwen3-think",
+    "r1-distill",
+    "mistral-v0.3",
+    "mistral-v11",
+    "mistral-call-id",
+    "llama3.1",
+    "llama3.1-python-tag",
+    "phi4-mini",
+    "phi4-functools",
+]
 
 MALFORMED = [
     ("qwen", '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Par'),
@@ -96,7 +139,9 @@ def _stream(parser_name: str, text: str, step: int, in_reasoning: bool = False):
     return deltas
 
 
-@pytest.mark.parametrize(("family", "text", "in_reasoning", "content", "calls"), RECORDED, ids=RECORDED_IDS)
+@pytest.mark.parametrize(
+    ("family", "text", "in_reasoning", "content", "calls"), RECORDED, ids=RECORDED_IDS
+)
 def test_each_family_reply_becomes_openai_tool_calls(family, text, in_reasoning, content, calls):
     parsed = parse(text, get_parser(family), in_reasoning=in_reasoning)
     assert parsed.content == content
@@ -104,7 +149,9 @@ def test_each_family_reply_becomes_openai_tool_calls(family, text, in_reasoning,
     assert len({c.id for c in parsed.tool_calls}) == len(calls)
 
 
-@pytest.mark.parametrize(("family", "text", "in_reasoning", "content", "calls"), RECORDED, ids=RECORDED_IDS)
+@pytest.mark.parametrize(
+    ("family", "text", "in_reasoning", "content", "calls"), RECORDED, ids=RECORDED_IDS
+)
 @pytest.mark.parametrize("step", [1, 4, 13])
 def test_streamed_deltas_name_first_then_arguments_that_concatenate(
     family, text, in_reasoning, content, calls, step
@@ -137,7 +184,9 @@ def test_thinking_is_reasoning_content_and_never_content():
 
 
 def test_r1_reply_without_opening_tag_is_reasoning_until_the_closing_tag():
-    parsed = parse("Let me think.\n</think>\n\nThe answer is 5.", get_parser("none"), in_reasoning=True)
+    parsed = parse(
+        "Let me think.\n</think>\n\nThe answer is 5.", get_parser("none"), in_reasoning=True
+    )
     assert (parsed.reasoning, parsed.content) == ("Let me think.", "The answer is 5.")
 
 
@@ -146,14 +195,18 @@ def test_unclosed_thinking_stays_reasoning():
     assert parsed.reasoning == "still thinking when max_tokens hit" and parsed.content is None
 
 
-@pytest.mark.parametrize(("family", "text"), MALFORMED, ids=[f"{f}-{i}" for i, (f, _) in enumerate(MALFORMED)])
+@pytest.mark.parametrize(
+    ("family", "text"), MALFORMED, ids=[f"{f}-{i}" for i, (f, _) in enumerate(MALFORMED)]
+)
 def test_malformed_tool_syntax_comes_back_as_plain_content(family, text):
     parsed = parse(text, get_parser(family))
     assert parsed.tool_calls == []
     assert parsed.content == text.strip()
 
 
-@pytest.mark.parametrize(("family", "text"), MALFORMED, ids=[f"{f}-{i}" for i, (f, _) in enumerate(MALFORMED)])
+@pytest.mark.parametrize(
+    ("family", "text"), MALFORMED, ids=[f"{f}-{i}" for i, (f, _) in enumerate(MALFORMED)]
+)
 def test_streaming_malformed_output_never_raises(family, text):
     for step in (1, 5):
         _stream(family, text, step)
@@ -198,10 +251,17 @@ def test_every_truncation_and_random_garbage_parses_without_raising(family):
     rng = random.Random(8)
     alphabet = '{}[]":,<>|/_ \\nabcTOLS01' + "\u00e9"
     samples = [text[:cut] for _, text, *_ in RECORDED for cut in range(0, len(text) + 1, 3)]
-    samples += ["".join(rng.choice(alphabet) for _ in range(rng.randrange(1, 60))) for _ in range(300)]
+    samples += [
+        "".join(rng.choice(alphabet) for _ in range(rng.randrange(1, 60))) for _ in range(300)
+    ]
     for sample in samples:
         parsed = parse(sample, get_parser(family))
-        assert parsed.tool_calls or parsed.content is not None or parsed.reasoning is not None or not sample.strip()
+        assert (
+            parsed.tool_calls
+            or parsed.content is not None
+            or parsed.reasoning is not None
+            or not sample.strip()
+        )
         stream = StreamParser(get_parser(family))
         for i in range(0, len(sample), 2):
             stream.feed(sample[i : i + 2])

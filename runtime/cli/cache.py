@@ -55,12 +55,20 @@ def list_cached(as_json: bool) -> None:
         emit_json({"models": rows})
         return
     if not rows:
-        click.echo("The cache is empty. Build a model with `foundry-build MODEL` or `foundry model download ALIAS`.")
+        click.echo(
+            "The cache is empty. Build a model with `foundry-build MODEL` or `foundry model download ALIAS`."
+        )
         return
     print_table(
         ["id", "task", "target", "size", "note"],
         [
-            [r["id"], r["task"], r["target"], human_size(r["size"]), "random weights" if r["synthetic"] else ""]
+            [
+                r["id"],
+                r["task"],
+                r["target"],
+                human_size(r["size"]),
+                "random weights" if r["synthetic"] else "",
+            ]
             for r in rows
         ],
     )
@@ -92,7 +100,9 @@ def gc(dry_run: bool, as_json: bool) -> None:
         emit_json({"dry_run": dry_run, **plan})
         return
     verb = "would free" if dry_run else "freed"
-    click.echo(f"{verb} {human_size(plan['bytes'])} ({plan['blobs']} blobs, {plan['manifests']} manifests)")
+    click.echo(
+        f"{verb} {human_size(plan['bytes'])} ({plan['blobs']} blobs, {plan['manifests']} manifests)"
+    )
 
 
 @group.command("remove")
@@ -104,12 +114,16 @@ def remove(model_id: str, as_json: bool) -> None:
     if as_json:
         emit_json({"removed": cached.model_id})
     else:
-        click.echo(f"removed {cached.model_id}; run `foundry cache gc` to free {human_size(cached.size)}")
+        click.echo(
+            f"removed {cached.model_id}; run `foundry cache gc` to free {human_size(cached.size)}"
+        )
 
 
 @group.command("import")
 @click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--name", help="Catalog alias or model id to register it under (default: the folder's name).")
+@click.option(
+    "--name", help="Catalog alias or model id to register it under (default: the folder's name)."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 def import_(folder: Path, name: str | None, as_json: bool) -> None:
     """Register an existing ONNX folder (e.g. an Olive output) after it loads and generates here."""
@@ -117,9 +131,18 @@ def import_(folder: Path, name: str | None, as_json: bool) -> None:
 
     cached = import_folder(folder, _store(), name=name)
     if as_json:
-        emit_json({"id": cached.model_id, "path": str(cached.path), "size": cached.size, "metadata": cached.metadata})
+        emit_json(
+            {
+                "id": cached.model_id,
+                "path": str(cached.path),
+                "size": cached.size,
+                "metadata": cached.metadata,
+            }
+        )
         return
     meta = cached.metadata
-    click.echo(f"imported {cached.model_id} ({meta.get('task')}, {meta.get('family')}, {human_size(cached.size)})")
+    click.echo(
+        f"imported {cached.model_id} ({meta.get('task')}, {meta.get('family')}, {human_size(cached.size)})"
+    )
     if not meta.get("runnable", True):
         click.echo(f"note: not validated: {meta['validation']['skipped']}")

@@ -41,10 +41,19 @@ def _context() -> tuple[Catalog, Store, Hardware]:
 
 def _row(variant: Variant, store: Store, hardware: Hardware) -> dict[str, Any]:
     """One listing row: the variant plus what this machine and cache say about it."""
-    row = {**variant.to_json(), "cached": False, "synthetic": False, "runnable": hardware.has_provider(variant.provider)}
+    row = {
+        **variant.to_json(),
+        "cached": False,
+        "synthetic": False,
+        "runnable": hardware.has_provider(variant.provider),
+    }
     if store.ref_digest(variant.id) is not None:
         model = store.resolve(variant.id)
-        row |= {"cached": True, "synthetic": bool(model.metadata.get("synthetic", False)), "size": model.size}
+        row |= {
+            "cached": True,
+            "synthetic": bool(model.metadata.get("synthetic", False)),
+            "size": model.size,
+        }
     return row
 
 
@@ -57,13 +66,23 @@ def _uncataloged_rows(catalog: Catalog, store: Store, hardware: Hardware) -> lis
             continue
         meta = model.metadata
         provider = str(meta.get("provider") or "cpu")
-        rows.append({
-            "id": model.model_id, "alias": meta.get("alias") or "-", "task": meta.get("task", ""),
-            "device": meta.get("device", "cpu"), "provider": provider, "precision": meta.get("precision"),
-            "target": meta.get("target"), "size": model.size, "source": meta.get("source", ""),
-            "license": meta.get("license", ""), "cached": True, "synthetic": bool(meta.get("synthetic", False)),
-            "runnable": hardware.has_provider(provider),
-        })
+        rows.append(
+            {
+                "id": model.model_id,
+                "alias": meta.get("alias") or "-",
+                "task": meta.get("task", ""),
+                "device": meta.get("device", "cpu"),
+                "provider": provider,
+                "precision": meta.get("precision"),
+                "target": meta.get("target"),
+                "size": model.size,
+                "source": meta.get("source", ""),
+                "license": meta.get("license", ""),
+                "cached": True,
+                "synthetic": bool(meta.get("synthetic", False)),
+                "runnable": hardware.has_provider(provider),
+            }
+        )
     return rows
 
 
@@ -107,7 +126,8 @@ def list_models(task: str | None, device: str | None, cached: bool, as_json: boo
     ]
     if cached:
         rows = [r for r in rows if r["cached"]] + [
-            r for r in _uncataloged_rows(catalog, store, hardware)
+            r
+            for r in _uncataloged_rows(catalog, store, hardware)
             if (task is None or r["task"] == task) and (device is None or r["device"] == device)
         ]
     if as_json:
@@ -115,13 +135,25 @@ def list_models(task: str | None, device: str | None, cached: bool, as_json: boo
         return
     click.echo(hardware.describe())
     if not rows:
-        click.echo("No model matches." if not cached else "No catalog model is cached yet: foundry model download ALIAS")
+        click.echo(
+            "No model matches."
+            if not cached
+            else "No catalog model is cached yet: foundry model download ALIAS"
+        )
         return
     print_table(
         ["alias", "device", "task", "size", "id", "cached", "license", "note"],
         [
-            [r["alias"], r["device"], r["task"], human_size(r["size"]), r["id"],
-             "yes" if r["cached"] else "", r["license"], _note(r)]
+            [
+                r["alias"],
+                r["device"],
+                r["task"],
+                human_size(r["size"]),
+                r["id"],
+                "yes" if r["cached"] else "",
+                r["license"],
+                _note(r),
+            ]
             for r in rows
         ],
     )
@@ -149,10 +181,14 @@ def info(alias_or_id: str, device: str | None, as_json: bool) -> None:
         emit_json({"alias": entry.alias, "best_variant": best, "reason": reason, "variants": rows})
         return
     facts = [
-        ("alias", entry.alias), ("name", entry.display_name), ("task", entry.task),
-        ("family", entry.family), ("publisher", entry.publisher),
+        ("alias", entry.alias),
+        ("name", entry.display_name),
+        ("task", entry.task),
+        ("family", entry.family),
+        ("publisher", entry.publisher),
         ("license", f"{entry.license}  {entry.license_description}".strip()),
-        ("context length", str(entry.context_length)), ("max output tokens", str(entry.max_output_tokens)),
+        ("context length", str(entry.context_length)),
+        ("max output tokens", str(entry.max_output_tokens)),
         ("tool calling", "yes" if entry.supports_tool_calling else "no"),
         ("best here", best or f"none ({reason})"),
     ]
@@ -162,8 +198,16 @@ def info(alias_or_id: str, device: str | None, as_json: bool) -> None:
     print_table(
         ["id", "device", "provider", "precision", "size", "source", "cached", "note"],
         [
-            [r["id"], r["device"], r["provider"], r["precision"], human_size(r["size"]), r["source"],
-             "yes" if r["cached"] else "", _note(r)]
+            [
+                r["id"],
+                r["device"],
+                r["provider"],
+                r["precision"],
+                human_size(r["size"]),
+                r["source"],
+                "yes" if r["cached"] else "",
+                _note(r),
+            ]
             for r in rows
         ],
     )
@@ -184,11 +228,21 @@ class _ProgressRenderer:
     def __enter__(self) -> _ProgressRenderer:
         if self.interactive:
             from rich.console import Console
-            from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+            from rich.progress import (
+                BarColumn,
+                DownloadColumn,
+                Progress,
+                TextColumn,
+                TransferSpeedColumn,
+            )
 
             self._bar = Progress(
-                TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                console=Console(stderr=True), transient=False,
+                TextColumn("{task.description}"),
+                BarColumn(),
+                DownloadColumn(),
+                TransferSpeedColumn(),
+                console=Console(stderr=True),
+                transient=False,
             )
             self._bar.start()
         return self
@@ -205,8 +259,12 @@ class _ProgressRenderer:
         if self._bar is not None:
             if self._task is None:
                 self._task = self._bar.add_task("downloading", total=event.total)
-            self._bar.update(self._task, completed=event.completed or 0, total=event.total,
-                             description=f"downloading {event.message.split(': ')[-1]}")
+            self._bar.update(
+                self._task,
+                completed=event.completed or 0,
+                total=event.total,
+                description=f"downloading {event.message.split(': ')[-1]}",
+            )
             return
         decile = int(10 * (event.completed or 0) / event.total) if event.total else 10
         key = event.message.split(": ")[0]
@@ -231,7 +289,14 @@ def download(alias_or_id: str, device: str | None, as_json: bool) -> None:
     with _ProgressRenderer() as progress:
         cached = fetch(alias_or_id, Store(), progress, device)
     if as_json:
-        emit_json({"id": cached.model_id, "path": str(cached.path), "size": cached.size, "metadata": cached.metadata})
+        emit_json(
+            {
+                "id": cached.model_id,
+                "path": str(cached.path),
+                "size": cached.size,
+                "metadata": cached.metadata,
+            }
+        )
     else:
         click.echo(f"{cached.model_id} is ready ({human_size(cached.size)}) at {cached.path}")
 
@@ -256,13 +321,17 @@ def remove(alias_or_id: str, as_json: bool) -> None:
         ids = []
     ids = [i for i in ids if store.has(i)]
     if not ids:
-        raise ModelNotFound(f"model {alias_or_id!r} is not in the cache", hint="foundry model list --cached")
+        raise ModelNotFound(
+            f"model {alias_or_id!r} is not in the cache", hint="foundry model list --cached"
+        )
     removed = [store.remove(i) for i in ids]
     if as_json:
         emit_json({"removed": [m.model_id for m in removed]})
         return
     for model in removed:
-        click.echo(f"removed {model.model_id}; run `foundry cache gc` to free {human_size(model.size)}")
+        click.echo(
+            f"removed {model.model_id}; run `foundry cache gc` to free {human_size(model.size)}"
+        )
 
 
 # --- commands that talk to the running service [ops] -------------------------------------
@@ -293,8 +362,12 @@ def _duration(seconds: float | None) -> str:
 
 @group.command("load")
 @click.argument("model")
-@click.option("--ttl", type=click.FloatRange(0), default=None,
-              help="Seconds the model may stay idle before it unloads (0 = never; default: the service's).")
+@click.option(
+    "--ttl",
+    type=click.FloatRange(0),
+    default=None,
+    help="Seconds the model may stay idle before it unloads (0 = never; default: the service's).",
+)
 def load(model: str, ttl: float | None) -> None:
     """Load MODEL (an id or alias) into the running service's memory."""
     with _service_client() as client:
@@ -329,25 +402,60 @@ def ps(as_json: bool) -> None:
         return
     print_table(
         ["model", "task", "size", "idle", "unloads in"],
-        [[r["model"], r.get("task") or "", human_size(r["size"]) if r.get("size") else "-",
-          _duration(r.get("idle_seconds")), _duration(r.get("expires_in"))] for r in rows],
+        [
+            [
+                r["model"],
+                r.get("task") or "",
+                human_size(r["size"]) if r.get("size") else "-",
+                _duration(r.get("idle_seconds")),
+                _duration(r.get("expires_in")),
+            ]
+            for r in rows
+        ],
     )
 
 
 @group.command("run")
 @click.argument("model")
-@click.option("--prompt", "-p", default=None, help="Answer this one prompt, then exit (for scripts).")
+@click.option(
+    "--prompt", "-p", default=None, help="Answer this one prompt, then exit (for scripts)."
+)
 @click.option("--system", default=None, help="A system message that starts the conversation.")
-@click.option("--max-tokens", type=click.IntRange(1), default=None, help="Longest reply, in tokens.")
-@click.option("--temperature", type=click.FloatRange(0, 2), default=None, help="Sampling temperature (0 = greedy).")
+@click.option(
+    "--max-tokens", type=click.IntRange(1), default=None, help="Longest reply, in tokens."
+)
+@click.option(
+    "--temperature",
+    type=click.FloatRange(0, 2),
+    default=None,
+    help="Sampling temperature (0 = greedy).",
+)
 @click.option("--seed", type=int, default=None, help="Sampling seed (same seed, same reply).")
-@click.option("--ignore-eos", is_flag=True, hidden=True, help="Generate until --max-tokens (tests, benchmarks).")
-@click.option("--file", "audio_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help="Transcribe this audio file with a speech model (wav, flac, ogg, mp3, ...) and print the text.")
+@click.option(
+    "--ignore-eos",
+    is_flag=True,
+    hidden=True,
+    help="Generate until --max-tokens (tests, benchmarks).",
+)
+@click.option(
+    "--file",
+    "audio_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Transcribe this audio file with a speech model (wav, flac, ogg, mp3, ...) and print the text.",
+)
 @click.option("--language", default=None, help="Spoken language of --file (ISO-639-1, default en).")
-def run(model: str, prompt: str | None, system: str | None, max_tokens: int | None,
-        temperature: float | None, seed: int | None, ignore_eos: bool, audio_file: Path | None,
-        language: str | None) -> None:
+def run(
+    model: str,
+    prompt: str | None,
+    system: str | None,
+    max_tokens: int | None,
+    temperature: float | None,
+    seed: int | None,
+    ignore_eos: bool,
+    audio_file: Path | None,
+    language: str | None,
+) -> None:
     """Chat with MODEL in the terminal, streaming tokens (starts the service if needed).
 
     In the chat, /exit or Ctrl-D leaves, /clear forgets the conversation and Ctrl-C stops
@@ -355,14 +463,26 @@ def run(model: str, prompt: str | None, system: str | None, max_tokens: int | No
     """
     from runtime.cli.chat import chat_once, ensure_loaded, repl
 
-    options = {"system": system, "max_tokens": max_tokens, "temperature": temperature, "seed": seed,
-               "ignore_eos": ignore_eos or None}
+    options = {
+        "system": system,
+        "max_tokens": max_tokens,
+        "temperature": temperature,
+        "seed": seed,
+        "ignore_eos": ignore_eos or None,
+    }
     with _service_client(start=True) as client:
         ensure_loaded(client, model)  # download if needed, load (or fail) before the first prompt
         if audio_file is not None:
-            fields = {"model": model, "response_format": "text", "language": language, "temperature": temperature}
+            fields = {
+                "model": model,
+                "response_format": "text",
+                "language": language,
+                "temperature": temperature,
+            }
             reply = client.request(
-                "POST", "/v1/audio/transcriptions", timeout=None,
+                "POST",
+                "/v1/audio/transcriptions",
+                timeout=None,
                 files={"file": (audio_file.name, audio_file.read_bytes())},
                 data={k: str(v) for k, v in fields.items() if v is not None},
             )

@@ -28,7 +28,9 @@ def human_size(num_bytes: float) -> str:
     return f"{num_bytes:.1f} GB"
 
 
-def print_table(columns: Sequence[str], rows: Sequence[Sequence[Any]], title: str | None = None) -> None:
+def print_table(
+    columns: Sequence[str], rows: Sequence[Sequence[Any]], title: str | None = None
+) -> None:
     from rich.console import Console
     from rich.table import Table
 

@@ -48,7 +48,7 @@ class PlannedTurn:
 
     @staticmethod
     def finish_reason(engine_reason: str | None, has_tool_calls: bool) -> str | None:
-        """"tool_calls" when a reply that ended normally called tools."""
+        """ "tool_calls" when a reply that ended normally called tools."""
         return tool_finish_reason(engine_reason, has_tool_calls)
 
 

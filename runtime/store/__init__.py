@@ -121,7 +121,9 @@ class Store:
             with suppress(OSError):
                 if entry.name.endswith(OWNER_SUFFIX):
                     if _owner_is_dead(entry):
-                        shutil.rmtree(entry.with_name(entry.name[: -len(OWNER_SUFFIX)]), ignore_errors=True)
+                        shutil.rmtree(
+                            entry.with_name(entry.name[: -len(OWNER_SUFFIX)]), ignore_errors=True
+                        )
                         entry.unlink(missing_ok=True)
                         removed += 1
                     continue
@@ -173,10 +175,14 @@ class Store:
         return digest
 
     def set_ref(self, model_id: str, manifest_digest: str) -> None:
-        atomic_write(self.layout.ref(model_id), parse_digest(manifest_digest).encode(), self.layout.tmp)
+        atomic_write(
+            self.layout.ref(model_id), parse_digest(manifest_digest).encode(), self.layout.tmp
+        )
 
     def set_build(self, build_key: str, manifest_digest: str) -> None:
-        atomic_write(self.layout.build(build_key), parse_digest(manifest_digest).encode(), self.layout.tmp)
+        atomic_write(
+            self.layout.build(build_key), parse_digest(manifest_digest).encode(), self.layout.tmp
+        )
 
     def register(
         self,
@@ -222,7 +228,9 @@ class Store:
         except FileNotFoundError:
             raise ManifestNotFound(f"manifest {digest} is not in the store") from None
         except msgspec.DecodeError as exc:
-            raise StoreError(f"manifest {digest} is damaged: {exc}", hint="foundry cache verify") from exc
+            raise StoreError(
+                f"manifest {digest} is damaged: {exc}", hint="foundry cache verify"
+            ) from exc
 
     def ref_digest(self, model_id: str) -> str | None:
         try:
@@ -265,7 +273,11 @@ class Store:
             model_id = ref.name.replace("@", ":")
             with suppress(Exception):
                 digest = parse_digest(ref.read_text().strip())
-                models.append(CachedModel(model_id, digest, self.read_manifest(digest), self.layout.snapshot(digest)))
+                models.append(
+                    CachedModel(
+                        model_id, digest, self.read_manifest(digest), self.layout.snapshot(digest)
+                    )
+                )
         return models
 
     def _cached(self, model_id: str, digest: str) -> CachedModel:
@@ -295,7 +307,7 @@ class Store:
                 except OSError:
                     shutil.copy2(blob, dest)
             try:
-                os.replace(staging.path, target)
+                staging.path.replace(target)
             except OSError:
                 if not target.exists():  # another process won the race: fine
                     raise

@@ -42,7 +42,7 @@ class StagedFile:
         os.fsync(self.handle.fileno())
         self.handle.close()
         target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(self.path, target)
+        self.path.replace(target)
 
 
 @contextmanager

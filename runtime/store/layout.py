@@ -74,4 +74,12 @@ class Layout:
         return self.locks / f"{name}.lock"
 
     def all_dirs(self) -> list[Path]:
-        return [self.blobs, self.manifests, self.refs, self.builds, self.snapshots, self.locks, self.tmp]
+        return [
+            self.blobs,
+            self.manifests,
+            self.refs,
+            self.builds,
+            self.snapshots,
+            self.locks,
+            self.tmp,
+        ]

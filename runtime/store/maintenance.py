@@ -26,7 +26,9 @@ def verify(store: Store) -> list[str]:
                 continue
             digest, size = hash_file(blob)
             if digest != entry.digest or size != entry.size:
-                problems.append(f"{model.model_id}: {rel} is damaged (expected {entry.digest}, got {digest})")
+                problems.append(
+                    f"{model.model_id}: {rel} is damaged (expected {entry.digest}, got {digest})"
+                )
     return problems
 
 
@@ -48,8 +50,12 @@ def _reachable(store: Store) -> tuple[set[str], set[str]]:
 def gc(store: Store, *, dry_run: bool = False) -> dict[str, int]:
     """Delete manifests, snapshots and blobs that no ref or build key reaches."""
     manifests, blobs = _reachable(store)
-    doomed_snapshots = [p for p in store.layout.snapshots.iterdir() if f"sha256:{p.name}" not in manifests]
-    doomed_manifests = [p for p in store.layout.manifests.glob("*.json") if f"sha256:{p.stem}" not in manifests]
+    doomed_snapshots = [
+        p for p in store.layout.snapshots.iterdir() if f"sha256:{p.name}" not in manifests
+    ]
+    doomed_manifests = [
+        p for p in store.layout.manifests.glob("*.json") if f"sha256:{p.stem}" not in manifests
+    ]
     doomed_blobs = [p for p in store.layout.blobs.glob("*/*") if f"sha256:{p.name}" not in blobs]
     freed = sum(p.stat().st_size for p in doomed_blobs)
     if not dry_run:

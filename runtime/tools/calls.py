@@ -9,6 +9,7 @@ applies is data: the manifest's `tool_parser` (written by the compiler's recipe)
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass
 from functools import lru_cache
@@ -23,8 +24,8 @@ __all__ = [
     "ReplyStream",
     "ToolPlan",
     "finish_reason",
-    "parser_name",
     "parse_output",
+    "parser_name",
     "plan_tools",
     "prepare_messages",
     "response_format_guidance",
@@ -66,14 +67,22 @@ def _check_tools(tools: list[Any]) -> list[dict[str, Any]]:
     checked = []
     for i, tool in enumerate(tools):
         function = tool.get("function") if isinstance(tool, dict) else None
-        if (not isinstance(function, dict) or tool.get("type", "function") != "function"
-                or not isinstance(function.get("name"), str) or not function["name"]):
-            raise InvalidRequest(f"tools[{i}] must be {{'type': 'function', 'function': {{'name': ...}}}}",
-                                 param=f"tools[{i}]")
+        if (
+            not isinstance(function, dict)
+            or tool.get("type", "function") != "function"
+            or not isinstance(function.get("name"), str)
+            or not function["name"]
+        ):
+            raise InvalidRequest(
+                f"tools[{i}] must be {{'type': 'function', 'function': {{'name': ...}}}}",
+                param=f"tools[{i}]",
+            )
         parameters = function.get("parameters")
         if parameters is not None and not isinstance(parameters, dict):
-            raise InvalidRequest(f"tools[{i}].function.parameters must be a JSON schema object",
-                                 param=f"tools[{i}].function.parameters")
+            raise InvalidRequest(
+                f"tools[{i}].function.parameters must be a JSON schema object",
+                param=f"tools[{i}].function.parameters",
+            )
         checked.append(tool)
     return checked
 
@@ -86,11 +95,17 @@ def _chosen_name(tool_choice: Any) -> str | None:
             return name
     raise InvalidRequest(
         "tool_choice must be 'auto', 'none', 'required' or {'type': 'function', 'function': {'name': ...}}",
-        param="tool_choice")
+        param="tool_choice",
+    )
 
 
-def plan_tools(tools: list[Any] | None, tool_choice: Any, *, metadata: dict[str, Any],
-               artifact: Path | None = None) -> ToolPlan:
+def plan_tools(
+    tools: list[Any] | None,
+    tool_choice: Any,
+    *,
+    metadata: dict[str, Any],
+    artifact: Path | None = None,
+) -> ToolPlan:
     """Decide rendering, guidance and parsing for `tools` + `tool_choice` on one model.
 
     "auto" (the default with tools) renders the tools and parses whatever the model writes;
@@ -118,8 +133,9 @@ def plan_tools(tools: list[Any] | None, tool_choice: Any, *, metadata: dict[str,
         name = _chosen_name(tool_choice)
         chosen = [t for t in tools if t["function"]["name"] == name]
         if not chosen:
-            raise InvalidRequest(f"tool_choice names {name!r}, which is not among the tools",
-                                 param="tool_choice")
+            raise InvalidRequest(
+                f"tool_choice names {name!r}, which is not among the tools", param="tool_choice"
+            )
     tokens = _tokens(str(artifact)) if artifact is not None else {}
     guidance = tool_call_guidance(family, chosen, tokens=tokens)
     return ToolPlan(tools, guidance, parser if family else get_parser("qwen"), forced=True)
@@ -144,8 +160,10 @@ def response_format_guidance(response_format: Any) -> tuple[str, str] | None:
         spec = response_format.get("json_schema", response_format)
         schema = spec.get("schema") if isinstance(spec, dict) else None
         if not isinstance(schema, dict):
-            raise InvalidRequest("response_format.json_schema.schema must be a JSON schema object",
-                                 param="response_format")
+            raise InvalidRequest(
+                "response_format.json_schema.schema must be a JSON schema object",
+                param="response_format",
+            )
         return json_schema_guidance(schema)
     raise InvalidRequest(f"unknown response_format type {kind!r}", param="response_format")
 
@@ -169,12 +187,15 @@ def _template_call(call: dict[str, Any]) -> dict[str, Any]:
     function = dict(call.get("function") or {})
     arguments = function.get("arguments")
     if isinstance(arguments, str):
-        try:
+        with contextlib.suppress(ValueError):  # a malformed call is passed to the template as text
             function["arguments"] = json.loads(arguments)
-        except ValueError:
-            pass
-    return {**call, "type": call.get("type", "function"), "function": function,
-            "name": function.get("name"), "arguments": function.get("arguments")}
+    return {
+        **call,
+        "type": call.get("type", "function"),
+        "function": function,
+        "name": function.get("name"),
+        "arguments": function.get("arguments"),
+    }
 
 
 def starts_in_reasoning(prompt: str) -> bool:

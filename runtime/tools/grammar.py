@@ -77,8 +77,10 @@ def _bounded(node: Any) -> Any:
         return [_bounded(item) for item in node]
     if not isinstance(node, dict):
         return node
-    out = {key: (_bounded(value) if key not in ("const", "enum", "default", "examples") else value)
-           for key, value in node.items()}
+    out = {
+        key: (_bounded(value) if key not in ("const", "enum", "default", "examples") else value)
+        for key, value in node.items()
+    }
     if out.get("type") == "integer":
         if "minimum" not in out and "exclusiveMinimum" not in out:
             out["minimum"] = -(2**53) + 1
@@ -165,6 +167,10 @@ def tool_call_guidance(
     if syntax.as_list:
         body = {"type": "array", "items": body, "minItems": 1, "maxItems": 1}
     body = strict_schema(body)
-    items = [*_lark_piece(syntax.open, tokens or {}), "call", *_lark_piece(syntax.close, tokens or {})]
+    items = [
+        *_lark_piece(syntax.open, tokens or {}),
+        "call",
+        *_lark_piece(syntax.close, tokens or {}),
+    ]
     grammar = f"start: {' '.join(items)}\ncall: %json {json.dumps(body, ensure_ascii=False)}\n"
     return "lark_grammar", grammar

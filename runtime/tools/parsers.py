@@ -25,7 +25,7 @@ import secrets
 import string
 from dataclasses import dataclass, field
 
-from runtime.tools.jsonscan import Malformed, scan_object, scan_string, scan_value, skip_ws
+from runtime.tools.jsonscan import Malformed, scan_object, scan_value, skip_ws
 
 __all__ = [
     "PARSERS",
