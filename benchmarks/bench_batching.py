@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import threading
@@ -30,43 +29,18 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime_genai as og
+from common import SYNTHETIC_ID, synthetic_model, timed_greedy
 
-HOME = Path(os.environ.get("BENCH_HOME", Path.home() / ".cache" / "foundry-bench" / "serve-home"))
-PRUNED_ID = "bench-qwen2.5-0.5b-int4"
+PRUNED_ID = SYNTHETIC_ID
 FULL_ID = "bench-qwen2.5-0.5b-int4-full-logits"
 
 
 def ensure_models() -> dict[str, Path]:
     """Both artifacts from the qwen2 recipe's cpu-int4 target; the second with prune_lm_head off."""
-    os.environ["FOUNDRY_HOME"] = str(HOME)
-    import msgspec
-
-    from compiler.build import BuildPlan, BuildRequest, build_target, open_source, plan_target
-    from compiler.build_key import build_key
-    from compiler.pack import tool_versions
-    from compiler.recipe import load_recipes
-    from runtime.progress import silent
-    from runtime.store import Store
-
-    store = Store(HOME / "cache")
-    paths = {}
-    for model_id, prune in ((PRUNED_ID, True), (FULL_ID, False)):
-        if store.has(model_id):
-            paths[model_id] = store.resolve(model_id).path
-            continue
-        request = BuildRequest("qwen2.5-0.5b", ["cpu-int4"], model_id=model_id, synthetic=True)
-        with open_source(request, store, silent) as source:
-            plan = plan_target(request, source, "cpu-int4", load_recipes(), store)
-            options = dict(plan.target.options)
-            options["builder"] = {**options.get("builder", {}), "prune_lm_head": prune}
-            target = msgspec.structs.replace(plan.target, options=options)
-            key = build_key(source.digest, plan.recipe.recipe.name, target, tool_versions())
-            plan = BuildPlan(model_id, plan.target_name, target, plan.recipe, key, False)
-            started = time.perf_counter()
-            build_target(plan, source, store, silent)
-            print(f"built {model_id} in {time.perf_counter() - started:.0f}s", file=sys.stderr)
-        paths[model_id] = store.resolve(model_id).path
-    return paths
+    return {
+        PRUNED_ID: synthetic_model(model_id=PRUNED_ID).path,
+        FULL_ID: synthetic_model(model_id=FULL_ID, builder={"prune_lm_head": False}).path,
+    }
 
 
 def prompt_ids(n: int, seed: int) -> np.ndarray:
@@ -74,27 +48,6 @@ def prompt_ids(n: int, seed: int) -> np.ndarray:
 
 
 # --- per-request og.Generator (paths a and c) -------------------------------------------------
-def generator_run(
-    model: og.Model, prompt: np.ndarray, tokens: int, arrived: float | None = None
-) -> dict:
-    """Time to first token counts from `arrived`: 0.18's og.Generator holds the GIL through
-    append_tokens and generate_next_token, so a thread may wait long before it runs at all."""
-    start = time.perf_counter() if arrived is None else arrived
-    params = og.GeneratorParams(model)
-    total = len(prompt) + tokens
-    params.set_search_options(do_sample=False, max_length=total, min_length=total)
-    generator = og.Generator(model, params)
-    generator.append_tokens(prompt)
-    generator.generate_next_token()
-    first = time.perf_counter()
-    produced = 1
-    while not generator.is_done() and produced < tokens:
-        generator.generate_next_token()
-        produced += 1
-    end = time.perf_counter()
-    return {"ttft_s": first - start, "decode_s": end - first, "tokens": produced}
-
-
 def generators_concurrent(
     model: og.Model, prompts: list[np.ndarray], tokens: int, stagger: float = 0.0
 ) -> dict:
@@ -105,7 +58,9 @@ def generators_concurrent(
     def one(i: int) -> None:
         arrival = start + i * stagger
         time.sleep(max(0.0, arrival - time.perf_counter()))
-        results[i] = generator_run(model, prompts[i], tokens, arrived=arrival)
+        # Time to first token counts from the arrival: 0.18's og.Generator holds the GIL through
+        # append_tokens and generate_next_token, so a thread may wait long before it runs at all.
+        results[i] = timed_greedy(model, prompts[i], tokens, since=arrival)
 
     threads = [threading.Thread(target=one, args=(i,)) for i in range(len(prompts))]
     for t in threads:

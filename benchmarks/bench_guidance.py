@@ -2,8 +2,9 @@
 
     python benchmarks/bench_guidance.py [--artifact DIR] [--tokens 128] [--rounds 3]
 
-Without `--artifact` it builds the Qwen2.5-0.5B-dimension synthetic model (real vocabulary
-size, random weights) at int4 with onnxruntime-genai's builder into ~/.cache/foundry-bench.
+Without `--artifact` it uses the Qwen2.5-0.5B-dimension synthetic model (real vocabulary
+size, random weights) at cpu-int4, built once by common.synthetic_model (what `foundry-build
+qwen2.5-0.5b --synthetic --target cpu-int4` registers) into the benchmarks' FOUNDRY_HOME.
 Each round runs the same greedy decode of `--tokens` tokens unguided, with a JSON-schema
 grammar, and with a forced tool-call Lark grammar (runtime/tools/grammar.py), on a fresh
 `og.Generator` each; the grammars cannot finish before `--tokens` (a long minLength string),
@@ -15,11 +16,11 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 from pathlib import Path
 
 import numpy as np
 import onnxruntime_genai as og
+from common import synthetic_model, timed_greedy
 
 from runtime.tools.grammar import json_schema_guidance, marker_tokens, tool_call_guidance
 
@@ -32,56 +33,12 @@ LONG = {
 TOOL = [{"type": "function", "function": {"name": "write", "parameters": LONG}}]
 
 
-def default_artifact() -> Path:
-    """The 0.5B-dimension synthetic model at int4, built once."""
-    import subprocess
-    import sys
-
-    root = Path.home() / ".cache" / "foundry-bench"
-    artifact = root / "qwen2.5-0.5b-synthetic-cpu-int4"
-    if not (artifact / "genai_config.json").exists():
-        from compiler.synthetic import synthetic_source
-
-        source = synthetic_source("qwen2.5-0.5b", root / "qwen2.5-0.5b-synthetic-source")
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "onnxruntime_genai.models.builder",
-                "-i",
-                str(source),
-                "-o",
-                str(artifact),
-                "-p",
-                "int4",
-                "-e",
-                "cpu",
-            ],
-            check=True,
-        )
-    return artifact
-
-
-def decode(model, prompt: np.ndarray, tokens: int, guidance: tuple[str, str] | None) -> dict:
-    params = og.GeneratorParams(model)
-    params.set_search_options(do_sample=False, max_length=len(prompt) + tokens)
-    if guidance:
-        params.set_guidance(*guidance)
-    generator = og.Generator(model, params)
-    start = time.perf_counter()
-    generator.append_tokens(prompt)
-    generator.generate_next_token()
-    first = time.perf_counter()
-    produced = 1
-    while not generator.is_done() and produced < tokens:
-        generator.generate_next_token()
-        produced += 1
-    end = time.perf_counter()
-    return {
-        "ttft_s": first - start,
-        "decode_tok_s": (produced - 1) / (end - first),
-        "tokens": produced,
-    }
+def decode(
+    model: og.Model, prompt: np.ndarray, tokens: int, guidance: tuple[str, str] | None
+) -> dict:
+    """Unguided runs may stop at EOS (no min_length); the grammars cannot finish early."""
+    hook = (lambda params: params.set_guidance(*guidance)) if guidance else None
+    return timed_greedy(model, prompt, tokens, hook, fixed_length=False)
 
 
 def main() -> None:
@@ -90,7 +47,7 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    artifact = args.artifact or default_artifact()
+    artifact = args.artifact or synthetic_model().path
     model = og.Model(str(artifact))
     tokenizer = og.Tokenizer(model)
     prompt = tokenizer.encode(
@@ -107,9 +64,9 @@ def main() -> None:
         for name, guidance in modes.items():  # alternated, so drift hits every mode alike
             runs[name].append(decode(model, prompt, args.tokens, guidance))
     result = {"artifact": str(artifact), "tokens": args.tokens, "rounds": args.rounds, "modes": {}}
-    base = statistics.median(r["decode_tok_s"] for r in runs["unguided"])
+    base = statistics.median(r["decode_tps"] for r in runs["unguided"])
     for name, rows in runs.items():
-        tok_s = statistics.median(r["decode_tok_s"] for r in rows)
+        tok_s = statistics.median(r["decode_tps"] for r in rows)
         result["modes"][name] = {
             "decode_tok_s": round(tok_s, 2),
             "ms_per_token": round(1000 / tok_s, 3),

@@ -4,8 +4,8 @@
 
 `--artifact` is an artifact folder, e.g. what `foundry-build qwen2.5-0.5b --synthetic --target
 cpu-int4` registered (`foundry cache location` + snapshot); without it the Qwen2.5-0.5B-dimension
-synthetic model at int4 is built once by bench_guidance.default_artifact. A conversation starts with a ~`--history`-token system
-prompt and earlier exchanges, then runs 5 user turns (greedy, 16 new tokens each), each turn
+synthetic model at int4 is built once by common.synthetic_model (the benchmarks' FOUNDRY_HOME).
+A conversation starts with a ~`--history`-token system prompt and earlier exchanges, then runs 5 user turns (greedy, 16 new tokens each), each turn
 resending the whole conversation with the model's real replies, as a chat client does. Each
 round runs the conversation once with prefix reuse (runtime/engines/prefix_cache.py) and once
 without (the kept states dropped before every turn, so the same path prefills everything),
@@ -21,7 +21,7 @@ import statistics
 import time
 from pathlib import Path
 
-from bench_guidance import default_artifact
+from common import synthetic_model
 
 from runtime.engines.base import GenerationParams
 from runtime.engines.chat import ChatEngine
@@ -89,7 +89,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--max-tokens", type=int, default=16)
     args = parser.parse_args()
-    artifact = args.artifact or default_artifact()
+    artifact = args.artifact or synthetic_model().path
     engine = ChatEngine(artifact, {"model_id": "bench", "tool_parser": "qwen"})
     try:
         base = history(engine, args.history)

@@ -2,9 +2,9 @@
 
     python benchmarks/bench_serve.py [--tokens 64] [--prompt-words 100] [--rounds 3]
 
-On the Qwen2.5-0.5B-dimension synthetic model at cpu-int4, built by
-`foundry-build qwen2.5-0.5b --synthetic --target cpu-int4` into a private FOUNDRY_HOME
-(once; later runs reuse it):
+On the Qwen2.5-0.5B-dimension synthetic model at cpu-int4: what
+`foundry-build qwen2.5-0.5b --synthetic --target cpu-int4` registers, built by
+common.synthetic_model into the benchmarks' private FOUNDRY_HOME (once; later runs reuse it):
 * service start (`foundry service start`, which returns on the first /health) and model
   load (`GET /openai/load/{model}`) wall times;
 * time to first token and decode tok/s of one streaming chat completion (greedy,
@@ -28,41 +28,17 @@ import time
 from pathlib import Path
 
 import httpx
-import numpy as np
 import onnxruntime_genai as og
+from common import BENCH_HOME as HOME
+from common import SYNTHETIC_ID as MODEL_ID
+from common import synthetic_model, timed_greedy
 
-MODEL_ID = "bench-qwen2.5-0.5b-int4"
-HOME = Path.home() / ".cache" / "foundry-bench" / "serve-home"
 TEXT = "the museum opens at nine and the guided tour of the east wing takes about ninety minutes"
 WORDS = TEXT.split()
 
 
 def bin_path(name: str) -> str:
     return str(Path(sys.executable).with_name(name))
-
-
-def ensure_model(env: dict[str, str]) -> dict:
-    from runtime.store import Store
-
-    store = Store(HOME / "cache")
-    if not store.has(MODEL_ID):
-        started = time.perf_counter()
-        subprocess.run(
-            [
-                bin_path("foundry-build"),
-                "qwen2.5-0.5b",
-                "--synthetic",
-                "--target",
-                "cpu-int4",
-                "--as",
-                MODEL_ID,
-            ],
-            env=env,
-            check=True,
-        )
-        print(f"built {MODEL_ID} in {time.perf_counter() - started:.0f}s", file=sys.stderr)
-    cached = store.resolve(MODEL_ID)
-    return {"path": cached.path, "size": cached.size}
 
 
 def prompt_tokens(artifact: Path, words: int) -> list[int]:
@@ -82,27 +58,6 @@ def prompt_tokens(artifact: Path, words: int) -> list[int]:
 def messages(words: int) -> list[dict]:
     body = " ".join(WORDS[i % len(WORDS)] for i in range(words))
     return [{"role": "user", "content": body}]
-
-
-def direct(model: og.Model, prompt: list[int], tokens: int) -> dict:
-    params = og.GeneratorParams(model)
-    total = len(prompt) + tokens
-    params.set_search_options(do_sample=False, max_length=total, min_length=total)
-    generator = og.Generator(model, params)
-    start = time.perf_counter()
-    generator.append_tokens(np.asarray(prompt, dtype=np.int32))
-    generator.generate_next_token()
-    first = time.perf_counter()
-    produced = 1
-    while not generator.is_done() and produced < tokens:
-        generator.generate_next_token()
-        produced += 1
-    end = time.perf_counter()
-    return {
-        "ttft_s": first - start,
-        "decode_tps": (produced - 1) / (end - first),
-        "tokens": produced,
-    }
 
 
 async def served(client: httpx.AsyncClient, words: int, tokens: int) -> dict:
@@ -162,7 +117,8 @@ def main() -> None:
     args = parser.parse_args()
     env = {**os.environ, "FOUNDRY_HOME": str(HOME)}
     env.pop("FOUNDRY_API_KEY", None)
-    model = ensure_model(env)
+    cached = synthetic_model(HOME, MODEL_ID)
+    model = {"path": cached.path, "size": cached.size}
     subprocess.run([bin_path("foundry"), "service", "stop"], env=env, capture_output=True)
 
     started = time.perf_counter()
@@ -185,11 +141,11 @@ def main() -> None:
                 return await served(client, args.prompt_words, args.tokens)
 
         asyncio.run(one())  # warm-up, both sides
-        direct(og_model, prompt, 8)
+        timed_greedy(og_model, prompt, 8)
         service_runs, direct_runs = [], []
         for _ in range(args.rounds):
             service_runs.append(asyncio.run(one()))
-            direct_runs.append(direct(og_model, prompt, args.tokens))
+            direct_runs.append(timed_greedy(og_model, prompt, args.tokens))
         del og_model
         scaling = [
             asyncio.run(concurrent(base_url, n, args.prompt_words, args.tokens)) for n in (1, 4, 8)
