@@ -5,8 +5,9 @@
 `--artifact` is an artifact folder, e.g. what `foundry-build qwen2.5-0.5b --synthetic --target
 cpu-int4` registered (`foundry cache location` + snapshot); without it the Qwen2.5-0.5B-dimension
 synthetic model at int4 is built once by common.synthetic_model (the benchmarks' FOUNDRY_HOME).
-A conversation starts with a ~`--history`-token system prompt and earlier exchanges, then runs 5 user turns (greedy, 16 new tokens each), each turn
-resending the whole conversation with the model's real replies, as a chat client does. Each
+A conversation starts with a ~`--history`-token system prompt and earlier exchanges, then runs
+5 user turns (greedy, 16 new tokens each), each turn resending the whole conversation with the
+model's real replies, as a chat client does. Each
 round runs the conversation once with prefix reuse (runtime/engines/prefix_cache.py) and once
 without (the kept states dropped before every turn, so the same path prefills everything),
 in alternation. The ChatEngine is the service's own, driven in-process. Prints JSON.
