@@ -375,6 +375,15 @@ def test_bad_input_is_one_line_nonzero_exit_and_leaves_the_store_as_before(
     assert store_listing(home) == before
 
 
+def wait_until_converting(proc: subprocess.Popen, tmp: Path, timeout: float = 300) -> None:
+    """Wait until a running build has a staging folder with an artifact in the making."""
+    deadline = time.monotonic() + timeout
+    while not (tmp.exists() and list(tmp.glob("build-*/artifact"))):
+        assert proc.poll() is None, "the build ended before it could be interrupted"
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+
 def test_killed_build_registers_nothing_and_tmp_is_swept_on_next_start(
     tmp_path: Path, tiny_source
 ) -> None:
@@ -388,11 +397,7 @@ def test_killed_build_registers_nothing_and_tmp_is_swept_on_next_start(
         env=env,
     )
     try:
-        deadline = time.monotonic() + 300
-        while not (tmp.exists() and list(tmp.glob("build-*/artifact"))):
-            assert proc.poll() is None, "the build ended before it could be killed"
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        wait_until_converting(proc, tmp)
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
@@ -422,10 +427,7 @@ def test_ctrl_c_during_a_build_exits_130_and_leaves_the_store_as_before(
         text=True,
         env=env,
     )
-    deadline = time.monotonic() + 300
-    while not (tmp.exists() and list(tmp.glob("build-*/artifact"))):
-        assert proc.poll() is None and time.monotonic() < deadline
-        time.sleep(0.05)
+    wait_until_converting(proc, tmp)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and err.strip().splitlines()[-1] == "aborted"
