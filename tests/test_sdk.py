@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 
 from tests.hub_server import HubServer, RemoteRepo
+from tests.test_download import CATALOG as TEST_CATALOG
+from tests.test_download import REPO, SUBFOLDER
 
 BIN = Path(sys.executable).parent
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -161,25 +163,6 @@ print(json.dumps({"catalog": len(catalog), "aliases": sorted({m.alias for m in c
                   "loaded": loaded, "after_unload": [m.id for m in manager.list_loaded_models()]}))
 """
 
-TEST_CATALOG = """\
-schema: 1
-models:
-  - alias: tiny-qwen
-    name: tiny-qwen
-    display_name: Tiny Qwen (random weights)
-    publisher: Test
-    license: apache-2.0
-    task: chat
-    family: qwen2
-    supports_tool_calling: true
-    tool_parser: qwen
-    max_output_tokens: 64
-    context_length: 512
-    variants:
-      - {device: cpu, provider: cpu, precision: fp32, size: 3000000,
-         artifact: {repo: test-org/tiny-qwen-onnx, revision: main, subfolder: cpu-fp32}}
-"""
-
 
 def test_published_foundry_local_sdk_starts_lists_downloads_loads_and_unloads(
     published_sdk_python: Path, tiny_source, tmp_path: Path
@@ -202,9 +185,9 @@ def test_published_foundry_local_sdk_starts_lists_downloads_loads_and_unloads(
     assert built.returncode == 0, built.stderr[-2000:]
     artifact = Path(json.loads(built.stdout)["models"][0]["path"])
     (home / "catalog").mkdir(parents=True)
-    (home / "catalog" / "test.yaml").write_text(TEST_CATALOG)
+    (home / "catalog" / "test.yaml").write_text(TEST_CATALOG)  # tiny-qwen, served from REPO
     with HubServer() as hub:
-        hub.add(RemoteRepo.from_folder("test-org/tiny-qwen-onnx", artifact, prefix="cpu-fp32"))
+        hub.add(RemoteRepo.from_folder(REPO, artifact, prefix=SUBFOLDER))
         try:
             ran = _run(
                 [str(published_sdk_python), "-c", PUBLISHED_SCRIPT],
