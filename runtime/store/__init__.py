@@ -148,7 +148,7 @@ class Store:
             finally:
                 shutil.rmtree(path, ignore_errors=True)
 
-    def lock(self, name: str, progress: ProgressFn = silent) -> FileLock:
+    def lock(self, name: str) -> FileLock:
         """A per-key inter-process lock (filelock); the caller uses it as a context manager."""
         safe = hashlib.sha256(name.encode()).hexdigest()[:32]
         return FileLock(str(self.layout.lock(safe)))
