@@ -44,6 +44,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 DEFAULT_ALLOW = ["*.json", "*.safetensors", "*.jinja", "*.model", "*.txt", "*.tiktoken"]
+# Never fetched: Mistral's repos hold their weights twice, as transformers' shards and as
+# mistral-inference's consolidated.safetensors (14.5 GB for Mistral-7B-Instruct-v0.3).
+DEFAULT_IGNORE = ["consolidated.safetensors", "consolidated.*.safetensors"]
 
 
 @dataclass(frozen=True)
@@ -330,9 +333,19 @@ def _download(model: str, progress: ProgressFn, allow_patterns: list[str]) -> tu
     progress(ProgressEvent("download", f"{repo_id}@{revision or 'main'}"))
     try:
         folder = Path(
-            snapshot_download(repo_id, revision=revision or None, allow_patterns=allow_patterns)
+            snapshot_download(
+                repo_id,
+                revision=revision or None,
+                allow_patterns=allow_patterns,
+                ignore_patterns=DEFAULT_IGNORE,
+            )
         )
-    except (RepositoryNotFoundError, GatedRepoError) as exc:
+    except GatedRepoError:
+        raise SourceError(
+            f"Hugging Face repository '{repo_id}' is gated",
+            hint=f"accept its licence at https://huggingface.co/{repo_id}, then set HF_TOKEN",
+        ) from None
+    except RepositoryNotFoundError as exc:
         raise SourceError(
             f"Hugging Face repository '{repo_id}' is not available: {type(exc).__name__}"
         ) from None

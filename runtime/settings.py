@@ -32,6 +32,7 @@ ENV_VARS: dict[str, str] = {
     "FOUNDRY_TTL": "seconds an idle model stays loaded (default 600)",
     "FOUNDRY_DEBUG": "set to 1 to show tracebacks instead of one-line errors",
     "HF_ENDPOINT": "Hugging Face hub address used for downloads",
+    "HF_TOKEN": "Hugging Face token, sent for gated repositories (e.g. Mistral)",
     "HF_HUB_OFFLINE": "set to 1 to never touch the network",
 }
 
