@@ -138,7 +138,8 @@ def published_sdk_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
     target = tmp_path_factory.mktemp("flsdk") / "venv"
     venv.create(target, with_pip=True)
     subprocess.run(
-        [str(target / "bin" / "pip"), "install", "-q", PUBLISHED_SDK, "openai"],
+        [str(target / "bin" / "pip"), "install", "-q", "-c", str(REPO_ROOT / "constraints.txt")]
+        + [PUBLISHED_SDK, "openai"],
         check=True,
         timeout=600,
     )
