@@ -56,6 +56,7 @@ __all__ = [
     "Unauthorized",
     "Unavailable",
     "UnknownTarget",
+    "UnsafeArtifact",
     "UnsupportedParameter",
     "UnsupportedTask",
     "UploadTooLarge",
@@ -152,6 +153,13 @@ class UnsupportedParameter(InvalidRequest):
     """`logprobs is not supported by this service`"""
 
     code = "unsupported_parameter"
+
+
+class UnsafeArtifact(InvalidRequest):
+    """`genai_config.json $.model.decoder.session_options.custom_ops_library is not allowed`:
+    a model folder that could make an engine load code or read outside the folder."""
+
+    code = "unsafe_artifact"
 
 
 class InsecureBind(InvalidRequest):
