@@ -41,6 +41,7 @@ __all__ = [
     "NotFound",
     "NotInstalled",
     "Offline",
+    "OriginNotAllowed",
     "ProviderUnavailable",
     "QueueFull",
     "RecipeError",
@@ -195,6 +196,13 @@ class HostNotAllowed(Forbidden):
     (a DNS-rebinding page in a browser sends its own name as Host)"""
 
     code = "host_not_allowed"
+
+
+class OriginNotAllowed(Forbidden):
+    """`origin 'https://evil.example' is not allowed: pass --cors-origin to allow a web app`
+    (a page on another site may not drive the local API: CSRF)"""
+
+    code = "origin_not_allowed"
 
 
 # --- 404 -------------------------------------------------------------------

@@ -219,3 +219,46 @@ def test_the_anthropic_client_authenticates_with_x_api_key(keyed):
         anthropic.Anthropic(base_url=base_url, api_key=KEY, max_retries=0).messages.create(
             model="tiny-qwen", max_tokens=4, messages=hello
         )
+
+
+# --- CSRF: a page on another site may not drive the keyless default ---------------------------
+def test_a_foreign_page_cannot_start_a_pull_or_unload_the_keyless_default(service):
+    """What `fetch(..., {mode: "no-cors"})` and `<img src>` from evil.example would send."""
+    pull = httpx.post(
+        f"{service.base_url}/api/pull",
+        content=b'{"model": "no-such-model"}',
+        headers={"content-type": "text/plain", "origin": "https://evil.example"},
+        timeout=30,
+    )
+    assert pull.status_code == 403
+    assert pull.json() == {"error": "origin 'https://evil.example' is not allowed"}
+    image = httpx.get(
+        f"{service.base_url}/openai/unloadall",
+        headers={"sec-fetch-site": "cross-site", "sec-fetch-dest": "image"},
+        timeout=30,
+    )
+    assert image.status_code == 403 and image.json()["error"]["code"] == "origin_not_allowed"
+    for origin in ("null", "http://127.0.0.1.evil.example", "file://", "chrome-extension://x"):
+        response = call(service.base_url, "POST", "/openai/unloadall", origin=origin)
+        assert response.status_code == 403, origin
+
+
+def test_the_services_own_loopback_origin_is_allowed_as_a_console_page_sends_it(service):
+    for origin in (service.base_url, f"http://localhost:{service.port}", "http://[::1]:3000"):
+        response = call(
+            service.base_url,
+            "GET",
+            "/openai/loadedmodels",
+            origin=origin,
+            **{"sec-fetch-site": "same-origin"},
+        )
+        assert response.status_code == 200, origin
+
+
+def test_load_unload_and_unloadall_also_answer_post(service):
+    loaded = call(service.base_url, "POST", "/openai/load/tiny-qwen")
+    assert loaded.status_code == 200 and loaded.json()["loaded"] is True
+    assert "tiny-qwen" in call(service.base_url, "GET", "/openai/loadedmodels").json()
+    unloaded = call(service.base_url, "POST", "/openai/unload/tiny-qwen")
+    assert unloaded.status_code == 200 and unloaded.json()["unloaded"] is True
+    assert call(service.base_url, "POST", "/openai/unloadall").json() == {"unloaded": []}
