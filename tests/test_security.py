@@ -262,3 +262,47 @@ def test_load_unload_and_unloadall_also_answer_post(service):
     unloaded = call(service.base_url, "POST", "/openai/unload/tiny-qwen")
     assert unloaded.status_code == 200 and unloaded.json()["unloaded"] is True
     assert call(service.base_url, "POST", "/openai/unloadall").json() == {"unloaded": []}
+
+
+def test_a_key_from_a_file_is_required_and_what_the_service_writes_is_owner_only(
+    tmp_path: Path,
+):
+    """`--api-key-file` keeps the key off every command line; the log and state file are 0600
+    in 0700 folders (the service's umask, which stored Responses get too)."""
+    import stat
+
+    home = tmp_path / "private-home"
+    key_file = tmp_path / "key"
+    key_file.write_text(KEY + "\n")
+    started = run_foundry("service", "start", "--api-key-file", str(key_file), home=home)
+    assert started.returncode == 0, started.stderr
+    try:
+        state = json.loads((home / "service.json").read_text())
+        base_url = f"http://127.0.0.1:{state['port']}"
+        assert call(base_url, "GET", "/openai/models").status_code == 401
+        assert call(base_url, "GET", "/openai/models", **{"x-api-key": KEY}).status_code == 200
+        assert KEY not in Path(f"/proc/{state['pid']}/cmdline").read_text(errors="replace")
+        paths = [home / "service.json", home / "logs" / "service.log", home / "logs"]
+        modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in paths}
+        assert modes == {"service.json": 0o600, "service.log": 0o600, "logs": 0o700}
+    finally:
+        run_foundry("service", "stop", home=home, env={"FOUNDRY_API_KEY": KEY})
+
+
+def test_an_empty_key_file_is_one_line_saying_so(tmp_path: Path):
+    (tmp_path / "key").write_text("\n")
+    result = run_foundry("service", "start", "--api-key-file", str(tmp_path / "key"), home=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: --api-key-file") and "Traceback" not in result.stderr
+
+
+def test_the_sdk_never_sends_the_openai_cloud_key_to_the_local_service(
+    monkeypatch: pytest.MonkeyPatch, foundry_home: Path
+):
+    from foundry_local import FoundryLocalManager
+
+    monkeypatch.delenv("FOUNDRY_API_KEY", raising=False)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-cloud-secret")
+    assert FoundryLocalManager(bootstrap=False).api_key != "sk-cloud-secret"
+    monkeypatch.setenv("FOUNDRY_API_KEY", KEY)
+    assert FoundryLocalManager(bootstrap=False).api_key == KEY

@@ -65,7 +65,9 @@ def test_unknown_model_is_model_not_found_with_a_hint(foundry_home):
 
 
 @pytest.mark.parametrize(
-    "name", ["../etc/passwd", "/abs", "a/b", "..", "a..b", "", "x" * 300, "a:b:c", "a\\b"], ids=repr
+    "name",
+    ["../etc/passwd", "/abs", "a/b", "..", "a..b", "", "x" * 300, "a:b:c", "a\\b", "model\n"],
+    ids=repr,
 )
 def test_names_that_could_escape_the_store_are_refused(foundry_home, name):
     with pytest.raises(InvalidName):
@@ -78,6 +80,22 @@ def test_names_that_could_escape_the_store_are_refused(foundry_home, name):
 def test_malformed_digests_are_refused_before_any_path_is_built(foundry_home, digest):
     with pytest.raises(InvalidDigest):
         Store().layout.blob(digest)
+
+
+def test_a_digest_with_a_trailing_newline_is_refused(foundry_home):
+    with pytest.raises(InvalidDigest):
+        Store().layout.blob("sha256:" + "a" * 64 + "\n")
+
+
+def test_blobs_and_their_snapshot_links_are_read_only(foundry_home, tmp_path):
+    """A snapshot file is a hard link to its blob: writing through it would change every model."""
+    import stat
+
+    store = Store()
+    model = store.register(_folder(tmp_path, "m", {"w.bin": b"weights"}), model_id="ro")
+    blob = store.layout.blob(model.manifest.files["w.bin"].digest)
+    for path in (blob, model.path / "w.bin"):
+        assert stat.S_IMODE(path.stat().st_mode) & 0o222 == 0, path
 
 
 def test_verify_names_the_damaged_model_and_gc_frees_unreachable_blobs(foundry_home, tmp_path):

@@ -202,7 +202,7 @@ async def openai_download(request: Request) -> Stream:
 async def _json_body(request: Request) -> Any:
     try:
         return json.loads(await request.body() or b"{}")
-    except ValueError:
+    except (ValueError, RecursionError):
         raise InvalidRequest("the request body is not valid JSON") from None
 
 

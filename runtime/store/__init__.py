@@ -12,6 +12,7 @@ import hashlib
 import logging
 import os
 import shutil
+import stat
 import time
 import uuid
 from collections.abc import Iterator
@@ -162,6 +163,9 @@ class Store:
             entry = FileEntry(staged.digest, staged.size)
             target = self.layout.blob(entry.digest)
             if not target.exists():
+                # Read-only before it gets its real name: snapshots are hard links to this
+                # inode, so a write through a snapshot would silently change every model using it.
+                staged.path.chmod(stat.S_IMODE(staged.path.stat().st_mode) & ~0o222)
                 staged.commit(target)
         return entry
 
