@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from runtime.artifact_policy import check_artifact
+from runtime.artifact_policy import check_artifact, check_hard_links
 from runtime.errors import SourceError, ValidationFailed
 from runtime.names import check_model_id
 from runtime.progress import ProgressEvent, ProgressFn, silent
@@ -164,6 +164,7 @@ def import_folder(
     folder = folder.expanduser().resolve()
     if folder.is_dir():  # checked even when validation is skipped: the store serves it as is
         check_artifact(folder)
+        check_hard_links(folder)
     metadata = infer_metadata(folder)
     hardware = hardware or detect()
     catalog = catalog or Catalog.load()

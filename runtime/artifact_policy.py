@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -35,7 +36,9 @@ __all__ = [
     "CONFIG_ENTRIES",
     "MAX_SIDE_FILE_BYTES",
     "SESSION_OPTIONS",
+    "SIDE_FILES",
     "check_artifact",
+    "check_hard_links",
     "check_relative_name",
 ]
 
@@ -139,6 +142,31 @@ def check_relative_name(root: Path, name: object, what: str) -> Path:
     if not _inside(root, Path(os.path.realpath(path))):
         raise UnsafeArtifact(f"{what}: {name!r} resolves outside the model folder")
     return path
+
+
+def check_hard_links(folder: Path) -> None:
+    """Refuse a file hard-linked from outside `folder` (`foundry cache import` copies what it
+    finds, and `ci/build-artifacts.yml` uploads the cache): a link's other names are invisible,
+    but their count is not, so every link of an inode must be inside the folder. Not for store
+    snapshots, whose files are hard links to blobs by design.
+
+    Raises:
+        UnsafeArtifact: naming the file.
+    """
+    root = Path(os.path.realpath(folder))
+    links: dict[tuple[int, int], list[Path]] = {}
+    for dirpath, _dirnames, filenames in os.walk(root, followlinks=False):
+        for name in filenames:
+            path = Path(dirpath) / name
+            info = path.lstat()
+            if stat.S_ISREG(info.st_mode) and info.st_nlink > 1:
+                links.setdefault((info.st_dev, info.st_ino), []).append(path)
+    for paths in links.values():
+        if len(paths) < paths[0].lstat().st_nlink:
+            raise UnsafeArtifact(
+                f"{paths[0].relative_to(root)} is a hard link to a file outside the model folder",
+                hint="copy the file into the folder instead of linking to it",
+            )
 
 
 # --- the folder ---------------------------------------------------------------------------

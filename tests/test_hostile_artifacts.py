@@ -125,6 +125,7 @@ CORPUS: list[tuple[str, Callable[[Path], None], str]] = [
     ("dotdot-filename", _decoder_file("../model.onnx"), "relative name inside"),
     ("symlink-filename", _symlink("model.onnx", "/etc/hostname"), "outside the model folder"),
     ("symlink-tokenizer", _symlink("tokenizer.json", "/etc/hostname"), "outside the model folder"),
+    ("symlink-environ", _symlink("notes.txt", "/proc/self/environ"), "outside the model folder"),
     ("external-data-absolute", _external_data(location="/etc/passwd"), "relative name inside"),
     ("external-data-dotdot", _external_data(location="../model.onnx.data"), "relative name inside"),
     ("external-data-past-end", _external_data(offset="99999999"), "past the end"),
@@ -254,3 +255,82 @@ def test_a_hostile_folder_already_in_the_store_is_refused_at_load_with_a_400(
     error = reply.json()["error"]
     assert error["code"] == "unsafe_artifact" and "custom_ops_library" in error["message"]
     assert httpx.get(f"{service.base_url}/health", timeout=10).status_code == 200
+
+
+# --- links in foundry cache import ------------------------------------------------------------------
+def test_cache_import_refuses_a_hard_link_to_a_file_outside_and_stores_none_of_it(
+    artifact: Path, foundry_home: Path, tmp_path: Path
+) -> None:
+    secret = tmp_path / "id_rsa"
+    secret.write_bytes(b"-----BEGIN OPENSSH PRIVATE KEY----- not really\n")
+    folder = tmp_path / "linked"
+    shutil.copytree(artifact, folder)
+    os.link(secret, folder / "notes.txt")
+    result = subprocess.run(
+        [FOUNDRY, "cache", "import", str(folder)], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("error: notes.txt is a hard link to a file outside")
+    assert refs(foundry_home) == []
+    cached = [p for p in (foundry_home / "cache").rglob("*") if p.is_file()]
+    assert all(secret.read_bytes() not in p.read_bytes() for p in cached)
+
+
+def test_hard_links_that_stay_inside_the_folder_are_fine(artifact: Path, tmp_path: Path) -> None:
+    from runtime.artifact_policy import check_hard_links
+
+    folder = tmp_path / "inside"
+    shutil.copytree(artifact, folder)
+    os.link(folder / "tokenizer.json", folder / "tokenizer-copy.json")
+    check_hard_links(folder)
+
+
+# --- a hostile hub ----------------------------------------------------------------------------------
+HOSTILE_HUB = [
+    ("dotdot-name", "../../../../escaped.txt", None, "lists"),
+    ("absolute-name", "/etc/cron.d/escaped", None, "lists"),
+    ("non-hex-digest", "model.onnx.data", "../../../escaped", "malformed sha256"),
+    ("tokenizer-2gb-claim", "tokenizer.json", 2 << 30, "2,147,483,648 bytes"),
+]
+
+
+@pytest.mark.parametrize(
+    ("row_id", "name", "twist", "named"), HOSTILE_HUB, ids=[r[0] for r in HOSTILE_HUB]
+)
+def test_a_hostile_hub_listing_is_refused_before_anything_is_written(
+    artifact: Path, foundry_home: Path, monkeypatch: pytest.MonkeyPatch, row_id, name, twist, named
+) -> None:
+    from tests.hub_server import HubServer, RemoteRepo
+    from tests.test_download import CATALOG, REPO, SUBFOLDER
+
+    class HostileRepo(RemoteRepo):
+        def sibling(self, path: str) -> dict[str, object]:
+            entry = super().sibling(path)
+            if path == f"{SUBFOLDER}/{name}" and isinstance(twist, str):
+                entry["lfs"] = {**entry["lfs"], "sha256": twist}  # type: ignore[dict-item]
+            if path == f"{SUBFOLDER}/{name}" and isinstance(twist, int):
+                entry["size"] = twist
+                entry.pop("lfs", None)
+            return entry
+
+    files = RemoteRepo.from_folder(REPO, artifact, prefix=SUBFOLDER).files
+    files.setdefault(f"{SUBFOLDER}/{name}", b"escaped\n")
+    (foundry_home / "catalog").mkdir()
+    (foundry_home / "catalog" / "test.yaml").write_text(CATALOG)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    with HubServer() as server:
+        server.add(HostileRepo(REPO, files))
+        result = subprocess.run(
+            [FOUNDRY, "model", "download", "tiny-qwen"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "HF_ENDPOINT": server.endpoint},
+        )
+        fetched = [path for _method, path, _range in server.requests if "/resolve/" in path]
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("error: ") and named in result.stderr
+    assert fetched == []  # refused from the listing: no file was downloaded at all
+    assert refs(foundry_home) == []
+    outside = [p for p in foundry_home.parent.rglob("escaped*")]
+    assert outside == [] and not Path("/etc/cron.d/escaped").exists()
