@@ -165,3 +165,46 @@ def test_kill_during_register_leaves_nothing_under_a_real_name(foundry_home, tmp
         assert store.hash_file(blob)[0].endswith(blob.name)
     time.sleep(0.01)
     assert store.sweep_tmp(older_than=0) >= 0 and list(store.layout.tmp.iterdir()) == []
+
+
+def test_gc_during_a_registration_in_another_process_waits_and_deletes_none_of_its_blobs(
+    foundry_home, tmp_path
+):
+    """Process A has written its first blob (unreachable: no manifest yet) and pauses; process
+    B runs `foundry cache gc`. gc must wait for A instead of freeing that blob."""
+    folder = _folder(tmp_path, "m", {f"part{i}.bin": os.urandom(1 << 16) for i in range(3)})
+    go = tmp_path / "go"
+    script = textwrap.dedent(
+        f"""
+        import pathlib, time
+        from runtime.store import Store
+        def pause_after_first_blob(event):
+            if not pathlib.Path({str(go)!r}).exists():
+                print("first blob written", flush=True)
+                while not pathlib.Path({str(go)!r}).exists():
+                    time.sleep(0.02)
+        Store().register(pathlib.Path({str(folder)!r}), model_id="m", progress=pause_after_first_blob)
+        """
+    )
+    registering = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert registering.stdout is not None
+        assert registering.stdout.readline() == "first blob written\n"
+        gc = subprocess.Popen(
+            [str(Path(sys.executable).with_name("foundry")), "cache", "gc"],
+            stderr=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert gc.stderr is not None
+        # Without the lock gc finishes at once (freeing the paused blob); with it, it waits.
+        assert gc.stderr.readline() == "waiting for a registration in progress to finish\n"
+    finally:
+        go.touch()
+    assert registering.wait(timeout=60) == 0
+    assert gc.wait(timeout=60) == 0
+    assert "freed 0 B" in gc.stdout.read()  # type: ignore[union-attr]
+    store = Store(sweep=False)
+    assert store.verify() == [] and len(store.resolve("m").manifest.files) == 3
