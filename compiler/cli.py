@@ -19,6 +19,7 @@ import click
 
 from runtime.cli import FoundryGroup
 from runtime.cli.output import emit_json, human_size, print_table
+from runtime.settings import keep_private
 
 __all__ = ["main"]
 
@@ -48,6 +49,7 @@ def main() -> None:
     foundry-build ./my-finetune --target cpu-int4 --target cpu-fp32
     foundry-build qwen2.5-0.5b --synthetic
     """
+    keep_private()
 
 
 def _model_options(func: Any) -> Any:

@@ -41,6 +41,7 @@ __all__ = [
     "NotFound",
     "NotInstalled",
     "Offline",
+    "OriginNotAllowed",
     "ProviderUnavailable",
     "QueueFull",
     "RecipeError",
@@ -56,6 +57,7 @@ __all__ = [
     "Unauthorized",
     "Unavailable",
     "UnknownTarget",
+    "UnsafeArtifact",
     "UnsupportedParameter",
     "UnsupportedTask",
     "UploadTooLarge",
@@ -154,6 +156,13 @@ class UnsupportedParameter(InvalidRequest):
     code = "unsupported_parameter"
 
 
+class UnsafeArtifact(InvalidRequest):
+    """`genai_config.json $.model.decoder.session_options.custom_ops_library is not allowed`:
+    a model folder that could make an engine load code or read outside the folder."""
+
+    code = "unsafe_artifact"
+
+
 class InsecureBind(InvalidRequest):
     """`binding 0.0.0.0 exposes the service to the network: pass --api-key KEY (or --insecure)`"""
 
@@ -187,6 +196,13 @@ class HostNotAllowed(Forbidden):
     (a DNS-rebinding page in a browser sends its own name as Host)"""
 
     code = "host_not_allowed"
+
+
+class OriginNotAllowed(Forbidden):
+    """`origin 'https://evil.example' is not allowed: pass --cors-origin to allow a web app`
+    (a page on another site may not drive the local API: CSRF)"""
+
+    code = "origin_not_allowed"
 
 
 # --- 404 -------------------------------------------------------------------

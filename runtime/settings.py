@@ -17,6 +17,7 @@ __all__ = [
     "env",
     "env_number",
     "foundry_home",
+    "keep_private",
     "state_file",
 ]
 
@@ -64,6 +65,15 @@ def env_number(name: str, kind: type[int] | type[float]) -> int | float | None:
 def foundry_home() -> Path:
     """The one root of all state: `$FOUNDRY_HOME`, else `~/.foundry`."""
     return Path(env("FOUNDRY_HOME") or Path.home() / ".foundry").expanduser()
+
+
+def keep_private() -> None:
+    """Make what this process creates the owner's alone (0600 files, 0700 folders).
+
+    FOUNDRY_HOME holds prompts and replies (stored Responses, the service log) and the
+    service's state; the CLI entry points and the service process call this first.
+    """
+    os.umask(0o077)
 
 
 def cache_dir() -> Path:

@@ -95,7 +95,7 @@ def verify(as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 def gc(dry_run: bool, as_json: bool) -> None:
     """Free blobs, manifests and snapshots that no model id reaches."""
-    plan = _store().gc(dry_run=dry_run)
+    plan = _store().gc(dry_run=dry_run, progress=lambda event: click.echo(event.message, err=True))
     if as_json:
         emit_json({"dry_run": dry_run, **plan})
         return

@@ -12,9 +12,10 @@ import hashlib
 import logging
 import os
 import shutil
+import stat
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,6 +68,29 @@ def _owner_is_dead(owner: Path) -> bool:
             return False
         fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
         return True
+
+
+@contextmanager
+def _flock(
+    path: Path, *, exclusive: bool, on_wait: Callable[[], None] | None = None
+) -> Iterator[None]:
+    """An OS lock on `path`, shared or exclusive, dropped by the OS on any death (kill -9).
+
+    `on_wait` is called once if the lock is busy, before blocking on it. No flock (Windows):
+    no exclusion, as before.
+    """
+    if fcntl is None:
+        yield
+        return
+    mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
+    with path.open("a+b") as handle:
+        try:
+            fcntl.flock(handle.fileno(), mode | fcntl.LOCK_NB)
+        except OSError:
+            if on_wait is not None:
+                on_wait()
+            fcntl.flock(handle.fileno(), mode)
+        yield
 
 
 @dataclass(frozen=True)
@@ -162,6 +186,9 @@ class Store:
             entry = FileEntry(staged.digest, staged.size)
             target = self.layout.blob(entry.digest)
             if not target.exists():
+                # Read-only before it gets its real name: snapshots are hard links to this
+                # inode, so a write through a snapshot would silently change every model using it.
+                staged.path.chmod(stat.S_IMODE(staged.path.stat().st_mode) & ~0o222)
                 staged.commit(target)
         return entry
 
@@ -198,6 +225,25 @@ class Store:
         The folder is only read; callers assemble it in `staging()` first.
         """
         check_model_id(model_id)
+        with self.registering():
+            return self._register(folder, model_id, metadata, build_key, progress)
+
+    @contextmanager
+    def registering(self) -> Iterator[None]:
+        """Held (shared) while blobs are written and not yet reachable from a ref: `gc` takes
+        the same lock exclusively, so it never deletes a blob a registration is about to
+        point at (the review's race), and registrations never wait on one another."""
+        with _flock(self.layout.lock("registration"), exclusive=False):
+            yield
+
+    def _register(
+        self,
+        folder: Path,
+        model_id: str,
+        metadata: dict[str, Any] | None,
+        build_key: str | None,
+        progress: ProgressFn,
+    ) -> CachedModel:
         files = sorted(p for p in folder.rglob("*") if p.is_file())
         total = sum(p.stat().st_size for p in files)
         entries: dict[str, FileEntry] = {}
@@ -332,10 +378,16 @@ class Store:
 
         return verify(self)
 
-    def gc(self, *, dry_run: bool = False) -> dict[str, int]:
+    def gc(self, *, dry_run: bool = False, progress: ProgressFn = silent) -> dict[str, int]:
+        """Free what no ref or build key reaches, once no registration is in flight (it waits,
+        reporting the wait through `progress`)."""
         from runtime.store.maintenance import gc
 
-        return gc(self, dry_run=dry_run)
+        def report_wait() -> None:
+            progress(ProgressEvent("gc", "waiting for a registration in progress to finish"))
+
+        with _flock(self.layout.lock("registration"), exclusive=True, on_wait=report_wait):
+            return gc(self, dry_run=dry_run)
 
     def blob_path(self, digest: str) -> Path:
         return self.layout.blob(digest)
