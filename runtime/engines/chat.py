@@ -59,6 +59,7 @@ from runtime.engines.prefix_cache import (
     run_with_reuse,
 )
 from runtime.engines.prompt import load_chat_template
+from runtime.engines.threads import genai_overlay, resolve_threads
 from runtime.errors import ContextTooLong, FoundryError, GenerationFailed, InvalidRequest, QueueFull
 
 __all__ = ["ChatEngine", "GenerationStream"]
@@ -90,6 +91,7 @@ class ChatEngine:
         queue_size: int = 64,
         max_batch: int = MAX_BATCH,
         batching: str | None = None,
+        threads: int | None = None,
     ):
         """`batching`: "engine" serves full-logits artifacts on og.Engine (module docstring);
         None reads FOUNDRY_CHAT_BATCHING; anything else is one og.Generator per request."""
@@ -103,6 +105,8 @@ class ChatEngine:
         self.template = load_chat_template(self.path)
         config = og.Config(str(self.path))
         config.overlay(json.dumps({"engine": {"static_batching": {"max_batch_size": max_batch}}}))
+        self.threads = resolve_threads(threads)  # threads.py: per machine, FOUNDRY_THREADS
+        config.overlay(genai_overlay(self.threads))
         self._model = og.Model(config)
         # tokenizers (not og.Tokenizer): og's decode drops everything after an invalid UTF-8
         # byte, which random-weight and byte-level models produce mid-stream.
