@@ -33,6 +33,7 @@ __all__ = [
     "InvalidMessages",
     "InvalidName",
     "InvalidRequest",
+    "KvBudgetFull",
     "ManifestNotFound",
     "MissingApiKey",
     "ModelInUse",
@@ -266,6 +267,12 @@ class QueueFull(TooManyRequests):
     """`the generation queue is full (64 waiting); retry shortly`"""
 
     code = "queue_full"
+
+
+class KvBudgetFull(TooManyRequests):
+    """`the running sequences hold 1024 MiB of KV cache (FOUNDRY_KV_BUDGET_MB); retry shortly`"""
+
+    code = "kv_budget_full"
 
 
 # --- 501 / 503 ---------------------------------------------------------------

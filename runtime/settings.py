@@ -31,6 +31,8 @@ ENV_VARS: dict[str, str] = {
     "FOUNDRY_PORT": "port the service binds (default: a free port)",
     "FOUNDRY_MAX_LOADED": "how many models stay resident at once (default 2)",
     "FOUNDRY_TTL": "seconds an idle model stays loaded (default 600)",
+    "FOUNDRY_THREADS": "intra-op threads per model session (default: the physical cores)",
+    "FOUNDRY_KV_BUDGET_MB": "KV-cache MiB the batched chat sequences may hold (default 1024)",
     "FOUNDRY_DEBUG": "set to 1 to show tracebacks instead of one-line errors",
     "HF_ENDPOINT": "Hugging Face hub address used for downloads",
     "HF_HUB_OFFLINE": "set to 1 to never touch the network",

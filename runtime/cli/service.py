@@ -366,6 +366,8 @@ def status(as_json: bool) -> None:
     else:
         loaded_text = ", ".join(loaded) or "none"
     click.echo(f"  loaded     {loaded_text}")
+    if threads := info.get("threads"):
+        click.echo(f"  threads    {threads['intraOp']} per model ({threads['source']})")
     click.echo(f"  cache      {info['cache']}")
     click.echo(f"  log        {log_path()}")
 
@@ -384,5 +386,6 @@ def _status_info(state: Any) -> dict[str, Any]:
         "api_key_set": state.api_key_set,
         "providers": details.get("providers", []),
         "loaded": details.get("loadedModels"),
+        "threads": details.get("threads"),
         "cache": details.get("modelDirPath") or str(foundry_home() / "cache"),
     }
