@@ -52,10 +52,16 @@ class WhisperOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     block_size: int | None = None
     accuracy_level: int | None = None
+    # e.g. "last_matmul:int8": the decoder's vocabulary projection in 8 bits inside an int4 build
+    matmul_mixed_precision: str | None = None
     extra: dict[str, str] = {}
 
     def to_pairs(self) -> dict[str, str]:
-        named = (("block_size", self.block_size), ("accuracy_level", self.accuracy_level))
+        named = (
+            ("block_size", self.block_size),
+            ("accuracy_level", self.accuracy_level),
+            ("matmul_mixed_precision", self.matmul_mixed_precision),
+        )
         pairs = {key: str(value) for key, value in named if value is not None}
         return {**pairs, **self.extra}
 
