@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
 from runtime.cli.output import emit_json, human_size, print_table
+from runtime.names import check_model_id
 
 __all__ = ["group"]
 
@@ -146,3 +148,67 @@ def import_(folder: Path, name: str | None, as_json: bool) -> None:
     )
     if not meta.get("runnable", True):
         click.echo(f"note: not validated: {meta['validation']['skipped']}")
+
+
+# --- a registry as the shared cache (runtime/oci/) ---------------------------------------------
+@group.command("push")
+@click.argument("model_id")
+@click.argument("reference")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def push(model_id: str, reference: str, as_json: bool) -> None:
+    """Publish MODEL_ID to an OCI registry: oci://HOST/REPO[:TAG] (blobs it has are not sent)."""
+    from runtime.cli.output import ProgressRenderer
+    from runtime.oci.reference import Reference
+    from runtime.oci.transfer import push as push_model
+
+    ref = Reference.parse(reference)
+    with ProgressRenderer() as progress:
+        result = push_model(_store(), model_id, ref, progress)
+    if as_json:
+        emit_json(result)
+        return
+    click.echo(
+        f"pushed {model_id} to {result.reference} ({result.digest[:19]}…): "
+        f"{result.uploaded_blobs} blobs uploaded, {result.present_blobs} already there, "
+        f"{human_size(result.sent_bytes)} sent"
+    )
+
+
+@group.command("pull")
+@click.argument("reference")
+@click.option("--as", "model_id", default=None, help="Model id to register it under.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def pull(reference: str, model_id: str | None, as_json: bool) -> None:
+    """Fetch a model from oci://HOST/REPO[:TAG|@sha256:…]; verified, validated, resumable."""
+    from runtime.cli.output import ProgressRenderer
+    from runtime.oci.reference import Reference
+    from runtime.oci.transfer import pull as pull_model
+
+    ref = Reference.parse(reference)
+    if model_id is not None:
+        check_model_id(model_id)
+    with ProgressRenderer() as progress:
+        result = pull_model(_store(), ref, progress, model_id=model_id)
+    _print_pull(result, as_json)
+
+
+def _print_pull(result: Any, as_json: bool) -> None:
+    cached = result.model
+    if as_json:
+        emit_json(
+            {
+                "id": cached.model_id,
+                "path": str(cached.path),
+                "size": cached.size,
+                "manifest_digest": cached.manifest_digest,
+                **{k: v for k, v in vars(result).items() if k != "model"},
+            }
+        )
+        return
+    click.echo(
+        f"pulled {cached.model_id} ({human_size(cached.size)}) from {result.reference}: "
+        f"{result.fetched_blobs} blobs fetched, {result.cached_blobs} already cached"
+        + (f", {human_size(result.resumed_bytes)} resumed" if result.resumed_bytes else "")
+    )
+    if "skipped" in result.validation:
+        click.echo(f"note: not validated: {result.validation['skipped']}")
