@@ -58,17 +58,19 @@ def push(store: Store, model_id: str, ref: Reference, progress: ProgressFn = sil
         )
     artifact = to_artifact(store, store.resolve(model_id))
     blobs = {e.digest: e.size for e in artifact.manifest.files.values()}
+    names = {e.digest: rel for rel, e in artifact.manifest.files.items()}
     total = sum(blobs.values())
     uploaded = done = 0
     with Registry(ref, push=True) as registry:
         for digest, size in blobs.items():
+            label = f"{ref.repository}: {names[digest]}"
             if not registry.has_blob(digest):
                 registry.upload_blob(
-                    store.blob_path(digest), digest, size, _overall(progress, done, total)
+                    store.blob_path(digest), digest, size, _overall(progress, done, total, label)
                 )
                 uploaded += 1
             done += size
-            progress(ProgressEvent("upload", f"{ref.repository}: {digest[:19]}", done, total, "B"))
+            progress(ProgressEvent("upload", label, done, total, "B"))
         config = artifact.oci.config
         if not registry.has_blob(config.digest):
             registry.upload_bytes(artifact.config_bytes, config.digest)
@@ -124,32 +126,30 @@ def _fetch_missing(
     store: Store, registry: Registry, manifest: Manifest, progress: ProgressFn
 ) -> tuple[int, int, int]:
     """(blobs fetched, bytes received, bytes resumed from earlier partial files)."""
+    names = {e.digest: rel for rel, e in manifest.files.items()}
     missing = {
         e.digest: e.size for e in manifest.files.values() if not store.blob_path(e.digest).is_file()
     }
     total = sum(missing.values())
     done = resumed = 0
     for digest, size in missing.items():
+        label = f"{registry.ref.repository}: {names[digest]}"
         with store.lock(f"blob-{digest}"):  # two pulls of one blob must not share a partial
             if not store.blob_path(digest).is_file():
                 partial = store.layout.partial(digest)
                 resumed += registry.fetch_blob(
-                    digest, size, partial, _overall(progress, done, total, registry.ref)
+                    digest, size, partial, _overall(progress, done, total, label)
                 )
                 store.commit_blob(partial, digest)
         done += size
     return len(missing), total - resumed, resumed
 
 
-def _overall(
-    progress: ProgressFn, done: int, total: int, ref: Reference | None = None
-) -> ProgressFn:
-    """Forward one blob's events as progress over the whole transfer."""
+def _overall(progress: ProgressFn, done: int, total: int, label: str) -> ProgressFn:
+    """Forward one blob's events as progress over the whole transfer, labelled with its file."""
 
     def forward(event: ProgressEvent) -> None:
-        label = f"{ref.repository}: {event.message[:19]}" if ref else event.message
-        progress(
-            ProgressEvent(event.phase, label, done + (event.completed or 0), total, event.unit)
-        )
+        completed = done + (event.completed or 0)
+        progress(ProgressEvent(event.phase, label, completed, total, event.unit))
 
     return forward
