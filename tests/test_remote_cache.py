@@ -213,8 +213,8 @@ def test_a_push_without_credentials_gets_a_one_line_error_and_a_login_then_works
 
     laptop = tmp_path / "laptop"
     env_login = {"FOUNDRY_REGISTRY_USERNAME": "ci", "FOUNDRY_REGISTRY_PASSWORD": "s3cret"}
-    pulled = _json(run_foundry("cache", "pull", target, "--json", home=laptop, env=env_login))
-    assert pulled["id"] == MODEL
+    pulled = _json(run_foundry("model", "download", target, "--json", home=laptop, env=env_login))
+    assert pulled["id"] == MODEL and Path(pulled["path"], "model.onnx").is_file()
 
 
 @pytest.mark.parametrize(

@@ -219,12 +219,21 @@ def info(alias_or_id: str, device: str | None, as_json: bool) -> None:
 @click.option("--device", type=click.Choice(DEVICES), help="Download the variant for this device.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 def download(alias_or_id: str, device: str | None, as_json: bool) -> None:
-    """Download a model (resumable and verified); an alias picks the best variant here."""
+    """Download a model (resumable and verified); an alias picks the best variant here.
+
+    ALIAS_OR_ID may also be a registry reference, oci://HOST/REPO[:TAG|@sha256:…].
+    """
     from runtime.download import download as fetch
+    from runtime.oci.reference import Reference, is_reference
     from runtime.store import Store
 
     with ProgressRenderer() as progress:
-        cached = fetch(alias_or_id, Store(), progress, device)
+        if is_reference(alias_or_id):
+            from runtime.oci.transfer import pull
+
+            cached = pull(Store(), Reference.parse(alias_or_id), progress).model
+        else:
+            cached = fetch(alias_or_id, Store(), progress, device)
     if as_json:
         emit_json(
             {
