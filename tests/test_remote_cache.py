@@ -48,25 +48,38 @@ def auth_registry(tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.fixture(scope="session")
-def builder_home(tmp_path_factory: pytest.TempPathFactory, tiny_source) -> Path:
-    """The machine that compiles: `foundry-build SRC --target cpu-int4 --as tiny-int4`."""
+def remote_build(registry, tmp_path_factory: pytest.TempPathFactory, tiny_source):
+    """`foundry-build SOURCE --target cpu-int4 --remote oci://…/team/cache` on the machine that
+    compiles: `(argv, its FOUNDRY_HOME, its --json output)`."""
     home = tmp_path_factory.mktemp("builder-home")
-    build = subprocess.run(
-        [
-            str(Path(sys.executable).with_name("foundry-build")),
-            str(tiny_source("qwen2.5-0.5b")),
-            "--target",
-            "cpu-int4",
-            "--as",
-            MODEL,
-        ],
+    argv = [
+        str(Path(sys.executable).with_name("foundry-build")),
+        str(tiny_source("qwen2.5-0.5b")),
+        "--target",
+        "cpu-int4",
+        "--as",
+        MODEL,
+        "--remote",
+        registry.url("team/cache"),
+        "--json",
+    ]
+    build = _foundry_build(argv, home)
+    return argv, home, _json(build)
+
+
+@pytest.fixture(scope="session")
+def builder_home(remote_build) -> Path:
+    return remote_build[1]
+
+
+def _foundry_build(argv: list[str], home: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        argv,
         env={**os.environ, "FOUNDRY_HOME": str(home)},
         capture_output=True,
         text=True,
         timeout=900,
     )
-    assert build.returncode == 0, build.stderr[-2000:]
-    return home
 
 
 def _json(result: subprocess.CompletedProcess[str]) -> dict:
@@ -188,6 +201,24 @@ def test_a_tampered_blob_in_the_registry_is_refused_and_nothing_is_registered(
     assert not (laptop / "cache/blobs/sha256" / weights[7:9] / weights[7:]).exists()
     assert not list((laptop / "cache" / "tmp").glob("*.partial"))
     assert pushed["uploaded_blobs"] == 9
+
+
+# --- foundry-build --remote: the registry as an action cache --------------------------------
+def test_foundry_build_with_a_remote_pulls_what_another_machine_compiled(remote_build, tmp_path):
+    argv, builder, built = remote_build
+    (first,) = built["models"]
+    assert first["cache_hit"] is False and first["remote"] == "pushed"
+
+    laptop = tmp_path / "laptop"
+    (hit,) = _json(_foundry_build(argv, laptop))["models"]
+    assert hit["remote"] == "hit" and hit["cache_hit"] is True
+    assert hit["build_key"] == first["build_key"]
+    assert hit["validation"] == first["validation"]  # the builder's figures travelled with it
+    assert _snapshot_bytes(laptop, MODEL) == _snapshot_bytes(builder, MODEL)
+    assert (laptop / "cache/builds" / first["build_key"][7:]).is_file()
+
+    (again,) = _json(_foundry_build(argv, laptop))["models"]
+    assert again["remote"] == "local" and again["cache_hit"] is True
 
 
 # --- auth and bad input ------------------------------------------------------------------------

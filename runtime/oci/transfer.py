@@ -113,11 +113,16 @@ def pull(
 
 
 def lookup_build(
-    store: Store, remote: Reference, build_key: str, progress: ProgressFn = silent
+    store: Store,
+    remote: Reference,
+    build_key: str,
+    progress: ProgressFn = silent,
+    *,
+    model_id: str | None = None,
 ) -> PullResult | None:
     """The artifact someone built for `build_key`, pulled from the registry; None if nobody has."""
     try:
-        return pull(store, remote.with_tag(build_key_tag(build_key)), progress)
+        return pull(store, remote.with_tag(build_key_tag(build_key)), progress, model_id=model_id)
     except RemoteNotFound:
         return None
 
