@@ -306,3 +306,77 @@ def test_a_hostile_artifact_naming_a_path_outside_the_store_is_refused(registry,
     assert "unsafe path '../../escaped'" in _assert_one_line_error(result, 2)
     assert not (tmp_path / "escaped").exists() and not (home / "escaped").exists()
     assert _json(run_foundry("cache", "list", "--json", home=home))["models"] == []
+
+
+# --- bundles: an OCI image layout in a tar, for machines with no registry --------------------------
+def test_an_exported_bundle_imports_on_an_air_gapped_machine(builder_home, tmp_path):
+    import tarfile
+
+    bundle = tmp_path / "models.tar"
+    exported = _json(
+        run_foundry("cache", "export", MODEL, "-o", str(bundle), "--json", home=builder_home)
+    )
+    assert exported["models"] == [MODEL] and exported["blobs"] == 9
+    with tarfile.open(bundle) as tar:  # the OCI image layout skopeo and oras read
+        names = tar.getnames()
+        layout = json.loads(tar.extractfile("oci-layout").read())
+        index = json.loads(tar.extractfile("index.json").read())
+    assert layout == {"imageLayoutVersion": "1.0.0"}
+    (entry,) = index["manifests"]
+    assert entry["annotations"]["org.opencontainers.image.ref.name"] == MODEL
+    assert f"blobs/sha256/{entry['digest'][7:]}" in names
+    assert all(n in ("oci-layout", "index.json") or n.startswith("blobs/sha256/") for n in names)
+
+    offline = tmp_path / "offline"
+    imported = _json(run_foundry("cache", "import", str(bundle), "--json", home=offline))
+    assert [m["id"] for m in imported["models"]] == [MODEL]
+    assert imported["validation"][MODEL]["generated_tokens"] == 4
+    assert _snapshot_bytes(offline, MODEL) == _snapshot_bytes(builder_home, MODEL)
+    assert run_foundry("cache", "verify", home=offline).returncode == 0
+
+    again = _json(run_foundry("cache", "import", str(bundle), "--json", home=offline))
+    assert again["skipped_blobs"] == 9  # already cached: read past, not written
+
+
+def _hostile_tar(path: Path, members: list[tuple[str, bytes | None]]) -> Path:
+    """A tar whose members are (name, bytes) files or (name, None) symlinks to /etc/passwd."""
+    import io
+    import tarfile
+
+    with tarfile.open(path, "w") as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            if data is None:
+                info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
+                tar.addfile(info)
+            else:
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+@pytest.mark.parametrize(
+    "members, complaint",
+    [
+        ([("oci-layout", b"{}"), ("../../escaped", b"x")], "not part of an OCI image layout"),
+        ([("blobs/sha256/../../escaped", b"x")], "not part of an OCI image layout"),
+        ([("blobs/sha256/" + "a" * 64, None)], "not a regular file"),
+        (
+            [("blobs/sha256/" + "a" * 64, b"not the bytes that hash to aaaa")],
+            "does not match its digest",
+        ),
+        (
+            [("oci-layout", b"{}"), ("index.json", b'{"schemaVersion": 2, "manifests": []}')],
+            "holds no models",
+        ),
+    ],
+    ids=["dotdot", "dotdot-in-blobs", "symlink", "bad-digest", "empty-index"],
+)
+def test_a_hostile_bundle_is_refused_with_nothing_written(members, complaint, tmp_path):
+    bundle = _hostile_tar(tmp_path / "hostile.tar", members)
+    home = tmp_path / "home"
+    result = run_foundry("cache", "import", str(bundle), home=home)
+    assert complaint in _assert_one_line_error(result, 2)
+    assert not (tmp_path / "escaped").exists() and not (home / "escaped").exists()
+    assert _json(run_foundry("cache", "list", "--json", home=home))["models"] == []
+    assert not any((home / "cache/blobs/sha256").rglob("*"))

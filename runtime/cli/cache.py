@@ -122,14 +122,21 @@ def remove(model_id: str, as_json: bool) -> None:
 
 
 @group.command("import")
-@click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("folder", type=click.Path(path_type=Path))
 @click.option(
     "--name", help="Catalog alias or model id to register it under (default: the folder's name)."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 def import_(folder: Path, name: str | None, as_json: bool) -> None:
-    """Register an existing ONNX folder (e.g. an Olive output) after it loads and generates here."""
+    """Register an existing ONNX folder (e.g. an Olive output) after it loads and generates here.
+
+    FOLDER may also be a bundle FILE.tar written by `foundry cache export` (an OCI image layout).
+    """
     from runtime.artifact import import_folder
+
+    if folder.is_file():
+        _import_bundle(folder, as_json)
+        return
 
     cached = import_folder(folder, _store(), name=name)
     if as_json:
@@ -212,3 +219,52 @@ def _print_pull(result: Any, as_json: bool) -> None:
     )
     if "skipped" in result.validation:
         click.echo(f"note: not validated: {result.validation['skipped']}")
+
+
+# --- bundles for air-gapped machines (runtime/oci/bundle.py) -----------------------------------
+@group.command("export")
+@click.argument("model_ids", nargs=-1, required=True)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="The bundle to write (an OCI image layout in a tar file).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def export(model_ids: tuple[str, ...], output: Path, as_json: bool) -> None:
+    """Write MODEL_IDS to one tar file (OCI image layout) for `foundry cache import` elsewhere."""
+    from runtime.cli.output import ProgressRenderer
+    from runtime.oci.bundle import export_bundle
+
+    with ProgressRenderer() as progress:
+        result = export_bundle(_store(), list(dict.fromkeys(model_ids)), output, progress)
+    if as_json:
+        emit_json(result)
+    else:
+        click.echo(
+            f"exported {', '.join(result['models'])} to {output} "
+            f"({result['blobs']} blobs, {human_size(result['bytes'])})"
+        )
+
+
+def _import_bundle(bundle: Path, as_json: bool) -> None:
+    from runtime.oci.bundle import import_bundle
+
+    result = import_bundle(_store(), bundle)
+    if as_json:
+        emit_json(
+            {
+                "models": [
+                    {"id": m.model_id, "path": str(m.path), "manifest_digest": m.manifest_digest}
+                    for m in result.models
+                ],
+                "written_blobs": result.written_blobs,
+                "skipped_blobs": result.skipped_blobs,
+                "validation": result.validation,
+            }
+        )
+        return
+    for model in result.models:
+        click.echo(f"imported {model.model_id} ({human_size(model.size)}) from {bundle.name}")
+    click.echo(f"{result.written_blobs} blobs written, {result.skipped_blobs} already cached")
