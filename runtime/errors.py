@@ -29,9 +29,11 @@ __all__ = [
     "InsecureBind",
     "InsufficientMemory",
     "InvalidAudio",
+    "InvalidBundle",
     "InvalidDigest",
     "InvalidMessages",
     "InvalidName",
+    "InvalidReference",
     "InvalidRequest",
     "KvBudgetFull",
     "ManifestNotFound",
@@ -47,6 +49,9 @@ __all__ = [
     "QueueFull",
     "RecipeError",
     "RecipeNotFound",
+    "RegistryUnauthorized",
+    "RegistryUnavailable",
+    "RemoteNotFound",
     "ResponseNotFound",
     "ServiceNotRunning",
     "ServiceStartFailed",
@@ -170,6 +175,18 @@ class InsecureBind(InvalidRequest):
     code = "insecure_bind"
 
 
+class InvalidReference(InvalidRequest):
+    """`invalid registry reference 'oci://h/Repo': expected oci://HOST/REPO[:TAG|@sha256:…]`"""
+
+    code = "invalid_reference"
+
+
+class InvalidBundle(InvalidRequest):
+    """`bundle.tar holds 'blobs/../x', which would leave the store` (a hostile or broken bundle)"""
+
+    code = "invalid_bundle"
+
+
 # --- 401 -------------------------------------------------------------------
 class Unauthorized(FoundryError):
     http_status, openai_type, exit_code, code = 401, "authentication_error", 2, "unauthorized"
@@ -185,6 +202,12 @@ class BadApiKey(Unauthorized):
     """`the API key is not valid for this service`"""
 
     code = "invalid_api_key"
+
+
+class RegistryUnauthorized(Unauthorized):
+    """`registry 127.0.0.1:5000 refused to let us push to 'team/models' (401)`"""
+
+    code = "registry_unauthorized"
 
 
 # --- 403 -------------------------------------------------------------------
@@ -231,6 +254,12 @@ class ResponseNotFound(NotFound):
     """`response 'resp_abc' was not found (it may have expired or been deleted)`"""
 
     code = "response_not_found"
+
+
+class RemoteNotFound(NotFound):
+    """`oci://127.0.0.1:5000/team/models:v1 does not exist in the registry`"""
+
+    code = "remote_not_found"
 
 
 # --- 409 -------------------------------------------------------------------
@@ -327,6 +356,12 @@ class DownloadCorrupt(DownloadFailed):
     """`model.onnx.data from org/repo@main does not match its checksum (expected sha256:ab12…)`"""
 
     code = "download_corrupt"
+
+
+class RegistryUnavailable(Unavailable):
+    """`cannot reach the registry at 127.0.0.1:5000: connection refused`"""
+
+    code = "registry_unavailable"
 
 
 class InsufficientMemory(Unavailable):
