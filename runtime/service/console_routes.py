@@ -99,7 +99,9 @@ def console_file(name: str) -> Response[bytes]:
 
 
 # --- why this variant: the catalog as this machine sees it -----------------------------------
-def explain_choice(variants: list[Variant], hardware: Hardware) -> tuple[str | None, dict[str, str]]:
+def explain_choice(
+    variants: list[Variant], hardware: Hardware
+) -> tuple[str | None, dict[str, str]]:
     """The variant `choose_variant` picks here (None if none runs) and one reason per variant id.
 
     The pick comes from `choose_variant` itself, so the explanation cannot disagree with what
@@ -112,6 +114,7 @@ def explain_choice(variants: list[Variant], hardware: Hardware) -> tuple[str | N
         picked: str | None = choose_variant(variants, hardware).id
     except FoundryError:
         picked = None
+    picked_device = next((v.device for v in variants if v.id == picked), None)
     budget = hardware.memory_bytes * MEMORY_FRACTION
     found = ", ".join(sorted(hardware.providers))
     reasons: dict[str, str] = {}
@@ -124,13 +127,15 @@ def explain_choice(variants: list[Variant], hardware: Hardware) -> tuple[str | N
                 f"{MEMORY_FRACTION:.0%} of this machine's memory is {budget / 1e9:.1f} GB"
             )
         elif variant.id == picked:
-            fit = f"{variant.size / 1e9:.2f} GB of {budget / 1e9:.1f} GB" if budget else "memory"
+            fit = f" ({variant.size / 1e9:.2f} of {budget / 1e9:.1f} GB allowed)" if budget else ""
             reasons[variant.id] = (
-                f"picked: {variant.device} is the best device here with its provider "
-                f"({variant.provider}) found, and it fits ({fit})"
+                f"picked: {variant.device} is the best device here whose provider "
+                f"({variant.provider}) was found, and it fits in memory{fit}"
             )
+        elif picked_device == variant.device:
+            reasons[variant.id] = f"runs here; {picked} comes first in the catalog"
         else:
-            reasons[variant.id] = f"runs here, but {picked} ranks first (NPU > GPU > CPU)"
+            reasons[variant.id] = f"runs here; {picked} is on a better device (NPU > GPU > CPU)"
     return picked, reasons
 
 
@@ -143,7 +148,7 @@ def console_catalog(request: Request) -> dict[str, Any]:
     cached = {m.model_id: m for m in _store(request).list_models()}
     loaded = {entry.model_id for entry in _manager(request).loaded()}
     catalog = Catalog.load()
-    aliases = []
+    aliases: list[dict[str, Any]] = []
     for alias in catalog.aliases():
         variants = catalog.variants(alias.alias)
         picked, reasons = explain_choice(variants, hardware)
@@ -158,9 +163,15 @@ def console_catalog(request: Request) -> dict[str, Any]:
             for v in variants
         ]
         aliases.append(
-            {"alias": alias.alias, "display_name": alias.display_name, "task": alias.task}
-            | {"publisher": alias.publisher, "license": alias.license}
-            | {"picked": picked, "variants": rows}
+            {
+                "alias": alias.alias,
+                "display_name": alias.display_name,
+                "task": alias.task,
+                "publisher": alias.publisher,
+                "license": alias.license,
+                "picked": picked,
+                "variants": rows,
+            }
         )
     known = {row["id"] for entry in aliases for row in entry["variants"]}
     local = [

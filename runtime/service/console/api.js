@@ -1,5 +1,6 @@
 // Every call the console makes to the service: same origin, the API key (if any) as a Bearer
-// header from sessionStorage, never in a URL. A 401 asks for the key and retries once.
+// header from sessionStorage, never in a URL. A 401 asks for the key (again, with the reason,
+// after a wrong one) and retries with it.
 const KEY_SLOT = "foundry.apiKey";
 
 export class ApiError extends Error {
@@ -51,7 +52,7 @@ async function errorOf(response) {
 }
 
 /** fetch() against the service; throws ApiError for any non-2xx answer. */
-export async function request(path, options = {}, retried = false) {
+export async function request(path, options = {}) {
   const response = await fetch(path, {
     ...options,
     headers: headers(options.headers),
@@ -60,9 +61,9 @@ export async function request(path, options = {}, retried = false) {
   });
   if (response.ok) return response;
   const error = await errorOf(response);
-  if (response.status === 401 && askForKey && !retried) {
+  if (response.status === 401 && askForKey) {
     await askForKey(error);
-    return request(path, options, true);
+    return request(path, options);
   }
   throw error;
 }

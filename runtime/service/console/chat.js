@@ -139,7 +139,10 @@ function statsOf(stats) {
   if (stats.stopped) parts.push(h("span", { class: "pill warn" }, "stopped"));
   if (stats.finish && !stats.stopped) parts.push(h("span", {}, `finish: ${stats.finish}`));
   if (stats.promptTokens !== undefined) parts.push(h("span", {}, `prompt ${stats.promptTokens} tok`));
-  if (stats.completionTokens !== undefined) parts.push(h("span", { class: "completion-tokens" }, `reply ${stats.completionTokens} tok`));
+  if (stats.completionTokens !== undefined) {
+    const counted = stats.counted ? " (chunks seen)" : "";
+    parts.push(h("span", { class: "completion-tokens" }, `reply ${stats.completionTokens} tok${counted}`));
+  }
   if (stats.tokPerSec) parts.push(h("span", { class: "tok-s" }, `${stats.tokPerSec.toFixed(1)} tok/s`));
   if (stats.ttft !== undefined) parts.push(h("span", {}, `first token ${Math.round(stats.ttft * 1000)} ms`));
   return parts;
@@ -237,7 +240,7 @@ async function send(text) {
   } finally {
     running = null;
     setRunning(false);
-    stats.completionTokens ??= chunks;
+    if (stats.completionTokens === undefined) Object.assign(stats, { completionTokens: chunks, counted: true });
     if (first !== null) stats.ttft = (first - started) / 1000;
     if (first !== null && last > first && stats.completionTokens > 1) {
       stats.tokPerSec = (stats.completionTokens - 1) / ((last - first) / 1000);
