@@ -90,11 +90,17 @@ class Browser:
         return self.driver.find_elements(By.CSS_SELECTOR, selector)
 
     def wait(self, condition: Callable[[], Any], timeout: float = 30) -> Any:
+        """Poll `condition` until truthy; elements redrawn meanwhile are looked up again."""
+        from selenium.common.exceptions import (
+            NoSuchElementException,
+            StaleElementReferenceException,
+        )
         from selenium.webdriver.support.ui import WebDriverWait
 
-        return WebDriverWait(self.driver, timeout, poll_frequency=0.05).until(
-            lambda _driver: condition()
-        )
+        redrawn = (NoSuchElementException, StaleElementReferenceException)
+        return WebDriverWait(
+            self.driver, timeout, poll_frequency=0.05, ignored_exceptions=redrawn
+        ).until(lambda _driver: condition())
 
     def type(self, selector: str, text: str) -> None:
         field = self.css(selector)
@@ -280,20 +286,30 @@ def test_health_page_charts_tokens_per_second_from_the_service_metrics(
     service: RunningService, service_model: str, openai_client, browser
 ):
     browser.open(service.base_url, "health")
-    openai_client.chat.completions.create(
-        model=service_model,
-        messages=[{"role": "user", "content": "hi"}],
-        max_tokens=300,
-        extra_body={"ignore_eos": True},
-    )
-    chart = '[data-chart="tokens"] .now'
-    browser.wait(lambda: re.fullmatch(r"[\d.]+ tok/s", browser.css(chart).text), timeout=20)
-    browser.wait(lambda: float(browser.css(chart).text.split()[0]) > 0, timeout=20)
+    chart = '[data-chart="tokens"]'
+
+    def samples() -> int:
+        return int(browser.css(chart).get_attribute("data-samples") or 0)
+
+    # Keep the model busy across a few 2 s samples, so the chart has a line to draw.
+    start = samples()
+    while samples() < start + 3:
+        openai_client.chat.completions.create(
+            model=service_model,
+            messages=[{"role": "user", "content": "hi"}],
+            max_tokens=400,
+            extra_body={"ignore_eos": True},
+        )
+    now = browser.css(f"{chart} .now").text
+    assert re.fullmatch(r"[\d.]+ tok/s", now) and float(now.split()[0]) > 0
+    assert re.fullmatch(r"\d+ ms|[\d.]+ s", browser.css('[data-chart="ttft"] .now').text)
     assert service_model in browser.css('[data-tile="loaded"]').text
     assert "cpu" in browser.css('[data-tile="service"]').text
     assert browser.css('[data-tile="queue"] .value').text == "0"
     browser.shot("health")
     browser.size(1280, 800, dark=True)
+    drawn = samples()
+    browser.wait(lambda: samples() > drawn)  # one more sample drawn in the dark palette
     browser.shot("health-dark")
     browser.size(1280, 800)
     assert browser.errors() == []
@@ -347,7 +363,10 @@ def test_keyed_console_asks_for_the_key_and_works_after_it(keyed_hub_service, br
 
 def test_download_from_the_models_page_shows_progress_to_100_percent(keyed_hub_service, browser):
     base_url = keyed_hub_service.base_url
-    browser.open(base_url, "models")  # the key from the previous test is in sessionStorage
+    browser.driver.get(f"{base_url}/")
+    browser.js("sessionStorage.setItem('foundry.apiKey', arguments[0])", KEY)  # as typed once
+    browser.errors()  # the keyless first load was refused, as it should be
+    browser.open(base_url, "models")
     row = f'tr[data-variant="{DOWNLOAD_ID}"]'
     assert browser.css(f"{row} .state").text == "not cached"
     browser.js(

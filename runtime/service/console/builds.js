@@ -64,7 +64,10 @@ function flatten(value, prefix = "", out = []) {
 }
 
 function shown(value) {
-  if (typeof value === "number") return Number.isInteger(value) ? String(value) : value.toPrecision(6);
+  if (typeof value === "number") {
+    if (Number.isInteger(value)) return String(value);
+    return Math.abs(value) < 1e-3 ? value.toExponential(3) : String(Number(value.toPrecision(6)));
+  }
   if (Array.isArray(value)) return value.length > 8 ? `[${value.slice(0, 8).join(", ")}, … ${value.length} items]` : `[${value.join(", ")}]`;
   if (value === null || value === undefined) return "–";
   return String(value);

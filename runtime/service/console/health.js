@@ -10,18 +10,32 @@ const KEEP = 90; // samples: three minutes
 const history = []; // {t, tokPerSec, ttft}
 let previous = null;
 let timer = null;
+let lastStats = null;
 
-export function startHealth() {
+// Canvas colours come from the stylesheet: draw again when the system switches light/dark.
+matchMedia("(prefers-color-scheme: dark)").addEventListener("change", () => {
+  if (lastStats && timer !== null) render(lastStats);
+});
+
+/** Draw the first sample (its failure is the page's), then sample every PERIOD_MS. */
+export async function startHealth() {
   stopHealth();
-  const tick = async () => {
+  timer = 0;
+  await sample();
+  schedule();
+}
+
+function schedule() {
+  if (timer === null) return; // the page was left meanwhile
+  timer = setTimeout(async () => {
     try {
       await sample();
+    } catch (error) {
+      console.warn("health:", error.message);
     } finally {
-      if (timer !== null) timer = setTimeout(tick, PERIOD_MS);
+      schedule();
     }
-  };
-  timer = 0;
-  tick();
+  }, PERIOD_MS);
 }
 
 export function stopHealth() {
@@ -41,6 +55,7 @@ async function sample() {
     if (history.length > KEEP) history.shift();
   }
   previous = stats;
+  lastStats = stats;
   render(stats);
 }
 
@@ -112,6 +127,7 @@ function chartCard(key, title, sub) {
 }
 
 function drawChart(card, values, format, now) {
+  card.dataset.samples = String(values.filter((v) => v !== null).length);
   card.querySelector(".now").textContent = now === null || now === undefined ? "–" : format(now);
   const canvas = card.querySelector("canvas");
   const ratio = window.devicePixelRatio || 1;
@@ -148,8 +164,10 @@ function drawChart(card, values, format, now) {
   const x0 = width - (values.length - 1) * step;
   ctx.strokeStyle = accent;
   ctx.lineWidth = 2;
+  ctx.fillStyle = accent;
   ctx.beginPath();
   let drawing = false;
+  const points = [];
   values.forEach((v, i) => {
     if (v === null) {
       drawing = false;
@@ -160,6 +178,12 @@ function drawChart(card, values, format, now) {
     if (drawing) ctx.lineTo(x, y);
     else ctx.moveTo(x, y);
     drawing = true;
+    points.push([x, y]);
   });
   ctx.stroke();
+  for (const [x, y] of points.length < 20 ? points : points.slice(-1)) {
+    ctx.beginPath();
+    ctx.arc(x, y, 2.5, 0, 2 * Math.PI);
+    ctx.fill();
+  }
 }

@@ -18,8 +18,14 @@ export async function showModels() {
     `This machine: providers ${hw.providers.join(", ")} · devices ${hw.devices.join(", ")} · memory ${bytes(hw.memory_bytes)}`;
   const body = clear($("models-body"));
   if (catalog.local.length) body.append(localCard(catalog.local));
-  for (const alias of catalog.aliases) body.append(aliasCard(alias));
+  // Aliases with something cached come first; the rest keep the catalog's order.
+  const cachedFirst = [...catalog.aliases].sort((a, b) => hasCached(b) - hasCached(a));
+  for (const alias of cachedFirst) body.append(aliasCard(alias));
   if (!catalog.aliases.length && !catalog.local.length) body.append(h("div", { class: "empty card" }, "The catalog is empty."));
+}
+
+function hasCached(alias) {
+  return alias.variants.some((v) => v.cached) ? 1 : 0;
 }
 
 function aliasCard(alias) {
@@ -46,7 +52,7 @@ function aliasCard(alias) {
 
 function variantRow(v, isPicked) {
   return h("tr", { class: isPicked ? "picked" : null, dataset: { variant: v.id } },
-    h("td", {}, h("code", {}, v.id), v.prebuilt ? null : h("div", { class: "muted" }, "compiled on download")),
+    h("td", {}, h("code", {}, v.id), v.prebuilt ? null : h("div", { class: "note" }, "compiled from its checkpoint on download")),
     h("td", {}, v.device.toUpperCase()),
     h("td", {}, h("code", {}, ORT[v.provider] || v.provider)),
     h("td", {}, v.precision),
