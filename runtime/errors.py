@@ -17,6 +17,7 @@ __all__ = [
     "BuildInProgress",
     "CatalogError",
     "Conflict",
+    "ConsoleOff",
     "ContextTooLong",
     "CorruptBlob",
     "DiskFull",
@@ -248,6 +249,12 @@ class RecipeNotFound(NotFound):
 
 class ManifestNotFound(NotFound):
     code = "manifest_not_found"
+
+
+class ConsoleOff(NotFound):
+    """`the service at http://127.0.0.1:5273 runs without its console (--no-console)`"""
+
+    code = "console_off"
 
 
 class ResponseNotFound(NotFound):
