@@ -124,8 +124,8 @@ class _Totals:
         """One slice of rows: logits [rows, vocab] on each side and the true next tokens [rows]."""
         import torch
 
-        ref = torch.log_softmax(torch.as_tensor(reference, dtype=torch.float64), dim=-1)
-        art = torch.log_softmax(torch.as_tensor(artifact, dtype=torch.float64), dim=-1)
+        ref = torch.log_softmax(torch.as_tensor(reference, dtype=torch.float32), dim=-1)
+        art = torch.log_softmax(torch.as_tensor(artifact, dtype=torch.float32), dim=-1)
         index = torch.as_tensor(targets, dtype=torch.long).unsqueeze(-1)
         self.tokens += int(ref.shape[0])
         self.same_top1 += int((ref.argmax(-1) == art.argmax(-1)).sum())

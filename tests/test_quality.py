@@ -200,3 +200,49 @@ def test_a_real_build_below_its_floor_registers_nothing_and_says_what_to_try(
     assert "nothing was registered" in refused.value.message
     assert "--target cpu-int8" in refused.value.hint
     assert Store().list_models() == []
+
+
+# --- builder 0.18.0 combinations known to write invalid models or crash ---------------------------
+@pytest.mark.parametrize(
+    ("config", "pairs", "says"),
+    [
+        ({"tie_word_embeddings": True}, {"is_symmetric": "false"}, "is_symmetric: false"),
+        (
+            {"tie_word_embeddings": True},
+            {"matmul_mixed_precision": "last_matmul:int8"},
+            "int8 last MatMul",
+        ),
+        ({"tie_word_embeddings": True}, {"algo_config": "k_quant_mixed"}, "int8 last MatMul"),
+        (
+            {"hidden_size": 576, "intermediate_size": 1536},
+            {"algo_config": "k_quant", "block_size": "64"},
+            "K=576 -> 9 blocks of 64",
+        ),
+        (
+            {"tie_word_embeddings": False},
+            {"algo_config": "rtn", "op_types_to_quantize": "MatMul/Gather"},
+            "ignores op_types_to_quantize Gather",
+        ),
+    ],
+)
+def test_builder_combinations_that_break_are_refused_with_what_works(config, pairs, says):
+    from compiler.backends.genai_builder import refuse_known_bugs
+    from runtime.errors import RecipeError
+
+    with pytest.raises(RecipeError) as refused:
+        refuse_known_bugs(config, "int4", pairs)
+    assert says in refused.value.message
+    assert refused.value.hint
+
+
+def test_the_working_combinations_pass():
+    from compiler.backends.genai_builder import refuse_known_bugs
+
+    tied = {"tie_word_embeddings": True, "hidden_size": 576, "intermediate_size": 1536}
+    refuse_known_bugs(tied, "int4", {"block_size": "32", "algo_config": "k_quant"})
+    refuse_known_bugs(
+        tied,
+        "int4",
+        {"shared_embeddings": "false", "matmul_mixed_precision": "last_matmul:int8"},
+    )
+    refuse_known_bugs(tied, "fp32", {"is_symmetric": "false"})
