@@ -192,6 +192,14 @@ def _validation_text(validation: dict[str, Any]) -> str:
         return "-"
     if "min_cosine" in validation:  # embeddings (compiler/validate_media.py)
         return f"min cosine {validation['min_cosine']:.6f} (>= {validation.get('threshold')})"
+    if isinstance(validation.get("quality"), dict):  # quantized chat (compiler/quality.py)
+        from compiler.validate import quality_text
+
+        text = quality_text(validation["quality"])
+        floor = validation.get("floor") or {}
+        if validation.get("required") == "floor" and floor:
+            return f"{text}, floor met"
+        return f"{text}, reported" if floor else text
     text = f"{validation.get('matched_tokens')}/{validation.get('steps')} tokens"
     if validation.get("required") == "exact":
         text += " exact" if validation.get("exact") else " MISMATCH"

@@ -37,6 +37,7 @@ __all__ = [
     "OPTIMUM_TASKS",
     "Match",
     "PassSpec",
+    "QualityFloor",
     "Recipe",
     "RecipeFile",
     "Target",
@@ -66,11 +67,22 @@ class PassSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     config: dict[str, Any] = {}
 
 
+class QualityFloor(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The least a quantized build of a real checkpoint must score on the corpus (compiler/quality.py).
+
+    `min_top1`: same next token as the fp32 model (0..1); `max_kld`: mean KL divergence in nats.
+    """
+
+    min_top1: Annotated[float, msgspec.Meta(ge=0, le=1)] | None = None
+    max_kld: Annotated[float, msgspec.Meta(ge=0)] | None = None
+
+
 class Target(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """One way to build: device + precision + execution provider, and the backend that does it.
 
     `options` is free here: the backend's own `Options` struct checks it (`msgspec.convert`).
     `passes` are the Olive passes after the first; backends outside Olive refuse them.
+    `quality` is the floor a quantized chat build of real weights must meet (None: report only).
     """
 
     device: Literal["cpu", "gpu", "npu"]
@@ -79,6 +91,7 @@ class Target(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     backend: str
     options: dict[str, Any] = {}
     passes: list[PassSpec] = []
+    quality: QualityFloor | None = None
 
 
 class Validation(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -413,6 +413,12 @@ class ValidationFailed(BuildError):
     code = "validation_failed"
 
 
+class QualityBelowFloor(ValidationFailed):
+    """`the int4 artifact is below its recipe's quality floor: same top-1 57.1 % < floor 80 %`"""
+
+    code = "quality_below_floor"
+
+
 # --- generation ------------------------------------------------------------------
 class GenerationFailed(FoundryError):
     """`generation failed in the engine: <onnxruntime-genai message>`"""
