@@ -19,6 +19,7 @@ import click
 
 from runtime.cli import FoundryGroup
 from runtime.cli.output import emit_json, human_size, print_table
+from runtime.settings import keep_private
 
 __all__ = ["main"]
 
@@ -46,6 +47,7 @@ def main() -> None:
     foundry-build qwen2.5-0.5b --synthetic
     foundry-build demo
     """
+    keep_private()
 
 
 def _model_options(func: Any) -> Any:
@@ -109,7 +111,15 @@ def _request(model: str, targets: tuple[str, ...], **kwargs: Any) -> Any:
 
 @main.command("build")
 @_model_options
-def build_command(model: str, targets: tuple[str, ...], as_json: bool, **options: Any) -> None:
+@click.option(
+    "--remote",
+    default=None,
+    metavar="oci://HOST/REPO",
+    help="Registry to use as a shared build cache: pull a key someone built, push what is built.",
+)
+def build_command(
+    model: str, targets: tuple[str, ...], as_json: bool, remote: str | None, **options: Any
+) -> None:
     """Build MODEL (a Hugging Face id[@revision], a folder, a GGUF file, or an alias with --synthetic)."""
     from compiler.build import build
     from compiler.progress_view import ProgressView
@@ -118,11 +128,23 @@ def build_command(model: str, targets: tuple[str, ...], as_json: bool, **options
     request = _request(model, targets, **options)
     store = Store()
     with ProgressView(enabled=not as_json) as view:
-        results = build(request, store, view)
+        if remote is None:
+            results, remote_status = build(request, store, view), {}
+        else:
+            results, remote_status = _build_with_remote(request, store, remote, view)
     if as_json:
-        emit_json({"models": [_result_json(r) for r in results]})
+        models = [_result_json(r) | remote_status.get(r.target, {}) for r in results]
+        emit_json({"models": models})
         return
     print_results(results)
+
+
+def _build_with_remote(request: Any, store: Any, remote: str, view: Any) -> tuple[list[Any], dict]:
+    from compiler.remote_cache import build_with_remote
+    from runtime.oci.reference import Reference
+
+    built = build_with_remote(request, store, Reference.parse(remote), view)
+    return [b.result for b in built], {b.result.target: {"remote": b.remote} for b in built}
 
 
 def _result_json(result: Any) -> dict[str, Any]:
@@ -170,6 +192,14 @@ def _validation_text(validation: dict[str, Any]) -> str:
         return "-"
     if "min_cosine" in validation:  # embeddings (compiler/validate_media.py)
         return f"min cosine {validation['min_cosine']:.6f} (>= {validation.get('threshold')})"
+    if isinstance(validation.get("quality"), dict):  # quantized chat (compiler/quality.py)
+        from compiler.validate import quality_text
+
+        text = quality_text(validation["quality"])
+        floor = validation.get("floor") or {}
+        if validation.get("required") == "floor" and floor:
+            return f"{text}, floor met"
+        return f"{text}, reported" if floor else text
     text = f"{validation.get('matched_tokens')}/{validation.get('steps')} tokens"
     if validation.get("required") == "exact":
         text += " exact" if validation.get("exact") else " MISMATCH"
