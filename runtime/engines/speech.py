@@ -28,6 +28,7 @@ import numpy as np
 
 from runtime.audio import SAMPLE_RATE, WINDOW_SECONDS, split_windows, to_wav_bytes
 from runtime.engines.gil import let_the_loop_run
+from runtime.engines.threads import genai_overlay, resolve_threads
 from runtime.errors import InvalidRequest
 
 __all__ = ["LANGUAGES", "Segment", "SpeechEngine", "Transcript", "decoder_prompt", "multilingual"]
@@ -152,9 +153,8 @@ class SpeechEngine:
         self.metadata = dict(metadata or {})
         self._og = og
         config = og.Config(str(self.path))
-        if threads:  # None: onnxruntime's default, one intra-op thread per core
-            options = {"session_options": {"intra_op_num_threads": threads}}
-            config.overlay(json.dumps({"model": {"encoder": options, "decoder": options}}))
+        self.threads = resolve_threads(threads)  # threads.py: per machine, FOUNDRY_THREADS
+        config.overlay(genai_overlay(self.threads, ("encoder", "decoder")))
         self.model = og.Model(config)
         self.processor = self.model.create_multimodal_processor()
         self.tokenizer = og.Tokenizer(self.model)
