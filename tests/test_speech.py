@@ -101,8 +101,9 @@ def test_int4_whisper_reports_its_token_agreement(whisper_builds):
     assert validation["required"] == "report"
     assert validation["tokens"] == 24
     assert 0.0 <= validation["token_agreement"] <= 1.0
-    assert 0.0 <= validation["teacher_forced"]["top1_agreement"] <= 1.0
-    assert validation["teacher_forced"]["mean_kld"] >= 0.0
+    assert 0.0 <= validation["quality"]["top1"] <= 1.0
+    assert validation["quality"]["kld"] >= 0.0
+    assert validation["quality"]["tokens"] == 24
 
 
 def test_a_speech_validation_that_compared_no_token_fails():
