@@ -232,11 +232,26 @@ def teacher_forced(want: Any, got: Any, tokens: list[int]) -> dict[str, Any]:
     p, q = log_softmax(want), log_softmax(got)
     kld = (np.exp(p) * (p - q)).sum(axis=-1)
     top1 = got.argmax(axis=-1) == want.argmax(axis=-1)
+    steps = np.arange(len(tokens))
+    nll_want, nll_got = -p[steps, tokens].mean(), -q[steps, tokens].mean()
     return {
         "tokens": len(tokens),
         "top1_agreement": round(float(top1.mean()), 4),
         "mean_kld": round(float(kld.mean()), 6),
+        "ppl_ratio": round(float(np.exp(nll_got - nll_want)), 6),
         "max_abs_logit_diff": round(float(np.abs(want - got).max()), 6),
+    }
+
+
+def quality_record(forced: dict[str, Any]) -> dict[str, Any]:
+    """The teacher-forced figures in the shape chat builds record (`validation.quality`), so the
+    build table, `foundry model info` and /v1/models show a quantized Whisper's the same way."""
+    return {
+        "top1": forced["top1_agreement"],
+        "kld": forced["mean_kld"],
+        "ppl_ratio": forced["ppl_ratio"],
+        "tokens": forced["tokens"],
+        "corpus": "validation audio (3 s chirp + noise), transformers fp32 greedy tokens",
     }
 
 
@@ -276,6 +291,8 @@ def validate_speech(
     record = speech_record(prompt, multilingual, precision, got, want)
     if forced is not None:
         record["teacher_forced"] = teacher_forced(want_logits, forced, want)
+        if precision != "fp32":
+            record["quality"] = quality_record(record["teacher_forced"])
     progress(ProgressEvent("validate", _speech_summary(record), done=True))
     check_speech(record, precision)
     return record

@@ -15,6 +15,10 @@ task tokens), so it is copied into the artifact; and it loads the checkpoint in 
 config names (transformers 5 loads `dtype="auto"`), so a source that says float16 would be
 rounded to fp16 before an fp32 or int8 export. The builder is therefore shown the source
 through a view whose config.json says float32 (weights and every other file are links).
+The chat builder's known-bug refusals (`genai_builder.refuse_known_bugs`) are not applied:
+its whisper path keeps the decoder's embedding (int4 GatherBlockQuantized) and its output
+projection as two tables, so the int8 `last_matmul` that breaks a tied chat model builds,
+validates and transcribes here (recipes/whisper.yaml).
 """
 
 from __future__ import annotations
@@ -156,7 +160,14 @@ class WhisperBackend:
                 fp32_view(source.path, scratch) as path,
                 captured_output(log_path, progress, layers=layers),
             ):
-                run_builder(path, out_dir, target.precision, target.provider, options.to_pairs())
+                run_builder(
+                    path,
+                    out_dir,
+                    target.precision,
+                    target.provider,
+                    options.to_pairs(),
+                    refuse_chat_bugs=False,
+                )
         except Exception as exc:
             detail = log_tail(log_path) or f"{type(exc).__name__}: {exc}"
             raise BackendFailed(
