@@ -176,6 +176,8 @@ class SecurityMiddleware:
     def check_origin(self, scope: Scope, host: str | None) -> None:
         """Refuse what a foreign web page's browser sends: an Origin that is neither loopback,
         this service's own origin nor configured, or `Sec-Fetch-Site: cross-site` without one."""
+        if scope.get("path") in OPEN_PATHS and scope.get("method") in ("GET", "HEAD"):
+            return  # read-only open pages (liveness): a link to them from anywhere may work
         origin = _header(scope, b"origin")
         if origin is None:
             if (_header(scope, b"sec-fetch-site") or "").lower() == "cross-site":
