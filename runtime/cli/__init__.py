@@ -71,6 +71,7 @@ class FoundryGroup(click.Group):
         "model": "runtime.cli.model:group",
         "service": "runtime.cli.service:group",
         "cache": "runtime.cli.cache:group",
+        "console": "runtime.cli.service:console",
     },
     context_settings={"help_option_names": ["-h", "--help"]},
 )

@@ -20,6 +20,7 @@ from litestar.middleware import DefineMiddleware
 from runtime.manager import ModelManager
 from runtime.service import (
     anthropic_routes,
+    console_routes,
     management_routes,
     media_routes,
     metrics,
@@ -69,7 +70,8 @@ def create_app(settings: ServiceSettings, *, store: Store | None = None) -> Lite
         return state.manager
 
     return Litestar(
-        route_handlers=[handler for module in ROUTE_MODULES for handler in module.ROUTES],
+        route_handlers=[handler for module in ROUTE_MODULES for handler in module.ROUTES]
+        + console_routes.routes(settings),
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=[manage_models],
         dependencies={"manager": Provide(provide_manager, sync_to_thread=False)},

@@ -37,6 +37,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--ttl", type=float, default=None)
     parser.add_argument("--insecure", action="store_true")
     parser.add_argument("--cors-origin", dest="cors_origins", action="append", default=[])
+    parser.add_argument("--no-console", dest="console", action="store_false")
     parser.add_argument("--log-level", default="info")
     return parser.parse_args(argv)
 
@@ -105,6 +106,7 @@ def _serve(args: argparse.Namespace) -> int:
         api_key=api_key,
         insecure=args.insecure,
         cors_origins=tuple(args.cors_origins),
+        console=args.console,
         max_loaded=max_loaded,
         ttl=ttl,
     )

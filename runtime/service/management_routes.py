@@ -103,7 +103,21 @@ def openai_status(request: Request) -> dict[str, Any]:
         "uptime": round(time.time() - STARTED, 3),
         "providers": sorted(_hardware(request).providers),
         "loadedModels": _loaded_ids(request),
+        "threads": _threads(request),
     }
+
+
+def _threads(request: Request) -> dict[str, Any]:
+    """Intra-op threads: what a model loaded now gets (threads.py), and each loaded model's."""
+    from runtime.engines.threads import session_threads
+
+    default = session_threads()
+    loaded = {
+        entry.model_id: threads.intra_op
+        for entry in _manager(request).loaded()
+        if (threads := getattr(entry.engine, "threads", None)) is not None
+    }
+    return {"intraOp": default.intra_op, "source": default.source, "loadedModels": loaded}
 
 
 @get("/metrics", sync_to_thread=False, media_type=metrics.CONTENT_TYPE)

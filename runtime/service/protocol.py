@@ -414,6 +414,9 @@ class ModelObject(msgspec.Struct, kw_only=True):
     created: int
     owned_by: str = "foundry"
     task: str | None = None  # extension: which routes serve it
+    # extension: build facts (target, precision, synthetic, quality: the teacher-forced
+    # figures on the corpus for quantized chat builds; compiler/quality.py)
+    metadata: dict[str, Any] | None = None
 
 
 class ModelList(msgspec.Struct, kw_only=True):

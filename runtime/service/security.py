@@ -49,8 +49,10 @@ ASGIApp = Callable[
     [Scope, Callable[..., Awaitable[Any]], Callable[..., Awaitable[Any]]], Awaitable[None]
 ]
 
-# Answered without a key: liveness probes (and Foundry Local's SDK start-up poll) need it.
-OPEN_PATHS = frozenset({"/health"})
+# Answered without a key: liveness probes (and Foundry Local's SDK start-up poll) need it, and
+# the console's static files (the page must load to ask for the key; its API calls send it).
+OPEN_PATHS = frozenset({"/health", "/"})
+OPEN_PREFIXES = ("/console/",)
 LOCAL_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
@@ -160,7 +162,8 @@ class SecurityMiddleware:
                 f"host {host[:100]!r} is not allowed: this service answers only to localhost"
             )
         self.check_origin(scope, host)
-        if self._key is None or scope.get("path") in OPEN_PATHS:
+        path = str(scope.get("path", ""))
+        if self._key is None or path in OPEN_PATHS or path.startswith(OPEN_PREFIXES):
             return
         if scope.get("method") == "OPTIONS":  # CORS preflights never carry credentials
             return

@@ -266,6 +266,46 @@ class Store:
         progress(ProgressEvent("register", model_id, total, total, "B", done=True))
         return self._cached(model_id, digest)
 
+    def commit_blob(self, staged: Path, digest: str) -> FileEntry:
+        """Move a file under tmp/ that its writer hashed to `digest` into blobs/ (a rename).
+
+        For transfers that hash while they receive (registry pulls, bundles), so a large blob is
+        not copied a second time. Identical content already present wins; `staged` is consumed.
+        """
+        target = self.layout.blob(parse_digest(digest))
+        size = staged.stat().st_size
+        if target.exists():
+            staged.unlink(missing_ok=True)
+        else:
+            with staged.open("rb") as handle:
+                os.fsync(handle.fileno())
+            target.parent.mkdir(parents=True, exist_ok=True)
+            staged.replace(target)
+        return FileEntry(digest, size)
+
+    def register_manifest(
+        self, manifest: Manifest, *, model_id: str | None = None, build_key: str | None = None
+    ) -> CachedModel:
+        """Register a manifest whose blobs are all in the store already (pulled or unbundled).
+
+        Written as it came, so its digest is the same as on the machine that built it; `model_id`
+        (default: the manifest's own) is the ref pointed at it. Raises CorruptBlob when a blob
+        is missing or has the wrong size: nothing is registered then.
+        """
+        model_id = check_model_id(model_id or manifest.model_id)
+        for rel, entry in manifest.files.items():
+            blob = self.layout.blob(entry.digest)
+            if not blob.is_file() or blob.stat().st_size != entry.size:
+                raise CorruptBlob(
+                    f"blob {entry.digest} of {rel!r} is missing or truncated",
+                    hint="run the transfer again",
+                )
+        digest = self.put_manifest(manifest)
+        if build_key is not None:
+            self.set_build(build_key, digest)
+        self.set_ref(model_id, digest)
+        return self._cached(model_id, digest)
+
     # --- reads -------------------------------------------------------------------
     def read_manifest(self, digest: str) -> Manifest:
         path = self.layout.manifest(digest)
