@@ -5,6 +5,11 @@ ogg/vorbis/opus, mp3, aiff) always, and `av` (PyAV wheels bundle ffmpeg: m4a, mp
 aac, ...) when the optional `[audio]` extra is installed. Resampling uses `soxr`.
 Whisper sees at most 30 s at a time, so longer audio is cut into 30 s windows
 (`split_windows`) and the transcripts are stitched by the speech engine.
+
+Uploads are bounded by what they decode to, not only by their size: a few MB of FLAC
+silence declares hours of audio. The header's duration is checked before anything is
+allocated, and decoding runs block by block with a running cap (a header can lie), so at
+most `MAX_AUDIO_SECONDS` of mono samples at the native rate are ever held.
 numpy and the decoders are imported inside functions (the CLI imports this module).
 """
 
@@ -20,6 +25,7 @@ if TYPE_CHECKING:
     import numpy as np
 
 __all__ = [
+    "MAX_AUDIO_SECONDS",
     "SAMPLE_RATE",
     "WINDOW_SECONDS",
     "decode_audio",
@@ -30,6 +36,9 @@ __all__ = [
 
 SAMPLE_RATE = 16_000
 WINDOW_SECONDS = 30.0
+MAX_AUDIO_SECONDS = 1800.0  # 30 min: OpenAI's 25 MB upload limit holds ~26 min of 128 kb/s mp3
+MAX_SAMPLE_RATE = 384_000  # the highest rate audio hardware records
+BLOCK_FRAMES = 1 << 16
 SOUNDFILE_FORMATS = ("wav", "flac", "ogg", "opus", "mp3", "aiff")
 AV_FORMATS = ("m4a", "mp4", "webm", "aac", "mpeg", "mpga")
 
@@ -77,14 +86,41 @@ def decode_audio(data: bytes, filename: str | None = None) -> np.ndarray:
     return _resample(pcm, rate)
 
 
+def _too_long(seconds: float) -> InvalidAudio:
+    return InvalidAudio(
+        f"the audio is {seconds:,.0f} s long; at most {MAX_AUDIO_SECONDS:,.0f} s are accepted",
+        hint="split the recording into shorter files",
+        param="file",
+    )
+
+
 def _decode_soundfile(data: bytes) -> tuple[np.ndarray | None, int]:
+    """Mono samples at the file's own rate, decoded in blocks under the duration cap."""
+    import numpy as np
     import soundfile
 
     try:
-        samples, rate = soundfile.read(io.BytesIO(data), dtype="float32", always_2d=True)
+        with soundfile.SoundFile(io.BytesIO(data)) as audio:
+            rate = int(audio.samplerate)
+            if not 0 < rate <= MAX_SAMPLE_RATE:
+                raise InvalidAudio(f"the audio declares a sample rate of {rate} Hz", param="file")
+            if audio.frames > MAX_AUDIO_SECONDS * rate:  # the header's claim, before decoding
+                raise _too_long(audio.frames / rate)
+            limit, parts, total = int(MAX_AUDIO_SECONDS * rate), [], 0
+            while True:
+                block = audio.read(BLOCK_FRAMES, dtype="float32", always_2d=True)
+                if not len(block):
+                    break
+                total += len(block)
+                if total > limit:  # the header understated it
+                    raise _too_long(total / rate)
+                parts.append(block.mean(axis=1))
+    except InvalidAudio:  # a ValueError too: not "undecodable"
+        raise
     except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError):
         return None, 0
-    return samples.mean(axis=1), int(rate)
+    pcm = np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
+    return pcm.astype(np.float32, copy=False), rate
 
 
 def _decode_av(data: bytes) -> tuple[np.ndarray | None, int]:
@@ -96,12 +132,17 @@ def _decode_av(data: bytes) -> tuple[np.ndarray | None, int]:
             if not container.streams.audio:
                 return None, 0
             resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
-            parts = []
+            parts, total = [], 0
             for frame in container.decode(audio=0):
                 for out in resampler.resample(frame):
                     parts.append(out.to_ndarray().reshape(-1))
+                    total += parts[-1].size
+                if total > MAX_AUDIO_SECONDS * SAMPLE_RATE:
+                    raise _too_long(total / SAMPLE_RATE)
             for out in resampler.resample(None):
                 parts.append(out.to_ndarray().reshape(-1))
+    except InvalidAudio:
+        raise
     except (av.FFmpegError, ValueError, IndexError):
         return None, 0
     if not parts:

@@ -212,3 +212,33 @@ def test_open_ended_apis_default_to_a_bounded_reply():
     assert open_ended_max_tokens(None, 100) == 100
     assert open_ended_max_tokens(10_000, 32_768) == 10_000
     assert open_ended_max_tokens(10_000, 500) == 500
+
+
+def silent_flac(hours: float) -> bytes:
+    """FLAC of silence: ~180 KB for 2 hours, which decoded whole needed 1.1 GB (measured)."""
+    import io
+
+    import numpy as np
+    import soundfile
+
+    buffer = io.BytesIO()
+    with soundfile.SoundFile(buffer, "w", samplerate=8000, channels=1, format="FLAC") as out:
+        minute = np.zeros(8000 * 60, dtype=np.int16)
+        for _ in range(int(hours * 60)):
+            out.write(minute)
+    return buffer.getvalue()
+
+
+def test_an_audio_bomb_is_refused_from_its_header_before_decoding(service):
+    bomb = silent_flac(2)
+    assert len(bomb) < 1_000_000
+    reply = httpx.post(
+        f"{service.base_url}/v1/audio/transcriptions",
+        files={"file": ("silence.flac", bomb, "audio/flac")},
+        data={"model": M},
+        timeout=60,
+    )
+    assert reply.status_code == 400, reply.text
+    error = reply.json()["error"]
+    assert error["code"] == "invalid_audio"
+    assert error["message"] == "the audio is 7,200 s long; at most 1,800 s are accepted"

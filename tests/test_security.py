@@ -306,3 +306,60 @@ def test_the_sdk_never_sends_the_openai_cloud_key_to_the_local_service(
     assert FoundryLocalManager(bootstrap=False).api_key != "sk-cloud-secret"
     monkeypatch.setenv("FOUNDRY_API_KEY", KEY)
     assert FoundryLocalManager(bootstrap=False).api_key == KEY
+
+
+# --- every route the app has, not a hand list -------------------------------------------------
+CONSOLE_FILE = sorted(
+    p.name for p in (Path(__file__).parents[1] / "runtime/service/console").iterdir()
+)[0]
+
+
+def app_routes() -> list[tuple[str, str]]:
+    """(method, path) of every route `create_app` builds, path parameters filled in."""
+    import re
+
+    from runtime.service.app import create_app
+    from runtime.service.server import ServiceSettings
+
+    routes = []
+    for route in create_app(ServiceSettings()).routes:
+        fill = CONSOLE_FILE if route.path.startswith("/console/") else "tiny-qwen"
+        path = re.sub(r"\{[^}]+\}", fill, route.path)
+        routes.extend((method, path) for method in sorted(set(route.methods) - {"OPTIONS", "HEAD"}))
+    return routes
+
+
+ALL_ROUTES = app_routes()
+ALL_IDS = [f"{method} {path}" for method, path in ALL_ROUTES]
+
+
+def test_the_route_table_is_what_the_coverage_tests_walk():
+    assert len(ALL_ROUTES) >= 35 and ("GET", "/health") in ALL_ROUTES
+
+
+@pytest.mark.parametrize(("method", "path"), ALL_ROUTES, ids=ALL_IDS)
+def test_every_route_of_the_app_refuses_a_missing_and_a_wrong_key(keyed, method, path):
+    from runtime.service.security import is_open_path
+
+    _, base_url = keyed
+    if is_open_path(path):  # liveness and the console's static files: no key, never a 401
+        assert call(base_url, method, path).status_code == 200
+        return
+    for headers in ({}, {"authorization": f"Bearer {WRONG}"}, {"x-api-key": WRONG}):
+        response = call(base_url, method, path, {"model": "tiny-qwen"}, **headers)
+        assert response.status_code == 401, (headers, response.text[:200])
+
+
+@pytest.mark.parametrize(("method", "path"), ALL_ROUTES, ids=ALL_IDS)
+def test_every_route_of_the_keyless_default_refuses_a_cross_origin_request(service, method, path):
+    from runtime.service.security import is_open_path
+
+    response = call(service.base_url, method, path, {"model": "x"}, origin="https://evil.example")
+    if is_open_path(path) and method == "GET":  # read-only pages: harmless from anywhere
+        assert response.status_code == 200
+        return
+    assert response.status_code == 403, response.text[:200]
+    cross_site = call(
+        service.base_url, method, path, {"model": "x"}, **{"sec-fetch-site": "cross-site"}
+    )
+    assert cross_site.status_code == 403, cross_site.text[:200]

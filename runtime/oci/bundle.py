@@ -132,7 +132,8 @@ def import_bundle(store: Store, bundle: Path, progress: ProgressFn = silent) -> 
     """
     if not bundle.is_file():
         raise SourceError(f"bundle {str(bundle)!r} does not exist")
-    with store.staging("bundle") as staging:
+    # Committed blobs are unreachable until the manifests land: `cache gc` waits (store lock).
+    with store.registering(), store.staging("bundle") as staging:
         small, written, skipped = _unpack(store, bundle, staging.path, progress)
         artifacts = _artifacts(store, staging.path, small, bundle.name)
         for _, artifact in artifacts:  # every blob of every model is present, or nothing moves
@@ -148,9 +149,9 @@ def import_bundle(store: Store, bundle: Path, progress: ProgressFn = silent) -> 
             artifact.manifest.model_id: validate_received(store, artifact, progress)
             for _, artifact in artifacts
         }
-    models = [
-        register_received(store, a, model_id=name, progress=progress) for name, a in artifacts
-    ]
+        models = [
+            register_received(store, a, model_id=name, progress=progress) for name, a in artifacts
+        ]
     return ImportResult(models, written, skipped, validation)
 
 

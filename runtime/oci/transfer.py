@@ -97,7 +97,8 @@ def pull(
     store: Store, ref: Reference, progress: ProgressFn = silent, *, model_id: str | None = None
 ) -> PullResult:
     """Fetch, verify, validate and register one OCI artifact; nothing is named unless all of it holds."""
-    with Registry(ref) as registry:
+    # Pulled blobs are unreachable until the manifest lands: `cache gc` must wait (store lock).
+    with store.registering(), Registry(ref) as registry:
         oci_bytes, digest = registry.get_manifest(ref.reference)
         oci = decode_oci_manifest(oci_bytes, str(ref))
         config = registry.get_small_blob(oci.config.digest, oci.config.size)
@@ -105,7 +106,7 @@ def pull(
         fetched, fetched_bytes, resumed = _fetch_missing(
             store, registry, artifact.manifest, progress
         )
-    cached, validation = receive(store, artifact, model_id=model_id, progress=progress)
+        cached, validation = receive(store, artifact, model_id=model_id, progress=progress)
     unique = len({e.digest for e in artifact.manifest.files.values()})
     return PullResult(
         cached, str(ref), digest, fetched, unique - fetched, fetched_bytes, resumed, validation

@@ -8,6 +8,7 @@ serves another task is a 400 `UnsupportedTask` naming the task it serves. Upload
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any
 
 import msgspec
@@ -116,10 +117,11 @@ async def _speech(request: Request, data: dict[str, Any], task: str) -> Response
         raise UploadTooLarge(
             f"the audio file is {len(audio)} bytes; the limit is {limit} bytes", param="file"
         )
+    # Decoding is CPU work: off the event loop, before a model is loaded for it.
+    pcm = await asyncio.to_thread(decode_audio, audio, upload.filename)
     engine = await _engine(request, model, "speech")
     # Whisper's prompt names the spoken language (default English); translate writes English.
     code = engine.check_language(_field(data, "language"))
-    pcm = decode_audio(audio, upload.filename)
     transcript = await engine.atranscribe(
         pcm, language=code, task=task, prompt=_field(data, "prompt"), temperature=temperature
     )

@@ -40,6 +40,7 @@ __all__ = [
     "check_bind",
     "cors_config",
     "is_loopback",
+    "is_open_path",
 ]
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,11 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def is_open_path(path: str) -> bool:
+    """Answered without a key: `OPEN_PATHS` and anything under `OPEN_PREFIXES`."""
+    return path in OPEN_PATHS or path.startswith(OPEN_PREFIXES)
 
 
 def check_bind(host: str, api_key: str | None, insecure: bool) -> None:
@@ -162,8 +168,7 @@ class SecurityMiddleware:
                 f"host {host[:100]!r} is not allowed: this service answers only to localhost"
             )
         self.check_origin(scope, host)
-        path = str(scope.get("path", ""))
-        if self._key is None or path in OPEN_PATHS or path.startswith(OPEN_PREFIXES):
+        if self._key is None or is_open_path(str(scope.get("path", ""))):
             return
         if scope.get("method") == "OPTIONS":  # CORS preflights never carry credentials
             return
@@ -179,6 +184,8 @@ class SecurityMiddleware:
     def check_origin(self, scope: Scope, host: str | None) -> None:
         """Refuse what a foreign web page's browser sends: an Origin that is neither loopback,
         this service's own origin nor configured, or `Sec-Fetch-Site: cross-site` without one."""
+        if is_open_path(str(scope.get("path", ""))) and scope.get("method") in ("GET", "HEAD"):
+            return  # read-only open pages (liveness, the console): a link to them may work
         origin = _header(scope, b"origin")
         if origin is None:
             if (_header(scope, b"sec-fetch-site") or "").lower() == "cross-site":

@@ -93,6 +93,12 @@ def _flock(
         yield
 
 
+def _make_read_only(path: Path) -> None:
+    """Before a blob gets its real name: snapshots are hard links to its inode, so a write
+    through a snapshot would silently change every model that shares the blob."""
+    path.chmod(stat.S_IMODE(path.stat().st_mode) & ~0o222)
+
+
 @dataclass(frozen=True)
 class CachedModel:
     """A registered model variant as the runtime sees it."""
@@ -186,9 +192,7 @@ class Store:
             entry = FileEntry(staged.digest, staged.size)
             target = self.layout.blob(entry.digest)
             if not target.exists():
-                # Read-only before it gets its real name: snapshots are hard links to this
-                # inode, so a write through a snapshot would silently change every model using it.
-                staged.path.chmod(stat.S_IMODE(staged.path.stat().st_mode) & ~0o222)
+                _make_read_only(staged.path)
                 staged.commit(target)
         return entry
 
@@ -280,6 +284,7 @@ class Store:
             with staged.open("rb") as handle:
                 os.fsync(handle.fileno())
             target.parent.mkdir(parents=True, exist_ok=True)
+            _make_read_only(staged)
             staged.replace(target)
         return FileEntry(digest, size)
 
