@@ -95,14 +95,31 @@ async def one_completion(client: httpx.AsyncClient, model: str, prompt: str, tok
 async def clients(base_url: str, model: str, count: int, prompt: str, tokens: int) -> dict:
     async with httpx.AsyncClient(base_url=base_url, timeout=1200) as client:
         start = time.perf_counter()
+        done = asyncio.Event()
+        health = asyncio.create_task(health_latencies(client, done))
         runs = await asyncio.gather(
             *(one_completion(client, model, prompt, tokens) for _ in range(count))
         )
         wall = time.perf_counter() - start
+        done.set()
+        latencies = await health
     return {
         "aggregate_tps": sum(r["tokens"] for r in runs) / wall,
         "median_ttft_s": statistics.median(r["ttft_s"] for r in runs),
+        "max_health_s": max(latencies, default=0.0),
     }
+
+
+async def health_latencies(client: httpx.AsyncClient, done: asyncio.Event) -> list[float]:
+    """/health round trips, twice a second, while the clients stream."""
+    latencies = []
+    while not done.is_set():
+        start = time.perf_counter()
+        await client.get("/health")
+        latencies.append(time.perf_counter() - start)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(done.wait(), 0.5)
+    return latencies
 
 
 def measure(base_url: str, model: str, args: argparse.Namespace) -> dict:
