@@ -5,7 +5,8 @@
 
 Peers, each started alone (the others stopped) and driven through its OpenAI-compatible
 `/v1/completions`, streamed, `ignore_eos`, greedy:
-* `service`: `foundry service start` as it ships (threads per machine, continuous batching);
+* `service`: `foundry service start` as it ships (threads per machine, og.Generator per request);
+* `service_batched`: the same with FOUNDRY_CHAT_BATCHING=continuous (batch.py, opt-in);
 * `service_before`: the same with FOUNDRY_THREADS=1 and FOUNDRY_CHAT_BATCHING=generator (one
   og.Generator per request on onnxruntime's default single thread: the service before issue 13);
 * `llama_server`: llama.cpp's server on `--gguf` (`-t N -tb N -np 8 -c 8192`), when
@@ -272,7 +273,9 @@ def main() -> None:
     parser.add_argument("--home", type=Path, default=BENCH_HOME, help="FOUNDRY_HOME to serve")
     parser.add_argument("--gguf", type=Path, help="the same checkpoint as GGUF, for llama-server")
     parser.add_argument("--llama-server", default=shutil.which("llama-server"))
-    parser.add_argument("--peers", default="service,service_before,llama_server,direct_og")
+    parser.add_argument(
+        "--peers", default="service,service_batched,service_before,llama_server,direct_og"
+    )
     args = parser.parse_args()
     from runtime.engines.threads import session_threads
     from runtime.store import Store
@@ -292,6 +295,9 @@ def main() -> None:
         )
     peers = {
         "service": lambda: foundry_service(args.home, model, {}),
+        "service_batched": lambda: foundry_service(
+            args.home, model, {"FOUNDRY_CHAT_BATCHING": "continuous"}
+        ),
         "service_before": lambda: foundry_service(
             args.home, model, {"FOUNDRY_THREADS": "1", "FOUNDRY_CHAT_BATCHING": "generator"}
         ),

@@ -3,8 +3,7 @@
 What a user sees: each request's greedy text is what it would be alone (a batch of 8 with
 different prompt lengths), a short request finishes while a long one runs, closing one stream
 leaves the others untouched, and a request past the KV budget is a 429 with Retry-After.
-Prefix reuse is turned off here so every request goes through the batch (a single request
-in flight otherwise runs on a kept og.Generator for its next turn).
+The batch is opt-in (FOUNDRY_CHAT_BATCHING=continuous, or batching="continuous" here).
 """
 
 from __future__ import annotations
@@ -33,7 +32,13 @@ def batched_engine(artifact, **env: str):
         patch.setenv("FOUNDRY_PREFIX_CACHE_MB", "0")
         for name, value in env.items():
             patch.setenv(name, value)
-        return ChatEngine(artifact, {"model_id": "tiny-batch"}, queue_size=8, max_batch=8)
+        return ChatEngine(
+            artifact,
+            {"model_id": "tiny-batch"},
+            queue_size=8,
+            max_batch=8,
+            batching="continuous",
+        )
 
 
 @pytest.fixture(scope="module")
@@ -201,6 +206,7 @@ def test_through_the_api_a_request_past_the_kv_budget_is_a_429_with_retry_after(
         port = probe.getsockname()[1]
     code = f"from runtime.service.server import ServiceSettings, serve; serve(ServiceSettings(port={port}))"
     env = {**os.environ, "FOUNDRY_HOME": str(service_home), "FOUNDRY_PREFIX_CACHE_MB": "0"}
+    env["FOUNDRY_CHAT_BATCHING"] = "continuous"
     env["FOUNDRY_KV_BUDGET_MB"] = "0.075"  # tiny-qwen: 256 bytes a token, so ~300 tokens
     env.pop("FOUNDRY_API_KEY", None)
     process = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=service_home)
