@@ -271,7 +271,7 @@ class BatchScheduler:
             binding.bind_output(present, "cpu", 0, self._kv_dtype, shape, view.ctypes.data)
         binding.bind_output("logits", "cpu")
         self._session.run_with_iobinding(binding)
-        logits = binding.copy_outputs_to_cpu()[-1]
+        logits = binding.get_outputs()[-1].numpy()  # only the logits: the KV stays in place
         return logits[:, -1, :].astype(np.float32, copy=False)  # type: ignore[no-any-return]
 
     def _ensure_capacity(self, tokens: int) -> None:
