@@ -29,11 +29,14 @@ even then pruned artifacts stay on og.Generator.
 
 Continuous batching (issue 13, `runtime/engines/batch.py`, opt-in: FOUNDRY_CHAT_BATCHING=
 continuous or batching="continuous"): every request without a grammar or a seed joins one
-onnxruntime session whose every step advances them all (4 rows 3.1x the tok/s of one, the
-batch alone). Opt-in because, measured through the service on this shared machine (load
-average 11-13 on 2 cores), a lone request on og.Generator beside a batch on a second session
-got 0.45x the aggregate at 4 clients of one og.Generator per request, and the batch has no
-prefix reuse yet. Before it, 4 clients got 1.0x the aggregate tok/s of one.
+onnxruntime session whose every step advances them all. Through the service (bench_peers,
+synthetic 0.5B int4, 124-token prompts, 64 tokens, one round on this shared machine, load
+average 9.3-10.9 on 2 cores), against one og.Generator per request on 1 thread: aggregate
+27.9 vs 16.1 tok/s at 4 clients, 27.6 vs 23.7 at 8 (2.2x its own single client at 4), median
+first token at 4 clients 3.7 vs 4.9 s, slowest /health while 8 stream 0.10 vs 3.8 s; but a
+1,024-token prompt's first token 14.4 vs 8.7 s (64-token chunks between steps). Opt-in
+because the batch has no prefix reuse yet (a chat's next turn prefills again) and that long
+prefill is slower; mixing it with og.Generator for lone requests fought for the cores (0.45x).
 
 0.18's og.Generator holds the GIL inside append_tokens and generate_next_token (og.Engine.run
 releases it): generator threads never overlap in Python, and the event loop runs only between
