@@ -10,7 +10,7 @@ common.synthetic_model into the benchmarks' private FOUNDRY_HOME (once; later ru
 * time to first token and decode tok/s of one streaming chat completion (greedy,
   `ignore_eos` so every run has the same length) through the service, against the same
   prompt tokens generated directly with onnxruntime-genai in this process (og.Generator:
-  the path the service takes for foundry-build's pruned-LM-head artifacts), alternated;
+  the path the service takes for a lone request) at the service's thread count, alternated;
 * aggregate completion tok/s with 1, 4 and 8 concurrent streaming clients.
 Prints JSON.
 """
@@ -32,6 +32,8 @@ import onnxruntime_genai as og
 from common import BENCH_HOME as HOME
 from common import SYNTHETIC_ID as MODEL_ID
 from common import synthetic_model, timed_greedy
+
+from runtime.engines.threads import genai_overlay, session_threads
 
 TEXT = "the museum opens at nine and the guided tour of the east wing takes about ninety minutes"
 WORDS = TEXT.split()
@@ -132,7 +134,9 @@ def main() -> None:
         httpx.get(f"{base_url}/openai/load/{MODEL_ID}", timeout=600).raise_for_status()
         load_s = time.perf_counter() - started
         started = time.perf_counter()
-        og_model = og.Model(str(model["path"]))
+        config = og.Config(str(model["path"]))  # the service's thread count (threads.py)
+        config.overlay(genai_overlay(session_threads()))
+        og_model = og.Model(config)
         direct_load_s = time.perf_counter() - started
         prompt = prompt_tokens(model["path"], args.prompt_words)
 

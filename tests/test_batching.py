@@ -3,8 +3,7 @@
 What a user sees: each request's greedy text is what it would be alone (a batch of 8 with
 different prompt lengths), a short request finishes while a long one runs, closing one stream
 leaves the others untouched, and a request past the KV budget is a 429 with Retry-After.
-Prefix reuse is turned off here so every request goes through the batch (a single request
-in flight otherwise runs on a kept og.Generator for its next turn).
+The batch is opt-in (FOUNDRY_CHAT_BATCHING=continuous, or batching="continuous" here).
 """
 
 from __future__ import annotations
@@ -33,7 +32,13 @@ def batched_engine(artifact, **env: str):
         patch.setenv("FOUNDRY_PREFIX_CACHE_MB", "0")
         for name, value in env.items():
             patch.setenv(name, value)
-        return ChatEngine(artifact, {"model_id": "tiny-batch"}, queue_size=8, max_batch=8)
+        return ChatEngine(
+            artifact,
+            {"model_id": "tiny-batch"},
+            queue_size=8,
+            max_batch=8,
+            batching="continuous",
+        )
 
 
 @pytest.fixture(scope="module")
@@ -182,3 +187,60 @@ def test_past_the_kv_budget_a_request_is_refused_with_retry_after(artifact):
         asyncio.run(two())
     finally:
         chat.close()
+
+
+def test_through_the_api_a_request_past_the_kv_budget_is_a_429_with_retry_after(
+    service_home, service_model
+):
+    """A service whose KV budget holds one long chat: a second one is refused in OpenAI's shape."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    code = f"from runtime.service.server import ServiceSettings, serve; serve(ServiceSettings(port={port}))"
+    env = {**os.environ, "FOUNDRY_HOME": str(service_home), "FOUNDRY_PREFIX_CACHE_MB": "0"}
+    env["FOUNDRY_CHAT_BATCHING"] = "continuous"
+    env["FOUNDRY_KV_BUDGET_MB"] = "0.075"  # tiny-qwen: 256 bytes a token, so ~300 tokens
+    env.pop("FOUNDRY_API_KEY", None)
+    process = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=service_home)
+    base_url = f"http://127.0.0.1:{port}"
+    body = {
+        "model": service_model,
+        "messages": [{"role": "user", "content": "Hello"}],
+        "max_tokens": 200,
+        "temperature": 0,
+        "ignore_eos": True,
+        "stream": True,
+    }
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{base_url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        with httpx.Client(base_url=base_url, timeout=120) as client:
+            client.get(f"/openai/load/{service_model}").raise_for_status()
+            with client.stream("POST", "/v1/chat/completions", json=body) as first:
+                assert first.status_code == 200
+                lines = first.iter_lines()
+                next(lines)  # generating now
+                refused = client.post("/v1/chat/completions", json=body)
+                rest = list(lines)
+        assert refused.status_code == 429
+        assert refused.headers["Retry-After"] == "1"
+        error = refused.json()["error"]
+        assert (error["type"], error["code"]) == ("rate_limit_error", "kv_budget_full")
+        assert "FOUNDRY_KV_BUDGET_MB" in error["message"]
+        assert "data: [DONE]" in rest  # the admitted chat ran to its end
+    finally:
+        process.terminate()
+        process.wait(timeout=30)

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from runtime.engines.gil import PREFILL_CHUNK
+from runtime.engines.threads import ort_session_options
 from runtime.errors import GenerationFailed, KvBudgetFull
 from runtime.settings import env_number
 
@@ -106,11 +107,10 @@ class BatchScheduler:
 
         genai = json.loads((artifact / "genai_config.json").read_text(encoding="utf-8"))
         decoder = genai["model"]["decoder"]
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads.intra_op
-        options.log_severity_level = 3
         self._session = ort.InferenceSession(
-            str(artifact / decoder["filename"]), options, providers=["CPUExecutionProvider"]
+            str(artifact / decoder["filename"]),
+            ort_session_options(threads),
+            providers=["CPUExecutionProvider"],
         )
         layers = int(decoder["num_hidden_layers"])
         self._kv_names = [
@@ -271,7 +271,7 @@ class BatchScheduler:
             binding.bind_output(present, "cpu", 0, self._kv_dtype, shape, view.ctypes.data)
         binding.bind_output("logits", "cpu")
         self._session.run_with_iobinding(binding)
-        logits = binding.copy_outputs_to_cpu()[-1]
+        logits = binding.get_outputs()[-1].numpy()  # only the logits: the KV stays in place
         return logits[:, -1, :].astype(np.float32, copy=False)  # type: ignore[no-any-return]
 
     def _ensure_capacity(self, tokens: int) -> None:

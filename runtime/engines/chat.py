@@ -27,12 +27,16 @@ og.Generator (at most `max_batch` at once) unless the Engine is asked for: `batc
 or FOUNDRY_CHAT_BATCHING=engine, for throughput jobs that submit long completions together;
 even then pruned artifacts stay on og.Generator.
 
-Continuous batching (issue 13, `runtime/engines/batch.py`, the default: FOUNDRY_CHAT_BATCHING
-unset or "continuous"): requests arriving while another is in flight, without a grammar, a
-seed or a reusable prefix, join one onnxruntime session whose every step advances them all;
-a lone request still runs on a kept og.Generator so its next turn reuses the prefix. Before
-it, 4 clients got 1.0x the aggregate tok/s of one; one static batch of 4 got 2.2x.
-"generator" turns it off.
+Continuous batching (issue 13, `runtime/engines/batch.py`, opt-in: FOUNDRY_CHAT_BATCHING=
+continuous or batching="continuous"): every request without a grammar or a seed joins one
+onnxruntime session whose every step advances them all. Through the service (bench_peers,
+synthetic 0.5B int4, 124-token prompts, 64 tokens, one round on this shared machine, load
+average 9.3-10.9 on 2 cores), against one og.Generator per request on 1 thread: aggregate
+27.9 vs 16.1 tok/s at 4 clients, 27.6 vs 23.7 at 8 (2.2x its own single client at 4), median
+first token at 4 clients 3.7 vs 4.9 s, slowest /health while 8 stream 0.10 vs 3.8 s; but a
+1,024-token prompt's first token 14.4 vs 8.7 s (64-token chunks between steps). Opt-in
+because the batch has no prefix reuse yet (a chat's next turn prefills again) and that long
+prefill is slower; mixing it with og.Generator for lone requests fought for the cores (0.45x).
 
 0.18's og.Generator holds the GIL inside append_tokens and generate_next_token (og.Engine.run
 releases it): generator threads never overlap in Python, and the event loop runs only between
@@ -101,11 +105,12 @@ class ChatEngine:
         batching: str | None = None,
         threads: int | None = None,
     ):
-        """`batching`: "continuous" (the default) batches concurrent requests (batch.py);
-        "engine" serves full-logits artifacts on og.Engine; "generator" is one og.Generator
-        per request; None reads FOUNDRY_CHAT_BATCHING. `threads`: None chooses per machine."""
+        """`batching`: "generator" (the default) is one og.Generator per request;
+        "continuous" batches requests without a grammar or seed (batch.py); "engine" serves
+        full-logits artifacts on og.Engine; None reads FOUNDRY_CHAT_BATCHING.
+        `threads`: None chooses per machine (threads.py)."""
         self.path = Path(path)
-        self.batching = batching or os.environ.get(BATCHING_ENV, "continuous")
+        self.batching = batching or os.environ.get(BATCHING_ENV, "generator")
         self.metadata = metadata
         self.model_id = str(metadata.get("model_id") or self.path.name)
         self.queue_size = queue_size
@@ -256,15 +261,13 @@ class ChatEngine:
         return stream
 
     def _batches(self, seq: _Sequence) -> bool:
-        """Whether the continuous batch serves `seq`: everything but grammars (og's guidance),
-        seeded sampling (og's random stream, so a seed gives one text under any load), and
-        requests a kept generator serves (a reusable prefix, or the only request in flight)."""
+        """Whether the continuous batch serves `seq`: everything but grammars (og's guidance)
+        and seeded sampling (og's random stream, so a seed gives one text under any load).
+        Prefix reuse is og.Generator's, so a batched chat's next turn prefills again."""
         params = seq.params
         if self._scheduler is None or params.guidance:
             return False
-        if params.seed is not None and params.temperature > 0:
-            return False
-        return not self._reuses_prefix(seq)
+        return params.seed is None or params.temperature <= 0
 
     def _reuses_prefix(self, seq: _Sequence) -> bool:
         """Serve on a kept generator (prefix_cache.py) when it reuses a prefix, or when this is the

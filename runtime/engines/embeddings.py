@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from runtime.engines.threads import resolve_threads
+from runtime.engines.threads import ort_session_options, resolve_threads
 from runtime.errors import InvalidRequest
 
 __all__ = ["EmbeddingBatcher", "EmbeddingEngine", "Embeddings", "pool"]
@@ -87,10 +87,8 @@ class EmbeddingEngine:
         self.tokenizer.no_padding()
         self.tokenizer.enable_truncation(self.max_length)
         self.pad_id: int = self._pad_id()
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
         self.threads = resolve_threads(threads)  # threads.py: per machine, FOUNDRY_THREADS
-        options.intra_op_num_threads = self.threads.intra_op
+        options = ort_session_options(self.threads)
         self.session = ort.InferenceSession(
             str(self.path / "model.onnx"), options, providers=["CPUExecutionProvider"]
         )

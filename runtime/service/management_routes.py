@@ -117,7 +117,12 @@ def _threads(request: Request) -> dict[str, Any]:
         for entry in _manager(request).loaded()
         if (threads := getattr(entry.engine, "threads", None)) is not None
     }
-    return {"intraOp": default.intra_op, "source": default.source, "loadedModels": loaded}
+    return {
+        "intraOp": default.intra_op,
+        "source": default.source,
+        "spinning": default.spinning,
+        "loadedModels": loaded,
+    }
 
 
 @get("/metrics", sync_to_thread=False, media_type=metrics.CONTENT_TYPE)
