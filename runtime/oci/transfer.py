@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from runtime.errors import InvalidReference, RemoteNotFound
+from runtime.errors import CorruptBlob, InvalidReference, RemoteNotFound
 from runtime.oci.format import MANIFEST_MEDIA_TYPE, decode_oci_manifest, read_artifact, to_artifact
 from runtime.oci.receive import receive
 from runtime.oci.reference import DEFAULT_TAG, Reference, build_key_tag
@@ -58,6 +58,12 @@ def push(store: Store, model_id: str, ref: Reference, progress: ProgressFn = sil
         )
     artifact = to_artifact(store, store.resolve(model_id))
     blobs = {e.digest: e.size for e in artifact.manifest.files.values()}
+    for digest in blobs:
+        if not store.blob_path(digest).is_file():
+            raise CorruptBlob(
+                f"blob {digest[:19]}… of {model_id!r} is missing from the cache",
+                hint="foundry cache verify",
+            )
     names = {e.digest: rel for rel, e in artifact.manifest.files.items()}
     total = sum(blobs.values())
     uploaded = done = 0
