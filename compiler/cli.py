@@ -29,13 +29,20 @@ class BuildGroup(FoundryGroup):
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         first = next((a for a in args if not a.startswith("-")), None)
+        if args and args[0] == "--matrix":  # `foundry-build --matrix FILE` = the matrix command
+            args = ["matrix", *args[1:]]
+            first = "matrix"
         wants_help = not args or args[0] in ("-h", "--help", "--version")
         if first is not None and not wants_help and first not in self.list_commands(ctx):
             args = ["build", *args]
         return super().parse_args(ctx, args)
 
 
-@click.group(cls=BuildGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    cls=BuildGroup,
+    lazy_subcommands={"matrix": "compiler.matrix_cli:matrix_command"},
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
 @click.version_option(package_name="foundry-build", prog_name="foundry-build")
 def main() -> None:
     """Compile Hugging Face checkpoints into validated ONNX artifacts in the cache.

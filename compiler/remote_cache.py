@@ -8,7 +8,6 @@ pushed afterwards under the model id's tag and its build-key tag, so the next ma
 
 from __future__ import annotations
 
-import logging
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -16,13 +15,12 @@ from typing import TYPE_CHECKING
 from runtime.progress import ProgressEvent, ProgressFn, silent
 
 if TYPE_CHECKING:
-    from compiler.build import BuildRequest, BuildResult
+    from compiler.build import BuildPlan, BuildRequest, BuildResult
+    from compiler.source import Source
     from runtime.oci.reference import Reference
     from runtime.store import Store
 
-__all__ = ["RemoteBuild", "build_with_remote", "model_tag"]
-
-log = logging.getLogger(__name__)
+__all__ = ["RemoteBuild", "build_one", "build_with_remote", "model_tag"]
 
 
 @dataclass(frozen=True)
@@ -42,42 +40,41 @@ def build_with_remote(
     request: BuildRequest, store: Store, remote: Reference, progress: ProgressFn = silent
 ) -> list[RemoteBuild]:
     """`compiler.build.build` with the registry consulted before and fed after each target."""
-    from compiler.build import build_target, open_source, plan_target
-    from compiler.build_key import short
+    from compiler.build import open_source, plan_target
     from compiler.recipe import load_recipes
-    from runtime.oci.transfer import lookup_build, push
 
     recipes = load_recipes()
-    built: list[RemoteBuild] = []
     with open_source(request, store, progress) as source:
-        for name in request.targets:
-            plan = plan_target(request, source, name, recipes, store)
-            status = "local" if plan.cache_hit else "pushed"
-            if not plan.cache_hit and lookup_build(
-                store, remote, plan.build_key, progress, model_id=plan.model_id
-            ):
-                progress(
-                    ProgressEvent(
-                        "cache",
-                        f"remote cache hit {short(plan.build_key)} from {remote}",
-                        done=True,
-                    )
-                )
-                status = "hit"
-            result = build_target(plan, source, store, progress)
-            if status != "hit":
-                pushed = push(
-                    store,
-                    result.model.model_id,
-                    remote.with_tag(model_tag(plan.model_id)),
-                    progress,
-                )
-                progress(
-                    ProgressEvent(
-                        "push",
-                        f"{pushed.reference} ({pushed.uploaded_blobs} blobs sent)",
-                        done=True,
-                    )
-                )
-            built.append(RemoteBuild(result, status))
-    return built
+        return [
+            build_one(
+                plan_target(request, source, name, recipes, store), source, store, remote, progress
+            )
+            for name in request.targets
+        ]
+
+
+def build_one(
+    plan: BuildPlan, source: Source, store: Store, remote: Reference | None, progress: ProgressFn
+) -> RemoteBuild:
+    """One planned target: local hit, else remote hit (pulled), else compiled and pushed."""
+    from compiler.build import build_target
+    from compiler.build_key import short
+    from runtime.oci.transfer import lookup_build, push
+
+    if remote is None:
+        result = build_target(plan, source, store, progress)
+        return RemoteBuild(result, "local" if result.cache_hit else "built")
+    status = "local" if plan.cache_hit else "pushed"
+    if not plan.cache_hit and lookup_build(
+        store, remote, plan.build_key, progress, model_id=plan.model_id
+    ):
+        message = f"remote cache hit {short(plan.build_key)} from {remote}"
+        progress(ProgressEvent("cache", message, done=True))
+        status = "hit"
+    result = build_target(plan, source, store, progress)
+    if status != "hit":
+        ref = remote.with_tag(model_tag(plan.model_id))
+        pushed = push(store, result.model.model_id, ref, progress)
+        message = f"{pushed.reference} ({pushed.uploaded_blobs} blobs sent)"
+        progress(ProgressEvent("push", message, done=True))
+    return RemoteBuild(result, status)

@@ -380,3 +380,44 @@ def test_a_hostile_bundle_is_refused_with_nothing_written(members, complaint, tm
     assert not (tmp_path / "escaped").exists() and not (home / "escaped").exists()
     assert _json(run_foundry("cache", "list", "--json", home=home))["models"] == []
     assert not any((home / "cache/blobs/sha256").rglob("*"))
+
+
+# --- build matrices ---------------------------------------------------------------------------------
+def test_a_matrix_reports_every_entry_goes_on_past_a_failure_and_reuses_the_registry(
+    remote_build, registry, tiny_source, tmp_path
+):
+    _, _, built = remote_build
+    matrix = tmp_path / "matrix.yaml"
+    matrix.write_text(
+        "schema: 1\n"
+        f"remote: {registry.url('team/cache')}\n"
+        "sources:\n"
+        f"  - model: {tiny_source('qwen2.5-0.5b')}\n"
+        "    id: tiny\n"
+        "    targets: [cpu-int3, cpu-int4]\n"
+    )
+    runner = tmp_path / "runner"
+    argv = [str(Path(sys.executable).with_name("foundry-build")), "--matrix", str(matrix)]
+    report = tmp_path / "report.json"
+    first = _foundry_build([*argv, "--report", str(report)], runner)
+    assert "1 of 2 matrix entries failed" in _assert_one_line_error(first, 7)
+    bad, good = json.loads(report.read_text())["entries"]
+    assert bad["target"] == "cpu-int3" and bad["status"] == "failed" and bad["error_code"]
+    assert good["status"] == "remote hit" and good["id"] == "tiny-cpu-int4"
+    assert good["build_key"] == built["models"][0]["build_key"]
+    assert good["validation"] == built["models"][0]["validation"]
+    assert good["peak_rss_bytes"] > 0
+
+    again = _foundry_build([*argv, "--report", str(report)], runner)
+    assert again.returncode == 7
+    assert json.loads(report.read_text())["entries"][1]["status"] == "cache hit"
+
+
+def test_a_matrix_file_with_a_typo_is_a_one_line_error(tmp_path, foundry_home):
+    matrix = tmp_path / "matrix.yaml"
+    matrix.write_text(
+        "schema: 1\nsources:\n  - model: x\n    targets: [cpu-int4]\n    synthetc: true\n"
+    )
+    argv = [str(Path(sys.executable).with_name("foundry-build")), "--matrix", str(matrix)]
+    line = _assert_one_line_error(_foundry_build(argv, foundry_home), 2)
+    assert "synthetc" in line and "matrix.yaml" in line

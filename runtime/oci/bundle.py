@@ -75,6 +75,10 @@ def export_bundle(
     store: Store, model_ids: list[str], out: Path, progress: ProgressFn = silent
 ) -> dict[str, Any]:
     """Write `out` (atomically: a temp name beside it, then rename); return what it holds."""
+    if not out.parent.is_dir():
+        raise SourceError(
+            f"folder {str(out.parent)!r} does not exist", hint="create it or choose another -o"
+        )
     artifacts = [to_artifact(store, store.resolve(m)) for m in model_ids]
     entries = [
         {

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from runtime.errors import InvalidReference, RemoteNotFound
+from runtime.errors import CorruptBlob, InvalidReference, RemoteNotFound
 from runtime.oci.format import MANIFEST_MEDIA_TYPE, decode_oci_manifest, read_artifact, to_artifact
 from runtime.oci.receive import receive
 from runtime.oci.reference import DEFAULT_TAG, Reference, build_key_tag
@@ -58,19 +58,14 @@ def push(store: Store, model_id: str, ref: Reference, progress: ProgressFn = sil
         )
     artifact = to_artifact(store, store.resolve(model_id))
     blobs = {e.digest: e.size for e in artifact.manifest.files.values()}
-    names = {e.digest: rel for rel, e in artifact.manifest.files.items()}
-    total = sum(blobs.values())
-    uploaded = done = 0
+    for digest in blobs:
+        if not store.blob_path(digest).is_file():
+            raise CorruptBlob(
+                f"blob {digest[:19]}… of {model_id!r} is missing from the cache",
+                hint="foundry cache verify",
+            )
     with Registry(ref, push=True) as registry:
-        for digest, size in blobs.items():
-            label = f"{ref.repository}: {names[digest]}"
-            if not registry.has_blob(digest):
-                registry.upload_blob(
-                    store.blob_path(digest), digest, size, _overall(progress, done, total, label)
-                )
-                uploaded += 1
-            done += size
-            progress(ProgressEvent("upload", label, done, total, "B"))
+        uploaded = _upload_missing(store, registry, artifact.manifest, progress)
         config = artifact.oci.config
         if not registry.has_blob(config.digest):
             registry.upload_bytes(artifact.config_bytes, config.digest)
@@ -81,6 +76,7 @@ def push(store: Store, model_id: str, ref: Reference, progress: ProgressFn = sil
             if registry.manifest_digest(tag) != artifact.digest:
                 registry.put_manifest(tag, artifact.oci_bytes, MANIFEST_MEDIA_TYPE)
         sent = registry.sent_bytes
+    total = sum(blobs.values())
     progress(ProgressEvent("upload", f"{ref.repository}: done", total, total, "B", done=True))
     return PushResult(
         str(ref.with_tag(tags[0])),
@@ -126,6 +122,25 @@ def lookup_build(
         return pull(store, remote.with_tag(build_key_tag(build_key)), progress, model_id=model_id)
     except RemoteNotFound:
         return None
+
+
+def _upload_missing(
+    store: Store, registry: Registry, manifest: Manifest, progress: ProgressFn
+) -> int:
+    """Upload each blob the registry lacks (HEAD first); return how many were sent."""
+    names = {e.digest: rel for rel, e in manifest.files.items()}
+    blobs = {e.digest: e.size for e in manifest.files.values()}
+    total = sum(blobs.values())
+    uploaded = done = 0
+    for digest, size in blobs.items():
+        label = f"{registry.ref.repository}: {names[digest]}"
+        if not registry.has_blob(digest):
+            forward = _overall(progress, done, total, label)
+            registry.upload_blob(store.blob_path(digest), digest, size, forward)
+            uploaded += 1
+        done += size
+        progress(ProgressEvent("upload", label, done, total, "B"))
+    return uploaded
 
 
 def _fetch_missing(
