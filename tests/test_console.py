@@ -239,6 +239,56 @@ def _gauge_total(base_url: str) -> float:
     return stats["totals"]["completion_tokens"]
 
 
+ADD_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "add",
+        "description": "Add two integers",
+        "parameters": {
+            "type": "object",
+            "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
+            "required": ["a", "b"],
+            "additionalProperties": False,
+        },
+    },
+}
+
+
+def test_reasoning_is_folded_and_tool_calls_are_shown_as_calls(
+    service: RunningService, agent_models, browser
+):
+    from selenium.webdriver.support.ui import Select
+
+    browser.open(service.base_url, "chat")
+    browser.css("#new-chat").click()
+    Select(browser.css("#chat-model")).select_by_value("agents-r1")
+    browser.css("details.settings summary").click()
+    browser.type("#max-tokens", "12")
+    browser.type("#temperature", "0")
+    browser.type("#prompt", "What is 2+3?\n")
+    browser.wait(lambda: browser.all(".message.assistant .stats .tok-s"))
+    reasoning = browser.css(".message.assistant details.reasoning")
+    assert reasoning.is_displayed() and reasoning.get_attribute("open") is None  # folded
+    reasoning.find_element("css selector", "summary").click()
+    assert reasoning.find_element("css selector", ".reasoning-text").text.strip()
+
+    browser.css("#new-chat").click()
+    Select(browser.css("#chat-model")).select_by_value("agents-qwen")
+    browser.type("#tools", json.dumps([ADD_TOOL]))
+    Select(browser.css("#tool-choice")).select_by_value("required")
+    browser.type("#max-tokens", "200")
+    browser.type("#prompt", "Add 2 and 3\n")
+    browser.wait(lambda: "finish:" in browser.css(".message.assistant .stats").text)
+    call = browser.css(".message.assistant .tool-call")
+    assert call.find_element("css selector", ".tool-name").text == "tool call: add"
+    arguments = json.loads(call.find_element("css selector", "pre").text)
+    assert set(arguments) == {"a", "b"} and all(isinstance(v, int) for v in arguments.values())
+    assert "finish: tool_calls" in browser.css(".message.assistant .stats").text
+    browser.shot("chat-tools")
+    browser.type("#tools", "")
+    assert browser.errors() == []
+
+
 # --- models, builds, health ----------------------------------------------------------------------
 def test_models_page_explains_the_choice_and_loads_and_unloads(
     service: RunningService, service_model: str, browser
