@@ -335,7 +335,11 @@ def test_builds_page_shows_the_build_record_and_its_raw_json(
 def test_health_page_charts_tokens_per_second_from_the_service_metrics(
     service: RunningService, service_model: str, openai_client, browser
 ):
+    refused = httpx.get(f"{service.base_url}/openai/load/{service_model}", params={"ep": "cuda"})
+    assert refused.status_code == 501  # the service logs it as a warning
     browser.open(service.base_url, "health")
+    logged = browser.css(".log").text
+    assert "ProviderUnavailable: execution provider 'cuda' is not available here" in logged
     chart = '[data-chart="tokens"]'
 
     def samples() -> int:
@@ -388,7 +392,8 @@ def test_keyed_console_asks_for_the_key_and_works_after_it(keyed_hub_service, br
     base_url = keyed_hub_service.base_url
     assert httpx.get(f"{base_url}/").status_code == 200  # the page itself needs no key
     assert httpx.get(f"{base_url}/console/app.js").status_code == 200
-    assert httpx.get(f"{base_url}/foundry/stats").status_code == 401
+    for path in ("/foundry/stats", "/foundry/catalog", "/foundry/builds"):  # its data does
+        assert httpx.get(f"{base_url}{path}").status_code == 401
     browser.driver.get(f"{base_url}/#models")
     dialog = browser.wait(lambda: browser.css("#key-dialog").get_attribute("open") is not None)
     assert dialog
