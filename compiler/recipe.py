@@ -23,6 +23,7 @@ key hashes only the *resolved* target section. Never imports heavy modules.
 from __future__ import annotations
 
 import hashlib
+import inspect
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -36,6 +37,7 @@ __all__ = [
     "OPTIMUM_TASKS",
     "Match",
     "PassSpec",
+    "QualityFloor",
     "Recipe",
     "RecipeFile",
     "Target",
@@ -65,11 +67,22 @@ class PassSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     config: dict[str, Any] = {}
 
 
+class QualityFloor(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The least a quantized build of a real checkpoint must score on the corpus (compiler/quality.py).
+
+    `min_top1`: same next token as the fp32 model (0..1); `max_kld`: mean KL divergence in nats.
+    """
+
+    min_top1: Annotated[float, msgspec.Meta(ge=0, le=1)] | None = None
+    max_kld: Annotated[float, msgspec.Meta(ge=0)] | None = None
+
+
 class Target(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """One way to build: device + precision + execution provider, and the backend that does it.
 
     `options` is free here: the backend's own `Options` struct checks it (`msgspec.convert`).
     `passes` are the Olive passes after the first; backends outside Olive refuse them.
+    `quality` is the floor a quantized chat build of real weights must meet (None: report only).
     """
 
     device: Literal["cpu", "gpu", "npu"]
@@ -78,6 +91,7 @@ class Target(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     backend: str
     options: dict[str, Any] = {}
     passes: list[PassSpec] = []
+    quality: QualityFloor | None = None
 
 
 class Validation(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -241,7 +255,25 @@ def schema_json() -> bytes:
 
     Regenerate: python -c "import compiler.recipe as r; r.write_schema()"
     """
-    return msgspec.json.format(msgspec.json.encode(msgspec.json.schema(Recipe)), indent=2) + b"\n"
+    schema = _clean_descriptions(msgspec.json.schema(Recipe))
+    return msgspec.json.format(msgspec.json.encode(schema), indent=2) + b"\n"
+
+
+def _clean_descriptions(node: Any) -> Any:
+    """Descriptions dedented here, not by msgspec (0.23 changed how it renders docstrings).
+
+    The committed schema must not depend on a library's formatting, only on the structs.
+    """
+    if isinstance(node, dict):
+        return {
+            k: inspect.cleandoc(v)
+            if k == "description" and isinstance(v, str)
+            else _clean_descriptions(v)
+            for k, v in node.items()
+        }
+    if isinstance(node, list):
+        return [_clean_descriptions(v) for v in node]
+    return node
 
 
 def write_schema() -> Path:

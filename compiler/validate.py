@@ -1,8 +1,11 @@
 """Check an artifact before it is registered: it loads, it generates, it agrees with its source.
 
 fp32 artifacts must reproduce transformers' greedy tokens on the source checkpoint exactly
-(both sides are forced past EOS with a minimum length, so every step is compared);
-quantized ones report token agreement and the largest logit difference on the same prompt.
+(both sides are forced past EOS with a minimum length, so every step is compared).
+Quantized ones must generate, and are measured teacher-forced on the shipped corpus against
+the fp32 model (compiler/quality.py: same top-1, mean KL divergence, perplexity ratio); a real
+source below its recipe target's `quality:` floor registers nothing, a synthetic one reports
+(random weights say nothing about quality).
 Targets whose provider is absent here (cuda, dml, webgpu on a CPU machine) cannot load, so
 their validation is skipped and says so. torch/transformers/onnxruntime-genai load inside.
 """
@@ -17,7 +20,7 @@ from runtime.errors import ValidationFailed
 from runtime.progress import ProgressEvent, ProgressFn, silent
 
 if TYPE_CHECKING:
-    from compiler.recipe import Target, Validation
+    from compiler.recipe import QualityFloor, Target, Validation
     from compiler.source import Source
 
 __all__ = ["is_runnable", "reference_greedy", "validate"]
@@ -130,6 +133,15 @@ def validate(
             **validate_media(artifact, source.path, target.precision, progress),
             "runnable": True,
         }
+    if target.precision == "fp32":
+        return greedy_parity(artifact, source, settings, progress)
+    return quantized_quality(artifact, source, target, settings, progress)
+
+
+def greedy_parity(
+    artifact: Path, source: Source, settings: Validation, progress: ProgressFn
+) -> dict[str, Any]:
+    """fp32: the artifact's greedy tokens must be transformers' own, every step."""
     import numpy as np
     from transformers import AutoTokenizer
 
@@ -141,12 +153,7 @@ def validate(
     tokenizer = AutoTokenizer.from_pretrained(str(source.path))
     prompt_ids = list(tokenizer(settings.prompt, add_special_tokens=False)["input_ids"]) or [0]
     expected, ref_logits = reference_greedy(source.path, prompt_ids, settings.steps)
-    try:
-        got, logits = artifact_greedy(artifact, prompt_ids, settings.steps)
-    except Exception as exc:
-        raise ValidationFailed(
-            f"the artifact does not load or generate in onnxruntime-genai: {exc}"
-        ) from exc
+    got, logits = generated(artifact, prompt_ids, settings.steps)
     matched = sum(a == b for a, b in zip(expected, got, strict=False))
     divergence = next(
         (i for i, (a, b) in enumerate(zip(expected, got, strict=False)) if a != b), None
@@ -169,7 +176,7 @@ def validate(
         "exact": divergence is None,
         # a random checkpoint that repeats one token would make parity meaningless: show it
         "distinct_reference_tokens": len(set(expected)),
-        "required": "exact" if target.precision == "fp32" else "report",
+        "required": "exact",
         "runnable": True,
     }
     progress(
@@ -179,7 +186,7 @@ def validate(
             done=True,
         )
     )
-    if target.precision == "fp32" and divergence is not None:
+    if divergence is not None:
         raise ValidationFailed(
             f"fp32 artifact disagrees with transformers at greedy step {divergence} "
             f"({matched}/{settings.steps} tokens equal, max logit diff {diff:.3g}); "
@@ -187,3 +194,86 @@ def validate(
             hint="re-run with FOUNDRY_DEBUG=1 and report the recipe and source",
         )
     return record
+
+
+def quantized_quality(
+    artifact: Path, source: Source, target: Target, settings: Validation, progress: ProgressFn
+) -> dict[str, Any]:
+    """Quantized: it generates in onnxruntime-genai, and its teacher-forced quality on the corpus
+    (compiler/quality.py) meets the recipe target's floor (real sources; synthetic ones report)."""
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    from compiler.quality import measure
+
+    tokenizer = AutoTokenizer.from_pretrained(str(source.path))
+    prompt_ids = list(tokenizer(settings.prompt, add_special_tokens=False)["input_ids"]) or [0]
+    got, _ = generated(artifact, prompt_ids, min(settings.steps, 8))
+    progress(ProgressEvent("validate", "quality on the corpus: teacher-forced vs the fp32 model"))
+    scratch = artifact.parent / f"{artifact.name}.quality"
+    try:
+        quality = measure(artifact, source.path, scratch).record()
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    floor = target.quality
+    record: dict[str, Any] = {
+        "engine": "onnxruntime-genai",
+        "generated_tokens": len(got),
+        "quality": quality,
+        "floor": msgspec_dict(floor),
+        "required": "report" if source.synthetic or floor is None else "floor",
+        "runnable": True,
+    }
+    progress(ProgressEvent("validate", quality_text(quality), done=True))
+    if record["required"] == "floor" and floor is not None:
+        check_floor(quality, floor, target)
+    return record
+
+
+def generated(artifact: Path, prompt_ids: list[int], steps: int) -> tuple[list[int], Any]:
+    """artifact_greedy, with a load or generation failure as ValidationFailed."""
+    try:
+        return artifact_greedy(artifact, prompt_ids, steps)
+    except Exception as exc:
+        raise ValidationFailed(
+            f"the artifact does not load or generate in onnxruntime-genai: {exc}"
+        ) from exc
+
+
+def quality_text(quality: dict[str, Any]) -> str:
+    """`top-1 93.2 %, KLD 0.012, ppl x1.01 (4044 tokens)`: the build table's figure."""
+    return (
+        f"top-1 {quality['top1'] * 100:.1f} %, KLD {quality['kld']:.3f}, "
+        f"ppl x{quality['ppl_ratio']:.2f} ({quality['tokens']} tokens)"
+    )
+
+
+def check_floor(quality: dict[str, Any], floor: QualityFloor, target: Target) -> None:
+    """Raise QualityBelowFloor naming the figure that missed and the setting to try instead."""
+    from runtime.errors import QualityBelowFloor
+
+    misses = []
+    if floor.min_top1 is not None and quality["top1"] < floor.min_top1:
+        misses.append(
+            f"same top-1 {quality['top1'] * 100:.1f} % < floor {floor.min_top1 * 100:g} %"
+        )
+    if floor.max_kld is not None and quality["kld"] > floor.max_kld:
+        misses.append(f"mean KLD {quality['kld']:.3f} > ceiling {floor.max_kld:g} nats")
+    if not misses:
+        return
+    if target.precision == "int4":
+        hint = "try --target cpu-int8, or block_size: 32 with an 8-bit lm_head in the recipe"
+    else:
+        hint = "try --target cpu-fp32, or block_size: 32 in the recipe's builder options"
+    raise QualityBelowFloor(
+        f"the {target.precision} artifact is below its recipe's quality floor: "
+        f"{'; '.join(misses)} over {quality['tokens']} corpus tokens; nothing was registered",
+        hint=hint,
+    )
+
+
+def msgspec_dict(value: Any) -> dict[str, Any] | None:
+    import msgspec
+
+    return None if value is None else msgspec.to_builtins(value)

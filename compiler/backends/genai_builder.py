@@ -18,15 +18,19 @@ if TYPE_CHECKING:
     from compiler.recipe import Target
     from compiler.source import Source
 
-__all__ = ["GenaiBuilderBackend", "run_builder"]
+__all__ = ["GenaiBuilderBackend", "refuse_known_bugs", "run_builder"]
 
 
 def run_builder(
     source: Path, out_dir: Path, precision: str, provider: str, pairs: dict[str, str]
 ) -> None:
     """The builder's CLI sequence: parse KEY=VALUE options, then export."""
+    import json
+
     from onnxruntime_genai.models.builder import create_model, parse_extra_options
 
+    config = json.loads((source / "config.json").read_text())
+    refuse_known_bugs(config, precision, pairs)
     cache_dir = out_dir.parent / f"{out_dir.name}.builder-cache"
     extra = [f"{key}={value}" for key, value in sorted(pairs.items())]
     options = parse_extra_options(
@@ -54,6 +58,7 @@ class GenaiBuilderBackend:
                 "convert", f"onnxruntime-genai builder, {target.precision} for {target.provider}"
             )
         )
+        refuse_known_bugs(source.config, target.precision, options.to_pairs())
         try:
             run_builder(source.path, out_dir, target.precision, target.provider, options.to_pairs())
         except Exception as exc:
@@ -62,3 +67,59 @@ class GenaiBuilderBackend:
             ) from exc
         progress(ProgressEvent("convert", "done", done=True))
         return {"backend": self.name, "builder_options": options.to_pairs()}
+
+
+# Builder 0.18.0 combinations that write invalid ONNX, crash, or silently do something else
+# (issue 11). Refused before the builder runs, with the setting that works instead.
+LAST_MATMUL_INT8 = {"rtn_last", "k_quant_last", "k_quant_mixed", "k_quant_linear"}
+
+
+def refuse_known_bugs(config: dict[str, Any], precision: str, pairs: dict[str, str]) -> None:
+    """Raises RecipeError for a builder option set that 0.18.0 is known to get wrong."""
+    if precision not in ("int4", "int8"):
+        return
+    tied = (
+        bool(config.get("tie_word_embeddings", False)) and pairs.get("shared_embeddings") != "false"
+    )
+    algo = pairs.get("algo_config", pairs.get("int4_algo_config", "default"))
+    mixed = pairs.get("matmul_mixed_precision", "")
+    symmetric = pairs.get("is_symmetric", "true") != "false"
+    if tied and not symmetric:
+        raise RecipeError(
+            "builder 0.18.0 writes an invalid model for is_symmetric: false on a checkpoint with "
+            "tied embeddings",
+            hint="drop is_symmetric (symmetric is the default), or set shared_embeddings: false",
+        )
+    if tied and ("last_matmul:int8" in mixed or algo in LAST_MATMUL_INT8):
+        raise RecipeError(
+            "builder 0.18.0 writes an invalid model for an int8 last MatMul (last_matmul:int8, "
+            f"algo_config {algo}) on a checkpoint with tied embeddings",
+            hint="use matmul_mixed_precision: mixed_layers:int8 with algo_config k_quant, or "
+            "shared_embeddings: false",
+        )
+    if algo.startswith("k_quant") or (algo.startswith("rtn") and not symmetric):
+        odd = _odd_block_counts(config, int(pairs.get("block_size", "32")))
+        if odd:
+            raise RecipeError(
+                f"builder 0.18.0's {algo} quantizer crashes when a MatMul's K / block_size is odd "
+                f"({', '.join(odd)})",
+                hint="use block_size: 32, or algo_config: default",
+            )
+    untied = not bool(config.get("tie_word_embeddings", False))
+    if untied and "Gather" in pairs.get("op_types_to_quantize", "") and algo != "default":
+        raise RecipeError(
+            f"builder 0.18.0 ignores op_types_to_quantize Gather with algo_config {algo} on a "
+            "checkpoint with untied embeddings (the embedding table would stay fp32)",
+            hint="use algo_config: default to quantize the embedding Gather",
+        )
+
+
+def _odd_block_counts(config: dict[str, Any], block: int) -> list[str]:
+    """`K=576 -> 9 blocks of 64` for each MatMul input width whose block count is odd."""
+    widths = {
+        int(config[key])
+        for key in ("hidden_size", "intermediate_size")
+        if isinstance(config.get(key), int)
+    }
+    counts = {k: -(-k // block) for k in sorted(widths)}
+    return [f"K={k} -> {n} blocks of {block}" for k, n in counts.items() if n % 2]

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import msgspec
 
 from compiler.backends.base import BuilderOptions, convert_options
+from compiler.backends.genai_builder import refuse_known_bugs
 from runtime.errors import BackendFailed
 from runtime.progress import ProgressEvent, ProgressFn
 
@@ -103,6 +104,7 @@ class OliveBackend:
         config = workflow_config(source, target, options, work)
         names = [PASS_NAME, *(spec.type for spec in target.passes)]
         progress(ProgressEvent("convert", f"Olive workflow: {' -> '.join(names)}"))
+        refuse_known_bugs(source.config, target.precision, options.builder.to_pairs())
         try:
             olive_run(config, package_config=package_config())
         except Exception as exc:

@@ -16,7 +16,7 @@ import click
 
 from runtime import __version__
 from runtime.errors import FoundryError
-from runtime.settings import ENV_VARS
+from runtime.settings import ENV_VARS, keep_private
 
 __all__ = ["FoundryGroup", "main", "render_error"]
 
@@ -78,6 +78,7 @@ class FoundryGroup(click.Group):
 @click.version_option(__version__, prog_name="foundry")
 def main() -> None:
     """Run AI models locally: manage the catalog and cache, serve the OpenAI API."""
+    keep_private()
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from runtime.cli.output import emit_json, human_size
+from runtime.cli.output import ProgressRenderer, emit_json, human_size
 
 if TYPE_CHECKING:
     from runtime.catalog import Catalog, Variant
@@ -53,8 +53,27 @@ def _row(variant: Variant, store: Store, hardware: Hardware) -> dict[str, Any]:
             "cached": True,
             "synthetic": bool(model.metadata.get("synthetic", False)),
             "size": model.size,
+            "quality": _quality(model.metadata),
         }
     return row
+
+
+def _quality(metadata: dict[str, Any]) -> dict[str, Any] | None:
+    """The build's teacher-forced figures on the corpus (quantized chat builds), if any."""
+    validation = metadata.get("validation") or {}
+    quality = validation.get("quality")
+    return dict(quality) if isinstance(quality, dict) else None
+
+
+def _quality_cell(row: dict[str, Any]) -> str:
+    """`top-1 93.2 % · KLD 0.012 · ppl x1.01` (4044 corpus tokens), or "" when not measured."""
+    quality = row.get("quality")
+    if not quality:
+        return ""
+    return (
+        f"top-1 {quality['top1'] * 100:.1f} % · KLD {quality['kld']:.3f} · "
+        f"ppl x{quality['ppl_ratio']:.2f} ({quality['tokens']} tok)"
+    )
 
 
 def _uncataloged_rows(catalog: Catalog, store: Store, hardware: Hardware) -> list[dict[str, Any]]:
@@ -81,6 +100,7 @@ def _uncataloged_rows(catalog: Catalog, store: Store, hardware: Hardware) -> lis
                 "cached": True,
                 "synthetic": bool(meta.get("synthetic", False)),
                 "runnable": hardware.has_provider(provider),
+                "quality": _quality(meta),
             }
         )
     return rows
@@ -169,6 +189,10 @@ def info(alias_or_id: str, device: str | None, as_json: bool) -> None:
 
     catalog, store, hardware = _context()
     variant = catalog.variant(alias_or_id)
+    known = {entry.alias for entry in catalog.aliases()}
+    if variant is None and alias_or_id not in known and store.ref_digest(alias_or_id):
+        _cached_info(alias_or_id, catalog, store, hardware, as_json)
+        return
     entry = variant.entry if variant is not None else catalog.alias(alias_or_id)
     variants = [variant] if variant is not None else catalog.variants(entry.alias)
     try:
@@ -195,8 +219,12 @@ def info(alias_or_id: str, device: str | None, as_json: bool) -> None:
     width = max(len(k) for k, _ in facts)
     for key, value in facts:
         click.echo(f"{key:<{width}}  {value}")
+    _variant_table(rows)
+
+
+def _variant_table(rows: list[dict[str, Any]]) -> None:
     print_table(
-        ["id", "device", "provider", "precision", "size", "source", "cached", "note"],
+        ["id", "device", "provider", "precision", "size", "source", "cached", "quality", "note"],
         [
             [
                 r["id"],
@@ -206,6 +234,7 @@ def info(alias_or_id: str, device: str | None, as_json: bool) -> None:
                 human_size(r["size"]),
                 r["source"],
                 "yes" if r["cached"] else "",
+                _quality_cell(r),
                 _note(r),
             ]
             for r in rows
@@ -213,81 +242,38 @@ def info(alias_or_id: str, device: str | None, as_json: bool) -> None:
     )
 
 
+def _cached_info(
+    model_id: str, catalog: Catalog, store: Store, hardware: Hardware, as_json: bool
+) -> None:
+    """`foundry model info` for an own build that the catalog does not list."""
+    rows = [r for r in _uncataloged_rows(catalog, store, hardware) if r["id"] == model_id]
+    if as_json:
+        emit_json({"alias": None, "best_variant": model_id, "reason": "", "variants": rows})
+        return
+    _variant_table(rows)
+
+
 # --- download / remove ------------------------------------------------------------------------
-class _ProgressRenderer:
-    """Renders ProgressEvents on stderr: a rich bar on a terminal, plain lines (every 10 %) otherwise."""
-
-    def __init__(self) -> None:
-        import sys
-
-        self.interactive = sys.stderr.isatty()
-        self._bar: Any = None
-        self._task: Any = None
-        self._last_decile: dict[str, int] = {}
-
-    def __enter__(self) -> _ProgressRenderer:
-        if self.interactive:
-            from rich.console import Console
-            from rich.progress import (
-                BarColumn,
-                DownloadColumn,
-                Progress,
-                TextColumn,
-                TransferSpeedColumn,
-            )
-
-            self._bar = Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                DownloadColumn(),
-                TransferSpeedColumn(),
-                console=Console(stderr=True),
-                transient=False,
-            )
-            self._bar.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._bar is not None:
-            self._bar.stop()
-
-    def __call__(self, event: Any) -> None:
-        if event.phase != "download" or event.total is None:
-            if event.message and event.phase != "register":
-                click.echo(f"{event.phase}: {event.message}", err=True)
-            return
-        if self._bar is not None:
-            if self._task is None:
-                self._task = self._bar.add_task("downloading", total=event.total)
-            self._bar.update(
-                self._task,
-                completed=event.completed or 0,
-                total=event.total,
-                description=f"downloading {event.message.split(': ')[-1]}",
-            )
-            return
-        decile = int(10 * (event.completed or 0) / event.total) if event.total else 10
-        key = event.message.split(": ")[0]
-        if decile > self._last_decile.get(key, -1) or event.done:
-            self._last_decile[key] = decile
-            click.echo(
-                f"downloading {event.message} {10 * decile}% "
-                f"({human_size(event.completed or 0)} / {human_size(event.total)})",
-                err=True,
-            )
-
-
 @group.command("download")
 @click.argument("alias_or_id")
 @click.option("--device", type=click.Choice(DEVICES), help="Download the variant for this device.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 def download(alias_or_id: str, device: str | None, as_json: bool) -> None:
-    """Download a model (resumable and verified); an alias picks the best variant here."""
+    """Download a model (resumable and verified); an alias picks the best variant here.
+
+    ALIAS_OR_ID may also be a registry reference, oci://HOST/REPO[:TAG|@sha256:…].
+    """
     from runtime.download import download as fetch
+    from runtime.oci.reference import Reference, is_reference
     from runtime.store import Store
 
-    with _ProgressRenderer() as progress:
-        cached = fetch(alias_or_id, Store(), progress, device)
+    with ProgressRenderer() as progress:
+        if is_reference(alias_or_id):
+            from runtime.oci.transfer import pull
+
+            cached = pull(Store(), Reference.parse(alias_or_id), progress).model
+        else:
+            cached = fetch(alias_or_id, Store(), progress, device)
     if as_json:
         emit_json(
             {

@@ -9,6 +9,7 @@ and asks the running service (not onnxruntime) what it serves.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from runtime.errors import ServiceStartFailed
+from runtime.errors import InvalidRequest, ServiceStartFailed
 from runtime.settings import env, env_number, foundry_home
 
 if TYPE_CHECKING:
@@ -127,6 +128,9 @@ def _rotate_log() -> None:
     """Keep one previous log once the current one passes LOG_LIMIT bytes."""
     log = log_path()
     log.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(OSError):  # a log from before files were kept private
+        log.parent.chmod(0o700)
+        log.chmod(0o600)
     if log.exists() and log.stat().st_size > LOG_LIMIT:
         log.replace(log.with_name(log.name + ".1"))
 
@@ -258,7 +262,14 @@ def _start_options(func: Any) -> Any:
         click.option(
             "--api-key",
             default=None,
-            help="Require this key on every route but /health (default $FOUNDRY_API_KEY).",
+            help="Require this key on every route but /health (default $FOUNDRY_API_KEY; "
+            "`ps` shows it: prefer the variable or --api-key-file).",
+        ),
+        click.option(
+            "--api-key-file",
+            type=click.Path(exists=True, dir_okay=False, path_type=Path),
+            default=None,
+            help="Read the key from this file's first line (kept out of the command line).",
         ),
         click.option(
             "--insecure", is_flag=True, help="Allow a non-loopback bind without an API key."
@@ -322,6 +333,14 @@ def start(timeout: float, foreground: bool, **values: Any) -> None:
 
 
 def _launch_options(values: dict[str, Any]) -> LaunchOptions:
+    key_file = values.pop("api_key_file", None)
+    if key_file is not None and not values.get("api_key"):
+        lines = key_file.read_text(errors="replace").splitlines()
+        values["api_key"] = lines[0].strip() if lines else ""
+        if not values["api_key"]:
+            raise InvalidRequest(
+                f"--api-key-file {key_file} holds no key", hint="write the key on its first line"
+            )
     values["api_key"] = values.get("api_key") or env("FOUNDRY_API_KEY")
     if values.get("max_loaded") is None:  # a bad value is one line here, not a dead child
         values["max_loaded"] = env_number("FOUNDRY_MAX_LOADED", int)
@@ -376,6 +395,8 @@ def status(as_json: bool) -> None:
     else:
         loaded_text = ", ".join(loaded) or "none"
     click.echo(f"  loaded     {loaded_text}")
+    if threads := info.get("threads"):
+        click.echo(f"  threads    {threads['intraOp']} per model ({threads['source']})")
     click.echo(f"  cache      {info['cache']}")
     click.echo(f"  log        {log_path()}")
 
@@ -394,6 +415,7 @@ def _status_info(state: Any) -> dict[str, Any]:
         "api_key_set": state.api_key_set,
         "providers": details.get("providers", []),
         "loaded": details.get("loadedModels"),
+        "threads": details.get("threads"),
         "cache": details.get("modelDirPath") or str(foundry_home() / "cache"),
     }
 

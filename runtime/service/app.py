@@ -2,7 +2,7 @@
 
 Route modules each export ROUTES; the three exception handlers render every error in
 OpenAI's shape; the lifespan builds and closes the ModelManager (on `app.state.manager`,
-also injected as `manager`); security (Host check, API key) and metrics wrap every route.
+also injected as `manager`); security (Host, Origin, API key) and metrics wrap every route.
 Nothing happens at import time.
 """
 
@@ -81,6 +81,7 @@ def create_app(settings: ServiceSettings, *, store: Store | None = None) -> Lite
                 SecurityMiddleware,  # type: ignore[arg-type]  # an ASGI class; Litestar's stub wants a function
                 bound_host=settings.host,
                 api_key=settings.api_key,
+                cors_origins=settings.cors_origins,
             ),
         ],
         cors_config=cors_config(settings.cors_origins),

@@ -20,7 +20,7 @@ from typing import Any
 
 from runtime import __version__
 from runtime.errors import FoundryError, ServiceStartFailed
-from runtime.settings import env, env_number
+from runtime.settings import env, env_number, keep_private
 
 __all__ = ["build_settings", "run"]
 
@@ -93,6 +93,7 @@ def _serve(args: argparse.Namespace) -> int:
     from runtime.service.security import check_bind
     from runtime.service.state import new_state, remove_state, write_state
 
+    keep_private()
     api_key = env("FOUNDRY_API_KEY")
     check_bind(args.host, api_key, args.insecure)
     sock = bind_socket(args.host, args.port)

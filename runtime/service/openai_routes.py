@@ -254,8 +254,19 @@ def _usage(generation: Generation, results: list[Any]) -> Usage:
 
 def _model_object(cached: Any) -> ModelObject:
     created = cached.manifest.created
+    meta = cached.metadata
+    validation = meta.get("validation") or {}
+    facts = {
+        "target": meta.get("target"),
+        "precision": meta.get("precision"),
+        "synthetic": bool(meta.get("synthetic", False)),
+        "quality": validation.get("quality"),
+    }
     return ModelObject(
-        id=cached.model_id, created=_epoch(created), task=cached.metadata.get("task", "chat")
+        id=cached.model_id,
+        created=_epoch(created),
+        task=meta.get("task", "chat"),
+        metadata=facts,
     )
 
 
