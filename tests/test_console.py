@@ -289,6 +289,46 @@ def test_reasoning_is_folded_and_tool_calls_are_shown_as_calls(
     assert browser.errors() == []
 
 
+HOSTILE_MARKDOWN = """# Title
+Some **bold**, *em* and `code`; <script>window.__pwned = 1</script>
+<img src=x onerror="window.__pwned = 2">
+[safe](https://example.org/a) and [evil](javascript:window.__pwned=3)
+
+```python
+print("<b>not bold</b>")
+```
+- one
+- two
+"""
+
+
+SAFE_TAGS = {"h2", "p", "strong", "em", "code", "br", "a", "div", "span", "pre", "ul", "li"}
+
+
+def test_replies_render_markdown_and_code_but_never_markup(service: RunningService, browser):
+    browser.open(service.base_url, "chat")
+    rendered = browser.driver.execute_async_script(
+        """const done = arguments[1];
+        import('/console/markdown.js').then(({ renderMarkdown }) => {
+            const box = document.createElement('div');
+            box.append(renderMarkdown(arguments[0]));
+            document.body.append(box);
+            const tags = [...box.querySelectorAll('*')].map(e => e.tagName.toLowerCase());
+            const links = [...box.querySelectorAll('a')].map(a => a.getAttribute('href'));
+            const code = box.querySelector('pre code').textContent;
+            box.remove();
+            done({ tags: [...new Set(tags)].sort(), links, code, pwned: window.__pwned || 0 });
+        });""",
+        HOSTILE_MARKDOWN,
+    )
+    assert set(rendered["tags"]) <= SAFE_TAGS
+    assert "script" not in rendered["tags"] and "img" not in rendered["tags"]
+    assert rendered["links"] == ["https://example.org/a"]  # javascript: stays text
+    assert rendered["code"] == 'print("<b>not bold</b>")'
+    assert rendered["pwned"] == 0
+    assert browser.errors() == []
+
+
 # --- models, builds, health ----------------------------------------------------------------------
 def test_models_page_explains_the_choice_and_loads_and_unloads(
     service: RunningService, service_model: str, browser
