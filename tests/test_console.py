@@ -239,6 +239,96 @@ def _gauge_total(base_url: str) -> float:
     return stats["totals"]["completion_tokens"]
 
 
+ADD_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "add",
+        "description": "Add two integers",
+        "parameters": {
+            "type": "object",
+            "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
+            "required": ["a", "b"],
+            "additionalProperties": False,
+        },
+    },
+}
+
+
+def test_reasoning_is_folded_and_tool_calls_are_shown_as_calls(
+    service: RunningService, agent_models, browser
+):
+    from selenium.webdriver.support.ui import Select
+
+    browser.open(service.base_url, "chat")
+    browser.css("#new-chat").click()
+    Select(browser.css("#chat-model")).select_by_value("agents-r1")
+    browser.css("details.settings summary").click()
+    browser.type("#max-tokens", "12")
+    browser.type("#temperature", "0")
+    browser.type("#prompt", "What is 2+3?\n")
+    browser.wait(lambda: browser.all(".message.assistant .stats .tok-s"))
+    reasoning = browser.css(".message.assistant details.reasoning")
+    assert reasoning.is_displayed() and reasoning.get_attribute("open") is None  # folded
+    reasoning.find_element("css selector", "summary").click()
+    assert reasoning.find_element("css selector", ".reasoning-text").text.strip()
+
+    browser.css("#new-chat").click()
+    Select(browser.css("#chat-model")).select_by_value("agents-qwen")
+    browser.type("#tools", json.dumps([ADD_TOOL]))
+    Select(browser.css("#tool-choice")).select_by_value("required")
+    browser.type("#max-tokens", "200")
+    browser.type("#prompt", "Add 2 and 3\n")
+    browser.wait(lambda: "finish:" in browser.css(".message.assistant .stats").text)
+    call = browser.css(".message.assistant .tool-call")
+    assert call.find_element("css selector", ".tool-name").text == "tool call: add"
+    arguments = json.loads(call.find_element("css selector", "pre").text)
+    assert set(arguments) == {"a", "b"} and all(isinstance(v, int) for v in arguments.values())
+    assert "finish: tool_calls" in browser.css(".message.assistant .stats").text
+    browser.shot("chat-tools")
+    browser.type("#tools", "")
+    assert browser.errors() == []
+
+
+HOSTILE_MARKDOWN = """# Title
+Some **bold**, *em* and `code`; <script>window.__pwned = 1</script>
+<img src=x onerror="window.__pwned = 2">
+[safe](https://example.org/a) and [evil](javascript:window.__pwned=3)
+
+```python
+print("<b>not bold</b>")
+```
+- one
+- two
+"""
+
+
+SAFE_TAGS = {"h2", "p", "strong", "em", "code", "br", "a", "div", "span", "pre", "ul", "li"}
+
+
+def test_replies_render_markdown_and_code_but_never_markup(service: RunningService, browser):
+    browser.open(service.base_url, "chat")
+    rendered = browser.driver.execute_async_script(
+        """const done = arguments[1];
+        import('/console/markdown.js').then(({ renderMarkdown }) => {
+            const box = document.createElement('div');
+            box.append(renderMarkdown(arguments[0]));
+            document.body.append(box);
+            const tags = [...box.querySelectorAll('*')].map(e => e.tagName.toLowerCase());
+            const links = [...box.querySelectorAll('a')].map(a => a.getAttribute('href'));
+            const code = box.querySelector('pre code').textContent;
+            box.remove();
+            done({ tags: [...new Set(tags)].sort(), links, code, pwned: window.__pwned || 0 });
+        });""",
+        HOSTILE_MARKDOWN,
+    )
+    assert set(rendered["tags"]) <= SAFE_TAGS
+    assert "script" not in rendered["tags"] and "img" not in rendered["tags"]
+    assert rendered["links"] == ["https://example.org/a"]  # javascript: stays text
+    assert rendered["code"] == 'print("<b>not bold</b>")'
+    assert rendered["pwned"] == 0
+    assert browser.errors() == []
+
+
 # --- models, builds, health ----------------------------------------------------------------------
 def test_models_page_explains_the_choice_and_loads_and_unloads(
     service: RunningService, service_model: str, browser
@@ -285,7 +375,11 @@ def test_builds_page_shows_the_build_record_and_its_raw_json(
 def test_health_page_charts_tokens_per_second_from_the_service_metrics(
     service: RunningService, service_model: str, openai_client, browser
 ):
+    refused = httpx.get(f"{service.base_url}/openai/load/{service_model}", params={"ep": "cuda"})
+    assert refused.status_code == 501  # the service logs it as a warning
     browser.open(service.base_url, "health")
+    logged = browser.css(".log").text
+    assert "ProviderUnavailable: execution provider 'cuda' is not available here" in logged
     chart = '[data-chart="tokens"]'
 
     def samples() -> int:
@@ -338,7 +432,8 @@ def test_keyed_console_asks_for_the_key_and_works_after_it(keyed_hub_service, br
     base_url = keyed_hub_service.base_url
     assert httpx.get(f"{base_url}/").status_code == 200  # the page itself needs no key
     assert httpx.get(f"{base_url}/console/app.js").status_code == 200
-    assert httpx.get(f"{base_url}/foundry/stats").status_code == 401
+    for path in ("/foundry/stats", "/foundry/catalog", "/foundry/builds"):  # its data does
+        assert httpx.get(f"{base_url}{path}").status_code == 401
     browser.driver.get(f"{base_url}/#models")
     dialog = browser.wait(lambda: browser.css("#key-dialog").get_attribute("open") is not None)
     assert dialog

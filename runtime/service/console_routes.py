@@ -240,9 +240,14 @@ class ErrorLog(logging.Handler):
 ERROR_LOG = ErrorLog()
 
 
-def _install_error_log() -> None:
-    """Listen on the root logger and uvicorn's (which does not propagate); idempotent."""
-    for name in ("", "uvicorn"):
+def _install_error_log(*names: str) -> None:
+    """Listen on these loggers (idempotent).
+
+    Not the root logger: Litestar's and uvicorn's logging set-up replace the root's and their
+    own handlers after `create_app`. `runtime` (every module of ours) is left alone, so it is
+    heard from the start; `uvicorn.error` and `litestar` are joined once serving has begun.
+    """
+    for name in names:
         logger = logging.getLogger(name)
         if ERROR_LOG not in logger.handlers:
             logger.addHandler(ERROR_LOG)
@@ -294,6 +299,7 @@ def _metric_totals() -> dict[str, float]:
 @get("/foundry/stats", sync_to_thread=True)  # the first call may probe the hardware
 def console_stats(request: Request) -> dict[str, Any]:
     """What the Health page samples every few seconds (the same registry /metrics renders)."""
+    _install_error_log("uvicorn.error", "litestar")
     manager = _manager(request)
     return {
         "version": __version__,
@@ -310,6 +316,6 @@ def console_stats(request: Request) -> dict[str, Any]:
 
 def routes(settings: ServiceSettings) -> list[Any]:
     """The console's handlers: the JSON routes always, the page unless `--no-console`."""
-    _install_error_log()
+    _install_error_log("runtime")
     api = [console_catalog, console_builds, console_stats]
     return [console_index, console_file, *api] if settings.console else api

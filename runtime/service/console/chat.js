@@ -143,7 +143,10 @@ function statsOf(stats) {
     const counted = stats.counted ? " (chunks seen)" : "";
     parts.push(h("span", { class: "completion-tokens" }, `reply ${stats.completionTokens} tok${counted}`));
   }
-  if (stats.tokPerSec) parts.push(h("span", { class: "tok-s" }, `${stats.tokPerSec.toFixed(1)} tok/s`));
+  if (stats.tokPerSec) {
+    parts.push(h("span", { class: "tok-s", title: stats.endToEnd ? "end to end, prefill included" : "decode speed" }, `${stats.tokPerSec.toFixed(1)} tok/s`));
+    if (stats.endToEnd) parts.push(h("span", {}, "(end to end)"));
+  }
   if (stats.ttft !== undefined) parts.push(h("span", {}, `first token ${Math.round(stats.ttft * 1000)} ms`));
   return parts;
 }
@@ -162,9 +165,31 @@ function numberOr(input, fallback) {
   return input.value !== "" && Number.isFinite(value) ? value : fallback;
 }
 
+/** The Tools box as a list, null when empty; throws with a readable reason when it is not JSON. */
+function toolsOf() {
+  const text = $("tools").value.trim();
+  if (!text) return null;
+  let tools;
+  try {
+    tools = JSON.parse(text);
+  } catch (error) {
+    throw new Error(`Tools is not valid JSON: ${error.message}`);
+  }
+  if (!Array.isArray(tools)) throw new Error("Tools must be a JSON list of {type: 'function', function: {...}}");
+  return tools;
+}
+
 async function send(text) {
   const model = $("chat-model").value;
   if (!model || running) return;
+  let tools;
+  try {
+    tools = toolsOf();
+  } catch (error) {
+    current.messages.push({ role: "error", content: error.message });
+    renderMessages();
+    return;
+  }
   current.messages.push({ role: "user", content: text });
   if (current.title === "New chat") current.title = text.slice(0, 60);
   current.model = model;
@@ -179,6 +204,7 @@ async function send(text) {
     temperature: numberOr($("temperature"), 0.7),
     max_tokens: Math.round(numberOr($("max-tokens"), 512)),
   };
+  if (tools) Object.assign(body, { tools, tool_choice: $("tool-choice").value });
   current.messages.push(reply);
   renderList();
   renderMessages();
@@ -242,8 +268,14 @@ async function send(text) {
     setRunning(false);
     if (stats.completionTokens === undefined) Object.assign(stats, { completionTokens: chunks, counted: true });
     if (first !== null) stats.ttft = (first - started) / 1000;
-    if (first !== null && last > first && stats.completionTokens > 1) {
-      stats.tokPerSec = (stats.completionTokens - 1) / ((last - first) / 1000);
+    if (first !== null && last > started && stats.completionTokens > 0) {
+      // Decode speed from the token stream; when the reply came in a few chunks (a tool call's
+      // arguments arrive whole), the honest figure is end to end, prefill included.
+      const streamed = chunks >= 2 && chunks * 2 >= stats.completionTokens && last > first;
+      stats.endToEnd = !streamed;
+      stats.tokPerSec = streamed
+        ? (stats.completionTokens - 1) / ((last - first) / 1000)
+        : stats.completionTokens / ((last - started) / 1000);
     }
     reply.stats = stats;
     reply.tool_calls = reply.tool_calls.filter(Boolean);

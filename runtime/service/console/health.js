@@ -158,9 +158,11 @@ function drawChart(card, values, format, now) {
     ctx.stroke();
     if (fraction) ctx.fillText(format(top * fraction), left + 2, y - 3);
   }
-  ctx.fillText(`last ${Math.round((KEEP * PERIOD_MS) / 60000)} min`, left + 2, height - 3);
+  // The window grows from one minute to KEEP samples, so a fresh chart is not a sliver.
+  const slots = Math.min(KEEP, Math.max(values.length, 30));
+  ctx.fillText(`last ${Math.round((slots * PERIOD_MS) / 1000)} s`, left + 2, height - 3);
   if (!present.length) return;
-  const step = (width - left) / Math.max(KEEP - 1, 1);
+  const step = (width - left) / Math.max(slots - 1, 1);
   const x0 = width - (values.length - 1) * step;
   ctx.strokeStyle = accent;
   ctx.lineWidth = 2;

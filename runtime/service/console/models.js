@@ -165,7 +165,7 @@ async function load(id, ttl, box) {
 async function act(box, path, busy = "…") {
   box.replaceChildren(h("span", { class: "muted" }, busy));
   try {
-    await request(path);
+    await request(path, { method: "POST" }); // a state change: POST, as the service prefers
   } catch (error) {
     box.replaceChildren(h("span", { class: "error" }, error.message));
     return;
