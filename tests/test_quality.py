@@ -212,7 +212,7 @@ def test_a_real_build_below_its_floor_registers_nothing_and_says_what_to_try(
             {"matmul_mixed_precision": "last_matmul:int8"},
             "int8 last MatMul",
         ),
-        ({"tie_word_embeddings": True}, {"algo_config": "k_quant_mixed"}, "int8 last MatMul"),
+        ({"tie_word_embeddings": True}, {"algo_config": "rtn_last"}, "int8 last MatMul"),
         (
             {"hidden_size": 576, "intermediate_size": 1536},
             {"algo_config": "k_quant", "block_size": "64"},
@@ -239,7 +239,7 @@ def test_the_working_combinations_pass():
     from compiler.backends.genai_builder import refuse_known_bugs
 
     tied = {"tie_word_embeddings": True, "hidden_size": 576, "intermediate_size": 1536}
-    refuse_known_bugs(tied, "int4", {"block_size": "32", "algo_config": "k_quant"})
+    refuse_known_bugs(tied, "int4", {"block_size": "32", "algo_config": "k_quant_mixed"})
     refuse_known_bugs(
         tied,
         "int4",
