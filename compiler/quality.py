@@ -87,7 +87,7 @@ class Quality:
     def trained(self) -> bool:
         """Whether the reference has learned the text at all: its perplexity is far below a guess
         over the vocabulary (random weights score about the vocabulary size or worse; SmolLM2-135M
-        scores 15 over 49,152). Below that, quality figures say nothing and floors do not apply."""
+        scores 15 over 49,152). Otherwise its figures say nothing and floors do not apply."""
         return self.ppl_reference < math.sqrt(max(self.vocab, 1))
 
     def record(self) -> dict[str, Any]:
@@ -309,6 +309,10 @@ def onnx_logits(model: Path, artifact: Path) -> Any:
         def logits(ids: list[int]) -> np.ndarray:
             feed = {item.name: _input_value(item, ids, kv_shape) for item in inputs}
             (out,) = session.run(["logits"], feed)
+            if out.shape[1] != len(ids):  # a pruned graph whose prune full_logits_model missed
+                raise ValueError(
+                    f"the artifact returned logits for {out.shape[1]} of {len(ids)} positions"
+                )
             return np.asarray(out[0], dtype=np.float32)
 
         yield logits

@@ -145,8 +145,11 @@ def test_genai_builder_backend_builds_without_olive(built) -> None:
     assert record["backend"]["backend"] == "genai-builder"
     assert record["backend"]["builder_options"] == {
         "accuracy_level": "4",
-        "block_size": "128",
+        "block_size": "32",
         "prune_lm_head": "true",
+        "shared_embeddings": "false",
+        "op_types_to_quantize": "MatMul/Gather",
+        "matmul_mixed_precision": "last_matmul:int8,mixed_layers:int8",
     }
 
 
