@@ -44,6 +44,7 @@ class BuildRequest:
     hidden: int | None = None
     task: str | None = None
     backend: str | None = None  # override the recipe's backend (e.g. "genai-builder")
+    gguf_file: str | None = None  # one GGUF file of a hub repo (or folder) to build from
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,24 @@ def build(request: BuildRequest, store: Store, progress: ProgressFn = silent) ->
     recipes = load_recipes()
     with open_source(request, store, progress) as source:
         plans = [plan_target(request, source, name, recipes, store) for name in request.targets]
-        return [build_target(plan, source, store, progress) for plan in plans]
+        with checkpoint(source, plans, store, progress) as checkpoint_source:
+            return [build_target(plan, checkpoint_source, store, progress) for plan in plans]
+
+
+@contextlib.contextmanager
+def checkpoint(
+    source: Source, plans: list[BuildPlan], store: Store, progress: ProgressFn
+) -> Iterator[Source]:
+    """The source as a checkpoint folder: a GGUF file is dequantized once for all targets, in
+    a staging folder, and not at all when every target is a cache hit (its key needs only the
+    file's digest)."""
+    if not source.needs_dequantizing or all(p.cache_hit for p in plans):
+        yield source
+        return
+    from compiler.source import dequantized
+
+    with store.staging("gguf") as staging:
+        yield dequantized(source, staging.path / "checkpoint", progress)
 
 
 def plan(request: BuildRequest, store: Store, progress: ProgressFn = silent) -> list[BuildPlan]:
@@ -344,7 +362,7 @@ def open_source(request: BuildRequest, store: Store, progress: ProgressFn) -> It
     from compiler.source import resolve_source, synthetic
 
     if not request.synthetic:
-        yield resolve_source(request.model, progress)
+        yield resolve_source(request.model, progress, gguf_file=request.gguf_file)
         return
     if request.layers is None and request.hidden is None:
         progress(

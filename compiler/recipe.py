@@ -23,6 +23,7 @@ key hashes only the *resolved* target section. Never imports heavy modules.
 from __future__ import annotations
 
 import hashlib
+import inspect
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -254,7 +255,25 @@ def schema_json() -> bytes:
 
     Regenerate: python -c "import compiler.recipe as r; r.write_schema()"
     """
-    return msgspec.json.format(msgspec.json.encode(msgspec.json.schema(Recipe)), indent=2) + b"\n"
+    schema = _clean_descriptions(msgspec.json.schema(Recipe))
+    return msgspec.json.format(msgspec.json.encode(schema), indent=2) + b"\n"
+
+
+def _clean_descriptions(node: Any) -> Any:
+    """Descriptions dedented here, not by msgspec (0.23 changed how it renders docstrings).
+
+    The committed schema must not depend on a library's formatting, only on the structs.
+    """
+    if isinstance(node, dict):
+        return {
+            k: inspect.cleandoc(v)
+            if k == "description" and isinstance(v, str)
+            else _clean_descriptions(v)
+            for k, v in node.items()
+        }
+    if isinstance(node, list):
+        return [_clean_descriptions(v) for v in node]
+    return node
 
 
 def write_schema() -> Path:

@@ -1,14 +1,18 @@
-"""Where a build starts: a Hugging Face id[@revision], a local folder, or a synthetic checkpoint.
+"""Where a build starts: a Hugging Face id[@revision], a local folder, a GGUF file, or a synthetic checkpoint.
 
 `resolve_source` turns what the user typed into a `Source`: a folder on disk with a
 readable `config.json` and intact safetensors, and a digest (the hub commit, or the sha256
-over the folder's files) that the build key hashes. It never writes to the store; a
-synthetic checkpoint is written into a folder the caller owns (a store staging folder).
+over the folder's files) that the build key hashes. A GGUF file (local, or one file of a hub
+repo named by `gguf_file`) resolves to a `Source` whose digest is the file's sha256 and whose
+config comes from its metadata; `dequantized` turns it into a checkpoint folder (compiler.gguf)
+only when something must be built. It never writes to the store; a synthetic or dequantized
+checkpoint is written into a folder the caller owns (a store staging folder).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -16,17 +20,33 @@ import os
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runtime.errors import Offline, SourceError
 from runtime.progress import ProgressEvent, ProgressFn, silent
 from runtime.settings import env
 
-__all__ = ["Source", "folder_digest", "load_folder", "resolve_hub", "resolve_source", "synthetic"]
+if TYPE_CHECKING:
+    from compiler.gguf import GgufFile
+
+__all__ = [
+    "Source",
+    "dequantized",
+    "file_digest",
+    "folder_digest",
+    "load_folder",
+    "load_gguf",
+    "resolve_hub",
+    "resolve_source",
+    "synthetic",
+]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_ALLOW = ["*.json", "*.safetensors", "*.jinja", "*.model", "*.txt", "*.tiktoken"]
+# Never fetched: Mistral's repos hold their weights twice, as transformers' shards and as
+# mistral-inference's consolidated.safetensors (14.5 GB for Mistral-7B-Instruct-v0.3).
+DEFAULT_IGNORE = ["consolidated.safetensors", "consolidated.*.safetensors"]
 
 
 @dataclass(frozen=True)
@@ -41,22 +61,82 @@ class Source:
     revision: str | None = None
     synthetic: bool = False
     alias: str | None = None
+    # Set while `path` is still the GGUF file (before `dequantized`) and kept after it.
+    gguf: GgufFile | None = field(default=None, hash=False, compare=False)
+
+    @property
+    def needs_dequantizing(self) -> bool:
+        return self.gguf is not None and self.path.is_file()
 
 
 def resolve_source(
-    model: str, progress: ProgressFn = silent, *, allow_patterns: list[str] | None = None
+    model: str,
+    progress: ProgressFn = silent,
+    *,
+    allow_patterns: list[str] | None = None,
+    gguf_file: str | None = None,
 ) -> Source:
-    """A local folder when `model` names one (or looks like a path), else a hub id.
+    """A local folder or GGUF file when `model` names one (or looks like a path), else a hub id.
+
+    `gguf_file` picks one GGUF file of a hub repo (or of a local folder holding several).
 
     Raises:
-        SourceError: missing folder, no config.json, unreadable config or safetensors.
+        SourceError: missing folder, no config.json, unreadable config, safetensors or GGUF.
         Offline: the hub cannot be reached; the hint says how to pass a local folder.
     """
     path = Path(model).expanduser()
     looks_local = path.exists() or model.startswith((".", "/", "~")) or model.count("/") > 1
     if looks_local:
+        if gguf_file is not None:
+            return load_gguf(path / gguf_file, progress)
+        if path.is_file():
+            return load_gguf(path, progress)
         return load_folder(path, progress)
+    if gguf_file is not None:
+        return resolve_hub_gguf(model, gguf_file, progress)
     return resolve_hub(model, progress, allow_patterns=allow_patterns or DEFAULT_ALLOW)
+
+
+def load_gguf(path: Path, progress: ProgressFn = silent, *, origin: str | None = None) -> Source:
+    """A GGUF file as a source: digest = its sha256, config from its metadata (not dequantized).
+
+    Raises:
+        SourceError: missing or not a GGUF file, or an unsupported architecture.
+    """
+    from compiler.gguf import gguf_config, is_gguf, read_gguf
+
+    if not path.is_file():
+        raise SourceError(
+            f"file '{path}' does not exist",
+            hint="pass a GGUF file, a checkpoint folder (with config.json) or a Hugging Face id",
+        )
+    if not is_gguf(path):
+        raise SourceError(
+            f"'{path}' is neither a checkpoint folder nor a GGUF file",
+            hint="pass the folder that holds config.json and *.safetensors, or a .gguf file",
+        )
+    info = read_gguf(path)
+    progress(ProgressEvent("source", f"hashing {path.name} ({info.quantization})"))
+    resolved = path.resolve()
+    return Source(
+        path=resolved,
+        name=resolved.stem,
+        origin=origin or f"gguf:{resolved}",
+        digest=file_digest(resolved),
+        config=gguf_config(info),
+        gguf=info,
+    )
+
+
+def dequantized(source: Source, dest: Path, progress: ProgressFn = silent) -> Source:
+    """The GGUF source as an fp32 checkpoint folder in `dest`: same name, origin and digest."""
+    from compiler.gguf import dequantize
+
+    if source.gguf is None:
+        return source
+    folder = dequantize(source.gguf, dest, progress)
+    check_safetensors(folder)
+    return dataclasses.replace(source, path=folder, config=read_config(folder))
 
 
 def load_folder(path: Path, progress: ProgressFn = silent, *, name: str | None = None) -> Source:
@@ -150,6 +230,14 @@ def folder_digest(path: Path) -> str:
     return f"sha256:{outer.hexdigest()}"
 
 
+def file_digest(file: Path) -> str:
+    """`sha256:<hex>` of one file, remembered by stat signature like `folder_digest`'s files."""
+    memo = _DigestMemo.open()
+    hex_digest = memo.file_hex(file, file.stat())
+    memo.save()
+    return f"sha256:{hex_digest}"
+
+
 class _DigestMemo:
     """`$FOUNDRY_HOME/compiler/file-digests.json`: stat signature -> sha256 of large files."""
 
@@ -197,6 +285,35 @@ class _DigestMemo:
 
 def resolve_hub(model: str, progress: ProgressFn = silent, *, allow_patterns: list[str]) -> Source:
     """Download only what the recipe needs (huggingface_hub honours HF_ENDPOINT)."""
+    repo_id, folder, commit = _download(model, progress, allow_patterns)
+    source = load_folder(folder, progress, name=repo_id.split("/")[1])
+    return Source(
+        path=source.path,
+        name=source.name,
+        origin=f"hf:{repo_id}@{commit}",
+        digest=f"hf:{repo_id}@{commit}:{source.digest}",
+        config=source.config,
+        revision=commit,
+    )
+
+
+def resolve_hub_gguf(model: str, gguf_file: str, progress: ProgressFn = silent) -> Source:
+    """One GGUF file of a hub repo; its digest is the file's sha256, wherever it came from."""
+    if not gguf_file or Path(gguf_file).is_absolute() or ".." in Path(gguf_file).parts:
+        raise SourceError(f"--gguf-file {gguf_file!r} is not a file name in the repository")
+    repo_id, folder, commit = _download(model, progress, [gguf_file])
+    path = folder / gguf_file
+    if not path.is_file():
+        raise SourceError(
+            f"Hugging Face repository '{repo_id}' has no file '{gguf_file}'",
+            hint="pass one of the repository's .gguf file names with --gguf-file",
+        )
+    source = load_gguf(path, progress, origin=f"hf:{repo_id}@{commit}/{gguf_file}")
+    return dataclasses.replace(source, revision=commit)
+
+
+def _download(model: str, progress: ProgressFn, allow_patterns: list[str]) -> tuple[str, Path, str]:
+    """(repo id, snapshot folder, commit) of the files matching `allow_patterns`."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import (
         GatedRepoError,
@@ -216,9 +333,19 @@ def resolve_hub(model: str, progress: ProgressFn = silent, *, allow_patterns: li
     progress(ProgressEvent("download", f"{repo_id}@{revision or 'main'}"))
     try:
         folder = Path(
-            snapshot_download(repo_id, revision=revision or None, allow_patterns=allow_patterns)
+            snapshot_download(
+                repo_id,
+                revision=revision or None,
+                allow_patterns=allow_patterns,
+                ignore_patterns=DEFAULT_IGNORE,
+            )
         )
-    except (RepositoryNotFoundError, GatedRepoError) as exc:
+    except GatedRepoError:
+        raise SourceError(
+            f"Hugging Face repository '{repo_id}' is gated",
+            hint=f"accept its licence at https://huggingface.co/{repo_id}, then set HF_TOKEN",
+        ) from None
+    except RepositoryNotFoundError as exc:
         raise SourceError(
             f"Hugging Face repository '{repo_id}' is not available: {type(exc).__name__}"
         ) from None
@@ -232,16 +359,7 @@ def resolve_hub(model: str, progress: ProgressFn = silent, *, allow_patterns: li
             "foundry-build ./my-model --target cpu-int4",
         ) from exc
     progress(ProgressEvent("download", repo_id, done=True))
-    commit = folder.name  # snapshots/<commit>
-    source = load_folder(folder, progress, name=repo_id.split("/")[1])
-    return Source(
-        path=source.path,
-        name=source.name,
-        origin=f"hf:{repo_id}@{commit}",
-        digest=f"hf:{repo_id}@{commit}:{source.digest}",
-        config=source.config,
-        revision=commit,
-    )
+    return repo_id, folder, folder.name  # snapshots/<commit>
 
 
 def _is_synthetic_alias(name: str) -> bool:

@@ -119,6 +119,9 @@ def synthetic_source(
         _set_config_ids(config, style, ids)
         write_json(dest / "generation_config.json", _generation_config(family, style, ids, config))
     config["torch_dtype"] = "float32"
+    # The real config's suppress_tokens are ids of the real vocabulary, not of the synthetic
+    # tokenizer's; generation_config.json says what a synthetic model suppresses.
+    config.pop("suppress_tokens", None)
     write_json(dest / "config.json", config)
     if family == "whisper":
         write_json(dest / "preprocessor_config.json", WHISPER_FEATURE_EXTRACTOR)

@@ -67,11 +67,9 @@ class FoundryLocalManager:
 
     @property
     def api_key(self) -> str:
-        return (
-            os.environ.get("FOUNDRY_API_KEY")
-            or os.environ.get("OPENAI_API_KEY")
-            or "OPENAI_API_KEY"
-        )
+        """$FOUNDRY_API_KEY, else a placeholder: never $OPENAI_API_KEY, a cloud credential the
+        local service has no business receiving."""
+        return os.environ.get("FOUNDRY_API_KEY") or "OPENAI_API_KEY"
 
     def is_service_running(self) -> bool:
         return self._connect()

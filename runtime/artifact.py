@@ -14,6 +14,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from runtime.artifact_policy import check_artifact, check_hard_links
 from runtime.errors import SourceError, ValidationFailed
 from runtime.names import check_model_id
 from runtime.progress import ProgressEvent, ProgressFn, silent
@@ -49,9 +50,13 @@ def validate_artifact(
 ) -> dict[str, Any]:
     """Check that a folder loads in the engine the runtime will use; optionally generate a few tokens.
 
+    The folder is held to `artifact_policy` first: nothing reaches onnxruntime unchecked.
+
     Raises:
+        UnsafeArtifact: the folder could make the engine load code or read outside it.
         ValidationFailed: it does not load (or generate), with the engine's reason.
     """
+    check_artifact(folder)
     if (folder / "genai_config.json").is_file():
         return _validate_genai(folder, generate_tokens if task in (None, "chat") else 0)
     onnx_files = sorted(folder.glob("*.onnx"))
@@ -115,8 +120,8 @@ def infer_metadata(folder: Path) -> dict[str, Any]:
     try:
         genai = json.loads(genai_path.read_text())
         model = genai["model"]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise SourceError(f"{genai_path} is not a valid genai_config.json: {exc}") from exc
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:
+        raise SourceError(f"{genai_path} is not a valid genai_config.json: {exc}") from None
     model_type = str(model.get("type", ""))
     family, tool_parser = _FAMILIES.get(model_type, (model_type or "unknown", None))
     provider = _provider(model)
@@ -150,12 +155,16 @@ def import_folder(
 
     Raises:
         SourceError: not an artifact folder. InvalidName: a bad name.
+        UnsafeArtifact: the folder could make an engine load code or read outside it.
         ValidationFailed: it does not load or generate here (nothing is registered).
     """
     from runtime.catalog import Catalog
     from runtime.hardware import detect
 
     folder = folder.expanduser().resolve()
+    if folder.is_dir():  # checked even when validation is skipped: the store serves it as is
+        check_artifact(folder)
+        check_hard_links(folder)
     metadata = infer_metadata(folder)
     hardware = hardware or detect()
     catalog = catalog or Catalog.load()

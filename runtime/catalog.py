@@ -117,6 +117,7 @@ class Alias(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     description: str = ""
     supports_tool_calling: bool = False
     tool_parser: str | None = None
+    gated: bool = False  # the hub repo needs its licence accepted and HF_TOKEN set
     config: str | None = None  # path of the real config.json, relative to the catalog folder
     prompt_template: dict[str, str] = {}
 

@@ -22,6 +22,7 @@ import errno
 import hashlib
 import json
 import logging
+import re
 import shutil
 import time
 from collections.abc import Iterator
@@ -31,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from runtime.artifact import validate_artifact
+from runtime.artifact_policy import MAX_SIDE_FILE_BYTES, SIDE_FILES, check_relative_name
 from runtime.errors import (
     DiskFull,
     DownloadCorrupt,
@@ -39,6 +41,7 @@ from runtime.errors import (
     NotInstalled,
     Offline,
     ProviderUnavailable,
+    UnsafeArtifact,
 )
 from runtime.progress import ProgressEvent, ProgressFn, silent
 from runtime.settings import env, foundry_home
@@ -63,6 +66,8 @@ RETRIES = 5  # consecutive failures without new bytes before giving up (as huggi
 RETRY_PAUSE = 0.5
 DOWNLOAD_TIMEOUT = 30.0
 COMPILER_HINT = "pip install 'foundry-build[compiler]'"
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_GIT_SHA1 = re.compile(r"[0-9a-f]{40}")
 
 
 def hub_endpoint() -> str:
@@ -274,12 +279,15 @@ def list_remote_files(source: ArtifactSource) -> tuple[str, list[RemoteFile]]:
             continue
         lfs = sibling.lfs
         files.append(
-            RemoteFile(
-                path=sibling.rfilename,
-                relative=sibling.rfilename[len(prefix) :],
-                size=int(lfs.size if lfs else sibling.size or 0),
-                sha256=lfs.sha256 if lfs else None,
-                git_sha1=None if lfs else sibling.blob_id,
+            _checked(
+                RemoteFile(
+                    path=sibling.rfilename,
+                    relative=sibling.rfilename[len(prefix) :],
+                    size=int(lfs.size if lfs else sibling.size or 0),
+                    sha256=lfs.sha256 if lfs else None,
+                    git_sha1=None if lfs else sibling.blob_id,
+                ),
+                source.repo,
             )
         )
     if not files:
@@ -288,6 +296,27 @@ def list_remote_files(source: ArtifactSource) -> tuple[str, list[RemoteFile]]:
             hint="check the catalog entry's `artifact.subfolder`",
         )
     return str(info.sha), files
+
+
+def _checked(remote: RemoteFile, repo: str) -> RemoteFile:
+    """A listed file whose name and digests may become paths (a hub, or a mirror behind
+    HF_ENDPOINT, is untrusted): the same rule as for names inside a model folder.
+
+    Raises:
+        UnsafeArtifact: `..`, absolute or odd names, digests that are not hex, a side file
+            (tokenizer, config) claiming more than the policy accepts.
+    """
+    what = f"{repo} lists {remote.path!r}"
+    check_relative_name(Path("/nonexistent-root"), remote.relative, what)
+    if remote.sha256 is not None and not _SHA256.fullmatch(remote.sha256):
+        raise UnsafeArtifact(f"{what} with a malformed sha256 {remote.sha256[:80]!r}")
+    if remote.git_sha1 is not None and not _GIT_SHA1.fullmatch(remote.git_sha1):
+        raise UnsafeArtifact(f"{what} with a malformed blob id {remote.git_sha1[:80]!r}")
+    if remote.relative in SIDE_FILES and remote.size > MAX_SIDE_FILE_BYTES:
+        raise UnsafeArtifact(
+            f"{what} at {remote.size:,} bytes; at most {MAX_SIDE_FILE_BYTES:,} are accepted"
+        )
+    return remote
 
 
 def fetch_file(

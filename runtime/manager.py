@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from runtime.artifact_policy import check_artifact
 from runtime.engines import load_engine_class
 from runtime.errors import InvalidName, ModelInUse, ModelLoading, ModelNotFound, UnsupportedTask
 
@@ -184,6 +185,8 @@ class ModelManager:
         engine_class = load_engine_class(task)
         started = time.perf_counter()
         metadata = {**cached.metadata, "model_id": model_id}
+        # Blobs on disk can be swapped after they were checked at import or download.
+        await asyncio.to_thread(check_artifact, cached.path)
         engine = await asyncio.to_thread(engine_class, cached.path, metadata)
         if hasattr(engine, "queue_size"):
             engine.queue_size = self.queue_size

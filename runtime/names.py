@@ -25,7 +25,7 @@ _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 def check_model_id(value: str) -> str:
     """Return `value` if it is a valid model id or alias, else raise InvalidName."""
-    if not isinstance(value, str) or not _MODEL_ID.match(value) or ".." in value:
+    if not isinstance(value, str) or not _MODEL_ID.fullmatch(value) or ".." in value:
         raise InvalidName(
             f"invalid model name {value!r}: use letters, digits, '.', '_', '-' and one ':version'",
             param="model",
@@ -40,7 +40,7 @@ def model_id_filename(model_id: str) -> str:
 
 def parse_digest(value: str) -> str:
     """Return `value` if it is `sha256:<64 lowercase hex>`, else raise InvalidDigest."""
-    if not isinstance(value, str) or not _DIGEST.match(value):
+    if not isinstance(value, str) or not _DIGEST.fullmatch(value):
         raise InvalidDigest(f"invalid digest {value!r}: expected sha256:<64 hex digits>")
     return value
 

@@ -17,6 +17,7 @@ __all__ = [
     "env",
     "env_number",
     "foundry_home",
+    "keep_private",
     "state_file",
 ]
 
@@ -30,8 +31,16 @@ ENV_VARS: dict[str, str] = {
     "FOUNDRY_PORT": "port the service binds (default: a free port)",
     "FOUNDRY_MAX_LOADED": "how many models stay resident at once (default 2)",
     "FOUNDRY_TTL": "seconds an idle model stays loaded (default 600)",
+    "FOUNDRY_THREADS": "intra-op threads per model session (default: the physical cores)",
+    "FOUNDRY_KV_BUDGET_MB": "KV-cache MiB the batched chat sequences may hold (default 1024)",
     "FOUNDRY_DEBUG": "set to 1 to show tracebacks instead of one-line errors",
+    "FOUNDRY_REGISTRY_USERNAME": "user for OCI registries (else docker's config.json is read)",
+    "FOUNDRY_REGISTRY_PASSWORD": "password for OCI registries, with FOUNDRY_REGISTRY_USERNAME",
+    "FOUNDRY_REGISTRY_TOKEN": "bearer token sent to OCI registries as is",
+    "FOUNDRY_REGISTRY_INSECURE": "set to 1 to speak plain HTTP to a non-loopback registry",
+    "DOCKER_CONFIG": "folder of docker's config.json (registry logins; default ~/.docker)",
     "HF_ENDPOINT": "Hugging Face hub address used for downloads",
+    "HF_TOKEN": "Hugging Face token, sent for gated repositories (e.g. Mistral)",
     "HF_HUB_OFFLINE": "set to 1 to never touch the network",
 }
 
@@ -64,6 +73,15 @@ def env_number(name: str, kind: type[int] | type[float]) -> int | float | None:
 def foundry_home() -> Path:
     """The one root of all state: `$FOUNDRY_HOME`, else `~/.foundry`."""
     return Path(env("FOUNDRY_HOME") or Path.home() / ".foundry").expanduser()
+
+
+def keep_private() -> None:
+    """Make what this process creates the owner's alone (0600 files, 0700 folders).
+
+    FOUNDRY_HOME holds prompts and replies (stored Responses, the service log) and the
+    service's state; the CLI entry points and the service process call this first.
+    """
+    os.umask(0o077)
 
 
 def cache_dir() -> Path:

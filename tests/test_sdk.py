@@ -133,12 +133,21 @@ def published_sdk_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Python of a venv holding foundry-local-sdk 0.5.x (`.ci/run` prepares `.venv-flsdk`; else built here
     from the package registry, the only network this machine has)."""
     prepared = REPO_ROOT / ".venv-flsdk" / "bin" / "python"
+    constraints = REPO_ROOT / "constraints.txt"  # the README's pins apply to this venv too
     if prepared.exists():
         return prepared
     target = tmp_path_factory.mktemp("flsdk") / "venv"
     venv.create(target, with_pip=True)
     subprocess.run(
-        [str(target / "bin" / "pip"), "install", "-q", PUBLISHED_SDK, "openai"],
+        [
+            str(target / "bin" / "pip"),
+            "install",
+            "-q",
+            "-c",
+            str(constraints),
+            PUBLISHED_SDK,
+            "openai",
+        ],
         check=True,
         timeout=600,
     )

@@ -219,3 +219,90 @@ def test_the_anthropic_client_authenticates_with_x_api_key(keyed):
         anthropic.Anthropic(base_url=base_url, api_key=KEY, max_retries=0).messages.create(
             model="tiny-qwen", max_tokens=4, messages=hello
         )
+
+
+# --- CSRF: a page on another site may not drive the keyless default ---------------------------
+def test_a_foreign_page_cannot_start_a_pull_or_unload_the_keyless_default(service):
+    """What `fetch(..., {mode: "no-cors"})` and `<img src>` from evil.example would send."""
+    pull = httpx.post(
+        f"{service.base_url}/api/pull",
+        content=b'{"model": "no-such-model"}',
+        headers={"content-type": "text/plain", "origin": "https://evil.example"},
+        timeout=30,
+    )
+    assert pull.status_code == 403
+    assert pull.json() == {"error": "origin 'https://evil.example' is not allowed"}
+    image = httpx.get(
+        f"{service.base_url}/openai/unloadall",
+        headers={"sec-fetch-site": "cross-site", "sec-fetch-dest": "image"},
+        timeout=30,
+    )
+    assert image.status_code == 403 and image.json()["error"]["code"] == "origin_not_allowed"
+    for origin in ("null", "http://127.0.0.1.evil.example", "file://", "chrome-extension://x"):
+        response = call(service.base_url, "POST", "/openai/unloadall", origin=origin)
+        assert response.status_code == 403, origin
+
+
+def test_the_services_own_loopback_origin_is_allowed_as_a_console_page_sends_it(service):
+    for origin in (service.base_url, f"http://localhost:{service.port}", "http://[::1]:3000"):
+        response = call(
+            service.base_url,
+            "GET",
+            "/openai/loadedmodels",
+            origin=origin,
+            **{"sec-fetch-site": "same-origin"},
+        )
+        assert response.status_code == 200, origin
+
+
+def test_load_unload_and_unloadall_also_answer_post(service):
+    loaded = call(service.base_url, "POST", "/openai/load/tiny-qwen")
+    assert loaded.status_code == 200 and loaded.json()["loaded"] is True
+    assert "tiny-qwen" in call(service.base_url, "GET", "/openai/loadedmodels").json()
+    unloaded = call(service.base_url, "POST", "/openai/unload/tiny-qwen")
+    assert unloaded.status_code == 200 and unloaded.json()["unloaded"] is True
+    assert call(service.base_url, "POST", "/openai/unloadall").json() == {"unloaded": []}
+
+
+def test_a_key_from_a_file_is_required_and_what_the_service_writes_is_owner_only(
+    tmp_path: Path,
+):
+    """`--api-key-file` keeps the key off every command line; the log and state file are 0600
+    in 0700 folders (the service's umask, which stored Responses get too)."""
+    import stat
+
+    home = tmp_path / "private-home"
+    key_file = tmp_path / "key"
+    key_file.write_text(KEY + "\n")
+    started = run_foundry("service", "start", "--api-key-file", str(key_file), home=home)
+    assert started.returncode == 0, started.stderr
+    try:
+        state = json.loads((home / "service.json").read_text())
+        base_url = f"http://127.0.0.1:{state['port']}"
+        assert call(base_url, "GET", "/openai/models").status_code == 401
+        assert call(base_url, "GET", "/openai/models", **{"x-api-key": KEY}).status_code == 200
+        assert KEY not in Path(f"/proc/{state['pid']}/cmdline").read_text(errors="replace")
+        paths = [home / "service.json", home / "logs" / "service.log", home / "logs"]
+        modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in paths}
+        assert modes == {"service.json": 0o600, "service.log": 0o600, "logs": 0o700}
+    finally:
+        run_foundry("service", "stop", home=home, env={"FOUNDRY_API_KEY": KEY})
+
+
+def test_an_empty_key_file_is_one_line_saying_so(tmp_path: Path):
+    (tmp_path / "key").write_text("\n")
+    result = run_foundry("service", "start", "--api-key-file", str(tmp_path / "key"), home=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: --api-key-file") and "Traceback" not in result.stderr
+
+
+def test_the_sdk_never_sends_the_openai_cloud_key_to_the_local_service(
+    monkeypatch: pytest.MonkeyPatch, foundry_home: Path
+):
+    from foundry_local import FoundryLocalManager
+
+    monkeypatch.delenv("FOUNDRY_API_KEY", raising=False)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-cloud-secret")
+    assert FoundryLocalManager(bootstrap=False).api_key != "sk-cloud-secret"
+    monkeypatch.setenv("FOUNDRY_API_KEY", KEY)
+    assert FoundryLocalManager(bootstrap=False).api_key == KEY

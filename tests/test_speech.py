@@ -90,10 +90,59 @@ def test_fp32_whisper_greedy_tokens_equal_transformers_generate(whisper_builds):
     } <= files
 
 
+def test_multilingual_whisper_is_validated_with_its_language_and_task_prompt(whisper_builds):
+    validation = whisper_builds["cpu-fp32"]["validation"]
+    assert validation["multilingual"] is True
+    assert validation["prompt"] == "<|startoftranscript|><|en|><|transcribe|><|notimestamps|>"
+
+
 def test_int4_whisper_reports_its_token_agreement(whisper_builds):
     validation = whisper_builds["cpu-int4"]["validation"]
     assert validation["required"] == "report"
+    assert validation["tokens"] == 24
     assert 0.0 <= validation["token_agreement"] <= 1.0
+    assert 0.0 <= validation["quality"]["top1"] <= 1.0
+    assert validation["quality"]["kld"] >= 0.0
+    assert validation["quality"]["tokens"] == 24
+
+
+def test_a_speech_validation_that_compared_no_token_fails():
+    from compiler.validate_media import check_speech, speech_record
+    from runtime.errors import ValidationFailed
+
+    record = speech_record("<|startoftranscript|><|notimestamps|>", False, "int4", [], [])
+    assert record["tokens"] == 0 and record["exact"] is False
+    with pytest.raises(ValidationFailed, match="compared zero tokens"):
+        check_speech(record, "int4")
+
+
+def test_english_only_prompt_has_no_language_or_task_token():
+    from runtime.engines.speech import decoder_prompt
+
+    assert decoder_prompt("en", multilingual=False) == "<|startoftranscript|><|notimestamps|>"
+    assert (
+        decoder_prompt(None, context="Foundry", multilingual=False)
+        == "<|startofprev|> Foundry<|startoftranscript|><|notimestamps|>"
+    )
+    assert decoder_prompt("german", "translate") == (
+        "<|startoftranscript|><|de|><|translate|><|notimestamps|>"
+    )
+
+
+@pytest.mark.parametrize(
+    ("generation", "vocab", "expected"),
+    [({"is_multilingual": False}, 51865, False), ({}, 51864, False), ({}, 51865, True)],
+    ids=["generation-config-says", "en-vocabulary", "multilingual-vocabulary"],
+)
+def test_whether_an_artifact_is_multilingual_comes_from_its_files(
+    tmp_path, generation, vocab, expected
+):
+    from runtime.engines.speech import multilingual
+
+    if generation:
+        (tmp_path / "generation_config.json").write_text(json.dumps(generation))
+    (tmp_path / "genai_config.json").write_text(json.dumps({"model": {"vocab_size": vocab}}))
+    assert multilingual(tmp_path) is expected
 
 
 def test_whisper_checkpoint_without_its_tokenizer_is_refused_in_one_line(tiny_source, tmp_path):

@@ -65,7 +65,9 @@ def test_unknown_model_is_model_not_found_with_a_hint(foundry_home):
 
 
 @pytest.mark.parametrize(
-    "name", ["../etc/passwd", "/abs", "a/b", "..", "a..b", "", "x" * 300, "a:b:c", "a\\b"], ids=repr
+    "name",
+    ["../etc/passwd", "/abs", "a/b", "..", "a..b", "", "x" * 300, "a:b:c", "a\\b", "model\n"],
+    ids=repr,
 )
 def test_names_that_could_escape_the_store_are_refused(foundry_home, name):
     with pytest.raises(InvalidName):
@@ -78,6 +80,22 @@ def test_names_that_could_escape_the_store_are_refused(foundry_home, name):
 def test_malformed_digests_are_refused_before_any_path_is_built(foundry_home, digest):
     with pytest.raises(InvalidDigest):
         Store().layout.blob(digest)
+
+
+def test_a_digest_with_a_trailing_newline_is_refused(foundry_home):
+    with pytest.raises(InvalidDigest):
+        Store().layout.blob("sha256:" + "a" * 64 + "\n")
+
+
+def test_blobs_and_their_snapshot_links_are_read_only(foundry_home, tmp_path):
+    """A snapshot file is a hard link to its blob: writing through it would change every model."""
+    import stat
+
+    store = Store()
+    model = store.register(_folder(tmp_path, "m", {"w.bin": b"weights"}), model_id="ro")
+    blob = store.layout.blob(model.manifest.files["w.bin"].digest)
+    for path in (blob, model.path / "w.bin"):
+        assert stat.S_IMODE(path.stat().st_mode) & 0o222 == 0, path
 
 
 def test_verify_names_the_damaged_model_and_gc_frees_unreachable_blobs(foundry_home, tmp_path):
@@ -147,3 +165,46 @@ def test_kill_during_register_leaves_nothing_under_a_real_name(foundry_home, tmp
         assert store.hash_file(blob)[0].endswith(blob.name)
     time.sleep(0.01)
     assert store.sweep_tmp(older_than=0) >= 0 and list(store.layout.tmp.iterdir()) == []
+
+
+def test_gc_during_a_registration_in_another_process_waits_and_deletes_none_of_its_blobs(
+    foundry_home, tmp_path
+):
+    """Process A has written its first blob (unreachable: no manifest yet) and pauses; process
+    B runs `foundry cache gc`. gc must wait for A instead of freeing that blob."""
+    folder = _folder(tmp_path, "m", {f"part{i}.bin": os.urandom(1 << 16) for i in range(3)})
+    go = tmp_path / "go"
+    script = textwrap.dedent(
+        f"""
+        import pathlib, time
+        from runtime.store import Store
+        def pause_after_first_blob(event):
+            if not pathlib.Path({str(go)!r}).exists():
+                print("first blob written", flush=True)
+                while not pathlib.Path({str(go)!r}).exists():
+                    time.sleep(0.02)
+        Store().register(pathlib.Path({str(folder)!r}), model_id="m", progress=pause_after_first_blob)
+        """
+    )
+    registering = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert registering.stdout is not None
+        assert registering.stdout.readline() == "first blob written\n"
+        gc = subprocess.Popen(
+            [str(Path(sys.executable).with_name("foundry")), "cache", "gc"],
+            stderr=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert gc.stderr is not None
+        # Without the lock gc finishes at once (freeing the paused blob); with it, it waits.
+        assert gc.stderr.readline() == "waiting for a registration in progress to finish\n"
+    finally:
+        go.touch()
+    assert registering.wait(timeout=60) == 0
+    assert gc.wait(timeout=60) == 0
+    assert "freed 0 B" in gc.stdout.read()  # type: ignore[union-attr]
+    store = Store(sweep=False)
+    assert store.verify() == [] and len(store.resolve("m").manifest.files) == 3

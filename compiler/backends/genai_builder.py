@@ -22,15 +22,25 @@ __all__ = ["GenaiBuilderBackend", "refuse_known_bugs", "run_builder"]
 
 
 def run_builder(
-    source: Path, out_dir: Path, precision: str, provider: str, pairs: dict[str, str]
+    source: Path,
+    out_dir: Path,
+    precision: str,
+    provider: str,
+    pairs: dict[str, str],
+    *,
+    refuse_chat_bugs: bool = True,
 ) -> None:
-    """The builder's CLI sequence: parse KEY=VALUE options, then export."""
+    """The builder's CLI sequence: parse KEY=VALUE options, then export.
+
+    `refuse_chat_bugs=False` skips `refuse_known_bugs`, whose cases are the decoder-only path's
+    (the whisper backend's encoder-decoder path writes its tables apart).
+    """
     import json
 
     from onnxruntime_genai.models.builder import create_model, parse_extra_options
 
-    config = json.loads((source / "config.json").read_text())
-    refuse_known_bugs(config, precision, pairs)
+    if refuse_chat_bugs:
+        refuse_known_bugs(json.loads((source / "config.json").read_text()), precision, pairs)
     cache_dir = out_dir.parent / f"{out_dir.name}.builder-cache"
     extra = [f"{key}={value}" for key, value in sorted(pairs.items())]
     options = parse_extra_options(

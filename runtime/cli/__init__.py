@@ -16,7 +16,7 @@ import click
 
 from runtime import __version__
 from runtime.errors import FoundryError
-from runtime.settings import ENV_VARS
+from runtime.settings import ENV_VARS, keep_private
 
 __all__ = ["FoundryGroup", "main", "render_error"]
 
@@ -71,12 +71,14 @@ class FoundryGroup(click.Group):
         "model": "runtime.cli.model:group",
         "service": "runtime.cli.service:group",
         "cache": "runtime.cli.cache:group",
+        "console": "runtime.cli.service:console",
     },
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 @click.version_option(__version__, prog_name="foundry")
 def main() -> None:
     """Run AI models locally: manage the catalog and cache, serve the OpenAI API."""
+    keep_private()
 
 
 if __name__ == "__main__":

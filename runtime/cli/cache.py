@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
 from runtime.cli.output import emit_json, human_size, print_table
+from runtime.names import check_model_id
 
 __all__ = ["group"]
 
@@ -95,7 +97,7 @@ def verify(as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 def gc(dry_run: bool, as_json: bool) -> None:
     """Free blobs, manifests and snapshots that no model id reaches."""
-    plan = _store().gc(dry_run=dry_run)
+    plan = _store().gc(dry_run=dry_run, progress=lambda event: click.echo(event.message, err=True))
     if as_json:
         emit_json({"dry_run": dry_run, **plan})
         return
@@ -120,14 +122,21 @@ def remove(model_id: str, as_json: bool) -> None:
 
 
 @group.command("import")
-@click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("folder", type=click.Path(path_type=Path))
 @click.option(
     "--name", help="Catalog alias or model id to register it under (default: the folder's name)."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 def import_(folder: Path, name: str | None, as_json: bool) -> None:
-    """Register an existing ONNX folder (e.g. an Olive output) after it loads and generates here."""
+    """Register an existing ONNX folder (e.g. an Olive output) after it loads and generates here.
+
+    FOLDER may also be a bundle FILE.tar written by `foundry cache export` (an OCI image layout).
+    """
     from runtime.artifact import import_folder
+
+    if folder.is_file():
+        _import_bundle(folder, as_json)
+        return
 
     cached = import_folder(folder, _store(), name=name)
     if as_json:
@@ -146,3 +155,116 @@ def import_(folder: Path, name: str | None, as_json: bool) -> None:
     )
     if not meta.get("runnable", True):
         click.echo(f"note: not validated: {meta['validation']['skipped']}")
+
+
+# --- a registry as the shared cache (runtime/oci/) ---------------------------------------------
+@group.command("push")
+@click.argument("model_id")
+@click.argument("reference")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def push(model_id: str, reference: str, as_json: bool) -> None:
+    """Publish MODEL_ID to an OCI registry: oci://HOST/REPO[:TAG] (blobs it has are not sent)."""
+    from runtime.cli.output import ProgressRenderer
+    from runtime.oci.reference import Reference
+    from runtime.oci.transfer import push as push_model
+
+    ref = Reference.parse(reference)
+    with ProgressRenderer() as progress:
+        result = push_model(_store(), model_id, ref, progress)
+    if as_json:
+        emit_json(result)
+        return
+    click.echo(
+        f"pushed {model_id} to {result.reference} ({result.digest[:19]}…): "
+        f"{result.uploaded_blobs} blobs uploaded, {result.present_blobs} already there, "
+        f"{human_size(result.sent_bytes)} sent"
+    )
+
+
+@group.command("pull")
+@click.argument("reference")
+@click.option("--as", "model_id", default=None, help="Model id to register it under.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def pull(reference: str, model_id: str | None, as_json: bool) -> None:
+    """Fetch a model from oci://HOST/REPO[:TAG|@sha256:…]; verified, validated, resumable."""
+    from runtime.cli.output import ProgressRenderer
+    from runtime.oci.reference import Reference
+    from runtime.oci.transfer import pull as pull_model
+
+    ref = Reference.parse(reference)
+    if model_id is not None:
+        check_model_id(model_id)
+    with ProgressRenderer() as progress:
+        result = pull_model(_store(), ref, progress, model_id=model_id)
+    _print_pull(result, as_json)
+
+
+def _print_pull(result: Any, as_json: bool) -> None:
+    cached = result.model
+    if as_json:
+        emit_json(
+            {
+                "id": cached.model_id,
+                "path": str(cached.path),
+                "size": cached.size,
+                "manifest_digest": cached.manifest_digest,
+                **{k: v for k, v in vars(result).items() if k != "model"},
+            }
+        )
+        return
+    click.echo(
+        f"pulled {cached.model_id} ({human_size(cached.size)}) from {result.reference}: "
+        f"{result.fetched_blobs} blobs fetched, {result.cached_blobs} already cached"
+        + (f", {human_size(result.resumed_bytes)} resumed" if result.resumed_bytes else "")
+    )
+    if "skipped" in result.validation:
+        click.echo(f"note: not validated: {result.validation['skipped']}")
+
+
+# --- bundles for air-gapped machines (runtime/oci/bundle.py) -----------------------------------
+@group.command("export")
+@click.argument("model_ids", nargs=-1, required=True)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="The bundle to write (an OCI image layout in a tar file).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def export(model_ids: tuple[str, ...], output: Path, as_json: bool) -> None:
+    """Write MODEL_IDS to one tar file (OCI image layout) for `foundry cache import` elsewhere."""
+    from runtime.cli.output import ProgressRenderer
+    from runtime.oci.bundle import export_bundle
+
+    with ProgressRenderer() as progress:
+        result = export_bundle(_store(), list(dict.fromkeys(model_ids)), output, progress)
+    if as_json:
+        emit_json(result)
+    else:
+        click.echo(
+            f"exported {', '.join(result['models'])} to {output} "
+            f"({result['blobs']} blobs, {human_size(result['bytes'])})"
+        )
+
+
+def _import_bundle(bundle: Path, as_json: bool) -> None:
+    from runtime.oci.bundle import import_bundle
+
+    result = import_bundle(_store(), bundle)
+    if as_json:
+        emit_json(
+            {
+                "models": [
+                    {"id": m.model_id, "path": str(m.path), "manifest_digest": m.manifest_digest}
+                    for m in result.models
+                ],
+                "written_blobs": result.written_blobs,
+                "skipped_blobs": result.skipped_blobs,
+                "validation": result.validation,
+            }
+        )
+        return
+    for model in result.models:
+        click.echo(f"imported {model.model_id} ({human_size(model.size)}) from {bundle.name}")
+    click.echo(f"{result.written_blobs} blobs written, {result.skipped_blobs} already cached")

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from runtime.cli.output import emit_json, human_size
+from runtime.cli.output import ProgressRenderer, emit_json, human_size
 
 if TYPE_CHECKING:
     from runtime.catalog import Catalog, Variant
@@ -254,80 +254,26 @@ def _cached_info(
 
 
 # --- download / remove ------------------------------------------------------------------------
-class _ProgressRenderer:
-    """Renders ProgressEvents on stderr: a rich bar on a terminal, plain lines (every 10 %) otherwise."""
-
-    def __init__(self) -> None:
-        import sys
-
-        self.interactive = sys.stderr.isatty()
-        self._bar: Any = None
-        self._task: Any = None
-        self._last_decile: dict[str, int] = {}
-
-    def __enter__(self) -> _ProgressRenderer:
-        if self.interactive:
-            from rich.console import Console
-            from rich.progress import (
-                BarColumn,
-                DownloadColumn,
-                Progress,
-                TextColumn,
-                TransferSpeedColumn,
-            )
-
-            self._bar = Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                DownloadColumn(),
-                TransferSpeedColumn(),
-                console=Console(stderr=True),
-                transient=False,
-            )
-            self._bar.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._bar is not None:
-            self._bar.stop()
-
-    def __call__(self, event: Any) -> None:
-        if event.phase != "download" or event.total is None:
-            if event.message and event.phase != "register":
-                click.echo(f"{event.phase}: {event.message}", err=True)
-            return
-        if self._bar is not None:
-            if self._task is None:
-                self._task = self._bar.add_task("downloading", total=event.total)
-            self._bar.update(
-                self._task,
-                completed=event.completed or 0,
-                total=event.total,
-                description=f"downloading {event.message.split(': ')[-1]}",
-            )
-            return
-        decile = int(10 * (event.completed or 0) / event.total) if event.total else 10
-        key = event.message.split(": ")[0]
-        if decile > self._last_decile.get(key, -1) or event.done:
-            self._last_decile[key] = decile
-            click.echo(
-                f"downloading {event.message} {10 * decile}% "
-                f"({human_size(event.completed or 0)} / {human_size(event.total)})",
-                err=True,
-            )
-
-
 @group.command("download")
 @click.argument("alias_or_id")
 @click.option("--device", type=click.Choice(DEVICES), help="Download the variant for this device.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 def download(alias_or_id: str, device: str | None, as_json: bool) -> None:
-    """Download a model (resumable and verified); an alias picks the best variant here."""
+    """Download a model (resumable and verified); an alias picks the best variant here.
+
+    ALIAS_OR_ID may also be a registry reference, oci://HOST/REPO[:TAG|@sha256:…].
+    """
     from runtime.download import download as fetch
+    from runtime.oci.reference import Reference, is_reference
     from runtime.store import Store
 
-    with _ProgressRenderer() as progress:
-        cached = fetch(alias_or_id, Store(), progress, device)
+    with ProgressRenderer() as progress:
+        if is_reference(alias_or_id):
+            from runtime.oci.transfer import pull
+
+            cached = pull(Store(), Reference.parse(alias_or_id), progress).model
+        else:
+            cached = fetch(alias_or_id, Store(), progress, device)
     if as_json:
         emit_json(
             {

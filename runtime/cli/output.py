@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import click
 
-__all__ = ["emit_json", "human_size", "print_table"]
+__all__ = ["ProgressRenderer", "emit_json", "human_size", "print_table"]
 
 
 def emit_json(data: Any) -> None:
@@ -40,3 +40,69 @@ def print_table(
     for row in rows:
         table.add_row(*[str(cell) for cell in row])
     Console().print(table)
+
+
+class ProgressRenderer:
+    """Renders transfer ProgressEvents (download, upload) on stderr: a rich bar on a terminal, plain lines (every 10 %) otherwise."""
+
+    VERBS: ClassVar[dict[str, str]] = {"download": "downloading", "upload": "uploading"}
+
+    def __init__(self) -> None:
+        import sys
+
+        self.interactive = sys.stderr.isatty()
+        self._bar: Any = None
+        self._task: Any = None
+        self._last_decile: dict[str, int] = {}
+
+    def __enter__(self) -> ProgressRenderer:
+        if self.interactive:
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                DownloadColumn,
+                Progress,
+                TextColumn,
+                TransferSpeedColumn,
+            )
+
+            self._bar = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                DownloadColumn(),
+                TransferSpeedColumn(),
+                console=Console(stderr=True),
+                transient=False,
+            )
+            self._bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+    def __call__(self, event: Any) -> None:
+        verb = self.VERBS.get(event.phase)
+        if verb is None or event.total is None:
+            if event.message and event.phase != "register":
+                click.echo(f"{event.phase}: {event.message}", err=True)
+            return
+        if self._bar is not None:
+            if self._task is None:
+                self._task = self._bar.add_task(verb, total=event.total)
+            self._bar.update(
+                self._task,
+                completed=event.completed or 0,
+                total=event.total,
+                description=f"{verb} {event.message.split(': ')[-1]}",
+            )
+            return
+        decile = int(10 * (event.completed or 0) / event.total) if event.total else 10
+        key = event.message.split(": ")[0]
+        if decile > self._last_decile.get(key, -1) or event.done:
+            self._last_decile[key] = decile
+            click.echo(
+                f"{verb} {event.message} {10 * decile}% "
+                f"({human_size(event.completed or 0)} / {human_size(event.total)})",
+                err=True,
+            )

@@ -9,6 +9,7 @@ and asks the running service (not onnxruntime) what it serves.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -20,13 +21,13 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from runtime.errors import ServiceStartFailed
+from runtime.errors import InvalidRequest, ServiceStartFailed
 from runtime.settings import env, env_number, foundry_home
 
 if TYPE_CHECKING:
     import subprocess
 
-__all__ = ["LaunchOptions", "group", "start_service", "stop_service"]
+__all__ = ["LaunchOptions", "console", "console_url", "group", "start_service", "stop_service"]
 
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 10.0
@@ -37,8 +38,8 @@ def log_path() -> Path:
     return foundry_home() / "logs" / "service.log"
 
 
-def _probe(base_url: str, path: str, timeout: float = 1.0) -> Any:
-    """GET `path` from the service; its JSON, or None when it does not answer 200.
+def _request(base_url: str, path: str, timeout: float = 1.0) -> tuple[bytes, bytes] | None:
+    """GET `path` from the service: (status code, body), or None when nothing answers.
 
     A bare HTTP/1.0 exchange over a socket: `status` runs ten times a second while Foundry
     Local's SDK waits for the service, and httpx (~100 ms) or urllib (~20 ms, it loads ssl)
@@ -57,12 +58,28 @@ def _probe(base_url: str, path: str, timeout: float = 1.0) -> Any:
             chunks = []
             while chunk := conn.recv(65536):
                 chunks.append(chunk)
-        head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
-        if head.split(b" ", 2)[1:2] != [b"200"]:
-            return None
-        return json.loads(body or b"null")
     except (OSError, ValueError):
         return None
+    head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
+    status = head.split(b" ", 2)[1:2]
+    return (status[0] if status else b""), body
+
+
+def _probe(base_url: str, path: str, timeout: float = 1.0) -> Any:
+    """GET `path` from the service; its JSON, or None when it does not answer 200."""
+    answer = _request(base_url, path, timeout)
+    if answer is None or answer[0] != b"200":
+        return None
+    try:
+        return json.loads(answer[1] or b"null")
+    except ValueError:
+        return None
+
+
+def console_url(base_url: str) -> str | None:
+    """The console's address, or None when the service runs with `--no-console`."""
+    answer = _request(base_url, "/")
+    return f"{base_url}/" if answer is not None and answer[0] == b"200" else None
 
 
 @dataclass(frozen=True)
@@ -76,6 +93,7 @@ class LaunchOptions:
     max_loaded: int | None = None
     ttl: float | None = None
     cors_origins: tuple[str, ...] = ()
+    console: bool = True
 
     def command(self) -> list[str]:
         """The server's command line; the API key travels in the environment, where `ps`
@@ -90,6 +108,8 @@ class LaunchOptions:
             command.append("--insecure")
         for origin in self.cors_origins:
             command += ["--cors-origin", origin]
+        if not self.console:
+            command.append("--no-console")
         return command
 
     def environment(self) -> dict[str, str]:
@@ -108,6 +128,9 @@ def _rotate_log() -> None:
     """Keep one previous log once the current one passes LOG_LIMIT bytes."""
     log = log_path()
     log.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(OSError):  # a log from before files were kept private
+        log.parent.chmod(0o700)
+        log.chmod(0o600)
     if log.exists() and log.stat().st_size > LOG_LIMIT:
         log.replace(log.with_name(log.name + ".1"))
 
@@ -211,6 +234,8 @@ def _print_started(state: Any, started_now: bool) -> None:
     click.echo(f"Service {verb} (pid {state.pid}).")
     click.echo(f"Model management service is running on {state.base_url}/openai/status")
     click.echo(f"OpenAI base URL: {state.base_url}/v1")
+    if (url := console_url(state.base_url)) is not None:
+        click.echo(f"Console: {url}  (or run: foundry console)")
 
 
 # --- commands ------------------------------------------------------------------------------
@@ -237,7 +262,14 @@ def _start_options(func: Any) -> Any:
         click.option(
             "--api-key",
             default=None,
-            help="Require this key on every route but /health (default $FOUNDRY_API_KEY).",
+            help="Require this key on every route but /health (default $FOUNDRY_API_KEY; "
+            "`ps` shows it: prefer the variable or --api-key-file).",
+        ),
+        click.option(
+            "--api-key-file",
+            type=click.Path(exists=True, dir_okay=False, path_type=Path),
+            default=None,
+            help="Read the key from this file's first line (kept out of the command line).",
         ),
         click.option(
             "--insecure", is_flag=True, help="Allow a non-loopback bind without an API key."
@@ -259,6 +291,14 @@ def _start_options(func: Any) -> Any:
             "cors_origins",
             multiple=True,
             help="Let web pages from this origin call the service (repeatable; default: none).",
+        ),
+        click.option(
+            "--no-console",
+            "console",
+            is_flag=True,
+            flag_value=False,
+            default=True,
+            help="Do not serve the web console at / (the API is unchanged).",
         ),
         click.option(
             "--timeout",
@@ -293,6 +333,14 @@ def start(timeout: float, foreground: bool, **values: Any) -> None:
 
 
 def _launch_options(values: dict[str, Any]) -> LaunchOptions:
+    key_file = values.pop("api_key_file", None)
+    if key_file is not None and not values.get("api_key"):
+        lines = key_file.read_text(errors="replace").splitlines()
+        values["api_key"] = lines[0].strip() if lines else ""
+        if not values["api_key"]:
+            raise InvalidRequest(
+                f"--api-key-file {key_file} holds no key", hint="write the key on its first line"
+            )
     values["api_key"] = values.get("api_key") or env("FOUNDRY_API_KEY")
     if values.get("max_loaded") is None:  # a bad value is one line here, not a dead child
         values["max_loaded"] = env_number("FOUNDRY_MAX_LOADED", int)
@@ -347,6 +395,8 @@ def status(as_json: bool) -> None:
     else:
         loaded_text = ", ".join(loaded) or "none"
     click.echo(f"  loaded     {loaded_text}")
+    if threads := info.get("threads"):
+        click.echo(f"  threads    {threads['intraOp']} per model ({threads['source']})")
     click.echo(f"  cache      {info['cache']}")
     click.echo(f"  log        {log_path()}")
 
@@ -365,5 +415,29 @@ def _status_info(state: Any) -> dict[str, Any]:
         "api_key_set": state.api_key_set,
         "providers": details.get("providers", []),
         "loaded": details.get("loadedModels"),
+        "threads": details.get("threads"),
         "cache": details.get("modelDirPath") or str(foundry_home() / "cache"),
     }
+
+
+@click.command("console")
+@click.option("--print-only", is_flag=True, help="Print the console's URL without opening it.")
+def console(print_only: bool) -> None:
+    """Open the running service's web console in the default browser."""
+    import webbrowser
+
+    from runtime.errors import ConsoleOff, ServiceNotRunning
+    from runtime.service.state import running_state
+
+    state = running_state()
+    if state is None or _request(state.base_url, "/health") is None:
+        raise ServiceNotRunning("the foundry service is not running", hint="foundry service start")
+    url = console_url(state.base_url)
+    if url is None:
+        raise ConsoleOff(
+            f"the service at {state.base_url} runs without its console (--no-console)",
+            hint="foundry service restart  # without --no-console",
+        )
+    click.echo(f"Console: {url}")
+    if not print_only and not webbrowser.open(url):
+        click.echo("No browser could be started here: open the address above.")

@@ -27,6 +27,13 @@ og.Generator (at most `max_batch` at once) unless the Engine is asked for: `batc
 or FOUNDRY_CHAT_BATCHING=engine, for throughput jobs that submit long completions together;
 even then pruned artifacts stay on og.Generator.
 
+Continuous batching (issue 13, `runtime/engines/batch.py`, the default: FOUNDRY_CHAT_BATCHING
+unset or "continuous"): requests arriving while another is in flight, without a grammar, a
+seed or a reusable prefix, join one onnxruntime session whose every step advances them all;
+a lone request still runs on a kept og.Generator so its next turn reuses the prefix. Before
+it, 4 clients got 1.0x the aggregate tok/s of one; one static batch of 4 got 2.2x.
+"generator" turns it off.
+
 0.18's og.Generator holds the GIL inside append_tokens and generate_next_token (og.Engine.run
 releases it): generator threads never overlap in Python, and the event loop runs only between
 their calls. Hence one-at-a-time prefill in chunks and a GIL release after every step
@@ -50,6 +57,7 @@ import onnxruntime_genai as og
 from tokenizers import Tokenizer
 
 from runtime.engines.base import Chunk, GenerationParams, GenerationRecord
+from runtime.engines.batch import BatchScheduler, supports_batching
 from runtime.engines.detokenize import IncrementalDecoder, StopMatcher
 from runtime.engines.gil import append_in_chunks, let_the_loop_run
 from runtime.engines.prefix_cache import (
@@ -59,6 +67,7 @@ from runtime.engines.prefix_cache import (
     run_with_reuse,
 )
 from runtime.engines.prompt import load_chat_template
+from runtime.engines.threads import genai_overlay, resolve_threads
 from runtime.errors import ContextTooLong, FoundryError, GenerationFailed, InvalidRequest, QueueFull
 
 __all__ = ["ChatEngine", "GenerationStream"]
@@ -90,11 +99,13 @@ class ChatEngine:
         queue_size: int = 64,
         max_batch: int = MAX_BATCH,
         batching: str | None = None,
+        threads: int | None = None,
     ):
-        """`batching`: "engine" serves full-logits artifacts on og.Engine (module docstring);
-        None reads FOUNDRY_CHAT_BATCHING; anything else is one og.Generator per request."""
+        """`batching`: "continuous" (the default) batches concurrent requests (batch.py);
+        "engine" serves full-logits artifacts on og.Engine; "generator" is one og.Generator
+        per request; None reads FOUNDRY_CHAT_BATCHING. `threads`: None chooses per machine."""
         self.path = Path(path)
-        self.batching = batching or os.environ.get(BATCHING_ENV, "generator")
+        self.batching = batching or os.environ.get(BATCHING_ENV, "continuous")
         self.metadata = metadata
         self.model_id = str(metadata.get("model_id") or self.path.name)
         self.queue_size = queue_size
@@ -103,6 +114,8 @@ class ChatEngine:
         self.template = load_chat_template(self.path)
         config = og.Config(str(self.path))
         config.overlay(json.dumps({"engine": {"static_batching": {"max_batch_size": max_batch}}}))
+        self.threads = resolve_threads(threads)  # threads.py: per machine, FOUNDRY_THREADS
+        config.overlay(genai_overlay(self.threads))
         self._model = og.Model(config)
         # tokenizers (not og.Tokenizer): og's decode drops everything after an invalid UTF-8
         # byte, which random-weight and byte-level models produce mid-stream.
@@ -123,6 +136,18 @@ class ChatEngine:
             vocab_size=self.vocab_size,
             budget_bytes=budget_from_env(),
         )
+        # Continuous batching (batch.py) for concurrent requests a kept generator cannot serve.
+        self._scheduler: BatchScheduler | None = None
+        if self.batching == "continuous" and supports_batching(self.path):
+            self._scheduler = BatchScheduler(
+                self.path,
+                self.threads,
+                eos_ids=self.eos_ids,
+                max_batch=max_batch,
+                context_length=self.context_length,
+                bytes_per_token=kv_bytes_per_token(self.path),
+                on_done=lambda: self._count(-1),
+            )
         self._count_lock = threading.Lock()
         self._lock = threading.Condition()
         self._incoming: list[_Sequence] = []
@@ -172,7 +197,8 @@ class ChatEngine:
         return self._inflight
 
     def waiting_requests(self) -> int:
-        return max(0, self._inflight - self.max_batch)
+        batched = self._scheduler.waiting() if self._scheduler is not None else 0
+        return max(batched, self._inflight - self.max_batch)
 
     def stream(self, prompt_tokens: list[int], params: GenerationParams) -> GenerationStream:
         """Submit one sequence; iterate the result with `async for`, `aclose()` cancels it.
@@ -204,7 +230,13 @@ class ChatEngine:
         seq = _Sequence(self, stream, list(prompt_tokens), params)
         stream._seq = seq
         self._count(+1)
-        if self._needs_generator(params) and not (
+        if self._batches(seq):
+            try:
+                self._scheduler.submit(seq)  # type: ignore[union-attr]
+            except FoundryError:
+                self._count(-1)
+                raise
+        elif self._needs_generator(params) and not (
             self._reuses_prefix(seq) and not self._engine_usable
         ):
             threading.Thread(
@@ -222,6 +254,17 @@ class ChatEngine:
                 self._incoming.append(seq)
                 self._lock.notify()
         return stream
+
+    def _batches(self, seq: _Sequence) -> bool:
+        """Whether the continuous batch serves `seq`: everything but grammars (og's guidance),
+        seeded sampling (og's random stream, so a seed gives one text under any load), and
+        requests a kept generator serves (a reusable prefix, or the only request in flight)."""
+        params = seq.params
+        if self._scheduler is None or params.guidance:
+            return False
+        if params.seed is not None and params.temperature > 0:
+            return False
+        return not self._reuses_prefix(seq)
 
     def _reuses_prefix(self, seq: _Sequence) -> bool:
         """Serve on a kept generator (prefix_cache.py) when it reuses a prefix, or when this is the
@@ -245,6 +288,8 @@ class ChatEngine:
             seq.cancelled = True
             self._cancels.append(seq)
             self._lock.notify()
+        if self._scheduler is not None:
+            self._scheduler.wake()
 
     def close(self) -> None:
         """Stop the step loop; running requests end with finish_reason 'cancelled'."""
@@ -252,6 +297,8 @@ class ChatEngine:
             self._closed = True
             self._lock.notify()
         self._thread.join(timeout=30)
+        if self._scheduler is not None:
+            self._scheduler.close()
         self.prefix_cache.clear()
 
     # --- the step loop (engine thread) ------------------------------------------------

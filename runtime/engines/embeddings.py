@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from runtime.engines.threads import resolve_threads
 from runtime.errors import InvalidRequest
 
 __all__ = ["EmbeddingBatcher", "EmbeddingEngine", "Embeddings", "pool"]
@@ -88,8 +89,8 @@ class EmbeddingEngine:
         self.pad_id: int = self._pad_id()
         options = ort.SessionOptions()
         options.log_severity_level = 3
-        if threads:  # None: onnxruntime's default, one intra-op thread per core
-            options.intra_op_num_threads = threads
+        self.threads = resolve_threads(threads)  # threads.py: per machine, FOUNDRY_THREADS
+        options.intra_op_num_threads = self.threads.intra_op
         self.session = ort.InferenceSession(
             str(self.path / "model.onnx"), options, providers=["CPUExecutionProvider"]
         )

@@ -70,6 +70,11 @@ class ChatTemplate:
             raise
         except JinjaError as exc:
             raise InvalidMessages(f"the chat template failed: {exc}", param="messages") from exc
+        except (TypeError, ValueError, RecursionError) as exc:  # e.g. tojson of an Undefined field
+            raise InvalidMessages(
+                f"the chat template could not render these messages: {str(exc)[:200]}",
+                param="messages",
+            ) from None
 
 
 def load_chat_template(folder: Path) -> ChatTemplate:

@@ -19,6 +19,7 @@ import msgspec
 from msgspec import Meta
 
 from runtime.errors import InvalidRequest
+from runtime.service.protocol import MaxTokens, StopList, VocabTopK
 
 __all__ = [
     "BlockStream",
@@ -93,13 +94,13 @@ class MessagesRequest(msgspec.Struct, kw_only=True):
     """`POST /v1/messages`: `max_tokens` is required, as Anthropic requires it."""
 
     model: str
-    max_tokens: Annotated[int, Meta(ge=1)]
+    max_tokens: MaxTokens
     messages: Annotated[list[Message], Meta(min_length=1)]
     system: str | list[TextBlock] | None = None
-    stop_sequences: list[str] | None = None
+    stop_sequences: StopList | None = None
     temperature: Annotated[float, Meta(ge=0.0, le=1.0)] | None = None
     top_p: Annotated[float, Meta(ge=0.0, le=1.0)] | None = None
-    top_k: Annotated[int, Meta(ge=0)] | None = None
+    top_k: VocabTopK | None = None
     stream: bool = False
     metadata: dict[str, Any] | None = None
     tools: Annotated[list[ToolDef], Meta(max_length=128)] | None = None

@@ -2,7 +2,7 @@
 
 Route modules each export ROUTES; the three exception handlers render every error in
 OpenAI's shape; the lifespan builds and closes the ModelManager (on `app.state.manager`,
-also injected as `manager`); security (Host check, API key) and metrics wrap every route.
+also injected as `manager`); security (Host, Origin, API key) and metrics wrap every route.
 Nothing happens at import time.
 """
 
@@ -20,6 +20,7 @@ from litestar.middleware import DefineMiddleware
 from runtime.manager import ModelManager
 from runtime.service import (
     anthropic_routes,
+    console_routes,
     management_routes,
     media_routes,
     metrics,
@@ -69,7 +70,8 @@ def create_app(settings: ServiceSettings, *, store: Store | None = None) -> Lite
         return state.manager
 
     return Litestar(
-        route_handlers=[handler for module in ROUTE_MODULES for handler in module.ROUTES],
+        route_handlers=[handler for module in ROUTE_MODULES for handler in module.ROUTES]
+        + console_routes.routes(settings),
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=[manage_models],
         dependencies={"manager": Provide(provide_manager, sync_to_thread=False)},
@@ -79,6 +81,7 @@ def create_app(settings: ServiceSettings, *, store: Store | None = None) -> Lite
                 SecurityMiddleware,  # type: ignore[arg-type]  # an ASGI class; Litestar's stub wants a function
                 bound_host=settings.host,
                 api_key=settings.api_key,
+                cors_origins=settings.cors_origins,
             ),
         ],
         cors_config=cors_config(settings.cors_origins),

@@ -20,7 +20,7 @@ from typing import Any
 
 from runtime import __version__
 from runtime.errors import FoundryError, ServiceStartFailed
-from runtime.settings import env, env_number
+from runtime.settings import env, env_number, keep_private
 
 __all__ = ["build_settings", "run"]
 
@@ -37,6 +37,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--ttl", type=float, default=None)
     parser.add_argument("--insecure", action="store_true")
     parser.add_argument("--cors-origin", dest="cors_origins", action="append", default=[])
+    parser.add_argument("--no-console", dest="console", action="store_false")
     parser.add_argument("--log-level", default="info")
     return parser.parse_args(argv)
 
@@ -92,6 +93,7 @@ def _serve(args: argparse.Namespace) -> int:
     from runtime.service.security import check_bind
     from runtime.service.state import new_state, remove_state, write_state
 
+    keep_private()
     api_key = env("FOUNDRY_API_KEY")
     check_bind(args.host, api_key, args.insecure)
     sock = bind_socket(args.host, args.port)
@@ -104,6 +106,7 @@ def _serve(args: argparse.Namespace) -> int:
         api_key=api_key,
         insecure=args.insecure,
         cors_origins=tuple(args.cors_origins),
+        console=args.console,
         max_loaded=max_loaded,
         ttl=ttl,
     )

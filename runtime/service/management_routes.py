@@ -18,7 +18,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-from litestar import Request, get, post
+from litestar import Request, get, post, route
 from litestar.response import Response, Stream
 
 from runtime import __version__
@@ -103,7 +103,21 @@ def openai_status(request: Request) -> dict[str, Any]:
         "uptime": round(time.time() - STARTED, 3),
         "providers": sorted(_hardware(request).providers),
         "loadedModels": _loaded_ids(request),
+        "threads": _threads(request),
     }
+
+
+def _threads(request: Request) -> dict[str, Any]:
+    """Intra-op threads: what a model loaded now gets (threads.py), and each loaded model's."""
+    from runtime.engines.threads import session_threads
+
+    default = session_threads()
+    loaded = {
+        entry.model_id: threads.intra_op
+        for entry in _manager(request).loaded()
+        if (threads := getattr(entry.engine, "threads", None)) is not None
+    }
+    return {"intraOp": default.intra_op, "source": default.source, "loadedModels": loaded}
 
 
 @get("/metrics", sync_to_thread=False, media_type=metrics.CONTENT_TYPE)
@@ -202,7 +216,7 @@ async def openai_download(request: Request) -> Stream:
 async def _json_body(request: Request) -> Any:
     try:
         return json.loads(await request.body() or b"{}")
-    except ValueError:
+    except (ValueError, RecursionError):
         raise InvalidRequest("the request body is not valid JSON") from None
 
 
@@ -274,7 +288,9 @@ def _query_ttl(value: str | None) -> float | None:
     return ttl
 
 
-@get("/openai/load/{name:str}")
+# Foundry Local's SDK loads and unloads with GET; POST too, the form a browser cannot send from a
+# foreign page without an Origin header (SecurityMiddleware refuses foreign origins either way).
+@route("/openai/load/{name:str}", http_method=["GET", "POST"], status_code=200)
 async def openai_load(request: Request, name: str) -> dict[str, Any]:
     """Load a model now (`ttl` seconds idle before it unloads; `ep` must be available here)."""
     ttl = _query_ttl(request.query_params.get("ttl"))
@@ -293,7 +309,7 @@ async def openai_load(request: Request, name: str) -> dict[str, Any]:
     return {"model": loaded.model_id, "loaded": True, "ttl": None if loaded.ttl < 0 else loaded.ttl}
 
 
-@get("/openai/unload/{name:str}")
+@route("/openai/unload/{name:str}", http_method=["GET", "POST"], status_code=200)
 async def openai_unload(request: Request, name: str) -> dict[str, Any]:
     force = _query_bool(request.query_params.get("force"), False)
     manager = _manager(request)
@@ -301,7 +317,7 @@ async def openai_unload(request: Request, name: str) -> dict[str, Any]:
     return {"model": model_id, "unloaded": await manager.unload(model_id, force=force)}
 
 
-@get("/openai/unloadall")
+@route("/openai/unloadall", http_method=["GET", "POST"], status_code=200)
 async def openai_unload_all(request: Request) -> dict[str, Any]:
     before = _loaded_ids(request)
     await _manager(request).unload_all()

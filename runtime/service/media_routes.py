@@ -52,7 +52,7 @@ async def create_embeddings(request: Request) -> dict[str, Any]:
         body = msgspec.json.decode(await request.body(), type=EmbeddingRequest)
     except msgspec.ValidationError as exc:
         raise InvalidRequest(f"invalid embeddings request: {exc}") from None
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         raise InvalidRequest("the request body is not valid JSON") from None
     inputs = body.inputs()
     if body.dimensions is not None and body.dimensions < 1:

@@ -22,6 +22,14 @@ from msgspec import Meta
 
 from runtime.errors import InvalidRequest
 from runtime.names import check_model_id
+from runtime.service.media_protocol import MAX_INPUTS
+from runtime.service.protocol import (
+    MAX_TOKENS_BOUND,
+    Seed,
+    StopList,
+    Temperature,
+    VocabTopK,
+)
 from runtime.tools.grammar import json_schema_guidance
 
 __all__ = [
@@ -52,13 +60,13 @@ __all__ = [
 class Options(msgspec.Struct, kw_only=True):
     """The `options` this service honours; Ollama's others (num_gpu, mirostat, …) are ignored."""
 
-    num_predict: Annotated[int, Meta(ge=-2)] | None = None
-    temperature: Annotated[float, Meta(ge=0.0, le=2.0)] | None = None
-    top_k: Annotated[int, Meta(ge=0)] | None = None
+    num_predict: Annotated[int, Meta(ge=-2, le=MAX_TOKENS_BOUND)] | None = None
+    temperature: Temperature | None = None
+    top_k: VocabTopK | None = None
     top_p: Annotated[float, Meta(ge=0.0, le=1.0)] | None = None
-    seed: Annotated[int, Meta(ge=0)] | None = None
-    stop: list[str] | None = None
-    num_ctx: Annotated[int, Meta(ge=1)] | None = None
+    seed: Seed | None = None  # Ollama's -1 = random: any int64, folded as OpenAI's is
+    stop: StopList | None = None
+    num_ctx: Annotated[int, Meta(ge=1, le=MAX_TOKENS_BOUND)] | None = None
 
 
 class Message(msgspec.Struct, kw_only=True):
@@ -116,7 +124,7 @@ class PullRequest(msgspec.Struct, kw_only=True):
 
 class EmbedRequest(msgspec.Struct, kw_only=True):
     model: str
-    input: str | list[str]
+    input: str | Annotated[list[str], Meta(max_length=MAX_INPUTS)]
     truncate: bool = True
     keep_alive: float | str | None = None
 
@@ -155,9 +163,11 @@ def _params(options: Options | None) -> dict:
         return params
     if options.num_predict is not None and options.num_predict > 0:
         params["max_tokens"] = options.num_predict
-    for name in ("temperature", "top_k", "top_p", "seed"):
+    for name in ("temperature", "top_k", "top_p"):
         if (value := getattr(options, name)) is not None:
             params[name] = value
+    if options.seed is not None and options.seed >= 0:
+        params["seed"] = options.seed % (2**31)  # the engine's seed is 32-bit
     if options.stop:
         params["stop"] = list(options.stop)
     return params
@@ -247,6 +257,10 @@ def parse_keep_alive(value: float | str | None) -> float | None:
                     f"keep_alive {text!r} is not a duration like '5m' or '30s'", param="keep_alive"
                 ) from None
             value = sign * sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
+    if value != value:  # NaN: no duration at all (and it would poison the idle reaper)
+        raise InvalidRequest(
+            "keep_alive must be a number of seconds or a duration", param="keep_alive"
+        )
     if value < 0:
         return float("inf")
     return float(value)

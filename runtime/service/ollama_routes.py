@@ -42,7 +42,7 @@ from runtime.service.ollama_protocol import (
     parse_keep_alive,
     reply_fields,
 )
-from runtime.service.protocol import decode_body
+from runtime.service.protocol import decode_body, open_ended_max_tokens
 from runtime.service.streaming import PrefetchedStream, collect, start_generation
 from runtime.service.tool_turns import PlannedTurn, plan_turn
 from runtime.tools.parsers import ToolCall
@@ -145,8 +145,8 @@ async def _start(
         raise ContextTooLong(
             f"prompt is {len(prompt)} tokens; num_ctx is {limit}", param="options.num_ctx"
         )
-    # Ollama: no num_predict = until the context is full.
-    max_tokens = min(params.get("max_tokens", limit), limit - len(prompt))
+    # Ollama: no num_predict (or -1/-2) = until the context is full; capped here (protocol.py).
+    max_tokens = open_ended_max_tokens(params.get("max_tokens"), limit - len(prompt))
     turn.params = msgspec.structs.replace(turn.params, max_tokens=max_tokens)
     await _apply_keep_alive(request, name, keep_alive)
     generation = await start_generation(manager, name, turn.params, prompt=prompt)

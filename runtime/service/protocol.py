@@ -33,6 +33,8 @@ __all__ = [
     "decode_body",
     "json_guidance",
     "new_id",
+    "open_ended_max_tokens",
+    "refuse_serial_tool_calls",
 ]
 
 T = TypeVar("T")
@@ -41,6 +43,11 @@ MAX_TOKENS_BOUND = 1_000_000  # the engine further caps it by what the context l
 # When a request names no max_tokens: the KV cache is sized by prompt + max_tokens, so
 # "the whole 32k context" per request would cost ~0.8 GB on a 0.5B model.
 DEFAULT_MAX_TOKENS = 2048
+# APIs whose own default is "until the context is full" (Responses without max_output_tokens,
+# Ollama without num_predict or with -1/-2) stop here instead: a fuzz run's default Responses
+# call on a 32k-context model generated 32,703 tokens (182 s) and reserved KV for all of them.
+OPEN_ENDED_MAX_TOKENS = 4096
+MAX_SEQUENCES = 8  # choices per request (n, or prompts x n): the engine's slot count
 Temperature = Annotated[float, Meta(ge=0.0, le=2.0)]
 TopP = Annotated[float, Meta(gt=0.0, le=1.0)]
 TopK = Annotated[int, Meta(ge=-1, le=1_000_000)]  # vLLM: -1 (or 0) = off
@@ -49,7 +56,9 @@ MinTokens = Annotated[int, Meta(ge=0, le=MAX_TOKENS_BOUND)]
 Seed = Annotated[int, Meta(ge=-(2**63), le=2**63 - 1)]  # msgspec bounds must fit int64
 N = Annotated[int, Meta(ge=1, le=8)]
 StopText = Annotated[str, Meta(min_length=1, max_length=256)]
-Stop = StopText | Annotated[list[StopText], Meta(max_length=4)]
+StopList = Annotated[list[StopText], Meta(max_length=4)]  # stop checks cost stops x len per token
+Stop = StopText | StopList
+VocabTopK = Annotated[int, Meta(ge=0, le=1_000_000)]  # APIs where 0 (not -1) means off
 Penalty = Annotated[float, Meta(ge=-2.0, le=2.0)]
 
 
@@ -124,8 +133,8 @@ class SamplingFields(msgspec.Struct, kw_only=True):
     n: N = 1
     min_tokens: MinTokens = 0
     ignore_eos: bool = False
-    presence_penalty: Penalty | None = None  # accepted, not applied (not in the engine)
-    frequency_penalty: Penalty | None = None  # accepted, not applied
+    presence_penalty: Penalty | None = None  # only 0: the engine has no such sampler
+    frequency_penalty: Penalty | None = None  # only 0
     user: Annotated[str, Meta(max_length=256)] | None = None
 
     @property
@@ -133,6 +142,12 @@ class SamplingFields(msgspec.Struct, kw_only=True):
         return bool(self.stream_options and self.stream_options.include_usage)
 
     def _params(self, max_tokens: int | None, guidance: tuple[str, str] | None) -> GenerationParams:
+        for name in ("presence_penalty", "frequency_penalty"):
+            if getattr(self, name):  # 0 (what some clients always send) changes nothing
+                raise UnsupportedParameter(
+                    f"{name} is not supported by this service (the engine has no such sampler)",
+                    param=name,
+                )
         stop = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
         return GenerationParams(
             max_tokens=max_tokens if max_tokens is not None else DEFAULT_MAX_TOKENS,
@@ -168,6 +183,7 @@ class ChatCompletionRequest(SamplingFields, kw_only=True):
             raise UnsupportedParameter(
                 "logprobs is not supported by this service", param="logprobs"
             )
+        refuse_serial_tool_calls(self.parallel_tool_calls, self.tools)
         if isinstance(self.tool_choice, str) and self.tool_choice not in (
             "auto",
             "none",
@@ -221,7 +237,15 @@ class CompletionRequest(SamplingFields, kw_only=True):
         return self._params(self.max_tokens, None)
 
     def prompts(self) -> list[str]:
-        return [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
+        """Raises: InvalidRequest when prompts x n is more sequences than one request may run."""
+        prompts = [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
+        if len(prompts) * self.n > MAX_SEQUENCES:
+            raise InvalidRequest(
+                f"{len(prompts)} prompts x n={self.n} is {len(prompts) * self.n} sequences; "
+                f"at most {MAX_SEQUENCES} per request",
+                param="n",
+            )
+        return prompts
 
 
 def response_guidance(response_format: ResponseFormat | None) -> tuple[str, str] | None:
@@ -266,6 +290,27 @@ def decode_body(raw: bytes, into: type[T]) -> T:
         raise InvalidRequest(f"invalid request: {exc}", param=param or None) from None
     except msgspec.DecodeError as exc:
         raise InvalidRequest(f"the request body is not valid JSON: {exc}") from None
+    except RecursionError:  # msgspec recurses per nesting level (measured: 10,000 levels)
+        raise InvalidRequest("the request body is nested too deeply") from None
+
+
+def refuse_serial_tool_calls(parallel_tool_calls: bool | None, tools: Any) -> None:
+    """`parallel_tool_calls: false` with tools: refused, since a reply may hold several calls.
+
+    Raises:
+        UnsupportedParameter: naming the field.
+    """
+    if parallel_tool_calls is False and tools:
+        raise UnsupportedParameter(
+            "parallel_tool_calls=false is not supported: a reply may contain several tool calls",
+            param="parallel_tool_calls",
+        )
+
+
+def open_ended_max_tokens(requested: int | None, room: int) -> int:
+    """max_tokens for an API whose own default is "until the context is full": what was asked,
+    else OPEN_ENDED_MAX_TOKENS, and never more than the `room` the context leaves."""
+    return max(1, min(OPEN_ENDED_MAX_TOKENS if requested is None else requested, room))
 
 
 # --- responses ---------------------------------------------------------------------------

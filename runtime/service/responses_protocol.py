@@ -19,6 +19,7 @@ import msgspec
 from msgspec import Meta
 
 from runtime.errors import InvalidRequest
+from runtime.service.protocol import MaxTokens, refuse_serial_tool_calls
 from runtime.tools.grammar import json_schema_guidance
 
 __all__ = [
@@ -99,7 +100,7 @@ class ResponsesRequest(msgspec.Struct, kw_only=True):
     model: str
     input: str | list[InputItem]
     instructions: str | None = None
-    max_output_tokens: Annotated[int, Meta(ge=1)] | None = None
+    max_output_tokens: MaxTokens | None = None
     temperature: Annotated[float, Meta(ge=0.0, le=2.0)] | None = None
     top_p: Annotated[float, Meta(ge=0.0, le=1.0)] | None = None
     text: TextConfig | None = None
@@ -241,6 +242,7 @@ def to_params(request: ResponsesRequest) -> dict:
     Raises:
         InvalidRequest: json_schema without a schema.
     """
+    refuse_serial_tool_calls(request.parallel_tool_calls, request.tools)
     params: dict = {}
     if request.max_output_tokens is not None:
         params["max_tokens"] = request.max_output_tokens

@@ -22,7 +22,7 @@ from litestar.response import Stream
 from runtime.engines.base import GenerationParams
 from runtime.errors import InvalidRequest
 from runtime.service.api_errors import error_status
-from runtime.service.protocol import decode_body
+from runtime.service.protocol import decode_body, open_ended_max_tokens
 from runtime.service.responses_protocol import (
     OutputStream,
     ResponseEvents,
@@ -108,7 +108,8 @@ async def create_response(request: Request) -> Any:
 
 def _params(body: ResponsesRequest, engine: Any) -> dict:
     params = to_params(body)
-    params.setdefault("max_tokens", engine.context_length)  # no cap: until the context is full
+    # OpenAI's default is "until the context is full"; the engine clamps to what it leaves.
+    params["max_tokens"] = open_ended_max_tokens(params.get("max_tokens"), engine.context_length)
     return params
 
 

@@ -51,7 +51,7 @@ class ResponsesStore:
 
     def _path(self, response_id: str) -> Path:
         """The record's file; an id off the grammar is simply not found (never a path)."""
-        if not isinstance(response_id, str) or not _ID.match(response_id):
+        if not isinstance(response_id, str) or not _ID.fullmatch(response_id):
             raise ResponseNotFound(f"response {response_id!r} was not found", param="response_id")
         return self.root / f"{response_id}.json"
 

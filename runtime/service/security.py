@@ -1,8 +1,13 @@
-"""Who may talk to the service: bind policy, API key, Host header (DNS rebinding) and CORS.
+"""Who may talk to the service: bind policy, API key, Host header (DNS rebinding), Origin
+(CSRF) and CORS.
 
 The peers' record shows where this breaks: Ollama's DNS-rebinding CVE (a web page whose
 name resolves to 127.0.0.1 drives the local API), vLLM's API key that skipped routes.
-So the checks run as ASGI middleware around every route but `/health`, compare the key in
+A page on any site can also send simple requests (`fetch(..., {mode: "no-cors"})`, `<img
+src>`) that start a download or unload everything; so a request whose `Origin` is neither
+loopback, the service's own origin nor a `--cors-origin` is refused, and so is one a browser
+marks `Sec-Fetch-Site: cross-site` (an `<img>` GET carries no Origin). Non-browser clients send
+neither header and are unaffected. So the checks run as ASGI middleware around every route but `/health`, compare the key in
 constant time, and never log or echo it. Pure ASGI and stdlib: the CLI imports
 `check_bind` without pulling litestar in.
 """
@@ -15,6 +20,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from runtime.errors import (
     BadApiKey,
@@ -22,6 +28,7 @@ from runtime.errors import (
     HostNotAllowed,
     InsecureBind,
     MissingApiKey,
+    OriginNotAllowed,
 )
 
 if TYPE_CHECKING:
@@ -42,8 +49,10 @@ ASGIApp = Callable[
     [Scope, Callable[..., Awaitable[Any]], Callable[..., Awaitable[Any]]], Awaitable[None]
 ]
 
-# Answered without a key: liveness probes (and Foundry Local's SDK start-up poll) need it.
-OPEN_PATHS = frozenset({"/health"})
+# Answered without a key: liveness probes (and Foundry Local's SDK start-up poll) need it, and
+# the console's static files (the page must load to ask for the key; its API calls send it).
+OPEN_PATHS = frozenset({"/health", "/"})
+OPEN_PREFIXES = ("/console/",)
 LOCAL_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
@@ -119,10 +128,18 @@ class SecurityMiddleware:
         api_key: the key every route but `OPEN_PATHS` requires; None = no key.
     """
 
-    def __init__(self, app: ASGIApp, *, bound_host: str, api_key: str | None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        bound_host: str,
+        api_key: str | None,
+        cors_origins: Iterable[str] = (),
+    ) -> None:
         self.app = app
         self.check_host = is_loopback(bound_host)
         self.allowed_hosts = LOCAL_NAMES | {_host_name(bound_host)}
+        self.allowed_origins = frozenset(o.rstrip("/").lower() for o in cors_origins if o)
         self._key = api_key.encode() if api_key else None
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
@@ -144,7 +161,9 @@ class SecurityMiddleware:
             raise HostNotAllowed(
                 f"host {host[:100]!r} is not allowed: this service answers only to localhost"
             )
-        if self._key is None or scope.get("path") in OPEN_PATHS:
+        self.check_origin(scope, host)
+        path = str(scope.get("path", ""))
+        if self._key is None or path in OPEN_PATHS or path.startswith(OPEN_PREFIXES):
             return
         if scope.get("method") == "OPTIONS":  # CORS preflights never carry credentials
             return
@@ -156,6 +175,36 @@ class SecurityMiddleware:
             )
         if not hmac.compare_digest(presented.encode("utf-8", "replace"), self._key):
             raise BadApiKey("the API key is not valid for this service")
+
+    def check_origin(self, scope: Scope, host: str | None) -> None:
+        """Refuse what a foreign web page's browser sends: an Origin that is neither loopback,
+        this service's own origin nor configured, or `Sec-Fetch-Site: cross-site` without one."""
+        origin = _header(scope, b"origin")
+        if origin is None:
+            if (_header(scope, b"sec-fetch-site") or "").lower() == "cross-site":
+                raise OriginNotAllowed(
+                    "cross-site requests are not allowed: this service answers only to "
+                    "local clients and the origins given with --cors-origin"
+                )
+            return
+        if not self.is_allowed_origin(origin.strip(), host):
+            raise OriginNotAllowed(
+                f"origin {origin[:100]!r} is not allowed",
+                hint="foundry service start --cors-origin ORIGIN  # to allow a web app",
+            )
+
+    def is_allowed_origin(self, origin: str, host: str | None) -> bool:
+        if origin.rstrip("/").lower() in self.allowed_origins:
+            return True
+        try:
+            parts = urlsplit(origin)
+            hostname = parts.hostname
+        except ValueError:
+            return False
+        if parts.scheme not in ("http", "https") or not hostname:
+            return False  # "null" (sandboxed frames, file://) and anything else odd
+        same_origin = host is not None and parts.netloc.lower() == host.strip().lower()
+        return is_loopback(hostname) or same_origin
 
 
 def _error_body(path: str, exc: FoundryError) -> dict[str, Any]:

@@ -27,6 +27,7 @@ class ServiceSettings(msgspec.Struct, kw_only=True, frozen=True):
     queue_size: int = 64
     insecure: bool = False
     cors_origins: tuple[str, ...] = ()
+    console: bool = True  # the web console at `/` (`--no-console` turns it off)
     log_level: str = "warning"
 
 

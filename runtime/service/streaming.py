@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from runtime.engines.base import Chunk, GenerationParams
-from runtime.errors import FoundryError
+from runtime.errors import FoundryError, InvalidRequest
 from runtime.service.error_responses import error_body
 
 if TYPE_CHECKING:
@@ -93,6 +93,12 @@ async def start_generation(
         QueueFull, InvalidRequest (guidance refused), GenerationFailed.
     """
     engine = await manager.get(model, task="chat")
+    vocab_size = int(getattr(engine, "vocab_size", 0) or 0)
+    if params.top_k and vocab_size and params.top_k > vocab_size:
+        raise InvalidRequest(  # onnxruntime-genai fails the request (a 500) past the vocabulary
+            f"top_k {params.top_k} is above model {model!r}'s vocabulary of {vocab_size} tokens",
+            param="top_k",
+        )
     if messages is not None:
         text = engine.render_prompt(messages, tools)
         prompt_ids = engine.encode(text)

@@ -12,9 +12,10 @@ import hashlib
 import logging
 import os
 import shutil
+import stat
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,6 +68,29 @@ def _owner_is_dead(owner: Path) -> bool:
             return False
         fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
         return True
+
+
+@contextmanager
+def _flock(
+    path: Path, *, exclusive: bool, on_wait: Callable[[], None] | None = None
+) -> Iterator[None]:
+    """An OS lock on `path`, shared or exclusive, dropped by the OS on any death (kill -9).
+
+    `on_wait` is called once if the lock is busy, before blocking on it. No flock (Windows):
+    no exclusion, as before.
+    """
+    if fcntl is None:
+        yield
+        return
+    mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
+    with path.open("a+b") as handle:
+        try:
+            fcntl.flock(handle.fileno(), mode | fcntl.LOCK_NB)
+        except OSError:
+            if on_wait is not None:
+                on_wait()
+            fcntl.flock(handle.fileno(), mode)
+        yield
 
 
 @dataclass(frozen=True)
@@ -162,6 +186,9 @@ class Store:
             entry = FileEntry(staged.digest, staged.size)
             target = self.layout.blob(entry.digest)
             if not target.exists():
+                # Read-only before it gets its real name: snapshots are hard links to this
+                # inode, so a write through a snapshot would silently change every model using it.
+                staged.path.chmod(stat.S_IMODE(staged.path.stat().st_mode) & ~0o222)
                 staged.commit(target)
         return entry
 
@@ -198,6 +225,25 @@ class Store:
         The folder is only read; callers assemble it in `staging()` first.
         """
         check_model_id(model_id)
+        with self.registering():
+            return self._register(folder, model_id, metadata, build_key, progress)
+
+    @contextmanager
+    def registering(self) -> Iterator[None]:
+        """Held (shared) while blobs are written and not yet reachable from a ref: `gc` takes
+        the same lock exclusively, so it never deletes a blob a registration is about to
+        point at (the review's race), and registrations never wait on one another."""
+        with _flock(self.layout.lock("registration"), exclusive=False):
+            yield
+
+    def _register(
+        self,
+        folder: Path,
+        model_id: str,
+        metadata: dict[str, Any] | None,
+        build_key: str | None,
+        progress: ProgressFn,
+    ) -> CachedModel:
         files = sorted(p for p in folder.rglob("*") if p.is_file())
         total = sum(p.stat().st_size for p in files)
         entries: dict[str, FileEntry] = {}
@@ -218,6 +264,46 @@ class Store:
             self.set_build(build_key, digest)
         self.set_ref(model_id, digest)
         progress(ProgressEvent("register", model_id, total, total, "B", done=True))
+        return self._cached(model_id, digest)
+
+    def commit_blob(self, staged: Path, digest: str) -> FileEntry:
+        """Move a file under tmp/ that its writer hashed to `digest` into blobs/ (a rename).
+
+        For transfers that hash while they receive (registry pulls, bundles), so a large blob is
+        not copied a second time. Identical content already present wins; `staged` is consumed.
+        """
+        target = self.layout.blob(parse_digest(digest))
+        size = staged.stat().st_size
+        if target.exists():
+            staged.unlink(missing_ok=True)
+        else:
+            with staged.open("rb") as handle:
+                os.fsync(handle.fileno())
+            target.parent.mkdir(parents=True, exist_ok=True)
+            staged.replace(target)
+        return FileEntry(digest, size)
+
+    def register_manifest(
+        self, manifest: Manifest, *, model_id: str | None = None, build_key: str | None = None
+    ) -> CachedModel:
+        """Register a manifest whose blobs are all in the store already (pulled or unbundled).
+
+        Written as it came, so its digest is the same as on the machine that built it; `model_id`
+        (default: the manifest's own) is the ref pointed at it. Raises CorruptBlob when a blob
+        is missing or has the wrong size: nothing is registered then.
+        """
+        model_id = check_model_id(model_id or manifest.model_id)
+        for rel, entry in manifest.files.items():
+            blob = self.layout.blob(entry.digest)
+            if not blob.is_file() or blob.stat().st_size != entry.size:
+                raise CorruptBlob(
+                    f"blob {entry.digest} of {rel!r} is missing or truncated",
+                    hint="run the transfer again",
+                )
+        digest = self.put_manifest(manifest)
+        if build_key is not None:
+            self.set_build(build_key, digest)
+        self.set_ref(model_id, digest)
         return self._cached(model_id, digest)
 
     # --- reads -------------------------------------------------------------------
@@ -332,10 +418,16 @@ class Store:
 
         return verify(self)
 
-    def gc(self, *, dry_run: bool = False) -> dict[str, int]:
+    def gc(self, *, dry_run: bool = False, progress: ProgressFn = silent) -> dict[str, int]:
+        """Free what no ref or build key reaches, once no registration is in flight (it waits,
+        reporting the wait through `progress`)."""
         from runtime.store.maintenance import gc
 
-        return gc(self, dry_run=dry_run)
+        def report_wait() -> None:
+            progress(ProgressEvent("gc", "waiting for a registration in progress to finish"))
+
+        with _flock(self.layout.lock("registration"), exclusive=True, on_wait=report_wait):
+            return gc(self, dry_run=dry_run)
 
     def blob_path(self, digest: str) -> Path:
         return self.layout.blob(digest)

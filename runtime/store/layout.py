@@ -8,6 +8,7 @@
       snapshots/<manifest-hex>/        the folder an engine loads: hard links (or copies) of blobs
       locks/<name>.lock                one lock per key; they only save duplicate work
       tmp/                             staging; anything here is garbage after a crash
+        <hex>.partial                  a blob being pulled from a registry, resumed from its end
 
 Helpers build paths only from validated names and digests and never create directories.
 """
@@ -69,6 +70,10 @@ class Layout:
 
     def snapshot(self, manifest_digest: str) -> Path:
         return self.snapshots / digest_hex(manifest_digest)
+
+    def partial(self, digest: str) -> Path:
+        """Where a blob being received waits to be resumed (swept only after an hour untouched)."""
+        return self.tmp / f"{digest_hex(digest)}.partial"
 
     def lock(self, name: str) -> Path:
         return self.locks / f"{name}.lock"

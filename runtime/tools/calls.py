@@ -16,8 +16,14 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from runtime.errors import InvalidRequest
-from runtime.tools.grammar import json_schema_guidance, marker_tokens, tool_call_guidance
+from runtime.errors import InvalidMessages, InvalidRequest
+from runtime.tools.grammar import (
+    MAX_SCHEMA_DEPTH,
+    json_depth,
+    json_schema_guidance,
+    marker_tokens,
+    tool_call_guidance,
+)
 from runtime.tools.parsers import Delta, ParsedOutput, StreamParser, ToolParser, get_parser, parse
 
 __all__ = [
@@ -81,6 +87,11 @@ def _check_tools(tools: list[Any]) -> list[dict[str, Any]]:
         if parameters is not None and not isinstance(parameters, dict):
             raise InvalidRequest(
                 f"tools[{i}].function.parameters must be a JSON schema object",
+                param=f"tools[{i}].function.parameters",
+            )
+        if json_depth(parameters) > MAX_SCHEMA_DEPTH:
+            raise InvalidRequest(
+                f"tools[{i}].function.parameters is nested deeper than {MAX_SCHEMA_DEPTH} levels",
                 param=f"tools[{i}].function.parameters",
             )
         checked.append(tool)
@@ -173,14 +184,31 @@ def prepare_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
     OpenAI sends a call's `arguments` as a JSON string; templates render them with
     `tojson`, so they get the decoded object (as vLLM does), or the string if it is not JSON.
+
+    Raises:
+        InvalidMessages: an assistant tool call without a function name or arguments (the
+            template would render `Undefined` and fail with a 500).
     """
     prepared = []
-    for message in messages:
+    for i, message in enumerate(messages):
         calls = message.get("tool_calls")
         if message.get("role") == "assistant" and calls:
+            for j, call in enumerate(calls):
+                _check_past_call(call, f"messages[{i}].tool_calls[{j}]")
             message = {**message, "tool_calls": [_template_call(c) for c in calls]}
         prepared.append(message)
     return prepared
+
+
+def _check_past_call(call: Any, where: str) -> None:
+    function = call.get("function") if isinstance(call, dict) else None
+    if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+        raise InvalidMessages(f"{where} needs function.name", param=f"{where}.function.name")
+    if not isinstance(function.get("arguments"), str | dict):
+        raise InvalidMessages(
+            f"{where} needs function.arguments (a JSON string or object)",
+            param=f"{where}.function.arguments",
+        )
 
 
 def _template_call(call: dict[str, Any]) -> dict[str, Any]:

@@ -26,9 +26,11 @@ from typing import Any
 from runtime.errors import InvalidRequest
 
 __all__ = [
+    "MAX_SCHEMA_DEPTH",
     "NO_FLEX",
     "TOOL_SYNTAX",
     "ToolSyntax",
+    "json_depth",
     "json_schema_guidance",
     "marker_tokens",
     "strict_schema",
@@ -36,6 +38,7 @@ __all__ = [
 ]
 
 NO_FLEX = {"whitespace_flexible": False}
+MAX_SCHEMA_DEPTH = 64  # JSON levels (about 30 nested objects); 5,000 raised RecursionError (500)
 
 
 @dataclass(frozen=True)
@@ -67,9 +70,28 @@ def strict_schema(schema: dict[str, Any]) -> dict[str, Any]:
     """
     if not isinstance(schema, dict):
         raise InvalidRequest("a JSON schema must be an object", param="response_format")
+    if json_depth(schema) > MAX_SCHEMA_DEPTH:
+        raise InvalidRequest(
+            f"the JSON schema is nested deeper than {MAX_SCHEMA_DEPTH} levels",
+            param="response_format",
+        )
     options = dict(schema.get("x-guidance") or {})
     options.update(NO_FLEX)
     return {**_bounded(schema), "x-guidance": options}
+
+
+def json_depth(node: Any) -> int:
+    """Nesting depth of a JSON value, iteratively (a recursive walk is what overflowed)."""
+    deepest, todo = 0, [(node, 1)]
+    while todo:
+        value, level = todo.pop()
+        deepest = max(deepest, level)
+        if level > MAX_SCHEMA_DEPTH:
+            break
+        children = value.values() if isinstance(value, dict) else value
+        if isinstance(value, dict | list):
+            todo.extend((child, level + 1) for child in children)
+    return deepest
 
 
 def _bounded(node: Any) -> Any:

@@ -1,0 +1,184 @@
+"""Concurrent chat requests share one continuous batch (runtime/engines/batch.py, issue 13).
+
+What a user sees: each request's greedy text is what it would be alone (a batch of 8 with
+different prompt lengths), a short request finishes while a long one runs, closing one stream
+leaves the others untouched, and a request past the KV budget is a 429 with Retry-After.
+Prefix reuse is turned off here so every request goes through the batch (a single request
+in flight otherwise runs on a kept og.Generator for its next turn).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from runtime.engines.base import GenerationParams
+from runtime.errors import KvBudgetFull
+
+ALIAS = "qwen2.5-0.5b"
+GREEDY = GenerationParams(max_tokens=12, temperature=0, ignore_eos=True)
+
+
+@pytest.fixture(scope="module")
+def artifact(genai_artifact):
+    return genai_artifact(ALIAS)
+
+
+def batched_engine(artifact, **env: str):
+    from runtime.engines.chat import ChatEngine
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("FOUNDRY_PREFIX_CACHE_MB", "0")
+        for name, value in env.items():
+            patch.setenv(name, value)
+        return ChatEngine(artifact, {"model_id": "tiny-batch"}, queue_size=8, max_batch=8)
+
+
+@pytest.fixture(scope="module")
+def engine(artifact):
+    chat = batched_engine(artifact)
+    yield chat
+    chat.close()
+
+
+def og_greedy(artifact, prompt: list[int], tokens: int) -> list[int]:
+    """Today's single-request output: one og.Generator, greedy, fixed length."""
+    import onnxruntime_genai as og
+
+    model = og.Model(str(artifact))
+    params = og.GeneratorParams(model)
+    total = len(prompt) + tokens
+    params.set_search_options(do_sample=False, max_length=total, min_length=total)
+    generator = og.Generator(model, params)
+    generator.append_tokens(np.asarray(prompt, dtype=np.int32))
+    out = []
+    for _ in range(tokens):
+        generator.generate_next_token()
+        out.append(int(generator.get_next_tokens()[0]))
+    return out
+
+
+def prompts(engine, count: int) -> list[list[int]]:
+    """Chats of 3 to ~150 words: prompts both shorter and longer than one prefill chunk."""
+    return [
+        engine.encode(
+            engine.render_prompt([{"role": "user", "content": " ".join(["tour"] * (3 + 21 * i))}])
+        )
+        for i in range(count)
+    ]
+
+
+async def ids_of(engine, prompt: list[int], params: GenerationParams = GREEDY) -> list[int]:
+    return [i async for chunk in engine.stream(prompt, params) for i in chunk.token_ids]
+
+
+def test_a_batch_of_eight_prompts_gives_each_its_greedy_tokens_alone(engine, artifact):
+    chats = prompts(engine, 8)
+    expected = [og_greedy(artifact, prompt, GREEDY.max_tokens) for prompt in chats]
+
+    async def together() -> list[list[int]]:
+        return await asyncio.gather(*(ids_of(engine, prompt) for prompt in chats))
+
+    assert asyncio.run(together()) == expected
+    assert asyncio.run(ids_of(engine, chats[5])) == expected[5]  # and alone in the batch
+
+
+def test_a_short_request_finishes_while_a_long_one_runs(engine):
+    long_prompt, short_prompt = prompts(engine, 2)
+    finished: list[str] = []
+
+    async def run(name: str, prompt: list[int], tokens: int) -> None:
+        params = GenerationParams(max_tokens=tokens, temperature=0, ignore_eos=True)
+        async for chunk in engine.stream(prompt, params):
+            if chunk.token_ids and name == "long" and chunk.completion_tokens == 1:
+                started.set()
+        finished.append(name)
+
+    async def both() -> None:
+        long_run = asyncio.create_task(run("long", long_prompt, 400))
+        await started.wait()
+        await run("short", short_prompt, 4)
+        await long_run
+
+    started = asyncio.Event()
+    asyncio.run(both())
+    assert finished == ["short", "long"]
+
+
+def test_closing_one_stream_leaves_the_others_their_tokens(engine, artifact):
+    chats = prompts(engine, 3)
+    expected = [og_greedy(artifact, prompt, GREEDY.max_tokens) for prompt in chats]
+
+    async def closed_after_two(prompt: list[int]) -> list[int]:
+        stream = engine.stream(prompt, GenerationParams(max_tokens=400, temperature=0))
+        got = []
+        async for chunk in stream:
+            got += chunk.token_ids
+            if len(got) >= 2:
+                await stream.aclose()
+                break
+        return got
+
+    async def run() -> list:
+        return await asyncio.gather(
+            ids_of(engine, chats[0]), closed_after_two(chats[1]), ids_of(engine, chats[2])
+        )
+
+    first, cancelled, third = asyncio.run(run())
+    assert (first, third) == (expected[0], expected[2])
+    assert len(cancelled) == 2
+    assert engine.active_requests() == 0
+
+
+def test_stop_strings_and_min_tokens_hold_in_the_batch(engine):
+    chat = prompts(engine, 1)[0]
+
+    async def run() -> tuple[str, str, int]:
+        full, cut, short = await asyncio.gather(
+            collect(chat, GenerationParams(max_tokens=30, temperature=0, ignore_eos=True)),
+            collect(chat, GenerationParams(max_tokens=30, temperature=0, stop=["\x00"])),
+            collect(chat, GenerationParams(max_tokens=20, min_tokens=20, temperature=0)),
+        )
+        return full[0], cut[0], short[1]
+
+    async def collect(prompt: list[int], params: GenerationParams) -> tuple[str, int]:
+        chunks = [chunk async for chunk in engine.stream(prompt, params)]
+        return "".join(c.text for c in chunks), chunks[-1].completion_tokens
+
+    full, _, counted = asyncio.run(run())
+    stop = full[8:11]
+
+    async def stopped() -> str:
+        params = GenerationParams(max_tokens=30, temperature=0, stop=[stop])
+        other = asyncio.create_task(collect(chat, GREEDY))
+        text = (await collect(chat, params))[0]
+        await other
+        return text
+
+    assert asyncio.run(stopped()) == full[: full.index(stop)]
+    assert counted == 20  # EOS masked until min_tokens
+
+
+def test_past_the_kv_budget_a_request_is_refused_with_retry_after(artifact):
+    from runtime.engines.prefix_cache import kv_bytes_per_token
+
+    mib = 1024 * 1024
+    budget = 300 * kv_bytes_per_token(artifact)  # room for one 200-token request, not two
+    chat = batched_engine(artifact, FOUNDRY_KV_BUDGET_MB=str(budget / mib))
+    try:
+        prompt = prompts(chat, 1)[0]
+        params = GenerationParams(max_tokens=200 - len(prompt), temperature=0, ignore_eos=True)
+
+        async def two() -> None:
+            first = chat.stream(prompt, params)
+            with pytest.raises(KvBudgetFull) as refused:
+                chat.stream(prompt, params)
+            assert refused.value.http_status == 429 and refused.value.retry_after >= 1
+            assert len([c async for c in first]) > 1  # the admitted one runs to its end
+            assert len([c async for c in chat.stream(prompt, params)]) > 1  # then room again
+
+        asyncio.run(two())
+    finally:
+        chat.close()
