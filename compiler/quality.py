@@ -80,7 +80,15 @@ class Quality:
     ppl_reference: float
     ppl_artifact: float
     window: int
+    vocab: int = 0
     reference: str = ""
+
+    @property
+    def trained(self) -> bool:
+        """Whether the reference has learned the text at all: its perplexity is far below a guess
+        over the vocabulary (random weights score about the vocabulary size or worse; SmolLM2-135M
+        scores 15 over 49,152). Otherwise its figures say nothing and floors do not apply."""
+        return self.ppl_reference < math.sqrt(max(self.vocab, 1))
 
     def record(self) -> dict[str, Any]:
         rounded = {k: round(v, 6) if isinstance(v, float) else v for k, v in asdict(self).items()}
@@ -145,8 +153,10 @@ def compare(
     """Top-1 agreement, mean KL divergence and perplexity ratio over `windows`, streamed."""
     totals = _Totals()
     window = max((len(w) for w in windows), default=0)
+    vocab = 0
     for ids in windows:
         ref_logits, art_logits = reference(ids), artifact(ids)
+        vocab = int(ref_logits.shape[-1])
         for start in range(0, len(ids) - 1, ROWS):
             stop = min(start + ROWS, len(ids) - 1)
             totals.add(ref_logits[start:stop], art_logits[start:stop], ids[start + 1 : stop + 1])
@@ -164,6 +174,7 @@ def compare(
         ppl_reference=ppl_ref,
         ppl_artifact=ppl_art,
         window=window,
+        vocab=vocab,
         reference=reference_name,
     )
 
@@ -298,6 +309,10 @@ def onnx_logits(model: Path, artifact: Path) -> Any:
         def logits(ids: list[int]) -> np.ndarray:
             feed = {item.name: _input_value(item, ids, kv_shape) for item in inputs}
             (out,) = session.run(["logits"], feed)
+            if out.shape[1] != len(ids):  # a pruned graph whose prune full_logits_model missed
+                raise ValueError(
+                    f"the artifact returned logits for {out.shape[1]} of {len(ids)} positions"
+                )
             return np.asarray(out[0], dtype=np.float32)
 
         yield logits

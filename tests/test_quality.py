@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import math
 import shutil
-from pathlib import Path
 
 import pytest
 
@@ -96,37 +95,10 @@ def test_a_pruned_artifact_read_in_one_prefill_gives_the_logits_it_gives_step_by
 
 
 # --- real SmolLM2: builds above their floors, a bad setting refused --------------------------------
-@pytest.fixture(scope="session")
-def smollm2_checkpoint(smollm2_gguf: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """SmolLM2-135M-Instruct dequantized from its Q4_1 GGUF by transformers: the fp32 reference."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    out = tmp_path_factory.mktemp("smollm2-fp32")
-    folder, name = str(smollm2_gguf.parent), smollm2_gguf.name
-    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
-    model.hf_quantizer = None  # dequantized already: save it as a plain checkpoint
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    model.save_pretrained(out)
-    AutoTokenizer.from_pretrained(folder, gguf_file=name).save_pretrained(out)
-    return out
-
-
-@pytest.fixture(scope="session")
-def smollm2_builds(smollm2_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory):
-    """cpu-int4 and cpu-int8 of real SmolLM2 with the shipped recipes, built once per session."""
-    from compiler.build import BuildRequest, build
-    from runtime.store import Store
-
-    home = tmp_path_factory.mktemp("quality-home")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("FOUNDRY_HOME", str(home))
-        request = BuildRequest(
-            model=str(smollm2_checkpoint), targets=["cpu-int4", "cpu-int8"], model_id="smollm2"
-        )
-        results = build(request, Store())
-    return home, {r.target: r for r in results}
+# The session's real builds (`smollm2_builds` in conftest: SmolLM2-135M-Instruct's GGUF at every
+# CPU target with the shipped recipes, one foundry-build run) are shared with test_real_smollm2.
+def quality_record(builds, target: str) -> dict:
+    return json.loads((builds.folder(target) / "build.json").read_text())["validation"]
 
 
 @pytest.mark.slow
@@ -134,47 +106,38 @@ def smollm2_builds(smollm2_checkpoint: Path, tmp_path_factory: pytest.TempPathFa
 def test_real_smollm2_quantized_builds_meet_their_recipe_floors(smollm2_builds, target):
     from compiler.recipe import load_recipes
 
-    _, results = smollm2_builds
-    result = results[target]
-    quality = result.validation["quality"]
+    validation = quality_record(smollm2_builds, target)
+    quality = validation["quality"]
     floor = next(r for r in load_recipes() if r.recipe.name == "llama").recipe.targets[target]
     assert floor.quality is not None, "every quantized CPU target states its floor"
     assert quality["top1"] >= floor.quality.min_top1
     assert quality["kld"] <= floor.quality.max_kld
     assert quality["tokens"] > 3000 and quality["corpus"].startswith("corpus@sha256:")
-    assert result.validation["required"] == "floor"
-    record = json.loads((result.model.path / "build.json").read_text())
-    assert record["validation"]["quality"] == quality
+    assert validation["required"] == "floor"
 
 
 @pytest.mark.slow
-def test_model_info_and_the_service_show_the_figures(smollm2_builds):
+def test_model_info_and_the_service_show_the_figures(smollm2_builds, smollm2_service):
     import openai
 
-    from tests.conftest import RunningService, run_foundry
+    from tests.conftest import run_foundry
 
-    home, results = smollm2_builds
-    quality = results["cpu-int8"].validation["quality"]
-    shown = run_foundry("model", "info", "smollm2-cpu-int8", home=home)
+    int8 = quality_record(smollm2_builds, "cpu-int8")["quality"]
+    shown = run_foundry("model", "info", "smollm2-cpu-int8", home=smollm2_builds.home)
     assert shown.returncode == 0, shown.stderr
-    assert f"top-1 {quality['top1'] * 100:.1f} %" in shown.stdout
-    assert f"KLD {quality['kld']:.3f}" in shown.stdout
+    assert f"top-1 {int8['top1'] * 100:.1f} %" in shown.stdout
+    assert f"KLD {int8['kld']:.3f}" in shown.stdout
 
-    started = run_foundry("service", "start", home=home)
-    assert started.returncode == 0, started.stderr + started.stdout
-    try:
-        service = RunningService(home)
-        client = openai.OpenAI(base_url=f"{service.base_url}/v1", api_key="unused", max_retries=0)
-        served = client.models.retrieve("smollm2-cpu-int4").model_dump()
-    finally:
-        run_foundry("service", "stop", home=home)
-    assert served["metadata"]["quality"] == results["cpu-int4"].validation["quality"]
+    base_url = f"{smollm2_service.base_url}/v1"
+    client = openai.OpenAI(base_url=base_url, api_key="unused", max_retries=0)
+    served = client.models.retrieve("smollm2-cpu-int4").model_dump()
+    assert served["metadata"]["quality"] == quality_record(smollm2_builds, "cpu-int4")["quality"]
     assert served["metadata"]["precision"] == "int4"
 
 
 @pytest.mark.slow
 def test_a_real_build_below_its_floor_registers_nothing_and_says_what_to_try(
-    smollm2_checkpoint, tmp_path, monkeypatch
+    smollm2_gguf, tmp_path, monkeypatch
 ):
     """Block 128 with the 4-bit shared lm_head (the int4 default before issue 11) on real weights."""
     import yaml
@@ -195,7 +158,7 @@ def test_a_real_build_below_its_floor_registers_nothing_and_says_what_to_try(
     monkeypatch.setenv("FOUNDRY_HOME", str(tmp_path / "home"))
 
     with pytest.raises(QualityBelowFloor) as refused:
-        build(BuildRequest(model=str(smollm2_checkpoint), targets=["cpu-int4"]), Store())
+        build(BuildRequest(model=str(smollm2_gguf), targets=["cpu-int4"]), Store())
     assert "below its recipe's quality floor" in refused.value.message
     assert "nothing was registered" in refused.value.message
     assert "--target cpu-int8" in refused.value.hint
@@ -212,7 +175,7 @@ def test_a_real_build_below_its_floor_registers_nothing_and_says_what_to_try(
             {"matmul_mixed_precision": "last_matmul:int8"},
             "int8 last MatMul",
         ),
-        ({"tie_word_embeddings": True}, {"algo_config": "k_quant_mixed"}, "int8 last MatMul"),
+        ({"tie_word_embeddings": True}, {"algo_config": "rtn_last"}, "int8 last MatMul"),
         (
             {"hidden_size": 576, "intermediate_size": 1536},
             {"algo_config": "k_quant", "block_size": "64"},
@@ -239,7 +202,7 @@ def test_the_working_combinations_pass():
     from compiler.backends.genai_builder import refuse_known_bugs
 
     tied = {"tie_word_embeddings": True, "hidden_size": 576, "intermediate_size": 1536}
-    refuse_known_bugs(tied, "int4", {"block_size": "32", "algo_config": "k_quant"})
+    refuse_known_bugs(tied, "int4", {"block_size": "32", "algo_config": "k_quant_mixed"})
     refuse_known_bugs(
         tied,
         "int4",

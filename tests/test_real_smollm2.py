@@ -88,15 +88,7 @@ def ask(service, model_id: str) -> str:
     [
         "cpu-fp32",
         "cpu-int8",
-        pytest.param(
-            "cpu-int4",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="today's int4 recipe defaults (block 128, accuracy 4, shared int4 "
-                "embeddings) answer 'Le Québec que peut?\\nLe Québec, là-mai.…' (measured; "
-                "issue 11 section 4 changes the defaults)",
-            ),
-        ),
+        "cpu-int4",
     ],
 )
 def test_each_cpu_target_answers_the_capital_of_france_through_the_service(
