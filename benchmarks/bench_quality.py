@@ -32,7 +32,7 @@ def smollm2_checkpoint(out: Path, offgrid: bool) -> Path:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from tests.real_weights import SMOLLM2, fetch
+    from compiler.real_weights import SMOLLM2, fetch
 
     gguf = fetch(SMOLLM2) / "SmolLM2-135M-Instruct.Q4_1.gguf"
     folder, name = str(gguf.parent), gguf.name
