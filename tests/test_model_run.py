@@ -106,7 +106,16 @@ def test_run_starts_the_service_when_none_runs(
     )
     try:
         result = run_foundry(
-            "model", "run", service_model, "--prompt", "Hi", "--max-tokens", "4", home=home
+            "model",
+            "run",
+            service_model,
+            "--prompt",
+            "Hi",
+            "--max-tokens",
+            "4",
+            "--temperature",
+            "0",
+            home=home,
         )
         assert result.returncode == 0, result.stderr
         assert "Starting the foundry service" in result.stderr
