@@ -10,10 +10,8 @@ spoken, with bounds set from what was measured; the figures are in `MEASURED`).
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -21,6 +19,7 @@ import openai
 import pytest
 
 from tests.conftest import run_foundry
+from tests.test_speech import foundry_build
 
 SENTENCE = "The quick brown fox jumps over the lazy dog. Local inference is brutally honest."
 # espeak-ng 1.51 (Debian 12): the British voice, slower and with a short gap between words,
@@ -47,17 +46,6 @@ def word_error_rate(reference: str, hypothesis: str) -> float:
         for j, h in enumerate(hyp, 1):
             diagonal, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, diagonal + (r != h))
     return row[len(hyp)] / len(ref)
-
-
-def foundry_build(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    exe = str(Path(sys.executable).with_name("foundry-build"))
-    return subprocess.run(
-        [exe, *args],
-        env={**os.environ, "FOUNDRY_HOME": str(home)},
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
 
 
 @pytest.fixture(scope="session")
