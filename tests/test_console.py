@@ -22,6 +22,7 @@ import pytest
 from conftest import RunningService, run_foundry
 
 from tests.hub_server import HubServer, RemoteRepo
+from tests.test_download import MODEL_ID, REPO, SUBFOLDER  # the hub repo test_download serves
 
 CHROMIUM = shutil.which("chromium")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -31,9 +32,6 @@ NO_BROWSER = (
 )
 
 KEY = "sk-console-5d1f0a"
-REPO = "test-org/tiny-qwen-onnx"
-SUBFOLDER = "cpu_and_mobile/cpu-fp32"
-DOWNLOAD_ID = "tiny-qwen-cpu-fp32:1"
 HUB_CATALOG = f"""\
 schema: 1
 models:
@@ -466,7 +464,7 @@ def test_download_from_the_models_page_shows_progress_to_100_percent(keyed_hub_s
     browser.js("sessionStorage.setItem('foundry.apiKey', arguments[0])", KEY)  # as typed once
     browser.errors()  # the keyless first load was refused, as it should be
     browser.open(base_url, "models")
-    row = f'tr[data-variant="{DOWNLOAD_ID}"]'
+    row = f'tr[data-variant="{MODEL_ID}"]'
     assert browser.css(f"{row} .state").text == "not cached"
     browser.js(
         """window.__seen = [];
@@ -482,7 +480,7 @@ def test_download_from_the_models_page_shows_progress_to_100_percent(keyed_hub_s
     browser.shot("models-downloaded")
     headers = {"authorization": f"Bearer {KEY}"}
     models = httpx.get(f"{base_url}/openai/models", headers=headers).json()
-    assert DOWNLOAD_ID in models
+    assert MODEL_ID in models
     assert browser.errors() == []
 
 
