@@ -1,0 +1,77 @@
+"""The seam between the service and the engines: what the manager and the APIs may call.
+
+The service layer (runtime/service, runtime/manager.py) sees an engine only through these
+Protocols; how an engine schedules, batches or caches is its own business (engines/chat.py,
+batch.py). The chat engine's internals may be rebuilt freely as long as this surface holds,
+and the service may be rebuilt freely as long as it calls nothing else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from runtime.engines.base import Chunk, GenerationParams, GenerationRecord
+
+__all__ = ["ChatEngineProtocol", "EmbeddingEngineProtocol", "Engine", "SpeechEngineProtocol"]
+
+
+class TokenStream(Protocol):
+    """One submitted sequence: `async for chunk in stream`; `aclose()` cancels it."""
+
+    def __aiter__(self) -> AsyncIterator[Chunk]: ...
+    async def __anext__(self) -> Chunk: ...
+    async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """What every loaded engine offers the manager."""
+
+    task: str
+    model_id: str
+    path: Path
+
+    def active_requests(self) -> int: ...
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class ChatEngineProtocol(Engine, Protocol):
+    """A chat artifact: template, tokenizer and generation.
+
+    `stream()` is called on the event loop and raises (ContextTooLong, QueueFull,
+    KvBudgetFull, InvalidRequest) before any byte is sent; chunks come from the engine's own
+    threads. Greedy output is the same token for token whatever else runs beside it.
+    """
+
+    context_length: int
+    threads: int
+    queue_size: int
+    on_finish: Any  # Callable[[GenerationRecord], None] | None, set by the manager
+
+    def render_prompt(
+        self,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]] | None = None,
+        add_generation_prompt: bool = True,
+    ) -> str: ...
+    def encode(self, text: str, add_special_tokens: bool = False) -> list[int]: ...
+    def decode(self, ids: list[int]) -> str: ...
+    def stream(self, prompt_tokens: list[int], params: GenerationParams) -> TokenStream: ...
+    def waiting_requests(self) -> int: ...
+
+
+@runtime_checkable
+class EmbeddingEngineProtocol(Engine, Protocol):
+    async def aembed(self, inputs: Any) -> Any: ...
+
+
+@runtime_checkable
+class SpeechEngineProtocol(Engine, Protocol):
+    def check_language(self, language: str | None) -> str: ...
+    async def atranscribe(self, pcm: Any, **kwargs: Any) -> Any: ...
+
+
+_ = GenerationRecord  # named in on_finish's contract above
