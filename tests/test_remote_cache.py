@@ -456,6 +456,15 @@ def test_a_token_registry_takes_a_login_from_env_or_docker_config_and_refuses_no
     assert pulled["fetched_blobs"] == 9
     assert _snapshot_bytes(laptop, MODEL) == _snapshot_bytes(builder_home, MODEL)
 
+    mirror = registry.url("team/mirror", "v1")  # a mount needs pull on team/models too: one token
+    mounted = _json(
+        run_foundry("cache", "push", MODEL, mirror, "--json", home=builder_home, env=env_login)
+    )
+    assert mounted["mounted_blobs"] == 9 and mounted["uploaded_blobs"] == 0
+    issued = {"FOUNDRY_REGISTRY_TOKEN": tokens.token("ci", ["repository:team/mirror:pull"])}
+    pulled = _json(run_foundry("cache", "pull", mirror, "--json", home=tmp_path / "ci", env=issued))
+    assert pulled["fetched_blobs"] == 9  # a token issued beforehand is sent as it is
+
     wrong = {**no_login, "FOUNDRY_REGISTRY_USERNAME": "ci", "FOUNDRY_REGISTRY_PASSWORD": "nope"}
     stranger = run_foundry("cache", "pull", target, home=tmp_path / "stranger", env=wrong)
     assert "refused to let us pull from 'team/models' (401)" in _assert_one_line_error(stranger, 2)
