@@ -12,6 +12,7 @@ blob is uploaded as usual. Writes are atomic; two processes racing may lose one'
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
@@ -22,6 +23,8 @@ if TYPE_CHECKING:
     from runtime.store import Store
 
 __all__ = ["BlobLocations"]
+
+log = logging.getLogger(__name__)
 
 MAX_REPOSITORIES = 4  # per blob: the most recent ones are enough to find a mount source
 MAX_BLOBS = 50_000  # bounds the file (~5 MB); the oldest notes go first
@@ -47,8 +50,11 @@ class BlobLocations:
         while len(self._seen) > MAX_BLOBS:
             del self._seen[next(iter(self._seen))]
         data = json.dumps(self._seen, separators=(",", ":")).encode()
-        self._path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(self._path, data, self._store.layout.tmp)
+        try:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(self._path, data, self._store.layout.tmp)
+        except OSError as exc:  # a hint lost costs a later upload, never this transfer
+            log.warning("could not note where blobs live in %s: %s", self._path, exc)
 
     def _read(self) -> dict[str, list[str]]:
         try:

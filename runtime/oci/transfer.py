@@ -1,8 +1,9 @@
 """`foundry cache push|pull oci://…`: a cached model to a registry and back, Ollama's Push/PullModel.
 
 Push: HEAD every blob first and upload only what the registry lacks (a second push sends no
-blob bytes), then the config, then the manifest under the tag and under `bk-<build key>` (the
-action-cache tag `foundry-build --remote` looks up). Pull: manifest, config, then each blob the
+blob bytes; a blob it holds in another repository we saw it in is mounted, not sent), then
+the config, then the manifest under the tag and under `bk-<build key>` (the action-cache tag
+`foundry-build --remote` looks up). Pull: manifest, config, then each blob the
 store lacks into `tmp/<hex>.partial`, resumed from its end after an interruption and hashed
 before it is committed; then `receive` validates and registers it.
 """
@@ -77,9 +78,9 @@ def push(store: Store, model_id: str, ref: Reference, progress: ProgressFn = sil
         uploaded, mounted = _upload_missing(store, registry, artifact.manifest, locations, progress)
         config = artifact.oci.config
         if not registry.has_blob(config.digest):
-            location = _mount(registry, locations, config.digest)
-            if location is not None:
-                registry.upload_bytes(artifact.config_bytes, config.digest, location or None)
+            was_mounted, session = _try_mount(registry, locations, config.digest)
+            if not was_mounted:
+                registry.upload_bytes(artifact.config_bytes, config.digest, session)
         tags = [ref.tag or DEFAULT_TAG]
         if artifact.build_key:
             tags.append(build_key_tag(artifact.build_key))
@@ -170,13 +171,13 @@ def _upload_missing(
     for digest, size in blobs.items():
         label = f"{registry.ref.repository}: {names[digest]}"
         if not registry.has_blob(digest):
-            location = _mount(registry, locations, digest)
-            if location is None:
+            was_mounted, session = _try_mount(registry, locations, digest)
+            if was_mounted:
                 mounted += 1
             else:
                 forward = _overall(progress, done, total, label)
                 registry.upload_blob(
-                    store.blob_path(digest), digest, size, forward, location=location or None
+                    store.blob_path(digest), digest, size, forward, location=session
                 )
                 uploaded += 1
         done += size
@@ -184,15 +185,19 @@ def _upload_missing(
     return uploaded, mounted
 
 
-def _mount(registry: Registry, locations: BlobLocations, digest: str) -> str | None:
-    """Mount `digest` from a repository known to hold it: None when mounted, else the upload
-    session to send it through ("" when no mount was tried: open a session as usual)."""
-    for source in locations.sources(digest, besides=registry.ref.repository)[:1]:
-        try:
-            return registry.mount_blob(digest, source)
-        except (RegistryUnauthorized, RemoteNotFound):  # no pull right on `source`, or gone
-            return ""
-    return ""
+def _try_mount(
+    registry: Registry, locations: BlobLocations, digest: str
+) -> tuple[bool, str | None]:
+    """Mount `digest` from the repository last seen holding it: `(True, None)` when the
+    registry linked it, else `(False, the upload session it opened instead, or None)`."""
+    sources = locations.sources(digest, besides=registry.ref.repository)
+    if not sources:
+        return False, None
+    try:
+        session = registry.mount_blob(digest, sources[0])
+    except (RegistryUnauthorized, RemoteNotFound):  # no pull right on the source, or it is gone
+        return False, None
+    return session is None, session
 
 
 def _fetch_missing(
