@@ -2,7 +2,8 @@
 
 Side by side in one run, against Debian's docker-registry on loopback (tests/registry_server.py):
   * compile from source into a fresh FOUNDRY_HOME (what every machine did before this);
-  * push to an empty registry (throughput), then push again (bytes sent: blobs are HEADed first);
+  * push to an empty registry (throughput), then push again (bytes sent: blobs are HEADed first),
+    then to another repository of it (blobs mounted from the first, not uploaded);
   * pull into another fresh FOUNDRY_HOME (transfer throughput, then the import-grade validation);
   * first served token from each home's artifact (load in onnxruntime-genai + one greedy token),
     so pull-then-serve and compile-then-serve compare end to end.
@@ -70,6 +71,9 @@ def main() -> None:
         t0 = time.perf_counter()
         second = push(builder, SYNTHETIC_ID, ref)
         second_push_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        mounted = push(builder, SYNTHETIC_ID, Reference.parse(registry.url("team/release", "v1")))
+        mount_push_s = time.perf_counter() - t0
 
         marks: dict[str, float] = {}
 
@@ -104,6 +108,10 @@ def main() -> None:
                 "second_push_s": round(second_push_s, 3),
                 "second_push_sent_bytes": second.sent_bytes,
                 "second_push_uploaded_blobs": second.uploaded_blobs,
+                "push_to_another_repo_s": round(mount_push_s, 3),
+                "push_to_another_repo_mounted_blobs": mounted.mounted_blobs,
+                "push_to_another_repo_uploaded_blobs": mounted.uploaded_blobs,
+                "push_to_another_repo_sent_bytes": mounted.sent_bytes,
                 "pull_s": round(pull_s, 3),
                 "pull_transfer_s": round(transfer_s, 3),
                 "pull_transfer_mb_per_s": round(mb / transfer_s, 1),

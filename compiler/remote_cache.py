@@ -4,14 +4,18 @@ Per target: the build key is computed as usual; a local hit needs nothing; other
 registry is asked for the tag `bk-<build key>` and, when someone has built it, the artifact is
 pulled (verified and validated like any pull) instead of compiled. What is compiled here is
 pushed afterwards under the model id's tag and its build-key tag, so the next machine hits.
+A registry that is down or refuses us is an outage of a cache, not a build failure: one
+warning line, the build goes on here, nothing is pushed.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from runtime.errors import FoundryError, RegistryUnauthorized, RegistryUnavailable
 from runtime.progress import ProgressEvent, ProgressFn, silent
 
 if TYPE_CHECKING:
@@ -20,14 +24,20 @@ if TYPE_CHECKING:
     from runtime.oci.reference import Reference
     from runtime.store import Store
 
-__all__ = ["RemoteBuild", "build_one", "build_with_remote", "model_tag"]
+__all__ = ["REMOTE_DOWN", "RemoteBuild", "build_one", "build_with_remote", "model_tag"]
+
+log = logging.getLogger(__name__)
+# A registry that cannot be reached (or answers 5xx), or will not let us read: build locally.
+# A tampered blob (DownloadCorrupt) is not among them: that is an attack to report, not an outage.
+REMOTE_DOWN = (RegistryUnavailable, RegistryUnauthorized)
 
 
 @dataclass(frozen=True)
 class RemoteBuild:
     result: BuildResult
     remote: (
-        str  # "hit" (pulled, not compiled), "pushed" or "local" (a local hit, pushed if missing)
+        str  # "hit" (pulled, not compiled), "pushed", "local" (a local hit, pushed if missing),
+        # or "unavailable" (the registry could not be used: built or kept here, nothing pushed)
     )
 
 
@@ -65,16 +75,30 @@ def build_one(
         result = build_target(plan, source, store, progress)
         return RemoteBuild(result, "local" if result.cache_hit else "built")
     status = "local" if plan.cache_hit else "pushed"
-    if not plan.cache_hit and lookup_build(
-        store, remote, plan.build_key, progress, model_id=plan.model_id
-    ):
-        message = f"remote cache hit {short(plan.build_key)} from {remote}"
-        progress(ProgressEvent("cache", message, done=True))
-        status = "hit"
+    try:
+        if not plan.cache_hit and lookup_build(
+            store, remote, plan.build_key, progress, model_id=plan.model_id
+        ):
+            message = f"remote cache hit {short(plan.build_key)} from {remote}"
+            progress(ProgressEvent("cache", message, done=True))
+            status = "hit"
+    except REMOTE_DOWN as exc:
+        _fall_back(remote, exc, "building here and pushing nothing")
+        return RemoteBuild(build_target(plan, source, store, progress), "unavailable")
     result = build_target(plan, source, store, progress)
     if status != "hit":
         ref = remote.with_tag(model_tag(plan.model_id))
-        pushed = push(store, result.model.model_id, ref, progress)
+        try:
+            pushed = push(store, result.model.model_id, ref, progress)
+        except REMOTE_DOWN as exc:  # it went away while we built: keep what was built
+            _fall_back(remote, exc, f"{result.model.model_id} is built here but not pushed")
+            return RemoteBuild(result, "unavailable")
         message = f"{pushed.reference} ({pushed.uploaded_blobs} blobs sent)"
         progress(ProgressEvent("push", message, done=True))
     return RemoteBuild(result, status)
+
+
+def _fall_back(remote: Reference, exc: FoundryError, what: str) -> None:
+    """The registry is a cache: when it cannot be reached or read, say so in one line and go on."""
+    reason = " ".join(exc.message.split())  # a registry's error body may span lines
+    log.warning("warning: remote cache %s is unavailable (%s); %s", remote, reason, what)

@@ -146,7 +146,7 @@ def check_relative_name(root: Path, name: object, what: str) -> Path:
 
 def check_hard_links(folder: Path) -> None:
     """Refuse a file hard-linked from outside `folder` (`foundry cache import` copies what it
-    finds, and `ci/build-artifacts.yml` uploads the cache): a link's other names are invisible,
+    finds, and a CI job may upload a whole cache folder): a link's other names are invisible,
     but their count is not, so every link of an inode must be inside the folder. Not for store
     snapshots, whose files are hard links to blobs by design.
 

@@ -18,6 +18,8 @@ which may add aliases or override built-in ones by alias). Shape of a file:
              artifact: {repo: org/x-onnx, revision: main, subfolder: cpu-int4}}     # prebuilt
           - {device: gpu, provider: cuda, precision: int4, size: 800000000,
              checkpoint: {repo: Qwen/Qwen2.5-0.5B-Instruct, revision: main}}       # compiled
+          - {device: cpu, provider: cpu, precision: fp32, size: 2000000000,
+             registry: "oci://registry.example/team/qwen:cpu-fp32"}   # prebuilt, in an OCI registry
              # target defaults to "<provider>-<precision>" (a recipe target)
 
 A variant id is `<name>-<device>-<precision>:<version>`, e.g. `qwen2.5-0.5b-instruct-cpu-int4:1`;
@@ -95,11 +97,19 @@ class VariantSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     name: Name | None = None  # overrides the alias's name stem (to keep two variants' ids apart)
     artifact: ArtifactSource | None = None
     checkpoint: CheckpointSource | None = None
+    registry: str | None = None  # oci://HOST/REPO[:TAG|@sha256:…], what `foundry cache push` wrote
     target: str | None = None  # recipe target; default "<provider>-<precision>"
 
     def __post_init__(self) -> None:
-        if (self.artifact is None) == (self.checkpoint is None):
-            raise ValueError("a variant needs exactly one source: `artifact` or `checkpoint`")
+        sources = (self.artifact, self.checkpoint, self.registry)
+        if sum(source is not None for source in sources) != 1:
+            raise ValueError(
+                "a variant needs exactly one source: `artifact`, `checkpoint` or `registry`"
+            )
+        if self.registry is not None:
+            from runtime.oci.reference import Reference
+
+            Reference.parse(self.registry)  # InvalidReference is a ValueError: file:line follows
 
 
 class Alias(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -182,11 +192,13 @@ class Variant:
 
     @property
     def is_prebuilt(self) -> bool:
-        return self.spec.artifact is not None
+        return self.spec.artifact is not None or self.spec.registry is not None
 
     @property
     def source_uri(self) -> str:
-        """`hf://repo@revision[/subfolder]` of the artifact, or of the checkpoint."""
+        """`hf://repo@revision[/subfolder]` of the artifact or the checkpoint, or the `oci://` one."""
+        if self.spec.registry is not None:
+            return self.spec.registry
         if (art := self.spec.artifact) is not None:
             return f"hf://{art.repo}@{art.revision}" + (
                 f"/{art.subfolder}" if art.subfolder else ""
@@ -243,12 +255,13 @@ class Variant:
 
     def to_foundry_list_item(self) -> dict[str, Any]:
         """One item of `GET /foundry/list`, with every field foundry-local-sdk 0.5's model requires."""
-        parent = self.spec.checkpoint.repo if self.spec.checkpoint else self.spec.artifact.repo  # type: ignore[union-attr]
+        source = self.spec.checkpoint or self.spec.artifact
+        parent = f"hf://{source.repo}" if source is not None else self.source_uri
         return {
             "name": self.id,
             "displayName": self.entry.display_name,
             "modelType": "ONNX",
-            "providerType": "HuggingFace",
+            "providerType": "HuggingFace" if source is not None else "OCI",
             "uri": self.source_uri,
             "version": str(self.version),
             "promptTemplate": dict(self.entry.prompt_template),
@@ -264,7 +277,7 @@ class Variant:
             "supportsToolCalling": self.entry.supports_tool_calling,
             "license": self.entry.license,
             "licenseDescription": self.entry.license_description,
-            "parentModelUri": f"hf://{parent}",
+            "parentModelUri": parent,
             "maxOutputTokens": self.entry.max_output_tokens,
             "minFLVersion": "0.0.0",
         }

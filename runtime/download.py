@@ -146,8 +146,9 @@ def download(
     """Make a catalog model available in the store and return it.
 
     Already cached -> returned at once, without touching the network. A prebuilt variant is
-    fetched from the hub (resumable, verified, validated); a checkpoint variant is compiled by
-    `compiler.build` (the `[compiler]` extra).
+    fetched from the hub (resumable, verified, validated), or pulled from its `oci://` registry
+    as `foundry cache pull` does; a checkpoint variant is compiled by `compiler.build` (the
+    `[compiler]` extra).
 
     Raises:
         ModelNotFound, ProviderUnavailable: see `resolve_variant`; also a repo/file the hub lacks.
@@ -174,7 +175,9 @@ def download(
             )
         )
         return cached
-    if is_offline():
+    if (
+        is_offline() and variant.spec.registry is None
+    ):  # the hub's switch; a registry is not the hub
         raise Offline(
             f"model {variant.id!r} is not in the cache and HF_HUB_OFFLINE is set, so it cannot be downloaded",
             hint="unset HF_HUB_OFFLINE and run again, or `foundry-build "
@@ -184,6 +187,8 @@ def download(
     with store.lock(f"download-{variant.id}"):
         if store.has(variant.id):  # another process finished it while we waited
             return store.resolve(variant.id)
+        if variant.spec.registry is not None:
+            return _pull_registry(variant, store, progress)
         if variant.is_prebuilt:
             return _fetch_artifact(variant, store, progress)
         return _compile_checkpoint(variant, store, progress)
@@ -234,6 +239,16 @@ def _fetch_artifact(variant: Variant, store: Store, progress: ProgressFn) -> Cac
         (partial_dir() / remote.partial_name).unlink(missing_ok=True)
     progress(ProgressEvent("download", f"{variant.id} ready", total, total, "B", done=True))
     return cached
+
+
+def _pull_registry(variant: Variant, store: Store, progress: ProgressFn) -> CachedModel:
+    """An `oci://` variant: `foundry model download oci://…`'s pull, registered under the variant id."""
+    from runtime.oci.reference import Reference
+    from runtime.oci.transfer import pull
+
+    assert variant.spec.registry is not None
+    ref = Reference.parse(variant.spec.registry)
+    return pull(store, ref, progress, model_id=variant.id, task=variant.task).model
 
 
 def _compile_checkpoint(variant: Variant, store: Store, progress: ProgressFn) -> CachedModel:

@@ -107,3 +107,13 @@ def test_azure_pipelines_spreads_exactly_the_matrix_over_its_jobs():
     matrix = jobs["build"]["strategy"]["matrix"]
     assert {(e["model"], e["target"]) for e in matrix.values()} == _matrix_entries()
     assert jobs["report"]["dependsOn"] == "build"
+
+
+def test_ci_holds_the_two_pipelines_and_their_matrix_only():
+    """One way to produce artifacts in CI: the older single-platform workflow and shell loop
+    (ci/build-artifacts.yml, ci/build-matrix.sh) are what the matrix pipelines replaced."""
+    assert sorted(p.name for p in CI.iterdir()) == [
+        "azure-pipelines.yml",
+        "github-actions.yml",
+        "matrix.yaml",
+    ]

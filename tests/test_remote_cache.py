@@ -10,15 +10,19 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 from conftest import run_foundry
 from registry_server import (
     INSTALL,
     RunningRegistry,
+    TokenServer,
+    free_port,
     htpasswd_line,
     registry_available,
     start_registry,
@@ -45,6 +49,16 @@ def auth_registry(tmp_path_factory: pytest.TempPathFactory):
     )
     yield running
     running.stop()
+
+
+@pytest.fixture(scope="session")
+def token_registry(tmp_path_factory: pytest.TempPathFactory):
+    """A registry with `auth: token` and its token server (docker's protocol, signed JWTs)."""
+    tokens = TokenServer(tmp_path_factory.mktemp("token-server"), {"ci": "s3cret"})
+    running = start_registry(tmp_path_factory.mktemp("token-registry"), token=tokens)
+    yield running, tokens
+    running.stop()
+    tokens.stop()
 
 
 @pytest.fixture(scope="session")
@@ -113,7 +127,7 @@ def _pushed(registry: RunningRegistry, home: Path, repository: str) -> dict:
 # --- push, pull, verify ----------------------------------------------------------------------
 def test_a_second_machine_pulls_byte_identical_files_that_verify(registry, builder_home, tmp_path):
     first = _pushed(registry, builder_home, "team/models")
-    assert first["uploaded_blobs"] == 9 and first["present_blobs"] == 0
+    assert first["uploaded_blobs"] + first["mounted_blobs"] == 9 and first["present_blobs"] == 0
     assert first["tags"][0] == "v1" and first["tags"][1].startswith("bk-")
 
     laptop = tmp_path / "laptop"
@@ -136,9 +150,11 @@ def test_a_second_machine_pulls_byte_identical_files_that_verify(registry, build
     assert again["manifest_digest"] == pulled["manifest_digest"]
 
 
-def test_a_second_push_sends_no_blob_again(registry, builder_home):
-    first = _pushed(registry, builder_home, "team/twice")
-    second = _pushed(registry, builder_home, "team/twice")
+def test_a_second_push_sends_no_blob_again(registry, builder_home, tmp_path):
+    home = _copy_of_store(builder_home, tmp_path)  # no note of other repositories: no mounts
+    first = _pushed(registry, home, "team/twice")
+    second = _pushed(registry, home, "team/twice")
+    assert first["uploaded_blobs"] == 9 and first["mounted_blobs"] == 0
     assert first["sent_bytes"] >= first["total_bytes"] > 0
     assert second["uploaded_blobs"] == 0 and second["present_blobs"] == 9
     assert second["sent_bytes"] == 0
@@ -200,7 +216,55 @@ def test_a_tampered_blob_in_the_registry_is_refused_and_nothing_is_registered(
     assert _json(run_foundry("cache", "list", "--json", home=laptop))["models"] == []
     assert not (laptop / "cache/blobs/sha256" / weights[7:9] / weights[7:]).exists()
     assert not list((laptop / "cache" / "tmp").glob("*.partial"))
-    assert pushed["uploaded_blobs"] == 9
+    assert pushed["uploaded_blobs"] + pushed["mounted_blobs"] == 9
+
+
+def _copy_of_store(home: Path, tmp_path: Path) -> Path:
+    """Another machine holding the same model, which has never talked to any registry."""
+    copy = tmp_path / "copy-home"
+    shutil.copytree(home / "cache", copy / "cache", ignore=shutil.ignore_patterns("registries"))
+    return copy
+
+
+def test_a_push_to_a_new_repository_mounts_blobs_the_registry_holds_elsewhere(
+    registry, builder_home, tmp_path
+):
+    home = _copy_of_store(builder_home, tmp_path)
+    first = _pushed(registry, home, "team/staging")
+    assert first["uploaded_blobs"] == 9 and first["mounted_blobs"] == 0
+
+    mounted = _pushed(registry, home, "team/release")
+    assert mounted["uploaded_blobs"] == 0 and mounted["mounted_blobs"] == 9
+    manifest_bytes = len(_registry_manifest(registry, "team/release", "v1"))
+    assert mounted["sent_bytes"] == 2 * manifest_bytes  # v1 and bk-<key>: no blob, no config byte
+    assert mounted["digest"] == first["digest"]
+    layers = registry.root / "docker/registry/v2/repositories/team/release/_layers/sha256"
+    assert len(list(layers.iterdir())) == 10  # 9 blobs and the config, linked into the repo
+
+    laptop = tmp_path / "laptop"
+    pulled = _json(
+        run_foundry("cache", "pull", registry.url("team/release", "v1"), "--json", home=laptop)
+    )
+    assert _snapshot_bytes(laptop, MODEL) == _snapshot_bytes(builder_home, MODEL)
+    assert pulled["fetched_blobs"] == 9
+
+
+def test_a_stale_mount_note_falls_back_to_an_upload(registry, builder_home, tmp_path):
+    home = _copy_of_store(builder_home, tmp_path)
+    _pushed(registry, home, "team/noted")
+    (notes,) = (home / "cache/registries").iterdir()
+    notes.write_text(notes.read_text().replace("team/noted", "team/gone"))  # never existed
+    pushed = _pushed(registry, home, "team/fresh")
+    assert pushed["uploaded_blobs"] == 9 and pushed["mounted_blobs"] == 0
+    laptop = tmp_path / "laptop"
+    run_foundry("cache", "pull", registry.url("team/fresh", "v1"), home=laptop)
+    assert _snapshot_bytes(laptop, MODEL) == _snapshot_bytes(builder_home, MODEL)
+
+
+def _registry_manifest(registry: RunningRegistry, repository: str, tag: str) -> bytes:
+    accept = {"Accept": "application/vnd.oci.image.manifest.v1+json"}
+    url = f"http://{registry.host}/v2/{repository}/manifests/{tag}"
+    return httpx.get(url, headers=accept, timeout=30).content
 
 
 # --- foundry-build --remote: the registry as an action cache --------------------------------
@@ -219,6 +283,115 @@ def test_foundry_build_with_a_remote_pulls_what_another_machine_compiled(remote_
 
     (again,) = _json(_foundry_build(argv, laptop))["models"]
     assert again["remote"] == "local" and again["cache_hit"] is True
+
+
+def test_foundry_build_with_a_registry_that_is_down_builds_here_with_one_warning(
+    tiny_source, tmp_path
+):
+    down = f"oci://127.0.0.1:{free_port()}/team/cache"  # nothing listens there
+    argv = [
+        str(Path(sys.executable).with_name("foundry-build")),
+        str(tiny_source("qwen2.5-0.5b")),
+        "--target",
+        "cpu-int4",
+        "--as",
+        MODEL,
+        "--remote",
+        down,
+        "--json",
+    ]
+    result = _foundry_build(argv, tmp_path / "offline-runner")
+    (built,) = _json(result)["models"]
+    assert built["remote"] == "unavailable" and built["cache_hit"] is False
+    assert Path(built["path"], "model.onnx").is_file()
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning: ")]
+    assert len(warnings) == 1, result.stderr
+    assert f"remote cache {down} is unavailable (cannot reach the registry" in warnings[0]
+    assert warnings[0].endswith("building here and pushing nothing")
+
+    (again,) = _json(_foundry_build(argv, tmp_path / "offline-runner"))["models"]
+    assert again["remote"] == "unavailable" and again["cache_hit"] is True  # not pushed either
+
+
+# --- catalog variants whose source is a registry ---------------------------------------------
+def _team_catalog(home: Path, reference: str, *, task: str = "chat") -> Path:
+    """A user catalog file under `home` that overrides the built-in `qwen2.5-0.5b` alias with one
+    variant, the artifact the team pushed to its registry."""
+    path = home / "catalog" / "team.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        "schema: 1\n"
+        "models:\n"
+        "  - alias: qwen2.5-0.5b\n"
+        "    name: team-qwen2.5-0.5b\n"
+        "    display_name: Team Qwen2.5 0.5B\n"
+        "    publisher: our team\n"
+        "    license: apache-2.0\n"
+        f"    task: {task}\n"
+        "    family: qwen2\n"
+        "    max_output_tokens: 256\n"
+        "    context_length: 2048\n"
+        "    variants:\n"
+        "      - device: cpu\n"
+        "        provider: cpu\n"
+        "        precision: int4\n"
+        "        size: 3000000\n"
+        f"        registry: {reference}\n"
+    )
+    return path
+
+
+TEAM_VARIANT = "team-qwen2.5-0.5b-cpu-int4:1"
+
+
+def test_a_catalog_alias_whose_variant_lives_in_a_registry_downloads_and_verifies(
+    registry, builder_home, tmp_path
+):
+    reference = _pushed(registry, builder_home, "team/catalog")["reference"]
+    laptop = tmp_path / "laptop"
+    _team_catalog(laptop, reference)
+
+    listed = _json(run_foundry("model", "list", "--json", home=laptop))
+    (row,) = [r for r in listed["models"] if r["alias"] == "qwen2.5-0.5b"]
+    assert row["id"] == TEAM_VARIANT and row["source"] == reference and row["prebuilt"] is True
+
+    started = run_foundry("service", "start", "--ttl", "60", home=laptop)
+    assert started.returncode == 0, started.stderr
+    try:
+        base_url = f"http://127.0.0.1:{json.loads((laptop / 'service.json').read_text())['port']}"
+        items = httpx.get(f"{base_url}/foundry/list", timeout=60).json()
+        (item,) = [i for i in items if i["name"] == TEAM_VARIANT]
+        assert item["uri"] == item["parentModelUri"] == reference
+        assert item["providerType"] == "OCI" and item["alias"] == "qwen2.5-0.5b"
+    finally:
+        run_foundry("service", "stop", home=laptop)
+
+    downloaded = _json(run_foundry("model", "download", "qwen2.5-0.5b", "--json", home=laptop))
+    assert downloaded["id"] == TEAM_VARIANT
+    assert _snapshot_bytes(laptop, TEAM_VARIANT) == _snapshot_bytes(builder_home, MODEL)
+    verify = run_foundry("cache", "verify", home=laptop)
+    assert verify.returncode == 0 and "every blob matches" in verify.stdout
+    again = run_foundry("model", "download", "qwen2.5-0.5b", home=laptop)
+    assert again.returncode == 0 and again.stdout.startswith(f"{TEAM_VARIANT} is ready")
+
+
+def test_a_registry_variant_of_another_task_is_refused_before_any_blob_is_fetched(
+    registry, builder_home, tmp_path
+):
+    reference = _pushed(registry, builder_home, "team/catalog")["reference"]
+    laptop = tmp_path / "laptop"
+    _team_catalog(laptop, reference, task="embeddings")
+    result = run_foundry("model", "download", "qwen2.5-0.5b", home=laptop)
+    line = _assert_one_line_error(result, 2)
+    assert "holds a chat model, but the catalog lists it as embeddings" in line
+    assert not any((laptop / "cache/blobs/sha256").rglob("*"))
+
+
+def test_a_malformed_registry_source_in_the_catalog_names_its_file_and_line(tmp_path):
+    laptop = tmp_path / "laptop"
+    path = _team_catalog(laptop, "oci://127.0.0.1:5000/Team/Upper:v1")
+    line = _assert_one_line_error(run_foundry("model", "list", home=laptop), 2)
+    assert f"{path}:13:" in line and "invalid registry reference" in line  # the variant
 
 
 # --- auth and bad input ------------------------------------------------------------------------
@@ -240,12 +413,61 @@ def test_a_push_without_credentials_gets_a_one_line_error_and_a_login_then_works
     pushed = _json(
         run_foundry("cache", "push", MODEL, target, "--json", home=builder_home, env=no_login)
     )
-    assert pushed["uploaded_blobs"] == 9
+    assert pushed["uploaded_blobs"] + pushed["mounted_blobs"] == 9
 
     laptop = tmp_path / "laptop"
     env_login = {"FOUNDRY_REGISTRY_USERNAME": "ci", "FOUNDRY_REGISTRY_PASSWORD": "s3cret"}
     pulled = _json(run_foundry("model", "download", target, "--json", home=laptop, env=env_login))
     assert pulled["id"] == MODEL and Path(pulled["path"], "model.onnx").is_file()
+
+
+def test_a_token_registry_takes_a_login_from_env_or_docker_config_and_refuses_none(
+    token_registry, builder_home, tmp_path
+):
+    registry, tokens = token_registry
+    target = registry.url("team/models", "v1")
+    docker_config = tmp_path / "docker"
+    docker_config.mkdir()
+    no_login = {"DOCKER_CONFIG": str(docker_config)}
+    refused = run_foundry("cache", "push", MODEL, target, home=builder_home, env=no_login)
+    line = _assert_one_line_error(refused, 2)
+    assert f"registry {registry.host} refused to let us push to 'team/models' (401)" in line
+    assert tokens.requests and all(r["user"] is None for r in tokens.requests)
+
+    env_login = {
+        **no_login,
+        "FOUNDRY_REGISTRY_USERNAME": "ci",
+        "FOUNDRY_REGISTRY_PASSWORD": "s3cret",
+    }
+    pushed = _json(
+        run_foundry("cache", "push", MODEL, target, "--json", home=builder_home, env=env_login)
+    )
+    assert pushed["uploaded_blobs"] + pushed["mounted_blobs"] == 9
+    granted = [r for r in tokens.requests if r["user"] == "ci"]
+    assert len(granted) == 1  # one token answers the whole push, not one per request
+    assert "repository:team/models:pull,push" in granted[0]["scopes"]
+
+    auth = base64.b64encode(b"ci:s3cret").decode()
+    (docker_config / "config.json").write_text(
+        json.dumps({"auths": {f"https://{registry.host}": {"auth": auth}}})
+    )
+    laptop = tmp_path / "laptop"
+    pulled = _json(run_foundry("cache", "pull", target, "--json", home=laptop, env=no_login))
+    assert pulled["fetched_blobs"] == 9
+    assert _snapshot_bytes(laptop, MODEL) == _snapshot_bytes(builder_home, MODEL)
+
+    mirror = registry.url("team/mirror", "v1")  # a mount needs pull on team/models too: one token
+    mounted = _json(
+        run_foundry("cache", "push", MODEL, mirror, "--json", home=builder_home, env=env_login)
+    )
+    assert mounted["mounted_blobs"] == 9 and mounted["uploaded_blobs"] == 0
+    issued = {"FOUNDRY_REGISTRY_TOKEN": tokens.token("ci", ["repository:team/mirror:pull"])}
+    pulled = _json(run_foundry("cache", "pull", mirror, "--json", home=tmp_path / "ci", env=issued))
+    assert pulled["fetched_blobs"] == 9  # a token issued beforehand is sent as it is
+
+    wrong = {**no_login, "FOUNDRY_REGISTRY_USERNAME": "ci", "FOUNDRY_REGISTRY_PASSWORD": "nope"}
+    stranger = run_foundry("cache", "pull", target, home=tmp_path / "stranger", env=wrong)
+    assert "refused to let us pull from 'team/models' (401)" in _assert_one_line_error(stranger, 2)
 
 
 @pytest.mark.parametrize(

@@ -176,7 +176,8 @@ def push(model_id: str, reference: str, as_json: bool) -> None:
         return
     click.echo(
         f"pushed {model_id} to {result.reference} ({result.digest[:19]}…): "
-        f"{result.uploaded_blobs} blobs uploaded, {result.present_blobs} already there, "
+        f"{result.uploaded_blobs} blobs uploaded, {result.mounted_blobs} mounted from another "
+        f"repository, {result.present_blobs} already there, "
         f"{human_size(result.sent_bytes)} sent"
     )
 

@@ -123,7 +123,12 @@ class RegistryAuth(httpx.Auth):
         realm = params.get("realm")
         if not realm:
             return None
-        query = {"scope": params.get("scope") or f"repository:{self.repository}:{self.actions}"}
+        # What this request needs (the challenge's scope: a mount also names the repository it
+        # mounts from) and what this client will need next, in one token, so that a push is
+        # not challenged again at its first write.
+        ours = f"repository:{self.repository}:{self.actions}"
+        scopes = list(dict.fromkeys([*params.get("scope", "").split(), ours]))
+        query: dict[str, str | list[str]] = {"scope": scopes}
         if params.get("service"):
             query["service"] = params["service"]
         headers = {}

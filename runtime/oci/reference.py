@@ -19,7 +19,7 @@ from runtime.errors import InvalidReference
 from runtime.names import parse_digest
 from runtime.settings import env
 
-__all__ = ["SCHEME", "Reference", "build_key_tag", "is_reference"]
+__all__ = ["SCHEME", "Reference", "build_key_tag", "is_reference", "is_repository"]
 
 SCHEME = "oci://"
 DEFAULT_TAG = "latest"
@@ -32,6 +32,11 @@ _LOOPBACK = {"127.0.0.1", "localhost", "[::1]"}
 
 def is_reference(text: str) -> bool:
     return text.startswith(SCHEME)
+
+
+def is_repository(text: str) -> bool:
+    """A repository name the distribution spec allows (`team/models`)."""
+    return bool(_REPOSITORY.match(text))
 
 
 def build_key_tag(build_key: str) -> str:

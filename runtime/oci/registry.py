@@ -64,11 +64,34 @@ class Registry:
         response = self._call("HEAD", self._path("blobs", digest), missing_ok=True)
         return response.status_code == 200
 
+    def mount_blob(self, digest: str, source_repository: str) -> str | None:
+        """Ask the registry to link a blob it keeps for `source_repository` into this one.
+
+        Returns None when it did (201: no byte sent), else the upload session it opened
+        instead (202, the spec's answer when it cannot mount), for `upload_blob(location=)`.
+        """
+        response = self._call(
+            "POST",
+            f"/v2/{self.ref.repository}/blobs/uploads/",
+            params={"mount": digest, "from": source_repository},
+        )
+        return None if response.status_code == 201 else self._location(response)
+
     def upload_blob(
-        self, source: Path, digest: str, size: int, progress: ProgressFn = silent
+        self,
+        source: Path,
+        digest: str,
+        size: int,
+        progress: ProgressFn = silent,
+        *,
+        location: str | None = None,
     ) -> None:
-        """POST a session, PATCH chunks of UPLOAD_CHUNK, PUT ?digest= to close it."""
-        location = self._location(self._call("POST", f"/v2/{self.ref.repository}/blobs/uploads/"))
+        """PATCH chunks of UPLOAD_CHUNK into a session (a new one unless `location` names one),
+        then PUT ?digest= to close it."""
+        if location is None:
+            location = self._location(
+                self._call("POST", f"/v2/{self.ref.repository}/blobs/uploads/")
+            )
         offset = 0
         with source.open("rb") as handle:
             while chunk := handle.read(UPLOAD_CHUNK):
@@ -85,9 +108,13 @@ class Registry:
         closing = httpx.URL(location).copy_merge_params({"digest": digest})
         self._call("PUT", str(closing), content=b"")
 
-    def upload_bytes(self, data: bytes, digest: str) -> None:
-        """A small blob (a config) in one request: POST a session, PUT it with ?digest=."""
-        location = self._location(self._call("POST", f"/v2/{self.ref.repository}/blobs/uploads/"))
+    def upload_bytes(self, data: bytes, digest: str, location: str | None = None) -> None:
+        """A small blob (a config) in one request: PUT it with ?digest= into a session (a new
+        one unless `location` names one)."""
+        if location is None:
+            location = self._location(
+                self._call("POST", f"/v2/{self.ref.repository}/blobs/uploads/")
+            )
         closing = httpx.URL(location).copy_merge_params({"digest": digest})
         headers = {"Content-Type": "application/octet-stream"}
         self._call("PUT", str(closing), content=data, headers=headers)

@@ -1,8 +1,9 @@
 """`foundry cache push|pull oci://…`: a cached model to a registry and back, Ollama's Push/PullModel.
 
 Push: HEAD every blob first and upload only what the registry lacks (a second push sends no
-blob bytes), then the config, then the manifest under the tag and under `bk-<build key>` (the
-action-cache tag `foundry-build --remote` looks up). Pull: manifest, config, then each blob the
+blob bytes; a blob it holds in another repository we saw it in is mounted, not sent), then
+the config, then the manifest under the tag and under `bk-<build key>` (the action-cache tag
+`foundry-build --remote` looks up). Pull: manifest, config, then each blob the
 store lacks into `tmp/<hex>.partial`, resumed from its end after an interruption and hashed
 before it is committed; then `receive` validates and registers it.
 """
@@ -12,8 +13,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from runtime.errors import CorruptBlob, InvalidReference, RemoteNotFound
+from runtime.errors import (
+    CatalogError,
+    CorruptBlob,
+    InvalidReference,
+    RegistryUnauthorized,
+    RemoteNotFound,
+)
 from runtime.oci.format import MANIFEST_MEDIA_TYPE, decode_oci_manifest, read_artifact, to_artifact
+from runtime.oci.locations import BlobLocations
 from runtime.oci.receive import receive
 from runtime.oci.reference import DEFAULT_TAG, Reference, build_key_tag
 from runtime.oci.registry import Registry
@@ -32,6 +40,7 @@ class PushResult:
     digest: str  # the OCI manifest's
     tags: list[str]
     uploaded_blobs: int
+    mounted_blobs: int  # linked from another repository of the registry: no byte sent
     present_blobs: int
     sent_bytes: int  # every byte of blob, config and manifest bodies we sent
     total_bytes: int
@@ -64,11 +73,14 @@ def push(store: Store, model_id: str, ref: Reference, progress: ProgressFn = sil
                 f"blob {digest[:19]}… of {model_id!r} is missing from the cache",
                 hint="foundry cache verify",
             )
+    locations = BlobLocations(store, ref.host)
     with Registry(ref, push=True) as registry:
-        uploaded = _upload_missing(store, registry, artifact.manifest, progress)
+        uploaded, mounted = _upload_missing(store, registry, artifact.manifest, locations, progress)
         config = artifact.oci.config
         if not registry.has_blob(config.digest):
-            registry.upload_bytes(artifact.config_bytes, config.digest)
+            was_mounted, session = _try_mount(registry, locations, config.digest)
+            if not was_mounted:
+                registry.upload_bytes(artifact.config_bytes, config.digest, session)
         tags = [ref.tag or DEFAULT_TAG]
         if artifact.build_key:
             tags.append(build_key_tag(artifact.build_key))
@@ -76,6 +88,7 @@ def push(store: Store, model_id: str, ref: Reference, progress: ProgressFn = sil
             if registry.manifest_digest(tag) != artifact.digest:
                 registry.put_manifest(tag, artifact.oci_bytes, MANIFEST_MEDIA_TYPE)
         sent = registry.sent_bytes
+    locations.note(ref.repository, [*blobs, config.digest])
     total = sum(blobs.values())
     progress(ProgressEvent("upload", f"{ref.repository}: done", total, total, "B", done=True))
     return PushResult(
@@ -83,26 +96,44 @@ def push(store: Store, model_id: str, ref: Reference, progress: ProgressFn = sil
         artifact.digest,
         tags,
         uploaded,
-        len(blobs) - uploaded,
+        mounted,
+        len(blobs) - uploaded - mounted,
         sent,
         total,
     )
 
 
 def pull(
-    store: Store, ref: Reference, progress: ProgressFn = silent, *, model_id: str | None = None
+    store: Store,
+    ref: Reference,
+    progress: ProgressFn = silent,
+    *,
+    model_id: str | None = None,
+    task: str | None = None,
 ) -> PullResult:
-    """Fetch, verify, validate and register one OCI artifact; nothing is named unless all of it holds."""
+    """Fetch, verify, validate and register one OCI artifact; nothing is named unless all of it holds.
+
+    `task` (a catalog variant's) is checked against the artifact's own before any blob is
+    fetched, so an alias never ends up naming a model of another kind.
+    """
     # Pulled blobs are unreachable until the manifest lands: `cache gc` must wait (store lock).
     with store.registering(), Registry(ref) as registry:
         oci_bytes, digest = registry.get_manifest(ref.reference)
         oci = decode_oci_manifest(oci_bytes, str(ref))
         config = registry.get_small_blob(oci.config.digest, oci.config.size)
         artifact = read_artifact(oci_bytes, config, str(ref))
+        if task is not None and (found := artifact.manifest.metadata.get("task")) != task:
+            raise CatalogError(
+                f"{ref} holds a {found or 'untyped'} model, but the catalog lists it as {task}",
+                hint="fix the catalog entry's `task` or its `registry` reference",
+            )
         fetched, fetched_bytes, resumed = _fetch_missing(
             store, registry, artifact.manifest, progress
         )
         cached, validation = receive(store, artifact, model_id=model_id, progress=progress)
+    BlobLocations(store, ref.host).note(
+        ref.repository, [*(e.digest for e in artifact.manifest.files.values()), oci.config.digest]
+    )
     unique = len({e.digest for e in artifact.manifest.files.values()})
     return PullResult(
         cached, str(ref), digest, fetched, unique - fetched, fetched_bytes, resumed, validation
@@ -125,22 +156,48 @@ def lookup_build(
 
 
 def _upload_missing(
-    store: Store, registry: Registry, manifest: Manifest, progress: ProgressFn
-) -> int:
-    """Upload each blob the registry lacks (HEAD first); return how many were sent."""
+    store: Store,
+    registry: Registry,
+    manifest: Manifest,
+    locations: BlobLocations,
+    progress: ProgressFn,
+) -> tuple[int, int]:
+    """Upload each blob the registry lacks (HEAD first), mounting it instead from another
+    repository of that registry known to hold it; return (uploaded, mounted)."""
     names = {e.digest: rel for rel, e in manifest.files.items()}
     blobs = {e.digest: e.size for e in manifest.files.values()}
     total = sum(blobs.values())
-    uploaded = done = 0
+    uploaded = mounted = done = 0
     for digest, size in blobs.items():
         label = f"{registry.ref.repository}: {names[digest]}"
         if not registry.has_blob(digest):
-            forward = _overall(progress, done, total, label)
-            registry.upload_blob(store.blob_path(digest), digest, size, forward)
-            uploaded += 1
+            was_mounted, session = _try_mount(registry, locations, digest)
+            if was_mounted:
+                mounted += 1
+            else:
+                forward = _overall(progress, done, total, label)
+                registry.upload_blob(
+                    store.blob_path(digest), digest, size, forward, location=session
+                )
+                uploaded += 1
         done += size
         progress(ProgressEvent("upload", label, done, total, "B"))
-    return uploaded
+    return uploaded, mounted
+
+
+def _try_mount(
+    registry: Registry, locations: BlobLocations, digest: str
+) -> tuple[bool, str | None]:
+    """Mount `digest` from the repository last seen holding it: `(True, None)` when the
+    registry linked it, else `(False, the upload session it opened instead, or None)`."""
+    sources = locations.sources(digest, besides=registry.ref.repository)
+    if not sources:
+        return False, None
+    try:
+        session = registry.mount_blob(digest, sources[0])
+    except (RegistryUnauthorized, RemoteNotFound):  # no pull right on the source, or it is gone
+        return False, None
+    return session is None, session
 
 
 def _fetch_missing(

@@ -9,12 +9,14 @@
       locks/<name>.lock                one lock per key; they only save duplicate work
       tmp/                             staging; anything here is garbage after a crash
         <hex>.partial                  a blob being pulled from a registry, resumed from its end
+      registries/<host>.json           blob digest -> repositories of that registry known to hold it
 
 Helpers build paths only from validated names and digests and never create directories.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,6 +79,10 @@ class Layout:
 
     def lock(self, name: str) -> Path:
         return self.locks / f"{name}.lock"
+
+    def registry_blobs(self, host: str) -> Path:
+        """Where blobs seen in a registry's repositories are noted (cross-repository mounts)."""
+        return self.root / "registries" / f"{re.sub(r'[^A-Za-z0-9.-]', '_', host)}.json"
 
     def all_dirs(self) -> list[Path]:
         return [
