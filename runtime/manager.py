@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from runtime.artifact_policy import check_artifact
 from runtime.engines import load_engine_class
@@ -23,6 +23,11 @@ from runtime.errors import InvalidName, ModelInUse, ModelLoading, ModelNotFound,
 
 if TYPE_CHECKING:
     from runtime.engines.base import GenerationRecord
+    from runtime.engines.protocol import (
+        ChatEngineProtocol,
+        EmbeddingEngineProtocol,
+        SpeechEngineProtocol,
+    )
     from runtime.store import Store
 
 __all__ = ["LoadedModel", "ModelManager"]
@@ -109,6 +114,18 @@ class ModelManager:
         loaded = await self._ensure(model_id, None)
         loaded.last_used = time.monotonic()
         return loaded.engine
+
+    async def chat(self, name: str) -> ChatEngineProtocol:
+        """The chat engine serving `name` (raises as `get`, UnsupportedTask for other tasks)."""
+        return cast("ChatEngineProtocol", await self.get(name, task="chat"))
+
+    async def embeddings(self, name: str) -> EmbeddingEngineProtocol:
+        """The embedding engine serving `name`."""
+        return cast("EmbeddingEngineProtocol", await self.get(name, task="embeddings"))
+
+    async def speech(self, name: str) -> SpeechEngineProtocol:
+        """The speech engine serving `name`."""
+        return cast("SpeechEngineProtocol", await self.get(name, task="speech"))
 
     async def load(self, name: str, ttl: float | None = None) -> LoadedModel:
         loaded = await self._ensure(self.resolve_name(name), ttl)

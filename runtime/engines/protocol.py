@@ -46,7 +46,9 @@ class ChatEngineProtocol(Engine, Protocol):
     threads. Greedy output is the same token for token whatever else runs beside it.
     """
 
+    metadata: dict[str, Any]  # the manifest's metadata (tool_parser, family, ...)
     context_length: int
+    vocab_size: int  # 0 when genai_config does not say
     threads: int
     queue_size: int
     on_finish: Any  # Callable[[GenerationRecord], None] | None, set by the manager

@@ -1,7 +1,7 @@
 """create_app(settings): the whole service on one screen.
 
-Route modules each export ROUTES; the three exception handlers render every error in
-OpenAI's shape; the lifespan builds and closes the ModelManager (on `app.state.manager`,
+Route modules each export ROUTES; one exception handler renders every error in the shape
+of the API its path belongs to (errors.py); the lifespan builds and closes the ModelManager (on `app.state.manager`,
 also injected as `manager`); security (Host, Origin, API key) and metrics wrap every route.
 Nothing happens at import time.
 """
@@ -28,7 +28,7 @@ from runtime.service import (
     openai_routes,
     responses_routes,
 )
-from runtime.service.error_responses import EXCEPTION_HANDLERS
+from runtime.service.errors import EXCEPTION_HANDLERS
 from runtime.service.security import SecurityMiddleware, cors_config
 
 if TYPE_CHECKING:

@@ -19,17 +19,15 @@ from litestar.response import Response, Stream
 
 from runtime import __version__
 from runtime.progress import ProgressEvent, ThreadedProgress
-from runtime.service.api_errors import error_status
+from runtime.service.errors import describe, ollama_body
 from runtime.service.ollama_protocol import (
-    NDJSON,
     DeleteRequest,
     PullRequest,
     ShowRequest,
     iso_time,
     model_name,
-    ndjson_line,
 )
-from runtime.service.protocol import decode_body
+from runtime.service.transport import NDJSON, decode_body, ndjson
 
 __all__ = ["MODEL_HANDLERS", "OLLAMA_COMPAT_VERSION"]
 
@@ -186,23 +184,23 @@ async def pull(request: Request) -> Any:
 async def _cached_lines() -> AsyncIterator[bytes]:
     """A model id already in the store: nothing to fetch (Ollama answers the same way)."""
     for status in ("pulling manifest", "success"):
-        yield ndjson_line({"status": status})
+        yield ndjson({"status": status})
 
 
 async def _pull_lines(store: Any, name: str) -> AsyncIterator[bytes]:
     from runtime.download import download
 
-    yield ndjson_line({"status": "pulling manifest"})
+    yield ndjson({"status": "pulling manifest"})
     task = ThreadedProgress(lambda progress: download(name, store, progress))
     async for event in task:
-        yield ndjson_line(_pull_status(event))
+        yield ndjson(_pull_status(event))
     try:
         await task.result()
     except Exception as exc:
-        yield ndjson_line({"error": error_status(exc)[1]})
+        yield ndjson(ollama_body(describe(exc)))
         return
     for status in ("verifying sha256 digest", "writing manifest", "success"):
-        yield ndjson_line({"status": status})
+        yield ndjson({"status": status})
 
 
 def _pull_status(event: ProgressEvent) -> dict:

@@ -8,16 +8,16 @@ the Responses/Anthropic/Ollama layers build a `GenerationParams` the same way.
 
 from __future__ import annotations
 
-import re
 import time
 import uuid
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
 from runtime.engines.base import GenerationParams
 from runtime.errors import InvalidRequest, UnsupportedParameter
+from runtime.service.turn import Turn
 
 __all__ = [
     "ChatCompletion",
@@ -30,23 +30,16 @@ __all__ = [
     "ModelList",
     "ModelObject",
     "Usage",
-    "decode_body",
     "json_guidance",
     "new_id",
-    "open_ended_max_tokens",
     "refuse_serial_tool_calls",
 ]
 
-T = TypeVar("T")
 
 MAX_TOKENS_BOUND = 1_000_000  # the engine further caps it by what the context leaves
 # When a request names no max_tokens: the KV cache is sized by prompt + max_tokens, so
 # "the whole 32k context" per request would cost ~0.8 GB on a 0.5B model.
 DEFAULT_MAX_TOKENS = 2048
-# APIs whose own default is "until the context is full" (Responses without max_output_tokens,
-# Ollama without num_predict or with -1/-2) stop here instead: a fuzz run's default Responses
-# call on a 32k-context model generated 32,703 tokens (182 s) and reserved KV for all of them.
-OPEN_ENDED_MAX_TOKENS = 4096
 MAX_SEQUENCES = 8  # choices per request (n, or prompts x n): the engine's slot count
 Temperature = Annotated[float, Meta(ge=0.0, le=2.0)]
 TopP = Annotated[float, Meta(gt=0.0, le=1.0)]
@@ -199,6 +192,12 @@ class ChatCompletionRequest(SamplingFields, kw_only=True):
         max_tokens = self.max_completion_tokens or self.max_tokens
         return self._params(max_tokens, response_guidance(self.response_format))
 
+    def to_turn(self) -> Turn:
+        """This request as the shared generation seam's Turn (pure; no model needed)."""
+        params = self.to_generation_params()
+        tools = self.all_tool_dicts()
+        return Turn(self.model, params, self.message_dicts(), None, tools, self.tool_choice, self.n)
+
     def message_dicts(self) -> list[dict[str, Any]]:
         return [m.to_dict() for m in self.messages]
 
@@ -235,6 +234,11 @@ class CompletionRequest(SamplingFields, kw_only=True):
         if self.best_of is not None and self.best_of != self.n:
             raise UnsupportedParameter("best_of other than n is not supported", param="best_of")
         return self._params(self.max_tokens, None)
+
+    def to_turn(self) -> Turn:
+        """Raw prompts (no chat template), `n` sequences each."""
+        params = self.to_generation_params()
+        return Turn(self.model, params, prompts=list(self.prompts()), n=self.n)
 
     def prompts(self) -> list[str]:
         """Raises: InvalidRequest when prompts x n is more sequences than one request may run."""
@@ -273,27 +277,6 @@ def json_guidance(schema: dict[str, Any]) -> tuple[str, str]:
     return json_schema_guidance(schema)  # also bounds integers (see runtime/tools/grammar.py)
 
 
-_PATH = re.compile(r"at `\$\.?([^`]*)`")
-
-
-def decode_body(raw: bytes, into: type[T]) -> T:
-    """Decode a request body; bad JSON or a bad field is a 400 naming the field.
-
-    Raises:
-        InvalidRequest: with `param` set to the field path (e.g. `messages[0].role`).
-    """
-    try:
-        return msgspec.json.decode(raw, type=into)
-    except msgspec.ValidationError as exc:
-        match = _PATH.search(str(exc))
-        param = match.group(1) if match else None
-        raise InvalidRequest(f"invalid request: {exc}", param=param or None) from None
-    except msgspec.DecodeError as exc:
-        raise InvalidRequest(f"the request body is not valid JSON: {exc}") from None
-    except RecursionError:  # msgspec recurses per nesting level (measured: 10,000 levels)
-        raise InvalidRequest("the request body is nested too deeply") from None
-
-
 def refuse_serial_tool_calls(parallel_tool_calls: bool | None, tools: Any) -> None:
     """`parallel_tool_calls: false` with tools: refused, since a reply may hold several calls.
 
@@ -305,12 +288,6 @@ def refuse_serial_tool_calls(parallel_tool_calls: bool | None, tools: Any) -> No
             "parallel_tool_calls=false is not supported: a reply may contain several tool calls",
             param="parallel_tool_calls",
         )
-
-
-def open_ended_max_tokens(requested: int | None, room: int) -> int:
-    """max_tokens for an API whose own default is "until the context is full": what was asked,
-    else OPEN_ENDED_MAX_TOKENS, and never more than the `room` the context leaves."""
-    return max(1, min(OPEN_ENDED_MAX_TOKENS if requested is None else requested, room))
 
 
 # --- responses ---------------------------------------------------------------------------

@@ -18,8 +18,10 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
+from runtime.engines.base import GenerationParams
 from runtime.errors import InvalidRequest
 from runtime.service.protocol import MaxTokens, refuse_serial_tool_calls
+from runtime.service.turn import Turn
 from runtime.tools.grammar import json_schema_guidance
 
 __all__ = [
@@ -30,6 +32,7 @@ __all__ = [
     "new_response_id",
     "response_body",
     "to_params",
+    "to_turn",
 ]
 
 
@@ -259,6 +262,28 @@ def to_params(request: ResponsesRequest) -> dict:
     elif fmt is not None and fmt.type == "json_object":
         params["guidance"] = json_schema_guidance({"type": "object"})
     return params
+
+
+def to_turn(request: ResponsesRequest, conversation: list[dict]) -> Turn:
+    """The request, after its stored `conversation`, as the shared seam's Turn.
+
+    OpenAI's default length is "until the context is full": open-ended, capped (turn.py).
+    """
+    messages = [{"role": "system", "content": request.instructions}] if request.instructions else []
+    messages += conversation
+    tools, tool_choice = chat_tools(request)
+    fields = to_params(request)
+    requested = fields.pop("max_tokens", None)
+    params = msgspec.convert(fields, GenerationParams)
+    return Turn(
+        request.model,
+        params,
+        messages,
+        tools=tools,
+        tool_choice=tool_choice,
+        open_ended=True,
+        max_tokens=requested,
+    )
 
 
 def _text_config(request: ResponsesRequest) -> dict:

@@ -1,0 +1,111 @@
+"""The service's one transport: request bodies in, framed event streams out.
+
+`decode_body` turns a body into an API's Struct (a bad one is a 400 naming the field).
+`sse` and `ndjson` frame one payload; `framed` frames a whole event stream for any API:
+it closes the generation when the stream ends, fails, or the client disconnects (Litestar
+closes the response's iterator, and its `finally` cancels the engine's sequences), and a
+failure after the first byte becomes that API's in-stream error frame (vLLM's order for
+OpenAI: `data: {"error": ...}` then `data: [DONE]`), since the status line is long gone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import msgspec
+from litestar.exceptions import HTTPException
+
+from runtime.errors import FoundryError, InvalidRequest
+from runtime.service.errors import Described, describe, openai_body
+
+__all__ = ["NDJSON", "SSE", "SSE_HEADERS", "decode_body", "framed", "ndjson", "sse"]
+
+log = logging.getLogger(__name__)
+
+SSE = "text/event-stream"
+NDJSON = "application/x-ndjson"
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+DONE = b"data: [DONE]\n\n"
+
+T = TypeVar("T")
+P = TypeVar("P")
+
+_PATH = re.compile(r"at `\$\.?([^`]*)`")
+
+
+def decode_body(raw: bytes, into: type[T]) -> T:
+    """Decode a request body; bad JSON or a bad field is a 400 naming the field.
+
+    Raises:
+        InvalidRequest: with `param` set to the field path (e.g. `messages[0].role`).
+    """
+    try:
+        return msgspec.json.decode(raw, type=into)
+    except msgspec.ValidationError as exc:
+        match = _PATH.search(str(exc))
+        param = match.group(1) if match else None
+        raise InvalidRequest(f"invalid request: {exc}", param=param or None) from None
+    except msgspec.DecodeError as exc:
+        raise InvalidRequest(f"the request body is not valid JSON: {exc}") from None
+    except RecursionError:  # msgspec recurses per nesting level (measured: 10,000 levels)
+        raise InvalidRequest("the request body is nested too deeply") from None
+
+
+def sse(payload: Any, event: str | None = None) -> bytes:
+    """One server-sent event (`event:` line only for APIs that name their events)."""
+    head = b"event: " + event.encode() + b"\n" if event else b""
+    return head + b"data: " + msgspec.json.encode(payload) + b"\n\n"
+
+
+def named_sse(event: tuple[str, Any]) -> bytes:
+    """An `(event name, data)` pair (Anthropic's and Responses' streams) as one SSE."""
+    return sse(event[1], event[0])
+
+
+def ndjson(payload: Any) -> bytes:
+    """One NDJSON line (Ollama's streams)."""
+    return msgspec.json.encode(payload) + b"\n"
+
+
+async def framed(
+    events: AsyncIterator[P],
+    frame: Callable[[P], bytes],
+    error: Callable[[Described], bytes],
+    *,
+    close: Callable[[], Awaitable[None]] | None = None,
+    done: bytes = b"",
+) -> AsyncIterator[bytes]:
+    """Frame `events`; a failure becomes `error(describe(exc))`; `done` ends the stream.
+
+    `close` runs however the stream ends (finished, failed, or the client went away).
+    """
+    try:
+        async for event in events:
+            yield frame(event)
+    except Exception as exc:  # after the first byte, an error is a frame
+        if not isinstance(exc, (FoundryError, HTTPException)):
+            log.error("stream failed", exc_info=exc)
+        yield error(describe(exc))
+    finally:
+        with contextlib.suppress(Exception):
+            await aclose(events)
+        if close is not None:
+            await close()
+    if done:
+        yield done
+
+
+async def aclose(iterator: AsyncIterator[Any]) -> None:
+    """Close an async iterator that has `aclose` (generators, engine streams)."""
+    closer = getattr(iterator, "aclose", None)
+    if closer is not None:
+        await closer()
+
+
+def openai_sse_error(error: Described) -> bytes:
+    """OpenAI's in-stream error: the error object as a data event (DONE follows)."""
+    return sse(openai_body(error))
