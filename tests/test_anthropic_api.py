@@ -8,7 +8,7 @@ import msgspec
 import pytest
 
 from runtime.errors import ModelNotFound
-from runtime.service.anthropic_protocol import MessagesRequest, stop_reason, to_chat
+from runtime.service.apis.anthropic.wire import MessagesRequest, stop_reason, to_chat
 from runtime.service.errors import anthropic_body, describe
 from runtime.service.turn import matched_stop
 

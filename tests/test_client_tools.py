@@ -14,9 +14,9 @@ import httpx
 import jsonschema
 import pytest
 
-from runtime.service.anthropic_protocol import BlockStream, content_blocks
-from runtime.service.ollama_protocol import reply_fields
-from runtime.service.responses_protocol import (
+from runtime.service.apis.anthropic.wire import BlockStream, content_blocks
+from runtime.service.apis.ollama.wire import reply_fields
+from runtime.service.apis.responses.wire import (
     OutputStream,
     ResponseEvents,
     ResponsesRequest,

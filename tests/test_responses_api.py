@@ -10,7 +10,8 @@ import msgspec
 import pytest
 
 from runtime.errors import ResponseNotFound
-from runtime.service.responses_protocol import (
+from runtime.service.apis.responses.store import ResponsesStore, StoredResponse
+from runtime.service.apis.responses.wire import (
     ResponseEvents,
     ResponsesRequest,
     input_items,
@@ -18,7 +19,6 @@ from runtime.service.responses_protocol import (
     new_response_id,
     to_params,
 )
-from runtime.service.responses_store import ResponsesStore, StoredResponse
 
 
 def decode(body: dict) -> ResponsesRequest:
@@ -57,7 +57,7 @@ def test_message_items_keep_roles_and_developer_reads_as_system():
 
 
 def test_text_format_json_schema_is_the_same_guidance_as_chats_response_format():
-    from runtime.service.protocol import ChatCompletionRequest
+    from runtime.service.apis.openai.wire import ChatCompletionRequest
 
     schema = {"type": "object", "properties": {"a": {"type": "integer"}}}
     request = decode(

@@ -18,16 +18,13 @@ from litestar.di import Provide
 from litestar.middleware import DefineMiddleware
 
 from runtime.manager import ModelManager
-from runtime.service import (
-    anthropic_routes,
-    console_routes,
-    management_routes,
-    media_routes,
-    metrics,
-    ollama_routes,
-    openai_routes,
-    responses_routes,
-)
+from runtime.service import console_routes, metrics
+from runtime.service.apis.anthropic import routes as anthropic
+from runtime.service.apis.foundry import routes as foundry
+from runtime.service.apis.media import routes as media
+from runtime.service.apis.ollama import routes as ollama
+from runtime.service.apis.openai import routes as openai
+from runtime.service.apis.responses import routes as responses
 from runtime.service.errors import EXCEPTION_HANDLERS
 from runtime.service.security import SecurityMiddleware, cors_config
 
@@ -37,14 +34,7 @@ if TYPE_CHECKING:
 
 __all__ = ["create_app"]
 
-ROUTE_MODULES = (
-    openai_routes,
-    management_routes,
-    media_routes,
-    responses_routes,
-    anthropic_routes,
-    ollama_routes,
-)
+API_ROUTES = (openai, foundry, media, responses, anthropic, ollama)  # each: apis/<name>/routes.py
 
 
 def create_app(settings: ServiceSettings, *, store: Store | None = None) -> Litestar:
@@ -70,7 +60,7 @@ def create_app(settings: ServiceSettings, *, store: Store | None = None) -> Lite
         return state.manager
 
     return Litestar(
-        route_handlers=[handler for module in ROUTE_MODULES for handler in module.ROUTES]
+        route_handlers=[handler for module in API_ROUTES for handler in module.ROUTES]
         + console_routes.routes(settings),
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=[manage_models],

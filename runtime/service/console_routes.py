@@ -30,7 +30,7 @@ from litestar.response import Response
 from runtime import __version__
 from runtime.errors import FoundryError, NotFound
 from runtime.service import metrics
-from runtime.service.management_routes import _hardware, _manager, _ps_row, _store
+from runtime.service.apis.foundry.routes import _hardware, _manager, _ps_row, _store
 
 if TYPE_CHECKING:
     from runtime.catalog import Variant

@@ -23,8 +23,8 @@ from msgspec import Meta
 from runtime.engines.base import GenerationParams
 from runtime.errors import InvalidRequest
 from runtime.names import check_model_id
-from runtime.service.media_protocol import MAX_INPUTS
-from runtime.service.protocol import (
+from runtime.service.bounds import (
+    MAX_INPUTS,
     MAX_TOKENS_BOUND,
     Seed,
     StopList,

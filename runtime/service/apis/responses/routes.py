@@ -19,8 +19,8 @@ from litestar.response import Stream
 
 from runtime.errors import InvalidRequest
 from runtime.manager import ModelManager
-from runtime.service.errors import Described
-from runtime.service.responses_protocol import (
+from runtime.service.apis.responses.store import ResponsesStore, StoredResponse
+from runtime.service.apis.responses.wire import (
     OutputStream,
     ResponseEvents,
     ResponsesRequest,
@@ -34,7 +34,7 @@ from runtime.service.responses_protocol import (
     to_turn,
     usage_body,
 )
-from runtime.service.responses_store import ResponsesStore, StoredResponse
+from runtime.service.errors import Described
 from runtime.service.transport import SSE, decode_body, framed, named_sse
 from runtime.service.turn import Finished, OpenTurn, open_turn
 

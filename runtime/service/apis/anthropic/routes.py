@@ -1,7 +1,7 @@
 """Anthropic's Messages API: `POST /v1/messages` and `POST /v1/messages/count_tokens`.
 
 A thin translation layer over the shared generation seam (`turn.py`): decode an
-`anthropic_protocol` Struct, `to_turn` it, `open_turn`, shape the reply or the SSE events.
+`wire.py` Struct, `to_turn` it, `open_turn`, shape the reply or the SSE events.
 Errors under `/v1/messages` render in Anthropic's shape (`{"type": "error", "error":
 {...}}`) through the app's one handler (`errors.shape_for`); after the first byte a failure
 becomes an `event: error`. Auth (`x-api-key` or `Authorization: Bearer`) is the security
@@ -17,7 +17,7 @@ from litestar import MediaType, Request, post
 from litestar.response import Response, Stream
 
 from runtime.manager import ModelManager
-from runtime.service.anthropic_protocol import (
+from runtime.service.apis.anthropic.wire import (
     BlockStream,
     CountTokensRequest,
     MessagesRequest,

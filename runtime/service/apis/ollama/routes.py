@@ -1,12 +1,12 @@
 """Ollama's API under `/api`: chat, generate, embed(dings), and the model routes' Router.
 
 A thin translation layer over the shared generation seam (`turn.py`) and the model manager:
-decode an `ollama_protocol` Struct, `to_turn`, `open_turn`, answer NDJSON lines (Ollama
+decode an `wire.py` Struct, `to_turn`, `open_turn`, answer NDJSON lines (Ollama
 streams by default) or one JSON object. Model names are this project's ids and aliases. Every
 error under `/api` renders as Ollama's `{"error": "..."}` (the app's handler, `errors.py`);
 after the first line a failure is an `{"error": ...}` line, which the `ollama` package raises.
 `keep_alive` sets the model's idle TTL in the manager; `0` unloads once the request is done.
-The model routes (tags, ps, show, pull, delete, version) live in `ollama_models.py`.
+The model routes (tags, ps, show, pull, delete, version) live in `models.py`.
 """
 
 from __future__ import annotations
@@ -22,9 +22,8 @@ from litestar.response import Response, Stream
 
 from runtime.errors import FoundryError, InvalidRequest
 from runtime.manager import ModelManager
-from runtime.service.errors import Described, ollama_body
-from runtime.service.ollama_models import MODEL_HANDLERS
-from runtime.service.ollama_protocol import (
+from runtime.service.apis.ollama.models import MODEL_HANDLERS
+from runtime.service.apis.ollama.wire import (
     ChatRequest,
     EmbeddingsRequest,
     EmbedRequest,
@@ -37,6 +36,7 @@ from runtime.service.ollama_protocol import (
     reply_fields,
     to_turn,
 )
+from runtime.service.errors import Described, ollama_body
 from runtime.service.transport import NDJSON, decode_body, framed, ndjson
 from runtime.service.turn import Finished, OpenTurn, Usage, open_turn
 from runtime.tools.parsers import ToolCall

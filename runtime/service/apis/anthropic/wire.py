@@ -20,7 +20,7 @@ from msgspec import Meta
 
 from runtime.engines.base import GenerationParams
 from runtime.errors import InvalidRequest
-from runtime.service.protocol import MaxTokens, StopList, VocabTopK
+from runtime.service.bounds import MaxTokens, StopList, VocabTopK
 from runtime.service.turn import Turn
 
 __all__ = [

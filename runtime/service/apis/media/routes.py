@@ -1,6 +1,6 @@
 """OpenAI's `/v1/embeddings`, `/v1/audio/transcriptions` and `/v1/audio/translations`.
 
-Thin controllers: decode the request (`media_protocol.py`), get the engine from the model
+Thin controllers: decode the request (`wire.py`), get the engine from the model
 manager (which loads on demand), run it off the event loop, shape the answer. A model that
 serves another task is a 400 `UnsupportedTask` naming the task it serves. Uploads over
 `MAX_AUDIO_BYTES` (or the service's `max_body_bytes`, whichever is smaller) are a 413.
@@ -20,7 +20,7 @@ from litestar.response import Response
 
 from runtime.audio import decode_audio
 from runtime.errors import InvalidRequest, UnsupportedTask, UploadTooLarge
-from runtime.service.media_protocol import (
+from runtime.service.apis.media.wire import (
     RESPONSE_FORMATS,
     EmbeddingRequest,
     embedding_response,

@@ -2,7 +2,7 @@
 
 Answers from the store and the model manager in Ollama's shapes (`ollama.Client.list/ps/
 show/delete/pull` parse them). `pull` is the catalog download (`runtime/download.py`) with
-Ollama-style progress lines. `ollama_routes.py` mounts these handlers in its `/api` Router,
+Ollama-style progress lines. `routes.py` mounts these handlers in its `/api` Router,
 so their errors render in Ollama's shape too.
 """
 
@@ -19,14 +19,14 @@ from litestar.response import Response, Stream
 
 from runtime import __version__
 from runtime.progress import ProgressEvent, ThreadedProgress
-from runtime.service.errors import describe, ollama_body
-from runtime.service.ollama_protocol import (
+from runtime.service.apis.ollama.wire import (
     DeleteRequest,
     PullRequest,
     ShowRequest,
     iso_time,
     model_name,
 )
+from runtime.service.errors import describe, ollama_body
 from runtime.service.transport import NDJSON, decode_body, ndjson
 
 __all__ = ["MODEL_HANDLERS", "OLLAMA_COMPAT_VERSION"]
@@ -36,7 +36,7 @@ OLLAMA_COMPAT_VERSION = "0.12.0"
 
 
 def _json(value: dict) -> Response[Any]:
-    """A whole answer from a route whose default media type is NDJSON (see ollama_routes)."""
+    """A whole answer from a route whose default media type is NDJSON (see routes.py)."""
     return Response(value, media_type=MediaType.JSON)
 
 

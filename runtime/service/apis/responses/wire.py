@@ -20,7 +20,7 @@ from msgspec import Meta
 
 from runtime.engines.base import GenerationParams
 from runtime.errors import InvalidRequest
-from runtime.service.protocol import MaxTokens, refuse_serial_tool_calls
+from runtime.service.bounds import MaxTokens, refuse_serial_tool_calls
 from runtime.service.turn import Turn
 from runtime.tools.grammar import json_schema_guidance
 

@@ -17,7 +17,7 @@ from litestar.response import Stream
 
 from runtime.errors import ModelNotFound
 from runtime.manager import ModelManager
-from runtime.service.protocol import (
+from runtime.service.apis.openai.wire import (
     AssistantMessage,
     ChatChoice,
     ChatCompletion,
