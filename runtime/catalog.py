@@ -380,7 +380,8 @@ class Catalog:
             ProviderUnavailable: the provider each candidate needs is missing here.
             InsufficientMemory: every runnable candidate is larger than this machine's memory.
         """
-        from runtime.hardware import choose_variant, detect
+        from runtime.hardware import detect
+        from runtime.placement import choose_variant
 
         return choose_variant(self.variants(alias), hardware or detect(), device)
 

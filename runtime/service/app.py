@@ -29,7 +29,7 @@ from runtime.service.errors import EXCEPTION_HANDLERS
 from runtime.service.security import SecurityMiddleware, cors_config
 
 if TYPE_CHECKING:
-    from runtime.service.server import ServiceSettings
+    from runtime.service.settings import ServiceSettings
     from runtime.store import Store
 
 __all__ = ["create_app"]

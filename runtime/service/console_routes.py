@@ -35,7 +35,7 @@ from runtime.service.apis.foundry.routes import _hardware, _manager, _ps_row, _s
 if TYPE_CHECKING:
     from runtime.catalog import Variant
     from runtime.hardware import Hardware
-    from runtime.service.server import ServiceSettings
+    from runtime.service.settings import ServiceSettings
 
 __all__ = ["CONSOLE_HEADERS", "ErrorLog", "explain_choice", "routes"]
 
@@ -108,7 +108,8 @@ def explain_choice(
     `foundry model download ALIAS` would do; the reasons restate its three rules (provider
     found, fits in memory, NPU > GPU > CPU) for each variant.
     """
-    from runtime.hardware import MEMORY_FRACTION, choose_variant
+    from runtime.hardware import MEMORY_FRACTION
+    from runtime.placement import choose_variant
 
     try:
         picked: str | None = choose_variant(variants, hardware).id

@@ -44,7 +44,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def build_settings(**values: Any) -> Any:
     """A `ServiceSettings` from the values it accepts (None = keep its default)."""
-    from runtime.service.server import ServiceSettings
+    from runtime.service.settings import ServiceSettings
 
     accepted = inspect.signature(ServiceSettings).parameters
     return ServiceSettings(**{k: v for k, v in values.items() if k in accepted and v is not None})

@@ -29,7 +29,7 @@ from runtime.service import metrics
 if TYPE_CHECKING:
     from runtime.hardware import Hardware
     from runtime.manager import LoadedModel, ModelManager
-    from runtime.service.server import ServiceSettings
+    from runtime.service.settings import ServiceSettings
     from runtime.store import Store
 
 __all__ = ["ROUTES"]
