@@ -12,6 +12,7 @@ import pytest
 from runtime.errors import ResponseNotFound
 from runtime.service.apis.responses.store import ResponsesStore, StoredResponse
 from runtime.service.apis.responses.wire import (
+    OutputStream,
     ResponseEvents,
     ResponsesRequest,
     input_items,
@@ -19,6 +20,7 @@ from runtime.service.apis.responses.wire import (
     new_response_id,
     to_params,
 )
+from runtime.service.turn import Piece as Delta
 
 
 def decode(body: dict) -> ResponsesRequest:
@@ -105,8 +107,10 @@ def test_invalid_responses_bodies_do_not_decode(body):
 
 def test_stream_events_come_in_order_with_increasing_sequence_numbers():
     events = ResponseEvents(decode({"model": "m", "input": "x"}), response_id="resp_1", model="m")
-    sent = [*events.opening(), events.delta("He"), events.delta("llo")]
-    sent += events.closing("Hello", "stop", {"input_tokens": 1, "output_tokens": 2})
+    output = OutputStream(events)
+    sent = output.begin(open_message=True)
+    sent += output.feed(Delta(content="He")) + output.feed(Delta(content="llo"))
+    sent += output.closing("stop", {"input_tokens": 1, "output_tokens": 2})
     assert [name for name, _ in sent] == [
         "response.created",
         "response.in_progress",

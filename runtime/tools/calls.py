@@ -1,9 +1,8 @@
 """The seam between wire APIs and tool calling: what to render, how to guide, how to read.
 
-Every API layer (OpenAI chat completions here; Responses, Anthropic Messages and Ollama
-in their own modules) converts its request into plain values, calls `plan_tools` /
-`response_format_guidance` / `prepare_messages` before rendering the prompt, and reads the
-reply with `parse_output` (finished) or `ReplyStream` (streamed). Which family's syntax
+The service's generation seam (`runtime/service/turn.py::open_turn`) calls `plan_tools` and
+`prepare_messages` before rendering the prompt once, and reads the reply with `parse_output`
+(finished) or `ReplyStream` (streamed), for every client API alike. Which family's syntax
 applies is data: the manifest's `tool_parser` (written by the compiler's recipe).
 """
 
@@ -20,7 +19,6 @@ from runtime.errors import InvalidMessages, InvalidRequest
 from runtime.tools.grammar import (
     MAX_SCHEMA_DEPTH,
     json_depth,
-    json_schema_guidance,
     marker_tokens,
     tool_call_guidance,
 )
@@ -34,7 +32,6 @@ __all__ = [
     "parser_name",
     "plan_tools",
     "prepare_messages",
-    "response_format_guidance",
     "starts_in_reasoning",
     "wire_message",
 ]
@@ -150,33 +147,6 @@ def plan_tools(
     tokens = _tokens(str(artifact)) if artifact is not None else {}
     guidance = tool_call_guidance(family, chosen, tokens=tokens)
     return ToolPlan(tools, guidance, parser if family else get_parser("qwen"), forced=True)
-
-
-def response_format_guidance(response_format: Any) -> tuple[str, str] | None:
-    """`response_format` -> guidance: json_object and json_schema (strict or not) are enforced.
-
-    Raises:
-        InvalidRequest: an unknown type or a json_schema without a schema object.
-    """
-    if response_format is None:
-        return None
-    kind = response_format.get("type") if isinstance(response_format, dict) else None
-    if kind in (None, "text"):
-        return None
-    if kind == "json_object":
-        return json_schema_guidance({"type": "object"})
-    if kind == "json_schema":
-        # Chat completions nest it ({"json_schema": {"schema": ...}}); the Responses API's
-        # `text.format` is flat ({"type": "json_schema", "name": ..., "schema": ...}).
-        spec = response_format.get("json_schema", response_format)
-        schema = spec.get("schema") if isinstance(spec, dict) else None
-        if not isinstance(schema, dict):
-            raise InvalidRequest(
-                "response_format.json_schema.schema must be a JSON schema object",
-                param="response_format",
-            )
-        return json_schema_guidance(schema)
-    raise InvalidRequest(f"unknown response_format type {kind!r}", param="response_format")
 
 
 def prepare_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:

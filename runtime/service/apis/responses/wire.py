@@ -432,46 +432,6 @@ class ResponseEvents:
             usage=usage,
         )
 
-    def opening(self) -> list[tuple[str, dict]]:
-        response = self.body("in_progress", [], None)
-        part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
-        place = {"item_id": self.message_id, "output_index": 0}
-        return [
-            self._event("response.created", response=response),
-            self._event("response.in_progress", response=response),
-            self._event(
-                "response.output_item.added",
-                output_index=0,
-                item=output_message(self.message_id, "", "in_progress"),
-            ),
-            self._event("response.content_part.added", **place, content_index=0, part=part),
-        ]
-
-    def delta(self, text: str) -> tuple[str, dict]:
-        return self._event(
-            "response.output_text.delta",
-            item_id=self.message_id,
-            output_index=0,
-            content_index=0,
-            delta=text,
-            logprobs=[],
-        )
-
-    def closing(self, text: str, finish_reason: str | None, usage: dict) -> list[tuple[str, dict]]:
-        """The closing events; the last carries the whole Response (also what gets stored)."""
-        status = final_status(finish_reason)
-        item = output_message(self.message_id, text, status)
-        place = {"item_id": self.message_id, "output_index": 0, "content_index": 0}
-        # Always `response.completed` (the status inside says "incomplete"): the openai
-        # package's stream helper raises without that event.
-        final = "response.completed"
-        return [
-            self._event("response.output_text.done", **place, text=text, logprobs=[]),
-            self._event("response.content_part.done", **place, part=item["content"][0]),
-            self._event("response.output_item.done", output_index=0, item=item),
-            self._event(final, response=self.body(status, [item], usage)),
-        ]
-
     def error(self, code: str, message: str) -> tuple[str, dict]:
         return self._event("error", code=code, message=message, param=None)
 
