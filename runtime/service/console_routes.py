@@ -143,12 +143,10 @@ def explain_choice(
 @get("/foundry/catalog", sync_to_thread=True)
 def console_catalog(request: Request) -> dict[str, Any]:
     """Every catalog alias with its variants, the pick and why; cached and loaded state per id."""
-    from runtime.catalog import Catalog
-
     hardware = _hardware(request)
     cached = {m.model_id: m for m in _store(request).list_models()}
     loaded = {entry.model_id for entry in _manager(request).loaded()}
-    catalog = Catalog.load()
+    catalog = _manager(request).catalog()
     aliases: list[dict[str, Any]] = []
     for alias in catalog.aliases():
         variants = catalog.variants(alias.alias)

@@ -165,8 +165,9 @@ async def prepare_turn(manager: ModelManager, turn: Turn) -> Prepared:
     _check_top_k(engine, turn)
     params = turn.params
     if turn.messages is not None:
-        metadata = getattr(engine, "metadata", {}) or {}
-        plan = plan_tools(turn.tools, turn.tool_choice, metadata=metadata, artifact=engine.path)
+        plan = plan_tools(
+            turn.tools, turn.tool_choice, metadata=engine.metadata, artifact=engine.path
+        )
         if plan.guidance is not None:  # a forced call outranks a response format
             params = msgspec.structs.replace(params, guidance=plan.guidance)
         prompt = engine.render_prompt(prepare_messages(turn.messages), plan.template_tools)
@@ -182,13 +183,13 @@ async def prepare_turn(manager: ModelManager, turn: Turn) -> Prepared:
     return Prepared(engine, plan, params, prompt, prompt_ids, reading, loaded_at)
 
 
-def _thinks(engine: Any) -> bool:
+def _thinks(engine: ChatEngineProtocol) -> bool:
     """Whether the model's template knows `<think>` (its replies carry reasoning)."""
     return "</think>" in getattr(getattr(engine, "template", None), "source", "")
 
 
-def _check_top_k(engine: Any, turn: Turn) -> None:
-    vocab_size = int(getattr(engine, "vocab_size", 0) or 0)
+def _check_top_k(engine: ChatEngineProtocol, turn: Turn) -> None:
+    vocab_size = engine.vocab_size
     top_k = turn.params.top_k
     if top_k and vocab_size and top_k > vocab_size:
         raise InvalidRequest(  # onnxruntime-genai fails the request (a 500) past the vocabulary
@@ -197,9 +198,11 @@ def _check_top_k(engine: Any, turn: Turn) -> None:
         )
 
 
-def _fit(engine: Any, turn: Turn, params: GenerationParams, longest: int) -> GenerationParams:
+def _fit(
+    engine: ChatEngineProtocol, turn: Turn, params: GenerationParams, longest: int
+) -> GenerationParams:
     """A client's own context limit, and an open-ended length capped to the room left."""
-    context = int(engine.context_length)
+    context = engine.context_length
     room = context
     if turn.limit is not None:
         limit = turn.limit

@@ -144,10 +144,8 @@ def metrics_text(request: Request) -> Response[str]:
 def foundry_list(request: Request) -> list[dict[str, Any]]:
     """Catalog variants (runnable here first, NPU > GPU > CPU, as the SDK expects), then cached
     models the catalog does not know (local builds such as `tiny-qwen`)."""
-    from runtime.catalog import Catalog
-
     hardware = _hardware(request)
-    variants = Catalog.load().variants()
+    variants = _manager(request).catalog().variants()
     variants.sort(
         key=lambda v: (not hardware.has_provider(v.provider), DEVICE_RANK.get(v.device, 3))
     )
@@ -367,7 +365,7 @@ async def count_tokens(request: Request) -> dict[str, int]:
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise InvalidRequest("'messages' must be a non-empty list", param="messages")
-    engine = await _manager(request).get(body["model"], "chat")
+    engine = await _manager(request).chat(body["model"])
     prompt = engine.render_prompt(
         [_plain_message(m) for m in messages], tools=body.get("tools") or None
     )
