@@ -16,7 +16,10 @@ from litestar import Litestar
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.middleware import DefineMiddleware
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin
 
+from runtime import __version__
 from runtime.manager import ModelManager
 from runtime.service import console_routes, metrics
 from runtime.service.apis.anthropic import routes as anthropic
@@ -77,6 +80,13 @@ def create_app(settings: ServiceSettings, *, store: Store | None = None) -> Lite
         cors_config=cors_config(settings.cors_origins),
         request_max_body_size=settings.max_body_bytes,
         state=State({"settings": settings}),
-        openapi_config=None,
+        # /openapi.json (behind the same key as every route): each JSON route's real request
+        # Struct, declared as `data` with transport.WireBody, so a fuzzer learns the bodies.
+        openapi_config=OpenAPIConfig(
+            title="foundry",
+            version=__version__,
+            path="/openapi.json",
+            render_plugins=[JsonRenderPlugin(path="/")],
+        ),
         debug=False,
     )

@@ -13,16 +13,31 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import msgspec
+from litestar.dto import AbstractDTO, DTOConfig
 from litestar.exceptions import HTTPException
+from litestar.typing import FieldDefinition
 
 from runtime.errors import FoundryError, InvalidRequest
 from runtime.service.errors import Described, describe, openai_body
 
-__all__ = ["NDJSON", "SSE", "SSE_HEADERS", "decode_body", "framed", "ndjson", "sse"]
+if TYPE_CHECKING:
+    from litestar._openapi.schema_generation import SchemaCreator
+    from litestar.openapi.spec import Reference, Schema
+
+__all__ = [
+    "NDJSON",
+    "SSE",
+    "SSE_HEADERS",
+    "WireBody",
+    "decode_body",
+    "framed",
+    "ndjson",
+    "sse",
+]
 
 log = logging.getLogger(__name__)
 
@@ -109,3 +124,47 @@ async def aclose(iterator: AsyncIterator[Any]) -> None:
 def openai_sse_error(error: Described) -> bytes:
     """OpenAI's in-stream error: the error object as a data event (DONE follows)."""
     return sse(openai_body(error))
+
+
+class WireBody(AbstractDTO[Any]):
+    """A handler's `data: SomeStruct`, decoded by `decode_body` and documented by Litestar.
+
+    Litestar documents a route's request body from its `data` annotation, so the OpenAPI
+    document (and the fuzzer that reads it) sees every API's real request type; decoding
+    stays `decode_body`'s, so a bad body is the same 400 naming the field, in the shape of
+    the API asked (errors.py), never Litestar's generic "Validation failed". Use it as
+    `@post(path, dto=WireBody, return_dto=None)` with a `data: RequestStruct` parameter.
+    """
+
+    config: ClassVar[DTOConfig] = DTOConfig()
+    _types: ClassVar[dict[str, type[Any]]] = {}
+
+    @classmethod
+    def create_for_field_definition(
+        cls, field_definition: FieldDefinition, handler_id: str, backend_cls: Any = None
+    ) -> None:
+        if field_definition.name == "data":
+            cls._types[handler_id] = field_definition.annotation
+
+    @classmethod
+    def generate_field_definitions(cls, model_type: type[Any]) -> Generator[Any, None, None]:
+        yield from ()  # no DTO backend: decode_body does the work
+
+    @classmethod
+    def detect_nested_field(cls, field_definition: FieldDefinition) -> bool:
+        return False
+
+    @classmethod
+    def create_openapi_schema(
+        cls, field_definition: FieldDefinition, handler_id: str, schema_creator: SchemaCreator
+    ) -> Reference | Schema:
+        return schema_creator.for_field_definition(
+            FieldDefinition.from_annotation(cls._types[handler_id])
+        )
+
+    def decode_bytes(self, value: bytes) -> Any:
+        return decode_body(value, self._types[self.asgi_connection.route_handler.handler_id])
+
+    def decode_builtins(self, value: dict[str, Any]) -> Any:
+        into = self._types[self.asgi_connection.route_handler.handler_id]
+        return decode_body(msgspec.json.encode(value), into)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-from litestar import MediaType, Request, post
+from litestar import MediaType, post
 from litestar.response import Response, Stream
 
 from runtime.manager import ModelManager
@@ -31,7 +31,7 @@ from runtime.service.apis.anthropic.wire import (
     to_turn,
 )
 from runtime.service.errors import Described, anthropic_body
-from runtime.service.transport import SSE, decode_body, framed, named_sse
+from runtime.service.transport import SSE, WireBody, framed, named_sse
 from runtime.service.turn import Finished, OpenTurn, open_turn, prepare_turn
 
 __all__ = ["ROUTES"]
@@ -39,21 +39,20 @@ __all__ = ["ROUTES"]
 
 # Litestar gives a handler's media_type precedence over a Stream's own: streaming handlers
 # declare SSE and return their whole (non-streamed) answers as JSON Responses.
-@post("/v1/messages", status_code=200, media_type=SSE)
-async def create_message(request: Request[Any, Any, Any], manager: ModelManager) -> Any:
-    body = decode_body(await request.body(), MessagesRequest)
-    turn = await open_turn(manager, to_turn(body))
+@post("/v1/messages", status_code=200, media_type=SSE, dto=WireBody, return_dto=None)
+async def create_message(data: MessagesRequest, manager: ModelManager) -> Any:
+    turn = await open_turn(manager, to_turn(data))
     message_id = new_message_id()
-    if body.stream:
+    if data.stream:
         events = framed(
-            _events(turn, body.model, message_id), named_sse, _error_event, close=turn.aclose
+            _events(turn, data.model, message_id), named_sse, _error_event, close=turn.aclose
         )
         return Stream(events, media_type=SSE, headers={"Cache-Control": "no-cache"})
     (reply,) = await turn.collect()
     finished = reply.finished
     message = message_body(
         message_id=message_id,
-        model=body.model,
+        model=data.model,
         text=None,
         blocks=content_blocks(reply.parsed),
         reason=stop_reason(finished.reason, finished.matched_stop, finished.tool_calls),
@@ -98,10 +97,9 @@ async def _events(turn: OpenTurn, model: str, message_id: str) -> AsyncIterator[
     yield message_stop_event()
 
 
-@post("/v1/messages/count_tokens", status_code=200)
-async def count_tokens(request: Request[Any, Any, Any], manager: ModelManager) -> dict[str, int]:
-    body = decode_body(await request.body(), CountTokensRequest)
-    prepared = await prepare_turn(manager, to_turn(body))
+@post("/v1/messages/count_tokens", status_code=200, dto=WireBody, return_dto=None)
+async def count_tokens(data: CountTokensRequest, manager: ModelManager) -> dict[str, int]:
+    prepared = await prepare_turn(manager, to_turn(data))
     return {"input_tokens": len(prepared.prompt_ids[0])}
 
 

@@ -27,7 +27,7 @@ from runtime.service.apis.ollama.wire import (
     model_name,
 )
 from runtime.service.errors import describe, ollama_body
-from runtime.service.transport import NDJSON, decode_body, ndjson
+from runtime.service.transport import NDJSON, WireBody, ndjson
 
 __all__ = ["MODEL_HANDLERS", "OLLAMA_COMPAT_VERSION"]
 
@@ -119,10 +119,9 @@ def ps(request: Request) -> dict:
     return {"models": models}
 
 
-@post("/show", status_code=200)
-async def show(request: Request) -> dict:
-    body = decode_body(await request.body(), ShowRequest)
-    name = model_name(body.model or body.name)
+@post("/show", status_code=200, dto=WireBody, return_dto=None)
+async def show(request: Request, data: ShowRequest) -> dict:
+    name = model_name(data.model or data.name)
     manager = _manager(request)
     model = _store(request).resolve(manager.resolve_name(name))
     metadata = model.metadata
@@ -147,10 +146,9 @@ async def show(request: Request) -> dict:
     }
 
 
-@delete("/delete", status_code=200)
-async def delete_model(request: Request) -> None:
-    body = decode_body(await request.body(), DeleteRequest)
-    name = model_name(body.model or body.name)
+@delete("/delete", status_code=200, dto=WireBody, return_dto=None)
+async def delete_model(request: Request, data: DeleteRequest) -> None:
+    name = model_name(data.model or data.name)
     manager = _manager(request)
     model_id = manager.resolve_name(name)
     store = _store(request)
@@ -160,22 +158,21 @@ async def delete_model(request: Request) -> None:
     await asyncio.to_thread(store.remove, model_id)
 
 
-@post("/pull", status_code=200, media_type=NDJSON)
-async def pull(request: Request) -> Any:
+@post("/pull", status_code=200, media_type=NDJSON, dto=WireBody, return_dto=None)
+async def pull(request: Request, data: PullRequest) -> Any:
     """Catalog download with Ollama-style progress lines, ending in `{"status": "success"}`."""
-    body = decode_body(await request.body(), PullRequest)
-    name = model_name(body.model or body.name)
+    name = model_name(data.model or data.name)
     store = _store(request)
     if store.has(name):
         return (
             Stream(_cached_lines(), media_type=NDJSON)
-            if body.stream
+            if data.stream
             else _json({"status": "success"})
         )
     from runtime.download import download, resolve_variant
 
     await asyncio.to_thread(resolve_variant, name)  # an unknown name is a 404 before any line
-    if not body.stream:
+    if not data.stream:
         await asyncio.to_thread(download, name, store)
         return _json({"status": "success"})
     return Stream(_pull_lines(store, name), media_type=NDJSON)

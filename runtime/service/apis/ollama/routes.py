@@ -17,7 +17,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from litestar import MediaType, Request, Router, post
+from litestar import MediaType, Router, post
 from litestar.response import Response, Stream
 
 from runtime.errors import FoundryError, InvalidRequest
@@ -37,7 +37,7 @@ from runtime.service.apis.ollama.wire import (
     to_turn,
 )
 from runtime.service.errors import Described, ollama_body
-from runtime.service.transport import NDJSON, decode_body, framed, ndjson
+from runtime.service.transport import NDJSON, WireBody, framed, ndjson
 from runtime.service.turn import Finished, OpenTurn, Usage, open_turn
 from runtime.tools.parsers import ToolCall
 
@@ -140,24 +140,22 @@ def _error_line(error: Described) -> bytes:
     return ndjson(ollama_body(error))
 
 
-@post("/chat", status_code=200, media_type=NDJSON)
-async def chat(request: Request[Any, Any, Any], manager: ModelManager) -> Any:
-    body = decode_body(await request.body(), ChatRequest)
-    if not body.messages:  # Ollama: no messages = load the model (and keep_alive 0 = unload)
-        return await _load_only(manager, body, chat_line)
-    return await _respond(manager, body, chat_line)
+@post("/chat", status_code=200, media_type=NDJSON, dto=WireBody, return_dto=None)
+async def chat(data: ChatRequest, manager: ModelManager) -> Any:
+    if not data.messages:  # Ollama: no messages = load the model (and keep_alive 0 = unload)
+        return await _load_only(manager, data, chat_line)
+    return await _respond(manager, data, chat_line)
 
 
-@post("/generate", status_code=200, media_type=NDJSON)
-async def generate(request: Request[Any, Any, Any], manager: ModelManager) -> Any:
-    body = decode_body(await request.body(), GenerateRequest)
-    if not body.prompt:
-        return await _load_only(manager, body, generate_line)
-    if body.raw:
+@post("/generate", status_code=200, media_type=NDJSON, dto=WireBody, return_dto=None)
+async def generate(data: GenerateRequest, manager: ModelManager) -> Any:
+    if not data.prompt:
+        return await _load_only(manager, data, generate_line)
+    if data.raw:
         raise InvalidRequest(
             "raw prompts are not supported; send the prompt without raw", param="raw"
         )
-    return await _respond(manager, body, generate_line)
+    return await _respond(manager, data, generate_line)
 
 
 async def _load_only(manager: ModelManager, body: Any, shape: Any) -> Response[Any]:
@@ -186,16 +184,15 @@ async def _embed(manager: ModelManager, name: str, inputs: list[str], keep_alive
     return await engine.aembed(inputs)
 
 
-@post("/embed", status_code=200)
-async def embed(request: Request[Any, Any, Any], manager: ModelManager) -> dict:
-    body = decode_body(await request.body(), EmbedRequest)
-    inputs = [body.input] if isinstance(body.input, str) else list(body.input)
+@post("/embed", status_code=200, dto=WireBody, return_dto=None)
+async def embed(data: EmbedRequest, manager: ModelManager) -> dict:
+    inputs = [data.input] if isinstance(data.input, str) else list(data.input)
     if not inputs:
         raise InvalidRequest("'input' must not be empty", param="input")
     start = time.perf_counter()
-    result = await _embed(manager, body.model, inputs, body.keep_alive)
+    result = await _embed(manager, data.model, inputs, data.keep_alive)
     return {
-        "model": body.model,
+        "model": data.model,
         "embeddings": [[float(x) for x in row] for row in result.vectors],
         "total_duration": int((time.perf_counter() - start) * 1e9),
         "load_duration": 0,
@@ -203,11 +200,10 @@ async def embed(request: Request[Any, Any, Any], manager: ModelManager) -> dict:
     }
 
 
-@post("/embeddings", status_code=200)
-async def embeddings(request: Request[Any, Any, Any], manager: ModelManager) -> dict:
+@post("/embeddings", status_code=200, dto=WireBody, return_dto=None)
+async def embeddings(data: EmbeddingsRequest, manager: ModelManager) -> dict:
     """The older single-prompt form."""
-    body = decode_body(await request.body(), EmbeddingsRequest)
-    result = await _embed(manager, body.model, [body.prompt], body.keep_alive)
+    result = await _embed(manager, data.model, [data.prompt], data.keep_alive)
     return {"embedding": [float(x) for x in result.vectors[0]]}
 
 

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import msgspec
-from litestar import Request, Response, get, post
+from litestar import Response, get, post
 from litestar.response import Stream
 
 from runtime.errors import ModelNotFound
@@ -38,7 +38,7 @@ from runtime.service.transport import (
     DONE,
     SSE,
     SSE_HEADERS,
-    decode_body,
+    WireBody,
     framed,
     openai_sse_error,
     sse,
@@ -66,13 +66,12 @@ def retrieve_model(model_id: str, manager: ModelManager) -> ModelObject:
     raise ModelNotFound(f"model {model_id!r} is not in the cache", param="model")
 
 
-@post("/v1/chat/completions", status_code=200)
-async def chat_completions(request: Request[Any, Any, Any], manager: ModelManager) -> Response[Any]:
-    body = decode_body(await request.body(), ChatCompletionRequest)
-    turn = await open_turn(manager, body.to_turn())
+@post("/v1/chat/completions", status_code=200, dto=WireBody, return_dto=None)
+async def chat_completions(data: ChatCompletionRequest, manager: ModelManager) -> Response[Any]:
+    turn = await open_turn(manager, data.to_turn())
     completion_id, created = new_id("chatcmpl"), now()
-    if body.stream:
-        events = _chat_events(turn, completion_id, created, body.model, body.include_usage)
+    if data.stream:
+        events = _chat_events(turn, completion_id, created, data.model, data.include_usage)
         return _sse_stream(events, turn)
     replies = await turn.collect()
     choices = [_chat_choice(i, reply) for i, reply in enumerate(replies)]
@@ -80,7 +79,7 @@ async def chat_completions(request: Request[Any, Any, Any], manager: ModelManage
         ChatCompletion(
             id=completion_id,
             created=created,
-            model=body.model,
+            model=data.model,
             choices=choices,
             usage=_usage(turn, replies),
         )
@@ -127,16 +126,15 @@ async def _chat_events(
         yield chunk([], Usage.of(turn.prompt_tokens, sum(completion_tokens), cached))
 
 
-@post("/v1/completions", status_code=200)
-async def completions(request: Request[Any, Any, Any], manager: ModelManager) -> Response[Any]:
-    body = decode_body(await request.body(), CompletionRequest)
-    prompts = body.prompts()
-    turn = await open_turn(manager, body.to_turn())
+@post("/v1/completions", status_code=200, dto=WireBody, return_dto=None)
+async def completions(data: CompletionRequest, manager: ModelManager) -> Response[Any]:
+    prompts = data.prompts()
+    turn = await open_turn(manager, data.to_turn())
     completion_id, created = new_id("cmpl"), now()
-    echoes = [p if body.echo else "" for p in prompts for _ in range(body.n)]
-    if body.stream:
+    echoes = [p if data.echo else "" for p in prompts for _ in range(data.n)]
+    if data.stream:
         events = _completion_events(
-            turn, echoes, completion_id, created, body.model, body.include_usage
+            turn, echoes, completion_id, created, data.model, data.include_usage
         )
         return _sse_stream(events, turn)
     replies = await turn.collect()
@@ -148,7 +146,7 @@ async def completions(request: Request[Any, Any, Any], manager: ModelManager) ->
         Completion(
             id=completion_id,
             created=created,
-            model=body.model,
+            model=data.model,
             choices=choices,
             usage=_usage(turn, replies),
         )

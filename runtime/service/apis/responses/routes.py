@@ -35,7 +35,7 @@ from runtime.service.apis.responses.wire import (
     usage_body,
 )
 from runtime.service.errors import Described
-from runtime.service.transport import SSE, decode_body, framed, named_sse
+from runtime.service.transport import SSE, WireBody, framed, named_sse
 from runtime.service.turn import Finished, OpenTurn, open_turn
 
 __all__ = ["ROUTES"]
@@ -64,24 +64,23 @@ async def _save(
     await asyncio.to_thread(_store().put, record)
 
 
-@post("/v1/responses", status_code=200, media_type=SSE)
-async def create_response(request: Request[Any, Any, Any], manager: ModelManager) -> Any:
-    body = decode_body(await request.body(), ResponsesRequest)
+@post("/v1/responses", status_code=200, media_type=SSE, dto=WireBody, return_dto=None)
+async def create_response(data: ResponsesRequest, manager: ModelManager) -> Any:
     history: list[dict] = []
-    if body.previous_response_id is not None:
-        previous = await asyncio.to_thread(_store().get, body.previous_response_id)
+    if data.previous_response_id is not None:
+        previous = await asyncio.to_thread(_store().get, data.previous_response_id)
         history = previous.conversation
-    items = input_items(body)
+    items = input_items(data)
     conversation = history + item_messages(items)
     check_call_outputs(conversation)
-    turn = await open_turn(manager, to_turn(body, conversation))
-    events = ResponseEvents(body, response_id=new_response_id(), model=body.model)
-    if body.stream:
+    turn = await open_turn(manager, to_turn(data, conversation))
+    events = ResponseEvents(data, response_id=new_response_id(), model=data.model)
+    if data.stream:
 
         def error(e: Described) -> bytes:
             return named_sse(events.error(str(e.status), e.message))
 
-        stream = _events(turn, body, events, items, conversation)
+        stream = _events(turn, data, events, items, conversation)
         framed_events = framed(stream, named_sse, error, close=turn.aclose)
         return Stream(framed_events, media_type=SSE, headers={"Cache-Control": "no-cache"})
     (reply,) = await turn.collect()
@@ -92,7 +91,7 @@ async def create_response(request: Request[Any, Any, Any], manager: ModelManager
         turn.prompt_tokens, finished.usage.completion_tokens, finished.usage.cached_tokens
     )
     response = events.body(status, output, usage)
-    await _save(body, response, items, conversation)
+    await _save(data, response, items, conversation)
     return Response(response, media_type=MediaType.JSON)  # the handler's default is SSE
 
 
