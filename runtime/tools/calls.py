@@ -33,7 +33,6 @@ __all__ = [
     "plan_tools",
     "prepare_messages",
     "starts_in_reasoning",
-    "wire_message",
 ]
 
 # Used only when a manifest predates `tool_parser`: the family's usual syntax.
@@ -214,7 +213,7 @@ def finish_reason(engine_reason: str | None, has_tool_calls: bool) -> str | None
 
 
 class ReplyStream:
-    """Streamed text in, OpenAI-shaped deltas out (content, reasoning, tool-call fragments)."""
+    """Streamed text in, reply pieces out (content, reasoning, tool-call fragments)."""
 
     def __init__(self, plan: ToolPlan, *, prompt: str = ""):
         self._parser = StreamParser(plan.parser, in_reasoning=starts_in_reasoning(prompt))
@@ -228,34 +227,3 @@ class ReplyStream:
 
     def finish(self) -> list[Delta]:
         return self._parser.finish()
-
-    @staticmethod
-    def wire(delta: Delta) -> dict[str, Any]:
-        """One delta as an OpenAI `choices[].delta` object."""
-        if delta.index is None:
-            if delta.reasoning is not None:
-                return {"reasoning_content": delta.reasoning}
-            return {"content": delta.content}
-        call: dict[str, Any] = {"index": delta.index}
-        if delta.id is not None:
-            call.update(id=delta.id, type="function")
-        function: dict[str, Any] = {}
-        if delta.name is not None:
-            function["name"] = delta.name
-        if delta.arguments is not None:
-            function["arguments"] = delta.arguments
-        call["function"] = function
-        return {"tool_calls": [call]}
-
-
-def wire_message(parsed: ParsedOutput) -> dict[str, Any]:
-    """A finished reply as an OpenAI assistant `message`."""
-    message: dict[str, Any] = {"role": "assistant", "content": parsed.content}
-    if parsed.reasoning is not None:
-        message["reasoning_content"] = parsed.reasoning
-    if parsed.tool_calls:
-        message["tool_calls"] = [
-            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
-            for c in parsed.tool_calls
-        ]
-    return message

@@ -11,14 +11,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-import msgspec
 from litestar import Response, get, post
 from litestar.response import Stream
 
 from runtime.errors import ModelNotFound
 from runtime.manager import ModelManager
 from runtime.service.apis.openai.wire import (
-    AssistantMessage,
     ChatChoice,
     ChatCompletion,
     ChatCompletionChunk,
@@ -31,6 +29,8 @@ from runtime.service.apis.openai.wire import (
     ModelList,
     ModelObject,
     Usage,
+    assistant_message,
+    chunk_delta,
     new_id,
     now,
 )
@@ -44,7 +44,6 @@ from runtime.service.transport import (
     sse,
 )
 from runtime.service.turn import Finished, OpenTurn, Reply, open_turn
-from runtime.tools.calls import ReplyStream, wire_message
 
 __all__ = ["ROUTES"]
 
@@ -92,7 +91,7 @@ def _sse_stream(events: AsyncIterator[Any], turn: OpenTurn) -> Stream:
 
 
 def _chat_choice(index: int, reply: Reply) -> ChatChoice:
-    message = msgspec.convert(wire_message(reply.parsed), AssistantMessage)
+    message = assistant_message(reply.parsed)
     return ChatChoice(index=index, message=message, finish_reason=reply.finished.finish_reason)
 
 
@@ -120,7 +119,7 @@ async def _chat_events(
                     [ChunkChoice(index=index, delta=Delta(), finish_reason=event.finish_reason)]
                 )
             continue
-        delta = msgspec.convert(ReplyStream.wire(event), Delta)
+        delta = chunk_delta(event)
         yield chunk([ChunkChoice(index=index, delta=delta)])
     if include_usage:
         yield chunk([], Usage.of(turn.prompt_tokens, sum(completion_tokens), cached))

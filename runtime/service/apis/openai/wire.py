@@ -31,7 +31,8 @@ from runtime.service.bounds import (
     TopP,
     refuse_serial_tool_calls,
 )
-from runtime.service.turn import Turn
+from runtime.service.turn import Piece, Turn
+from runtime.tools.parsers import ParsedOutput
 
 __all__ = [
     "ChatCompletion",
@@ -329,6 +330,37 @@ class Delta(msgspec.Struct, kw_only=True, omit_defaults=True):
     content: str | None = None
     tool_calls: list[dict[str, Any]] | None = None
     reasoning_content: str | None = None
+
+
+def assistant_message(parsed: ParsedOutput) -> AssistantMessage:
+    """A finished reply as OpenAI's assistant `message`."""
+    message = AssistantMessage(content=parsed.content)
+    if parsed.reasoning is not None:
+        message.reasoning_content = parsed.reasoning
+    if parsed.tool_calls:
+        message.tool_calls = [
+            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+            for c in parsed.tool_calls
+        ]
+    return message
+
+
+def chunk_delta(piece: Piece) -> Delta:
+    """One reply piece as an OpenAI `choices[].delta` (content, reasoning or a call fragment)."""
+    if piece.index is None:
+        if piece.reasoning is not None:
+            return Delta(reasoning_content=piece.reasoning)
+        return Delta(content=piece.content)
+    call: dict[str, Any] = {"index": piece.index}
+    if piece.id is not None:
+        call.update(id=piece.id, type="function")
+    function: dict[str, Any] = {}
+    if piece.name is not None:
+        function["name"] = piece.name
+    if piece.arguments is not None:
+        function["arguments"] = piece.arguments
+    call["function"] = function
+    return Delta(tool_calls=[call])
 
 
 class ChunkChoice(msgspec.Struct, kw_only=True):
