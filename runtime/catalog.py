@@ -241,41 +241,6 @@ class Variant:
             "context_length": self.entry.context_length,
         }
 
-    def to_foundry_list_item(self) -> dict[str, Any]:
-        """One item of `GET /foundry/list`, with every field foundry-local-sdk 0.5's model requires."""
-        parent = self.spec.checkpoint.repo if self.spec.checkpoint else self.spec.artifact.repo  # type: ignore[union-attr]
-        return {
-            "name": self.id,
-            "displayName": self.entry.display_name,
-            "modelType": "ONNX",
-            "providerType": "HuggingFace",
-            "uri": self.source_uri,
-            "version": str(self.version),
-            "promptTemplate": dict(self.entry.prompt_template),
-            "publisher": self.entry.publisher,
-            "task": _FOUNDRY_TASKS[self.task],
-            "runtime": {
-                "deviceType": self.device.upper(),
-                "executionProvider": ORT_PROVIDER_NAMES[self.provider],
-            },
-            "fileSizeMb": max(1, round(self.size / 1_000_000)),
-            "modelSettings": {"parameters": []},
-            "alias": self.alias,
-            "supportsToolCalling": self.entry.supports_tool_calling,
-            "license": self.entry.license,
-            "licenseDescription": self.entry.license_description,
-            "parentModelUri": f"hf://{parent}",
-            "maxOutputTokens": self.entry.max_output_tokens,
-            "minFLVersion": "0.0.0",
-        }
-
-
-_FOUNDRY_TASKS = {
-    "chat": "chat-completion",
-    "embeddings": "embeddings",
-    "speech": "automatic-speech-recognition",
-}
-
 
 def split_version(model_id: str) -> tuple[str, int | None]:
     """`'x-cpu-int4:2'` -> `('x-cpu-int4', 2)`; no or non-numeric version -> None."""
