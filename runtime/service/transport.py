@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Generator
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import msgspec
+from litestar import MediaType, Response
 from litestar.dto import AbstractDTO, DTOConfig
 from litestar.exceptions import HTTPException
 from litestar.typing import FieldDefinition
@@ -37,6 +38,7 @@ __all__ = [
     "framed",
     "ndjson",
     "sse",
+    "whole",
 ]
 
 log = logging.getLogger(__name__)
@@ -68,6 +70,15 @@ def decode_body(raw: bytes, into: type[T]) -> T:
         raise InvalidRequest(f"the request body is not valid JSON: {exc}") from None
     except RecursionError:  # msgspec recurses per nesting level (measured: 10,000 levels)
         raise InvalidRequest("the request body is nested too deeply") from None
+
+
+def whole(value: Any) -> Response[Any]:
+    """A whole (non-streamed) answer from a route that may also stream.
+
+    Litestar gives a handler's `media_type` precedence over a Stream's own, so a route that
+    streams declares SSE or NDJSON, and its one-object answers say JSON here.
+    """
+    return Response(value, media_type=MediaType.JSON)
 
 
 def sse(payload: Any, event: str | None = None) -> bytes:

@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-from litestar import MediaType, post
-from litestar.response import Response, Stream
+from litestar import post
+from litestar.response import Stream
 
 from runtime.manager import ModelManager
 from runtime.service.apis.anthropic.wire import (
@@ -31,14 +31,12 @@ from runtime.service.apis.anthropic.wire import (
     to_turn,
 )
 from runtime.service.errors import Described, anthropic_body
-from runtime.service.transport import SSE, WireBody, framed, named_sse
+from runtime.service.transport import SSE, WireBody, framed, named_sse, whole
 from runtime.service.turn import Finished, OpenTurn, open_turn, prepare_turn
 
 __all__ = ["ROUTES"]
 
 
-# Litestar gives a handler's media_type precedence over a Stream's own: streaming handlers
-# declare SSE and return their whole (non-streamed) answers as JSON Responses.
 @post("/v1/messages", status_code=200, media_type=SSE, dto=WireBody, return_dto=None)
 async def create_message(data: MessagesRequest, manager: ModelManager) -> Any:
     turn = await open_turn(manager, to_turn(data))
@@ -60,7 +58,7 @@ async def create_message(data: MessagesRequest, manager: ModelManager) -> Any:
         input_tokens=turn.prompt_tokens,
         output_tokens=finished.usage.completion_tokens,
     )
-    return Response(message, media_type=MediaType.JSON)  # the handler's default is SSE
+    return whole(message)  # the handler streams SSE otherwise
 
 
 def _error_event(error: Described) -> bytes:

@@ -14,10 +14,11 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
-from litestar import MediaType, Request, delete, get, post
-from litestar.response import Response, Stream
+from litestar import delete, get, post
+from litestar.response import Stream
 
 from runtime import __version__
+from runtime.manager import ModelManager
 from runtime.progress import ProgressEvent, ThreadedProgress
 from runtime.service.apis.ollama.wire import (
     DeleteRequest,
@@ -27,30 +28,12 @@ from runtime.service.apis.ollama.wire import (
     model_name,
 )
 from runtime.service.errors import describe, ollama_body
-from runtime.service.transport import NDJSON, WireBody, ndjson
+from runtime.service.transport import NDJSON, WireBody, ndjson, whole
 
 __all__ = ["MODEL_HANDLERS", "OLLAMA_COMPAT_VERSION"]
 
 # Clients (Open WebUI, Continue) gate features on the Ollama version they see.
 OLLAMA_COMPAT_VERSION = "0.12.0"
-
-
-def _json(value: dict) -> Response[Any]:
-    """A whole answer from a route whose default media type is NDJSON (see routes.py)."""
-    return Response(value, media_type=MediaType.JSON)
-
-
-def _manager(request: Request) -> Any:
-    return request.app.state.manager
-
-
-def _store(request: Request) -> Any:
-    store = getattr(_manager(request), "store", None)
-    if store is None:
-        from runtime.store import Store
-
-        store = Store()
-    return store
 
 
 def _details(metadata: dict) -> dict:
@@ -76,9 +59,9 @@ def version() -> dict:
 
 
 @get("/tags", sync_to_thread=True)
-def tags(request: Request) -> dict:
+def tags(manager: ModelManager) -> dict:
     models = []
-    for model in _store(request).list_models():
+    for model in manager.store.list_models():
         if model.metadata.get("task", "chat") not in ("chat", "embeddings"):
             continue
         models.append(
@@ -95,10 +78,10 @@ def tags(request: Request) -> dict:
 
 
 @get("/ps", sync_to_thread=True)
-def ps(request: Request) -> dict:
-    store = _store(request)
+def ps(manager: ModelManager) -> dict:
+    store = manager.store
     models = []
-    for entry in _manager(request).loaded():
+    for entry in manager.loaded():
         expires = time.time() + 10 * 365 * 86400  # a negative TTL: no expiry
         if entry.ttl >= 0:
             expires = time.time() + max(0.0, entry.ttl - entry.idle_seconds)
@@ -120,10 +103,9 @@ def ps(request: Request) -> dict:
 
 
 @post("/show", status_code=200, dto=WireBody, return_dto=None)
-async def show(request: Request, data: ShowRequest) -> dict:
+async def show(data: ShowRequest, manager: ModelManager) -> dict:
     name = model_name(data.model or data.name)
-    manager = _manager(request)
-    model = _store(request).resolve(manager.resolve_name(name))
+    model = manager.store.resolve(manager.resolve_name(name))
     metadata = model.metadata
     family = str(metadata.get("family") or "")
     task = metadata.get("task", "chat")
@@ -147,11 +129,10 @@ async def show(request: Request, data: ShowRequest) -> dict:
 
 
 @delete("/delete", status_code=200, dto=WireBody, return_dto=None)
-async def delete_model(request: Request, data: DeleteRequest) -> None:
+async def delete_model(data: DeleteRequest, manager: ModelManager) -> None:
     name = model_name(data.model or data.name)
-    manager = _manager(request)
     model_id = manager.resolve_name(name)
-    store = _store(request)
+    store = manager.store
     store.resolve(model_id)  # ModelNotFound -> 404 before anything changes
     if model_id in [entry.model_id for entry in manager.loaded()]:
         await manager.unload(name, force=True)
@@ -159,22 +140,22 @@ async def delete_model(request: Request, data: DeleteRequest) -> None:
 
 
 @post("/pull", status_code=200, media_type=NDJSON, dto=WireBody, return_dto=None)
-async def pull(request: Request, data: PullRequest) -> Any:
+async def pull(data: PullRequest, manager: ModelManager) -> Any:
     """Catalog download with Ollama-style progress lines, ending in `{"status": "success"}`."""
     name = model_name(data.model or data.name)
-    store = _store(request)
+    store = manager.store
     if store.has(name):
         return (
             Stream(_cached_lines(), media_type=NDJSON)
             if data.stream
-            else _json({"status": "success"})
+            else whole({"status": "success"})
         )
     from runtime.download import download, resolve_variant
 
     await asyncio.to_thread(resolve_variant, name)  # an unknown name is a 404 before any line
     if not data.stream:
         await asyncio.to_thread(download, name, store)
-        return _json({"status": "success"})
+        return whole({"status": "success"})
     return Stream(_pull_lines(store, name), media_type=NDJSON)
 
 

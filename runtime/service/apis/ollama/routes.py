@@ -17,7 +17,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from litestar import MediaType, Router, post
+from litestar import Router, post
 from litestar.response import Response, Stream
 
 from runtime.errors import FoundryError, InvalidRequest
@@ -37,22 +37,13 @@ from runtime.service.apis.ollama.wire import (
     to_turn,
 )
 from runtime.service.errors import Described, ollama_body
-from runtime.service.transport import NDJSON, WireBody, framed, ndjson
+from runtime.service.transport import NDJSON, WireBody, framed, ndjson, whole
 from runtime.service.turn import Finished, OpenTurn, Usage, open_turn
 from runtime.tools.parsers import ToolCall
 
 __all__ = ["ROUTES"]
 
 log = logging.getLogger(__name__)
-
-
-def _json(value: dict) -> Response[Any]:
-    """A whole (non-streamed) answer from a route whose default media type is NDJSON.
-
-    Litestar gives a handler's `media_type` precedence over a Stream's own, so the
-    streaming routes declare NDJSON and their one-object answers say JSON here.
-    """
-    return Response(value, media_type=MediaType.JSON)
 
 
 # --- generation -------------------------------------------------------------------------------
@@ -132,7 +123,7 @@ async def _respond(manager: ModelManager, body: ChatRequest | GenerateRequest, s
     finally:
         await _release(manager, name, keep_alive)
     fields = reply_fields(reply.parsed)
-    return _json(shape(name, **fields, done=True, finish=_stats(turn, reply.finished)))
+    return whole(shape(name, **fields, done=True, finish=_stats(turn, reply.finished)))
 
 
 def _error_line(error: Described) -> bytes:
@@ -173,7 +164,7 @@ async def _load_only(manager: ModelManager, body: Any, shape: Any) -> Response[A
         reason = "load"
     line = shape(name, "", done=True)
     line["done_reason"] = reason
-    return _json(line)
+    return whole(line)
 
 
 # --- embeddings ---------------------------------------------------------------------------

@@ -196,12 +196,6 @@ class ChatCompletionRequest(SamplingFields, kw_only=True):
     def message_dicts(self) -> list[dict[str, Any]]:
         return [m.to_dict() for m in self.messages]
 
-    def tool_dicts(self) -> list[dict[str, Any]] | None:
-        """Tools as the chat template's `tools` variable expects them (HF: OpenAI's shape)."""
-        if not self.tools or self.tool_choice == "none":
-            return None
-        return [msgspec.to_builtins(tool) for tool in self.tools]
-
     def all_tool_dicts(self) -> list[dict[str, Any]]:
         """Every declared tool, whatever tool_choice says (plan_tools decides what to render)."""
         return [msgspec.to_builtins(tool) for tool in self.tools or []]

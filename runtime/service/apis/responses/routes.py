@@ -14,7 +14,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from litestar import MediaType, Request, Response, delete, get, post
+from litestar import Request, delete, get, post
 from litestar.response import Stream
 
 from runtime.errors import InvalidRequest
@@ -35,13 +35,10 @@ from runtime.service.apis.responses.wire import (
     usage_body,
 )
 from runtime.service.errors import Described
-from runtime.service.transport import SSE, WireBody, framed, named_sse
+from runtime.service.transport import SSE, WireBody, framed, named_sse, whole
 from runtime.service.turn import Finished, OpenTurn, open_turn
 
 __all__ = ["ROUTES"]
-
-# Litestar gives a handler's media_type precedence over a Stream's own: the create handler
-# declares SSE and returns its whole (non-streamed) answer as a JSON Response.
 
 
 def _store() -> ResponsesStore:
@@ -92,7 +89,7 @@ async def create_response(data: ResponsesRequest, manager: ModelManager) -> Any:
     )
     response = events.body(status, output, usage)
     await _save(data, response, items, conversation)
-    return Response(response, media_type=MediaType.JSON)  # the handler's default is SSE
+    return whole(response)  # the handler streams SSE otherwise
 
 
 async def _events(
