@@ -10,7 +10,7 @@ import pytest
 from runtime.errors import ModelNotFound
 from runtime.service.apis.anthropic.wire import MessagesRequest, stop_reason, to_chat
 from runtime.service.errors import anthropic_body, describe
-from runtime.service.turn import matched_stop
+from runtime.service.replies import matched_stop
 
 
 # --- pure conversion (no server) ----------------------------------------------------------

@@ -20,7 +20,7 @@ from runtime.service.apis.responses.wire import (
     new_response_id,
     to_params,
 )
-from runtime.service.turn import Piece as Delta
+from runtime.service.replies import Piece as Delta
 
 
 def decode(body: dict) -> ResponsesRequest:

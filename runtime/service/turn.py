@@ -6,10 +6,8 @@ resolve and load the model, plan tools (runtime/tools), render the prompt, fit i
 context, submit the sequences and await each one's first chunk. So a bad name, a missing
 model, a too-long prompt or a full queue is a real 4xx status, never an in-stream error.
 
-The open turn reads back as typed events per choice, the same for every API: pieces of the
-reply (`Piece`: content, reasoning, or a fragment of tool call `index`, as runtime/tools'
-stream parser yields them) and one `Finished` with the usage and why the reply ended. APIs
-only shape those events (and `collect`ed `Reply`s) into their wire objects.
+The open turn reads back as typed events per choice (`replies.py`), the same for every API;
+APIs only shape those events (and `collect`ed `Reply`s) into their wire objects.
 """
 
 from __future__ import annotations
@@ -24,30 +22,20 @@ import msgspec
 
 from runtime.engines.base import Chunk, GenerationParams
 from runtime.errors import ContextTooLong, InvalidRequest
-from runtime.tools.calls import (
-    ReplyStream,
-    ToolPlan,
-    parse_output,
-    plan_tools,
-    prepare_messages,
-)
-from runtime.tools.calls import finish_reason as tool_finish_reason
-from runtime.tools.parsers import Delta, ParsedOutput, get_parser
+from runtime.service.replies import PrefetchedStream, Reply, ReplyEvent, ReplyReader, merge
+from runtime.tools.calls import ToolPlan, plan_tools, prepare_messages
+from runtime.tools.parsers import get_parser
 
 if TYPE_CHECKING:
     from runtime.engines.protocol import ChatEngineProtocol, TokenStream
     from runtime.manager import ModelManager
 
 __all__ = [
+    "OPEN_ENDED_MAX_TOKENS",
     "ContextLimit",
-    "Finished",
     "OpenTurn",
-    "Piece",
     "Prepared",
-    "Reply",
-    "ReplyEvent",
     "Turn",
-    "matched_stop",
     "open_ended_max_tokens",
     "open_turn",
     "prepare_turn",
@@ -57,8 +45,6 @@ __all__ = [
 # Ollama without num_predict or with -1/-2) stop here instead: a fuzz run's default Responses
 # call on a 32k-context model generated 32,703 tokens (182 s) and reserved KV for all of them.
 OPEN_ENDED_MAX_TOKENS = 4096
-
-Piece = Delta  # content | reasoning | a fragment of tool call `index` (runtime/tools/parsers)
 
 
 @dataclass(frozen=True)
@@ -93,53 +79,6 @@ class Turn:
     limit: ContextLimit | None = None
 
 
-@dataclass(frozen=True)
-class Usage:
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cached_tokens: int = 0
-
-
-@dataclass(frozen=True)
-class Finished:
-    """The end of one choice: the engine's reason, usage, the stop string that matched."""
-
-    reason: str | None
-    usage: Usage
-    tool_calls: bool = False
-    matched_stop: str | None = None
-
-    @property
-    def finish_reason(self) -> str | None:
-        """OpenAI's finish_reason: "tool_calls" when a reply that ended normally called tools."""
-        return tool_finish_reason(self.reason, self.tool_calls)
-
-
-ReplyEvent = Piece | Finished
-
-
-@dataclass(frozen=True)
-class Reply:
-    """One choice, drained: the raw text, read into content/reasoning/tool calls."""
-
-    text: str
-    parsed: ParsedOutput
-    finished: Finished
-
-
-def matched_stop(raw_text: str, finish_reason: str | None, stops: list[str] | None) -> str | None:
-    """Which stop sequence ended a reply, from the raw decoded tokens (stop text included).
-
-    The engine cuts at the earliest stop string and reports only "stop", which EOS also
-    reports; the earliest stop in the raw text (the shortest on a tie, as it completes
-    first) is the one that matched, and no stop in it means the model ended the turn.
-    """
-    if finish_reason != "stop" or not stops:
-        return None
-    found = [(raw_text.find(s), len(s), s) for s in stops if s and s in raw_text]
-    return min(found)[2] if found else None
-
-
 @dataclass
 class Prepared:
     """A turn planned and rendered on its engine, not yet submitted."""
@@ -151,6 +90,12 @@ class Prepared:
     prompt_ids: list[list[int]]  # one per prompt
     reading: bool  # replies go through runtime/tools (tools, or a template that thinks)
     loaded_at: float = 0.0  # time.perf_counter() once the engine was in hand
+
+    @property
+    def reader(self) -> ReplyReader:
+        return ReplyReader(
+            self.plan, self.prompt, self.reading, self.params.stop, self.engine.decode
+        )
 
 
 async def prepare_turn(manager: ModelManager, turn: Turn) -> Prepared:
@@ -275,26 +220,6 @@ async def _first(stream: TokenStream) -> Chunk | None:
         return None
 
 
-class PrefetchedStream:
-    """An engine stream whose first chunk was awaited before the response started."""
-
-    def __init__(self, stream: TokenStream, first: Chunk | None):
-        self._stream = stream
-        self._first = first
-
-    def __aiter__(self) -> PrefetchedStream:
-        return self
-
-    async def __anext__(self) -> Chunk:
-        if self._first is not None:
-            first, self._first = self._first, None
-            return first
-        return await self._stream.__anext__()
-
-    async def aclose(self) -> None:
-        await self._stream.aclose()
-
-
 @dataclass
 class OpenTurn:
     """A submitted turn: one stream per choice, first chunks in hand."""
@@ -313,37 +238,20 @@ class OpenTurn:
 
     def events(self, index: int = 0) -> AsyncIterator[ReplyEvent]:
         """Choice `index` as pieces then one Finished (closing it cancels the sequence)."""
-        return _read(self.prepared, self.streams[index])
+        return self.prepared.reader.events(self.streams[index])
 
     async def merged(self) -> AsyncIterator[tuple[int, ReplyEvent]]:
         """Every choice's events as they come, tagged with the choice's index."""
-        async for item in _merge([self.events(i) for i in range(len(self.streams))]):
+        async for item in merge([self.events(i) for i in range(len(self.streams))]):
             yield item
 
     async def collect(self) -> list[Reply]:
         """Drain every choice (non-streaming answers)."""
+        reader = self.prepared.reader
         try:
-            return list(await asyncio.gather(*(self._drain(i) for i in range(len(self.streams)))))
+            return list(await asyncio.gather(*(reader.drain(s) for s in self.streams)))
         finally:
             await self.aclose()
-
-    async def _drain(self, index: int) -> Reply:
-        parts: list[str] = []
-        last = Chunk()
-        ids: list[int] = []
-        async for chunk in self.streams[index]:
-            parts.append(chunk.text)
-            ids.extend(chunk.token_ids)
-            last = chunk
-        text = "".join(parts)
-        prepared = self.prepared
-        parsed = (
-            parse_output(text, prepared.plan, prompt=prepared.prompt)
-            if prepared.reading
-            else ParsedOutput(content=text)
-        )
-        reason = last.finish_reason or "stop"
-        return Reply(text, parsed, _finished(prepared, last, reason, ids, bool(parsed.tool_calls)))
 
     async def aclose(self) -> None:
         """Cancel whatever still runs (idempotent)."""
@@ -352,76 +260,3 @@ class OpenTurn:
         self._closed = True
         for stream in self.streams:
             await stream.aclose()
-
-
-def _finished(
-    prepared: Prepared, last: Chunk, reason: str | None, ids: list[int], tool_calls: bool
-) -> Finished:
-    stops = prepared.params.stop
-    stop = (
-        matched_stop(prepared.engine.decode(ids), reason, stops)
-        if stops and reason == "stop"
-        else None
-    )
-    usage = Usage(last.prompt_tokens, last.completion_tokens, last.cached_tokens)
-    return Finished(reason, usage, tool_calls, stop)
-
-
-async def _read(prepared: Prepared, stream: PrefetchedStream) -> AsyncIterator[ReplyEvent]:
-    reader = ReplyStream(prepared.plan, prompt=prepared.prompt) if prepared.reading else None
-    last = Chunk()
-    ids: list[int] = []
-    try:
-        async for chunk in stream:
-            last = chunk
-            ids.extend(chunk.token_ids)
-            if reader is None:
-                if chunk.text:
-                    yield Piece(content=chunk.text)
-                continue
-            for piece in reader.feed(chunk.text):
-                yield piece
-            if chunk.finish_reason:
-                for piece in reader.finish():
-                    yield piece
-    finally:
-        await stream.aclose()
-    tool_calls = reader.has_tool_calls if reader is not None else False
-    yield _finished(prepared, last, last.finish_reason, ids, tool_calls)
-
-
-async def _merge(
-    iterators: list[AsyncIterator[ReplyEvent]],
-) -> AsyncIterator[tuple[int, ReplyEvent]]:
-    if len(iterators) == 1:
-        async for event in iterators[0]:
-            yield 0, event
-        return
-    queue: asyncio.Queue[tuple[int, ReplyEvent | BaseException | None]] = asyncio.Queue()
-
-    async def pump(index: int, iterator: AsyncIterator[ReplyEvent]) -> None:
-        try:
-            async for event in iterator:
-                await queue.put((index, event))
-            await queue.put((index, None))
-        except BaseException as exc:  # handed to the consumer, which re-raises it
-            await queue.put((index, exc))
-
-    tasks = [asyncio.create_task(pump(i, it)) for i, it in enumerate(iterators)]
-    try:
-        remaining = len(iterators)
-        while remaining:
-            index, item = await queue.get()
-            if item is None:
-                remaining -= 1
-            elif isinstance(item, BaseException):
-                raise item
-            else:
-                yield index, item
-    finally:
-        for task in tasks:
-            task.cancel()
-        for iterator in iterators:
-            closer = getattr(iterator, "aclose", None)
-            if closer is not None:
-                await closer()

@@ -31,8 +31,9 @@ from runtime.service.apis.anthropic.wire import (
     to_turn,
 )
 from runtime.service.errors import Described, anthropic_body
+from runtime.service.replies import Finished
 from runtime.service.transport import SSE, WireBody, framed, named_sse, whole
-from runtime.service.turn import Finished, OpenTurn, open_turn, prepare_turn
+from runtime.service.turn import OpenTurn, open_turn, prepare_turn
 
 __all__ = ["ROUTES"]
 

@@ -37,8 +37,9 @@ from runtime.service.apis.ollama.wire import (
     to_turn,
 )
 from runtime.service.errors import Described, ollama_body
+from runtime.service.replies import Finished, Usage
 from runtime.service.transport import NDJSON, WireBody, framed, ndjson, whole
-from runtime.service.turn import Finished, OpenTurn, Usage, open_turn
+from runtime.service.turn import OpenTurn, open_turn
 from runtime.tools.parsers import ToolCall
 
 __all__ = ["ROUTES"]

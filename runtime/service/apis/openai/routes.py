@@ -34,6 +34,7 @@ from runtime.service.apis.openai.wire import (
     new_id,
     now,
 )
+from runtime.service.replies import Finished, Reply
 from runtime.service.transport import (
     DONE,
     SSE,
@@ -43,7 +44,7 @@ from runtime.service.transport import (
     openai_sse_error,
     sse,
 )
-from runtime.service.turn import Finished, OpenTurn, Reply, open_turn
+from runtime.service.turn import OpenTurn, open_turn
 
 __all__ = ["ROUTES"]
 

@@ -31,7 +31,8 @@ from runtime.service.bounds import (
     TopP,
     refuse_serial_tool_calls,
 )
-from runtime.service.turn import Piece, Turn
+from runtime.service.replies import Piece
+from runtime.service.turn import Turn
 from runtime.tools.parsers import ParsedOutput
 
 __all__ = [

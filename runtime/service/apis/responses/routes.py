@@ -35,8 +35,9 @@ from runtime.service.apis.responses.wire import (
     usage_body,
 )
 from runtime.service.errors import Described
+from runtime.service.replies import Finished
 from runtime.service.transport import SSE, WireBody, framed, named_sse, whole
-from runtime.service.turn import Finished, OpenTurn, open_turn
+from runtime.service.turn import OpenTurn, open_turn
 
 __all__ = ["ROUTES"]
 
