@@ -22,7 +22,15 @@ from runtime.tools.grammar import (
     marker_tokens,
     tool_call_guidance,
 )
-from runtime.tools.parsers import Delta, ParsedOutput, StreamParser, ToolParser, get_parser, parse
+from runtime.tools.parsers import (
+    Delta,
+    ParsedOutput,
+    StreamParser,
+    ToolParser,
+    family_format,
+    get_parser,
+    parse,
+)
 
 __all__ = [
     "ReplyStream",
@@ -34,9 +42,6 @@ __all__ = [
     "prepare_messages",
     "starts_in_reasoning",
 ]
-
-# Used only when a manifest predates `tool_parser`: the family's usual syntax.
-_FAMILY_PARSERS = {"qwen2": "qwen", "qwen3": "qwen", "llama": "llama3", "mistral": "mistral"}
 
 
 @dataclass
@@ -57,7 +62,7 @@ class ToolPlan:
 def parser_name(metadata: dict[str, Any]) -> str | None:
     """The tool parser a model's manifest metadata names (or its family's usual one)."""
     name = metadata.get("tool_parser")
-    return name if name else _FAMILY_PARSERS.get(str(metadata.get("family") or ""))
+    return name if name else family_format(str(metadata.get("family") or ""))
 
 
 @lru_cache(maxsize=16)
