@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, cast
 
 from runtime.artifact_policy import check_artifact
 from runtime.engines import load_engine_class
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
         Engine,
         SpeechEngineProtocol,
     )
-    from runtime.store import Store
+    from runtime.store import CachedModel, Store
 
 __all__ = ["LoadedModel", "ModelManager"]
 
@@ -114,7 +114,7 @@ class ModelManager:
             return None
         return variant.id
 
-    def available(self) -> list[Any]:
+    def available(self) -> list[CachedModel]:
         """Every cached model (CachedModel), for /v1/models."""
         return self.store.list_models()
 

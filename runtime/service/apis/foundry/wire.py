@@ -15,6 +15,7 @@ from runtime.catalog import ORT_PROVIDER_NAMES
 
 if TYPE_CHECKING:
     from runtime.catalog import Variant
+    from runtime.store import CachedModel
 
 __all__ = ["ListItem", "cached_list_item", "variant_list_item"]
 
@@ -79,7 +80,7 @@ def variant_list_item(variant: Variant) -> ListItem:
     )
 
 
-def cached_list_item(model: Any) -> ListItem:
+def cached_list_item(model: CachedModel) -> ListItem:
     """A cached model outside the catalog (a local build), from its manifest metadata."""
     meta = model.metadata
     provider = str(meta.get("provider", "cpu"))

@@ -9,7 +9,7 @@ an optional usage chunk, `data: [DONE]`.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from litestar import Response, get, post
 from litestar.response import Stream
@@ -45,6 +45,9 @@ from runtime.service.transport import (
     sse,
 )
 from runtime.service.turn import OpenTurn, open_turn
+
+if TYPE_CHECKING:
+    from runtime.store import CachedModel
 
 __all__ = ["ROUTES"]
 
@@ -189,7 +192,7 @@ def _usage(turn: OpenTurn, replies: list[Reply]) -> Usage:
     )
 
 
-def _model_object(cached: Any) -> ModelObject:
+def _model_object(cached: CachedModel) -> ModelObject:
     created = cached.manifest.created
     meta = cached.metadata
     validation = meta.get("validation") or {}
