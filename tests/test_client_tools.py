@@ -16,12 +16,8 @@ import pytest
 
 from runtime.service.apis.anthropic.wire import BlockStream, content_blocks
 from runtime.service.apis.ollama.wire import reply_fields
-from runtime.service.apis.responses.wire import (
-    OutputStream,
-    ResponseEvents,
-    ResponsesRequest,
-    output_items,
-)
+from runtime.service.apis.responses.output import OutputStream, ResponseEvents, output_items
+from runtime.service.apis.responses.wire import ResponsesRequest
 from runtime.tools.parsers import StreamParser, get_parser, parse
 
 WEATHER = {

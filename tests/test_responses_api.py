@@ -10,10 +10,9 @@ import msgspec
 import pytest
 
 from runtime.errors import ResponseNotFound
+from runtime.service.apis.responses.output import OutputStream, ResponseEvents
 from runtime.service.apis.responses.store import ResponsesStore, StoredResponse
 from runtime.service.apis.responses.wire import (
-    OutputStream,
-    ResponseEvents,
     ResponsesRequest,
     input_items,
     item_messages,

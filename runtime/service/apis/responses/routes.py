@@ -19,20 +19,22 @@ from litestar.response import Stream
 
 from runtime.errors import InvalidRequest
 from runtime.manager import ModelManager
-from runtime.service.apis.responses.store import ResponsesStore, StoredResponse
-from runtime.service.apis.responses.wire import (
+from runtime.service.apis.responses.output import (
     OutputStream,
     ResponseEvents,
-    ResponsesRequest,
     assistant_turn,
-    check_call_outputs,
     final_status,
+    output_items,
+    usage_body,
+)
+from runtime.service.apis.responses.store import ResponsesStore, StoredResponse
+from runtime.service.apis.responses.wire import (
+    ResponsesRequest,
+    check_call_outputs,
     input_items,
     item_messages,
     new_response_id,
-    output_items,
     to_turn,
-    usage_body,
 )
 from runtime.service.errors import Described
 from runtime.service.replies import Finished
