@@ -128,7 +128,7 @@ class ModelManager:
         """
         model_id = self.resolve_name(name)
         if task is not None:
-            model_task = self.store.resolve(model_id).metadata.get("task", "chat")
+            model_task = self.store.resolve(model_id).info.task
             if model_task != task:
                 raise UnsupportedTask(
                     f"model {model_id!r} serves {model_task}, not {task}", param="model"
@@ -220,7 +220,7 @@ class ModelManager:
     async def _load(self, model_id: str, ttl: float | None) -> LoadedModel:
         await self._make_room()
         cached = self.store.resolve(model_id)
-        task = cached.metadata.get("task", "chat")
+        task = cached.info.task
         engine_class = load_engine_class(task)
         started = time.perf_counter()
         metadata = {**cached.metadata, "model_id": model_id}

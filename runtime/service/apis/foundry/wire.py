@@ -82,10 +82,8 @@ def variant_list_item(variant: Variant) -> ListItem:
 
 def cached_list_item(model: CachedModel) -> ListItem:
     """A cached model outside the catalog (a local build), from its manifest metadata."""
-    meta = model.metadata
-    provider = str(meta.get("provider", "cpu"))
-    task = str(meta.get("task", "chat"))
-    synthetic = " with random weights" if meta.get("synthetic") else ""
+    info = model.info
+    synthetic = " with random weights" if info.synthetic else ""
     return ListItem(
         name=model.model_id,
         display_name=model.model_id,
@@ -95,17 +93,16 @@ def cached_list_item(model: CachedModel) -> ListItem:
         version=model.model_id.rpartition(":")[2] if ":" in model.model_id else "1",
         prompt_template=None,
         publisher="local",
-        task=_TASKS.get(task, task),
+        task=_TASKS.get(info.task, info.task),
         runtime=Runtime(
-            str(meta.get("device", "cpu")).upper(),
-            ORT_PROVIDER_NAMES.get(provider, "CPUExecutionProvider"),
+            info.device.upper(), ORT_PROVIDER_NAMES.get(info.provider, "CPUExecutionProvider")
         ),
         file_size_mb=max(1, round(model.size / 1_000_000)),
         model_settings={"parameters": []},
-        alias=str(meta.get("alias") or model.model_id),
-        supports_tool_calling=bool(meta.get("tool_parser")),
+        alias=info.alias or model.model_id,
+        supports_tool_calling=bool(info.tool_parser),
         license="unknown",
         license_description="a locally built model" + synthetic,
-        parent_model_uri=str(meta.get("source", "")),
-        max_output_tokens=meta.get("context_length"),
+        parent_model_uri=info.source or "",
+        max_output_tokens=info.context_length,
     )

@@ -193,20 +193,15 @@ def _usage(turn: OpenTurn, replies: list[Reply]) -> Usage:
 
 
 def _model_object(cached: CachedModel) -> ModelObject:
-    created = cached.manifest.created
-    meta = cached.metadata
-    validation = meta.get("validation") or {}
+    info = cached.info
     facts = {
-        "target": meta.get("target"),
-        "precision": meta.get("precision"),
-        "synthetic": bool(meta.get("synthetic", False)),
-        "quality": validation.get("quality"),
+        "target": info.target,
+        "precision": info.precision,
+        "synthetic": info.synthetic,
+        "quality": (info.validation or {}).get("quality"),
     }
     return ModelObject(
-        id=cached.model_id,
-        created=_epoch(created),
-        task=meta.get("task", "chat"),
-        metadata=facts,
+        id=cached.model_id, created=_epoch(cached.manifest.created), task=info.task, metadata=facts
     )
 
 
