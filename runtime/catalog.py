@@ -253,42 +253,6 @@ class Variant:
             "context_length": self.entry.context_length,
         }
 
-    def to_foundry_list_item(self) -> dict[str, Any]:
-        """One item of `GET /foundry/list`, with every field foundry-local-sdk 0.5's model requires."""
-        source = self.spec.checkpoint or self.spec.artifact
-        parent = f"hf://{source.repo}" if source is not None else self.source_uri
-        return {
-            "name": self.id,
-            "displayName": self.entry.display_name,
-            "modelType": "ONNX",
-            "providerType": "HuggingFace" if source is not None else "OCI",
-            "uri": self.source_uri,
-            "version": str(self.version),
-            "promptTemplate": dict(self.entry.prompt_template),
-            "publisher": self.entry.publisher,
-            "task": _FOUNDRY_TASKS[self.task],
-            "runtime": {
-                "deviceType": self.device.upper(),
-                "executionProvider": ORT_PROVIDER_NAMES[self.provider],
-            },
-            "fileSizeMb": max(1, round(self.size / 1_000_000)),
-            "modelSettings": {"parameters": []},
-            "alias": self.alias,
-            "supportsToolCalling": self.entry.supports_tool_calling,
-            "license": self.entry.license,
-            "licenseDescription": self.entry.license_description,
-            "parentModelUri": parent,
-            "maxOutputTokens": self.entry.max_output_tokens,
-            "minFLVersion": "0.0.0",
-        }
-
-
-_FOUNDRY_TASKS = {
-    "chat": "chat-completion",
-    "embeddings": "embeddings",
-    "speech": "automatic-speech-recognition",
-}
-
 
 def split_version(model_id: str) -> tuple[str, int | None]:
     """`'x-cpu-int4:2'` -> `('x-cpu-int4', 2)`; no or non-numeric version -> None."""
@@ -393,7 +357,8 @@ class Catalog:
             ProviderUnavailable: the provider each candidate needs is missing here.
             InsufficientMemory: every runnable candidate is larger than this machine's memory.
         """
-        from runtime.hardware import choose_variant, detect
+        from runtime.hardware import detect
+        from runtime.placement import choose_variant
 
         return choose_variant(self.variants(alias), hardware or detect(), device)
 

@@ -2,7 +2,7 @@
 
 Category bases carry the mapping as class attributes (HTTP status, OpenAI error
 type, CLI exit code); leaves carry a `code`. The HTTP renderer
-(`runtime/service/error_responses.py`) and the CLI renderer (`runtime/cli/__init__.py`)
+(`runtime/service/errors.py`) and the CLI renderer (`runtime/cli/__init__.py`)
 read these attributes and nothing else. Never imports heavy modules.
 """
 

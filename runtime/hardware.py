@@ -11,17 +11,10 @@ from __future__ import annotations
 import functools
 import os
 import shutil
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from runtime.errors import InsufficientMemory, ModelNotFound, ProviderUnavailable
-
-if TYPE_CHECKING:
-    from runtime.catalog import Variant
-
-__all__ = ["Hardware", "choose_variant", "detect"]
+__all__ = ["Hardware", "detect"]
 
 _ORT_SHORT = {
     "CPUExecutionProvider": "cpu",
@@ -137,47 +130,3 @@ def _memory_bytes() -> int:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):
         return 0
-
-
-def choose_variant(
-    variants: Sequence[Variant], hardware: Hardware, device: str | None = None
-) -> Variant:
-    """The best variant for `hardware`: NPU, then GPU, then CPU; catalog order breaks ties.
-
-    Raises:
-        ModelNotFound: the alias has no variant for `device`.
-        ProviderUnavailable: no candidate's provider is available here (names the providers
-            needed and the variants that would run).
-        InsufficientMemory: every runnable candidate is larger than memory allows.
-    """
-    alias = variants[0].alias if variants else "?"
-    candidates = [v for v in variants if device is None or v.device == device]
-    if not candidates:
-        devices = sorted({v.device for v in variants})
-        raise ModelNotFound(
-            f"model {alias!r} has no {device} variant (it has: {', '.join(devices)})",
-            hint=f"foundry model download {alias} --device {devices[-1] if devices else 'cpu'}",
-            param="device",
-        )
-    runnable = [v for v in candidates if hardware.has_provider(v.provider)]
-    if not runnable:
-        needed = sorted({v.provider for v in candidates})
-        others = [v.id for v in variants if hardware.has_provider(v.provider)]
-        raise ProviderUnavailable(
-            f"model {alias!r}{f' on {device}' if device else ''} needs the "
-            f"{' or '.join(needed)} execution provider, which is not available here "
-            f"(available: {', '.join(sorted(hardware.providers))})",
-            hint=f"variants that run here: {', '.join(others)}"
-            if others
-            else "no variant of this model runs here",
-        )
-    fitting = [v for v in runnable if hardware.fits(v.size)]
-    if not fitting:
-        smallest = min(runnable, key=lambda v: v.size)
-        raise InsufficientMemory(
-            f"model {alias!r} needs about {smallest.size / 1e9:.1f} GB ({smallest.id}); "
-            f"this machine has {hardware.memory_bytes / 1e9:.1f} GB of memory",
-            hint="foundry model list  # pick a smaller model",
-        )
-    rank = {d: i for i, d in enumerate(("npu", "gpu", "cpu"))}
-    return min(fitting, key=lambda v: (rank[v.device], fitting.index(v)))

@@ -15,15 +15,23 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, cast
 
 from runtime.artifact_policy import check_artifact
 from runtime.engines import load_engine_class
-from runtime.errors import InvalidName, ModelInUse, ModelLoading, ModelNotFound, UnsupportedTask
+from runtime.errors import ModelInUse, ModelLoading, ModelNotFound, UnsupportedTask
+from runtime.names import check_model_id
 
 if TYPE_CHECKING:
+    from runtime.catalog import Catalog
     from runtime.engines.base import GenerationRecord
-    from runtime.store import Store
+    from runtime.engines.protocol import (
+        ChatEngineProtocol,
+        EmbeddingEngineProtocol,
+        Engine,
+        SpeechEngineProtocol,
+    )
+    from runtime.store import CachedModel, Store
 
 __all__ = ["LoadedModel", "ModelManager"]
 
@@ -36,7 +44,7 @@ class LoadedModel:
 
     model_id: str
     task: str
-    engine: Any
+    engine: Engine
     size: int  # bytes of the artifact on disk
     ttl: float
     loaded_at: float = field(default_factory=time.time)
@@ -48,8 +56,7 @@ class LoadedModel:
         return 0.0 if self.active_requests() else time.monotonic() - self.last_used
 
     def active_requests(self) -> int:
-        counter = getattr(self.engine, "active_requests", None)
-        return int(counter()) if callable(counter) else 0
+        return int(self.engine.active_requests())
 
 
 class ModelManager:
@@ -64,6 +71,7 @@ class ModelManager:
         self._loading: dict[str, asyncio.Task[LoadedModel]] = {}
         self._listeners: list[Callable[[GenerationRecord], None]] = []
         self._reaper: asyncio.Task[None] | None = None
+        self._catalog: Catalog | None = None
 
     # --- names -------------------------------------------------------------------
     def resolve_name(self, name: str) -> str:
@@ -73,11 +81,10 @@ class ModelManager:
             InvalidName: `name` cannot be a model id (path characters, ...).
             ModelNotFound: neither; the message lists what is cached.
         """
-        if not name or len(name) > 200 or "/" in name or "\\" in name or ".." in name:
-            raise InvalidName(f"invalid model name {name!r}", param="model")
+        check_model_id(name)  # the one grammar: only valid names get near the filesystem
         if self.store.has(name):
             return name
-        variant_id = _catalog_variant(name)
+        variant_id = self._catalog_variant(name)
         if variant_id is not None and self.store.has(variant_id):
             return variant_id
         available = ", ".join(m.model_id for m in self.store.list_models()) or "none"
@@ -87,12 +94,32 @@ class ModelManager:
             param="model",
         )
 
-    def available(self) -> list[Any]:
+    def catalog(self) -> Catalog:
+        """The model catalog, read once per manager (once per service start).
+
+        Raises:
+            CatalogError: a catalog file does not match the schema (not cached; fix and retry).
+        """
+        if self._catalog is None:
+            from runtime.catalog import Catalog
+
+            self._catalog = Catalog.load()
+        return self._catalog
+
+    def _catalog_variant(self, name: str) -> str | None:
+        """The catalog's variant id for an alias (None: not an alias, or no readable catalog)."""
+        try:
+            _alias, variant = self.catalog().find(name)
+        except Exception:  # not an alias, or an unreadable catalog: the name is simply unknown
+            return None
+        return variant.id
+
+    def available(self) -> list[CachedModel]:
         """Every cached model (CachedModel), for /v1/models."""
         return self.store.list_models()
 
     # --- load / unload -------------------------------------------------------------
-    async def get(self, name: str, task: str | None = None) -> Any:
+    async def get(self, name: str, task: str | None = None) -> Engine:
         """The engine serving `name`, loaded on demand.
 
         Raises:
@@ -101,7 +128,7 @@ class ModelManager:
         """
         model_id = self.resolve_name(name)
         if task is not None:
-            model_task = self.store.resolve(model_id).metadata.get("task", "chat")
+            model_task = self.store.resolve(model_id).info.task
             if model_task != task:
                 raise UnsupportedTask(
                     f"model {model_id!r} serves {model_task}, not {task}", param="model"
@@ -109,6 +136,18 @@ class ModelManager:
         loaded = await self._ensure(model_id, None)
         loaded.last_used = time.monotonic()
         return loaded.engine
+
+    async def chat(self, name: str) -> ChatEngineProtocol:
+        """The chat engine serving `name` (raises as `get`, UnsupportedTask for other tasks)."""
+        return cast("ChatEngineProtocol", await self.get(name, task="chat"))
+
+    async def embeddings(self, name: str) -> EmbeddingEngineProtocol:
+        """The embedding engine serving `name`."""
+        return cast("EmbeddingEngineProtocol", await self.get(name, task="embeddings"))
+
+    async def speech(self, name: str) -> SpeechEngineProtocol:
+        """The speech engine serving `name`."""
+        return cast("SpeechEngineProtocol", await self.get(name, task="speech"))
 
     async def load(self, name: str, ttl: float | None = None) -> LoadedModel:
         loaded = await self._ensure(self.resolve_name(name), ttl)
@@ -181,13 +220,13 @@ class ModelManager:
     async def _load(self, model_id: str, ttl: float | None) -> LoadedModel:
         await self._make_room()
         cached = self.store.resolve(model_id)
-        task = cached.metadata.get("task", "chat")
+        task = cached.info.task
         engine_class = load_engine_class(task)
         started = time.perf_counter()
         metadata = {**cached.metadata, "model_id": model_id}
         # Blobs on disk can be swapped after they were checked at import or download.
         await asyncio.to_thread(check_artifact, cached.path)
-        engine = await asyncio.to_thread(engine_class, cached.path, metadata)
+        engine: Engine = await asyncio.to_thread(engine_class, cached.path, metadata)
         if hasattr(engine, "queue_size"):
             engine.queue_size = self.queue_size
         if hasattr(engine, "on_finish"):
@@ -214,9 +253,7 @@ class ModelManager:
     async def _drop(self, model_id: str) -> None:
         loaded = self._loaded.pop(model_id, None)
         if loaded is not None:
-            close = getattr(loaded.engine, "close", None)
-            if callable(close):
-                await asyncio.to_thread(close)
+            await asyncio.to_thread(loaded.engine.close)
             log.info("unloaded %s", model_id)
 
     async def _reap_idle(self) -> None:
@@ -234,16 +271,3 @@ class ModelManager:
     def _notify(self, record: GenerationRecord) -> None:
         for listener in self._listeners:
             listener(record)
-
-
-def _catalog_variant(name: str) -> str | None:
-    """The catalog's variant id for an alias, when runtime.catalog exists and knows it."""
-    try:
-        from runtime.catalog import Catalog
-    except ImportError:
-        return None
-    try:
-        _alias, variant = Catalog.load().find(name)
-    except Exception:  # not an alias, or an unreadable catalog: the name is simply unknown
-        return None
-    return getattr(variant, "id", None)

@@ -7,13 +7,10 @@ import json
 import msgspec
 import pytest
 
-from runtime.service.anthropic_protocol import (
-    MessagesRequest,
-    anthropic_error_body,
-    matched_stop,
-    stop_reason,
-    to_chat,
-)
+from runtime.errors import ModelNotFound
+from runtime.service.apis.anthropic.wire import MessagesRequest, stop_reason, to_chat
+from runtime.service.errors import anthropic_body, describe
+from runtime.service.replies import matched_stop
 
 
 # --- pure conversion (no server) ----------------------------------------------------------
@@ -92,11 +89,11 @@ def test_the_stop_sequence_reported_is_the_earliest_in_the_raw_reply():
 
 
 def test_error_body_has_anthropics_shape():
-    assert anthropic_error_body(404, "no such model") == {
+    assert anthropic_body(describe(ModelNotFound("no such model"))) == {
         "type": "error",
         "error": {"type": "not_found_error", "message": "no such model"},
     }
-    assert anthropic_error_body(500, "x")["error"]["type"] == "api_error"
+    assert anthropic_body(describe(RuntimeError("x")))["error"]["type"] == "api_error"
 
 
 # --- the real service, the real `anthropic` package ------------------------------------------

@@ -210,7 +210,7 @@ def test_through_the_api_a_request_past_the_kv_budget_is_a_429_with_retry_after(
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    code = f"from runtime.service.server import ServiceSettings, serve; serve(ServiceSettings(port={port}))"
+    code = f"from runtime.service.server import serve; from runtime.service.settings import ServiceSettings; serve(ServiceSettings(port={port}))"
     env = {**os.environ, "FOUNDRY_HOME": str(service_home), "FOUNDRY_PREFIX_CACHE_MB": "0"}
     env["FOUNDRY_CHAT_BATCHING"] = "continuous"
     env["FOUNDRY_KV_BUDGET_MB"] = "0.075"  # tiny-qwen: 256 bytes a token, so ~300 tokens

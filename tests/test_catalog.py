@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import msgspec
 import pytest
 from click.testing import CliRunner
 
@@ -15,6 +16,7 @@ from runtime.catalog import Catalog, catalog_schema, load_catalog_file
 from runtime.cli import main
 from runtime.errors import CatalogError, InsufficientMemory, ModelNotFound, ProviderUnavailable
 from runtime.hardware import Hardware, detect
+from runtime.service.apis.foundry.wire import variant_list_item
 from runtime.settings import REPO_ROOT
 
 REQUIRED_ALIASES = {
@@ -134,11 +136,11 @@ def test_every_list_item_carries_the_fields_foundry_local_sdk_requires(foundry_h
         "QNNExecutionProvider",
     }
     for variant in Catalog.load().variants():
-        item = Item.model_validate(variant.to_foundry_list_item())
+        item = Item.model_validate(msgspec.to_builtins(variant_list_item(variant)))
         assert item.runtime.deviceType in {"CPU", "GPU", "NPU"}
         assert item.runtime.executionProvider in sdk_providers
     phi = Catalog.load().variant("phi-3.5-mini-instruct-cpu-int4:1")
-    assert phi is not None and "{Content}" in phi.to_foundry_list_item()["promptTemplate"]["prompt"]
+    assert phi is not None and "{Content}" in variant_list_item(phi).prompt_template["prompt"]
 
 
 def test_smollm2_135m_defaults_to_int8_on_a_cpu(foundry_home: Path) -> None:

@@ -84,6 +84,24 @@ def test_help_and_status_import_no_heavy_module(args: list[str], tmp_path: Path)
     assert "runtime.cli" in modules  # the dump ran inside the CLI, so it can fail
 
 
+def test_foundry_build_help_imports_no_heavy_module(tmp_path: Path):
+    """The compiler's own CLI is light too until a build runs (its heavy half loads lazily)."""
+    dump = DUMP_MODULES.replace("from runtime.cli import main", "from compiler.cli import main")
+    env = {**os.environ, "FOUNDRY_HOME": str(tmp_path)}
+    result = subprocess.run(
+        [sys.executable, "-c", dump, json.dumps(["--help"])],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "Traceback" not in result.stderr and "Usage:" in result.stdout
+    line = next(x for x in result.stderr.splitlines() if x.startswith("MODULES="))
+    modules = set(json.loads(line.removeprefix("MODULES=")))
+    assert "compiler.cli" in modules
+    assert [m for m in banned_in(modules) if m.split(".")[0] != "compiler"] == []
+
+
 def test_status_of_a_running_service_imports_no_heavy_module(tmp_path: Path):
     assert run_foundry("service", "start", home=tmp_path).returncode == 0
     try:

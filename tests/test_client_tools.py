@@ -14,14 +14,10 @@ import httpx
 import jsonschema
 import pytest
 
-from runtime.service.anthropic_protocol import BlockStream, content_blocks
-from runtime.service.ollama_protocol import reply_fields
-from runtime.service.responses_protocol import (
-    OutputStream,
-    ResponseEvents,
-    ResponsesRequest,
-    output_items,
-)
+from runtime.service.apis.anthropic.wire import BlockStream, content_blocks
+from runtime.service.apis.ollama.wire import reply_fields
+from runtime.service.apis.responses.output import OutputStream, ResponseEvents, output_items
+from runtime.service.apis.responses.wire import ResponsesRequest
 from runtime.tools.parsers import StreamParser, get_parser, parse
 
 WEATHER = {

@@ -15,7 +15,7 @@ import openai
 import pytest
 
 from runtime.errors import InvalidRequest
-from runtime.service.media_protocol import EmbeddingRequest, embedding_response
+from runtime.service.apis.media.wire import EmbeddingRequest, embedding_response
 
 MINILM = "all-minilm-test"
 MINILM_INT8 = "all-minilm-test-int8"

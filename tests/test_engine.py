@@ -25,7 +25,8 @@ from runtime.errors import (
     QueueFull,
     UnsupportedParameter,
 )
-from runtime.service.protocol import ChatCompletionRequest, CompletionRequest, decode_body
+from runtime.service.apis.openai.wire import ChatCompletionRequest, CompletionRequest
+from runtime.service.transport import decode_body
 
 ALIAS = "qwen2.5-0.5b"
 HELLO = [{"role": "user", "content": "Hello, how are you today?"}]

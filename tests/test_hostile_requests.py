@@ -13,7 +13,7 @@ import json
 import httpx
 import pytest
 
-from runtime.service.protocol import OPEN_ENDED_MAX_TOKENS, open_ended_max_tokens
+from runtime.service.turn import OPEN_ENDED_MAX_TOKENS, open_ended_max_tokens
 
 M = "tiny-qwen"  # the session service's model: vocabulary 512, context 32768
 HI = [{"role": "user", "content": "hi"}]

@@ -9,7 +9,7 @@ import msgspec
 import pytest
 
 from runtime.errors import InvalidRequest
-from runtime.service.ollama_protocol import (
+from runtime.service.apis.ollama.wire import (
     ChatRequest,
     GenerateRequest,
     Options,
@@ -17,7 +17,7 @@ from runtime.service.ollama_protocol import (
     generate_to_chat,
     parse_keep_alive,
 )
-from runtime.service.protocol import ChatCompletionRequest
+from runtime.service.apis.openai.wire import ChatCompletionRequest
 
 
 # --- pure conversion (no server) ----------------------------------------------------------

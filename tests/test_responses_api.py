@@ -10,15 +10,16 @@ import msgspec
 import pytest
 
 from runtime.errors import ResponseNotFound
-from runtime.service.responses_protocol import (
-    ResponseEvents,
+from runtime.service.apis.responses.output import OutputStream, ResponseEvents
+from runtime.service.apis.responses.store import ResponsesStore, StoredResponse
+from runtime.service.apis.responses.wire import (
     ResponsesRequest,
     input_items,
     item_messages,
     new_response_id,
     to_params,
 )
-from runtime.service.responses_store import ResponsesStore, StoredResponse
+from runtime.service.replies import Piece as Delta
 
 
 def decode(body: dict) -> ResponsesRequest:
@@ -57,7 +58,7 @@ def test_message_items_keep_roles_and_developer_reads_as_system():
 
 
 def test_text_format_json_schema_is_the_same_guidance_as_chats_response_format():
-    from runtime.service.protocol import ChatCompletionRequest
+    from runtime.service.apis.openai.wire import ChatCompletionRequest
 
     schema = {"type": "object", "properties": {"a": {"type": "integer"}}}
     request = decode(
@@ -105,8 +106,10 @@ def test_invalid_responses_bodies_do_not_decode(body):
 
 def test_stream_events_come_in_order_with_increasing_sequence_numbers():
     events = ResponseEvents(decode({"model": "m", "input": "x"}), response_id="resp_1", model="m")
-    sent = [*events.opening(), events.delta("He"), events.delta("llo")]
-    sent += events.closing("Hello", "stop", {"input_tokens": 1, "output_tokens": 2})
+    output = OutputStream(events)
+    sent = output.begin(open_message=True)
+    sent += output.feed(Delta(content="He")) + output.feed(Delta(content="llo"))
+    sent += output.closing("stop", {"input_tokens": 1, "output_tokens": 2})
     assert [name for name, _ in sent] == [
         "response.created",
         "response.in_progress",

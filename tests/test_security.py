@@ -322,7 +322,7 @@ def app_routes() -> list[tuple[str, str]]:
     import re
 
     from runtime.service.app import create_app
-    from runtime.service.server import ServiceSettings
+    from runtime.service.settings import ServiceSettings
 
     routes = []
     for route in create_app(ServiceSettings()).routes:

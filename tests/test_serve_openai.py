@@ -374,7 +374,7 @@ def small_queue_service(service_home: Path, service_model: str):
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     code = (
-        "from runtime.service.server import ServiceSettings, serve; "
+        "from runtime.service.server import serve; from runtime.service.settings import ServiceSettings; "
         f"serve(ServiceSettings(port={port}, queue_size=1))"
     )
     env = {**os.environ, "FOUNDRY_HOME": str(service_home)}

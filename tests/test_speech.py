@@ -22,7 +22,7 @@ import pytest
 
 from runtime.audio import SAMPLE_RATE, decode_audio, split_windows, to_wav_bytes
 from runtime.errors import InvalidAudio
-from runtime.service.media_protocol import render_transcript
+from runtime.service.apis.media.wire import render_transcript
 
 WHISPER = "whisper-test"
 WHISPER_INT4 = "whisper-test-int4"

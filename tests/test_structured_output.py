@@ -15,7 +15,7 @@ import onnxruntime_genai as og
 import pytest
 
 from runtime.engines.prompt import load_chat_template
-from runtime.tools.calls import parse_output, plan_tools, response_format_guidance
+from runtime.tools.calls import parse_output, plan_tools
 from runtime.tools.grammar import json_schema_guidance, tool_call_guidance
 
 FAMILIES = {"qwen2.5-0.5b": "qwen", "llama-3.2-1b": "llama3"}
@@ -107,7 +107,7 @@ def test_every_grammar_we_build_has_no_free_whitespace(family):
         tool_call_guidance(family, TOOLS),
         tool_call_guidance(family, TOOLS[:1]),
         json_schema_guidance(WEATHER),
-        response_format_guidance({"type": "json_object"}),
+        json_schema_guidance({"type": "object"}),  # response_format json_object
     ]
     for guidance in guidances:
         schemas = _schemas_in(guidance)

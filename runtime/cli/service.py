@@ -1,7 +1,8 @@
 """`foundry service start|status|stop|restart`: the service's lifecycle, seen from the CLI.
 
-`start` launches `python -m runtime.service.server` detached (its own session, output to
-`$FOUNDRY_HOME/logs/service.log`) and returns once `/health` answers. `status` is run by
+`start` builds the ServiceSettings once and launches `python -m runtime.service.launcher` with
+them, detached (its own session, output to `$FOUNDRY_HOME/logs/service.log`), and returns
+once `/health` answers. `status` is run by
 Foundry Local's SDK about ten times a second while the service starts, and regex-parses
 `http://127.0.0.1:PORT` out of its output: it imports only click, the stdlib and msgspec,
 and asks the running service (not onnxruntime) what it serves.
@@ -15,7 +16,6 @@ import os
 import signal
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +27,9 @@ from runtime.settings import env, env_number, foundry_home
 if TYPE_CHECKING:
     import subprocess
 
-__all__ = ["LaunchOptions", "console", "console_url", "group", "start_service", "stop_service"]
+    from runtime.service.settings import ServiceSettings
+
+__all__ = ["console", "console_url", "group", "start_service", "stop_service"]
 
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 10.0
@@ -82,46 +84,14 @@ def console_url(base_url: str) -> str | None:
     return f"{base_url}/" if answer is not None and answer[0] == b"200" else None
 
 
-@dataclass(frozen=True)
-class LaunchOptions:
-    """How to run the service: `foundry service start`'s options, minus the waiting."""
+SERVER_COMMAND = [sys.executable, "-m", "runtime.service.launcher"]
 
-    host: str = "127.0.0.1"
-    port: int = 0
-    api_key: str | None = None
-    insecure: bool = False
-    max_loaded: int | None = None
-    ttl: float | None = None
-    cors_origins: tuple[str, ...] = ()
-    console: bool = True
 
-    def command(self) -> list[str]:
-        """The server's command line; the API key travels in the environment, where `ps`
-        cannot show it."""
-        command = [sys.executable, "-m", "runtime.service.launcher", "--host", self.host]
-        command += ["--port", str(self.port)]
-        if self.max_loaded is not None:
-            command += ["--max-loaded", str(self.max_loaded)]
-        if self.ttl is not None:
-            command += ["--ttl", str(self.ttl)]
-        if self.insecure:
-            command.append("--insecure")
-        for origin in self.cors_origins:
-            command += ["--cors-origin", origin]
-        if not self.console:
-            command.append("--no-console")
-        return command
+def _check(settings: ServiceSettings) -> None:
+    """Refuse an unsafe bind here, in one line, rather than in a child that dies."""
+    from runtime.service.security import check_bind
 
-    def environment(self) -> dict[str, str]:
-        child_env = dict(os.environ)
-        if self.api_key:
-            child_env["FOUNDRY_API_KEY"] = self.api_key
-        return child_env
-
-    def check(self) -> None:
-        from runtime.service.security import check_bind
-
-        check_bind(self.host, self.api_key, self.insecure)
+    check_bind(settings.host, settings.api_key, settings.insecure)
 
 
 def _rotate_log() -> None:
@@ -167,7 +137,7 @@ def _wait_until_healthy(process: subprocess.Popen[bytes], timeout: float) -> Any
 
 
 def start_service(
-    options: LaunchOptions | None = None, timeout: float = START_TIMEOUT
+    settings: ServiceSettings | None = None, timeout: float = START_TIMEOUT
 ) -> tuple[Any, bool]:
     """Start the service detached unless one runs; returns (state, started_now).
 
@@ -179,10 +149,11 @@ def start_service(
 
     from filelock import FileLock
 
+    from runtime.service.settings import launch_environment, settings_from
     from runtime.service.state import running_state
 
-    options = options or LaunchOptions(api_key=env("FOUNDRY_API_KEY"))
-    options.check()
+    settings = settings or settings_from(log_level="info")
+    _check(settings)
     lock_dir = foundry_home() / "locks"
     lock_dir.mkdir(parents=True, exist_ok=True)
     # Two concurrent `start`s (an SDK and a user) start one service.
@@ -193,11 +164,11 @@ def start_service(
         _rotate_log()
         with log_path().open("ab") as log:
             process = subprocess.Popen(
-                options.command(),
+                SERVER_COMMAND,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env=options.environment(),
+                env=launch_environment(settings),
                 # `python -m` puts the cwd first on sys.path: a `runtime/` folder must not win.
                 cwd=str(foundry_home()),
                 start_new_session=True,
@@ -320,19 +291,23 @@ def _start_options(func: Any) -> Any:
 )
 def start(timeout: float, foreground: bool, **values: Any) -> None:
     """Start the service in the background and print its endpoint."""
-    options = _launch_options(values)
+    settings = _settings(values)
     if foreground:
-        options.check()
+        from runtime.service.settings import launch_environment
+
+        _check(settings)
         # Become the server process (same terminal, Ctrl-C stops it), so the state file's pid
         # and command line are the server's own.
         foundry_home().mkdir(parents=True, exist_ok=True)
         os.chdir(foundry_home())  # a `runtime/` folder in the cwd must not shadow ours
-        command = options.command()
-        os.execve(command[0], command, options.environment())
-    _print_started(*start_service(options, timeout))
+        os.execve(SERVER_COMMAND[0], SERVER_COMMAND, launch_environment(settings))
+    _print_started(*start_service(settings, timeout))
 
 
-def _launch_options(values: dict[str, Any]) -> LaunchOptions:
+def _settings(values: dict[str, Any]) -> ServiceSettings:
+    """The service's settings, built once here from the options over the environment."""
+    from runtime.service.settings import settings_from
+
     key_file = values.pop("api_key_file", None)
     if key_file is not None and not values.get("api_key"):
         lines = key_file.read_text(errors="replace").splitlines()
@@ -341,13 +316,8 @@ def _launch_options(values: dict[str, Any]) -> LaunchOptions:
             raise InvalidRequest(
                 f"--api-key-file {key_file} holds no key", hint="write the key on its first line"
             )
-    values["api_key"] = values.get("api_key") or env("FOUNDRY_API_KEY")
-    if values.get("max_loaded") is None:  # a bad value is one line here, not a dead child
-        values["max_loaded"] = env_number("FOUNDRY_MAX_LOADED", int)
-    if values.get("ttl") is None:
-        values["ttl"] = env_number("FOUNDRY_TTL", float)
-    values["cors_origins"] = tuple(values.get("cors_origins") or ())
-    return LaunchOptions(**values)
+    # A bad FOUNDRY_* number is one line here, not a dead child.
+    return settings_from(**values, log_level="info")
 
 
 @group.command("stop")
@@ -361,10 +331,10 @@ def stop() -> None:
 @_start_options
 def restart(timeout: float, **values: Any) -> None:
     """Stop the service if it runs, then start it again with these options."""
-    options = _launch_options(values)
-    options.check()  # refuse before stopping anything
+    settings = _settings(values)
+    _check(settings)  # refuse before stopping anything
     stop_service()
-    _print_started(*start_service(options, timeout))
+    _print_started(*start_service(settings, timeout))
 
 
 @group.command("status")

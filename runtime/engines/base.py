@@ -22,7 +22,7 @@ FINISH_REASONS: tuple[str, ...] = ("stop", "length", "cancelled", "error")
 
 
 class GenerationParams(msgspec.Struct, kw_only=True):
-    """How to generate one sequence. Bounds are checked by the wire layer (protocol.py).
+    """How to generate one sequence. Bounds are checked by the wire layer (runtime/service/bounds.py and each API's wire.py).
 
     `max_tokens` is clamped by the engine to what the context leaves after the prompt.
     `temperature == 0` means greedy. `top_k == 0` means off. `stop` strings end the

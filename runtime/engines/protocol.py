@@ -8,11 +8,17 @@ and the service may be rebuilt freely as long as it calls nothing else.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from runtime.engines.base import Chunk, GenerationParams, GenerationRecord
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from runtime.engines.embeddings import Embeddings
+    from runtime.engines.speech import Transcript
 
 __all__ = ["ChatEngineProtocol", "EmbeddingEngineProtocol", "Engine", "SpeechEngineProtocol"]
 
@@ -46,10 +52,12 @@ class ChatEngineProtocol(Engine, Protocol):
     threads. Greedy output is the same token for token whatever else runs beside it.
     """
 
+    metadata: dict[str, Any]  # the manifest's metadata (tool_parser, family, ...)
     context_length: int
+    vocab_size: int  # 0 when genai_config does not say
     threads: int
     queue_size: int
-    on_finish: Any  # Callable[[GenerationRecord], None] | None, set by the manager
+    on_finish: Callable[[GenerationRecord], None] | None  # set by the manager
 
     def render_prompt(
         self,
@@ -65,13 +73,23 @@ class ChatEngineProtocol(Engine, Protocol):
 
 @runtime_checkable
 class EmbeddingEngineProtocol(Engine, Protocol):
-    async def aembed(self, inputs: Any) -> Any: ...
+    """An embedding artifact: batched off the event loop, one row per input."""
+
+    async def aembed(self, inputs: list[str] | list[list[int]]) -> Embeddings: ...
+    def truncate_dimensions(self, vectors: np.ndarray, dimensions: int | None) -> np.ndarray: ...
 
 
 @runtime_checkable
 class SpeechEngineProtocol(Engine, Protocol):
+    """A Whisper artifact: `check_language` raises InvalidRequest before any work is done."""
+
     def check_language(self, language: str | None) -> str: ...
-    async def atranscribe(self, pcm: Any, **kwargs: Any) -> Any: ...
-
-
-_ = GenerationRecord  # named in on_finish's contract above
+    async def atranscribe(
+        self,
+        pcm: np.ndarray,
+        *,
+        language: str | None = None,
+        task: str = "transcribe",
+        prompt: str | None = None,
+        temperature: float = 0.0,
+    ) -> Transcript: ...

@@ -1,7 +1,7 @@
 """create_app(settings): the whole service on one screen.
 
-Route modules each export ROUTES; the three exception handlers render every error in
-OpenAI's shape; the lifespan builds and closes the ModelManager (on `app.state.manager`,
+Route modules each export ROUTES; one exception handler renders every error in the shape
+of the API its path belongs to (errors.py); the lifespan builds and closes the ModelManager (on `app.state.manager`,
 also injected as `manager`); security (Host, Origin, API key) and metrics wrap every route.
 Nothing happens at import time.
 """
@@ -16,35 +16,28 @@ from litestar import Litestar
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.middleware import DefineMiddleware
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin
 
+from runtime import __version__
 from runtime.manager import ModelManager
-from runtime.service import (
-    anthropic_routes,
-    console_routes,
-    management_routes,
-    media_routes,
-    metrics,
-    ollama_routes,
-    openai_routes,
-    responses_routes,
-)
-from runtime.service.error_responses import EXCEPTION_HANDLERS
+from runtime.service import console_routes, metrics
+from runtime.service.apis.anthropic import routes as anthropic
+from runtime.service.apis.foundry import routes as foundry
+from runtime.service.apis.media import routes as media
+from runtime.service.apis.ollama import routes as ollama
+from runtime.service.apis.openai import routes as openai
+from runtime.service.apis.responses import routes as responses
+from runtime.service.errors import EXCEPTION_HANDLERS
 from runtime.service.security import SecurityMiddleware, cors_config
 
 if TYPE_CHECKING:
-    from runtime.service.server import ServiceSettings
+    from runtime.service.settings import ServiceSettings
     from runtime.store import Store
 
 __all__ = ["create_app"]
 
-ROUTE_MODULES = (
-    openai_routes,
-    management_routes,
-    media_routes,
-    responses_routes,
-    anthropic_routes,
-    ollama_routes,
-)
+API_ROUTES = (openai, foundry, media, responses, anthropic, ollama)  # each: apis/<name>/routes.py
 
 
 def create_app(settings: ServiceSettings, *, store: Store | None = None) -> Litestar:
@@ -70,7 +63,7 @@ def create_app(settings: ServiceSettings, *, store: Store | None = None) -> Lite
         return state.manager
 
     return Litestar(
-        route_handlers=[handler for module in ROUTE_MODULES for handler in module.ROUTES]
+        route_handlers=[handler for module in API_ROUTES for handler in module.ROUTES]
         + console_routes.routes(settings),
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=[manage_models],
@@ -87,6 +80,13 @@ def create_app(settings: ServiceSettings, *, store: Store | None = None) -> Lite
         cors_config=cors_config(settings.cors_origins),
         request_max_body_size=settings.max_body_bytes,
         state=State({"settings": settings}),
-        openapi_config=None,
+        # /openapi.json (behind the same key as every route): each JSON route's real request
+        # Struct, declared as `data` with transport.WireBody, so a fuzzer learns the bodies.
+        openapi_config=OpenAPIConfig(
+            title="foundry",
+            version=__version__,
+            path="/openapi.json",
+            render_plugins=[JsonRenderPlugin(path="/")],
+        ),
         debug=False,
     )

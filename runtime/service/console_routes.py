@@ -30,12 +30,12 @@ from litestar.response import Response
 from runtime import __version__
 from runtime.errors import FoundryError, NotFound
 from runtime.service import metrics
-from runtime.service.management_routes import _hardware, _manager, _ps_row, _store
+from runtime.service.apis.foundry.routes import _hardware, _manager, _ps_row, _store
 
 if TYPE_CHECKING:
     from runtime.catalog import Variant
     from runtime.hardware import Hardware
-    from runtime.service.server import ServiceSettings
+    from runtime.service.settings import ServiceSettings
 
 __all__ = ["CONSOLE_HEADERS", "ErrorLog", "explain_choice", "routes"]
 
@@ -108,7 +108,8 @@ def explain_choice(
     `foundry model download ALIAS` would do; the reasons restate its three rules (provider
     found, fits in memory, NPU > GPU > CPU) for each variant.
     """
-    from runtime.hardware import MEMORY_FRACTION, choose_variant
+    from runtime.hardware import MEMORY_FRACTION
+    from runtime.placement import choose_variant
 
     try:
         picked: str | None = choose_variant(variants, hardware).id
@@ -142,12 +143,10 @@ def explain_choice(
 @get("/foundry/catalog", sync_to_thread=True)
 def console_catalog(request: Request) -> dict[str, Any]:
     """Every catalog alias with its variants, the pick and why; cached and loaded state per id."""
-    from runtime.catalog import Catalog
-
     hardware = _hardware(request)
     cached = {m.model_id: m for m in _store(request).list_models()}
     loaded = {entry.model_id for entry in _manager(request).loaded()}
-    catalog = Catalog.load()
+    catalog = _manager(request).catalog()
     aliases: list[dict[str, Any]] = []
     for alias in catalog.aliases():
         variants = catalog.variants(alias.alias)

@@ -1,7 +1,7 @@
 """The service process: bind the socket, serve the app, own the state file for its lifetime.
 
 `python -m runtime.service.launcher` is what `foundry service start` runs detached (and what
-`--foreground` becomes).
+`--foreground` becomes); the settings arrive whole in the environment (service/settings.py).
 The state file is written only once uvicorn has started (socket bound, lifespan done), so a
 client that finds the file can talk to the service at once; it is removed on any exit. The
 API key arrives in `FOUNDRY_API_KEY`, never on the command line where `ps` would show it.
@@ -9,45 +9,22 @@ API key arrives in `FOUNDRY_API_KEY`, never on the command line where `ps` would
 
 from __future__ import annotations
 
-import argparse
-import inspect
 import logging
 import os
 import socket
 import sys
 import threading
-from typing import Any
+
+import msgspec
 
 from runtime import __version__
 from runtime.errors import FoundryError, ServiceStartFailed
-from runtime.settings import env, env_number, keep_private
+from runtime.service.settings import ServiceSettings, received
+from runtime.settings import keep_private
 
-__all__ = ["build_settings", "run"]
+__all__ = ["run"]
 
 log = logging.getLogger("runtime.service")
-
-
-def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m runtime.service.server", description="Serve the foundry API."
-    )
-    parser.add_argument("--host", default=env("FOUNDRY_HOST", "127.0.0.1"))
-    parser.add_argument("--port", type=int, default=env_number("FOUNDRY_PORT", int) or 0)
-    parser.add_argument("--max-loaded", type=int, default=None)
-    parser.add_argument("--ttl", type=float, default=None)
-    parser.add_argument("--insecure", action="store_true")
-    parser.add_argument("--cors-origin", dest="cors_origins", action="append", default=[])
-    parser.add_argument("--no-console", dest="console", action="store_false")
-    parser.add_argument("--log-level", default="info")
-    return parser.parse_args(argv)
-
-
-def build_settings(**values: Any) -> Any:
-    """A `ServiceSettings` from the values it accepts (None = keep its default)."""
-    from runtime.service.server import ServiceSettings
-
-    accepted = inspect.signature(ServiceSettings).parameters
-    return ServiceSettings(**{k: v for k, v in values.items() if k in accepted and v is not None})
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -68,14 +45,15 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def run(argv: list[str] | None = None) -> int:
+def run() -> int:
     """Serve until SIGTERM/SIGINT; returns the process exit code."""
-    args = _parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     try:
-        return _serve(args)
+        settings = received()
+        logging.basicConfig(
+            level=settings.log_level.upper(),
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
+        return _serve(settings)
     except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it handled, after a clean shutdown
         return 0
     except FoundryError as exc:
@@ -85,7 +63,7 @@ def run(argv: list[str] | None = None) -> int:
         return exc.exit_code
 
 
-def _serve(args: argparse.Namespace) -> int:
+def _serve(settings: ServiceSettings) -> int:
     import uvicorn
 
     from runtime.hardware import detect
@@ -94,23 +72,11 @@ def _serve(args: argparse.Namespace) -> int:
     from runtime.service.state import new_state, remove_state, write_state
 
     keep_private()
-    api_key = env("FOUNDRY_API_KEY")
-    check_bind(args.host, api_key, args.insecure)
-    sock = bind_socket(args.host, args.port)
+    check_bind(settings.host, settings.api_key, settings.insecure)
+    sock = bind_socket(settings.host, settings.port)
     port = sock.getsockname()[1]
-    max_loaded = args.max_loaded or env_number("FOUNDRY_MAX_LOADED", int)
-    ttl = args.ttl if args.ttl is not None else env_number("FOUNDRY_TTL", float)
-    settings = build_settings(
-        host=args.host,
-        port=port,
-        api_key=api_key,
-        insecure=args.insecure,
-        cors_origins=tuple(args.cors_origins),
-        console=args.console,
-        max_loaded=max_loaded,
-        ttl=ttl,
-    )
-    state = new_state(args.host, port, __version__, api_key_set=bool(api_key))
+    settings = msgspec.structs.replace(settings, port=port)
+    state = new_state(settings.host, port, __version__, api_key_set=bool(settings.api_key))
 
     class StateWritingServer(uvicorn.Server):
         async def startup(self, sockets: list[socket.socket] | None = None) -> None:
@@ -123,7 +89,10 @@ def _serve(args: argparse.Namespace) -> int:
                 threading.Thread(target=detect, name="detect-hardware", daemon=True).start()
 
     config = uvicorn.Config(
-        create_app(settings), log_level=args.log_level, timeout_graceful_shutdown=5, access_log=True
+        create_app(settings),
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=5,
+        access_log=True,
     )
     server = StateWritingServer(config)
     try:

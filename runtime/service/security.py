@@ -215,16 +215,10 @@ class SecurityMiddleware:
 
 
 def _error_body(path: str, exc: FoundryError) -> dict[str, Any]:
-    """Each API's own error shape (a client parses only its own): Anthropic's under
-    /v1/messages, Ollama's under /api/, OpenAI's everywhere else."""
-    if path == "/v1/messages" or path.startswith("/v1/messages/"):
-        from runtime.service.anthropic_protocol import anthropic_error_body
+    """Each API's own error shape (a client parses only its own), as the app's handler picks it."""
+    from runtime.service.errors import describe, shape_for
 
-        return anthropic_error_body(exc.http_status, exc.message)
-    if path.startswith("/api/"):
-        return {"error": exc.message}
-    error = {"message": exc.message, "type": exc.openai_type, "param": None, "code": exc.code}
-    return {"error": error}
+    return shape_for(path)(describe(exc))
 
 
 async def _send_error(scope: Scope, send: Any, exc: FoundryError) -> None:

@@ -1,4 +1,4 @@
-"""ServiceSettings and `serve()`: run the Litestar app under uvicorn on one socket.
+"""`serve()`: run the Litestar app under uvicorn on one socket.
 
 Port 0 means "pick a free port": the socket is bound here first and handed to uvicorn,
 so the port that ends up in the state file is the one actually listening (no race).
@@ -12,23 +12,11 @@ from collections.abc import Callable
 
 import msgspec
 
-__all__ = ["ServiceSettings", "bind", "serve"]
+from runtime.service.settings import ServiceSettings
+
+__all__ = ["bind", "serve"]
 
 log = logging.getLogger(__name__)
-
-
-class ServiceSettings(msgspec.Struct, kw_only=True, frozen=True):
-    host: str = "127.0.0.1"
-    port: int = 0
-    api_key: str | None = None
-    max_loaded: int = 2
-    ttl: float = 600.0
-    max_body_bytes: int = 8 * 1024 * 1024
-    queue_size: int = 64
-    insecure: bool = False
-    cors_origins: tuple[str, ...] = ()
-    console: bool = True  # the web console at `/` (`--no-console` turns it off)
-    log_level: str = "warning"
 
 
 def bind(settings: ServiceSettings) -> tuple[socket.socket, ServiceSettings]:

@@ -8,6 +8,7 @@ duplicate work; correctness never depends on them.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -36,6 +37,7 @@ from runtime.settings import cache_dir
 from runtime.store.atomic import CHUNK, atomic_write, hash_file, staged_file
 from runtime.store.layout import Layout
 from runtime.store.manifest import FileEntry, Manifest, digest_bytes, encode_canonical
+from runtime.store.metadata import ModelMetadata
 
 __all__ = ["CachedModel", "Manifest", "Staging", "Store"]
 
@@ -111,6 +113,11 @@ class CachedModel:
     @property
     def metadata(self) -> dict[str, Any]:
         return self.manifest.metadata
+
+    @functools.cached_property
+    def info(self) -> ModelMetadata:
+        """The metadata, typed (store/metadata.py)."""
+        return ModelMetadata.read(self.manifest.metadata)
 
     @property
     def size(self) -> int:

@@ -1,9 +1,8 @@
 """The seam between wire APIs and tool calling: what to render, how to guide, how to read.
 
-Every API layer (OpenAI chat completions here; Responses, Anthropic Messages and Ollama
-in their own modules) converts its request into plain values, calls `plan_tools` /
-`response_format_guidance` / `prepare_messages` before rendering the prompt, and reads the
-reply with `parse_output` (finished) or `ReplyStream` (streamed). Which family's syntax
+The service's generation seam (`runtime/service/turn.py::open_turn`) calls `plan_tools` and
+`prepare_messages` before rendering the prompt once, and reads the reply with `parse_output`
+(finished) or `ReplyStream` (streamed), for every client API alike. Which family's syntax
 applies is data: the manifest's `tool_parser` (written by the compiler's recipe).
 """
 
@@ -20,11 +19,18 @@ from runtime.errors import InvalidMessages, InvalidRequest
 from runtime.tools.grammar import (
     MAX_SCHEMA_DEPTH,
     json_depth,
-    json_schema_guidance,
     marker_tokens,
     tool_call_guidance,
 )
-from runtime.tools.parsers import Delta, ParsedOutput, StreamParser, ToolParser, get_parser, parse
+from runtime.tools.parsers import (
+    Delta,
+    ParsedOutput,
+    StreamParser,
+    ToolParser,
+    family_format,
+    get_parser,
+    parse,
+)
 
 __all__ = [
     "ReplyStream",
@@ -34,13 +40,8 @@ __all__ = [
     "parser_name",
     "plan_tools",
     "prepare_messages",
-    "response_format_guidance",
     "starts_in_reasoning",
-    "wire_message",
 ]
-
-# Used only when a manifest predates `tool_parser`: the family's usual syntax.
-_FAMILY_PARSERS = {"qwen2": "qwen", "qwen3": "qwen", "llama": "llama3", "mistral": "mistral"}
 
 
 @dataclass
@@ -61,7 +62,7 @@ class ToolPlan:
 def parser_name(metadata: dict[str, Any]) -> str | None:
     """The tool parser a model's manifest metadata names (or its family's usual one)."""
     name = metadata.get("tool_parser")
-    return name if name else _FAMILY_PARSERS.get(str(metadata.get("family") or ""))
+    return name if name else family_format(str(metadata.get("family") or ""))
 
 
 @lru_cache(maxsize=16)
@@ -152,33 +153,6 @@ def plan_tools(
     return ToolPlan(tools, guidance, parser if family else get_parser("qwen"), forced=True)
 
 
-def response_format_guidance(response_format: Any) -> tuple[str, str] | None:
-    """`response_format` -> guidance: json_object and json_schema (strict or not) are enforced.
-
-    Raises:
-        InvalidRequest: an unknown type or a json_schema without a schema object.
-    """
-    if response_format is None:
-        return None
-    kind = response_format.get("type") if isinstance(response_format, dict) else None
-    if kind in (None, "text"):
-        return None
-    if kind == "json_object":
-        return json_schema_guidance({"type": "object"})
-    if kind == "json_schema":
-        # Chat completions nest it ({"json_schema": {"schema": ...}}); the Responses API's
-        # `text.format` is flat ({"type": "json_schema", "name": ..., "schema": ...}).
-        spec = response_format.get("json_schema", response_format)
-        schema = spec.get("schema") if isinstance(spec, dict) else None
-        if not isinstance(schema, dict):
-            raise InvalidRequest(
-                "response_format.json_schema.schema must be a JSON schema object",
-                param="response_format",
-            )
-        return json_schema_guidance(schema)
-    raise InvalidRequest(f"unknown response_format type {kind!r}", param="response_format")
-
-
 def prepare_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Messages as chat templates expect them (Hugging Face convention).
 
@@ -244,7 +218,7 @@ def finish_reason(engine_reason: str | None, has_tool_calls: bool) -> str | None
 
 
 class ReplyStream:
-    """Streamed text in, OpenAI-shaped deltas out (content, reasoning, tool-call fragments)."""
+    """Streamed text in, reply pieces out (content, reasoning, tool-call fragments)."""
 
     def __init__(self, plan: ToolPlan, *, prompt: str = ""):
         self._parser = StreamParser(plan.parser, in_reasoning=starts_in_reasoning(prompt))
@@ -258,34 +232,3 @@ class ReplyStream:
 
     def finish(self) -> list[Delta]:
         return self._parser.finish()
-
-    @staticmethod
-    def wire(delta: Delta) -> dict[str, Any]:
-        """One delta as an OpenAI `choices[].delta` object."""
-        if delta.index is None:
-            if delta.reasoning is not None:
-                return {"reasoning_content": delta.reasoning}
-            return {"content": delta.content}
-        call: dict[str, Any] = {"index": delta.index}
-        if delta.id is not None:
-            call.update(id=delta.id, type="function")
-        function: dict[str, Any] = {}
-        if delta.name is not None:
-            function["name"] = delta.name
-        if delta.arguments is not None:
-            function["arguments"] = delta.arguments
-        call["function"] = function
-        return {"tool_calls": [call]}
-
-
-def wire_message(parsed: ParsedOutput) -> dict[str, Any]:
-    """A finished reply as an OpenAI assistant `message`."""
-    message: dict[str, Any] = {"role": "assistant", "content": parsed.content}
-    if parsed.reasoning is not None:
-        message["reasoning_content"] = parsed.reasoning
-    if parsed.tool_calls:
-        message["tool_calls"] = [
-            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
-            for c in parsed.tool_calls
-        ]
-    return message

@@ -12,18 +12,18 @@ onnxruntime-genai 0.18 takes guidance per turn as (`"json_schema"` | `"lark_gram
   0.18's static-batch Engine permanently unhealthy (every later request failed). So a marker
   that is one token in the vocabulary is written `<[id]>`; only other markers are literals.
 
-Tool syntax per family is data (`TOOL_SYNTAX`, keyed like `parsers.PARSERS`), so a forced
-call is wrapped exactly as that family's parser reads it.
+Tool syntax per family is data, in the same row as the family's parser
+(`parsers.FORMATS`), so a forced call is wrapped exactly as that family's parser reads it.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from runtime.errors import InvalidRequest
+from runtime.tools.parsers import FORMATS, ToolSyntax, tool_format
 
 __all__ = [
     "MAX_SCHEMA_DEPTH",
@@ -41,24 +41,7 @@ NO_FLEX = {"whitespace_flexible": False}
 MAX_SCHEMA_DEPTH = 64  # JSON levels (about 30 nested objects); 5,000 raised RecursionError (500)
 
 
-@dataclass(frozen=True)
-class ToolSyntax:
-    """How one family wraps a forced call: `open` + body + `close`, body one object or a list."""
-
-    open: str
-    close: str
-    arg_key: str = "arguments"
-    as_list: bool = False
-
-
-TOOL_SYNTAX: dict[str, ToolSyntax] = {
-    "qwen": ToolSyntax("<tool_call>\n", "\n</tool_call>"),
-    "hermes": ToolSyntax("<tool_call>\n", "\n</tool_call>"),
-    "mistral": ToolSyntax("[TOOL_CALLS]", "", as_list=True),
-    "llama3": ToolSyntax("", "", arg_key="parameters"),
-    "phi4": ToolSyntax("<|tool_call|>", "<|/tool_call|>", as_list=True),
-    "none": ToolSyntax("<tool_call>\n", "\n</tool_call>"),  # parsed by nobody: qwen's is a guess
-}
+TOOL_SYNTAX: dict[str, ToolSyntax] = {name: f.syntax for name, f in FORMATS.items()}
 
 
 def strict_schema(schema: dict[str, Any]) -> dict[str, Any]:
@@ -180,7 +163,7 @@ def tool_call_guidance(
     """
     if not tools:
         raise InvalidRequest("tool_choice requires at least one tool", param="tool_choice")
-    syntax = TOOL_SYNTAX.get(family or "none", TOOL_SYNTAX["none"])
+    syntax = tool_format(family).syntax
     try:
         calls = [_call_schema(t, syntax.arg_key) for t in tools]
     except (KeyError, TypeError, AttributeError) as exc:

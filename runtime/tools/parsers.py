@@ -28,14 +28,19 @@ from dataclasses import dataclass, field
 from runtime.tools.jsonscan import Malformed, scan_object, scan_value, skip_ws
 
 __all__ = [
+    "FORMATS",
     "PARSERS",
     "Delta",
     "ParsedOutput",
     "StreamParser",
     "ToolCall",
+    "ToolFormat",
     "ToolParser",
+    "ToolSyntax",
+    "family_format",
     "get_parser",
     "parse",
+    "tool_format",
 ]
 
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
@@ -359,19 +364,58 @@ def _scan_call_list(
     return calls, None
 
 
-PARSERS: dict[str, type[ToolParser]] = {
-    "none": ToolParser,
-    "qwen": QwenParser,
-    "hermes": QwenParser,
-    "mistral": MistralParser,
-    "llama3": Llama3Parser,
-    "phi4": Phi4Parser,
+@dataclass(frozen=True)
+class ToolSyntax:
+    """How one family wraps a forced call: `open` + body + `close`, body one object or a list."""
+
+    open: str
+    close: str
+    arg_key: str = "arguments"
+    as_list: bool = False
+
+
+_TAGGED = ToolSyntax("<tool_call>\n", "\n</tool_call>")
+
+
+@dataclass(frozen=True)
+class ToolFormat:
+    """Everything the runtime knows about one family's tool calls, in one row: the parser that
+    reads them, the syntax a forced call is generated in (grammar.py), and the model families
+    (config.json `model_type`) that write it when a manifest predates `tool_parser`."""
+
+    parser: type[ToolParser]
+    syntax: ToolSyntax
+    families: tuple[str, ...] = ()
+
+
+FORMATS: dict[str, ToolFormat] = {
+    "none": ToolFormat(ToolParser, _TAGGED),  # parsed by nobody: qwen's syntax is a guess
+    "qwen": ToolFormat(QwenParser, _TAGGED, families=("qwen2", "qwen3")),
+    "hermes": ToolFormat(QwenParser, _TAGGED),
+    "mistral": ToolFormat(
+        MistralParser, ToolSyntax("[TOOL_CALLS]", "", as_list=True), families=("mistral",)
+    ),
+    "llama3": ToolFormat(
+        Llama3Parser, ToolSyntax("", "", arg_key="parameters"), families=("llama",)
+    ),
+    "phi4": ToolFormat(Phi4Parser, ToolSyntax("<|tool_call|>", "<|/tool_call|>", as_list=True)),
 }
+PARSERS: dict[str, type[ToolParser]] = {name: f.parser for name, f in FORMATS.items()}
+
+
+def tool_format(name: str | None) -> ToolFormat:
+    """The format a manifest names (`metadata["tool_parser"]`); unknown or None -> "none"."""
+    return FORMATS.get(name or "none", FORMATS["none"])
+
+
+def family_format(family: str | None) -> str | None:
+    """The format name a model family usually writes (None: no known tool syntax)."""
+    return next((n for n, f in FORMATS.items() if family and family in f.families), None)
 
 
 def get_parser(name: str | None) -> ToolParser:
     """The parser a manifest names (`metadata["tool_parser"]`); unknown or None -> no tool syntax."""
-    return PARSERS.get(name or "none", ToolParser)()
+    return tool_format(name).parser()
 
 
 def split_reasoning(text: str, *, in_reasoning: bool, final: bool) -> tuple[str | None, str]:

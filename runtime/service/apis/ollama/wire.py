@@ -20,20 +20,21 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
+from runtime.engines.base import GenerationParams
 from runtime.errors import InvalidRequest
 from runtime.names import check_model_id
-from runtime.service.media_protocol import MAX_INPUTS
-from runtime.service.protocol import (
+from runtime.service.bounds import (
+    MAX_INPUTS,
     MAX_TOKENS_BOUND,
     Seed,
     StopList,
     Temperature,
     VocabTopK,
 )
+from runtime.service.turn import ContextLimit, Turn
 from runtime.tools.grammar import json_schema_guidance
 
 __all__ = [
-    "NDJSON",
     "ChatRequest",
     "DeleteRequest",
     "EmbedRequest",
@@ -50,10 +51,10 @@ __all__ = [
     "generate_to_chat",
     "iso_time",
     "model_name",
-    "ndjson_line",
     "ollama_tool_calls",
     "parse_keep_alive",
     "reply_fields",
+    "to_turn",
 ]
 
 
@@ -135,9 +136,6 @@ class EmbeddingsRequest(msgspec.Struct, kw_only=True):
     keep_alive: float | str | None = None
 
 
-NDJSON = "application/x-ndjson"
-
-
 def model_name(raw: str, field: str = "model") -> str:
     """A request's model name as this project's id or alias.
 
@@ -149,10 +147,6 @@ def model_name(raw: str, field: str = "model") -> str:
     if not raw:
         raise InvalidRequest(f"'{field}' is required", param=field)
     return check_model_id(raw.removesuffix(":latest"))
-
-
-def ndjson_line(value: dict) -> bytes:
-    return json.dumps(value).encode() + b"\n"
 
 
 # --- request -> shared chat form -------------------------------------------------------------
@@ -229,6 +223,29 @@ def generate_to_chat(request: GenerateRequest) -> tuple[list[dict], dict]:
     if (guidance := format_guidance(request.format)) is not None:
         params["guidance"] = guidance
     return messages, params
+
+
+def to_turn(request: ChatRequest | GenerateRequest) -> Turn:
+    """The request as the shared seam's Turn: Ollama's length is open-ended (no num_predict,
+    or -1/-2: until the context is full, capped), and `num_ctx` is the client's own context."""
+    if isinstance(request, ChatRequest):
+        messages, fields = chat_to_chat(request)
+        tools, tool_choice = request.tools, request.tool_choice
+    else:
+        messages, fields = generate_to_chat(request)
+        tools, tool_choice = None, None
+    requested = fields.pop("max_tokens", None)
+    num_ctx = request.options.num_ctx if request.options is not None else None
+    return Turn(
+        model_name(request.model),
+        msgspec.convert(fields, GenerationParams),
+        messages,
+        tools=tools,
+        tool_choice=tool_choice,
+        open_ended=True,
+        max_tokens=requested,
+        limit=ContextLimit(num_ctx, param="options.num_ctx", name="num_ctx"),
+    )
 
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")

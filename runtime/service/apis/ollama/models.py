@@ -2,7 +2,7 @@
 
 Answers from the store and the model manager in Ollama's shapes (`ollama.Client.list/ps/
 show/delete/pull` parse them). `pull` is the catalog download (`runtime/download.py`) with
-Ollama-style progress lines. `ollama_routes.py` mounts these handlers in its `/api` Router,
+Ollama-style progress lines. `routes.py` mounts these handlers in its `/api` Router,
 so their errors render in Ollama's shape too.
 """
 
@@ -14,45 +14,26 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
-from litestar import MediaType, Request, delete, get, post
-from litestar.response import Response, Stream
+from litestar import delete, get, post
+from litestar.response import Stream
 
 from runtime import __version__
+from runtime.manager import ModelManager
 from runtime.progress import ProgressEvent, ThreadedProgress
-from runtime.service.api_errors import error_status
-from runtime.service.ollama_protocol import (
-    NDJSON,
+from runtime.service.apis.ollama.wire import (
     DeleteRequest,
     PullRequest,
     ShowRequest,
     iso_time,
     model_name,
-    ndjson_line,
 )
-from runtime.service.protocol import decode_body
+from runtime.service.errors import describe, ollama_body
+from runtime.service.transport import NDJSON, WireBody, ndjson, whole
 
 __all__ = ["MODEL_HANDLERS", "OLLAMA_COMPAT_VERSION"]
 
 # Clients (Open WebUI, Continue) gate features on the Ollama version they see.
 OLLAMA_COMPAT_VERSION = "0.12.0"
-
-
-def _json(value: dict) -> Response[Any]:
-    """A whole answer from a route whose default media type is NDJSON (see ollama_routes)."""
-    return Response(value, media_type=MediaType.JSON)
-
-
-def _manager(request: Request) -> Any:
-    return request.app.state.manager
-
-
-def _store(request: Request) -> Any:
-    store = getattr(_manager(request), "store", None)
-    if store is None:
-        from runtime.store import Store
-
-        store = Store()
-    return store
 
 
 def _details(metadata: dict) -> dict:
@@ -78,9 +59,9 @@ def version() -> dict:
 
 
 @get("/tags", sync_to_thread=True)
-def tags(request: Request) -> dict:
+def tags(manager: ModelManager) -> dict:
     models = []
-    for model in _store(request).list_models():
+    for model in manager.store.list_models():
         if model.metadata.get("task", "chat") not in ("chat", "embeddings"):
             continue
         models.append(
@@ -97,10 +78,10 @@ def tags(request: Request) -> dict:
 
 
 @get("/ps", sync_to_thread=True)
-def ps(request: Request) -> dict:
-    store = _store(request)
+def ps(manager: ModelManager) -> dict:
+    store = manager.store
     models = []
-    for entry in _manager(request).loaded():
+    for entry in manager.loaded():
         expires = time.time() + 10 * 365 * 86400  # a negative TTL: no expiry
         if entry.ttl >= 0:
             expires = time.time() + max(0.0, entry.ttl - entry.idle_seconds)
@@ -121,12 +102,10 @@ def ps(request: Request) -> dict:
     return {"models": models}
 
 
-@post("/show", status_code=200)
-async def show(request: Request) -> dict:
-    body = decode_body(await request.body(), ShowRequest)
-    name = model_name(body.model or body.name)
-    manager = _manager(request)
-    model = _store(request).resolve(manager.resolve_name(name))
+@post("/show", status_code=200, dto=WireBody, return_dto=None)
+async def show(data: ShowRequest, manager: ModelManager) -> dict:
+    name = model_name(data.model or data.name)
+    model = manager.store.resolve(manager.resolve_name(name))
     metadata = model.metadata
     family = str(metadata.get("family") or "")
     task = metadata.get("task", "chat")
@@ -149,60 +128,57 @@ async def show(request: Request) -> dict:
     }
 
 
-@delete("/delete", status_code=200)
-async def delete_model(request: Request) -> None:
-    body = decode_body(await request.body(), DeleteRequest)
-    name = model_name(body.model or body.name)
-    manager = _manager(request)
+@delete("/delete", status_code=200, dto=WireBody, return_dto=None)
+async def delete_model(data: DeleteRequest, manager: ModelManager) -> None:
+    name = model_name(data.model or data.name)
     model_id = manager.resolve_name(name)
-    store = _store(request)
+    store = manager.store
     store.resolve(model_id)  # ModelNotFound -> 404 before anything changes
     if model_id in [entry.model_id for entry in manager.loaded()]:
         await manager.unload(name, force=True)
     await asyncio.to_thread(store.remove, model_id)
 
 
-@post("/pull", status_code=200, media_type=NDJSON)
-async def pull(request: Request) -> Any:
+@post("/pull", status_code=200, media_type=NDJSON, dto=WireBody, return_dto=None)
+async def pull(data: PullRequest, manager: ModelManager) -> Any:
     """Catalog download with Ollama-style progress lines, ending in `{"status": "success"}`."""
-    body = decode_body(await request.body(), PullRequest)
-    name = model_name(body.model or body.name)
-    store = _store(request)
+    name = model_name(data.model or data.name)
+    store = manager.store
     if store.has(name):
         return (
             Stream(_cached_lines(), media_type=NDJSON)
-            if body.stream
-            else _json({"status": "success"})
+            if data.stream
+            else whole({"status": "success"})
         )
     from runtime.download import download, resolve_variant
 
     await asyncio.to_thread(resolve_variant, name)  # an unknown name is a 404 before any line
-    if not body.stream:
+    if not data.stream:
         await asyncio.to_thread(download, name, store)
-        return _json({"status": "success"})
+        return whole({"status": "success"})
     return Stream(_pull_lines(store, name), media_type=NDJSON)
 
 
 async def _cached_lines() -> AsyncIterator[bytes]:
     """A model id already in the store: nothing to fetch (Ollama answers the same way)."""
     for status in ("pulling manifest", "success"):
-        yield ndjson_line({"status": status})
+        yield ndjson({"status": status})
 
 
 async def _pull_lines(store: Any, name: str) -> AsyncIterator[bytes]:
     from runtime.download import download
 
-    yield ndjson_line({"status": "pulling manifest"})
+    yield ndjson({"status": "pulling manifest"})
     task = ThreadedProgress(lambda progress: download(name, store, progress))
     async for event in task:
-        yield ndjson_line(_pull_status(event))
+        yield ndjson(_pull_status(event))
     try:
         await task.result()
     except Exception as exc:
-        yield ndjson_line({"error": error_status(exc)[1]})
+        yield ndjson(ollama_body(describe(exc)))
         return
     for status in ("verifying sha256 digest", "writing manifest", "success"):
-        yield ndjson_line({"status": status})
+        yield ndjson({"status": status})
 
 
 def _pull_status(event: ProgressEvent) -> dict:

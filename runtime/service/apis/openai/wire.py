@@ -8,16 +8,32 @@ the Responses/Anthropic/Ollama layers build a `GenerationParams` the same way.
 
 from __future__ import annotations
 
-import re
 import time
 import uuid
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
 from runtime.engines.base import GenerationParams
 from runtime.errors import InvalidRequest, UnsupportedParameter
+from runtime.service.bounds import (
+    DEFAULT_MAX_TOKENS,
+    MAX_SEQUENCES,
+    MaxTokens,
+    MinTokens,
+    N,
+    Penalty,
+    Seed,
+    Stop,
+    Temperature,
+    TopK,
+    TopP,
+    refuse_serial_tool_calls,
+)
+from runtime.service.replies import Piece
+from runtime.service.turn import Turn
+from runtime.tools.parsers import ParsedOutput
 
 __all__ = [
     "ChatCompletion",
@@ -30,36 +46,9 @@ __all__ = [
     "ModelList",
     "ModelObject",
     "Usage",
-    "decode_body",
     "json_guidance",
     "new_id",
-    "open_ended_max_tokens",
-    "refuse_serial_tool_calls",
 ]
-
-T = TypeVar("T")
-
-MAX_TOKENS_BOUND = 1_000_000  # the engine further caps it by what the context leaves
-# When a request names no max_tokens: the KV cache is sized by prompt + max_tokens, so
-# "the whole 32k context" per request would cost ~0.8 GB on a 0.5B model.
-DEFAULT_MAX_TOKENS = 2048
-# APIs whose own default is "until the context is full" (Responses without max_output_tokens,
-# Ollama without num_predict or with -1/-2) stop here instead: a fuzz run's default Responses
-# call on a 32k-context model generated 32,703 tokens (182 s) and reserved KV for all of them.
-OPEN_ENDED_MAX_TOKENS = 4096
-MAX_SEQUENCES = 8  # choices per request (n, or prompts x n): the engine's slot count
-Temperature = Annotated[float, Meta(ge=0.0, le=2.0)]
-TopP = Annotated[float, Meta(gt=0.0, le=1.0)]
-TopK = Annotated[int, Meta(ge=-1, le=1_000_000)]  # vLLM: -1 (or 0) = off
-MaxTokens = Annotated[int, Meta(ge=1, le=MAX_TOKENS_BOUND)]
-MinTokens = Annotated[int, Meta(ge=0, le=MAX_TOKENS_BOUND)]
-Seed = Annotated[int, Meta(ge=-(2**63), le=2**63 - 1)]  # msgspec bounds must fit int64
-N = Annotated[int, Meta(ge=1, le=8)]
-StopText = Annotated[str, Meta(min_length=1, max_length=256)]
-StopList = Annotated[list[StopText], Meta(max_length=4)]  # stop checks cost stops x len per token
-Stop = StopText | StopList
-VocabTopK = Annotated[int, Meta(ge=0, le=1_000_000)]  # APIs where 0 (not -1) means off
-Penalty = Annotated[float, Meta(ge=-2.0, le=2.0)]
 
 
 # --- requests ------------------------------------------------------------------------
@@ -199,14 +188,14 @@ class ChatCompletionRequest(SamplingFields, kw_only=True):
         max_tokens = self.max_completion_tokens or self.max_tokens
         return self._params(max_tokens, response_guidance(self.response_format))
 
+    def to_turn(self) -> Turn:
+        """This request as the shared generation seam's Turn (pure; no model needed)."""
+        params = self.to_generation_params()
+        tools = self.all_tool_dicts()
+        return Turn(self.model, params, self.message_dicts(), None, tools, self.tool_choice, self.n)
+
     def message_dicts(self) -> list[dict[str, Any]]:
         return [m.to_dict() for m in self.messages]
-
-    def tool_dicts(self) -> list[dict[str, Any]] | None:
-        """Tools as the chat template's `tools` variable expects them (HF: OpenAI's shape)."""
-        if not self.tools or self.tool_choice == "none":
-            return None
-        return [msgspec.to_builtins(tool) for tool in self.tools]
 
     def all_tool_dicts(self) -> list[dict[str, Any]]:
         """Every declared tool, whatever tool_choice says (plan_tools decides what to render)."""
@@ -235,6 +224,11 @@ class CompletionRequest(SamplingFields, kw_only=True):
         if self.best_of is not None and self.best_of != self.n:
             raise UnsupportedParameter("best_of other than n is not supported", param="best_of")
         return self._params(self.max_tokens, None)
+
+    def to_turn(self) -> Turn:
+        """Raw prompts (no chat template), `n` sequences each."""
+        params = self.to_generation_params()
+        return Turn(self.model, params, prompts=list(self.prompts()), n=self.n)
 
     def prompts(self) -> list[str]:
         """Raises: InvalidRequest when prompts x n is more sequences than one request may run."""
@@ -271,46 +265,6 @@ def json_guidance(schema: dict[str, Any]) -> tuple[str, str]:
     from runtime.tools.grammar import json_schema_guidance
 
     return json_schema_guidance(schema)  # also bounds integers (see runtime/tools/grammar.py)
-
-
-_PATH = re.compile(r"at `\$\.?([^`]*)`")
-
-
-def decode_body(raw: bytes, into: type[T]) -> T:
-    """Decode a request body; bad JSON or a bad field is a 400 naming the field.
-
-    Raises:
-        InvalidRequest: with `param` set to the field path (e.g. `messages[0].role`).
-    """
-    try:
-        return msgspec.json.decode(raw, type=into)
-    except msgspec.ValidationError as exc:
-        match = _PATH.search(str(exc))
-        param = match.group(1) if match else None
-        raise InvalidRequest(f"invalid request: {exc}", param=param or None) from None
-    except msgspec.DecodeError as exc:
-        raise InvalidRequest(f"the request body is not valid JSON: {exc}") from None
-    except RecursionError:  # msgspec recurses per nesting level (measured: 10,000 levels)
-        raise InvalidRequest("the request body is nested too deeply") from None
-
-
-def refuse_serial_tool_calls(parallel_tool_calls: bool | None, tools: Any) -> None:
-    """`parallel_tool_calls: false` with tools: refused, since a reply may hold several calls.
-
-    Raises:
-        UnsupportedParameter: naming the field.
-    """
-    if parallel_tool_calls is False and tools:
-        raise UnsupportedParameter(
-            "parallel_tool_calls=false is not supported: a reply may contain several tool calls",
-            param="parallel_tool_calls",
-        )
-
-
-def open_ended_max_tokens(requested: int | None, room: int) -> int:
-    """max_tokens for an API whose own default is "until the context is full": what was asked,
-    else OPEN_ENDED_MAX_TOKENS, and never more than the `room` the context leaves."""
-    return max(1, min(OPEN_ENDED_MAX_TOKENS if requested is None else requested, room))
 
 
 # --- responses ---------------------------------------------------------------------------
@@ -371,6 +325,37 @@ class Delta(msgspec.Struct, kw_only=True, omit_defaults=True):
     content: str | None = None
     tool_calls: list[dict[str, Any]] | None = None
     reasoning_content: str | None = None
+
+
+def assistant_message(parsed: ParsedOutput) -> AssistantMessage:
+    """A finished reply as OpenAI's assistant `message`."""
+    message = AssistantMessage(content=parsed.content)
+    if parsed.reasoning is not None:
+        message.reasoning_content = parsed.reasoning
+    if parsed.tool_calls:
+        message.tool_calls = [
+            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+            for c in parsed.tool_calls
+        ]
+    return message
+
+
+def chunk_delta(piece: Piece) -> Delta:
+    """One reply piece as an OpenAI `choices[].delta` (content, reasoning or a call fragment)."""
+    if piece.index is None:
+        if piece.reasoning is not None:
+            return Delta(reasoning_content=piece.reasoning)
+        return Delta(content=piece.content)
+    call: dict[str, Any] = {"index": piece.index}
+    if piece.id is not None:
+        call.update(id=piece.id, type="function")
+    function: dict[str, Any] = {}
+    if piece.name is not None:
+        function["name"] = piece.name
+    if piece.arguments is not None:
+        function["arguments"] = piece.arguments
+    call["function"] = function
+    return Delta(tool_calls=[call])
 
 
 class ChunkChoice(msgspec.Struct, kw_only=True):

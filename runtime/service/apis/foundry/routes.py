@@ -25,11 +25,12 @@ from runtime import __version__
 from runtime.errors import FoundryError, InvalidRequest, ProviderUnavailable
 from runtime.progress import ProgressEvent, ThreadedProgress
 from runtime.service import metrics
+from runtime.service.apis.foundry.wire import ListItem, cached_list_item, variant_list_item
 
 if TYPE_CHECKING:
     from runtime.hardware import Hardware
     from runtime.manager import LoadedModel, ModelManager
-    from runtime.service.server import ServiceSettings
+    from runtime.service.settings import ServiceSettings
     from runtime.store import Store
 
 __all__ = ["ROUTES"]
@@ -141,58 +142,18 @@ def metrics_text(request: Request) -> Response[str]:
 
 # --- catalog and cache ------------------------------------------------------------------------
 @get("/foundry/list", sync_to_thread=True)
-def foundry_list(request: Request) -> list[dict[str, Any]]:
+def foundry_list(request: Request) -> list[ListItem]:
     """Catalog variants (runnable here first, NPU > GPU > CPU, as the SDK expects), then cached
     models the catalog does not know (local builds such as `tiny-qwen`)."""
-    from runtime.catalog import Catalog
-
     hardware = _hardware(request)
-    variants = Catalog.load().variants()
+    variants = _manager(request).catalog().variants()
     variants.sort(
         key=lambda v: (not hardware.has_provider(v.provider), DEVICE_RANK.get(v.device, 3))
     )
-    items = [v.to_foundry_list_item() for v in variants]
-    known = {item["name"] for item in items}
-    items += [_cached_item(m) for m in _store(request).list_models() if m.model_id not in known]
+    items = [variant_list_item(v) for v in variants]
+    known = {item.name for item in items}
+    items += [cached_list_item(m) for m in _store(request).list_models() if m.model_id not in known]
     return items
-
-
-def _cached_item(model: Any) -> dict[str, Any]:
-    """A `/foundry/list` item for a cached model outside the catalog, from its manifest metadata."""
-    from runtime.catalog import ORT_PROVIDER_NAMES
-
-    meta = model.metadata
-    provider = str(meta.get("provider", "cpu"))
-    task = {
-        "chat": "chat-completion",
-        "embeddings": "embeddings",
-        "speech": "automatic-speech-recognition",
-    }
-    return {
-        "name": model.model_id,
-        "displayName": model.model_id,
-        "modelType": "ONNX",
-        "providerType": "Local",
-        "uri": f"file://{model.path}",
-        "version": model.model_id.rpartition(":")[2] if ":" in model.model_id else "1",
-        "promptTemplate": None,
-        "publisher": "local",
-        "task": task.get(str(meta.get("task", "chat")), str(meta.get("task", "chat"))),
-        "runtime": {
-            "deviceType": str(meta.get("device", "cpu")).upper(),
-            "executionProvider": ORT_PROVIDER_NAMES.get(provider, "CPUExecutionProvider"),
-        },
-        "fileSizeMb": max(1, round(model.size / 1_000_000)),
-        "modelSettings": {"parameters": []},
-        "alias": str(meta.get("alias") or model.model_id),
-        "supportsToolCalling": bool(meta.get("tool_parser")),
-        "license": "unknown",
-        "licenseDescription": "a locally built model"
-        + (" with random weights" if meta.get("synthetic") else ""),
-        "parentModelUri": str(meta.get("source", "")),
-        "maxOutputTokens": meta.get("context_length"),
-        "minFLVersion": "0.0.0",
-    }
 
 
 @get("/openai/models", sync_to_thread=True)
@@ -367,7 +328,7 @@ async def count_tokens(request: Request) -> dict[str, int]:
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise InvalidRequest("'messages' must be a non-empty list", param="messages")
-    engine = await _manager(request).get(body["model"], "chat")
+    engine = await _manager(request).chat(body["model"])
     prompt = engine.render_prompt(
         [_plain_message(m) for m in messages], tools=body.get("tools") or None
     )

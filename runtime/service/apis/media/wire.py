@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import msgspec
 
 from runtime.errors import InvalidRequest
+from runtime.service.bounds import MAX_INPUTS
 
 if TYPE_CHECKING:
     import numpy as np
@@ -21,14 +22,12 @@ if TYPE_CHECKING:
     from runtime.engines.speech import Transcript
 
 __all__ = [
-    "MAX_INPUTS",
     "RESPONSE_FORMATS",
     "EmbeddingRequest",
     "embedding_response",
     "render_transcript",
 ]
 
-MAX_INPUTS = 2048  # OpenAI's limit on inputs per embeddings request
 RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
 
 

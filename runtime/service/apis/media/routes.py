@@ -1,6 +1,6 @@
 """OpenAI's `/v1/embeddings`, `/v1/audio/transcriptions` and `/v1/audio/translations`.
 
-Thin controllers: decode the request (`media_protocol.py`), get the engine from the model
+Thin controllers: decode the request (`wire.py`), get the engine from the model
 manager (which loads on demand), run it off the event loop, shape the answer. A model that
 serves another task is a 400 `UnsupportedTask` naming the task it serves. Uploads over
 `MAX_AUDIO_BYTES` (or the service's `max_body_bytes`, whichever is smaller) are a 413.
@@ -19,8 +19,9 @@ from litestar.params import Body
 from litestar.response import Response
 
 from runtime.audio import decode_audio
-from runtime.errors import InvalidRequest, UnsupportedTask, UploadTooLarge
-from runtime.service.media_protocol import (
+from runtime.errors import InvalidRequest, UploadTooLarge
+from runtime.manager import ModelManager
+from runtime.service.apis.media.wire import (
     RESPONSE_FORMATS,
     EmbeddingRequest,
     embedding_response,
@@ -32,23 +33,8 @@ __all__ = ["MAX_AUDIO_BYTES", "ROUTES"]
 MAX_AUDIO_BYTES = 25 * 1024 * 1024  # OpenAI's upload limit for audio
 
 
-async def _engine(request: Request, name: str, task: str) -> Any:
-    """The loaded engine for `name`, which must serve `task`.
-
-    Raises:
-        UnsupportedTask: the model serves another task (says which).
-        ModelNotFound: from the manager.
-    """
-    manager = request.app.state.manager
-    engine = await manager.get(name, task=task)
-    served = getattr(engine, "task", "chat")
-    if served != task:
-        raise UnsupportedTask(f"model {name!r} serves {served}, not {task}", param="model")
-    return engine
-
-
 @post("/v1/embeddings", status_code=200)
-async def create_embeddings(request: Request) -> dict[str, Any]:
+async def create_embeddings(request: Request, manager: ModelManager) -> dict[str, Any]:
     try:
         body = msgspec.json.decode(await request.body(), type=EmbeddingRequest)
     except msgspec.ValidationError as exc:
@@ -58,7 +44,7 @@ async def create_embeddings(request: Request) -> dict[str, Any]:
     inputs = body.inputs()
     if body.dimensions is not None and body.dimensions < 1:
         raise InvalidRequest("'dimensions' must be a positive integer", param="dimensions")
-    engine = await _engine(request, body.model, "embeddings")
+    engine = await manager.embeddings(body.model)
     result = await engine.aembed(inputs)
     vectors = engine.truncate_dimensions(result.vectors, body.dimensions)
     return embedding_response(
@@ -85,7 +71,9 @@ def _audio_limit(request: Request) -> int:
     return min(MAX_AUDIO_BYTES, configured) if configured else MAX_AUDIO_BYTES
 
 
-async def _speech(request: Request, data: dict[str, Any], task: str) -> Response[Any]:
+async def _speech(
+    request: Request, manager: ModelManager, data: dict[str, Any], task: str
+) -> Response[Any]:
     upload = data.get("file")
     if isinstance(upload, list):
         upload = upload[0] if upload else None
@@ -119,7 +107,7 @@ async def _speech(request: Request, data: dict[str, Any], task: str) -> Response
         )
     # Decoding is CPU work: off the event loop, before a model is loaded for it.
     pcm = await asyncio.to_thread(decode_audio, audio, upload.filename)
-    engine = await _engine(request, model, "speech")
+    engine = await manager.speech(model)
     # Whisper's prompt names the spoken language (default English); translate writes English.
     code = engine.check_language(_field(data, "language"))
     transcript = await engine.atranscribe(
@@ -149,14 +137,18 @@ Multipart = Annotated[dict[str, Any], Body(media_type=RequestEncodingType.MULTI_
 
 
 @post("/v1/audio/transcriptions", status_code=200)
-async def create_transcription(request: Request, data: Multipart) -> Response[Any]:
-    return await _speech(request, data, "transcribe")
+async def create_transcription(
+    request: Request, manager: ModelManager, data: Multipart
+) -> Response[Any]:
+    return await _speech(request, manager, data, "transcribe")
 
 
 @post("/v1/audio/translations", status_code=200)
-async def create_translation(request: Request, data: Multipart) -> Response[Any]:
+async def create_translation(
+    request: Request, manager: ModelManager, data: Multipart
+) -> Response[Any]:
     """Whisper's translate task: any supported language in, English text out."""
-    return await _speech(request, data, "translate")
+    return await _speech(request, manager, data, "translate")
 
 
 ROUTES = [create_embeddings, create_transcription, create_translation]

@@ -18,21 +18,20 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
+from runtime.engines.base import GenerationParams
 from runtime.errors import InvalidRequest
-from runtime.service.protocol import MaxTokens, StopList, VocabTopK
+from runtime.service.bounds import MaxTokens, StopList, VocabTopK
+from runtime.service.turn import Turn
 
 __all__ = [
     "BlockStream",
     "CountTokensRequest",
     "MessagesRequest",
-    "anthropic_error_body",
-    "anthropic_error_type",
     "chat_tools",
     "content_block_delta_event",
     "content_block_start_event",
     "content_block_stop_event",
     "content_blocks",
-    "matched_stop",
     "message_body",
     "message_delta_event",
     "message_start_event",
@@ -40,6 +39,7 @@ __all__ = [
     "new_message_id",
     "stop_reason",
     "to_chat",
+    "to_turn",
 ]
 
 
@@ -197,21 +197,19 @@ def to_chat(request: MessagesRequest | CountTokensRequest) -> tuple[list[dict], 
     return messages, params
 
 
+def to_turn(request: MessagesRequest | CountTokensRequest) -> Turn:
+    """The request as the shared generation seam's Turn (count_tokens: its prompt only)."""
+    messages, params = to_chat(request)
+    tools, tool_choice = chat_tools(request)
+    generation = msgspec.convert(params, GenerationParams) if params else _COUNT_ONLY
+    return Turn(request.model, generation, messages, tools=tools, tool_choice=tool_choice)
+
+
+_COUNT_ONLY = GenerationParams(max_tokens=1)
+
+
 def new_message_id() -> str:
     return f"msg_{uuid.uuid4().hex[:24]}"
-
-
-def matched_stop(raw_text: str, finish_reason: str | None, stops: list[str] | None) -> str | None:
-    """Which stop sequence ended a reply, from the raw decoded tokens (stop text included).
-
-    The engine cuts at the earliest stop string and reports only "stop", which EOS also
-    reports; the earliest stop in the raw text (the shortest on a tie, as it completes
-    first) is the one that matched, and no stop in it means the model ended the turn.
-    """
-    if finish_reason != "stop" or not stops:
-        return None
-    found = [(raw_text.find(s), len(s), s) for s in stops if s and s in raw_text]
-    return min(found)[2] if found else None
 
 
 def stop_reason(
@@ -388,27 +386,3 @@ def message_delta_event(
 
 def message_stop_event() -> tuple[str, dict]:
     return "message_stop", {"type": "message_stop"}
-
-
-# --- errors ---------------------------------------------------------------------------------
-_ERROR_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    413: "request_too_large",
-    429: "rate_limit_error",
-    503: "overloaded_error",
-}
-
-
-def anthropic_error_type(status: int) -> str:
-    """Anthropic's error `type` for an HTTP status (`api_error` for anything else)."""
-    if status in _ERROR_TYPES:
-        return _ERROR_TYPES[status]
-    return "invalid_request_error" if 400 <= status < 500 else "api_error"
-
-
-def anthropic_error_body(status: int, message: str) -> dict:
-    """`{"type": "error", "error": {"type", "message"}}`: what Anthropic's clients parse."""
-    return {"type": "error", "error": {"type": anthropic_error_type(status), "message": message}}

@@ -1,0 +1,1 @@
+"""The anthropic API: wire.py (request and reply shapes), routes.py (thin handlers)."""

@@ -1,0 +1,105 @@
+"""Anthropic's Messages API: `POST /v1/messages` and `POST /v1/messages/count_tokens`.
+
+A thin translation layer over the shared generation seam (`turn.py`): decode an
+`wire.py` Struct, `to_turn` it, `open_turn`, shape the reply or the SSE events.
+Errors under `/v1/messages` render in Anthropic's shape (`{"type": "error", "error":
+{...}}`) through the app's one handler (`errors.shape_for`); after the first byte a failure
+becomes an `event: error`. Auth (`x-api-key` or `Authorization: Bearer`) is the security
+middleware's job, not this module's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from litestar import post
+from litestar.response import Stream
+
+from runtime.manager import ModelManager
+from runtime.service.apis.anthropic.wire import (
+    BlockStream,
+    CountTokensRequest,
+    MessagesRequest,
+    content_blocks,
+    message_body,
+    message_delta_event,
+    message_start_event,
+    message_stop_event,
+    new_message_id,
+    stop_reason,
+    to_turn,
+)
+from runtime.service.errors import Described, anthropic_body
+from runtime.service.replies import Finished
+from runtime.service.transport import SSE, WireBody, framed, named_sse, whole
+from runtime.service.turn import OpenTurn, open_turn, prepare_turn
+
+__all__ = ["ROUTES"]
+
+
+@post("/v1/messages", status_code=200, media_type=SSE, dto=WireBody, return_dto=None)
+async def create_message(data: MessagesRequest, manager: ModelManager) -> Any:
+    turn = await open_turn(manager, to_turn(data))
+    message_id = new_message_id()
+    if data.stream:
+        events = framed(
+            _events(turn, data.model, message_id), named_sse, _error_event, close=turn.aclose
+        )
+        return Stream(events, media_type=SSE, headers={"Cache-Control": "no-cache"})
+    (reply,) = await turn.collect()
+    finished = reply.finished
+    message = message_body(
+        message_id=message_id,
+        model=data.model,
+        text=None,
+        blocks=content_blocks(reply.parsed),
+        reason=stop_reason(finished.reason, finished.matched_stop, finished.tool_calls),
+        stop_sequence=finished.matched_stop,
+        input_tokens=turn.prompt_tokens,
+        output_tokens=finished.usage.completion_tokens,
+    )
+    return whole(message)  # the handler streams SSE otherwise
+
+
+def _error_event(error: Described) -> bytes:
+    return named_sse(("error", anthropic_body(error)))
+
+
+async def _events(turn: OpenTurn, model: str, message_id: str) -> AsyncIterator[tuple[str, dict]]:
+    """message_start, content_block_start, ping, deltas, content_block_stop, message_delta,
+    message_stop: Anthropic's order (blocks start as their first piece arrives when the
+    reply is read for thinking and tool_use)."""
+    input_tokens = turn.prompt_tokens
+    blocks = BlockStream()
+    yield message_start_event(message_id=message_id, model=model, input_tokens=input_tokens)
+    for event in blocks.begin(open_text=not turn.prepared.reading):
+        yield event
+    yield ("ping", {"type": "ping"})
+    finished = None
+    async for piece in turn.events():
+        if isinstance(piece, Finished):
+            finished = piece
+            continue
+        for event in blocks.feed(piece):
+            yield event
+    for event in blocks.end():
+        yield event
+    reason = finished.reason if finished else None
+    stop = finished.matched_stop if finished else None
+    yield message_delta_event(
+        reason=stop_reason(reason, stop, blocks.tool_use),
+        stop_sequence=stop,
+        input_tokens=input_tokens,
+        output_tokens=finished.usage.completion_tokens if finished else 0,
+    )
+    yield message_stop_event()
+
+
+@post("/v1/messages/count_tokens", status_code=200, dto=WireBody, return_dto=None)
+async def count_tokens(data: CountTokensRequest, manager: ModelManager) -> dict[str, int]:
+    prepared = await prepare_turn(manager, to_turn(data))
+    return {"input_tokens": len(prepared.prompt_ids[0])}
+
+
+ROUTES = [create_message, count_tokens]

@@ -1,0 +1,109 @@
+"""Foundry Local's `/foundry/list` item: one shape, for catalog variants and local builds.
+
+foundry-local-sdk 0.5 validates every field of this object (camelCase on the wire), so it is
+a Struct here, built from a catalog `Variant` or from a cached model's manifest metadata;
+nothing outside this API knows the shape.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from runtime.catalog import ORT_PROVIDER_NAMES
+
+if TYPE_CHECKING:
+    from runtime.catalog import Variant
+    from runtime.store import CachedModel
+
+__all__ = ["ListItem", "cached_list_item", "variant_list_item"]
+
+_TASKS = {
+    "chat": "chat-completion",
+    "embeddings": "embeddings",
+    "speech": "automatic-speech-recognition",
+}
+
+
+class Runtime(msgspec.Struct, rename="camel"):
+    device_type: str
+    execution_provider: str
+
+
+class ListItem(msgspec.Struct, kw_only=True, rename="camel"):
+    name: str
+    display_name: str
+    model_type: str
+    provider_type: str
+    uri: str
+    version: str
+    prompt_template: dict[str, Any] | None
+    publisher: str
+    task: str
+    runtime: Runtime
+    file_size_mb: int
+    model_settings: dict[str, Any]
+    alias: str
+    supports_tool_calling: bool
+    license: str
+    license_description: str
+    parent_model_uri: str
+    max_output_tokens: int | None
+    min_fl_version: str = msgspec.field(default="0.0.0", name="minFLVersion")
+
+
+def variant_list_item(variant: Variant) -> ListItem:
+    """A catalog variant, with every field foundry-local-sdk 0.5's model requires."""
+    spec = variant.spec
+    source = spec.checkpoint or spec.artifact
+    parent = f"hf://{source.repo}" if source is not None else variant.source_uri
+    entry = variant.entry
+    return ListItem(
+        name=variant.id,
+        display_name=entry.display_name,
+        model_type="ONNX",
+        provider_type="HuggingFace" if source is not None else "OCI",
+        uri=variant.source_uri,
+        version=str(variant.version),
+        prompt_template=dict(entry.prompt_template),
+        publisher=entry.publisher,
+        task=_TASKS[variant.task],
+        runtime=Runtime(variant.device.upper(), ORT_PROVIDER_NAMES[variant.provider]),
+        file_size_mb=max(1, round(variant.size / 1_000_000)),
+        model_settings={"parameters": []},
+        alias=variant.alias,
+        supports_tool_calling=entry.supports_tool_calling,
+        license=entry.license,
+        license_description=entry.license_description,
+        parent_model_uri=parent,
+        max_output_tokens=entry.max_output_tokens,
+    )
+
+
+def cached_list_item(model: CachedModel) -> ListItem:
+    """A cached model outside the catalog (a local build), from its manifest metadata."""
+    info = model.info
+    synthetic = " with random weights" if info.synthetic else ""
+    return ListItem(
+        name=model.model_id,
+        display_name=model.model_id,
+        model_type="ONNX",
+        provider_type="Local",
+        uri=f"file://{model.path}",
+        version=model.model_id.rpartition(":")[2] if ":" in model.model_id else "1",
+        prompt_template=None,
+        publisher="local",
+        task=_TASKS.get(info.task, info.task),
+        runtime=Runtime(
+            info.device.upper(), ORT_PROVIDER_NAMES.get(info.provider, "CPUExecutionProvider")
+        ),
+        file_size_mb=max(1, round(model.size / 1_000_000)),
+        model_settings={"parameters": []},
+        alias=info.alias or model.model_id,
+        supports_tool_calling=bool(info.tool_parser),
+        license="unknown",
+        license_description="a locally built model" + synthetic,
+        parent_model_uri=info.source or "",
+        max_output_tokens=info.context_length,
+    )

@@ -1,0 +1,1 @@
+"""The media API: wire.py (request and reply shapes), routes.py (thin handlers)."""

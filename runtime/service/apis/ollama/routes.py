@@ -1,0 +1,207 @@
+"""Ollama's API under `/api`: chat, generate, embed(dings), and the model routes' Router.
+
+A thin translation layer over the shared generation seam (`turn.py`) and the model manager:
+decode an `wire.py` Struct, `to_turn`, `open_turn`, answer NDJSON lines (Ollama
+streams by default) or one JSON object. Model names are this project's ids and aliases. Every
+error under `/api` renders as Ollama's `{"error": "..."}` (the app's handler, `errors.py`);
+after the first line a failure is an `{"error": ...}` line, which the `ollama` package raises.
+`keep_alive` sets the model's idle TTL in the manager; `0` unloads once the request is done.
+The model routes (tags, ps, show, pull, delete, version) live in `models.py`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from litestar import Router, post
+from litestar.response import Response, Stream
+
+from runtime.errors import FoundryError, InvalidRequest
+from runtime.manager import ModelManager
+from runtime.service.apis.ollama.models import MODEL_HANDLERS
+from runtime.service.apis.ollama.wire import (
+    ChatRequest,
+    EmbeddingsRequest,
+    EmbedRequest,
+    GenerateRequest,
+    chat_line,
+    generate_line,
+    model_name,
+    ollama_tool_calls,
+    parse_keep_alive,
+    reply_fields,
+    to_turn,
+)
+from runtime.service.errors import Described, ollama_body
+from runtime.service.replies import Finished, Usage
+from runtime.service.transport import NDJSON, WireBody, framed, ndjson, whole
+from runtime.service.turn import OpenTurn, open_turn
+from runtime.tools.parsers import ToolCall
+
+__all__ = ["ROUTES"]
+
+log = logging.getLogger(__name__)
+
+
+# --- generation -------------------------------------------------------------------------------
+def _stats(turn: OpenTurn, finished: Finished | None) -> dict:
+    """Ollama's counters: load, prompt (to the first chunk) and eval durations."""
+    end = time.perf_counter()
+    usage = finished.usage if finished is not None else Usage()
+    return {
+        "finish_reason": finished.reason if finished is not None else None,
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_seconds": end - turn.started_at,
+        "load_seconds": turn.loaded_at - turn.started_at,
+        "prompt_seconds": turn.first_at - turn.loaded_at,
+        "eval_seconds": end - turn.first_at,
+    }
+
+
+async def _apply_keep_alive(manager: ModelManager, name: str, keep_alive: float | None) -> None:
+    """A positive keep_alive becomes the model's idle TTL (a negative TTL never expires);
+    0 is handled once the request is done (`_release`)."""
+    if keep_alive is None or keep_alive == 0:
+        return
+    await manager.load(name, ttl=-1.0 if math.isinf(keep_alive) else keep_alive)
+
+
+async def _release(manager: ModelManager, name: str, keep_alive: float | None) -> None:
+    """keep_alive 0: unload now that the request is done (a busy model stays; it is logged)."""
+    if keep_alive != 0:
+        return
+    try:
+        await manager.unload(name)
+    except FoundryError as exc:
+        log.info("keep_alive 0: %s stays loaded: %s", name, exc.message)
+
+
+async def _lines(turn: OpenTurn, name: str, shape: Any) -> AsyncIterator[dict]:
+    """NDJSON: one line per piece of text (or of thinking), the tool calls whole in one line
+    once the reply ends (as Ollama sends them), then `done: true` with the counters."""
+    calls: dict[int, ToolCall] = {}
+    finished = None
+    async for piece in turn.events():
+        if isinstance(piece, Finished):
+            finished = piece
+        elif piece.index is not None:
+            call = calls.setdefault(piece.index, ToolCall("", piece.name or "", ""))
+            call.arguments += piece.arguments or ""
+        elif piece.reasoning:
+            yield shape(name, "", thinking=piece.reasoning)
+        elif piece.content:
+            yield shape(name, piece.content)
+    if calls:
+        yield shape(name, "", tool_calls=ollama_tool_calls(list(calls.values())))
+    yield shape(name, "", done=True, finish=_stats(turn, finished))
+
+
+async def _respond(manager: ModelManager, body: ChatRequest | GenerateRequest, shape: Any) -> Any:
+    turn_request = to_turn(body)
+    name = turn_request.model
+    keep_alive = parse_keep_alive(body.keep_alive)
+    turn = await open_turn(manager, turn_request)
+    try:
+        await _apply_keep_alive(manager, name, keep_alive)
+    except BaseException:
+        await turn.aclose()
+        raise
+
+    async def close() -> None:
+        await turn.aclose()
+        await _release(manager, name, keep_alive)
+
+    if body.stream:
+        lines = framed(_lines(turn, name, shape), ndjson, _error_line, close=close)
+        return Stream(lines, media_type=NDJSON)
+    try:
+        (reply,) = await turn.collect()
+    finally:
+        await _release(manager, name, keep_alive)
+    fields = reply_fields(reply.parsed)
+    return whole(shape(name, **fields, done=True, finish=_stats(turn, reply.finished)))
+
+
+def _error_line(error: Described) -> bytes:
+    """After the first line a failure is an `{"error": ...}` line (the `ollama` package raises)."""
+    return ndjson(ollama_body(error))
+
+
+@post("/chat", status_code=200, media_type=NDJSON, dto=WireBody, return_dto=None)
+async def chat(data: ChatRequest, manager: ModelManager) -> Any:
+    if not data.messages:  # Ollama: no messages = load the model (and keep_alive 0 = unload)
+        return await _load_only(manager, data, chat_line)
+    return await _respond(manager, data, chat_line)
+
+
+@post("/generate", status_code=200, media_type=NDJSON, dto=WireBody, return_dto=None)
+async def generate(data: GenerateRequest, manager: ModelManager) -> Any:
+    if not data.prompt:
+        return await _load_only(manager, data, generate_line)
+    if data.raw:
+        raise InvalidRequest(
+            "raw prompts are not supported; send the prompt without raw", param="raw"
+        )
+    return await _respond(manager, data, generate_line)
+
+
+async def _load_only(manager: ModelManager, body: Any, shape: Any) -> Response[Any]:
+    """Ollama's load/unload idiom: an empty prompt loads; with keep_alive 0 it unloads."""
+    name = model_name(body.model)
+    keep_alive = parse_keep_alive(body.keep_alive)
+    if keep_alive == 0:
+        model_id = manager.resolve_name(name)
+        if model_id in [entry.model_id for entry in manager.loaded()]:
+            await manager.unload(name)
+        reason = "unload"
+    else:
+        await manager.chat(name)
+        await _apply_keep_alive(manager, name, keep_alive)
+        reason = "load"
+    line = shape(name, "", done=True)
+    line["done_reason"] = reason
+    return whole(line)
+
+
+# --- embeddings ---------------------------------------------------------------------------
+async def _embed(manager: ModelManager, name: str, inputs: list[str], keep_alive: Any) -> Any:
+    name = model_name(name)
+    engine = await manager.embeddings(name)
+    await _apply_keep_alive(manager, name, parse_keep_alive(keep_alive))
+    return await engine.aembed(inputs)
+
+
+@post("/embed", status_code=200, dto=WireBody, return_dto=None)
+async def embed(data: EmbedRequest, manager: ModelManager) -> dict:
+    inputs = [data.input] if isinstance(data.input, str) else list(data.input)
+    if not inputs:
+        raise InvalidRequest("'input' must not be empty", param="input")
+    start = time.perf_counter()
+    result = await _embed(manager, data.model, inputs, data.keep_alive)
+    return {
+        "model": data.model,
+        "embeddings": [[float(x) for x in row] for row in result.vectors],
+        "total_duration": int((time.perf_counter() - start) * 1e9),
+        "load_duration": 0,
+        "prompt_eval_count": int(result.prompt_tokens),
+    }
+
+
+@post("/embeddings", status_code=200, dto=WireBody, return_dto=None)
+async def embeddings(data: EmbeddingsRequest, manager: ModelManager) -> dict:
+    """The older single-prompt form."""
+    result = await _embed(manager, data.model, [data.prompt], data.keep_alive)
+    return {"embedding": [float(x) for x in result.vectors[0]]}
+
+
+ROUTES = [
+    Router(
+        path="/api",
+        route_handlers=[chat, generate, embed, embeddings, *MODEL_HANDLERS],
+    )
+]

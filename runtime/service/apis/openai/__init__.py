@@ -1,0 +1,1 @@
+"""The openai API: wire.py (request and reply shapes), routes.py (thin handlers)."""

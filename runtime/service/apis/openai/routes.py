@@ -1,0 +1,218 @@
+"""OpenAI routes: /v1/models, /v1/chat/completions, /v1/completions.
+
+Thin controllers: decode a protocol Struct, `to_turn` it, `open_turn` (everything that can
+fail, before the first byte), then shape reply events into OpenAI's objects. Streams follow vLLM's
+order: a role chunk per choice, content deltas, a chunk with finish_reason per choice,
+an optional usage chunk, `data: [DONE]`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+from litestar import Response, get, post
+from litestar.response import Stream
+
+from runtime.errors import ModelNotFound
+from runtime.manager import ModelManager
+from runtime.service.apis.openai.wire import (
+    ChatChoice,
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChunkChoice,
+    Completion,
+    CompletionChoice,
+    CompletionRequest,
+    Delta,
+    ModelList,
+    ModelObject,
+    Usage,
+    assistant_message,
+    chunk_delta,
+    new_id,
+    now,
+)
+from runtime.service.replies import Finished, Reply
+from runtime.service.transport import (
+    DONE,
+    SSE,
+    SSE_HEADERS,
+    WireBody,
+    framed,
+    openai_sse_error,
+    sse,
+)
+from runtime.service.turn import OpenTurn, open_turn
+
+if TYPE_CHECKING:
+    from runtime.store import CachedModel
+
+__all__ = ["ROUTES"]
+
+
+@get("/v1/models", sync_to_thread=False)
+def list_models(manager: ModelManager) -> ModelList:
+    return ModelList(data=[_model_object(m) for m in manager.available()])
+
+
+@get("/v1/models/{model_id:path}", sync_to_thread=False)
+def retrieve_model(model_id: str, manager: ModelManager) -> ModelObject:
+    model_id = model_id.lstrip("/")
+    for cached in manager.available():
+        if cached.model_id == model_id:
+            return _model_object(cached)
+    manager.resolve_name(
+        model_id
+    )  # raises ModelNotFound listing what exists (or resolves an alias)
+    raise ModelNotFound(f"model {model_id!r} is not in the cache", param="model")
+
+
+@post("/v1/chat/completions", status_code=200, dto=WireBody, return_dto=None)
+async def chat_completions(data: ChatCompletionRequest, manager: ModelManager) -> Response[Any]:
+    turn = await open_turn(manager, data.to_turn())
+    completion_id, created = new_id("chatcmpl"), now()
+    if data.stream:
+        events = _chat_events(turn, completion_id, created, data.model, data.include_usage)
+        return _sse_stream(events, turn)
+    replies = await turn.collect()
+    choices = [_chat_choice(i, reply) for i, reply in enumerate(replies)]
+    return Response(
+        ChatCompletion(
+            id=completion_id,
+            created=created,
+            model=data.model,
+            choices=choices,
+            usage=_usage(turn, replies),
+        )
+    )
+
+
+def _sse_stream(events: AsyncIterator[Any], turn: OpenTurn) -> Stream:
+    framed_events = framed(events, sse, openai_sse_error, close=turn.aclose, done=DONE)
+    return Stream(framed_events, media_type=SSE, headers=SSE_HEADERS)
+
+
+def _chat_choice(index: int, reply: Reply) -> ChatChoice:
+    message = assistant_message(reply.parsed)
+    return ChatChoice(index=index, message=message, finish_reason=reply.finished.finish_reason)
+
+
+async def _chat_events(
+    turn: OpenTurn, completion_id: str, created: int, model: str, include_usage: bool
+) -> AsyncIterator[ChatCompletionChunk]:
+    """vLLM's order: a role chunk per choice, deltas, a finish chunk per choice, usage."""
+
+    def chunk(choices: list[ChunkChoice], usage: Usage | None = None) -> ChatCompletionChunk:
+        extra: dict[str, Any] = {"usage": usage} if usage is not None else {}
+        return ChatCompletionChunk(
+            id=completion_id, created=created, model=model, choices=choices, **extra
+        )
+
+    for index in range(len(turn.streams)):
+        yield chunk([ChunkChoice(index=index, delta=Delta(role="assistant", content=""))])
+    completion_tokens = [0] * len(turn.streams)
+    cached = 0
+    async for index, event in turn.merged():
+        if isinstance(event, Finished):
+            completion_tokens[index] = event.usage.completion_tokens
+            cached = max(cached, event.usage.cached_tokens)
+            if event.reason:
+                yield chunk(
+                    [ChunkChoice(index=index, delta=Delta(), finish_reason=event.finish_reason)]
+                )
+            continue
+        delta = chunk_delta(event)
+        yield chunk([ChunkChoice(index=index, delta=delta)])
+    if include_usage:
+        yield chunk([], Usage.of(turn.prompt_tokens, sum(completion_tokens), cached))
+
+
+@post("/v1/completions", status_code=200, dto=WireBody, return_dto=None)
+async def completions(data: CompletionRequest, manager: ModelManager) -> Response[Any]:
+    prompts = data.prompts()
+    turn = await open_turn(manager, data.to_turn())
+    completion_id, created = new_id("cmpl"), now()
+    echoes = [p if data.echo else "" for p in prompts for _ in range(data.n)]
+    if data.stream:
+        events = _completion_events(
+            turn, echoes, completion_id, created, data.model, data.include_usage
+        )
+        return _sse_stream(events, turn)
+    replies = await turn.collect()
+    choices = [
+        CompletionChoice(index=i, text=echoes[i] + r.text, finish_reason=r.finished.reason)
+        for i, r in enumerate(replies)
+    ]
+    return Response(
+        Completion(
+            id=completion_id,
+            created=created,
+            model=data.model,
+            choices=choices,
+            usage=_usage(turn, replies),
+        )
+    )
+
+
+async def _completion_events(
+    turn: OpenTurn,
+    echoes: list[str],
+    completion_id: str,
+    created: int,
+    model: str,
+    include_usage: bool,
+) -> AsyncIterator[Completion]:
+    def chunk(choices: list[CompletionChoice], usage: Usage | None = None) -> Completion:
+        extra: dict[str, Any] = {"usage": usage} if usage is not None else {}
+        return Completion(id=completion_id, created=created, model=model, choices=choices, **extra)
+
+    for index, echo in enumerate(echoes):
+        if echo:
+            yield chunk([CompletionChoice(index=index, text=echo, finish_reason=None)])
+    completion_tokens = [0] * len(turn.streams)
+    async for index, event in turn.merged():
+        if isinstance(event, Finished):
+            completion_tokens[index] = event.usage.completion_tokens
+            if event.reason:
+                yield chunk([CompletionChoice(index=index, text="", finish_reason=event.reason)])
+        elif event.content:
+            yield chunk([CompletionChoice(index=index, text=event.content, finish_reason=None)])
+    if include_usage:
+        yield chunk([], Usage.of(turn.prompt_tokens, sum(completion_tokens)))
+
+
+def _usage(turn: OpenTurn, replies: list[Reply]) -> Usage:
+    """Usage as OpenAI counts it: the prompt once, however many choices."""
+    return Usage.of(
+        turn.prompt_tokens,
+        sum(r.finished.usage.completion_tokens for r in replies),
+        max((r.finished.usage.cached_tokens for r in replies), default=0),
+    )
+
+
+def _model_object(cached: CachedModel) -> ModelObject:
+    info = cached.info
+    facts = {
+        "target": info.target,
+        "precision": info.precision,
+        "synthetic": info.synthetic,
+        "quality": (info.validation or {}).get("quality"),
+    }
+    return ModelObject(
+        id=cached.model_id, created=_epoch(cached.manifest.created), task=info.task, metadata=facts
+    )
+
+
+def _epoch(stamp: str) -> int:
+    import calendar
+    import time
+
+    try:
+        return calendar.timegm(time.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ"))
+    except (TypeError, ValueError):
+        return 0
+
+
+ROUTES: list[Any] = [list_models, retrieve_model, chat_completions, completions]

@@ -1,0 +1,1 @@
+"""The responses API: wire.py (request and reply shapes), routes.py (thin handlers)."""

@@ -1,0 +1,314 @@
+"""OpenAI's Responses API, the way back: Response objects, output items and the event stream.
+
+`output_items` turns a finished reply into items, `response_body` shapes the Response
+object, `ResponseEvents` numbers a stream's events and `OutputStream` turns streamed reply
+pieces into output items and their events. Pure: unit-tested without a server.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any, Literal
+
+import msgspec
+
+from runtime.service.apis.responses.wire import (
+    ResponsesRequest,
+    item_messages,
+    new_message_id,
+)
+
+__all__ = [
+    "OutputStream",
+    "ResponseEvents",
+    "assistant_turn",
+    "final_status",
+    "output_items",
+    "response_body",
+    "usage_body",
+]
+
+
+def _text_config(request: ResponsesRequest) -> dict:
+    fmt = request.text.format if request.text is not None else None
+    if fmt is None:
+        return {"format": {"type": "text"}}
+    return {"format": msgspec.to_builtins(fmt)}
+
+
+def reasoning_item(item_id: str, text: str | None, status: str) -> dict:
+    content = [] if text is None else [{"type": "reasoning_text", "text": text}]
+    return {"id": item_id, "type": "reasoning", "summary": [], "content": content, "status": status}
+
+
+def function_call_item(item_id: str, call_id: str, name: str, arguments: str, status: str) -> dict:
+    return {
+        "id": item_id,
+        "type": "function_call",
+        "call_id": call_id,
+        "name": name,
+        "arguments": arguments,
+        "status": status,
+    }
+
+
+def output_items(parsed: Any, status: str, message_id: str | None = None) -> list[dict]:
+    """A parsed reply (runtime/tools ParsedOutput) as Response output items: reasoning, the
+    message (when there is text, or nothing else), then one function_call per tool call."""
+    items = []
+    if parsed.reasoning is not None:
+        items.append(reasoning_item(f"rs_{uuid.uuid4().hex}", parsed.reasoning, "completed"))
+    if parsed.content or not parsed.tool_calls:
+        items.append(output_message(message_id or new_message_id(), parsed.content or "", status))
+    for call in parsed.tool_calls:
+        items.append(
+            function_call_item(
+                f"fc_{uuid.uuid4().hex}", call.id, call.name, call.arguments, "completed"
+            )
+        )
+    return items
+
+
+def assistant_turn(items: list[dict]) -> list[dict]:
+    """The reply's output items as stored conversation messages (what the next turn sees)."""
+    return item_messages(
+        [
+            item if item["type"] != "message" else {**item, "role": "assistant"}
+            for item in items
+            if item["type"] in ("message", "function_call")
+        ]
+    )
+
+
+def output_message(message_id: str, text: str, status: str) -> dict:
+    part = {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+    return {
+        "id": message_id,
+        "type": "message",
+        "role": "assistant",
+        "status": status,
+        "content": [part] if status != "in_progress" else [],
+    }
+
+
+def response_body(
+    request: ResponsesRequest,
+    *,
+    response_id: str,
+    created_at: float,
+    model: str,
+    status: Literal["in_progress", "completed", "incomplete"],
+    output: list[dict],
+    usage: dict | None,
+) -> dict:
+    """A Response object as `client.responses.create/retrieve` parses it."""
+    incomplete = {"reason": "max_output_tokens"} if status == "incomplete" else None
+    return {
+        "id": response_id,
+        "object": "response",
+        "created_at": int(created_at),
+        "status": status,
+        "error": None,
+        "incomplete_details": incomplete,
+        "instructions": request.instructions,
+        "max_output_tokens": request.max_output_tokens,
+        "model": model,
+        "output": output,
+        "parallel_tool_calls": True,
+        "previous_response_id": request.previous_response_id,
+        "reasoning": {"effort": None, "summary": None},
+        "store": request.store,
+        "temperature": 1.0 if request.temperature is None else request.temperature,
+        "text": _text_config(request),
+        "tool_choice": request.tool_choice or "auto",
+        "tools": request.tools or [],
+        "top_p": 1.0 if request.top_p is None else request.top_p,
+        "truncation": "disabled",
+        "usage": usage,
+        "user": None,
+        "metadata": request.metadata or {},
+    }
+
+
+def usage_body(input_tokens: int, output_tokens: int, cached_tokens: int = 0) -> dict:
+    return {
+        "input_tokens": input_tokens,
+        "input_tokens_details": {"cached_tokens": cached_tokens},
+        "output_tokens": output_tokens,
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": input_tokens + output_tokens,
+    }
+
+
+def final_status(finish_reason: str | None) -> Literal["completed", "incomplete"]:
+    return "incomplete" if finish_reason == "length" else "completed"
+
+
+class ResponseEvents:
+    """Builds the Responses stream's events in order, each with the next `sequence_number`.
+
+    created → in_progress → output_item.added → content_part.added → output_text.delta… →
+    output_text.done → content_part.done → output_item.done → completed.
+    """
+
+    def __init__(self, request: ResponsesRequest, *, response_id: str, model: str):
+        self.request = request
+        self.response_id = response_id
+        self.model = model
+        self.message_id = new_message_id()
+        self.created_at = time.time()
+        self.sequence = 0
+
+    def _event(self, kind: str, **fields: Any) -> tuple[str, dict]:
+        data = {"type": kind, "sequence_number": self.sequence, **fields}
+        self.sequence += 1
+        return kind, data
+
+    def body(self, status: Any, output: list[dict], usage: dict | None) -> dict:
+        return response_body(
+            self.request,
+            response_id=self.response_id,
+            created_at=self.created_at,
+            model=self.model,
+            status=status,
+            output=output,
+            usage=usage,
+        )
+
+    def error(self, code: str, message: str) -> tuple[str, dict]:
+        return self._event("error", code=code, message=message, param=None)
+
+
+class OutputStream:
+    """Streamed reply pieces (runtime/tools Deltas) -> Responses output items and their events.
+
+    Items open as their first piece arrives (reasoning, message, each function call) and
+    close when another kind starts or the reply ends; `begin(open_message=True)` opens the
+    message at once (plain text, the order the stream had before tools). Sequence numbers
+    come from the shared `ResponseEvents`.
+    """
+
+    def __init__(self, events: ResponseEvents):
+        self.events = events
+        self.items: list[dict] = []  # closed items, in output order
+        self._open: dict | None = None
+        self._text: list[str] = []
+
+    def begin(self, *, open_message: bool) -> list[tuple[str, dict]]:
+        response = self.events.body("in_progress", [], None)
+        sent = [
+            self.events._event("response.created", response=response),
+            self.events._event("response.in_progress", response=response),
+        ]
+        return sent + (self._start("message") if open_message else [])
+
+    @property
+    def _index(self) -> int:
+        return len(self.items)
+
+    def _place(self) -> dict:
+        assert self._open is not None, "an item is open while its events are sent"
+        return {"item_id": self._open["id"], "output_index": self._index}
+
+    def _start(self, kind: str, call: Any = None) -> list[tuple[str, dict]]:
+        sent = self._close("completed")
+        if kind == "message":
+            item = output_message(self.events.message_id, "", "in_progress")
+        elif kind == "reasoning":
+            item = reasoning_item(f"rs_{uuid.uuid4().hex}", None, "in_progress")
+        else:
+            item_id = f"fc_{uuid.uuid4().hex}"
+            item = function_call_item(item_id, call.id, call.name, "", "in_progress")
+        self._open, self._text = item, []
+        sent.append(
+            self.events._event("response.output_item.added", output_index=self._index, item=item)
+        )
+        if kind == "message":
+            part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
+            sent.append(
+                self.events._event(
+                    "response.content_part.added", **self._place(), content_index=0, part=part
+                )
+            )
+        return sent
+
+    def feed(self, delta: Any) -> list[tuple[str, dict]]:
+        """One Delta: content, reasoning, or a tool call's id/name and argument fragment."""
+        if delta.index is not None:
+            sent = []
+            if delta.id is not None:
+                sent += self._start("function_call", delta)
+            if delta.arguments:
+                self._text.append(delta.arguments)
+                sent.append(
+                    self.events._event(
+                        "response.function_call_arguments.delta",
+                        **self._place(),
+                        delta=delta.arguments,
+                    )
+                )
+            return sent
+        kind = "reasoning" if delta.reasoning is not None else "message"
+        piece = delta.reasoning if delta.reasoning is not None else delta.content
+        sent = [] if self._open is not None and self._open["type"] == kind else self._start(kind)
+        if piece:
+            self._text.append(piece)
+            name = "reasoning_text" if kind == "reasoning" else "output_text"
+            extra: dict[str, Any] = {} if kind == "reasoning" else {"logprobs": []}
+            sent.append(
+                self.events._event(
+                    f"response.{name}.delta", **self._place(), content_index=0, delta=piece, **extra
+                )
+            )
+        return sent
+
+    def _close(self, status: str) -> list[tuple[str, dict]]:
+        item, text = self._open, "".join(self._text)
+        if item is None:
+            return []
+        place, sent = self._place(), []
+        if item["type"] == "message":
+            item = output_message(item["id"], text, status)
+            sent.append(
+                self.events._event(
+                    "response.output_text.done", **place, content_index=0, text=text, logprobs=[]
+                )
+            )
+            sent.append(
+                self.events._event(
+                    "response.content_part.done", **place, content_index=0, part=item["content"][0]
+                )
+            )
+        elif item["type"] == "reasoning":
+            item = reasoning_item(item["id"], text, "completed")
+            sent.append(
+                self.events._event(
+                    "response.reasoning_text.done", **place, content_index=0, text=text
+                )
+            )
+        else:
+            item = {**item, "arguments": text, "status": "completed"}
+            sent.append(
+                self.events._event(
+                    "response.function_call_arguments.done",
+                    **place,
+                    name=item["name"],
+                    arguments=text,
+                )
+            )
+        sent.append(
+            self.events._event("response.output_item.done", output_index=self._index, item=item)
+        )
+        self.items.append(item)
+        self._open, self._text = None, []
+        return sent
+
+    def closing(self, finish_reason: str | None, usage: dict) -> list[tuple[str, dict]]:
+        """Close the open item (an empty message if nothing came), then `response.completed`
+        carrying the whole Response (also what gets stored)."""
+        status = final_status(finish_reason)
+        sent = [] if self.items or self._open else self._start("message")
+        sent += self._close(status)
+        final = self.events.body(status, self.items, usage)
+        return [*sent, self.events._event("response.completed", response=final)]

@@ -1,0 +1,168 @@
+"""OpenAI's Responses API: create (stream or not), retrieve, delete, list input items.
+
+A thin translation layer over the shared generation seam (`turn.py`): decode a
+`ResponsesRequest`, put the stored conversation of `previous_response_id` before the new
+input, run the chat, answer a Response object or the Responses event stream, and store the
+result (`responses_store.py`) unless `store` is false. Errors keep OpenAI's shape (the app's
+handlers); after the first byte a failure is an `error` event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from litestar import Request, delete, get, post
+from litestar.response import Stream
+
+from runtime.errors import InvalidRequest
+from runtime.manager import ModelManager
+from runtime.service.apis.responses.output import (
+    OutputStream,
+    ResponseEvents,
+    assistant_turn,
+    final_status,
+    output_items,
+    usage_body,
+)
+from runtime.service.apis.responses.store import ResponsesStore, StoredResponse
+from runtime.service.apis.responses.wire import (
+    ResponsesRequest,
+    check_call_outputs,
+    input_items,
+    item_messages,
+    new_response_id,
+    to_turn,
+)
+from runtime.service.errors import Described
+from runtime.service.replies import Finished
+from runtime.service.transport import SSE, WireBody, framed, named_sse, whole
+from runtime.service.turn import OpenTurn, open_turn
+
+__all__ = ["ROUTES"]
+
+
+def _store() -> ResponsesStore:
+    """Read at call time, so the service's FOUNDRY_HOME decides where responses live."""
+    return ResponsesStore()
+
+
+async def _save(
+    body: ResponsesRequest, response: dict, items: list[dict], conversation: list[dict]
+) -> None:
+    if not body.store:
+        return
+    record = StoredResponse(
+        id=response["id"],
+        created_at=time.time(),
+        response=response,
+        input_items=items,
+        conversation=[*conversation, *assistant_turn(response["output"])],
+    )
+    await asyncio.to_thread(_store().put, record)
+
+
+@post("/v1/responses", status_code=200, media_type=SSE, dto=WireBody, return_dto=None)
+async def create_response(data: ResponsesRequest, manager: ModelManager) -> Any:
+    history: list[dict] = []
+    if data.previous_response_id is not None:
+        previous = await asyncio.to_thread(_store().get, data.previous_response_id)
+        history = previous.conversation
+    items = input_items(data)
+    conversation = history + item_messages(items)
+    check_call_outputs(conversation)
+    turn = await open_turn(manager, to_turn(data, conversation))
+    events = ResponseEvents(data, response_id=new_response_id(), model=data.model)
+    if data.stream:
+
+        def error(e: Described) -> bytes:
+            return named_sse(events.error(str(e.status), e.message))
+
+        stream = _events(turn, data, events, items, conversation)
+        framed_events = framed(stream, named_sse, error, close=turn.aclose)
+        return Stream(framed_events, media_type=SSE, headers={"Cache-Control": "no-cache"})
+    (reply,) = await turn.collect()
+    finished = reply.finished
+    status = final_status(finished.reason)
+    output = output_items(reply.parsed, status, events.message_id)
+    usage = usage_body(
+        turn.prompt_tokens, finished.usage.completion_tokens, finished.usage.cached_tokens
+    )
+    response = events.body(status, output, usage)
+    await _save(data, response, items, conversation)
+    return whole(response)  # the handler streams SSE otherwise
+
+
+async def _events(
+    turn: OpenTurn,
+    body: ResponsesRequest,
+    events: ResponseEvents,
+    items: list[dict],
+    conversation: list[dict],
+) -> AsyncIterator[tuple[str, dict]]:
+    output = OutputStream(events)
+    for event in output.begin(open_message=not turn.prepared.reading):
+        yield event
+    finished = None
+    async for piece in turn.events():
+        if isinstance(piece, Finished):
+            finished = piece
+            continue
+        for event in output.feed(piece):
+            yield event
+    output_tokens, cached = (
+        (finished.usage.completion_tokens, finished.usage.cached_tokens) if finished else (0, 0)
+    )
+    usage = usage_body(turn.prompt_tokens, output_tokens, cached)
+    closing = output.closing(finished.reason if finished else None, usage)
+    await _save(body, closing[-1][1]["response"], items, conversation)  # before the client sees it
+    for event in closing:
+        yield event
+
+
+@get("/v1/responses/{response_id:str}", sync_to_thread=True)
+def retrieve_response(response_id: str) -> dict:
+    return _store().get(response_id).response
+
+
+@delete("/v1/responses/{response_id:str}", status_code=200, sync_to_thread=True)
+def delete_response(response_id: str) -> dict:
+    _store().delete(response_id)
+    return {"id": response_id, "object": "response", "deleted": True}
+
+
+@get("/v1/responses/{response_id:str}/input_items", sync_to_thread=True)
+def list_input_items(request: Request, response_id: str) -> dict:
+    """OpenAI's cursor page: `order` (default desc), `limit` (1..100, default 20), `after`."""
+    items = list(_store().get(response_id).input_items)
+    order = request.query_params.get("order") or "desc"
+    if order not in ("asc", "desc"):
+        raise InvalidRequest(f"order must be 'asc' or 'desc', got {order[:20]!r}", param="order")
+    if order == "desc":
+        items.reverse()
+    after = request.query_params.get("after")
+    if after:
+        ids = [item["id"] for item in items]
+        items = items[ids.index(after) + 1 :] if after in ids else []
+    limit = _limit(request.query_params.get("limit"))
+    page = items[:limit]
+    return {
+        "object": "list",
+        "data": page,
+        "first_id": page[0]["id"] if page else None,
+        "last_id": page[-1]["id"] if page else None,
+        "has_more": len(items) > limit,
+    }
+
+
+def _limit(value: str | None) -> int:
+    if not value:
+        return 20
+    if not value.isdigit() or not 1 <= int(value) <= 100:
+        raise InvalidRequest(f"limit must be between 1 and 100, got {value[:20]!r}", param="limit")
+    return int(value)
+
+
+ROUTES = [create_response, retrieve_response, delete_response, list_input_items]

@@ -1,0 +1,167 @@
+"""Every error the service answers, described once and shaped per API.
+
+`describe(exc)` reads what an exception means (status, message, OpenAI `type`, param, code,
+`Retry-After`) from the hierarchy in `runtime/errors.py`; Litestar's own HTTP errors (404
+route, 405, 413 body, validation) keep their status; anything else is a 500 with a generic
+message and a request id, its traceback in the log (a 500 is a bug). `shape_for(path)` picks
+the body a client of that path parses: Ollama's under `/api`, Anthropic's under
+`/v1/messages`, OpenAI's everywhere else. One handler serves the whole app, and the same
+describer renders errors inside streams (`transport.py`) and in the security middleware.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+
+from runtime.errors import FoundryError, TooManyRequests
+
+__all__ = [
+    "EXCEPTION_HANDLERS",
+    "Described",
+    "anthropic_body",
+    "describe",
+    "ollama_body",
+    "openai_body",
+    "shape_for",
+]
+
+log = logging.getLogger(__name__)
+
+_OPENAI_TYPE_BY_STATUS = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    413: "invalid_request_error",
+    415: "invalid_request_error",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+}
+_CODE_BY_STATUS = {
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "too_large",
+    429: "rate_limited",
+}
+_ANTHROPIC_TYPE_BY_STATUS = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    503: "overloaded_error",
+}
+
+
+@dataclass(frozen=True)
+class Described:
+    """What an error means, in no API's shape yet."""
+
+    status: int
+    message: str
+    type: str  # OpenAI's error type
+    code: str
+    param: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def describe(exc: BaseException, *, request_id: str | None = None) -> Described:
+    """The meaning of `exc`; one outside the hierarchy is a 500 (the caller logs it)."""
+    if isinstance(exc, FoundryError):
+        headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, TooManyRequests) else {}
+        return Described(
+            exc.http_status, exc.message, exc.openai_type, exc.code, exc.param, headers
+        )
+    if isinstance(exc, HTTPException):
+        status = exc.status_code
+        default_code = "invalid_request" if status < 500 else "internal_error"
+        return Described(
+            status,
+            str(exc.detail),
+            _OPENAI_TYPE_BY_STATUS.get(status, "server_error"),
+            _CODE_BY_STATUS.get(status, default_code),
+            _validation_param(exc),
+            dict(exc.headers or {}),
+        )
+    where = f" (request id {request_id})" if request_id else "; see the service log"
+    return Described(500, f"internal server error{where}", "server_error", "internal_error")
+
+
+def _validation_param(exc: HTTPException) -> str | None:
+    if isinstance(exc, ValidationException) and isinstance(exc.extra, list) and exc.extra:
+        first = exc.extra[0]
+        return first.get("key") if isinstance(first, dict) else None
+    return None
+
+
+def openai_body(error: Described) -> dict[str, Any]:
+    """`{"error": {"message", "type", "param", "code"}}` (also sent inside a stream, as vLLM)."""
+    return {
+        "error": {
+            "message": error.message,
+            "type": error.type,
+            "param": error.param,
+            "code": error.code,
+        }
+    }
+
+
+def anthropic_body(error: Described) -> dict[str, Any]:
+    """`{"type": "error", "error": {"type", "message"}}`: what Anthropic's clients parse."""
+    status = error.status
+    kind = _ANTHROPIC_TYPE_BY_STATUS.get(
+        status, "invalid_request_error" if 400 <= status < 500 else "api_error"
+    )
+    return {"type": "error", "error": {"type": kind, "message": error.message}}
+
+
+def ollama_body(error: Described) -> dict[str, Any]:
+    """`{"error": "..."}`: what the `ollama` package raises as ResponseError."""
+    return {"error": error.message}
+
+
+Shape = Callable[[Described], dict[str, Any]]
+
+
+def shape_for(path: str) -> Shape:
+    """The error body a client of `path` parses (each client reads only its own)."""
+    if path == "/api" or path.startswith("/api/"):
+        return ollama_body
+    if path == "/v1/messages" or path.startswith("/v1/messages/"):
+        return anthropic_body
+    return openai_body
+
+
+def error_response(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    """The one exception handler: describe, log what is a server fault, shape by path."""
+    request_id = None
+    if not isinstance(exc, (FoundryError, HTTPException)):
+        request_id = uuid.uuid4().hex[:16]
+        log.error(
+            "unhandled error on %s %s (request id %s)",
+            request.method,
+            request.url.path,
+            request_id,
+            exc_info=exc,
+        )
+    error = describe(exc, request_id=request_id)
+    if isinstance(exc, FoundryError) and error.status >= 500:
+        log.warning("%s: %s", type(exc).__name__, error.message)
+    body = shape_for(request.url.path)(error)
+    return Response(body, status_code=error.status, headers=error.headers or None)
+
+
+EXCEPTION_HANDLERS: dict[int | type[Exception], Any] = {
+    FoundryError: error_response,
+    HTTPException: error_response,
+    Exception: error_response,
+}

@@ -1,0 +1,181 @@
+"""The service's one transport: request bodies in, framed event streams out.
+
+`decode_body` turns a body into an API's Struct (a bad one is a 400 naming the field).
+`sse` and `ndjson` frame one payload; `framed` frames a whole event stream for any API:
+it closes the generation when the stream ends, fails, or the client disconnects (Litestar
+closes the response's iterator, and its `finally` cancels the engine's sequences), and a
+failure after the first byte becomes that API's in-stream error frame (vLLM's order for
+OpenAI: `data: {"error": ...}` then `data: [DONE]`), since the status line is long gone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+
+import msgspec
+from litestar import MediaType, Response
+from litestar.dto import AbstractDTO, DTOConfig
+from litestar.exceptions import HTTPException
+from litestar.typing import FieldDefinition
+
+from runtime.errors import FoundryError, InvalidRequest
+from runtime.service.errors import Described, describe, openai_body
+
+if TYPE_CHECKING:
+    from litestar._openapi.schema_generation import SchemaCreator
+    from litestar.openapi.spec import Reference, Schema
+
+__all__ = [
+    "NDJSON",
+    "SSE",
+    "SSE_HEADERS",
+    "WireBody",
+    "decode_body",
+    "framed",
+    "ndjson",
+    "sse",
+    "whole",
+]
+
+log = logging.getLogger(__name__)
+
+SSE = "text/event-stream"
+NDJSON = "application/x-ndjson"
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+DONE = b"data: [DONE]\n\n"
+
+T = TypeVar("T")
+P = TypeVar("P")
+
+_PATH = re.compile(r"at `\$\.?([^`]*)`")
+
+
+def decode_body(raw: bytes, into: type[T]) -> T:
+    """Decode a request body; bad JSON or a bad field is a 400 naming the field.
+
+    Raises:
+        InvalidRequest: with `param` set to the field path (e.g. `messages[0].role`).
+    """
+    try:
+        return msgspec.json.decode(raw, type=into)
+    except msgspec.ValidationError as exc:
+        match = _PATH.search(str(exc))
+        param = match.group(1) if match else None
+        raise InvalidRequest(f"invalid request: {exc}", param=param or None) from None
+    except msgspec.DecodeError as exc:
+        raise InvalidRequest(f"the request body is not valid JSON: {exc}") from None
+    except RecursionError:  # msgspec recurses per nesting level (measured: 10,000 levels)
+        raise InvalidRequest("the request body is nested too deeply") from None
+
+
+def whole(value: Any) -> Response[Any]:
+    """A whole (non-streamed) answer from a route that may also stream.
+
+    Litestar gives a handler's `media_type` precedence over a Stream's own, so a route that
+    streams declares SSE or NDJSON, and its one-object answers say JSON here.
+    """
+    return Response(value, media_type=MediaType.JSON)
+
+
+def sse(payload: Any, event: str | None = None) -> bytes:
+    """One server-sent event (`event:` line only for APIs that name their events)."""
+    head = b"event: " + event.encode() + b"\n" if event else b""
+    return head + b"data: " + msgspec.json.encode(payload) + b"\n\n"
+
+
+def named_sse(event: tuple[str, Any]) -> bytes:
+    """An `(event name, data)` pair (Anthropic's and Responses' streams) as one SSE."""
+    return sse(event[1], event[0])
+
+
+def ndjson(payload: Any) -> bytes:
+    """One NDJSON line (Ollama's streams)."""
+    return msgspec.json.encode(payload) + b"\n"
+
+
+async def framed(
+    events: AsyncIterator[P],
+    frame: Callable[[P], bytes],
+    error: Callable[[Described], bytes],
+    *,
+    close: Callable[[], Awaitable[None]] | None = None,
+    done: bytes = b"",
+) -> AsyncIterator[bytes]:
+    """Frame `events`; a failure becomes `error(describe(exc))`; `done` ends the stream.
+
+    `close` runs however the stream ends (finished, failed, or the client went away).
+    """
+    try:
+        async for event in events:
+            yield frame(event)
+    except Exception as exc:  # after the first byte, an error is a frame
+        if not isinstance(exc, (FoundryError, HTTPException)):
+            log.error("stream failed", exc_info=exc)
+        yield error(describe(exc))
+    finally:
+        with contextlib.suppress(Exception):
+            await aclose(events)
+        if close is not None:
+            await close()
+    if done:
+        yield done
+
+
+async def aclose(iterator: AsyncIterator[Any]) -> None:
+    """Close an async iterator that has `aclose` (generators, engine streams)."""
+    closer = getattr(iterator, "aclose", None)
+    if closer is not None:
+        await closer()
+
+
+def openai_sse_error(error: Described) -> bytes:
+    """OpenAI's in-stream error: the error object as a data event (DONE follows)."""
+    return sse(openai_body(error))
+
+
+class WireBody(AbstractDTO[Any]):
+    """A handler's `data: SomeStruct`, decoded by `decode_body` and documented by Litestar.
+
+    Litestar documents a route's request body from its `data` annotation, so the OpenAPI
+    document (and the fuzzer that reads it) sees every API's real request type; decoding
+    stays `decode_body`'s, so a bad body is the same 400 naming the field, in the shape of
+    the API asked (errors.py), never Litestar's generic "Validation failed". Use it as
+    `@post(path, dto=WireBody, return_dto=None)` with a `data: RequestStruct` parameter.
+    """
+
+    config: ClassVar[DTOConfig] = DTOConfig()
+    _types: ClassVar[dict[str, type[Any]]] = {}
+
+    @classmethod
+    def create_for_field_definition(
+        cls, field_definition: FieldDefinition, handler_id: str, backend_cls: Any = None
+    ) -> None:
+        if field_definition.name == "data":
+            cls._types[handler_id] = field_definition.annotation
+
+    @classmethod
+    def generate_field_definitions(cls, model_type: type[Any]) -> Generator[Any, None, None]:
+        yield from ()  # no DTO backend: decode_body does the work
+
+    @classmethod
+    def detect_nested_field(cls, field_definition: FieldDefinition) -> bool:
+        return False
+
+    @classmethod
+    def create_openapi_schema(
+        cls, field_definition: FieldDefinition, handler_id: str, schema_creator: SchemaCreator
+    ) -> Reference | Schema:
+        return schema_creator.for_field_definition(
+            FieldDefinition.from_annotation(cls._types[handler_id])
+        )
+
+    def decode_bytes(self, value: bytes) -> Any:
+        return decode_body(value, self._types[self.asgi_connection.route_handler.handler_id])
+
+    def decode_builtins(self, value: dict[str, Any]) -> Any:
+        into = self._types[self.asgi_connection.route_handler.handler_id]
+        return decode_body(msgspec.json.encode(value), into)
