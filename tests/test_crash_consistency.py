@@ -31,15 +31,18 @@ FOUNDRY = str(Path(sys.executable).with_name("foundry"))
 
 
 def foundry(
-    *args: str, kill_at: str | None = None, timeout: float = 240
+    *args: str, kill_at: str | None = None, timeout: float = 240, program: str = "foundry"
 ) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "FOUNDRY_KILL_AT"}
     if kill_at is not None:
         assert kill_at.partition(":")[0] in KILL_POINTS
         env["FOUNDRY_KILL_AT"] = kill_at
-    return subprocess.run(
-        [FOUNDRY, *args], capture_output=True, text=True, timeout=timeout, env=env
-    )
+    exe = str(Path(sys.executable).with_name(program))
+    return subprocess.run([exe, *args], capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def foundry_build(*args: str, kill_at: str | None = None) -> subprocess.CompletedProcess[str]:
+    return foundry(*args, kill_at=kill_at, timeout=900, program="foundry-build")
 
 
 def killed(result: subprocess.CompletedProcess[str]) -> None:
@@ -92,6 +95,23 @@ def test_import_killed_leaves_a_whole_store_and_the_next_import_succeeds(
     assert again.returncode == 0, again.stderr
     assert refs(foundry_home) == ["crash-me"]
     assert_whole(foundry_home)
+
+
+# --- foundry-build ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("point", ["build.packed", "store.register.manifest"])
+def test_build_killed_leaves_a_whole_store_and_the_next_build_succeeds(
+    point: str, tiny_source, foundry_home: Path
+) -> None:
+    argv = [str(tiny_source("qwen2.5-0.5b")), "--target", "cpu-fp32", "--as", "built", "--json"]
+    killed(foundry_build(*argv, kill_at=point))
+    assert refs(foundry_home) == []
+    assert_whole(foundry_home)
+    again = foundry_build(*argv)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert refs(foundry_home) == ["built"]
+    assert_whole(foundry_home)
+    # No staging folder of the killed build survives the next run's sweep.
+    assert not [p for p in (foundry_home / "cache" / "tmp").iterdir() if "build-" in p.name]
 
 
 # --- foundry model download (the local hub) -----------------------------------------------------
