@@ -192,8 +192,10 @@ def start_service(
             return state, False
         _rotate_log()
         with log_path().open("ab") as log:
+            # The detached service rotates its own log while it runs (service_log.py).
+            log_args = ["--log-file", str(log_path()), "--log-max-bytes", str(LOG_LIMIT)]
             process = subprocess.Popen(
-                options.command(),
+                options.command() + log_args,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -16,10 +16,12 @@ import os
 import socket
 import sys
 import threading
+from pathlib import Path
 from typing import Any
 
 from runtime import __version__
 from runtime.errors import FoundryError, ServiceStartFailed
+from runtime.service.service_log import LOG_FORMAT, ServiceLog
 from runtime.settings import env, env_number, keep_private
 
 __all__ = ["build_settings", "run"]
@@ -39,6 +41,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--cors-origin", dest="cors_origins", action="append", default=[])
     parser.add_argument("--no-console", dest="console", action="store_false")
     parser.add_argument("--log-level", default="info")
+    parser.add_argument("--log-file", default=None, help="log here, rotated while serving")
+    parser.add_argument("--log-max-bytes", type=int, default=10 * 1024 * 1024)
     return parser.parse_args(argv)
 
 
@@ -71,9 +75,13 @@ def bind_socket(host: str, port: int) -> socket.socket:
 def run(argv: list[str] | None = None) -> int:
     """Serve until SIGTERM/SIGINT; returns the process exit code."""
     args = _parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    args.log_handler = None
+    if args.log_file:
+        keep_private()  # the log is 0600 however it is rotated
+        args.log_handler = ServiceLog(Path(args.log_file), args.log_max_bytes)
+        logging.basicConfig(level=args.log_level.upper(), handlers=[args.log_handler])
+    else:
+        logging.basicConfig(level=args.log_level.upper(), format=LOG_FORMAT)
     try:
         return _serve(args)
     except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it handled, after a clean shutdown
@@ -122,8 +130,16 @@ def _serve(args: argparse.Namespace) -> int:
                 # inside the first /openai/status, which `foundry service status` waits on.
                 threading.Thread(target=detect, name="detect-hardware", daemon=True).start()
 
+    app = create_app(settings)
+    if args.log_handler is not None:  # Litestar's default LoggingConfig put a console handler there
+        logging.getLogger().handlers = [args.log_handler]
     config = uvicorn.Config(
-        create_app(settings), log_level=args.log_level, timeout_graceful_shutdown=5, access_log=True
+        app,
+        log_level=args.log_level,
+        timeout_graceful_shutdown=5,
+        access_log=True,
+        # With a log file, uvicorn's records go to the root logger's rotating handler.
+        log_config=None if args.log_file else uvicorn.config.LOGGING_CONFIG,
     )
     server = StateWritingServer(config)
     try:
