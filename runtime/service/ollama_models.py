@@ -55,6 +55,13 @@ def _store(request: Request) -> Any:
     return store
 
 
+def _size_vram(size: int, metadata: dict) -> int:
+    """Bytes of the model in GPU memory: none on the CPU provider (measured: nothing is there);
+    on a GPU provider the artifact's bytes, which its session holds there (an estimate from the
+    artifact, as Ollama's own figure is an estimate of the layers it offloaded)."""
+    return 0 if metadata.get("provider", "cpu") == "cpu" else int(size)
+
+
 def _details(metadata: dict) -> dict:
     family = str(metadata.get("family") or "")
     return {
@@ -114,7 +121,7 @@ def ps(request: Request) -> dict:
                 "digest": cached.manifest_digest.removeprefix("sha256:"),
                 "details": _details(metadata),
                 "expires_at": datetime.fromtimestamp(expires, tz=UTC).isoformat(),
-                "size_vram": 0,
+                "size_vram": _size_vram(entry.size, metadata),
                 "context_length": metadata.get("context_length"),
             }
         )
@@ -201,14 +208,20 @@ async def _pull_lines(store: Any, name: str) -> AsyncIterator[bytes]:
     except Exception as exc:
         yield ndjson_line({"error": error_status(exc)[1]})
         return
-    for status in ("verifying sha256 digest", "writing manifest", "success"):
-        yield ndjson_line({"status": status})
+    yield ndjson_line({"status": "success"})
 
 
 def _pull_status(event: ProgressEvent) -> dict:
-    """`{"status": "pulling <file>", "digest", "total", "completed"}` as Ollama's CLI draws bars."""
+    """`{"status": "pulling <file>", "digest", "total", "completed"}` as Ollama's CLI draws bars.
+
+    Every line stands for something the download did: its files' sha256 were checked as they
+    arrived (runtime/download.py), the folder was loaded ("validate"), its blobs and manifest
+    were written ("register"); no line is sent for a step that did not happen.
+    """
     line: dict = {"status": f"{event.phase} {event.message}".strip()}
-    if event.unit == "B" and event.total:
+    if event.phase == "register":
+        line = {"status": "writing manifest" if event.done else f"writing {event.message}"}
+    elif event.unit == "B" and event.total:
         line["status"] = f"pulling {event.message}".strip()
         line["digest"] = event.message
         line["total"] = int(event.total)

@@ -258,11 +258,16 @@ async def _load_only(request: Request, body: Any, shape: Any) -> Response[Any]:
 
 
 # --- embeddings ---------------------------------------------------------------------------
-async def _embed(request: Request, name: str, inputs: list[str], keep_alive: Any) -> Any:
+async def _embed(
+    request: Request, name: str, inputs: list[str], keep_alive: Any
+) -> tuple[Any, float]:
+    """(the embeddings, seconds spent getting the model: its load when it was not resident)."""
     name = model_name(name)
+    started = time.perf_counter()
     engine = await _manager(request).get(name, task="embeddings")
+    load_seconds = time.perf_counter() - started
     await _apply_keep_alive(request, name, parse_keep_alive(keep_alive))
-    return await engine.aembed(inputs)
+    return await engine.aembed(inputs), load_seconds
 
 
 @post("/embed", status_code=200)
@@ -272,12 +277,12 @@ async def embed(request: Request) -> dict:
     if not inputs:
         raise InvalidRequest("'input' must not be empty", param="input")
     start = time.perf_counter()
-    result = await _embed(request, body.model, inputs, body.keep_alive)
+    result, load_seconds = await _embed(request, body.model, inputs, body.keep_alive)
     return {
         "model": body.model,
         "embeddings": [[float(x) for x in row] for row in result.vectors],
         "total_duration": int((time.perf_counter() - start) * 1e9),
-        "load_duration": 0,
+        "load_duration": int(load_seconds * 1e9),
         "prompt_eval_count": int(result.prompt_tokens),
     }
 
@@ -286,7 +291,7 @@ async def embed(request: Request) -> dict:
 async def embeddings(request: Request) -> dict:
     """The older single-prompt form."""
     body = decode_body(await request.body(), EmbeddingsRequest)
-    result = await _embed(request, body.model, [body.prompt], body.keep_alive)
+    result, _ = await _embed(request, body.model, [body.prompt], body.keep_alive)
     return {"embedding": [float(x) for x in result.vectors[0]]}
 
 
