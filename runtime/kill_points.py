@@ -21,6 +21,7 @@ KILL_POINTS: dict[str, str] = {
     "store.blob": "a blob written and fsynced under tmp/, not yet renamed into blobs/",
     "store.register.blobs": "every blob of a registration stored, no manifest yet",
     "store.register.manifest": "manifest written, no build key or ref yet",
+    "store.commit_blob": "a received blob (registry pull, bundle) renamed into blobs/, no manifest",
     "store.snapshot": "snapshot links made under tmp/, not yet renamed into snapshots/",
     "store.gc": "gc has deleted one snapshot, manifest or blob of its plan",
     "download.bytes": "a download has written one more chunk into its .partial file",

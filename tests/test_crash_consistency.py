@@ -238,9 +238,35 @@ def test_verify_names_a_snapshot_that_lost_a_file(tiny_artifact: Path, foundry_h
     )
 
 
+# --- foundry cache import of a bundle (an OCI image layout tar) ----------------------------------
+@pytest.mark.parametrize("point", ["store.commit_blob:2", "store.register.manifest"])
+def test_bundle_import_killed_leaves_a_whole_store_and_the_next_import_succeeds(
+    point: str, tiny_artifact: Path, tmp_path: Path, foundry_home: Path, monkeypatch
+) -> None:
+    exporter = tmp_path / "exporter"
+    monkeypatch.setenv("FOUNDRY_HOME", str(exporter))
+    assert foundry("cache", "import", str(tiny_artifact), "--name", "bundled").returncode == 0
+    bundle = tmp_path / "bundle.tar"
+    exported = foundry("cache", "export", "bundled", "-o", str(bundle))
+    assert exported.returncode == 0, exported.stderr
+    monkeypatch.setenv("FOUNDRY_HOME", str(foundry_home))
+    killed(foundry("cache", "import", str(bundle), kill_at=point))
+    assert refs(foundry_home) == []
+    assert_whole(foundry_home)
+    again = foundry("cache", "import", str(bundle))
+    assert again.returncode == 0, again.stderr
+    assert refs(foundry_home) == ["bundled"]
+    assert_whole(foundry_home)
+
+
 # --- foundry cache pull (the registry) ------------------------------------------------------------
-def test_registry_pull_killed_mid_blob_resumes_and_registers_whole(
-    tiny_artifact: Path, tmp_path: Path, foundry_home: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("point", ["oci.blob:2", "store.commit_blob:1", "store.register.manifest"])
+def test_registry_pull_killed_resumes_and_registers_whole(
+    point: str,
+    tiny_artifact: Path,
+    tmp_path: Path,
+    foundry_home: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from tests.registry_server import REGISTRY_BIN, start_registry
 
@@ -254,7 +280,7 @@ def test_registry_pull_killed_mid_blob_resumes_and_registers_whole(
         pushed = foundry("cache", "push", "pulled", registry.url("crash/pulled", "v1"))
         assert pushed.returncode == 0, pushed.stderr
         monkeypatch.setenv("FOUNDRY_HOME", str(foundry_home))
-        killed(foundry("cache", "pull", registry.url("crash/pulled", "v1"), kill_at="oci.blob:2"))
+        killed(foundry("cache", "pull", registry.url("crash/pulled", "v1"), kill_at=point))
         assert refs(foundry_home) == []
         assert_whole(foundry_home)
         again = foundry("cache", "pull", registry.url("crash/pulled", "v1"))

@@ -291,6 +291,7 @@ class Store:
             target.parent.mkdir(parents=True, exist_ok=True)
             _make_read_only(staged)
             staged.replace(target)
+            kill_point("store.commit_blob")
         return FileEntry(digest, size)
 
     def register_manifest(
@@ -311,6 +312,7 @@ class Store:
                     hint="run the transfer again",
                 )
         digest = self.put_manifest(manifest)
+        kill_point("store.register.manifest")
         if build_key is not None:
             self.set_build(build_key, digest)
         self.set_ref(model_id, digest)
