@@ -23,6 +23,7 @@ KILL_POINTS: dict[str, str] = {
     "store.register.manifest": "manifest written, no build key or ref yet",
     "store.commit_blob": "a received blob (registry pull, bundle) renamed into blobs/, no manifest",
     "store.snapshot": "snapshot links made under tmp/, not yet renamed into snapshots/",
+    "store.gc.snapshot": "gc has moved a snapshot folder out of snapshots/, not yet deleted it",
     "store.gc": "gc has deleted one snapshot, manifest or blob of its plan",
     "download.bytes": "a download has written one more chunk into its .partial file",
     "download.fetched": "every file of a download fetched and verified, not yet validated",

@@ -199,7 +199,7 @@ def test_two_variant_downloads_sharing_a_file_never_write_one_partial_at_once(
 
 
 # --- foundry cache gc ---------------------------------------------------------------------------
-@pytest.mark.parametrize("point", ["store.gc:1", "store.gc:2", "store.gc:3"])
+@pytest.mark.parametrize("point", ["store.gc.snapshot", "store.gc:1", "store.gc:2", "store.gc:3"])
 def test_gc_killed_leaves_the_kept_model_whole_and_the_next_gc_finishes(
     point: str, tiny_artifact: Path, tmp_path: Path, foundry_home: Path
 ) -> None:
@@ -215,6 +215,8 @@ def test_gc_killed_leaves_the_kept_model_whole_and_the_next_gc_finishes(
     assert (plan["snapshots"], plan["manifests"], plan["blobs"]) == (1, 1, 1)
     killed(foundry("cache", "gc", kill_at=point))
     assert refs(foundry_home) == ["kept"]
+    # A snapshot is never left half-deleted under its real name (it is renamed out first).
+    assert len(list((foundry_home / "cache" / "snapshots").iterdir())) == 1
     assert_whole(foundry_home)
     finished = foundry("cache", "gc", "--json")
     assert finished.returncode == 0, finished.stderr

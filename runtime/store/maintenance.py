@@ -71,6 +71,7 @@ def _remove_snapshot(store: Store, path: Path) -> None:
         path.replace(doomed)
     except FileNotFoundError:
         return
+    kill_point("store.gc.snapshot")
     shutil.rmtree(doomed, ignore_errors=True)
 
 
