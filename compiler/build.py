@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runtime.errors import BuildError, DiskFull, FoundryError, InvalidRequest
+from runtime.kill_points import kill_point
 from runtime.names import check_model_id
 from runtime.progress import ProgressEvent, ProgressFn, silent
 from runtime.store import CachedModel, Store
@@ -153,6 +154,7 @@ def build_target(
                 plan, source, artifact, staging.path / "build.log", progress, started
             )
             metadata = manifest_metadata(plan, source, artifact, validation, record)
+            kill_point("build.packed")
             progress(ProgressEvent("register", plan.model_id))
             try:
                 model = store.register(

@@ -43,10 +43,13 @@ from runtime.errors import (
     ProviderUnavailable,
     UnsafeArtifact,
 )
+from runtime.kill_points import kill_point
 from runtime.progress import ProgressEvent, ProgressFn, silent
 from runtime.settings import env, foundry_home
 
 if TYPE_CHECKING:
+    from filelock import FileLock
+
     from runtime.catalog import ArtifactSource, Catalog, Variant
     from runtime.hardware import Hardware
     from runtime.store import CachedModel, Store
@@ -214,8 +217,10 @@ def _fetch_artifact(variant: Variant, store: Store, progress: ProgressFn) -> Cac
                 remote,
                 staging.path / remote.relative,
                 _offset(progress, done, total, variant),
+                lock=store.lock(f"partial-{remote.partial_name}"),
             )
             done += remote.size
+        kill_point("download.fetched")
         progress(ProgressEvent("validate", f"loading {variant.id} in onnxruntime-genai"))
         validate_artifact(staging.path, variant.task)
         _write_inference_model(staging.path, variant)
@@ -335,7 +340,13 @@ def _checked(remote: RemoteFile, repo: str) -> RemoteFile:
 
 
 def fetch_file(
-    repo: str, commit: str, remote: RemoteFile, dest: Path, progress: ProgressFn = silent
+    repo: str,
+    commit: str,
+    remote: RemoteFile,
+    dest: Path,
+    progress: ProgressFn = silent,
+    *,
+    lock: FileLock,
 ) -> None:
     """Download one file (resuming a partial one), verify it, and move it to `dest`.
 
@@ -344,10 +355,21 @@ def fetch_file(
         DiskFull: no space left (the partial is deleted to give the space back).
         DownloadFailed: the connection kept failing (the partial stays for the next run).
     """
-    from huggingface_hub import hf_hub_url
-
     partial = partial_dir() / remote.partial_name
     partial.parent.mkdir(parents=True, exist_ok=True)
+    # Two variants that share a file (same digest) would otherwise append to one .partial at once.
+    with _partial_lock(lock, remote, progress):
+        _fetch_into(partial, repo, commit, remote, progress)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(partial, dest)
+
+
+def _fetch_into(
+    partial: Path, repo: str, commit: str, remote: RemoteFile, progress: ProgressFn
+) -> None:
+    """Resume `partial` to the whole file and verify it (the caller holds its lock)."""
+    from huggingface_hub import hf_hub_url
+
     if partial.exists() and partial.stat().st_size > remote.size:
         partial.unlink()
     url = hf_hub_url(repo, remote.path, revision=commit, endpoint=hub_endpoint())
@@ -363,8 +385,6 @@ def fetch_file(
             hint="run the same command again to resume",
         ) from exc
     _verify(partial, remote, repo)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    shutil.move(partial, dest)
 
 
 def _stream(
@@ -402,6 +422,7 @@ def _stream(
                     handle.truncate()
                 for chunk in response.iter_bytes():
                     handle.write(chunk)
+                    kill_point("download.bytes")
                     progress(
                         ProgressEvent("download", remote.relative, handle.tell(), remote.size, "B")
                     )
@@ -496,6 +517,29 @@ def _write_inference_model(folder: Path, variant: Variant) -> None:
 
 # --- small helpers ------------------------------------------------------------------------------
 @contextmanager
+def _partial_lock(lock: FileLock, remote: RemoteFile, progress: ProgressFn) -> Iterator[None]:
+    """Hold the store's lock for one .partial while writing it; a wait for another download is
+    reported.
+
+    The waiter then fetches the file itself (the holder moved the finished one into its own
+    staging folder): the same bytes twice, never two writers of one file.
+    """
+    from filelock import Timeout
+
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        progress(
+            ProgressEvent("download", f"{remote.relative}: waiting for another download of it")
+        )
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+@contextmanager
 def _open_partial(path: Path) -> Iterator[BinaryIO]:
     # Unbuffered: every byte received is on disk, so a kill loses nothing that was written.
     handle = path.open("r+b", buffering=0) if path.exists() else path.open("wb", buffering=0)
@@ -511,6 +555,9 @@ def _offset(progress: ProgressFn, done: int, total: int, variant: Variant) -> Pr
     """Turn one file's byte events into events over the whole variant (`message` names the file)."""
 
     def forward(event: ProgressEvent) -> None:
+        if event.total is None:  # a note (a wait), not bytes
+            progress(ProgressEvent("download", f"{variant.id}: {event.message}"))
+            return
         completed = done + (event.completed or 0)
         progress(ProgressEvent("download", f"{variant.id}: {event.message}", completed, total, "B"))
 

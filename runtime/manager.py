@@ -69,6 +69,7 @@ class ModelManager:
         self.queue_size = queue_size
         self._loaded: dict[str, LoadedModel] = {}
         self._loading: dict[str, asyncio.Task[LoadedModel]] = {}
+        self._reserved = 0  # loads past _make_room, not yet in _loaded: they hold a slot too
         self._listeners: list[Callable[[GenerationRecord], None]] = []
         self._reaper: asyncio.Task[None] | None = None
         self._catalog: Catalog | None = None
@@ -219,6 +220,13 @@ class ModelManager:
 
     async def _load(self, model_id: str, ttl: float | None) -> LoadedModel:
         await self._make_room()
+        self._reserved += 1  # no await since _make_room's last check: the slot is ours
+        try:
+            return await self._load_reserved(model_id, ttl)
+        finally:
+            self._reserved -= 1
+
+    async def _load_reserved(self, model_id: str, ttl: float | None) -> LoadedModel:
         cached = self.store.resolve(model_id)
         task = cached.info.task
         engine_class = load_engine_class(task)
@@ -244,10 +252,13 @@ class ModelManager:
         return loaded
 
     async def _make_room(self) -> None:
-        while len(self._loaded) >= self.max_loaded:
+        """Evict until a slot is free, counting loads in flight: two loads of different models
+        that both checked before either finished used to end with max_loaded + 1 resident."""
+        while len(self._loaded) + self._reserved >= self.max_loaded:
             idle = [m for m in self._loaded.values() if not m.active_requests()]
             if not idle:
-                raise ModelLoading(f"all {len(self._loaded)} loaded models are busy; retry shortly")
+                busy = len(self._loaded) + self._reserved
+                raise ModelLoading(f"all {busy} model slots are busy or loading; retry shortly")
             await self._drop(min(idle, key=lambda m: m.last_used).model_id)
 
     async def _drop(self, model_id: str) -> None:

@@ -78,6 +78,18 @@ ROWS: list[tuple[str, str, str, str]] = [
         body({"model": M, "prompt": "", "keep_alive": "nan"}),
         "keep_alive",
     ),
+    (
+        "ollama-repeat-penalty",
+        "/api/chat",
+        body({"model": M, "messages": HI, "stream": False, "options": {"repeat_penalty": 1.1}}),
+        "options.repeat_penalty is not supported",
+    ),
+    (
+        "ollama-presence-penalty",
+        "/api/generate",
+        body({"model": M, "prompt": "hi", "stream": False, "options": {"presence_penalty": 0.5}}),
+        "options.presence_penalty is not supported",
+    ),
     ("ollama-embed-3000-inputs", "/api/embed", body({"model": "x", "input": ["x"] * 3000}), "2048"),
     (
         "ollama-deep-format",
@@ -142,6 +154,13 @@ ROWS: list[tuple[str, str, str, str]] = [
         "nested deeper than 64",
     ),
     (
+        "openai-5000-deep-json-schema",  # the review's RecursionError case, at its own depth
+        "/v1/chat/completions",
+        '{"model": "tiny-qwen", "messages": [{"role": "user", "content": "hi"}], '
+        f'"response_format": {{"type": "json_schema", "json_schema": {{"name": "x", "schema": {nested_schema(5000)}}}}}}}',
+        "nested",
+    ),
+    (
         "openai-deep-tool-parameters",
         "/v1/chat/completions",
         '{"model": "tiny-qwen", "messages": [{"role": "user", "content": "hi"}], '
@@ -194,6 +213,18 @@ def test_each_hostile_request_is_a_400_in_its_apis_shape(service, row_id, path, 
     )
     assert reply.status_code == 400, reply.text[:300]
     assert named in error_message(path, reply)
+
+
+def test_neutral_ollama_penalties_are_accepted(service):
+    """Clients that always send the neutral values (repeat_penalty 1, the others 0) still work."""
+    neutral = {"repeat_penalty": 1.0, "presence_penalty": 0.0, "frequency_penalty": 0.0}
+    options = {**neutral, "num_predict": 2, "temperature": 0}
+    reply = httpx.post(
+        f"{service.base_url}/api/chat",
+        json={"model": M, "messages": HI, "stream": False, "options": options},
+        timeout=60,
+    )
+    assert reply.status_code == 200, reply.text[:300]
 
 
 def test_the_service_still_answers_after_the_hostile_requests(service):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+import httpx
 import msgspec
 import pytest
 
@@ -401,6 +402,23 @@ def test_ollama_embed_and_embeddings_match_the_openai_embeddings_route(
     assert caught.value.status_code == 400
 
 
+@pytest.mark.slow
+def test_ollama_load_duration_and_size_vram_are_what_was_measured(client, service, embedding_model):
+    """/api/embed's load_duration was the constant 0 and /api/ps's size_vram too: now the load
+    is timed (at least the manager's own load time after an unload), and a CPU model has no
+    bytes in GPU memory."""
+    assert httpx.post(f"{service.base_url}/openai/unload/{embedding_model}").status_code == 200
+    embedded = client.embed(model=embedding_model, input=["The sky is blue."])
+    rows = httpx.get(f"{service.base_url}/foundry/ps").json()["models"]
+    (row,) = [r for r in rows if r["model"] == embedding_model]
+    assert row["load_seconds"] > 0
+    assert embedded.load_duration >= int(row["load_seconds"] * 1e9) * 0.99
+    again = client.embed(model=embedding_model, input=["The sky is blue."])
+    assert again.load_duration < embedded.load_duration  # resident now: no load
+    (ps,) = [m for m in client.ps().models if m.model == embedding_model]
+    assert ps.size_vram == 0 and ps.size > 0
+
+
 # --- /api/pull: the catalog download, from a local hub -----------------------------------------
 HUB_REPO, HUB_FOLDER = "test-org/hub-qwen-onnx", "cpu_and_mobile/cpu-fp32"
 HUB_CATALOG = f"""\
@@ -447,6 +465,12 @@ def test_pull_downloads_a_catalog_model_with_ollama_style_progress(hub_service):
     lines = list(hub_service.pull("hub-qwen", stream=True))
     statuses = [line.status for line in lines]
     assert statuses[0] == "pulling manifest" and statuses[-1] == "success"
+    # Only steps that happened: no canned "verifying sha256 digest" after the fact, and the
+    # store's register events are not drawn as more download bars.
+    assert "verifying sha256 digest" not in statuses
+    validated = next(i for i, s in enumerate(statuses) if s.startswith("validate "))
+    assert statuses.index("writing manifest") > validated
+    assert not any(line.status.startswith("pulling genai_config") for line in lines)
     sized = [line for line in lines if line.total]
     assert sized and all(0 <= (line.completed or 0) <= line.total for line in sized)
     assert any(line.completed == line.total for line in sized)

@@ -267,3 +267,45 @@ def test_a_non_numeric_setting_is_one_line_naming_the_variable(variable, tmp_pat
     assert done.returncode == 2
     assert done.stderr.splitlines()[0] == f"error: {variable}='abc' is not a number"
     assert "Traceback" not in done.stderr and not (tmp_path / "service.json").exists()
+
+
+def test_the_service_rotates_its_log_while_it_runs(tmp_path: Path):
+    """Rotation used to happen only at `service start`, so a long-running service's log grew
+    without bound. The launcher's own handler now rotates at `log_max_bytes`, keeps one previous
+    file, and keeps writing (access lines and stderr) to the current one; both stay 0600."""
+    import sys
+
+    home = tmp_path / "home"
+    home.mkdir()
+    log = home / "logs" / "service.log"
+    log.parent.mkdir(mode=0o700)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    from runtime.service.settings import launch_environment, settings_from
+
+    argv = [sys.executable, "-m", "runtime.service.launcher"]
+    settings = settings_from(port=port, log_file=str(log), log_max_bytes=4000, log_level="info")
+    env = {k: v for k, v in launch_environment(settings).items() if k != "FOUNDRY_API_KEY"}
+    process = subprocess.Popen(argv, env={**env, "FOUNDRY_HOME": str(home)}, cwd=home)
+    try:
+        deadline = time.monotonic() + 60
+        while not (home / "service.json").exists():
+            assert process.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        for _ in range(120):
+            get_json(f"http://127.0.0.1:{port}/health")
+        previous = log.with_name("service.log.1")
+        assert previous.exists() and log.exists()
+        assert log.stat().st_size <= 4000 and previous.stat().st_size <= 4000
+        assert "GET /health" in previous.read_text() + log.read_text()
+        get_json(f"http://127.0.0.1:{port}/health?after=rotation")
+        deadline = time.monotonic() + 10  # the access line is written after the response
+        while "after=rotation" not in log.read_text():
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        assert {p.stat().st_mode & 0o777 for p in (log, previous)} == {0o600}
+        assert process.poll() is None
+    finally:
+        process.terminate()
+        process.wait(timeout=30)

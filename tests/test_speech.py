@@ -379,3 +379,122 @@ def test_transcription_without_a_file_is_400_naming_the_field(speech_client, ser
     )
     assert reply.status_code == 400, reply.text
     assert reply.json()["error"]["param"] == "file"
+
+
+# --- honest figures, a free event loop, and cancellation [issue 12] ------------------------------
+def test_verbose_json_figures_are_measured_on_the_decode(speech_engine):
+    """avg_logprob, no_speech_prob and compression_ratio come from this window's decode (they
+    were the constant 0.0), and forcing the prompt after <|startoftranscript|> one step at a time
+    (to read no_speech_prob where Whisper reads it) writes the tokens of the whole prompt."""
+    import zlib
+
+    import onnxruntime_genai as og
+
+    from runtime.engines.speech import compression_ratio
+
+    wav = to_wav_bytes(tone(3.0))
+    prompt = speech_engine.prompt("en")
+    decoded = speech_engine.decode_window(wav, prompt)
+    inputs = speech_engine.processor([prompt], audios=og.Audios.open_bytes(wav))
+    params = og.GeneratorParams(speech_engine.model)
+    params.set_search_options(max_length=speech_engine.context_length, do_sample=False)
+    generator = og.Generator(speech_engine.model, params)
+    generator.set_inputs(inputs)
+    while not generator.is_done():
+        generator.generate_next_token()
+    start = int(inputs["input_ids"].as_numpy().shape[-1])
+    whole = [int(t) for t in generator.get_sequence(0)][start:]
+    assert decoded.ids == [t for t in whole if t != speech_engine.eos_token_id]
+    assert decoded.avg_logprob is not None and decoded.avg_logprob < 0
+    assert decoded.no_speech_prob is not None and 0 < decoded.no_speech_prob < 1
+    other = speech_engine.decode_window(to_wav_bytes(tone(3.0) * 0.01), prompt)
+    assert (other.avg_logprob, other.no_speech_prob) != (
+        decoded.avg_logprob,
+        decoded.no_speech_prob,
+    )
+    text = "the same words " * 20
+    assert compression_ratio(text) == len(text) / len(zlib.compress(text.encode())) > 2
+
+
+def test_served_verbose_json_carries_the_engines_figures(speech_client, speech_engine, speech_wav):
+    reply = speech_client.audio.transcriptions.create(
+        model=WHISPER, file=("speech.wav", speech_wav), response_format="verbose_json"
+    )
+    (segment,) = speech_engine.transcribe(decode_audio(speech_wav, "speech.wav")).segments
+    (served,) = reply.segments
+    assert served.avg_logprob == pytest.approx(segment.avg_logprob, abs=1e-6)
+    assert served.no_speech_prob == pytest.approx(segment.no_speech_prob, abs=1e-6)
+    assert served.compression_ratio == pytest.approx(segment.compression_ratio)
+    assert served.avg_logprob < 0 and served.compression_ratio > 0
+
+
+def _active_http_requests(base_url: str) -> float:
+    text = httpx.get(f"{base_url}/metrics", timeout=10).text
+    line = next(x for x in text.splitlines() if x.startswith("foundry_active_requests"))
+    return float(line.split()[-1]) - 1  # this /metrics request counts itself
+
+
+def test_a_long_transcription_keeps_health_fast_and_stops_when_its_client_leaves(
+    speech_client, service
+):
+    """25 minutes of audio (50 windows): /health answers quickly while it decodes, and when the
+    client hangs up the decode stops at its next step instead of running every window."""
+    import contextlib
+    import socket
+    import threading
+    import time
+
+    seconds = 1500.0
+    pcm = np.zeros(int(seconds * SAMPLE_RATE), dtype=np.float32)
+    pcm[: 3 * SAMPLE_RATE] = tone(3.0)  # random weights decode every window to the end anyway
+    audio = encoded(pcm, "FLAC", "PCM_16")  # silence packs 25 minutes into a small upload
+    request = httpx.Request(
+        "POST",
+        f"{service.base_url}/v1/audio/transcriptions",
+        files={"file": ("long.flac", audio)},
+        data={"model": WHISPER},
+    )
+    head = (
+        f"POST {request.url.raw_path.decode()} HTTP/1.1\r\nHost: {request.url.netloc.decode()}\r\n"
+    )
+    head += "".join(f"{k}: {v}\r\n" for k, v in request.headers.items() if k.lower() != "host")
+    connection = socket.create_connection(("127.0.0.1", service.port))
+    answered: list[bytes] = []
+
+    def transcribe() -> None:
+        with contextlib.suppress(OSError):  # the socket is closed under it
+            connection.sendall(head.encode() + b"\r\n" + request.read())
+            answered.append(connection.recv(1000))
+
+    def health_latencies(count: int) -> list[float]:
+        latencies = []
+        for _ in range(count):
+            started = time.perf_counter()
+            assert httpx.get(f"{service.base_url}/health", timeout=10).status_code == 200
+            latencies.append(time.perf_counter() - started)
+            time.sleep(0.05)
+        return sorted(latencies)
+
+    # The machine's own latency first (shared and loaded in CI): the decode may add < 100 ms.
+    idle = health_latencies(21)
+    worker = threading.Thread(target=transcribe, daemon=True)
+    worker.start()
+    deadline = time.monotonic() + 60
+    while _active_http_requests(service.base_url) < 1:
+        assert time.monotonic() < deadline and not answered, answered
+        time.sleep(0.05)
+    time.sleep(1.0)  # into the decode (the upload was read and decoded first)
+    latencies = health_latencies(41)
+    assert worker.is_alive(), "the transcription finished before /health was measured"
+    connection.shutdown(socket.SHUT_RDWR)  # the client goes away
+    connection.close()
+    hung_up = time.monotonic()
+    while _active_http_requests(service.base_url) > 0:
+        assert time.monotonic() - hung_up < 20, "the transcription kept decoding for nobody"
+        time.sleep(0.1)
+    print(
+        f"/health idle: median {idle[10] * 1000:.1f} ms; during a long transcription: median "
+        f"{latencies[20] * 1000:.1f} ms, max {latencies[-1] * 1000:.1f} ms; decode stopped "
+        f"{time.monotonic() - hung_up:.2f} s after hang-up"
+    )
+    assert latencies[20] - idle[10] < 0.1, (idle, latencies)

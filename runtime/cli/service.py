@@ -147,6 +147,7 @@ def start_service(
     """
     import subprocess
 
+    import msgspec
     from filelock import FileLock
 
     from runtime.service.settings import launch_environment, settings_from
@@ -162,6 +163,10 @@ def start_service(
         if state is not None and _probe(state.base_url, "/health"):
             return state, False
         _rotate_log()
+        # The detached service rotates its own log while it runs (service_log.py).
+        settings = msgspec.structs.replace(
+            settings, log_file=str(log_path()), log_max_bytes=LOG_LIMIT
+        )
         with log_path().open("ab") as log:
             process = subprocess.Popen(
                 SERVER_COMMAND,

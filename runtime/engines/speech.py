@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,6 +79,8 @@ LANGUAGES = {
     "la": "latin",
 }
 NAMES_TO_CODES = {name: code for code, name in LANGUAGES.items()}
+SOT = "<|startoftranscript|>"
+NO_SPEECH_TOKENS = ("<|nospeech|>", "<|nocaptions|>")  # large-v3 and later, older vocabularies
 
 
 def decoder_prompt(
@@ -114,6 +118,19 @@ def multilingual(artifact: Path) -> bool:
     return vocab != ENGLISH_ONLY_VOCAB
 
 
+def compression_ratio(text: str) -> float:
+    """Whisper's repetition measure: UTF-8 length over zlib-compressed length."""
+    data = text.encode("utf-8")
+    return len(data) / len(zlib.compress(data)) if data else 0.0
+
+
+def _log_softmax_at(logits: np.ndarray, token: int) -> float:
+    """log softmax(logits)[token] over the last axis of og's [1, 1, vocab] logits, in float64."""
+    row = np.asarray(logits, dtype=np.float64).reshape(-1)
+    top = row.max()
+    return float(row[token] - top - np.log(np.exp(row - top).sum()))
+
+
 def _read_json(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text())
@@ -124,11 +141,31 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Segment:
+    """One 30 s window. The figures are Whisper's, measured on this window's decode (None when
+    a segment was not decoded, e.g. built by hand): `avg_logprob` is the mean log-probability of
+    the tokens written (EOS included, as Whisper's sum / (tokens + 1)); `no_speech_prob` is the
+    probability of `<|nospeech|>` (`<|nocaptions|>` in older vocabularies) right after
+    `<|startoftranscript|>`, where Whisper reads it; `compression_ratio` is the text's length
+    over its zlib-compressed length (high means repetition)."""
+
     id: int
     start: float
     end: float
     text: str
     tokens: list[int] = field(default_factory=list)
+    temperature: float = 0.0
+    avg_logprob: float | None = None
+    no_speech_prob: float | None = None
+    compression_ratio: float | None = None
+
+
+@dataclass(frozen=True)
+class WindowDecode:
+    """What the decoder wrote for one window, with the figures measured along the way."""
+
+    ids: list[int]  # EOS excluded
+    avg_logprob: float | None
+    no_speech_prob: float | None
 
 
 @dataclass(frozen=True)
@@ -163,8 +200,21 @@ class SpeechEngine:
         self.eos_token_id = config["model"].get("eos_token_id")
         self.multilingual = multilingual(self.path)
         self._languages = self._known_languages() if self.multilingual else {"en"}
+        self._no_speech_id = self._special_id(*NO_SPEECH_TOKENS)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="speech")
         self._active = 0
+
+    def _special_id(self, *names: str) -> int | None:
+        """The id of the first of `names` the tokenizer has as an added token, else None."""
+        try:
+            data = json.loads((self.path / "tokenizer.json").read_text())
+        except (OSError, ValueError):
+            return None
+        added = {t.get("content", ""): t.get("id") for t in data.get("added_tokens", [])}
+        for name in names:
+            if isinstance(added.get(name), int):
+                return int(added[name])
+        return None
 
     def _known_languages(self) -> set[str]:
         """Language codes whose `<|xx|>` token the tokenizer has (a synthetic one may lack some)."""
@@ -226,9 +276,37 @@ class SpeechEngine:
 
         `min_new_tokens` holds EOS back that long (the compiler's check compares a fixed count).
         """
+        return self.decode_window(
+            wav,
+            prompt,
+            max_new_tokens=max_new_tokens,
+            min_new_tokens=min_new_tokens,
+            temperature=temperature,
+        ).ids
+
+    def decode_window(
+        self,
+        wav: bytes,
+        prompt: str,
+        *,
+        max_new_tokens: int | None = None,
+        min_new_tokens: int = 0,
+        temperature: float = 0.0,
+        cancelled: threading.Event | None = None,
+    ) -> WindowDecode:
+        """Decode one WAV window after `prompt`, measuring Whisper's per-segment figures.
+
+        The processor gets the prompt only up to `<|startoftranscript|>`; the tokens after it are
+        forced one step each (set_logits), so the logits at that position, where Whisper reads
+        `no_speech_prob`, are seen (og returns the last position's logits only and cannot rewind
+        a whisper generator); the decoded tokens are the same as from the whole prompt at once.
+        A set `cancelled` stops between steps (the client went away).
+        """
         og = self._og
-        inputs = self.processor([prompt], audios=og.Audios.open_bytes(wav))
-        prompt_len = int(inputs["input_ids"].as_numpy().shape[-1])
+        head, sot, tail = prompt.partition(SOT)
+        inputs = self.processor([head + sot], audios=og.Audios.open_bytes(wav))
+        forced = [int(t) for t in self.tokenizer.encode(tail)] if tail else []
+        prompt_len = int(inputs["input_ids"].as_numpy().shape[-1]) + len(forced)
         limit = (
             self.context_length
             if max_new_tokens is None
@@ -245,14 +323,32 @@ class SpeechEngine:
         params.set_search_options(**options)
         generator = og.Generator(self.model, params)
         generator.set_inputs(inputs)
-        while not generator.is_done():
+        no_speech = self._no_speech_prob(generator.get_logits()) if sot else None
+        for token in forced:
+            logits = generator.get_logits()
+            only = np.full_like(logits, -np.inf)
+            only[..., token] = 0.0
+            generator.set_logits(only)
             generator.generate_next_token()
+        logprobs: list[float] = []
+        while not generator.is_done():
+            if cancelled is not None and cancelled.is_set():
+                break
+            logits = generator.get_logits().copy()  # this step's; the step then picks from them
+            generator.generate_next_token()
+            logprobs.append(_log_softmax_at(logits, int(generator.get_next_tokens()[0])))
             let_the_loop_run()  # og 0.18 holds the GIL through each step
         ids = [int(t) for t in generator.get_sequence(0)][prompt_len:]
         del generator
         if ids and ids[-1] == self.eos_token_id:
             ids.pop()
-        return ids
+        average = sum(logprobs) / len(logprobs) if logprobs else None
+        return WindowDecode(ids, average, no_speech)
+
+    def _no_speech_prob(self, logits: np.ndarray) -> float | None:
+        if self._no_speech_id is None:
+            return None
+        return float(np.exp(_log_softmax_at(logits, self._no_speech_id)))
 
     def transcribe(
         self,
@@ -262,8 +358,12 @@ class SpeechEngine:
         task: str = "transcribe",
         prompt: str | None = None,
         temperature: float = 0.0,
+        cancelled: threading.Event | None = None,
     ) -> Transcript:
-        """Transcribe (or translate to English) 16 kHz mono PCM of any length."""
+        """Transcribe (or translate to English) 16 kHz mono PCM of any length.
+
+        A set `cancelled` stops at the next decode step; what was decoded so far is returned.
+        """
         if task not in {"transcribe", "translate"}:
             raise InvalidRequest(
                 f"task must be 'transcribe' or 'translate', got {task!r}", param="task"
@@ -274,29 +374,50 @@ class SpeechEngine:
         segments: list[Segment] = []
         context = prompt
         for index, window in enumerate(split_windows(pcm)):
-            ids = self.generate_ids(
+            decoded = self.decode_window(
                 to_wav_bytes(window),
                 self.prompt(code, task, context),
                 temperature=temperature,
+                cancelled=cancelled,
             )
+            ids = decoded.ids
             text = self.tokenizer.decode(np.asarray(ids, dtype=np.int32)).strip() if ids else ""
             start = index * WINDOW_SECONDS
+            end = min(duration, start + len(window) / SAMPLE_RATE)
             segments.append(
-                Segment(index, start, min(duration, start + len(window) / SAMPLE_RATE), text, ids)
+                Segment(
+                    index,
+                    start,
+                    end,
+                    text,
+                    ids,
+                    temperature=temperature,
+                    avg_logprob=decoded.avg_logprob,
+                    no_speech_prob=decoded.no_speech_prob,
+                    compression_ratio=compression_ratio(text),
+                )
             )
             context = None  # the user's prompt conditions the first window only
+            if cancelled is not None and cancelled.is_set():
+                break
         text = " ".join(s.text for s in segments if s.text)
         return Transcript(
             text=text, language=LANGUAGES.get(code, code), duration=duration, segments=segments
         )
 
     async def atranscribe(self, pcm: np.ndarray, **kwargs: Any) -> Transcript:
+        """`transcribe` on the engine's worker thread. Cancelling the awaiting task (the client
+        went away) stops the decode at its next step instead of running to the last window."""
         loop = asyncio.get_running_loop()
+        cancelled = threading.Event()
         self._active += 1
         try:
             return await loop.run_in_executor(
-                self._executor, lambda: self.transcribe(pcm, **kwargs)
+                self._executor, lambda: self.transcribe(pcm, cancelled=cancelled, **kwargs)
             )
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
         finally:
             self._active -= 1
 

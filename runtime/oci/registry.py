@@ -24,6 +24,7 @@ from runtime.errors import (
     RegistryUnavailable,
     RemoteNotFound,
 )
+from runtime.kill_points import kill_point
 from runtime.oci.auth import RegistryAuth
 from runtime.oci.reference import Reference
 from runtime.progress import ProgressEvent, ProgressFn, silent
@@ -141,6 +142,7 @@ class Registry:
                         if done + len(chunk) > size:
                             break  # more bytes than the manifest promised
                         out.write(chunk)
+                        kill_point("oci.blob")
                         hasher.update(chunk)
                         done += len(chunk)
                         progress(ProgressEvent("download", digest, done, size, "B"))

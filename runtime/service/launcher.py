@@ -14,11 +14,13 @@ import os
 import socket
 import sys
 import threading
+from pathlib import Path
 
 import msgspec
 
 from runtime import __version__
 from runtime.errors import FoundryError, ServiceStartFailed
+from runtime.service.service_log import LOG_FORMAT, ServiceLog
 from runtime.service.settings import ServiceSettings, received
 from runtime.settings import keep_private
 
@@ -49,11 +51,8 @@ def run() -> int:
     """Serve until SIGTERM/SIGINT; returns the process exit code."""
     try:
         settings = received()
-        logging.basicConfig(
-            level=settings.log_level.upper(),
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        )
-        return _serve(settings)
+        log_handler = _configure_logging(settings)
+        return _serve(settings, log_handler)
     except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it handled, after a clean shutdown
         return 0
     except FoundryError as exc:
@@ -63,7 +62,19 @@ def run() -> int:
         return exc.exit_code
 
 
-def _serve(settings: ServiceSettings) -> int:
+def _configure_logging(settings: ServiceSettings) -> ServiceLog | None:
+    """Log to the terminal, or (detached) to the file, rotated while serving."""
+    level = settings.log_level.upper()
+    if not settings.log_file:
+        logging.basicConfig(level=level, format=LOG_FORMAT)
+        return None
+    keep_private()  # the log is 0600 however it is rotated
+    handler = ServiceLog(Path(settings.log_file), settings.log_max_bytes)
+    logging.basicConfig(level=level, handlers=[handler])
+    return handler
+
+
+def _serve(settings: ServiceSettings, log_handler: ServiceLog | None) -> int:
     import uvicorn
 
     from runtime.hardware import detect
@@ -88,11 +99,16 @@ def _serve(settings: ServiceSettings) -> int:
                 # inside the first /openai/status, which `foundry service status` waits on.
                 threading.Thread(target=detect, name="detect-hardware", daemon=True).start()
 
+    app = create_app(settings)
+    if log_handler is not None:  # Litestar's default LoggingConfig put a console handler there
+        logging.getLogger().handlers = [log_handler]
     config = uvicorn.Config(
-        create_app(settings),
+        app,
         log_level=settings.log_level,
         timeout_graceful_shutdown=5,
         access_log=True,
+        # With a log file, uvicorn's records go to the root logger's rotating handler.
+        log_config=None if settings.log_file else uvicorn.config.LOGGING_CONFIG,
     )
     server = StateWritingServer(config)
     try:

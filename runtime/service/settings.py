@@ -34,6 +34,8 @@ class ServiceSettings(msgspec.Struct, kw_only=True, frozen=True):
     cors_origins: tuple[str, ...] = ()
     console: bool = True  # the web console at `/` (`--no-console` turns it off)
     log_level: str = "warning"
+    log_file: str | None = None  # detached: log here, rotated while serving (service_log.py)
+    log_max_bytes: int = 10 * 1024 * 1024
 
 
 def settings_from(**values: Any) -> ServiceSettings:

@@ -31,6 +31,7 @@ import msgspec
 from filelock import FileLock
 
 from runtime.errors import CorruptBlob, ManifestNotFound, ModelNotFound, StoreError
+from runtime.kill_points import kill_point
 from runtime.names import check_model_id, parse_digest
 from runtime.progress import ProgressEvent, ProgressFn, silent
 from runtime.settings import cache_dir
@@ -200,6 +201,8 @@ class Store:
             target = self.layout.blob(entry.digest)
             if not target.exists():
                 _make_read_only(staged.path)
+                staged.handle.flush()
+                kill_point("store.blob")
                 staged.commit(target)
         return entry
 
@@ -263,6 +266,7 @@ class Store:
             entries[path.relative_to(folder).as_posix()] = self.put_blob(path)
             done += path.stat().st_size
             progress(ProgressEvent("register", path.name, done, total, "B"))
+        kill_point("store.register.blobs")
         manifest = Manifest(
             schema=MANIFEST_SCHEMA,
             model_id=model_id,
@@ -271,6 +275,7 @@ class Store:
             created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         )
         digest = self.put_manifest(manifest)
+        kill_point("store.register.manifest")
         if build_key is not None:
             self.set_build(build_key, digest)
         self.set_ref(model_id, digest)
@@ -293,6 +298,7 @@ class Store:
             target.parent.mkdir(parents=True, exist_ok=True)
             _make_read_only(staged)
             staged.replace(target)
+            kill_point("store.commit_blob")
         return FileEntry(digest, size)
 
     def register_manifest(
@@ -313,6 +319,7 @@ class Store:
                     hint="run the transfer again",
                 )
         digest = self.put_manifest(manifest)
+        kill_point("store.register.manifest")
         if build_key is not None:
             self.set_build(build_key, digest)
         self.set_ref(model_id, digest)
@@ -404,6 +411,7 @@ class Store:
                     os.link(blob, dest)
                 except OSError:
                     shutil.copy2(blob, dest)
+            kill_point("store.snapshot")
             try:
                 staging.path.replace(target)
             except OSError:

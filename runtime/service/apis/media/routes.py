@@ -9,7 +9,9 @@ serves another task is a 400 `UnsupportedTask` naming the task it serves. Upload
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Any
+import contextlib
+from collections.abc import Coroutine
+from typing import Annotated, Any, TypeVar
 
 import msgspec
 from litestar import Request, post
@@ -31,6 +33,8 @@ from runtime.service.apis.media.wire import (
 __all__ = ["MAX_AUDIO_BYTES", "ROUTES"]
 
 MAX_AUDIO_BYTES = 25 * 1024 * 1024  # OpenAI's upload limit for audio
+CLIENT_CLOSED_REQUEST = 499  # nginx's status for a request its client abandoned
+T = TypeVar("T")
 
 
 @post("/v1/embeddings", status_code=200)
@@ -110,11 +114,37 @@ async def _speech(
     engine = await manager.speech(model)
     # Whisper's prompt names the spoken language (default English); translate writes English.
     code = engine.check_language(_field(data, "language"))
-    transcript = await engine.atranscribe(
+    work = engine.atranscribe(
         pcm, language=code, task=task, prompt=_field(data, "prompt"), temperature=temperature
     )
+    transcript = await _while_connected(request, work)
+    if transcript is None:  # nobody is left to read an answer
+        return Response(content=b"", status_code=CLIENT_CLOSED_REQUEST)
     body, media_type = render_transcript(transcript, response_format, task)
     return Response(content=body, media_type=media_type)
+
+
+async def _while_connected(request: Request, work: Coroutine[Any, Any, T]) -> T | None:
+    """Await `work`, cancelling it (None) when the client disconnects first: a long
+    transcription would otherwise decode every window for nobody."""
+    job = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait({job, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+    if job.done():
+        return job.result()
+    job.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await job
+    return None
+
+
+async def _disconnected(request: Request) -> None:
+    """Return when the ASGI server reports the client gone (the body was read already)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 def _temperature(value: str | None) -> float:

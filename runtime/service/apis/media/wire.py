@@ -135,10 +135,10 @@ def render_transcript(transcript: Transcript, response_format: str, task: str) -
             "end": s.end,
             "text": s.text,
             "tokens": s.tokens,
-            "temperature": 0.0,
-            "avg_logprob": 0.0,
-            "compression_ratio": 0.0,
-            "no_speech_prob": 0.0,
+            "temperature": s.temperature,
+            "avg_logprob": s.avg_logprob,  # measured on the decode (engines/speech.py)
+            "compression_ratio": s.compression_ratio,
+            "no_speech_prob": s.no_speech_prob,
         }
         for s in transcript.segments
     ]

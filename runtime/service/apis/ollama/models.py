@@ -36,6 +36,13 @@ __all__ = ["MODEL_HANDLERS", "OLLAMA_COMPAT_VERSION"]
 OLLAMA_COMPAT_VERSION = "0.12.0"
 
 
+def _size_vram(size: int, metadata: dict) -> int:
+    """Bytes of the model in GPU memory: none on the CPU provider (measured: nothing is there);
+    on a GPU provider the artifact's bytes, which its session holds there (an estimate from the
+    artifact, as Ollama's own figure is an estimate of the layers it offloaded)."""
+    return 0 if metadata.get("provider", "cpu") == "cpu" else int(size)
+
+
 def _details(metadata: dict) -> dict:
     family = str(metadata.get("family") or "")
     return {
@@ -95,7 +102,7 @@ def ps(manager: ModelManager) -> dict:
                 "digest": cached.manifest_digest.removeprefix("sha256:"),
                 "details": _details(metadata),
                 "expires_at": datetime.fromtimestamp(expires, tz=UTC).isoformat(),
-                "size_vram": 0,
+                "size_vram": _size_vram(entry.size, metadata),
                 "context_length": metadata.get("context_length"),
             }
         )
@@ -177,14 +184,20 @@ async def _pull_lines(store: Any, name: str) -> AsyncIterator[bytes]:
     except Exception as exc:
         yield ndjson(ollama_body(describe(exc)))
         return
-    for status in ("verifying sha256 digest", "writing manifest", "success"):
-        yield ndjson({"status": status})
+    yield ndjson({"status": "success"})
 
 
 def _pull_status(event: ProgressEvent) -> dict:
-    """`{"status": "pulling <file>", "digest", "total", "completed"}` as Ollama's CLI draws bars."""
+    """`{"status": "pulling <file>", "digest", "total", "completed"}` as Ollama's CLI draws bars.
+
+    Every line stands for something the download did: its files' sha256 were checked as they
+    arrived (runtime/download.py), the folder was loaded ("validate"), its blobs and manifest
+    were written ("register"); no line is sent for a step that did not happen.
+    """
     line: dict = {"status": f"{event.phase} {event.message}".strip()}
-    if event.unit == "B" and event.total:
+    if event.phase == "register":
+        line = {"status": "writing manifest" if event.done else f"writing {event.message}"}
+    elif event.unit == "B" and event.total:
         line["status"] = f"pulling {event.message}".strip()
         line["digest"] = event.message
         line["total"] = int(event.total)

@@ -169,11 +169,16 @@ async def _load_only(manager: ModelManager, body: Any, shape: Any) -> Response[A
 
 
 # --- embeddings ---------------------------------------------------------------------------
-async def _embed(manager: ModelManager, name: str, inputs: list[str], keep_alive: Any) -> Any:
+async def _embed(
+    manager: ModelManager, name: str, inputs: list[str], keep_alive: Any
+) -> tuple[Any, float]:
+    """(the embeddings, seconds spent getting the model: its load when it was not resident)."""
     name = model_name(name)
+    started = time.perf_counter()
     engine = await manager.embeddings(name)
+    load_seconds = time.perf_counter() - started
     await _apply_keep_alive(manager, name, parse_keep_alive(keep_alive))
-    return await engine.aembed(inputs)
+    return await engine.aembed(inputs), load_seconds
 
 
 @post("/embed", status_code=200, dto=WireBody, return_dto=None)
@@ -182,12 +187,12 @@ async def embed(data: EmbedRequest, manager: ModelManager) -> dict:
     if not inputs:
         raise InvalidRequest("'input' must not be empty", param="input")
     start = time.perf_counter()
-    result = await _embed(manager, data.model, inputs, data.keep_alive)
+    result, load_seconds = await _embed(manager, data.model, inputs, data.keep_alive)
     return {
         "model": data.model,
         "embeddings": [[float(x) for x in row] for row in result.vectors],
         "total_duration": int((time.perf_counter() - start) * 1e9),
-        "load_duration": 0,
+        "load_duration": int(load_seconds * 1e9),
         "prompt_eval_count": int(result.prompt_tokens),
     }
 
@@ -195,7 +200,7 @@ async def embed(data: EmbedRequest, manager: ModelManager) -> dict:
 @post("/embeddings", status_code=200, dto=WireBody, return_dto=None)
 async def embeddings(data: EmbeddingsRequest, manager: ModelManager) -> dict:
     """The older single-prompt form."""
-    result = await _embed(manager, data.model, [data.prompt], data.keep_alive)
+    result, _ = await _embed(manager, data.model, [data.prompt], data.keep_alive)
     return {"embedding": [float(x) for x in result.vectors[0]]}
 
 

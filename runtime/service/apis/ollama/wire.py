@@ -21,7 +21,7 @@ import msgspec
 from msgspec import Meta
 
 from runtime.engines.base import GenerationParams
-from runtime.errors import InvalidRequest
+from runtime.errors import InvalidRequest, UnsupportedParameter
 from runtime.names import check_model_id
 from runtime.service.bounds import (
     MAX_INPUTS,
@@ -68,6 +68,11 @@ class Options(msgspec.Struct, kw_only=True):
     seed: Seed | None = None  # Ollama's -1 = random: any int64, folded as OpenAI's is
     stop: StopList | None = None
     num_ctx: Annotated[int, Meta(ge=1, le=MAX_TOKENS_BOUND)] | None = None
+    # Penalties the engine has no sampler for: only their neutral values are accepted (refused
+    # with a 400 naming the field otherwise, rather than silently ignored).
+    repeat_penalty: Annotated[float, Meta(ge=0.0, le=10.0)] | None = None  # neutral: 1
+    presence_penalty: Annotated[float, Meta(ge=-2.0, le=2.0)] | None = None  # neutral: 0
+    frequency_penalty: Annotated[float, Meta(ge=-2.0, le=2.0)] | None = None  # neutral: 0
 
 
 class Message(msgspec.Struct, kw_only=True):
@@ -150,11 +155,21 @@ def model_name(raw: str, field: str = "model") -> str:
 
 
 # --- request -> shared chat form -------------------------------------------------------------
+PENALTIES = {"repeat_penalty": 1.0, "presence_penalty": 0.0, "frequency_penalty": 0.0}
+
+
 def _params(options: Options | None) -> dict:
     """GenerationParams fields from Ollama options (`num_predict` -1/-2: as long as the context)."""
     params: dict = {}
     if options is None:
         return params
+    for name, neutral in PENALTIES.items():
+        if (value := getattr(options, name)) is not None and value != neutral:
+            raise UnsupportedParameter(
+                f"options.{name} is not supported by this service (the engine has no such "
+                f"sampler); leave it out or send {neutral:g}",
+                param=f"options.{name}",
+            )
     if options.num_predict is not None and options.num_predict > 0:
         params["max_tokens"] = options.num_predict
     for name in ("temperature", "top_k", "top_p"):
