@@ -31,13 +31,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from runtime.engines.gil import PREFILL_CHUNK
+from runtime.engines.kept_kv import KeptPrefixes
 from runtime.engines.threads import ort_session_options
 from runtime.errors import GenerationFailed, KvBudgetFull
 from runtime.settings import env_number
 
 if TYPE_CHECKING:
     from runtime.engines.base import GenerationParams
+    from runtime.engines.guidance import GrammarMask
     from runtime.engines.threads import SessionThreads
 
 __all__ = ["BUDGET_ENV", "BatchScheduler", "supports_batching"]
@@ -46,6 +47,11 @@ log = logging.getLogger(__name__)
 
 BUDGET_ENV = "FOUNDRY_KV_BUDGET_MB"
 DEFAULT_BUDGET_MB = 1024
+# Prefill chunk sizes (even, see kept_kv.py). `session.run` lets go of the GIL, so chunks are
+# for the streams decoding beside a prefill (one decode step between chunks), not the loop;
+# alone, a prompt goes in large chunks (a cancel is still seen between them).
+PREFILL_CHUNK_BESIDE = 128
+PREFILL_CHUNK_ALONE = 1024
 _GRAPH_INPUTS = {"input_ids", "attention_mask", "past_key_names", "past_value_names"}
 
 
@@ -72,12 +78,14 @@ def budget_bytes() -> int:
 class _Row:
     """One sequence in the batch: how much of it the KV holds and the token to feed next."""
 
-    def __init__(self, seq: Any, reserved: int):
+    def __init__(self, seq: Any, reserved: int, grammar: GrammarMask | None = None):
         self.seq = seq
         self.reserved = reserved  # KV bytes admission counted for it
         self.length = 0  # tokens whose keys are in the buffer
         self.pending = -1  # sampled, not yet fed
-        self.rng = np.random.default_rng()
+        self.grammar = grammar
+        # Its own random stream: a seed gives one text whatever else is in the batch.
+        self.rng = np.random.default_rng(seq.params.seed)
 
     @property
     def params(self) -> GenerationParams:
@@ -102,6 +110,7 @@ class BatchScheduler:
         bytes_per_token: int,
         on_done: Callable[[], None],
         budget: int | None = None,
+        kept: KeptPrefixes | None = None,
     ):
         import onnxruntime as ort
 
@@ -130,6 +139,7 @@ class BatchScheduler:
         self.bytes_per_token = bytes_per_token
         self.budget = budget_bytes() if budget is None else budget
         self._on_done = on_done
+        self.kept = kept or KeptPrefixes(bytes_per_token, context_length)
         self._capacity = 0
         self._buffers: dict[str, np.ndarray] = {}
         self._running: list[_Row] = []  # rows 0..n-1 of the buffers, decoding
@@ -142,7 +152,7 @@ class BatchScheduler:
         self._thread.start()
 
     # --- any thread --------------------------------------------------------------------------
-    def submit(self, seq: Any) -> None:
+    def submit(self, seq: Any, grammar: GrammarMask | None = None) -> None:
         """Queue `seq` (chat.py's _Sequence); it joins the batch between steps.
 
         Raises:
@@ -158,7 +168,7 @@ class BatchScheduler:
                     retry_after=1,
                 )
             self._reserved += need
-            self._waiting.append(_Row(seq, need))
+            self._waiting.append(_Row(seq, need, grammar))
             self._cond.notify()
 
     def wake(self) -> None:
@@ -214,16 +224,42 @@ class BatchScheduler:
             if self._joining is not None:
                 seq = self._joining.seq
                 self._ensure_capacity(len(seq.prompt) + seq.params.max_tokens)
+                self._reuse(self._joining)
         row = self._joining
         if row is None:
             return
-        chunk = row.seq.prompt[row.length : row.length + PREFILL_CHUNK]
+        size = PREFILL_CHUNK_BESIDE if self._running else PREFILL_CHUNK_ALONE
+        chunk = row.seq.prompt[row.length : row.length + size]
         logits = self._run(len(self._running), [row], np.asarray([chunk], dtype=np.int64))
         row.length += len(chunk)
         if row.prefilled:
             self._joining = None
             self._running.append(row)
             self._accept(row, logits[0])
+
+    def _reuse(self, row: _Row) -> None:
+        """Start `row` from the longest kept prefix of its prompt (copied into its buffer row)."""
+        if not self.kept.accepts(row.params):
+            return
+        found = self.kept.take(row.seq.prompt)
+        if found is None:
+            return
+        length, kv = found
+        index = len(self._running)
+        for (past, _), held in zip(self._kv_names, kv, strict=True):
+            self._buffers[past][index, :, :length] = held[:, :length]
+        row.length = length
+        row.seq.cached_tokens = length
+
+    def _keep(self, index: int, row: _Row) -> None:
+        """Copy the prompt KV of the row at buffer `index` out, for the next turn."""
+        if self._closed or not self.kept.accepts(row.params):
+            return
+        length = self.kept.keepable(min(row.length, len(row.seq.prompt)))
+        if length <= 0:
+            return
+        kv = [self._buffers[past][index, :, :length].copy() for past, _ in self._kv_names]
+        self.kept.keep(list(row.seq.prompt[:length]), kv)
 
     def _decode_step(self) -> None:
         rows = list(self._running)
@@ -239,15 +275,20 @@ class BatchScheduler:
         seq, params = row.seq, row.params
         produced = seq.completion_tokens
         minimum = params.max_tokens if params.ignore_eos else params.min_tokens
+        if row.grammar is not None:
+            logits = row.grammar.apply(logits)
         if produced < minimum and self.eos_ids:
-            logits = logits.copy()
-            logits[list(self.eos_ids)] = -np.inf
+            held = logits.copy()
+            held[list(self.eos_ids)] = -np.inf
+            if row.grammar is None or np.isfinite(held).any():  # a finished grammar wins
+                logits = held
         token = _sample(logits, params, row.rng)
         if token in self.eos_ids:
             self._leave(row, "stop")
             return
         seq.push_token(token)
-        if seq.stops.stopped:
+        grammar_done = row.grammar is not None and not row.grammar.consume(token)
+        if seq.stops.stopped or grammar_done:
             self._leave(row, "stop")
         elif seq.completion_tokens >= params.max_tokens:
             self._leave(row, "length")
@@ -295,6 +336,7 @@ class BatchScheduler:
         """End `row` now: free its budget and its buffer row (the last running row moves in)."""
         if row in self._running:
             index = self._running.index(row)
+            self._keep(index, row)
             last = len(self._running) - 1
             if index != last:
                 moved = self._running[last]

@@ -64,6 +64,7 @@ from runtime.engines.base import Chunk, GenerationParams, GenerationRecord
 from runtime.engines.batch import BatchScheduler, supports_batching
 from runtime.engines.detokenize import IncrementalDecoder, StopMatcher
 from runtime.engines.gil import append_in_chunks, let_the_loop_run
+from runtime.engines.guidance import Guide
 from runtime.engines.prefix_cache import (
     PrefixCache,
     budget_from_env,
@@ -110,18 +111,14 @@ class ChatEngine:
         full-logits artifacts on og.Engine; None reads FOUNDRY_CHAT_BATCHING.
         `threads`: None chooses per machine (threads.py)."""
         self.path = Path(path)
-        self.batching = batching or os.environ.get(BATCHING_ENV, "generator")
+        self.batching = batching or os.environ.get(BATCHING_ENV) or "continuous"
         self.metadata = metadata
         self.model_id = str(metadata.get("model_id") or self.path.name)
         self.queue_size = queue_size
         self.max_batch = max_batch
         self.on_finish: Callable[[GenerationRecord], None] | None = None
         self.template = load_chat_template(self.path)
-        config = og.Config(str(self.path))
-        config.overlay(json.dumps({"engine": {"static_batching": {"max_batch_size": max_batch}}}))
         self.threads = resolve_threads(threads)  # threads.py: per machine, FOUNDRY_THREADS
-        config.overlay(genai_overlay(self.threads))
-        self._model = og.Model(config)
         # tokenizers (not og.Tokenizer): og's decode drops everything after an invalid UTF-8
         # byte, which random-weight and byte-level models produce mid-stream.
         self._tokenizer = Tokenizer.from_file(str(self.path / "tokenizer.json"))
@@ -133,16 +130,12 @@ class ChatEngine:
         self.vocab_size = int(genai["model"].get("vocab_size") or 0)
         eos = genai["model"].get("eos_token_id")
         self.eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
-        # Prefix reuse across chat turns (issue 8): kept generators, bounded in KV bytes.
-        self.prefix_cache = PrefixCache(
-            self._model,
-            bytes_per_token=kv_bytes_per_token(self.path),
-            context_length=self.context_length,
-            vocab_size=self.vocab_size,
-            budget_bytes=budget_from_env(),
-        )
-        # Continuous batching (batch.py) for concurrent requests a kept generator cannot serve.
+        # The continuous batch (batch.py) serves every request when the artifact allows it;
+        # then onnxruntime-genai never loads the weights (they are loaded once, by the batch).
         self._scheduler: BatchScheduler | None = None
+        self._guide: Guide | None = None
+        self._model: Any = None
+        self.prefix_cache: Any
         if self.batching == "continuous" and supports_batching(self.path):
             self._scheduler = BatchScheduler(
                 self.path,
@@ -152,6 +145,23 @@ class ChatEngine:
                 context_length=self.context_length,
                 bytes_per_token=kv_bytes_per_token(self.path),
                 on_done=lambda: self._count(-1),
+            )
+            self.prefix_cache = self._scheduler.kept
+            self._guide = Guide(self.path / "tokenizer.json", self.vocab_size, self.eos_ids)
+        else:
+            config = og.Config(str(self.path))
+            config.overlay(
+                json.dumps({"engine": {"static_batching": {"max_batch_size": max_batch}}})
+            )
+            config.overlay(genai_overlay(self.threads))
+            self._model = og.Model(config)
+            # Prefix reuse across chat turns (issue 8): kept generators, bounded in KV bytes.
+            self.prefix_cache = PrefixCache(
+                self._model,
+                bytes_per_token=kv_bytes_per_token(self.path),
+                context_length=self.context_length,
+                vocab_size=self.vocab_size,
+                budget_bytes=budget_from_env(),
             )
         self._count_lock = threading.Lock()
         self._lock = threading.Condition()
@@ -167,8 +177,12 @@ class ChatEngine:
         # between chunks): 8 clients at once through the service, median time to first token
         # 14.9/16.3 s in turn vs 22.1/23.9 s interleaved and 21.8/23.7 s unchunked, same tok/s.
         self._prefill_lock = threading.Lock()
+        self._live: set[_Sequence] = set()  # every sequence not finished, for close()
         ready: list[BaseException | None] = []
         started = threading.Event()
+        if self._scheduler is not None:
+            self._thread = None
+            return
         self._thread = threading.Thread(
             target=self._step_loop,
             args=(ready, started),
@@ -234,14 +248,19 @@ class ChatEngine:
         stream = GenerationStream(self, asyncio.get_running_loop())
         seq = _Sequence(self, stream, list(prompt_tokens), params)
         stream._seq = seq
-        self._count(+1)
-        if self._batches(seq):
+        if self._scheduler is not None:
+            grammar = self._guide.mask(params.guidance) if params.guidance else None  # type: ignore[union-attr]
+            self._count(+1)
             try:
-                self._scheduler.submit(seq)  # type: ignore[union-attr]
+                self._scheduler.submit(seq, grammar)
             except FoundryError:
                 self._count(-1)
                 raise
-        elif self._needs_generator(params) and not (
+            return stream
+        self._count(+1)
+        with self._lock:
+            self._live.add(seq)
+        if self._needs_generator(params) and not (
             self._reuses_prefix(seq) and not self._engine_usable
         ):
             threading.Thread(
@@ -260,15 +279,6 @@ class ChatEngine:
                 self._lock.notify()
         return stream
 
-    def _batches(self, seq: _Sequence) -> bool:
-        """Whether the continuous batch serves `seq`: everything but grammars (og's guidance)
-        and seeded sampling (og's random stream, so a seed gives one text under any load).
-        Prefix reuse is og.Generator's, so a batched chat's next turn prefills again."""
-        params = seq.params
-        if self._scheduler is None or params.guidance:
-            return False
-        return params.seed is None or params.temperature <= 0
-
     def _reuses_prefix(self, seq: _Sequence) -> bool:
         """Serve on a kept generator (prefix_cache.py) when it reuses a prefix, or when this is the
         only request in flight (a single chat: build the state its next turn extends). Under
@@ -281,6 +291,10 @@ class ChatEngine:
         seeded = params.seed is not None and params.temperature > 0
         masks_logits = bool(params.min_tokens or params.ignore_eos or params.guidance)
         return not self._engine_usable or seeded or (masks_logits and not self._engine_masks_logits)
+
+    def _forget(self, seq: _Sequence) -> None:
+        with self._lock:
+            self._live.discard(seq)
 
     def _count(self, delta: int) -> None:
         with self._count_lock:
@@ -295,11 +309,18 @@ class ChatEngine:
             self._scheduler.wake()
 
     def close(self) -> None:
-        """Stop the step loop; running requests end with finish_reason 'cancelled'."""
+        """Stop generating; every running or waiting request ends with 'cancelled'.
+
+        On og.Generator paths each sequence is marked cancelled (its thread ends it before the
+        next token: issue 12 found unload(force=true) left them running to the end).
+        """
         with self._lock:
             self._closed = True
+            for seq in self._live:
+                seq.cancelled = True
             self._lock.notify()
-        self._thread.join(timeout=30)
+        if self._thread is not None:
+            self._thread.join(timeout=30)
         if self._scheduler is not None:
             self._scheduler.close()
         self.prefix_cache.clear()
@@ -510,6 +531,7 @@ class _Sequence:
         if self.finished:
             return
         self.finished = True
+        self.engine._forget(self)
         tail = "" if self.stops.stopped else self.stops.push(self.decoder.flush())
         tail += self.stops.flush()
         self.stream._deliver(self._chunk(tail, [], reason))
@@ -519,6 +541,7 @@ class _Sequence:
         if self.finished:
             return
         self.finished = True
+        self.engine._forget(self)
         self.stream._deliver(error)
         self.stream._deliver(_DONE)
 
