@@ -121,9 +121,18 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_ready(base_url: str, seconds: float = 600) -> None:
+def wait_ready(
+    base_url: str,
+    seconds: float = 600,
+    process: subprocess.Popen | None = None,
+    log: Path | None = None,
+) -> None:
+    """Until `/health` answers 200; a server process that dies meanwhile ends the run at once."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            tail = log.read_text(errors="replace")[-800:] if log else ""
+            raise SystemExit(f"{base_url} exited with {process.returncode} before serving:\n{tail}")
         with contextlib.suppress(httpx.HTTPError):
             if httpx.get(f"{base_url}/health", timeout=5).status_code == 200:
                 return
@@ -147,17 +156,20 @@ def foundry_service(home: Path, model: str, extra_env: dict[str, str]) -> Iterat
 
 
 @contextlib.contextmanager
-def llama_server(binary: str, gguf: Path, threads: int, parallel: int) -> Iterator[str]:
+def llama_server(
+    binary: str, gguf: Path, threads: int, parallel: int, extra: list[str]
+) -> Iterator[str]:
     """llama-server on `gguf`, `-t/-tb threads -np parallel -c 8192` (the issue's settings)."""
     port = free_port()
     command = [binary, "-m", str(gguf), "--host", "127.0.0.1", "--port", str(port)]
     command += ["-t", str(threads), "-tb", str(threads), "-np", str(parallel), "-c", "8192"]
+    command += extra
     log = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-llama-server-{port}.log"
     with log.open("wb") as sink:
         process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT)
     base_url = f"http://127.0.0.1:{port}"
     try:
-        wait_ready(base_url)
+        wait_ready(base_url, process=process, log=log)
         yield base_url
     finally:
         process.terminate()
@@ -241,6 +253,12 @@ def main() -> None:
     parser.add_argument("--llama-server", default=shutil.which("llama-server"))
     parser.add_argument("--llama-parallel", type=int, default=4, help="llama-server's -np")
     parser.add_argument(
+        "--llama-extra",
+        default="",
+        help="more llama-server arguments, e.g. '--no-repack' where its repacked (AMX) "
+        "kernels die with SIGILL (this VM advertises AMX; llama-server 0c1e570 -DGGML_NATIVE=ON)",
+    )
+    parser.add_argument(
         "--peers",
         default="service,service_batched,llama_server,direct_og",
         help="of service, service_batched, service_before, llama_server, direct_og",
@@ -271,7 +289,7 @@ def main() -> None:
             args.home, model, {"FOUNDRY_THREADS": "1", "FOUNDRY_CHAT_BATCHING": "generator"}
         ),
         "llama_server": lambda: llama_server(
-            args.llama_server, args.gguf, threads, args.llama_parallel
+            args.llama_server, args.gguf, threads, args.llama_parallel, args.llama_extra.split()
         ),
     }
     print(f"load average before the run: {os.getloadavg()}", file=sys.stderr)
