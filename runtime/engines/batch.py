@@ -133,6 +133,13 @@ class BatchScheduler:
         first = next(i for i in self._session.get_inputs() if i.name == self._kv_names[0][0])
         self._kv_dtype = np.float16 if "float16" in first.type else np.float32
         self._row_shape = (int(decoder["num_key_value_heads"]), int(decoder["head_size"]))
+        out = next(o for o in self._session.get_outputs() if o.name == "logits")
+        self._logits_dtype = np.float16 if "float16" in out.type else np.float32
+        self._last_logits_only = out.shape[1] == 1  # the builder's prune_lm_head
+        self._vocab = int(genai["model"].get("vocab_size") or out.shape[2])
+        # One binding per (first row, rows, capacity): the KV views never move between steps,
+        # so only ids, mask and logits are bound again (120 bind calls a step fewer at 30 layers).
+        self._bindings: dict[tuple[int, int], Any] = {}
         self.eos_ids = eos_ids
         self.max_batch = max_batch
         self.context_length = context_length
@@ -302,17 +309,24 @@ class BatchScheduler:
         mask = np.zeros((len(rows), total), dtype=np.int64)
         for i, row in enumerate(rows):
             mask[i, : row.length + steps] = 1
-        binding = self._session.io_binding()
+        binding = self._bindings.get((first_row, len(rows)))
+        if binding is None:
+            binding = self._session.io_binding()
+            for past, present in self._kv_names:
+                view = self._buffers[past][first_row : first_row + len(rows)]
+                shape = list(view.shape)
+                binding.bind_input(past, "cpu", 0, self._kv_dtype, shape, view.ctypes.data)
+                binding.bind_output(present, "cpu", 0, self._kv_dtype, shape, view.ctypes.data)
+            self._bindings[(first_row, len(rows))] = binding
         binding.bind_cpu_input("input_ids", ids)
         binding.bind_cpu_input("attention_mask", mask)
-        for past, present in self._kv_names:
-            view = self._buffers[past][first_row : first_row + len(rows)]
-            shape = list(view.shape)
-            binding.bind_input(past, "cpu", 0, self._kv_dtype, shape, view.ctypes.data)
-            binding.bind_output(present, "cpu", 0, self._kv_dtype, shape, view.ctypes.data)
-        binding.bind_output("logits", "cpu")
+        logits = np.empty(
+            (len(rows), 1 if self._last_logits_only else steps, self._vocab), self._logits_dtype
+        )
+        binding.bind_output(
+            "logits", "cpu", 0, self._logits_dtype, logits.shape, logits.ctypes.data
+        )
         self._session.run_with_iobinding(binding)
-        logits = binding.get_outputs()[-1].numpy()  # only the logits: the KV stays in place
         return logits[:, -1, :].astype(np.float32, copy=False)  # type: ignore[no-any-return]
 
     def _ensure_capacity(self, tokens: int) -> None:
@@ -331,6 +345,7 @@ class BatchScheduler:
             for past, buffer in self._buffers.items():
                 fresh[past][:, :, :held] = buffer[:, :, :held]
         self._buffers, self._capacity = fresh, capacity
+        self._bindings.clear()  # they point into the old buffers
 
     def _leave(self, row: _Row, reason: str) -> None:
         """End `row` now: free its budget and its buffer row (the last running row moves in)."""
