@@ -6,15 +6,20 @@ sum(mask) - 1) and, with past and present bound to one buffer (the builder's
 `past_present_share_buffer`), writes each row's new keys in place at that row's own length.
 So rows of different lengths decode in one `run` with no KV copied per step. Sequences join
 between steps (prefilled in chunks into the next free row, one chunk per step, so running
-streams keep flowing), and leave at once (the last row moves into the freed one).
+streams keep flowing), and leave at once (the last row moves into the freed one). A leaving
+row's prompt KV is kept for the next turn (kept_kv.py); a joining row starts from the longest
+kept prefix of its prompt. Grammar masks (guidance.py) and each row's own seeded random
+stream are applied when a row's token is sampled.
 
 Measured (issue 13, this machine shared, load average 10-11 on 2 cores; synthetic
 Qwen2.5-0.5B-dimension int4, 2 threads): aggregate decode 6.8 / 11.2 / 21.3 / 17.8 tok/s at
 1 / 2 / 4 / 8 rows. A prefill here gives the logits of og.Generator exactly (0.0 difference);
-on fp32 artifacts a batch of 8 with different prompt lengths gives og's greedy tokens. int4
-(MatMulNBits) computes a lone row with another kernel than rows in a batch (0.13 in a 0.5B
-model's logits, the ROW_ALIGNMENT note in prefix_cache.py), so batched int4 greedy text may
-part from a lone request's after some tokens, as in every batching server.
+a batch of 8 with different prompt lengths gives og's greedy tokens on fp32 and on int4
+(tests/test_batching.py). With onnxruntime 1.32, real SmolLM2-135M cpu-int4: one decode step
+of 2, 3, 4 or 8 identical rows gave each row the lone row's logits exactly (0.0 difference);
+an earlier session reported 0.13 between a lone int4 row and rows in a batch on the 0.5B
+dimensions (not re-measured here). MatMulNBits does compute prefill rows in pairs (a lone or odd
+row differs: the ROW_ALIGNMENT note in prefix_cache.py), so kept KV and chunks start even.
 
 `session.run` releases the GIL, so the event loop and other threads run during every step.
 Never imports onnxruntime at module level.

@@ -1,47 +1,28 @@
-"""ChatEngine: text generation over onnxruntime-genai's `Engine`, off the event loop.
+"""ChatEngine: text generation off the event loop, one continuous batch per loaded model.
 
-One background thread per loaded model runs `Engine.run` while requests are active and
-hands each request's chunks to its asyncio queue with `loop.call_soon_threadsafe`.
-Detokenization and stop strings are done on that thread (`_Sequence`), so a stop string
-cancels the request before the next step.
+By default every request of a loaded chat model runs in one continuous batch
+(`runtime/engines/batch.py`: onnxruntime directly on the builder's decoder graph, one step
+advances every running sequence, requests join between steps, long prompts prefill in chunks
+between decode steps, finished ones leave at once). Sampling with a per-sequence seed, stop
+strings, `min_tokens`, `ignore_eos`, grammar masks (llguidance, `guidance.py`) and prefix reuse
+(a finished prompt's KV kept for the next turn, `kept_kv.py`) all run inside it, admission is
+bounded by a KV byte budget (`FOUNDRY_KV_BUDGET_MB`, 429 past it), and onnxruntime-genai never
+loads the weights: they are loaded once, by the batch's session.
 
-Measured with onnxruntime-genai 0.18.0 on CPU (this machine): without paged attention
-(CUDA-only in the builder) the Engine runs its *static* batch scheduler, which advances
-requests submitted together in one step (capacity set by
-`engine.static_batching.max_batch_size`) but refuses per-turn seeds and stop strings
-("... requires an Engine configured for dynamic batching"). So stop strings are matched
-here in Python (needed anyway so a stop never leaks across chunks), and a request that
-asks for a seed with sampling runs on its own `og.Generator` in a worker thread
-(`_GeneratorRun`) with `random_seed`; everything else goes through the Engine. A request
-arriving while a static batch runs waits for that batch to drain (head-of-line).
+The og paths remain only for artifacts the batch cannot drive (`supports_batching` false: a
+decoder with other inputs, or KV not shared between past and present) and when asked for with
+`batching="generator"` / `"engine"` (FOUNDRY_CHAT_BATCHING): one og.Generator per request
+(`_GeneratorRun`, with kept generators for prefix reuse, `prefix_cache.py`), or 0.18's static
+og.Engine for full-logits artifacts. Measured earlier on those paths (bench_batching.py,
+Qwen2.5-0.5B dimensions, int4): the static Engine made time to first token 1.8-8.7x longer
+than one og.Generator per request for 0.81-1.02x the aggregate tok/s, and cannot run pruned
+artifacts; 0.18's og.Generator holds the GIL inside append_tokens and generate_next_token, hence
+chunked prefill and a GIL release after every step there (`gil.py`). `session.run`, which the
+batch uses, releases the GIL.
 
-Which path serves by default (benchmarks/bench_batching.py, 0.18.0, Qwen2.5-0.5B dimensions,
-int4, 128-token prompts, ratios paired round by round against pruned artifact + one
-og.Generator per request): the static Engine on a full-logits artifact made time to first
-token 1.8x longer alone, 2.5x at 4 simultaneous requests, 2.9x at 8 and 8.7x with 4
-requests arriving 1.5 s apart (they wait for the running batch), for aggregate tok/s of
-0.81-1.02x (48-96 new tokens). The Engine also cannot run pruned artifacts (their logits
-are [batch, 1, vocab]; its static-batch IO sizes them [batch, prompt, vocab]). So every
-request runs on its own
-og.Generator (at most `max_batch` at once) unless the Engine is asked for: `batching="engine"`
-or FOUNDRY_CHAT_BATCHING=engine, for throughput jobs that submit long completions together;
-even then pruned artifacts stay on og.Generator.
-
-Continuous batching (issue 13, `runtime/engines/batch.py`, opt-in: FOUNDRY_CHAT_BATCHING=
-continuous or batching="continuous"): every request without a grammar or a seed joins one
-onnxruntime session whose every step advances them all. Through the service (bench_peers,
-synthetic 0.5B int4, 124-token prompts, 64 tokens, one round on this shared machine, load
-average 9.3-10.9 on 2 cores), against one og.Generator per request on 1 thread: aggregate
-27.9 vs 16.1 tok/s at 4 clients, 27.6 vs 23.7 at 8 (2.2x its own single client at 4), median
-first token at 4 clients 3.7 vs 4.9 s, slowest /health while 8 stream 0.10 vs 3.8 s; but a
-1,024-token prompt's first token 14.4 vs 8.7 s (64-token chunks between steps). Opt-in
-because the batch has no prefix reuse yet (a chat's next turn prefills again) and that long
-prefill is slower; mixing it with og.Generator for lone requests fought for the cores (0.45x).
-
-0.18's og.Generator holds the GIL inside append_tokens and generate_next_token (og.Engine.run
-releases it): generator threads never overlap in Python, and the event loop runs only between
-their calls. Hence one-at-a-time prefill in chunks and a GIL release after every step
-(`runtime/engines/gil.py`, with the measurements).
+Through the service, the batch (then opt-in) against one og.Generator per request on 1 thread
+(bench_peers, synthetic 0.5B int4, load average 9-11 on 2 cores): aggregate 27.9 vs 16.1 tok/s
+at 4 clients, slowest /health while 8 stream 0.10 vs 3.8 s.
 """
 
 from __future__ import annotations
