@@ -5,15 +5,23 @@
 
 Peers, each started alone (the others stopped) and driven through its OpenAI-compatible
 `/v1/completions`, streamed, `ignore_eos`, greedy:
-* `service`: `foundry service start` as it ships (threads per machine, og.Generator per request);
-* `service_batched`: the same with FOUNDRY_CHAT_BATCHING=continuous (batch.py, opt-in);
+* `service`: `foundry service start` as it ships (threads per machine, the continuous batch);
+* `service_batched`: the same with FOUNDRY_CHAT_BATCHING=continuous (the default since issue 13;
+  before, the opt-in batch beside og.Generator per request);
+* `service_generator`: FOUNDRY_CHAT_BATCHING=generator (one og.Generator per request: the
+  default before issue 13, at the machine's threads);
 * `service_before`: the same with FOUNDRY_THREADS=1 and FOUNDRY_CHAT_BATCHING=generator (one
   og.Generator per request on onnxruntime's default single thread: the service before issue 13);
 * `llama_server`: llama.cpp's server on `--gguf` (`-t N -tb N -np 8 -c 8192`), when
   `llama-server` is on PATH or given; skipped with a note otherwise. Never in CI;
 * `direct_og`: onnxruntime-genai in this process at the service's thread count (single stream).
 Without `--service-model` the service runs the synthetic Qwen2.5-0.5B-dimension cpu-int4 model
-(common.synthetic_model), and llama-server needs a GGUF of the *same* checkpoint to compare.
+(common.synthetic_model, built into --home): the variant for machines without real weights,
+where llama-server is skipped (it needs a GGUF of the *same* checkpoint). With real weights,
+e.g. SmolLM2-135M-Instruct: `foundry-build X.Q4_1.gguf --target cpu-int4 --as smollm2` into
+--home, then `--service-model smollm2 --gguf X.Q4_1.gguf` (llama-server runs the Q4_1 file
+itself; ours is dequantized and requantized by the compiler). Every request's prompt starts with
+its own number, so neither server times a prefix-cache hit.
 Figures: decode tok/s (after the first token), time to first token at ~128 and ~1,024 prompt
 tokens, aggregate tok/s and median time to first token at 4 and 8 clients; ratios against the
 service. The 1-minute load average is recorded before every peer: llama.cpp collapses when
@@ -261,7 +269,8 @@ def main() -> None:
     parser.add_argument(
         "--peers",
         default="service,service_batched,llama_server,direct_og",
-        help="of service, service_batched, service_before, llama_server, direct_og",
+        help="of service, service_batched, service_generator, service_before, llama_server, "
+        "direct_og",
     )
     args = parser.parse_args()
     from runtime.engines.threads import session_threads
@@ -284,6 +293,9 @@ def main() -> None:
         "service": lambda: foundry_service(args.home, model, {}),
         "service_batched": lambda: foundry_service(
             args.home, model, {"FOUNDRY_CHAT_BATCHING": "continuous"}
+        ),
+        "service_generator": lambda: foundry_service(
+            args.home, model, {"FOUNDRY_CHAT_BATCHING": "generator"}
         ),
         "service_before": lambda: foundry_service(
             args.home, model, {"FOUNDRY_THREADS": "1", "FOUNDRY_CHAT_BATCHING": "generator"}
