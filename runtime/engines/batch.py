@@ -241,6 +241,9 @@ class BatchScheduler:
         if row is None:
             return
         size = PREFILL_CHUNK_BESIDE if self._running else PREFILL_CHUNK_ALONE
+        left = len(row.seq.prompt) - row.length
+        if left <= size + size // 2:  # a 130-token prompt in one run, not 128 then 2
+            size = left
         chunk = row.seq.prompt[row.length : row.length + size]
         logits = self._run(len(self._running), [row], np.asarray([chunk], dtype=np.int64))
         row.length += len(chunk)
