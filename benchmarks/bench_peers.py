@@ -45,6 +45,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -273,6 +274,8 @@ def main() -> None:
         "direct_og",
     )
     args = parser.parse_args()
+    # A killed run still stops the server it started (the context managers' finally blocks).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     from runtime.engines.threads import session_threads
     from runtime.store import Store
 
