@@ -648,7 +648,14 @@ class GenerationStream:
         self._last: Chunk | None = None
 
     def _deliver(self, item: Any) -> None:  # any thread
-        self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
+        """Hand `item` to the consumer's loop; a loop already closed has no one left to read it
+        (a generating thread must not die of that: it serves every other request)."""
+        if self._loop.is_closed():
+            return
+        try:
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
+        except RuntimeError:  # closed between the check and the call
+            log.debug("stream's event loop closed; chunk dropped")
 
     def __aiter__(self) -> GenerationStream:
         return self
