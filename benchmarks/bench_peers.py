@@ -5,15 +5,23 @@
 
 Peers, each started alone (the others stopped) and driven through its OpenAI-compatible
 `/v1/completions`, streamed, `ignore_eos`, greedy:
-* `service`: `foundry service start` as it ships (threads per machine, og.Generator per request);
-* `service_batched`: the same with FOUNDRY_CHAT_BATCHING=continuous (batch.py, opt-in);
+* `service`: `foundry service start` as it ships (threads per machine, the continuous batch);
+* `service_batched`: the same with FOUNDRY_CHAT_BATCHING=continuous (the default since issue 13;
+  before, the opt-in batch beside og.Generator per request);
+* `service_generator`: FOUNDRY_CHAT_BATCHING=generator (one og.Generator per request: the
+  default before issue 13, at the machine's threads);
 * `service_before`: the same with FOUNDRY_THREADS=1 and FOUNDRY_CHAT_BATCHING=generator (one
   og.Generator per request on onnxruntime's default single thread: the service before issue 13);
 * `llama_server`: llama.cpp's server on `--gguf` (`-t N -tb N -np 8 -c 8192`), when
   `llama-server` is on PATH or given; skipped with a note otherwise. Never in CI;
 * `direct_og`: onnxruntime-genai in this process at the service's thread count (single stream).
 Without `--service-model` the service runs the synthetic Qwen2.5-0.5B-dimension cpu-int4 model
-(common.synthetic_model), and llama-server needs a GGUF of the *same* checkpoint to compare.
+(common.synthetic_model, built into --home): the variant for machines without real weights,
+where llama-server is skipped (it needs a GGUF of the *same* checkpoint). With real weights,
+e.g. SmolLM2-135M-Instruct: `foundry-build X.Q4_1.gguf --target cpu-int4 --as smollm2` into
+--home, then `--service-model smollm2 --gguf X.Q4_1.gguf` (llama-server runs the Q4_1 file
+itself; ours is dequantized and requantized by the compiler). Every request's prompt starts with
+its own number, so neither server times a prefix-cache hit.
 Figures: decode tok/s (after the first token), time to first token at ~128 and ~1,024 prompt
 tokens, aggregate tok/s and median time to first token at 4 and 8 clients; ratios against the
 service. The 1-minute load average is recorded before every peer: llama.cpp collapses when
@@ -37,6 +45,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -46,106 +55,73 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-from common import BENCH_HOME, SYNTHETIC_ID, synthetic_model, timed_greedy
+from common import (
+    BENCH_HOME,
+    SYNTHETIC_ID,
+    concurrent_streams,
+    load_average,
+    synthetic_model,
+    timed_greedy,
+    timed_stream,
+)
 
 WORDS = "the museum opens at nine and the guided tour of the east wing takes about ninety minutes"
 
 
-def prompt_text(words: int) -> str:
+def prompt_text(words: int, request: int = 0) -> str:
+    """`words` words, led by the request's number so no two requests share a prefix.
+
+    Both servers keep a finished request's KV for the next one that starts the same way
+    (llama-server's `cache_prompt`, our prefix reuse): a repeated prompt would time a cache
+    hit, not a prefill.
+    """
     vocabulary = WORDS.split()
-    return " ".join(vocabulary[i % len(vocabulary)] for i in range(words))
+    return f"{request}: " + " ".join(vocabulary[i % len(vocabulary)] for i in range(words))
 
 
-async def one_completion(client: httpx.AsyncClient, model: str, prompt: str, tokens: int) -> dict:
-    body = {
-        "model": model,
-        "prompt": prompt,
-        "max_tokens": tokens,
-        "temperature": 0,
-        "ignore_eos": True,
-        "stream": True,
-        "stream_options": {"include_usage": True},
-    }
-    start = time.perf_counter()
-    first = last = None
-    pieces = 0
-    usage: dict = {}
-    async with client.stream("POST", "/v1/completions", json=body) as response:
-        response.raise_for_status()
-        async for line in response.aiter_lines():
-            if not line.startswith("data: ") or line == "data: [DONE]":
-                continue
-            now = time.perf_counter()
-            if '"usage":' in line and '"usage":null' not in line.replace(" ", ""):
-                usage = json.loads(line[6:]).get("usage") or usage
-            if '"text":' in line and '"text":""' not in line.replace(" ", ""):
-                first = first or now
-                last = now
-                pieces += 1
-    produced = int(usage.get("completion_tokens") or pieces)
-    first = first or time.perf_counter()
-    last = last or first
-    return {
-        "ttft_s": first - start,
-        "decode_tps": (produced - 1) / (last - first) if last > first else 0.0,
-        "tokens": produced,
-        "prompt_tokens": int(usage.get("prompt_tokens") or 0),
-    }
+class Prompts:
+    """Completion bodies for one peer, each with a fresh leading number."""
 
+    def __init__(self, model: str, tokens: int):
+        self.model, self.tokens, self.count = model, tokens, 0
 
-async def clients(base_url: str, model: str, count: int, prompt: str, tokens: int) -> dict:
-    async with httpx.AsyncClient(base_url=base_url, timeout=1200) as client:
-        start = time.perf_counter()
-        done = asyncio.Event()
-        health = asyncio.create_task(health_latencies(client, done))
-        runs = await asyncio.gather(
-            *(one_completion(client, model, prompt, tokens) for _ in range(count))
-        )
-        wall = time.perf_counter() - start
-        done.set()
-        latencies = await health
-    return {
-        "aggregate_tps": sum(r["tokens"] for r in runs) / wall,
-        "median_ttft_s": statistics.median(r["ttft_s"] for r in runs),
-        "max_health_s": max(latencies, default=0.0),
-    }
-
-
-async def health_latencies(client: httpx.AsyncClient, done: asyncio.Event) -> list[float]:
-    """/health round trips, twice a second, while the clients stream."""
-    latencies = []
-    while not done.is_set():
-        start = time.perf_counter()
-        await client.get("/health")
-        latencies.append(time.perf_counter() - start)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(done.wait(), 0.5)
-    return latencies
+    def body(self, words: int, tokens: int | None = None) -> dict:
+        self.count += 1
+        return {
+            "model": self.model,
+            "prompt": prompt_text(words, self.count),
+            "max_tokens": tokens or self.tokens,
+            "temperature": 0,
+            "ignore_eos": True,
+        }
 
 
 def measure(base_url: str, model: str, args: argparse.Namespace) -> dict:
-    short, long = prompt_text(args.short_words), prompt_text(args.long_words)
+    prompts = Prompts(model, args.tokens)
 
-    def run(prompt: str, tokens: int) -> dict:
-        async def single() -> dict:
-            async with httpx.AsyncClient(base_url=base_url, timeout=1200) as client:
-                return await one_completion(client, model, prompt, tokens)
+    def single(words: int, tokens: int | None = None) -> dict:
+        async def one() -> dict:
+            async with httpx.AsyncClient(base_url=base_url, timeout=1800) as client:
+                return await timed_stream(client, "/v1/completions", prompts.body(words, tokens))
 
-        return asyncio.run(single())
+        return asyncio.run(one())
 
-    run(short, 4)  # warm-up
-    alone = run(short, args.tokens)
-    return {
+    single(args.short_words, 4)  # warm-up
+    alone = single(args.short_words)
+    long = single(args.long_words, 2)
+    figures = {
         "decode_tps": alone["decode_tps"],
         "ttft_short_s": alone["ttft_s"],
         "prompt_tokens_short": alone["prompt_tokens"],
-        "ttft_long_s": run(long, 2)["ttft_s"],
-        **{
-            f"{key}_{n}": value
-            for n in (1, 4, 8)
-            for key, value in asyncio.run(clients(base_url, model, n, short, args.tokens)).items()
-        },
+        "ttft_long_s": long["ttft_s"],
+        "prompt_tokens_long": long["prompt_tokens"],
     }
+    for n in (1, 4, 8):
+        bodies = [prompts.body(args.short_words) for _ in range(n)]
+        run = asyncio.run(concurrent_streams(base_url, "/v1/completions", bodies))
+        figures |= {f"{key}_{n}": run[key] for key in ("aggregate_tps", "median_ttft_s")}
+        figures[f"max_health_s_{n}"] = run["max_health_s"]
+    return figures
 
 
 def free_port() -> int:
@@ -154,9 +130,18 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_ready(base_url: str, seconds: float = 600) -> None:
+def wait_ready(
+    base_url: str,
+    seconds: float = 600,
+    process: subprocess.Popen | None = None,
+    log: Path | None = None,
+) -> None:
+    """Until `/health` answers 200; a server process that dies meanwhile ends the run at once."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            tail = log.read_text(errors="replace")[-800:] if log else ""
+            raise SystemExit(f"{base_url} exited with {process.returncode} before serving:\n{tail}")
         with contextlib.suppress(httpx.HTTPError):
             if httpx.get(f"{base_url}/health", timeout=5).status_code == 200:
                 return
@@ -180,14 +165,20 @@ def foundry_service(home: Path, model: str, extra_env: dict[str, str]) -> Iterat
 
 
 @contextlib.contextmanager
-def llama_server(binary: str, gguf: Path, threads: int) -> Iterator[str]:
+def llama_server(
+    binary: str, gguf: Path, threads: int, parallel: int, extra: list[str]
+) -> Iterator[str]:
+    """llama-server on `gguf`, `-t/-tb threads -np parallel -c 8192` (the issue's settings)."""
     port = free_port()
     command = [binary, "-m", str(gguf), "--host", "127.0.0.1", "--port", str(port)]
-    command += ["-t", str(threads), "-tb", str(threads), "-np", "8", "-c", "8192"]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    command += ["-t", str(threads), "-tb", str(threads), "-np", str(parallel), "-c", "8192"]
+    command += extra
+    log = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-llama-server-{port}.log"
+    with log.open("wb") as sink:
+        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT)
     base_url = f"http://127.0.0.1:{port}"
     try:
-        wait_ready(base_url)
+        wait_ready(base_url, process=process, log=log)
         yield base_url
     finally:
         process.terminate()
@@ -203,8 +194,8 @@ def direct_og(artifact: Path, threads: int, args: argparse.Namespace) -> dict:
     config.overlay(json.dumps({"model": {"decoder": options}}))
     model = og.Model(config)
     tokenizer = Tokenizer.from_file(str(artifact / "tokenizer.json"))
-    short = tokenizer.encode(prompt_text(args.short_words)).ids
-    long = tokenizer.encode(prompt_text(args.long_words)).ids
+    short = tokenizer.encode(prompt_text(args.short_words, 1)).ids
+    long = tokenizer.encode(prompt_text(args.long_words, 2)).ids
     timed_greedy(model, short, 4)
     alone = timed_greedy(model, short, args.tokens)
     return {
@@ -259,10 +250,6 @@ def fitted_words(artifact: Path, tokens: int) -> int:
     return max(1, round(tokens / per_word))
 
 
-def load_average() -> float:
-    return float(Path("/proc/loadavg").read_text().split()[0])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -273,10 +260,22 @@ def main() -> None:
     parser.add_argument("--home", type=Path, default=BENCH_HOME, help="FOUNDRY_HOME to serve")
     parser.add_argument("--gguf", type=Path, help="the same checkpoint as GGUF, for llama-server")
     parser.add_argument("--llama-server", default=shutil.which("llama-server"))
+    parser.add_argument("--llama-parallel", type=int, default=4, help="llama-server's -np")
     parser.add_argument(
-        "--peers", default="service,service_batched,service_before,llama_server,direct_og"
+        "--llama-extra",
+        default="",
+        help="more llama-server arguments, e.g. '--no-repack' where its repacked (AMX) "
+        "kernels die with SIGILL (this VM advertises AMX; llama-server 0c1e570 -DGGML_NATIVE=ON)",
+    )
+    parser.add_argument(
+        "--peers",
+        default="service,service_batched,llama_server,direct_og",
+        help="of service, service_batched, service_generator, service_before, llama_server, "
+        "direct_og",
     )
     args = parser.parse_args()
+    # A killed run still stops the server it started (the context managers' finally blocks).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     from runtime.engines.threads import session_threads
     from runtime.store import Store
 
@@ -298,23 +297,32 @@ def main() -> None:
         "service_batched": lambda: foundry_service(
             args.home, model, {"FOUNDRY_CHAT_BATCHING": "continuous"}
         ),
+        "service_generator": lambda: foundry_service(
+            args.home, model, {"FOUNDRY_CHAT_BATCHING": "generator"}
+        ),
         "service_before": lambda: foundry_service(
             args.home, model, {"FOUNDRY_THREADS": "1", "FOUNDRY_CHAT_BATCHING": "generator"}
         ),
-        "llama_server": lambda: llama_server(args.llama_server, args.gguf, threads),
+        "llama_server": lambda: llama_server(
+            args.llama_server, args.gguf, threads, args.llama_parallel, args.llama_extra.split()
+        ),
     }
+    print(f"load average before the run: {os.getloadavg()}", file=sys.stderr)
     runs: dict[str, list[dict]] = {name: [] for name in wanted}
     for _ in range(args.rounds):
         for name in wanted:
-            load = load_average()
-            if name == "direct_og":
-                figures = direct_og(artifact, threads, args)
-            else:
-                with peers[name]() as base_url:
-                    figures = measure(base_url, "" if name == "llama_server" else model, args)
-            runs[name].append({**figures, "load_average_1m": load})
+            with OthersCpu() as others:
+                if name == "direct_og":
+                    figures = direct_og(artifact, threads, args)
+                else:
+                    with peers[name]() as base_url:
+                        figures = measure(base_url, "" if name == "llama_server" else model, args)
+            runs[name].append({**figures, **others.figures})
             print(f"{name}: {json.dumps(runs[name][-1])}", file=sys.stderr)
     result = report(runs, threads, model, notes)
+    result["service_artifact"] = str(artifact)
+    result["llama_server_gguf"] = str(args.gguf) if "llama_server" in wanted else None
+    result["command"] = " ".join(sys.argv)
     service = result["medians"].get("service", {})
     result["hardware_limit"] = hardware_limit(
         artifact,
@@ -325,33 +333,79 @@ def main() -> None:
     print(json.dumps(result, indent=2))
 
 
+class OthersCpu:
+    """How busy the machine was during a measurement, apart from the benchmark itself.
+
+    The other work on this shared machine runs at nice 19, the benchmark at normal priority,
+    so /proc/stat's `nice` time over the measurement is the share of the cores others took
+    (the load average counts the benchmark's own threads too). Also the 1-minute load average
+    at the start and the end.
+    """
+
+    def __enter__(self) -> OthersCpu:
+        self._start, self._load = _cpu_times(), load_average()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        end = _cpu_times()
+        total = sum(end) - sum(self._start)
+        self.figures = {
+            "others_nice_cpu_share": round((end[1] - self._start[1]) / total, 3) if total else 0.0,
+            "load_average_1m": round(max(self._load, load_average()), 2),
+        }
+
+
+def _cpu_times() -> list[int]:
+    """user, nice, system, idle, iowait, irq, softirq, steal jiffies of all CPUs."""
+    return [int(v) for v in Path("/proc/stat").read_text().split("\n")[0].split()[1:9]]
+
+
+_NOT_RATIOS = {"load_average_1m", "others_nice_cpu_share", "prompt_tokens_short"}
+
+
 def report(runs: dict[str, list[dict]], threads: int, model: str, notes: list[str]) -> dict:
-    cores = os.cpu_count() or 1
+    """Medians per peer, and each service variant's ratio over every other peer."""
     medians = {
         name: {key: round(statistics.median(r[key] for r in rows), 3) for key in rows[0]}
         for name, rows in runs.items()
         if rows
     }
     ratios = {}
-    base = medians.get("service", {})
-    for name, figures in medians.items():
-        if name == "service":
-            continue
-        ratios[f"service_over_{name}"] = {
-            key: round(base[key] / value, 3)
-            for key, value in figures.items()
-            if key in base and value and key != "load_average_1m"
-        }
+    for mine in ("service", "service_batched"):
+        base = medians.get(mine, {})
+        for name, figures in medians.items():
+            if name == mine or not base or (name.startswith("service") and mine != "service"):
+                continue
+            ratios[f"{mine}_over_{name}"] = {
+                key: round(base[key] / value, 3)
+                for key, value in figures.items()
+                if key in base and value and key not in _NOT_RATIOS and "prompt_tokens" not in key
+            }
+    for mine in ("service", "service_batched"):
+        figures = medians.get(mine, {})
+        if figures.get("aggregate_tps_1"):
+            ratios.setdefault(f"{mine}_scaling", {})
+            for n in (4, 8):
+                ratios[f"{mine}_scaling"][f"aggregate_{n}_over_1"] = round(
+                    figures[f"aggregate_tps_{n}"] / figures["aggregate_tps_1"], 3
+                )
+    shares = [r["others_nice_cpu_share"] for rows in runs.values() for r in rows]
     loads = [r["load_average_1m"] for rows in runs.values() for r in rows]
     return {
         "model": model,
         "threads": threads,
+        "cores": os.cpu_count(),
         "rounds": len(next(iter(runs.values()), [])),
-        "machine_quiet": max(loads, default=0) < 0.5 * cores,
+        "machine_quiet": max(shares, default=0) < 0.1,
+        "others_nice_cpu_share": [min(shares, default=0), max(shares, default=0)],
         "load_average_1m": [min(loads, default=0), max(loads, default=0)],
         "medians": medians,
         "ratios": ratios,
-        "notes": [*notes, "ttft ratios below 1 and tps ratios above 1 favour the service"],
+        "notes": [
+            *notes,
+            "ttft ratios below 1 and tps ratios above 1 favour the service",
+            "others_nice_cpu_share: the share of all cores other (nice 19) work took during a peer",
+        ],
     }
 
 

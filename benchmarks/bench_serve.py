@@ -31,7 +31,7 @@ import httpx
 import onnxruntime_genai as og
 from common import BENCH_HOME as HOME
 from common import SYNTHETIC_ID as MODEL_ID
-from common import synthetic_model, timed_greedy
+from common import concurrent_streams, synthetic_model, timed_greedy, timed_stream
 
 from runtime.engines.threads import genai_overlay, session_threads
 
@@ -69,45 +69,20 @@ async def served(client: httpx.AsyncClient, words: int, tokens: int) -> dict:
         "max_tokens": tokens,
         "temperature": 0,
         "ignore_eos": True,
-        "stream": True,
-        "stream_options": {"include_usage": True},
     }
-    start = time.perf_counter()
-    first = last = None
-    produced = 0
-    async with client.stream("POST", "/v1/chat/completions", json=body) as response:
-        response.raise_for_status()
-        async for line in response.aiter_lines():
-            if not line.startswith("data: ") or line == "data: [DONE]":
-                continue
-            now = time.perf_counter()
-            first = first or now  # the role chunk leaves right after the first token
-            # Parse only the usage chunk: on 2 shared cores a client decoding every chunk's JSON
-            # takes CPU from the generation it is timing (the direct run has no client).
-            if '"usage":' in line:
-                produced = json.loads(line[6:])["usage"]["completion_tokens"]
-            elif '"content":' in line:
-                last = now
-    return {
-        "ttft_s": first - start,
-        "decode_tps": (produced - 1) / (last - first),
-        "tokens": produced,
-        "wall_s": time.perf_counter() - start,
-    }
+    return await timed_stream(client, "/v1/chat/completions", body)
 
 
 async def concurrent(base_url: str, clients: int, words: int, tokens: int) -> dict:
-    async with httpx.AsyncClient(base_url=base_url, timeout=600) as client:
-        start = time.perf_counter()
-        runs = await asyncio.gather(*(served(client, words, tokens) for _ in range(clients)))
-        wall = time.perf_counter() - start
-    produced = sum(r["tokens"] for r in runs)
+    body = {"model": MODEL_ID, "messages": messages(words), "max_tokens": tokens}
+    body |= {"temperature": 0, "ignore_eos": True}
+    run = await concurrent_streams(base_url, "/v1/chat/completions", [body] * clients, False)
     return {
         "clients": clients,
-        "completion_tokens": produced,
-        "wall_s": round(wall, 2),
-        "aggregate_tps": round(produced / wall, 1),
-        "median_ttft_ms": round(1000 * statistics.median(r["ttft_s"] for r in runs), 1),
+        "completion_tokens": run["tokens"],
+        "wall_s": round(run["wall_s"], 2),
+        "aggregate_tps": round(run["aggregate_tps"], 1),
+        "median_ttft_ms": round(1000 * run["median_ttft_s"], 1),
     }
 
 

@@ -1,21 +1,26 @@
-"""What several benchmarks share: the synthetic model they run on, and a timed greedy decode.
+"""What several benchmarks share: the synthetic model, a timed greedy decode, a timed stream.
 
 Scripts run as `python benchmarks/bench_x.py`, so `benchmarks/` is on `sys.path` and they
 `from common import ...`. One place builds the artifact (so every benchmark measures the same
-files, built once into one private FOUNDRY_HOME) and one place times an og.Generator (so
-"time to first token" and "decode tok/s" mean the same thing in every script's JSON).
+files, built once into one private FOUNDRY_HOME), one place times an og.Generator and one place
+times a streamed OpenAI request (so "time to first token" and "decode tok/s" mean the same
+thing in every script's JSON, served or direct).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
 import os
+import statistics
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import onnxruntime_genai as og
 
@@ -129,3 +134,85 @@ def timed_greedy(
         "decode_tps": (produced - 1) / decode if decode > 0 else 0.0,
         "tokens": produced,
     }
+
+
+async def timed_stream(client: httpx.AsyncClient, path: str, body: dict[str, Any]) -> dict:
+    """One streamed OpenAI request (`/v1/completions` or `/v1/chat/completions`), timed.
+
+    The first chunk carrying text ends the time to first token (a chat's role chunk does not);
+    decode tok/s is the tokens after the first over the time from first to last text chunk.
+    Only the usage chunk is parsed: on 2 shared cores a client decoding every chunk's JSON takes
+    CPU from the generation it is timing. Without usage, text chunks are counted as tokens.
+    """
+    body = {**body, "stream": True, "stream_options": {"include_usage": True}}
+    start = time.perf_counter()
+    first = last = None
+    pieces = 0
+    usage: dict[str, Any] = {}
+    async with client.stream("POST", path, json=body) as response:
+        response.raise_for_status()
+        async for line in response.aiter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            now = time.perf_counter()
+            compact = line.replace(" ", "")
+            if '"usage":{' in compact:
+                usage = json.loads(line[6:]).get("usage") or usage
+            if any(f'"{k}":"' in compact and f'"{k}":""' not in compact for k in _TEXT_KEYS):
+                first = first or now
+                last = now
+                pieces += 1
+    end = time.perf_counter()
+    produced = int(usage.get("completion_tokens") or pieces)
+    first = first or end
+    last = last or first
+    return {
+        "ttft_s": first - start,
+        "decode_tps": (produced - 1) / (last - first) if last > first else 0.0,
+        "tokens": produced,
+        "prompt_tokens": int(usage.get("prompt_tokens") or 0),
+        "wall_s": end - start,
+    }
+
+
+_TEXT_KEYS = ("text", "content")
+
+
+async def concurrent_streams(
+    base_url: str, path: str, bodies: Sequence[dict[str, Any]], health: bool = True
+) -> dict:
+    """`bodies` streamed at once; aggregate tok/s, median first token, slowest `/health`.
+
+    `/health` is polled twice a second while they run (the event loop must stay responsive).
+    """
+    async with httpx.AsyncClient(base_url=base_url, timeout=1800) as client:
+        done = asyncio.Event()
+        poller = asyncio.create_task(_health_latencies(client, done)) if health else None
+        start = time.perf_counter()
+        runs = await asyncio.gather(*(timed_stream(client, path, body) for body in bodies))
+        wall = time.perf_counter() - start
+        done.set()
+        latencies = await poller if poller else []
+    return {
+        "aggregate_tps": sum(r["tokens"] for r in runs) / wall,
+        "median_ttft_s": statistics.median(r["ttft_s"] for r in runs),
+        "max_health_s": max(latencies, default=0.0),
+        "wall_s": wall,
+        "tokens": sum(r["tokens"] for r in runs),
+    }
+
+
+async def _health_latencies(client: httpx.AsyncClient, done: asyncio.Event) -> list[float]:
+    latencies = []
+    while not done.is_set():
+        start = time.perf_counter()
+        await client.get("/health")
+        latencies.append(time.perf_counter() - start)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(done.wait(), 0.5)
+    return latencies
+
+
+def load_average() -> float:
+    """The 1-minute load average (benchmarks record it: on 2 shared cores it is the noise)."""
+    return os.getloadavg()[0]

@@ -3,7 +3,9 @@
 What a user sees: each request's greedy text is what it would be alone (a batch of 8 with
 different prompt lengths), a short request finishes while a long one runs, closing one stream
 leaves the others untouched, and a request past the KV budget is a 429 with Retry-After.
-The batch is opt-in (FOUNDRY_CHAT_BATCHING=continuous, or batching="continuous" here).
+Also inside the batch: a seed gives one text whatever runs beside it, a grammar holds per row,
+a long guided prefill leaves the event loop free, and unloading cancels every sequence.
+The batch is the default (FOUNDRY_CHAT_BATCHING=continuous, or batching="continuous" here).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import pytest
 
 from runtime.engines.base import GenerationParams
 from runtime.errors import KvBudgetFull
+from tests.test_prefix_reuse import int4_artifact  # noqa: F401 (a fixture: the tiny int4 build)
 
 ALIAS = "qwen2.5-0.5b"
 GREEDY = GenerationParams(max_tokens=12, temperature=0, ignore_eos=True)
@@ -170,6 +173,131 @@ def test_stop_strings_and_min_tokens_hold_in_the_batch(engine):
 
     assert asyncio.run(stopped()) == full[: full.index(stop)]
     assert counted == 20  # EOS masked until min_tokens
+
+
+def test_int4_a_batch_of_eight_also_gives_each_its_greedy_tokens_alone(int4_artifact):  # noqa: F811
+    """MatMulNBits (int4) rows in one decode step give a lone row's logits (onnxruntime 1.32)."""
+    chat = batched_engine(int4_artifact)
+    try:
+        chats = prompts(chat, 8)
+        expected = [og_greedy(int4_artifact, prompt, GREEDY.max_tokens) for prompt in chats]
+
+        async def together() -> list[list[int]]:
+            return await asyncio.gather(*(ids_of(chat, prompt) for prompt in chats))
+
+        assert asyncio.run(together()) == expected
+    finally:
+        chat.close()
+
+
+def test_a_seed_gives_one_text_alone_and_in_a_batch(engine):
+    chats = prompts(engine, 4)
+    seeded = GenerationParams(max_tokens=12, temperature=1.0, seed=7, ignore_eos=True)
+    alone = asyncio.run(ids_of(engine, chats[2], seeded))
+
+    async def beside_others() -> list[list[int]]:
+        return await asyncio.gather(
+            *(ids_of(engine, p, seeded if i == 2 else GREEDY) for i, p in enumerate(chats))
+        )
+
+    assert asyncio.run(beside_others())[2] == alone
+    other_seed = GenerationParams(max_tokens=12, temperature=1.0, seed=8, ignore_eos=True)
+    assert asyncio.run(ids_of(engine, chats[2], other_seed)) != alone
+
+
+def test_each_row_of_a_batch_follows_its_own_grammar(engine):
+    chats = prompts(engine, 3)
+    yes_no = GenerationParams(max_tokens=20, temperature=0, guidance=("regex", "(yes|no)"))
+    number = GenerationParams(max_tokens=20, temperature=0, guidance=("regex", "[0-9]{3}"))
+
+    async def text(prompt: list[int], params: GenerationParams) -> tuple[str, str | None]:
+        chunks = [chunk async for chunk in engine.stream(prompt, params)]
+        return "".join(c.text for c in chunks), chunks[-1].finish_reason
+
+    async def run() -> list[tuple[str, str | None]]:
+        return await asyncio.gather(
+            text(chats[0], yes_no), text(chats[1], GREEDY), text(chats[2], number)
+        )
+
+    answer, plain, digits = asyncio.run(run())
+    assert answer[0] in ("yes", "no") and answer[1] == "stop"
+    assert len(digits[0]) == 3 and digits[0].isdigit() and digits[1] == "stop"
+    assert plain[1] == "length"  # the unguided row beside them is untouched
+
+
+def test_a_grammar_llguidance_refuses_is_an_invalid_request_at_submit(engine):
+    from runtime.errors import InvalidRequest
+
+    async def submit() -> None:
+        engine.stream(prompts(engine, 1)[0], GenerationParams(guidance=("regex", "((")))
+
+    with pytest.raises(InvalidRequest) as refused:
+        asyncio.run(submit())
+    assert refused.value.http_status == 400
+
+
+def test_a_long_guided_prefill_leaves_the_event_loop_responsive(engine):
+    """Issue 12 item 6: /health waited 17.8 s behind a 2.7k-token guided prefill on og."""
+    words = " ".join(f"word{i}" for i in range(1400))
+    prompt = engine.encode(engine.render_prompt([{"role": "user", "content": words}]))
+    assert len(prompt) > 2000
+    guided = GenerationParams(max_tokens=4, temperature=0, guidance=("regex", "[a-z]{1,4}"))
+
+    async def worst_lag(work) -> tuple[float, object]:
+        """The longest this loop waited past a 5 ms sleep while `work` ran."""
+        lags: list[float] = []
+        done = asyncio.Event()
+
+        async def ticker() -> None:  # what /health waits for: this loop's turn
+            while not done.is_set():
+                start = time.perf_counter()
+                await asyncio.sleep(0.005)
+                lags.append(time.perf_counter() - start - 0.005)
+
+        tick = asyncio.create_task(ticker())
+        result = await work
+        done.set()
+        await tick
+        return max(lags), result
+
+    async def run() -> tuple[float, float, int]:
+        # The machine's own scheduling noise (2 shared cores, nice 19): the loop alone, 2 s.
+        idle, _ = await worst_lag(asyncio.sleep(2))
+        busy, ids = await worst_lag(ids_of(engine, prompt, guided))
+        return idle, busy, len(ids)  # type: ignore[arg-type]
+
+    idle, busy, produced = asyncio.run(run())
+    assert produced >= 1
+    assert busy < 0.1 + idle, f"the loop waited {busy:.3f}s in the prefill, {idle:.3f}s idle"
+
+
+@pytest.mark.parametrize("batching", ["continuous", "generator"])
+def test_unloading_cancels_every_running_sequence_on_every_path(artifact, batching):
+    """Issue 12 item 9: unload(force=true) closes the engine; nothing may run on after it."""
+    from runtime.engines.chat import ChatEngine
+
+    chat = ChatEngine(artifact, {"model_id": "tiny-unload"}, max_batch=4, batching=batching)
+    prompt = prompts(chat, 1)[0]
+    endless = GenerationParams(max_tokens=100000, temperature=0, ignore_eos=True)
+
+    async def run() -> list[str | None]:
+        streams = [chat.stream(prompt, endless) for _ in range(3)]
+        for stream in streams:
+            await stream.__anext__()  # each is generating
+        closing = asyncio.create_task(asyncio.to_thread(chat.close))
+
+        async def last_reason(stream) -> str | None:
+            reason = None
+            async for chunk in stream:
+                reason = chunk.finish_reason or reason
+            return reason
+
+        reasons = await asyncio.wait_for(asyncio.gather(*map(last_reason, streams)), 60)
+        await closing
+        return reasons
+
+    assert asyncio.run(run()) == ["cancelled"] * 3
+    assert chat.active_requests() == 0
 
 
 def test_past_the_kv_budget_a_request_is_refused_with_retry_after(artifact):

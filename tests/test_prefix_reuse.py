@@ -148,17 +148,15 @@ def test_a_client_that_edits_replies_still_reuses_the_common_prefix(engine, arti
 
 def test_kept_states_stay_within_the_memory_bound(engine, artifact):
     cache = engine.prefix_cache
-    per_entry = cache.bytes_per_token * min(cache.context_length, 600 + 12 + cache.headroom)
+    first = engine.encode("<|im_start|>user\nfirst conversation<|im_end|>\n<|im_start|>assistant\n")
+    second = engine.encode(
+        "<|im_start|>user\nanother one entirely<|im_end|>\n<|im_start|>assistant\n"
+    )
+    per_entry = cache.bytes_per_token * max(len(first), len(second))  # the batch keeps the prompt
     old_budget = cache.budget_bytes
     cache.budget_bytes = int(per_entry * 1.5)  # room for one kept state, not two
     try:
         cache.clear()
-        first = engine.encode(
-            "<|im_start|>user\nfirst conversation<|im_end|>\n<|im_start|>assistant\n"
-        )
-        second = engine.encode(
-            "<|im_start|>user\nanother one entirely<|im_end|>\n<|im_start|>assistant\n"
-        )
         asyncio.run(_turn(engine, first, 4))
         asyncio.run(_turn(engine, second, 4))
         assert cache.kept_bytes() <= cache.budget_bytes
@@ -169,12 +167,29 @@ def test_kept_states_stay_within_the_memory_bound(engine, artifact):
         cache.budget_bytes = old_budget
 
 
-def test_guided_or_seeded_requests_never_use_kept_states(engine):
-    cache = engine.prefix_cache
-    assert not cache.accepts(GenerationParams(guidance=("regex", "a+")))
-    assert not cache.accepts(GenerationParams(seed=3))
-    assert not cache.accepts(GenerationParams(min_tokens=2))
-    assert cache.accepts(GenerationParams(temperature=0))
+def test_guided_and_seeded_requests_reuse_the_prompt_kv_and_keep_their_tokens(engine):
+    """The batch keeps prompt KV, which depends on the tokens only: a guided or seeded turn may
+    start from it, and gives the tokens it gives cold."""
+    prompt = engine.encode(engine.render_prompt([{"role": "user", "content": SYSTEM}]))
+    seeded = GenerationParams(max_tokens=8, temperature=0.9, seed=11)
+    guided = GenerationParams(max_tokens=8, temperature=0, guidance=("regex", "[a-z ]{1,40}"))
+
+    def tokens(params: GenerationParams) -> tuple[list[int], int]:
+        async def run() -> tuple[list[int], int]:
+            ids, last = [], None
+            async for chunk in engine.stream(prompt, params):
+                ids += chunk.token_ids
+                last = chunk
+            return ids, last.cached_tokens
+
+        return asyncio.run(run())
+
+    for params in (seeded, guided):
+        engine.prefix_cache.clear()
+        cold, cached_cold = tokens(params)
+        warm, cached_warm = tokens(params)
+        assert cached_cold == 0 and cached_warm >= len(prompt) - 2
+        assert warm == cold
 
 
 # --- through the service ----------------------------------------------------------------------

@@ -6,15 +6,20 @@ sum(mask) - 1) and, with past and present bound to one buffer (the builder's
 `past_present_share_buffer`), writes each row's new keys in place at that row's own length.
 So rows of different lengths decode in one `run` with no KV copied per step. Sequences join
 between steps (prefilled in chunks into the next free row, one chunk per step, so running
-streams keep flowing), and leave at once (the last row moves into the freed one).
+streams keep flowing), and leave at once (the last row moves into the freed one). A leaving
+row's prompt KV is kept for the next turn (kept_kv.py); a joining row starts from the longest
+kept prefix of its prompt. Grammar masks (guidance.py) and each row's own seeded random
+stream are applied when a row's token is sampled.
 
 Measured (issue 13, this machine shared, load average 10-11 on 2 cores; synthetic
 Qwen2.5-0.5B-dimension int4, 2 threads): aggregate decode 6.8 / 11.2 / 21.3 / 17.8 tok/s at
 1 / 2 / 4 / 8 rows. A prefill here gives the logits of og.Generator exactly (0.0 difference);
-on fp32 artifacts a batch of 8 with different prompt lengths gives og's greedy tokens. int4
-(MatMulNBits) computes a lone row with another kernel than rows in a batch (0.13 in a 0.5B
-model's logits, the ROW_ALIGNMENT note in prefix_cache.py), so batched int4 greedy text may
-part from a lone request's after some tokens, as in every batching server.
+a batch of 8 with different prompt lengths gives og's greedy tokens on fp32 and on int4
+(tests/test_batching.py). With onnxruntime 1.32, real SmolLM2-135M cpu-int4: one decode step
+of 2, 3, 4 or 8 identical rows gave each row the lone row's logits exactly (0.0 difference);
+an earlier session reported 0.13 between a lone int4 row and rows in a batch on the 0.5B
+dimensions (not re-measured here). MatMulNBits does compute prefill rows in pairs (a lone or odd
+row differs: the ROW_ALIGNMENT note in prefix_cache.py), so kept KV and chunks start even.
 
 `session.run` releases the GIL, so the event loop and other threads run during every step.
 Never imports onnxruntime at module level.
@@ -31,13 +36,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from runtime.engines.gil import PREFILL_CHUNK
+from runtime.engines.kept_kv import KeptPrefixes
 from runtime.engines.threads import ort_session_options
 from runtime.errors import GenerationFailed, KvBudgetFull
 from runtime.settings import env_number
 
 if TYPE_CHECKING:
     from runtime.engines.base import GenerationParams
+    from runtime.engines.guidance import GrammarMask
     from runtime.engines.threads import SessionThreads
 
 __all__ = ["BUDGET_ENV", "BatchScheduler", "supports_batching"]
@@ -46,6 +52,12 @@ log = logging.getLogger(__name__)
 
 BUDGET_ENV = "FOUNDRY_KV_BUDGET_MB"
 DEFAULT_BUDGET_MB = 1024
+# Prefill chunk sizes (even, see kept_kv.py). `session.run` lets go of the GIL, so chunks are
+# for the streams decoding beside a prefill (one decode step between chunks), not the loop.
+# Alone, a 1,024-token prompt (real SmolLM2-135M cpu-int4, 2 threads, machine shared, 3 rounds
+# alternated) took 1.49-1.51 s in chunks of 128, 1.43-1.48 s in 256, 1.66-1.78 s in one run.
+PREFILL_CHUNK_BESIDE = 128
+PREFILL_CHUNK_ALONE = 256
 _GRAPH_INPUTS = {"input_ids", "attention_mask", "past_key_names", "past_value_names"}
 
 
@@ -72,12 +84,14 @@ def budget_bytes() -> int:
 class _Row:
     """One sequence in the batch: how much of it the KV holds and the token to feed next."""
 
-    def __init__(self, seq: Any, reserved: int):
+    def __init__(self, seq: Any, reserved: int, grammar: GrammarMask | None = None):
         self.seq = seq
         self.reserved = reserved  # KV bytes admission counted for it
         self.length = 0  # tokens whose keys are in the buffer
         self.pending = -1  # sampled, not yet fed
-        self.rng = np.random.default_rng()
+        self.grammar = grammar
+        # Its own random stream: a seed gives one text whatever else is in the batch.
+        self.rng = np.random.default_rng(seq.params.seed)
 
     @property
     def params(self) -> GenerationParams:
@@ -102,6 +116,7 @@ class BatchScheduler:
         bytes_per_token: int,
         on_done: Callable[[], None],
         budget: int | None = None,
+        kept: KeptPrefixes | None = None,
     ):
         import onnxruntime as ort
 
@@ -124,12 +139,20 @@ class BatchScheduler:
         first = next(i for i in self._session.get_inputs() if i.name == self._kv_names[0][0])
         self._kv_dtype = np.float16 if "float16" in first.type else np.float32
         self._row_shape = (int(decoder["num_key_value_heads"]), int(decoder["head_size"]))
+        out = next(o for o in self._session.get_outputs() if o.name == "logits")
+        self._logits_dtype = np.float16 if "float16" in out.type else np.float32
+        self._last_logits_only = out.shape[1] == 1  # the builder's prune_lm_head
+        self._vocab = int(genai["model"].get("vocab_size") or out.shape[2])
+        # One binding per (first row, rows, capacity): the KV views never move between steps,
+        # so only ids, mask and logits are bound again (120 bind calls a step fewer at 30 layers).
+        self._bindings: dict[tuple[int, int], Any] = {}
         self.eos_ids = eos_ids
         self.max_batch = max_batch
         self.context_length = context_length
         self.bytes_per_token = bytes_per_token
         self.budget = budget_bytes() if budget is None else budget
         self._on_done = on_done
+        self.kept = kept or KeptPrefixes(bytes_per_token, context_length)
         self._capacity = 0
         self._buffers: dict[str, np.ndarray] = {}
         self._running: list[_Row] = []  # rows 0..n-1 of the buffers, decoding
@@ -142,7 +165,7 @@ class BatchScheduler:
         self._thread.start()
 
     # --- any thread --------------------------------------------------------------------------
-    def submit(self, seq: Any) -> None:
+    def submit(self, seq: Any, grammar: GrammarMask | None = None) -> None:
         """Queue `seq` (chat.py's _Sequence); it joins the batch between steps.
 
         Raises:
@@ -158,7 +181,7 @@ class BatchScheduler:
                     retry_after=1,
                 )
             self._reserved += need
-            self._waiting.append(_Row(seq, need))
+            self._waiting.append(_Row(seq, need, grammar))
             self._cond.notify()
 
     def wake(self) -> None:
@@ -214,16 +237,45 @@ class BatchScheduler:
             if self._joining is not None:
                 seq = self._joining.seq
                 self._ensure_capacity(len(seq.prompt) + seq.params.max_tokens)
+                self._reuse(self._joining)
         row = self._joining
         if row is None:
             return
-        chunk = row.seq.prompt[row.length : row.length + PREFILL_CHUNK]
+        size = PREFILL_CHUNK_BESIDE if self._running else PREFILL_CHUNK_ALONE
+        left = len(row.seq.prompt) - row.length
+        if left <= size + size // 2:  # a 130-token prompt in one run, not 128 then 2
+            size = left
+        chunk = row.seq.prompt[row.length : row.length + size]
         logits = self._run(len(self._running), [row], np.asarray([chunk], dtype=np.int64))
         row.length += len(chunk)
         if row.prefilled:
             self._joining = None
             self._running.append(row)
             self._accept(row, logits[0])
+
+    def _reuse(self, row: _Row) -> None:
+        """Start `row` from the longest kept prefix of its prompt (copied into its buffer row)."""
+        if not self.kept.accepts(row.params):
+            return
+        found = self.kept.take(row.seq.prompt)
+        if found is None:
+            return
+        length, kv = found
+        index = len(self._running)
+        for (past, _), held in zip(self._kv_names, kv, strict=True):
+            self._buffers[past][index, :, :length] = held[:, :length]
+        row.length = length
+        row.seq.cached_tokens = length
+
+    def _keep(self, index: int, row: _Row) -> None:
+        """Copy the prompt KV of the row at buffer `index` out, for the next turn."""
+        if self._closed or not self.kept.accepts(row.params):
+            return
+        length = self.kept.keepable(min(row.length, len(row.seq.prompt)))
+        if length <= 0:
+            return
+        kv = [self._buffers[past][index, :, :length].copy() for past, _ in self._kv_names]
+        self.kept.keep(list(row.seq.prompt[:length]), kv)
 
     def _decode_step(self) -> None:
         rows = list(self._running)
@@ -239,15 +291,20 @@ class BatchScheduler:
         seq, params = row.seq, row.params
         produced = seq.completion_tokens
         minimum = params.max_tokens if params.ignore_eos else params.min_tokens
+        if row.grammar is not None:
+            logits = row.grammar.apply(logits)
         if produced < minimum and self.eos_ids:
-            logits = logits.copy()
-            logits[list(self.eos_ids)] = -np.inf
+            held = logits.copy()
+            held[list(self.eos_ids)] = -np.inf
+            if row.grammar is None or np.isfinite(held).any():  # a finished grammar wins
+                logits = held
         token = _sample(logits, params, row.rng)
         if token in self.eos_ids:
             self._leave(row, "stop")
             return
         seq.push_token(token)
-        if seq.stops.stopped:
+        grammar_done = row.grammar is not None and not row.grammar.consume(token)
+        if seq.stops.stopped or grammar_done:
             self._leave(row, "stop")
         elif seq.completion_tokens >= params.max_tokens:
             self._leave(row, "length")
@@ -261,17 +318,24 @@ class BatchScheduler:
         mask = np.zeros((len(rows), total), dtype=np.int64)
         for i, row in enumerate(rows):
             mask[i, : row.length + steps] = 1
-        binding = self._session.io_binding()
+        binding = self._bindings.get((first_row, len(rows)))
+        if binding is None:
+            binding = self._session.io_binding()
+            for past, present in self._kv_names:
+                view = self._buffers[past][first_row : first_row + len(rows)]
+                shape = list(view.shape)
+                binding.bind_input(past, "cpu", 0, self._kv_dtype, shape, view.ctypes.data)
+                binding.bind_output(present, "cpu", 0, self._kv_dtype, shape, view.ctypes.data)
+            self._bindings[(first_row, len(rows))] = binding
         binding.bind_cpu_input("input_ids", ids)
         binding.bind_cpu_input("attention_mask", mask)
-        for past, present in self._kv_names:
-            view = self._buffers[past][first_row : first_row + len(rows)]
-            shape = list(view.shape)
-            binding.bind_input(past, "cpu", 0, self._kv_dtype, shape, view.ctypes.data)
-            binding.bind_output(present, "cpu", 0, self._kv_dtype, shape, view.ctypes.data)
-        binding.bind_output("logits", "cpu")
+        logits = np.empty(
+            (len(rows), 1 if self._last_logits_only else steps, self._vocab), self._logits_dtype
+        )
+        binding.bind_output(
+            "logits", "cpu", 0, self._logits_dtype, logits.shape, logits.ctypes.data
+        )
         self._session.run_with_iobinding(binding)
-        logits = binding.get_outputs()[-1].numpy()  # only the logits: the KV stays in place
         return logits[:, -1, :].astype(np.float32, copy=False)  # type: ignore[no-any-return]
 
     def _ensure_capacity(self, tokens: int) -> None:
@@ -290,11 +354,13 @@ class BatchScheduler:
             for past, buffer in self._buffers.items():
                 fresh[past][:, :, :held] = buffer[:, :, :held]
         self._buffers, self._capacity = fresh, capacity
+        self._bindings.clear()  # they point into the old buffers
 
     def _leave(self, row: _Row, reason: str) -> None:
         """End `row` now: free its budget and its buffer row (the last running row moves in)."""
         if row in self._running:
             index = self._running.index(row)
+            self._keep(index, row)
             last = len(self._running) - 1
             if index != last:
                 moved = self._running[last]

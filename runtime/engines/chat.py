@@ -1,47 +1,28 @@
-"""ChatEngine: text generation over onnxruntime-genai's `Engine`, off the event loop.
+"""ChatEngine: text generation off the event loop, one continuous batch per loaded model.
 
-One background thread per loaded model runs `Engine.run` while requests are active and
-hands each request's chunks to its asyncio queue with `loop.call_soon_threadsafe`.
-Detokenization and stop strings are done on that thread (`_Sequence`), so a stop string
-cancels the request before the next step.
+By default every request of a loaded chat model runs in one continuous batch
+(`runtime/engines/batch.py`: onnxruntime directly on the builder's decoder graph, one step
+advances every running sequence, requests join between steps, long prompts prefill in chunks
+between decode steps, finished ones leave at once). Sampling with a per-sequence seed, stop
+strings, `min_tokens`, `ignore_eos`, grammar masks (llguidance, `guidance.py`) and prefix reuse
+(a finished prompt's KV kept for the next turn, `kept_kv.py`) all run inside it, admission is
+bounded by a KV byte budget (`FOUNDRY_KV_BUDGET_MB`, 429 past it), and onnxruntime-genai never
+loads the weights: they are loaded once, by the batch's session.
 
-Measured with onnxruntime-genai 0.18.0 on CPU (this machine): without paged attention
-(CUDA-only in the builder) the Engine runs its *static* batch scheduler, which advances
-requests submitted together in one step (capacity set by
-`engine.static_batching.max_batch_size`) but refuses per-turn seeds and stop strings
-("... requires an Engine configured for dynamic batching"). So stop strings are matched
-here in Python (needed anyway so a stop never leaks across chunks), and a request that
-asks for a seed with sampling runs on its own `og.Generator` in a worker thread
-(`_GeneratorRun`) with `random_seed`; everything else goes through the Engine. A request
-arriving while a static batch runs waits for that batch to drain (head-of-line).
+The og paths remain only for artifacts the batch cannot drive (`supports_batching` false: a
+decoder with other inputs, or KV not shared between past and present) and when asked for with
+`batching="generator"` / `"engine"` (FOUNDRY_CHAT_BATCHING): one og.Generator per request
+(`_GeneratorRun`, with kept generators for prefix reuse, `prefix_cache.py`), or 0.18's static
+og.Engine for full-logits artifacts. Measured earlier on those paths (bench_batching.py,
+Qwen2.5-0.5B dimensions, int4): the static Engine made time to first token 1.8-8.7x longer
+than one og.Generator per request for 0.81-1.02x the aggregate tok/s, and cannot run pruned
+artifacts; 0.18's og.Generator holds the GIL inside append_tokens and generate_next_token, hence
+chunked prefill and a GIL release after every step there (`gil.py`). `session.run`, which the
+batch uses, releases the GIL.
 
-Which path serves by default (benchmarks/bench_batching.py, 0.18.0, Qwen2.5-0.5B dimensions,
-int4, 128-token prompts, ratios paired round by round against pruned artifact + one
-og.Generator per request): the static Engine on a full-logits artifact made time to first
-token 1.8x longer alone, 2.5x at 4 simultaneous requests, 2.9x at 8 and 8.7x with 4
-requests arriving 1.5 s apart (they wait for the running batch), for aggregate tok/s of
-0.81-1.02x (48-96 new tokens). The Engine also cannot run pruned artifacts (their logits
-are [batch, 1, vocab]; its static-batch IO sizes them [batch, prompt, vocab]). So every
-request runs on its own
-og.Generator (at most `max_batch` at once) unless the Engine is asked for: `batching="engine"`
-or FOUNDRY_CHAT_BATCHING=engine, for throughput jobs that submit long completions together;
-even then pruned artifacts stay on og.Generator.
-
-Continuous batching (issue 13, `runtime/engines/batch.py`, opt-in: FOUNDRY_CHAT_BATCHING=
-continuous or batching="continuous"): every request without a grammar or a seed joins one
-onnxruntime session whose every step advances them all. Through the service (bench_peers,
-synthetic 0.5B int4, 124-token prompts, 64 tokens, one round on this shared machine, load
-average 9.3-10.9 on 2 cores), against one og.Generator per request on 1 thread: aggregate
-27.9 vs 16.1 tok/s at 4 clients, 27.6 vs 23.7 at 8 (2.2x its own single client at 4), median
-first token at 4 clients 3.7 vs 4.9 s, slowest /health while 8 stream 0.10 vs 3.8 s; but a
-1,024-token prompt's first token 14.4 vs 8.7 s (64-token chunks between steps). Opt-in
-because the batch has no prefix reuse yet (a chat's next turn prefills again) and that long
-prefill is slower; mixing it with og.Generator for lone requests fought for the cores (0.45x).
-
-0.18's og.Generator holds the GIL inside append_tokens and generate_next_token (og.Engine.run
-releases it): generator threads never overlap in Python, and the event loop runs only between
-their calls. Hence one-at-a-time prefill in chunks and a GIL release after every step
-(`runtime/engines/gil.py`, with the measurements).
+Through the service, the batch (then opt-in) against one og.Generator per request on 1 thread
+(bench_peers, synthetic 0.5B int4, load average 9-11 on 2 cores): aggregate 27.9 vs 16.1 tok/s
+at 4 clients, slowest /health while 8 stream 0.10 vs 3.8 s.
 """
 
 from __future__ import annotations
@@ -64,6 +45,7 @@ from runtime.engines.base import Chunk, GenerationParams, GenerationRecord
 from runtime.engines.batch import BatchScheduler, supports_batching
 from runtime.engines.detokenize import IncrementalDecoder, StopMatcher
 from runtime.engines.gil import append_in_chunks, let_the_loop_run
+from runtime.engines.guidance import Guide
 from runtime.engines.prefix_cache import (
     PrefixCache,
     budget_from_env,
@@ -110,18 +92,14 @@ class ChatEngine:
         full-logits artifacts on og.Engine; None reads FOUNDRY_CHAT_BATCHING.
         `threads`: None chooses per machine (threads.py)."""
         self.path = Path(path)
-        self.batching = batching or os.environ.get(BATCHING_ENV, "generator")
+        self.batching = batching or os.environ.get(BATCHING_ENV) or "continuous"
         self.metadata = metadata
         self.model_id = str(metadata.get("model_id") or self.path.name)
         self.queue_size = queue_size
         self.max_batch = max_batch
         self.on_finish: Callable[[GenerationRecord], None] | None = None
         self.template = load_chat_template(self.path)
-        config = og.Config(str(self.path))
-        config.overlay(json.dumps({"engine": {"static_batching": {"max_batch_size": max_batch}}}))
         self.threads = resolve_threads(threads)  # threads.py: per machine, FOUNDRY_THREADS
-        config.overlay(genai_overlay(self.threads))
-        self._model = og.Model(config)
         # tokenizers (not og.Tokenizer): og's decode drops everything after an invalid UTF-8
         # byte, which random-weight and byte-level models produce mid-stream.
         self._tokenizer = Tokenizer.from_file(str(self.path / "tokenizer.json"))
@@ -133,16 +111,12 @@ class ChatEngine:
         self.vocab_size = int(genai["model"].get("vocab_size") or 0)
         eos = genai["model"].get("eos_token_id")
         self.eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
-        # Prefix reuse across chat turns (issue 8): kept generators, bounded in KV bytes.
-        self.prefix_cache = PrefixCache(
-            self._model,
-            bytes_per_token=kv_bytes_per_token(self.path),
-            context_length=self.context_length,
-            vocab_size=self.vocab_size,
-            budget_bytes=budget_from_env(),
-        )
-        # Continuous batching (batch.py) for concurrent requests a kept generator cannot serve.
+        # The continuous batch (batch.py) serves every request when the artifact allows it;
+        # then onnxruntime-genai never loads the weights (they are loaded once, by the batch).
         self._scheduler: BatchScheduler | None = None
+        self._guide: Guide | None = None
+        self._model: Any = None
+        self.prefix_cache: Any
         if self.batching == "continuous" and supports_batching(self.path):
             self._scheduler = BatchScheduler(
                 self.path,
@@ -152,6 +126,23 @@ class ChatEngine:
                 context_length=self.context_length,
                 bytes_per_token=kv_bytes_per_token(self.path),
                 on_done=lambda: self._count(-1),
+            )
+            self.prefix_cache = self._scheduler.kept
+            self._guide = Guide(self.path / "tokenizer.json", self.vocab_size, self.eos_ids)
+        else:
+            config = og.Config(str(self.path))
+            config.overlay(
+                json.dumps({"engine": {"static_batching": {"max_batch_size": max_batch}}})
+            )
+            config.overlay(genai_overlay(self.threads))
+            self._model = og.Model(config)
+            # Prefix reuse across chat turns (issue 8): kept generators, bounded in KV bytes.
+            self.prefix_cache = PrefixCache(
+                self._model,
+                bytes_per_token=kv_bytes_per_token(self.path),
+                context_length=self.context_length,
+                vocab_size=self.vocab_size,
+                budget_bytes=budget_from_env(),
             )
         self._count_lock = threading.Lock()
         self._lock = threading.Condition()
@@ -167,8 +158,12 @@ class ChatEngine:
         # between chunks): 8 clients at once through the service, median time to first token
         # 14.9/16.3 s in turn vs 22.1/23.9 s interleaved and 21.8/23.7 s unchunked, same tok/s.
         self._prefill_lock = threading.Lock()
+        self._live: set[_Sequence] = set()  # every sequence not finished, for close()
         ready: list[BaseException | None] = []
         started = threading.Event()
+        if self._scheduler is not None:
+            self._thread = None
+            return
         self._thread = threading.Thread(
             target=self._step_loop,
             args=(ready, started),
@@ -234,14 +229,19 @@ class ChatEngine:
         stream = GenerationStream(self, asyncio.get_running_loop())
         seq = _Sequence(self, stream, list(prompt_tokens), params)
         stream._seq = seq
-        self._count(+1)
-        if self._batches(seq):
+        if self._scheduler is not None:
+            grammar = self._guide.mask(params.guidance) if params.guidance else None  # type: ignore[union-attr]
+            self._count(+1)
             try:
-                self._scheduler.submit(seq)  # type: ignore[union-attr]
+                self._scheduler.submit(seq, grammar)
             except FoundryError:
                 self._count(-1)
                 raise
-        elif self._needs_generator(params) and not (
+            return stream
+        self._count(+1)
+        with self._lock:
+            self._live.add(seq)
+        if self._needs_generator(params) and not (
             self._reuses_prefix(seq) and not self._engine_usable
         ):
             threading.Thread(
@@ -260,15 +260,6 @@ class ChatEngine:
                 self._lock.notify()
         return stream
 
-    def _batches(self, seq: _Sequence) -> bool:
-        """Whether the continuous batch serves `seq`: everything but grammars (og's guidance)
-        and seeded sampling (og's random stream, so a seed gives one text under any load).
-        Prefix reuse is og.Generator's, so a batched chat's next turn prefills again."""
-        params = seq.params
-        if self._scheduler is None or params.guidance:
-            return False
-        return params.seed is None or params.temperature <= 0
-
     def _reuses_prefix(self, seq: _Sequence) -> bool:
         """Serve on a kept generator (prefix_cache.py) when it reuses a prefix, or when this is the
         only request in flight (a single chat: build the state its next turn extends). Under
@@ -281,6 +272,10 @@ class ChatEngine:
         seeded = params.seed is not None and params.temperature > 0
         masks_logits = bool(params.min_tokens or params.ignore_eos or params.guidance)
         return not self._engine_usable or seeded or (masks_logits and not self._engine_masks_logits)
+
+    def _forget(self, seq: _Sequence) -> None:
+        with self._lock:
+            self._live.discard(seq)
 
     def _count(self, delta: int) -> None:
         with self._count_lock:
@@ -295,11 +290,18 @@ class ChatEngine:
             self._scheduler.wake()
 
     def close(self) -> None:
-        """Stop the step loop; running requests end with finish_reason 'cancelled'."""
+        """Stop generating; every running or waiting request ends with 'cancelled'.
+
+        On og.Generator paths each sequence is marked cancelled (its thread ends it before the
+        next token: issue 12 found unload(force=true) left them running to the end).
+        """
         with self._lock:
             self._closed = True
+            for seq in self._live:
+                seq.cancelled = True
             self._lock.notify()
-        self._thread.join(timeout=30)
+        if self._thread is not None:
+            self._thread.join(timeout=30)
         if self._scheduler is not None:
             self._scheduler.close()
         self.prefix_cache.clear()
@@ -510,6 +512,7 @@ class _Sequence:
         if self.finished:
             return
         self.finished = True
+        self.engine._forget(self)
         tail = "" if self.stops.stopped else self.stops.push(self.decoder.flush())
         tail += self.stops.flush()
         self.stream._deliver(self._chunk(tail, [], reason))
@@ -519,6 +522,7 @@ class _Sequence:
         if self.finished:
             return
         self.finished = True
+        self.engine._forget(self)
         self.stream._deliver(error)
         self.stream._deliver(_DONE)
 
@@ -644,7 +648,14 @@ class GenerationStream:
         self._last: Chunk | None = None
 
     def _deliver(self, item: Any) -> None:  # any thread
-        self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
+        """Hand `item` to the consumer's loop; a loop already closed has no one left to read it
+        (a generating thread must not die of that: it serves every other request)."""
+        if self._loop.is_closed():
+            return
+        try:
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
+        except RuntimeError:  # closed between the check and the call
+            log.debug("stream's event loop closed; chunk dropped")
 
     def __aiter__(self) -> GenerationStream:
         return self
