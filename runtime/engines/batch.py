@@ -375,8 +375,11 @@ class BatchScheduler:
                     ]
         with self._cond:
             self._reserved -= row.reserved
-        row.seq.finish("stop" if row.seq.stops.stopped else reason)
+        # Counted out before the last chunk is delivered: a client that reacts to its end at
+        # once (Ollama's keep_alive=0 unload, the next request at the queue's limit) must not
+        # find its own finished sequence still in flight.
         self._on_done()
+        row.seq.finish("stop" if row.seq.stops.stopped else reason)
 
     def _fail_all(self, error: GenerationFailed) -> None:
         log.error("batch step failed: %s", error.message)
@@ -385,8 +388,8 @@ class BatchScheduler:
         for row in rows:
             with self._cond:
                 self._reserved -= row.reserved
-            row.seq.fail(error)
             self._on_done()
+            row.seq.fail(error)
 
 
 def _sample(logits: np.ndarray, params: GenerationParams, rng: np.random.Generator) -> int:
