@@ -126,7 +126,11 @@ def quantize_graph(
     def weight(name: str) -> np.ndarray:
         return numpy_helper.to_array(initializers[name], base_dir=base)
 
-    layers = 1 + max((int(m[1]) for n in graph.node if (m := _LAYER.search(n.name))), default=0)
+    # Counted over MatMuls: the builder names its final norm `/model/layers.{num_layers}/...`.
+    layers = 1 + max(
+        (int(m[1]) for n in graph.node if n.op_type == "MatMul" and (m := _LAYER.search(n.name))),
+        default=0,
+    )
     producers = {out: n for n in graph.node for out in n.output}
     consumers: dict[str, list[Any]] = {}
     for node in graph.node:
