@@ -22,7 +22,13 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import numpy as np
 
-__all__ = ["CALIBRATION_DIR", "calibration_digest", "calibration_windows", "measure_importance"]
+__all__ = [
+    "CALIBRATION_DIR",
+    "Activations",
+    "calibration_digest",
+    "calibration_windows",
+    "measure_importance",
+]
 
 CALIBRATION_DIR = Path(__file__).resolve().parent / "corpus" / "calibration"
 WINDOW = 512
@@ -46,10 +52,19 @@ def calibration_windows(tokenizer: Any, window: int = WINDOW) -> list[list[int]]
     return [w for w in windows if len(w) >= 2]
 
 
-def measure_importance(folder: Path, scratch: Path) -> dict[str, np.ndarray]:
+class Activations:
+    """Per MatMul input name: the mean square per channel and (with `hessian`) the mean XᵀX."""
+
+    def __init__(self, mean_square: dict[str, np.ndarray], hessian: dict[str, np.ndarray]):
+        self.mean_square = mean_square
+        self.hessian = hessian
+
+
+def measure_importance(folder: Path, scratch: Path, *, hessian: bool = False) -> Activations:
     """Mean square of each weight MatMul's activation input over the slice, by input name.
 
     `folder` holds the float model.onnx, its data and the builder's genai_config/tokenizer.
+    `hessian` also accumulates XᵀX [K, K] per input (GPTQ's H; float64, K² each).
     """
     import numpy as np
     import onnx
@@ -86,6 +101,7 @@ def measure_importance(folder: Path, scratch: Path) -> dict[str, np.ndarray]:
     kv = (int(decoder.get("num_key_value_heads", 0)), int(decoder.get("head_size", 0)))
     tokenizer = AutoTokenizer.from_pretrained(str(folder))
     sums: dict[str, np.ndarray] = {}
+    products: dict[str, np.ndarray] = {}
     count = 0
     for ids in calibration_windows(tokenizer):
         feed = {item.name: _input_value(item, ids, kv) for item in session.get_inputs()}
@@ -93,7 +109,12 @@ def measure_importance(folder: Path, scratch: Path) -> dict[str, np.ndarray]:
         for name, value in zip(inputs, outputs, strict=True):
             flat = np.asarray(value, dtype=np.float64).reshape(-1, value.shape[-1])
             sums[name] = sums.get(name, 0.0) + (flat * flat).sum(axis=0)
+            if hessian:
+                products[name] = products.get(name, 0.0) + flat.T @ flat
         count += len(ids)
     del session
     shutil.rmtree(scratch, ignore_errors=True)
-    return {name: (total / count).astype(np.float32) for name, total in sums.items()}
+    return Activations(
+        {name: (total / count).astype(np.float32) for name, total in sums.items()},
+        {name: total / count for name, total in products.items()},
+    )

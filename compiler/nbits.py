@@ -27,6 +27,9 @@ import msgspec
 if TYPE_CHECKING:
     import numpy as np
 
+    from compiler.importance import Activations
+    from compiler.weight_quant import BlockQuantized
+
 __all__ = [
     "QUANTIZER_VERSION",
     "WeightOptions",
@@ -50,7 +53,8 @@ class WeightOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     slice (compiler/corpus/calibration). `embedding_bits`: the embedding table and the lm_head
     (one table when tied). `eight_bit`: node-name fragments (fnmatch) whose MatMuls get 8 bits,
     `NAME@sensitive` for llama.cpp's use_more_bits layers only. `accuracy_level`: MatMulNBits'
-    (4: int8 activations, issue 11's measured speed default).
+    (4: int8 activations, issue 11's measured speed default). `gptq`: the 4-bit MatMuls by GPTQ
+    (rounding errors compensated through XᵀX on the calibration slice; needs `importance`).
     """
 
     bits: int = 4
@@ -60,12 +64,17 @@ class WeightOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     embedding_bits: int = 8
     eight_bit: list[str] = []
     accuracy_level: int = 4
+    gptq: bool = False
 
     def __post_init__(self) -> None:
         if self.bits not in (4, 8) or self.embedding_bits not in (4, 8):
             raise ValueError("weights.bits and weights.embedding_bits must be 4 or 8")
         if self.block_size < 16 or self.block_size & (self.block_size - 1):
             raise ValueError("weights.block_size must be a power of two >= 16")
+        if self.gptq and not self.importance:
+            raise ValueError(
+                "weights.gptq needs weights.importance (it reads the calibration slice)"
+            )
 
 
 def key_facts(target_options: dict[str, Any]) -> dict[str, str]:
@@ -103,11 +112,11 @@ def quantize_graph(
     model: Path,
     out_dir: Path,
     options: WeightOptions,
-    importance: dict[str, np.ndarray] | None = None,
+    activations: Activations | None = None,
 ) -> dict[str, Any]:
     """Write `out_dir/model.onnx` (+ `model.onnx.data`): `model` with its weights quantized.
 
-    `importance` maps a MatMul's activation input name to its per-channel mean square.
+    `activations`: per MatMul input name, its per-channel mean square (and XᵀX for GPTQ).
     Returns what build.json records: counts of MatMuls per bit width, the embedding's bits.
 
     Raises:
@@ -157,13 +166,7 @@ def quantize_graph(
         is_head = node.input[1] == tied_weight or "lm_head" in node.name
         bits = options.embedding_bits if is_head else bits_for(node.name, options, layers)
         k, n = (int(d) for d in tensor.dims)
-        quantized = weight_quant.quantize(
-            weight(node.input[1]).T,
-            bits,
-            options.block_size,
-            search=options.search,
-            importance=(importance or {}).get(node.input[0]) if options.importance else None,
-        )
+        quantized = _quantized(weight(node.input[1]).T, bits, node.input[0], options, activations)
         stem = node.input[1]
         names = [f"{stem}_Q{bits}", f"{stem}_scales", f"{stem}_zero_points"]
         blocks = quantized.scales.shape[1]
@@ -259,6 +262,27 @@ def quantize_graph(
         size_threshold=1024,
     )
     return counts
+
+
+def _quantized(
+    weight: np.ndarray,
+    bits: int,
+    activation: str,
+    options: WeightOptions,
+    activations: Activations | None,
+) -> BlockQuantized:
+    """One MatMul's weight [N, K]: GPTQ at the body's bits when asked, else the scale search."""
+    from compiler import weight_quant
+
+    hessian = activations.hessian.get(activation) if activations else None
+    if options.gptq and bits == options.bits and hessian is not None:
+        return weight_quant.quantize_gptq(weight, hessian, bits, options.block_size)
+    importance = (
+        activations.mean_square.get(activation) if activations and options.importance else None
+    )
+    return weight_quant.quantize(
+        weight, bits, options.block_size, search=options.search, importance=importance
+    )
 
 
 def _embedding_gather(graph: Any, initializers: dict[str, Any], producers: dict[str, Any]) -> Any:

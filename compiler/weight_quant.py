@@ -55,13 +55,16 @@ def quantize(
     *,
     search: bool = True,
     importance: np.ndarray | None = None,
+    magnitude: bool = False,
 ) -> BlockQuantized:
     """Quantize `weight` [N, K] asymmetrically per block of `block` along K.
 
     `search=False` is onnxruntime's RTN (scale = range / qmax over [min(x, 0), max(x, 0)]).
     `importance` [K] (e.g. the mean square of each input channel's activation on calibration
     text, the diagonal of XᵀX as llama.cpp's imatrix and AWQ use) weights each column's squared
-    error; without it every element counts alike. K is zero-padded to a whole number of blocks.
+    error; without it every element counts alike. `magnitude` also weighs each element by
+    sqrt(sigma² + x²) (sigma² = twice the block's mean square), as llama.cpp's k-quants do, so
+    large weights are kept closer. K is zero-padded to a whole number of blocks.
     """
     import numpy as np
 
@@ -82,6 +85,9 @@ def quantize(
         x = padded[start:stop].reshape(-1, block)
         w = np.broadcast_to(column_weight.reshape(blocks, block), (stop - start, blocks, block))
         w = w.reshape(-1, block)
+        if magnitude:  # llama.cpp's imatrix weighting: importance * sqrt(sigma^2 + x^2)
+            sigma2 = 2.0 * np.mean(x * x, axis=1, keepdims=True)
+            w = w * np.sqrt(sigma2 + x * x)
         q, s, z = (_searched if search else _rtn)(x, w, qmax)
         levels[start:stop] = q.reshape(stop - start, blocks, block)
         scales[start:stop] = s.reshape(stop - start, blocks)
@@ -200,3 +206,59 @@ def pack_zero_points(quantized: BlockQuantized) -> np.ndarray:
     padded = np.zeros((rows, blocks + blocks % 2), dtype=np.uint8)
     padded[:, :blocks] = zeros
     return (padded[:, 0::2] | (padded[:, 1::2] << 4)).astype(np.uint8).reshape(-1)
+
+
+def quantize_gptq(
+    weight: np.ndarray,
+    hessian: np.ndarray,
+    bits: int,
+    block: int,
+    *,
+    damp: float = 0.01,
+) -> BlockQuantized:
+    """GPTQ (Frantar et al. 2022) with our per-block scale search: each column's rounding error
+    is pushed onto the columns not yet quantized, weighted by the inverse of H = XᵀX.
+
+    `hessian` [K, K] is the (mean) XᵀX of this MatMul's input on calibration text. Columns are
+    taken in order, a block of `block` at a time (so a block's scale and zero point are searched,
+    weighted by diag(H), on the weights as the earlier blocks' errors left them); `damp` adds that
+    fraction of H's mean diagonal, as the paper does, so H stays invertible on a small slice.
+    """
+    import numpy as np
+
+    rows, k = weight.shape
+    blocks = -(-k // block)
+    width = blocks * block
+    w = np.zeros((rows, width), dtype=np.float64)
+    w[:, :k] = weight
+    h = np.zeros((width, width), dtype=np.float64)
+    h[:k, :k] = hessian
+    dead = np.diag(h) <= 0
+    h[dead, dead] = 1.0
+    w[:, dead] = 0.0
+    h += np.eye(width) * damp * float(np.mean(np.diag(h)))
+    inverse = np.linalg.inv(h)
+    upper = np.linalg.cholesky(inverse).T  # H^-1 = Uᵀ U, U upper
+    qmax = (1 << bits) - 1
+    levels = np.empty((rows, blocks, block), dtype=np.uint8)
+    scales = np.empty((rows, blocks), dtype=np.float32)
+    zeros = np.empty((rows, blocks), dtype=np.uint8)
+    diag = np.diag(h).astype(np.float32)
+    for b in range(blocks):
+        lo, hi = b * block, (b + 1) * block
+        part = w[:, lo:hi].copy()
+        channel = np.broadcast_to(diag[lo:hi], part.shape).astype(np.float32)
+        _, scale, zero = _searched(part.astype(np.float32), channel, qmax)
+        scale64, zero64 = scale.astype(np.float64), zero.astype(np.float64)
+        inverse_scale = np.where(scale64 > 0, 1.0 / np.where(scale64 > 0, scale64, 1.0), 0.0)
+        errors = np.zeros_like(part)
+        for i in range(block):
+            column = part[:, i]
+            q = np.clip(np.rint(column * inverse_scale) + zero64, 0, qmax)
+            levels[:, b, i] = q
+            error = (column - (q - zero64) * scale64) / upper[lo + i, lo + i]
+            part[:, i:] -= np.outer(error, upper[lo + i, lo + i : hi])
+            errors[:, i] = error
+        w[:, hi:] -= errors @ upper[lo:hi, hi:]
+        scales[:, b], zeros[:, b] = scale, zero
+    return BlockQuantized(levels, scales, zeros, bits, block, k)

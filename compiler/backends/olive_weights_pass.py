@@ -47,10 +47,11 @@ class FoundryWeightQuantizer(Pass):
         out_dir = Path(output_model_path)
         if out_dir.suffix == ".onnx":
             out_dir = out_dir.parent
-        importance = None
+        activations = None
         if options.importance:
-            importance = measure_importance(folder, out_dir.parent / f"{out_dir.name}.importance")
-        quantize_graph(folder / "model.onnx", out_dir, options, importance)
+            scratch = out_dir.parent / f"{out_dir.name}.importance"
+            activations = measure_importance(folder, scratch, hessian=options.gptq)
+        quantize_graph(folder / "model.onnx", out_dir, options, activations)
         return ONNXModelHandler(
             out_dir, onnx_file_name="model.onnx", model_attributes=model.model_attributes
         )
