@@ -8,7 +8,9 @@ slice (compiler/corpus/calibration, disjoint from the quality corpus), with ever
 MatMul's activation input added as a graph output, so any family the builder writes works.
 
 The slice's digest enters the build key through `calibration_digest()`. Memory: one window's
-activations at a time (`WINDOW` tokens), accumulated as float64 sums per channel.
+activations at a time (`WINDOW` tokens), accumulated as float64 sums per channel; but the float
+graph itself is loaded (4 bytes a weight: ~32 GB for an 8B model), so a model whose float graph
+does not fit is refused with a MemoryError naming the setting, never swapped to death.
 """
 
 from __future__ import annotations
@@ -72,8 +74,21 @@ def measure_importance(folder: Path, scratch: Path, *, hessian: bool = False) ->
     from onnx import TensorProto, helper
     from transformers import AutoTokenizer
 
-    from compiler.quality import _bypass_prune, _external_files, _input_value, _read_json
+    from compiler.quality import (
+        _available_memory,
+        _bypass_prune,
+        _external_files,
+        _input_value,
+        _read_json,
+    )
 
+    weights_bytes = sum(p.stat().st_size for p in folder.glob("*.onnx*"))
+    if weights_bytes > _available_memory() * 0.6:
+        raise MemoryError(
+            f"weights.importance runs the float graph ({weights_bytes / 1e9:.1f} GB) and this "
+            f"machine has {_available_memory() / 1e9:.1f} GB available; set weights.importance: "
+            "false for this model"
+        )
     proto = onnx.load(str(folder / "model.onnx"), load_external_data=False)
     _bypass_prune(proto.graph)
     weights = {t.name for t in proto.graph.initializer if len(t.dims) == 2}
