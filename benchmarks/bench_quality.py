@@ -8,23 +8,47 @@ corpus (same top-1, mean KLD in nats, perplexity ratio; compiler/quality.py), pl
 `--offgrid` adds seeded Gaussian noise of 1/4 of each 32-block's quantization step to every
 weight first (issue 11, "Beware the grid"), so a quantizer cannot score by landing back on
 the Q4_1 grid. On a shared machine decode tok/s is noisy: compare targets within one run.
+`--options JSON` replaces the (single) target's recipe `options:` for one measurement, and
+`--record NAME` appends the row to benchmarks/results/quality-sweep.jsonl (where the recipe
+comments' figures come from).
 Usage:
     python benchmarks/bench_quality.py [--targets cpu-int4,cpu-int8,cpu-fp32] [--offgrid]
+    python benchmarks/bench_quality.py --targets cpu-int4 --offgrid \
+        --options '{"builder": {"prune_lm_head": true}, "weights": {"bits": 4}}' --record NAME
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 QUESTION = "What is the capital of France? Answer in English."
+SWEEP = ROOT / "benchmarks" / "results" / "quality-sweep.jsonl"
+
+
+def override_recipe(scratch: Path, target: str, options: dict[str, Any]) -> None:
+    """A copy of recipes/ whose llama `target` has `options` (and no floor: we measure)."""
+    import yaml
+
+    import compiler.recipe
+
+    folder = scratch / "recipes"
+    shutil.copytree(compiler.recipe.recipes_dir(), folder)
+    llama = yaml.safe_load((folder / "llama.yaml").read_text())
+    llama["targets"][target]["options"] = options
+    llama["targets"][target].pop("quality", None)
+    (folder / "llama.yaml").write_text(yaml.safe_dump(llama))
+    compiler.recipe.recipes_dir = lambda: folder  # type: ignore[assignment]
 
 
 def smollm2_checkpoint(out: Path, offgrid: bool) -> Path:
@@ -92,6 +116,8 @@ def main() -> None:
     parser.add_argument("--targets", default="cpu-int4,cpu-int8,cpu-fp32")
     parser.add_argument("--offgrid", action="store_true")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--options", help="JSON: the target's recipe options for this run")
+    parser.add_argument("--record", metavar="NAME", help="append the row to the sweep file")
     args = parser.parse_args()
 
     import os
@@ -104,8 +130,14 @@ def main() -> None:
         os.environ["FOUNDRY_HOME"] = str(work / "home")
         source = smollm2_checkpoint(work / "smollm2", args.offgrid)
         targets = args.targets.split(",")
+        if args.options:
+            if len(targets) != 1:
+                parser.error("--options applies to one --targets entry")
+            override_recipe(work, targets[0], json.loads(args.options))
         request = BuildRequest(model=str(source), targets=targets, model_id="smollm2")
+        started = time.monotonic()
         for result in build(request, Store()):
+            built_s = time.monotonic() - started
             rate, answer = decode_and_answer(result.model.path, args.rounds)
             quality = result.validation.get("quality") or {}
             row = {
@@ -121,6 +153,25 @@ def main() -> None:
                 "answer": answer,
             }
             print(json.dumps(row), flush=True)
+            if args.record:
+                record(args, result.target, row, built_s)
+            started = time.monotonic()
+
+
+def record(args: argparse.Namespace, target: str, row: dict[str, Any], built_s: float) -> None:
+    """One sweep line in the file's existing shape (name, variant, options, figures)."""
+    line = {
+        "name": args.record,
+        "variant": "offgrid" if args.offgrid else "ongrid",
+        "precision": target.removeprefix("cpu-"),
+        "options": json.loads(args.options) if args.options else "recipe",
+        "build_s": round(built_s, 1),
+        **{k: row[k] for k in ("size_mb", "top1", "kld", "ppl_ratio", "tokens", "decode_tok_s")},
+        "answer": row["answer"],
+        "at": time.strftime("%H:%M:%S", time.gmtime()),
+    }
+    with SWEEP.open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps(line) + "\n")
 
 
 if __name__ == "__main__":

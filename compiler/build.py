@@ -114,13 +114,15 @@ def plan_target(
     request: BuildRequest, source: Source, name: str, recipes: list[RecipeFile], store: Store
 ) -> BuildPlan:
     from compiler.build_key import build_key
+    from compiler.nbits import key_facts
     from compiler.pack import tool_versions
     from compiler.recipe import pick
 
     recipe, target_name, target = pick(source.config, request.task, name, recipes)
     if request.backend:
         target = replace_backend(target, request.backend)
-    key = build_key(source.digest, recipe.recipe.name, target, tool_versions())
+    tools = {**tool_versions(), **key_facts(target.options)}
+    key = build_key(source.digest, recipe.recipe.name, target, tools)
     model_id = default_model_id(request, source, target_name)
     return BuildPlan(
         model_id, target_name, target, recipe, key, store.lookup_build(key) is not None

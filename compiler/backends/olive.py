@@ -17,6 +17,7 @@ import msgspec
 
 from compiler.backends.base import BuilderOptions, convert_options
 from compiler.backends.genai_builder import refuse_known_bugs
+from compiler.nbits import WeightOptions
 from runtime.errors import BackendFailed
 from runtime.progress import ProgressEvent, ProgressFn
 
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 __all__ = ["OliveBackend", "OliveOptions", "package_config", "workflow_config"]
 
 PASS_NAME = "FoundryModelBuilder"
+WEIGHTS_PASS = "FoundryWeightQuantizer"
 EXECUTION_PROVIDERS = {
     "cpu": "CPUExecutionProvider",
     "cuda": "CUDAExecutionProvider",
@@ -39,9 +41,14 @@ OLIVE_RECORDS = {"footprint.json", "output_footprint.json", "run_history.txt", "
 
 
 class OliveOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """The builder pass's options; the later passes come from the target's `passes:`."""
+    """The builder pass's options; the later passes come from the target's `passes:`.
+
+    `weights` set: the builder writes fp32 and our weight quantizer (compiler/nbits.py) writes
+    the int4/int8 MatMulNBits graph from it, with searched scales (issue 11).
+    """
 
     builder: BuilderOptions = BuilderOptions()
+    weights: WeightOptions | None = None
 
 
 def package_config() -> dict[str, Any]:
@@ -49,14 +56,18 @@ def package_config() -> dict[str, Any]:
     from olive.package_config import OlivePackageConfig
 
     config = json.loads(Path(OlivePackageConfig.get_default_config_path()).read_text())
-    config["passes"][PASS_NAME] = {
-        "module_path": "compiler.backends.olive_pass.FoundryModelBuilder",
-        "supported_providers": ["*"],
-        "supported_accelerators": ["*"],
-        "supported_precisions": ["*"],
-        "supported_algorithms": [],
-        "supported_quantization_encodings": [],
-    }
+    for name, module in (
+        (PASS_NAME, "compiler.backends.olive_pass.FoundryModelBuilder"),
+        (WEIGHTS_PASS, "compiler.backends.olive_weights_pass.FoundryWeightQuantizer"),
+    ):
+        config["passes"][name] = {
+            "module_path": module,
+            "supported_providers": ["*"],
+            "supported_accelerators": ["*"],
+            "supported_precisions": ["*"],
+            "supported_algorithms": [],
+            "supported_quantization_encodings": [],
+        }
     return config
 
 
@@ -67,11 +78,13 @@ def workflow_config(
     passes: dict[str, Any] = {
         "builder": {
             "type": PASS_NAME,
-            "precision": target.precision,
+            "precision": "fp32" if options.weights else target.precision,
             "provider": target.provider,
             "extra_options": options.builder.to_pairs(),
         }
     }
+    if options.weights is not None:
+        passes["weights"] = {"type": WEIGHTS_PASS, "weights": msgspec.to_builtins(options.weights)}
     for index, spec in enumerate(target.passes):
         passes[f"p{index + 1}_{spec.type.lower()}"] = {"type": spec.type, **spec.config}
     accelerator = {
@@ -102,9 +115,11 @@ class OliveBackend:
         options = convert_options(target.options, OliveOptions, self.name)
         work = out_dir.parent / f"{out_dir.name}.olive"
         config = workflow_config(source, target, options, work)
-        names = [PASS_NAME, *(spec.type for spec in target.passes)]
+        first = [PASS_NAME, WEIGHTS_PASS] if options.weights else [PASS_NAME]
+        names = [*first, *(spec.type for spec in target.passes)]
         progress(ProgressEvent("convert", f"Olive workflow: {' -> '.join(names)}"))
-        refuse_known_bugs(source.config, target.precision, options.builder.to_pairs())
+        if options.weights is None:
+            refuse_known_bugs(source.config, target.precision, options.builder.to_pairs())
         try:
             olive_run(config, package_config=package_config())
         except Exception as exc:
@@ -122,4 +137,5 @@ class OliveBackend:
             "backend": self.name,
             "olive_passes": names,
             "builder_options": options.builder.to_pairs(),
+            **({"weights": msgspec.to_builtins(options.weights)} if options.weights else {}),
         }
