@@ -240,8 +240,8 @@ def _fetch_artifact(variant: Variant, store: Store, progress: ProgressFn) -> Cac
             if exc.errno == errno.ENOSPC:
                 raise _disk_full(variant.id, total) from exc
             raise
-    for remote in files:  # only now: a failure above keeps the partials for the next run
-        (partial_dir() / remote.partial_name).unlink(missing_ok=True)
+    # No partial is left to clean: fetch_file moved each into staging. (Unlinking them here by
+    # name deleted the .partial of another download of a shared file while it was writing it.)
     progress(ProgressEvent("download", f"{variant.id} ready", total, total, "B", done=True))
     return cached
 
