@@ -102,6 +102,13 @@ def test_a_streaming_route_documents_its_whole_json_answer_too(document):
         assert "application/json" in document["paths"][path]["post"]["responses"]["200"]["content"]
 
 
+def test_download_documents_its_progress_lines_as_text(document):
+    """The fuzzer's first find: the progress stream is text/plain, documented as JSON."""
+    assert set(document["paths"]["/openai/download"]["post"]["responses"]["200"]["content"]) == {
+        "text/plain"
+    }
+
+
 def test_the_served_document_is_the_completed_one(tmp_path, monkeypatch):
     monkeypatch.setenv("FOUNDRY_HOME", str(tmp_path))
     with TestClient(create_app(ServiceSettings()), base_url="http://127.0.0.1") as client:

@@ -169,7 +169,9 @@ def openai_models(request: Request) -> list[str]:
     return [m.model_id for m in _store(request).list_models()]
 
 
-@post("/openai/download", status_code=200, dto=PlainJsonBody, return_dto=None)
+@post(
+    "/openai/download", status_code=200, media_type="text/plain", dto=PlainJsonBody, return_dto=None
+)
 async def openai_download(request: Request, data: DownloadRequest) -> Stream:
     """Download (or compile) a catalog model: progress lines with a percentage, then one JSON line.
 
