@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -102,6 +103,11 @@ def test_every_route_survives_schemathesis(fuzz_service: RunningService, mode, t
     summary = run.stdout[-6000:]
     print(f"schemathesis {mode}: {took:.0f} s\n{summary}")
     assert run.returncode == 0, summary + run.stderr[-2000:]
+    # Every operation of the document was reached (all but the one left out), with cases.
+    selected = re.search(r"Operations:\s+(\d+) selected / (\d+) total", run.stdout)
+    assert selected and int(selected[1]) == int(selected[2]) - 1 >= 40, summary
+    generated = re.search(r"(\d+) generated", run.stdout)
+    assert generated and int(generated[1]) >= 10 * int(selected[1]), summary
     request = urllib.request.Request(
         f"{fuzz_service.base_url}/health", headers={"Authorization": f"Bearer {FUZZ_KEY}"}
     )
