@@ -29,6 +29,7 @@ from runtime.service.apis.ollama import routes as ollama
 from runtime.service.apis.openai import routes as openai
 from runtime.service.apis.responses import routes as responses
 from runtime.service.errors import EXCEPTION_HANDLERS
+from runtime.service.openapi import document_errors
 from runtime.service.security import SecurityMiddleware, cors_config
 
 if TYPE_CHECKING:
@@ -62,7 +63,7 @@ def create_app(settings: ServiceSettings, *, store: Store | None = None) -> Lite
     def provide_manager(state: State) -> ModelManager:
         return state.manager
 
-    return Litestar(
+    app = Litestar(
         route_handlers=[handler for module in API_ROUTES for handler in module.ROUTES]
         + console_routes.routes(settings),
         exception_handlers=EXCEPTION_HANDLERS,
@@ -90,3 +91,5 @@ def create_app(settings: ServiceSettings, *, store: Store | None = None) -> Lite
         ),
         debug=False,
     )
+    document_errors(app.openapi_schema)  # the cached document: errors in each API's shape
+    return app

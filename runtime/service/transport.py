@@ -11,6 +11,7 @@ OpenAI: `data: {"error": ...}` then `data: [DONE]`), since the status line is lo
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator
@@ -33,6 +34,7 @@ __all__ = [
     "NDJSON",
     "SSE",
     "SSE_HEADERS",
+    "PlainJsonBody",
     "WireBody",
     "decode_body",
     "framed",
@@ -173,9 +175,44 @@ class WireBody(AbstractDTO[Any]):
             FieldDefinition.from_annotation(cls._types[handler_id])
         )
 
+    @classmethod
+    def decode_raw(cls, raw: bytes, into: type[Any]) -> Any:
+        """The route's decoder (a subclass may keep a route's own error wording)."""
+        return decode_body(raw, into)
+
     def decode_bytes(self, value: bytes) -> Any:
-        return decode_body(value, self._types[self.asgi_connection.route_handler.handler_id])
+        return self.decode_raw(value, self._types[self.asgi_connection.route_handler.handler_id])
 
     def decode_builtins(self, value: dict[str, Any]) -> Any:
         into = self._types[self.asgi_connection.route_handler.handler_id]
-        return decode_body(msgspec.json.encode(value), into)
+        return self.decode_raw(msgspec.json.encode(value), into)
+
+
+class PlainJsonBody(WireBody):
+    """WireBody for the routes that parsed the body as plain JSON first (`/v1/embeddings`,
+    Foundry's `/openai/download` and token count): any body nested too deeply for the parser
+    stays "not valid JSON", as those routes always answered; an empty body is `{}`."""
+
+    @classmethod
+    def decode_raw(cls, raw: bytes, into: type[Any]) -> Any:
+        try:
+            value = json.loads(raw or b"{}")
+        except (ValueError, RecursionError):
+            raise InvalidRequest("the request body is not valid JSON") from None
+        try:
+            return msgspec.convert(value, type=into)
+        except msgspec.ValidationError as exc:
+            raise InvalidRequest(f"invalid request: {exc}", param=_param(str(exc))) from None
+
+
+_MISSING = re.compile(r"missing required field `([^`]*)`")
+
+
+def _param(message: str) -> str | None:
+    """The field a msgspec error names: its path, then the missing field under it."""
+    where = _PATH.search(message)
+    missing = _MISSING.search(message)
+    path = where.group(1) if where else ""
+    if missing:
+        path = f"{path}.{missing.group(1)}" if path else missing.group(1)
+    return path or None

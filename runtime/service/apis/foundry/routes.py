@@ -25,7 +25,14 @@ from runtime import __version__
 from runtime.errors import FoundryError, InvalidRequest, ProviderUnavailable
 from runtime.progress import ProgressEvent, ThreadedProgress
 from runtime.service import metrics
-from runtime.service.apis.foundry.wire import ListItem, cached_list_item, variant_list_item
+from runtime.service.apis.foundry.wire import (
+    DownloadRequest,
+    ListItem,
+    TokenCountRequest,
+    cached_list_item,
+    variant_list_item,
+)
+from runtime.service.transport import PlainJsonBody
 
 if TYPE_CHECKING:
     from runtime.hardware import Hardware
@@ -162,8 +169,10 @@ def openai_models(request: Request) -> list[str]:
     return [m.model_id for m in _store(request).list_models()]
 
 
-@post("/openai/download", status_code=200)
-async def openai_download(request: Request) -> Stream:
+@post(
+    "/openai/download", status_code=200, media_type="text/plain", dto=PlainJsonBody, return_dto=None
+)
+async def openai_download(request: Request, data: DownloadRequest) -> Stream:
     """Download (or compile) a catalog model: progress lines with a percentage, then one JSON line.
 
     Body: `{"model": {"Name": id, "Uri": ...} | "alias-or-id", "token"?, "IgnorePipeReport"?}`.
@@ -171,7 +180,7 @@ async def openai_download(request: Request) -> Stream:
     """
     from runtime import download
 
-    name = _download_name(await _json_body(request))
+    name = _download_name(data)
     store = _store(request)
     if not store.has(name):  # a cached model (even outside the catalog) needs no download
         # Resolve before the first byte, so an unknown name is a real 404, not a failed stream.
@@ -179,18 +188,9 @@ async def openai_download(request: Request) -> Stream:
     return Stream(_download_lines(store, download.download, name), media_type="text/plain")
 
 
-async def _json_body(request: Request) -> Any:
-    try:
-        return json.loads(await request.body() or b"{}")
-    except (ValueError, RecursionError):
-        raise InvalidRequest("the request body is not valid JSON") from None
-
-
-def _download_name(body: Any) -> str:
-    model = body.get("model") if isinstance(body, dict) else None
-    if isinstance(model, dict):
-        model = model.get("Name") or model.get("name")
-    if not isinstance(model, str) or not model:
+def _download_name(body: DownloadRequest) -> str:
+    model = body.name()
+    if not model:
         raise InvalidRequest(
             "'model' must be a model id or alias, or {\"Name\": id}", param="model"
         )
@@ -319,18 +319,17 @@ def _ps_row(entry: LoadedModel) -> dict[str, Any]:
 
 
 # --- token counting ---------------------------------------------------------------------------
-@post("/v1/chat/completions/tokenizer/encode/count", status_code=200)
-async def count_tokens(request: Request) -> dict[str, int]:
+@post(
+    "/v1/chat/completions/tokenizer/encode/count",
+    status_code=200,
+    dto=PlainJsonBody,
+    return_dto=None,
+)
+async def count_tokens(request: Request, data: TokenCountRequest) -> dict[str, int]:
     """The prompt's token count after the model's chat template, without generating."""
-    body = await _json_body(request)
-    if not isinstance(body, dict) or not isinstance(body.get("model"), str):
-        raise InvalidRequest("'model' is required", param="model")
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise InvalidRequest("'messages' must be a non-empty list", param="messages")
-    engine = await _manager(request).chat(body["model"])
+    engine = await _manager(request).chat(data.model)
     prompt = engine.render_prompt(
-        [_plain_message(m) for m in messages], tools=body.get("tools") or None
+        [_plain_message(m) for m in data.messages], tools=data.tools or None
     )
     return {"tokenCount": len(engine.encode(prompt))}
 

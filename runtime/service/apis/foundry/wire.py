@@ -7,7 +7,7 @@ nothing outside this API knows the shape.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import msgspec
 
@@ -17,13 +17,48 @@ if TYPE_CHECKING:
     from runtime.catalog import Variant
     from runtime.store import CachedModel
 
-__all__ = ["ListItem", "cached_list_item", "variant_list_item"]
+__all__ = [
+    "DownloadModel",
+    "DownloadRequest",
+    "ListItem",
+    "TokenCountRequest",
+    "cached_list_item",
+    "variant_list_item",
+]
 
 _TASKS = {
     "chat": "chat-completion",
     "embeddings": "embeddings",
     "speech": "automatic-speech-recognition",
 }
+
+
+class DownloadModel(msgspec.Struct, kw_only=True):
+    """The SDK's model object (it sends its catalog row; only the name matters here)."""
+
+    Name: str | None = None
+    name: str | None = None
+    Uri: str | None = None
+
+
+class DownloadRequest(msgspec.Struct, kw_only=True):
+    """`POST /openai/download`: a model id or alias, or the SDK's `{"Name": id, ...}`."""
+
+    model: str | DownloadModel
+    token: Any = None  # the SDK's hub token field: unused (the hub is read anonymously)
+    IgnorePipeReport: Any = None
+
+    def name(self) -> str | None:
+        model = self.model
+        return (model.Name or model.name) if isinstance(model, DownloadModel) else model
+
+
+class TokenCountRequest(msgspec.Struct, kw_only=True):
+    """`POST /v1/chat/completions/tokenizer/encode/count`: a chat to template and count."""
+
+    model: str
+    messages: Annotated[list[dict[str, Any]], msgspec.Meta(min_length=1)]
+    tools: list[dict[str, Any]] | None = None
 
 
 class Runtime(msgspec.Struct, rename="camel"):

@@ -13,7 +13,6 @@ import contextlib
 from collections.abc import Coroutine
 from typing import Annotated, Any, TypeVar
 
-import msgspec
 from litestar import Request, post
 from litestar.datastructures import UploadFile
 from litestar.enums import RequestEncodingType
@@ -29,6 +28,7 @@ from runtime.service.apis.media.wire import (
     embedding_response,
     render_transcript,
 )
+from runtime.service.transport import PlainJsonBody
 
 __all__ = ["MAX_AUDIO_BYTES", "ROUTES"]
 
@@ -37,14 +37,9 @@ CLIENT_CLOSED_REQUEST = 499  # nginx's status for a request its client abandoned
 T = TypeVar("T")
 
 
-@post("/v1/embeddings", status_code=200)
-async def create_embeddings(request: Request, manager: ModelManager) -> dict[str, Any]:
-    try:
-        body = msgspec.json.decode(await request.body(), type=EmbeddingRequest)
-    except msgspec.ValidationError as exc:
-        raise InvalidRequest(f"invalid embeddings request: {exc}") from None
-    except (msgspec.DecodeError, RecursionError):
-        raise InvalidRequest("the request body is not valid JSON") from None
+@post("/v1/embeddings", status_code=200, dto=PlainJsonBody, return_dto=None)
+async def create_embeddings(data: EmbeddingRequest, manager: ModelManager) -> dict[str, Any]:
+    body = data
     inputs = body.inputs()
     if body.dimensions is not None and body.dimensions < 1:
         raise InvalidRequest("'dimensions' must be a positive integer", param="dimensions")

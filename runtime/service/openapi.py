@@ -1,0 +1,110 @@
+"""The error bodies of /openapi.json: each route's errors in the shape its API answers.
+
+Litestar documents a route's request body (transport.WireBody) and, for a handler that
+validates, its own generic 400; the service never answers that 400: every error goes through
+errors.py, shaped per path by `shape_for`. `document_errors` rewrites each operation's error
+responses to what errors.py really sends (OpenAI's, Anthropic's or Ollama's body), for every
+status the service can answer, so a client or a fuzzer checking conformance reads the truth.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar.openapi.spec import OpenAPI, OpenAPIMediaType, OpenAPIResponse, Reference, Schema
+from litestar.openapi.spec.enums import OpenAPIType
+
+from runtime.service.errors import anthropic_body, ollama_body, shape_for
+
+__all__ = ["ERROR_STATUSES", "document_errors"]
+
+_STREAMS = ("text/event-stream", "application/x-ndjson")
+
+# Every status errors.py can render: FoundryError's (runtime/errors.py) and Litestar's own.
+ERROR_STATUSES: dict[int, str] = {
+    400: "Bad request: the message (and for OpenAI `param`) names the field",
+    401: "Missing or wrong API key",
+    403: "Refused origin or host",
+    404: "Unknown model, route or stored object",
+    405: "Method not allowed",
+    409: "Conflict with the store's state",
+    413: "Request body or upload too large",
+    415: "Unsupported media type",
+    429: "Too many requests (Retry-After says when to retry)",
+    500: "A bug: the message carries a request id found in the service log",
+    501: "An optional component is not installed",
+    503: "Unavailable (the model cannot be served now)",
+}
+
+_STRING = Schema(type=OpenAPIType.STRING)
+_NULLABLE_STRING = Schema(type=[OpenAPIType.STRING, OpenAPIType.NULL])
+
+
+def _object(properties: dict[str, Schema | Reference]) -> Schema:
+    return Schema(type=OpenAPIType.OBJECT, properties=properties, required=sorted(properties))
+
+
+_SCHEMAS: dict[str, Schema] = {
+    "OpenAIError": _object(
+        {
+            "error": _object(
+                {
+                    "message": _STRING,
+                    "type": _STRING,
+                    "param": _NULLABLE_STRING,
+                    "code": _NULLABLE_STRING,
+                }
+            )
+        }
+    ),
+    "AnthropicError": _object(
+        {
+            "type": Schema(type=OpenAPIType.STRING, const="error"),
+            "error": _object({"type": _STRING, "message": _STRING}),
+        }
+    ),
+    "OllamaError": _object({"error": _STRING}),
+}
+
+
+def _schema_name(path: str) -> str:
+    shape = shape_for(path)
+    if shape is ollama_body:
+        return "OllamaError"
+    return "AnthropicError" if shape is anthropic_body else "OpenAIError"
+
+
+def _error_responses(path: str) -> dict[str, OpenAPIResponse | Reference]:
+    body = {
+        "application/json": OpenAPIMediaType(
+            schema=Reference(ref=f"#/components/schemas/{_schema_name(path)}")
+        )
+    }
+    return {
+        str(status): OpenAPIResponse(description=text, content=body)
+        for status, text in ERROR_STATUSES.items()
+    }
+
+
+def _whole_answer_too(ok: OpenAPIResponse | Reference | None) -> None:
+    """A streaming route answers one JSON object when the body says `stream: false`."""
+    if isinstance(ok, OpenAPIResponse) and ok.content and set(ok.content) & set(_STREAMS):
+        ok.content.setdefault("application/json", OpenAPIMediaType(schema=Schema()))
+
+
+def document_errors(document: OpenAPI) -> OpenAPI:
+    """Give every operation of `document` the error responses errors.py really sends (and
+    each streaming route its whole-JSON answer)."""
+    if document.components.schemas is None:
+        document.components.schemas = {}
+    document.components.schemas.update(_SCHEMAS)
+    for path, item in (document.paths or {}).items():
+        for method in ("get", "put", "post", "delete", "options", "head", "patch", "trace"):
+            operation: Any = getattr(item, method, None)
+            if operation is None:
+                continue
+            responses = dict(operation.responses or {})
+            _whole_answer_too(responses.get("200"))
+            responses.update(_error_responses(path))
+            operation.responses = responses
+    return document
