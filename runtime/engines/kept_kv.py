@@ -22,16 +22,9 @@ from collections import OrderedDict
 import numpy as np
 
 from runtime.engines.base import GenerationParams
-from runtime.engines.prefix_cache import ROW_ALIGNMENT, budget_from_env
+from runtime.engines.prefix_cache import ROW_ALIGNMENT, budget_from_env, common_prefix
 
-__all__ = ["KeptPrefixes", "common_prefix"]
-
-
-def common_prefix(a: list[int], b: list[int]) -> int:
-    """How many leading tokens `a` and `b` share."""
-    limit = min(len(a), len(b))
-    diff = np.flatnonzero(np.asarray(a[:limit]) != np.asarray(b[:limit]))
-    return int(diff[0]) if len(diff) else limit
+__all__ = ["KeptPrefixes"]
 
 
 class KeptPrefixes:

@@ -43,7 +43,7 @@ from runtime.engines.base import GenerationParams
 from runtime.engines.gil import append_in_chunks, let_the_loop_run
 from runtime.errors import GenerationFailed
 
-__all__ = ["DEFAULT_BUDGET_BYTES", "Lease", "PrefixCache", "kv_bytes_per_token"]
+__all__ = ["DEFAULT_BUDGET_BYTES", "Lease", "PrefixCache", "common_prefix", "kv_bytes_per_token"]
 
 log = logging.getLogger(__name__)
 
@@ -105,12 +105,11 @@ def _options_key(params: GenerationParams) -> tuple:
     return ("sample", params.temperature, params.top_p, params.top_k)
 
 
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
+def common_prefix(a: list[int], b: list[int]) -> int:
+    """How many leading tokens `a` and `b` share."""
+    limit = min(len(a), len(b))
+    diff = np.flatnonzero(np.asarray(a[:limit]) != np.asarray(b[:limit]))
+    return int(diff[0]) if len(diff) else limit
 
 
 class PrefixCache:
@@ -206,7 +205,7 @@ class PrefixCache:
                 continue
             # Only rows a prefill computed (never generated ones, never an odd leftover row),
             # and at least one prompt token left to run; then down to an even offset.
-            reusable = min(_common_prefix(entry.tokens, prompt), len(prompt) - 1, entry.clean)
+            reusable = min(common_prefix(entry.tokens, prompt), len(prompt) - 1, entry.clean)
             reusable -= reusable % ROW_ALIGNMENT
             if reusable > 0 and (best is None or reusable > best[1]):
                 best = (entry_id, reusable)
