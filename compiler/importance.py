@@ -15,7 +15,6 @@ does not fit is refused with a MemoryError naming the setting, never swapped to 
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 from pathlib import Path
@@ -38,20 +37,15 @@ WINDOW = 512
 
 def calibration_digest() -> str:
     """`calibration@sha256:<12 hex>` over the slice's files in name order."""
-    digest = hashlib.sha256()
-    for path in sorted(CALIBRATION_DIR.glob("*.txt")):
-        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
-    return f"calibration@sha256:{digest.hexdigest()[:12]}"
+    from compiler.quality import corpus_digest
+
+    return corpus_digest(CALIBRATION_DIR, "calibration")
 
 
 def calibration_windows(tokenizer: Any, window: int = WINDOW) -> list[list[int]]:
-    windows: list[list[int]] = []
-    for path in sorted(CALIBRATION_DIR.glob("*.txt")):
-        ids = list(
-            tokenizer(path.read_text(encoding="utf-8"), add_special_tokens=False)["input_ids"]
-        )
-        windows += [ids[i : i + window] for i in range(0, len(ids), window)]
-    return [w for w in windows if len(w) >= 2]
+    from compiler.quality import corpus_windows
+
+    return corpus_windows(tokenizer, window, CALIBRATION_DIR)
 
 
 class Activations:

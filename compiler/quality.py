@@ -95,22 +95,25 @@ class Quality:
         return rounded
 
 
-def corpus_files() -> list[Path]:
-    return sorted(CORPUS_DIR.glob("*.txt"))
+def corpus_files(folder: Path = CORPUS_DIR) -> list[Path]:
+    return sorted(folder.glob("*.txt"))
 
 
-def corpus_digest() -> str:
-    """`corpus@sha256:<12 hex>` over the documents in name order (names and bytes)."""
+def corpus_digest(folder: Path = CORPUS_DIR, label: str = "corpus") -> str:
+    """`<label>@sha256:<12 hex>` over the folder's documents in name order (names and bytes)."""
     digest = hashlib.sha256()
-    for path in corpus_files():
+    for path in corpus_files(folder):
         digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
-    return f"corpus@sha256:{digest.hexdigest()[:12]}"
+    return f"{label}@sha256:{digest.hexdigest()[:12]}"
 
 
-def corpus_windows(tokenizer: Any, window: int = WINDOW) -> list[list[int]]:
-    """The corpus as windows of at most `window` token ids (a last window shorter than 2 is dropped)."""
+def corpus_windows(
+    tokenizer: Any, window: int = WINDOW, folder: Path = CORPUS_DIR
+) -> list[list[int]]:
+    """The folder's documents as windows of at most `window` token ids (a last window shorter
+    than 2 is dropped)."""
     windows: list[list[int]] = []
-    for path in corpus_files():
+    for path in corpus_files(folder):
         ids = list(
             tokenizer(path.read_text(encoding="utf-8"), add_special_tokens=False)["input_ids"]
         )
