@@ -58,6 +58,7 @@ import httpx
 from common import (
     BENCH_HOME,
     SYNTHETIC_ID,
+    bin_path,
     concurrent_streams,
     load_average,
     synthetic_model,
@@ -151,7 +152,7 @@ def wait_ready(
 
 @contextlib.contextmanager
 def foundry_service(home: Path, model: str, extra_env: dict[str, str]) -> Iterator[str]:
-    foundry = str(Path(sys.executable).with_name("foundry"))
+    foundry = bin_path("foundry")
     env = {**os.environ, "FOUNDRY_HOME": str(home), **extra_env}
     env.pop("FOUNDRY_API_KEY", None)
     subprocess.run([foundry, "service", "stop"], env=env, capture_output=True)

@@ -23,7 +23,6 @@ import json
 import os
 import statistics
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -31,16 +30,12 @@ import httpx
 import onnxruntime_genai as og
 from common import BENCH_HOME as HOME
 from common import SYNTHETIC_ID as MODEL_ID
-from common import concurrent_streams, synthetic_model, timed_greedy, timed_stream
+from common import bin_path, concurrent_streams, synthetic_model, timed_greedy, timed_stream
 
 from runtime.engines.threads import genai_overlay, session_threads
 
 TEXT = "the museum opens at nine and the guided tour of the east wing takes about ninety minutes"
 WORDS = TEXT.split()
-
-
-def bin_path(name: str) -> str:
-    return str(Path(sys.executable).with_name(name))
 
 
 def prompt_tokens(artifact: Path, words: int) -> list[int]:

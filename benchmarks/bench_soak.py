@@ -23,19 +23,15 @@ import json
 import os
 import statistics
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
+from common import bin_path
 
 DEFAULT_HOME = Path.home() / ".cache" / "foundry-bench" / "soak-home"
 TINY_MODEL = "soak-tiny-qwen"
-
-
-def bin_path(name: str) -> str:
-    return str(Path(sys.executable).with_name(name))
 
 
 def ensure_tiny_model(home: Path, env: dict[str, str]) -> str:

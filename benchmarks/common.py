@@ -31,6 +31,11 @@ BENCH_HOME = Path(
 SYNTHETIC_ID = "bench-qwen2.5-0.5b-int4"
 
 
+def bin_path(name: str) -> str:
+    """A console script (`foundry`, `foundry-build`) of the venv running this benchmark."""
+    return str(Path(sys.executable).with_name(name))
+
+
 def synthetic_model(
     home: Path = BENCH_HOME,
     model_id: str = SYNTHETIC_ID,
