@@ -137,6 +137,15 @@ def resolve_variant(
     return variant
 
 
+def already_cached(model_id: str, store: Store, progress: ProgressFn = silent) -> CachedModel:
+    """The cached `model_id`, announced as one finished download event: what a download of a
+    model the store already holds answers, whether or not the catalog lists it."""
+    cached = store.resolve(model_id)
+    size = cached.size
+    progress(ProgressEvent("download", f"{model_id} is already cached", size, size, "B", done=True))
+    return cached
+
+
 def download(
     alias_or_id: str,
     store: Store | None = None,
@@ -166,18 +175,7 @@ def download(
     store = store or Store()
     variant = resolve_variant(alias_or_id, device=device, hardware=hardware, catalog=catalog)
     if store.has(variant.id):
-        cached = store.resolve(variant.id)
-        progress(
-            ProgressEvent(
-                "download",
-                f"{variant.id} is already cached",
-                cached.size,
-                cached.size,
-                "B",
-                done=True,
-            )
-        )
-        return cached
+        return already_cached(variant.id, store, progress)
     if (
         is_offline() and variant.spec.registry is None
     ):  # the hub's switch; a registry is not the hub

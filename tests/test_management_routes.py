@@ -181,6 +181,17 @@ def test_download_of_a_cached_catalog_variant_streams_progress_then_success(
     assert variant.id in http.get("/openai/models").json()
 
 
+def test_download_of_a_cached_model_outside_the_catalog_answers_success(http, service_model):
+    """As Foundry Local does for an installed model: a built or imported model needs no download."""
+    with http.stream("POST", "/openai/download", json={"model": {"Name": service_model}}) as r:
+        assert r.status_code == 200
+        lines = [line for line in r.iter_lines() if line]
+    assert lines[0].startswith("Total 100.00% download") and "already cached" in lines[0]
+    final = json.loads(lines[-1])
+    assert final["success"] is True and final["errorMessage"] is None
+    assert final["modelId"] == service_model
+
+
 def test_metrics_count_requests_tokens_and_latency(http, service_model, openai_client):
     http.get(f"/openai/load/{service_model}")
     openai_client.chat.completions.create(

@@ -15,7 +15,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
 from litestar import Request, get, post, route
@@ -23,7 +23,7 @@ from litestar.response import Response, Stream
 
 from runtime import __version__
 from runtime.errors import FoundryError, InvalidRequest, ProviderUnavailable
-from runtime.progress import ProgressEvent, ThreadedProgress
+from runtime.progress import ProgressEvent, ProgressFn, ThreadedProgress
 from runtime.service import metrics
 from runtime.service.apis.foundry.wire import (
     DownloadRequest,
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from runtime.hardware import Hardware
     from runtime.manager import LoadedModel, ModelManager
     from runtime.service.settings import ServiceSettings
-    from runtime.store import Store
+    from runtime.store import CachedModel, Store
 
 __all__ = ["ROUTES"]
 
@@ -182,10 +182,16 @@ async def openai_download(request: Request, data: DownloadRequest) -> Stream:
 
     name = _download_name(data)
     store = _store(request)
-    if not store.has(name):  # a cached model (even outside the catalog) needs no download
-        # Resolve before the first byte, so an unknown name is a real 404, not a failed stream.
+    fetch: DownloadFn = download.download
+    if store.has(name):  # a cached model (even outside the catalog) needs no download
+        fetch = download.already_cached
+    else:  # resolve before the first byte, so an unknown name is a real 404, not a failed stream
         name = (await asyncio.to_thread(download.resolve_variant, name)).id
-    return Stream(_download_lines(store, download.download, name), media_type="text/plain")
+    return Stream(_download_lines(store, fetch, name), media_type="text/plain")
+
+
+DownloadFn = Callable[[str, "Store", ProgressFn], "CachedModel"]
+"""`download.download` or, for a model the store holds, `download.already_cached`."""
 
 
 def _download_name(body: DownloadRequest) -> str:
@@ -197,7 +203,7 @@ def _download_name(body: DownloadRequest) -> str:
     return model
 
 
-async def _download_lines(store: Store, download_fn: Any, name: str) -> AsyncIterator[str]:
+async def _download_lines(store: Store, download_fn: DownloadFn, name: str) -> AsyncIterator[str]:
     """Run the blocking download on a thread; forward its progress events as lines."""
     task = ThreadedProgress(lambda progress: download_fn(name, store, progress))
     async for event in task:
