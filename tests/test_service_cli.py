@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -229,6 +230,55 @@ def test_binding_all_interfaces_with_an_api_key_is_allowed(home: Path):
     assert "k-123" not in (home / "service.json").read_text()
     status = run_foundry("service", "status", home=home)
     assert SDK_URL_PATTERN.search(status.stdout).group(0) == f"http://127.0.0.1:{state['port']}"
+
+
+def _cmdline(pid: int) -> str:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+
+
+def test_api_key_is_not_on_the_command_line_of_the_waiting_cli_or_the_service(home: Path):
+    """`ps` shows every user /proc/PID/cmdline: read it while `service start` waits."""
+    from conftest import foundry_cli_path
+
+    key = "k-secret-in-ps"
+    env = {k: v for k, v in os.environ.items() if k != "FOUNDRY_API_KEY"}
+    starting = subprocess.Popen(
+        [foundry_cli_path(), "service", "start", "--api-key", key],
+        env={**env, "FOUNDRY_HOME": str(home)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    children = Path(f"/proc/{starting.pid}/task/{starting.pid}/children")
+    deadline = time.monotonic() + 60
+    while not children.read_text().split() and time.monotonic() < deadline:
+        time.sleep(0.005)  # the CLI has not started the service yet
+    service_pid = int(children.read_text().split()[0])
+    waiting, serving = _cmdline(starting.pid), _cmdline(service_pid)
+    assert starting.wait(60) == 0, starting.stderr.read()
+    assert "service start" in waiting and key not in waiting
+    assert "runtime.service.launcher" in serving and key not in serving
+
+
+@pytest.mark.parametrize("way", ["--api-key", "--api-key-file", "FOUNDRY_API_KEY"])
+def test_each_way_of_giving_the_key_protects_the_service(home: Path, tmp_path: Path, way: str):
+    key = "k-given-" + way.strip("-").lower()
+    args, env = ["service", "start"], {}
+    if way == "--api-key":
+        args += ["--api-key", key]
+    elif way == "--api-key-file":
+        (tmp_path / "key").write_text(key + "\n")
+        args += ["--api-key-file", str(tmp_path / "key")]
+    else:
+        env["FOUNDRY_API_KEY"] = key
+    result = run_foundry(*args, home=home, env=env)
+    assert result.returncode == 0, result.stderr
+    url = f"http://127.0.0.1:{state_of(home)['port']}/openai/status"
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(url, timeout=10)
+    assert refused.value.code == 401
+    keyed = urllib.request.Request(url, headers={"Authorization": f"Bearer {key}"})
+    with urllib.request.urlopen(keyed, timeout=10) as response:
+        assert response.status == 200
 
 
 def test_foreground_serves_until_interrupted_and_cleans_up(home: Path):

@@ -18,7 +18,10 @@ from runtime import __version__
 from runtime.errors import FoundryError
 from runtime.settings import ENV_VARS, keep_private
 
-__all__ = ["FoundryGroup", "main", "render_error"]
+__all__ = ["API_KEY_ARG_ENV", "FoundryGroup", "main", "render_error"]
+
+API_KEY_ARG_ENV = "FOUNDRY_CLI_API_KEY"
+"""Private: `--api-key`'s value once `hide_api_key` has moved it out of the command line."""
 
 
 def render_error(exc: FoundryError) -> None:
@@ -65,6 +68,34 @@ class FoundryGroup(click.Group):
             ctx.exit(130)
 
 
+def hide_api_key(argv: list[str]) -> None:
+    """Re-exec `foundry service ...` without `--api-key VALUE` in its argv, the value moved to
+    API_KEY_ARG_ENV (the option reads it from there, so its precedence is unchanged).
+
+    Any user can read /proc/PID/cmdline (what `ps` shows); environ is the owner's alone, and
+    `service start` waits seconds for the service with the key on its command line otherwise.
+    """
+    if argv[:1] != ["service"]:
+        return
+    kept: list[str] = []
+    key: str | None = None
+    args = iter(argv)
+    for arg in args:
+        if arg == "--":
+            kept += [arg, *args]
+        elif arg == "--api-key" and (value := next(args, None)) is not None:
+            key = value
+        elif arg.startswith("--api-key="):
+            key = arg.partition("=")[2]
+        else:
+            kept.append(arg)
+    if key is None:
+        return
+    os.environ[API_KEY_ARG_ENV] = key
+    interpreter = sys.orig_argv[: len(sys.orig_argv) - len(argv)]  # python [-m mod | script]
+    os.execv(sys.executable, [*interpreter, *kept])
+
+
 @click.group(
     cls=FoundryGroup,
     lazy_subcommands={
@@ -79,6 +110,7 @@ class FoundryGroup(click.Group):
 def main() -> None:
     """Run AI models locally: manage the catalog and cache, serve the OpenAI API."""
     keep_private()
+    hide_api_key(sys.argv[1:])
 
 
 if __name__ == "__main__":

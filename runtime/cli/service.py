@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from runtime.cli import API_KEY_ARG_ENV
 from runtime.errors import InvalidRequest, ServiceStartFailed
 from runtime.settings import env, env_number, foundry_home
 
@@ -238,8 +239,9 @@ def _start_options(func: Any) -> Any:
         click.option(
             "--api-key",
             default=None,
-            help="Require this key on every route but /health (default $FOUNDRY_API_KEY; "
-            "`ps` shows it: prefer the variable or --api-key-file).",
+            envvar=API_KEY_ARG_ENV,  # where `hide_api_key` moved it, out of `ps`
+            show_envvar=False,
+            help="Require this key on every route but /health (default $FOUNDRY_API_KEY).",
         ),
         click.option(
             "--api-key-file",
@@ -313,6 +315,7 @@ def _settings(values: dict[str, Any]) -> ServiceSettings:
     """The service's settings, built once here from the options over the environment."""
     from runtime.service.settings import settings_from
 
+    os.environ.pop(API_KEY_ARG_ENV, None)  # read by its option; the service gets it from settings
     key_file = values.pop("api_key_file", None)
     if key_file is not None and not values.get("api_key"):
         lines = key_file.read_text(errors="replace").splitlines()
