@@ -25,7 +25,17 @@ def loaded_models(service) -> list[str]:
     return httpx.get(f"{service.base_url}/openai/loadedmodels", timeout=30).json()
 
 
-def test_load_ps_unload_through_the_cli(service, service_model):
+@pytest.fixture
+def idle_service(service):
+    """The session service with nothing loaded: other files (embeddings, speech) leave their
+    models resident for up to their TTL, and this test's story ends with "No model is loaded"."""
+    httpx.post(f"{service.base_url}/openai/unloadall", timeout=60).raise_for_status()
+    assert loaded_models(service) == []
+    return service
+
+
+def test_load_ps_unload_through_the_cli(idle_service, service_model):
+    service = idle_service
     loaded = service.cli("model", "load", service_model, "--ttl", "600")
     assert loaded.returncode == 0, loaded.stderr
     assert f"loaded {service_model}" in loaded.stdout
