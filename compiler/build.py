@@ -25,6 +25,7 @@ from runtime.kill_points import kill_point
 from runtime.names import check_model_id
 from runtime.progress import ProgressEvent, ProgressFn, silent
 from runtime.store import CachedModel, Store
+from runtime.store.metadata import ModelMetadata
 
 if TYPE_CHECKING:
     from compiler.recipe import RecipeFile, Target
@@ -269,31 +270,31 @@ def cache_hit(plan: BuildPlan, store: Store, started: float) -> BuildResult | No
 
 def manifest_metadata(
     plan: BuildPlan, source: Source, artifact: Path, validation: dict[str, Any], record: Any
-) -> dict[str, Any]:
+) -> ModelMetadata:
     """What the runtime reads without opening files (INTERFACES.md: manifest metadata)."""
     from compiler.pack import context_length
     from compiler.validate import is_runnable
 
     recipe = plan.recipe.recipe
-    return {
-        "task": recipe.match.task,
-        "family": recipe.family,
-        "target": plan.target_name,
-        "device": plan.target.device,
-        "precision": plan.target.precision,
-        "provider": plan.target.provider,
-        "backend": plan.target.backend,
-        "synthetic": source.synthetic,
-        "source": source.origin,
-        "alias": source.alias,
-        "context_length": context_length(artifact, source),
-        "tool_parser": recipe.tool_parser,
-        "runnable": is_runnable(plan.target),
-        "build_key": plan.build_key,
-        "validation": validation,
-        "seconds": record.seconds,
-        "peak_rss_bytes": record.peak_rss_bytes,
-    }
+    return ModelMetadata(
+        task=recipe.match.task,
+        family=recipe.family,
+        target=plan.target_name,
+        device=plan.target.device,
+        precision=plan.target.precision,
+        provider=plan.target.provider,
+        backend=plan.target.backend,
+        synthetic=source.synthetic,
+        source=source.origin,
+        alias=source.alias,
+        context_length=context_length(artifact, source),
+        tool_parser=recipe.tool_parser,
+        runnable=is_runnable(plan.target),
+        build_key=plan.build_key,
+        validation=validation,
+        seconds=record.seconds,
+        peak_rss_bytes=record.peak_rss_bytes,
+    )
 
 
 def default_model_id(request: BuildRequest, source: Source, target_name: str) -> str:

@@ -196,21 +196,22 @@ def agent_models(service, genai_artifact) -> list[str]:
     metadata the compiler writes (`tool_parser` included).
     """
     from runtime.store import Store
+    from runtime.store.metadata import ModelMetadata
 
     store = Store(Path(service.home) / "cache", sweep=False)
     for model_id, (alias, family, parser) in AGENT_MODELS.items():
         store.register(
             genai_artifact(alias),
             model_id=model_id,
-            metadata={
-                "task": "chat",
-                "family": family,
-                "tool_parser": parser,
-                "synthetic": True,
-                "target": "cpu-fp32",
-                "context_length": 4096,
-                "alias": alias,
-            },
+            metadata=ModelMetadata(
+                task="chat",
+                family=family,
+                tool_parser=parser,
+                synthetic=True,
+                target="cpu-fp32",
+                context_length=4096,
+                alias=alias,
+            ),
         )
     return list(AGENT_MODELS)
 

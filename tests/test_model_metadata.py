@@ -3,7 +3,8 @@ version (unknown keys, a value of the wrong type) still serves, with one default
 
 from __future__ import annotations
 
-from runtime.store.metadata import ModelMetadata
+from runtime.store import Store
+from runtime.store.metadata import METADATA_VERSION, ModelMetadata
 
 
 def test_known_fields_are_typed_and_unknown_ones_ignored():
@@ -19,6 +20,17 @@ def test_a_wrong_type_falls_back_to_its_default_and_keeps_the_rest(caplog):
     assert "context_length" in caplog.text
 
 
-def test_an_empty_mapping_is_every_default():
-    assert ModelMetadata.read({}) == ModelMetadata()
+def test_an_empty_mapping_is_every_default_from_before_versions():
+    assert ModelMetadata.read({}) == ModelMetadata(version=0)
     assert ModelMetadata().task == "chat" and ModelMetadata().provider == "cpu"
+
+
+def test_a_registered_model_keeps_the_one_written_shape_and_reads_it_back(tmp_path):
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (folder / "model.onnx").write_bytes(b"weights")
+    written = ModelMetadata(task="embeddings", family="bert", context_length=512, runnable=False)
+    model = Store(tmp_path / "cache").register(folder, model_id="m", metadata=written)
+    again = Store(tmp_path / "cache").resolve("m")
+    assert again.metadata["version"] == METADATA_VERSION and again.metadata["task"] == "embeddings"
+    assert again.info == written == model.info
