@@ -274,6 +274,7 @@ def manifest_metadata(
     """What the runtime reads without opening files (INTERFACES.md: manifest metadata)."""
     from compiler.pack import context_length
     from compiler.validate import is_runnable
+    from runtime.artifact import artifact_thinks
 
     recipe = plan.recipe.recipe
     return ModelMetadata(
@@ -294,6 +295,7 @@ def manifest_metadata(
         validation=validation,
         seconds=record.seconds,
         peak_rss_bytes=record.peak_rss_bytes,
+        thinks=artifact_thinks(artifact) if recipe.match.task == "chat" else False,
     )
 
 

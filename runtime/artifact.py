@@ -20,14 +20,15 @@ from runtime.artifact_policy import check_artifact, check_hard_links
 from runtime.errors import SourceError, ValidationFailed
 from runtime.names import check_model_id
 from runtime.progress import ProgressEvent, ProgressFn, silent
-from runtime.store.metadata import ModelMetadata
+from runtime.store.metadata import ModelMetadata, template_thinks
+from runtime.store.validation import LoadCheck, Skipped, encode_validation
 
 if TYPE_CHECKING:
     from runtime.catalog import Catalog
     from runtime.hardware import Hardware
     from runtime.store import CachedModel, Store
 
-__all__ = ["import_folder", "infer_metadata", "validate_artifact"]
+__all__ = ["artifact_thinks", "import_folder", "infer_metadata", "validate_artifact"]
 
 # genai_config.json `model.type` -> (family, tool parser)
 _FAMILIES: dict[str, tuple[str, str | None]] = {
@@ -97,6 +98,13 @@ def _validate_genai(folder: Path, generate_tokens: int) -> dict[str, Any]:
     return {"loaded": True, "generated_tokens": len(produced), "text": tokenizer.decode(produced)}
 
 
+def artifact_thinks(folder: Path) -> bool:
+    """`thinks` for a chat artifact folder, from its chat template (the one the engine loads)."""
+    from runtime.engines.prompt import load_chat_template
+
+    return template_thinks(load_chat_template(folder).source)
+
+
 def infer_metadata(folder: Path) -> ModelMetadata:
     """Manifest metadata read from the folder's own files (genai_config.json, build.json, names).
 
@@ -116,6 +124,7 @@ def infer_metadata(folder: Path) -> ModelMetadata:
             family="bert",
             precision=_precision(folder, {}),
             context_length=512,
+            thinks=False,
         )
     try:
         genai = json.loads(genai_path.read_text())
@@ -126,8 +135,9 @@ def infer_metadata(folder: Path) -> ModelMetadata:
     family, tool_parser = _FAMILIES.get(model_type, (model_type or "unknown", None))
     provider = _provider(model)
     build = _read_json(folder / "build.json")
+    task = "speech" if family == "whisper" else "chat"
     return ModelMetadata(
-        task="speech" if family == "whisper" else "chat",
+        task=task,
         family=family,
         device="cpu" if provider == "cpu" else ("npu" if provider == "qnn" else "gpu"),
         provider=provider,
@@ -136,6 +146,7 @@ def infer_metadata(folder: Path) -> ModelMetadata:
             genai.get("search", {}).get("max_length") or model.get("context_length") or 0
         ),
         tool_parser=tool_parser,
+        thinks=artifact_thinks(folder) if task == "chat" else False,
     )
 
 
@@ -173,11 +184,11 @@ def import_folder(
     target = f"{metadata.provider}-{metadata.precision}" if metadata.precision else None
     if runnable:
         progress(ProgressEvent("validate", f"loading {folder.name} in the runtime's engine"))
-        validation = validate_artifact(folder, metadata.task, generate_tokens=4)
+        checked = validate_artifact(folder, metadata.task, generate_tokens=4)
+        validation = encode_validation(LoadCheck(**checked))
     else:
-        validation = {
-            "skipped": f"the {metadata.provider} execution provider is not available here"
-        }
+        reason = f"the {metadata.provider} execution provider is not available here"
+        validation = encode_validation(Skipped(skipped=reason))
     metadata = msgspec.structs.replace(
         metadata,
         alias=alias,

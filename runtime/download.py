@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, BinaryIO
 
 import msgspec
 
-from runtime.artifact import validate_artifact
+from runtime.artifact import artifact_thinks, validate_artifact
 from runtime.artifact_policy import MAX_SIDE_FILE_BYTES, SIDE_FILES, check_relative_name
 from runtime.errors import (
     DiskFull,
@@ -231,6 +231,7 @@ def _fetch_artifact(variant: Variant, store: Store, progress: ProgressFn) -> Cac
             source=f"hf://{source.repo}@{commit}"
             + (f"/{source.subfolder}" if source.subfolder else ""),
             runnable=True,
+            thinks=artifact_thinks(staging.path) if variant.task == "chat" else False,
         )
         try:
             cached = store.register(

@@ -34,3 +34,42 @@ def test_a_registered_model_keeps_the_one_written_shape_and_reads_it_back(tmp_pa
     again = Store(tmp_path / "cache").resolve("m")
     assert again.metadata["version"] == METADATA_VERSION and again.metadata["task"] == "embeddings"
     assert again.info == written == model.info
+
+
+def test_validation_records_read_by_their_kind_and_untagged_old_ones_still_classify():
+    from runtime.store.validation import Fp32Exact, Quantized, Skipped, read_validation
+
+    old_fp32 = {
+        "engine": "onnxruntime-genai",
+        "prompt_tokens": 5,
+        "steps": 32,
+        "matched_tokens": 32,
+        "token_agreement": 1.0,
+        "first_divergence": None,
+        "max_abs_logit_diff": 1e-5,
+        "exact": True,
+        "distinct_reference_tokens": 9,
+        "required": "exact",
+        "runnable": True,
+    }
+    assert isinstance(read_validation(old_fp32), Fp32Exact)
+    old_int4 = {"engine": "e", "generated_tokens": 8, "quality": {"top1": 0.9}, "floor": None,
+                "required": "report", "runnable": True}  # fmt: skip
+    assert isinstance(read_validation(old_int4), Quantized)
+    assert read_validation({"skipped": "no qnn here"}) == Skipped(skipped="no qnn here")
+    assert read_validation({"kind": "from-a-later-version"}) is None
+    assert read_validation(None) is None
+
+
+def test_thinks_is_decided_from_the_chat_template_when_the_folder_is_read(tmp_path):
+    import json
+
+    from runtime.artifact import infer_metadata
+
+    for name, template in (("r1", "{{ '<think>' }}{{ m }}{{ '</think>' }}"), ("plain", "{{ m }}")):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "genai_config.json").write_text(json.dumps({"model": {"type": "qwen3"}}))
+        (folder / "tokenizer_config.json").write_text(json.dumps({"chat_template": template}))
+        assert infer_metadata(folder).thinks is (name == "r1")
+    assert ModelMetadata.read({"task": "chat"}).thinks is None  # older manifests: scan at load

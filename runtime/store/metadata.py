@@ -16,7 +16,9 @@ from typing import Any
 
 import msgspec
 
-__all__ = ["METADATA_VERSION", "ModelMetadata"]
+from runtime.store.validation import ValidationRecord, read_validation
+
+__all__ = ["METADATA_VERSION", "ModelMetadata", "template_thinks"]
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +45,8 @@ class ModelMetadata(msgspec.Struct, frozen=True, kw_only=True):
     build_key: str | None = None
     seconds: float | None = None  # build wall time
     peak_rss_bytes: int | None = None  # build peak memory
-    validation: dict[str, Any] | None = None
+    validation: dict[str, Any] | None = None  # an encoded ValidationRecord
+    thinks: bool | None = None  # replies carry <think> reasoning; None: packed before it was kept
 
     @classmethod
     def read(cls, raw: Mapping[str, Any]) -> ModelMetadata:
@@ -63,7 +66,20 @@ class ModelMetadata(msgspec.Struct, frozen=True, kw_only=True):
                 kept[key] = value
             return msgspec.convert(kept, cls, strict=False)
 
+    @property
+    def record(self) -> ValidationRecord | None:
+        """The validation record, typed by its `kind` (store/validation.py)."""
+        return read_validation(self.validation)
+
     def encode(self) -> dict[str, Any]:
         """The manifest's `metadata` mapping (every field, so old readers' `.get` still work)."""
         encoded: dict[str, Any] = msgspec.to_builtins(self)
         return encoded
+
+
+def template_thinks(source: str) -> bool:
+    """Whether a chat template knows `</think>` (its replies carry reasoning).
+
+    Decided once when an artifact is packed, downloaded or imported (`thinks`); the runtime
+    scans a loaded template only for manifests written before that field existed."""
+    return "</think>" in source
