@@ -18,17 +18,23 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from compiler.backends import BACKENDS, load_backend
+from compiler.backends.base import captured_output, log_tail
+from compiler.build_key import build_key, short
+from compiler.nbits import key_facts
+from compiler.pack import context_length, pack, tool_versions
+from compiler.recipe import RecipeFile, Target, load_recipes, pick
+from compiler.source import Source, dequantized, resolve_source, synthetic
+from compiler.validate import is_runnable, validate
+from runtime.artifact import artifact_thinks
 from runtime.errors import BuildError, DiskFull, FoundryError, InvalidRequest
 from runtime.kill_points import kill_point
 from runtime.names import check_model_id
 from runtime.progress import ProgressEvent, ProgressFn, silent
 from runtime.store import CachedModel, Store
-
-if TYPE_CHECKING:
-    from compiler.recipe import RecipeFile, Target
-    from compiler.source import Source
+from runtime.store.metadata import ModelMetadata
 
 __all__ = ["BuildPlan", "BuildRequest", "BuildResult", "build", "default_model_id", "plan"]
 
@@ -76,8 +82,6 @@ def build(request: BuildRequest, store: Store, progress: ProgressFn = silent) ->
     Raises:
         SourceError, Offline, RecipeNotFound, UnknownTarget, BackendFailed, ValidationFailed.
     """
-    from compiler.recipe import load_recipes
-
     recipes = load_recipes()
     with open_source(request, store, progress) as source:
         plans = [plan_target(request, source, name, recipes, store) for name in request.targets]
@@ -95,7 +99,6 @@ def checkpoint(
     if not source.needs_dequantizing or all(p.cache_hit for p in plans):
         yield source
         return
-    from compiler.source import dequantized
 
     with store.staging("gguf") as staging:
         yield dequantized(source, staging.path / "checkpoint", progress)
@@ -103,8 +106,6 @@ def checkpoint(
 
 def plan(request: BuildRequest, store: Store, progress: ProgressFn = silent) -> list[BuildPlan]:
     """The build keys and cache state of a request, without building."""
-    from compiler.recipe import load_recipes
-
     recipes = load_recipes()
     with open_source(request, store, progress) as source:
         return [plan_target(request, source, name, recipes, store) for name in request.targets]
@@ -113,11 +114,6 @@ def plan(request: BuildRequest, store: Store, progress: ProgressFn = silent) -> 
 def plan_target(
     request: BuildRequest, source: Source, name: str, recipes: list[RecipeFile], store: Store
 ) -> BuildPlan:
-    from compiler.build_key import build_key
-    from compiler.nbits import key_facts
-    from compiler.pack import tool_versions
-    from compiler.recipe import pick
-
     recipe, target_name, target = pick(source.config, request.task, name, recipes)
     if request.backend:
         target = replace_backend(target, request.backend)
@@ -132,8 +128,6 @@ def plan_target(
 def build_target(
     plan: BuildPlan, source: Source, store: Store, progress: ProgressFn
 ) -> BuildResult:
-    from compiler.build_key import short
-
     started = time.perf_counter()
     if (hit := cache_hit(plan, store, started)) is not None:
         progress(ProgressEvent("cache", f"cache hit {short(plan.build_key)}", done=True))
@@ -178,8 +172,6 @@ def hold_lock(store: Store, key: str, progress: ProgressFn) -> Iterator[None]:
     """The build key's lock; a wait for another process building the same key is reported."""
     from filelock import Timeout
 
-    from compiler.build_key import short
-
     lock = store.lock(f"build-{key}")
     try:
         lock.acquire(timeout=0)
@@ -201,11 +193,6 @@ def run_passes(
     started: float,
 ) -> tuple[dict[str, Any], Any]:
     """Backend, validation and packing in the staging folder; third-party output goes to the log."""
-    from compiler.backends import load_backend
-    from compiler.backends.base import captured_output, log_tail
-    from compiler.pack import pack
-    from compiler.validate import validate
-
     backend = load_backend(plan.target.backend)
     layers = int(source.config.get("num_hidden_layers") or 0)
     artifact.mkdir(parents=True)
@@ -269,31 +256,29 @@ def cache_hit(plan: BuildPlan, store: Store, started: float) -> BuildResult | No
 
 def manifest_metadata(
     plan: BuildPlan, source: Source, artifact: Path, validation: dict[str, Any], record: Any
-) -> dict[str, Any]:
+) -> ModelMetadata:
     """What the runtime reads without opening files (INTERFACES.md: manifest metadata)."""
-    from compiler.pack import context_length
-    from compiler.validate import is_runnable
-
     recipe = plan.recipe.recipe
-    return {
-        "task": recipe.match.task,
-        "family": recipe.family,
-        "target": plan.target_name,
-        "device": plan.target.device,
-        "precision": plan.target.precision,
-        "provider": plan.target.provider,
-        "backend": plan.target.backend,
-        "synthetic": source.synthetic,
-        "source": source.origin,
-        "alias": source.alias,
-        "context_length": context_length(artifact, source),
-        "tool_parser": recipe.tool_parser,
-        "runnable": is_runnable(plan.target),
-        "build_key": plan.build_key,
-        "validation": validation,
-        "seconds": record.seconds,
-        "peak_rss_bytes": record.peak_rss_bytes,
-    }
+    return ModelMetadata(
+        task=recipe.match.task,
+        family=recipe.family,
+        target=plan.target_name,
+        device=plan.target.device,
+        precision=plan.target.precision,
+        provider=plan.target.provider,
+        backend=plan.target.backend,
+        synthetic=source.synthetic,
+        source=source.origin,
+        alias=source.alias,
+        context_length=context_length(artifact, source),
+        tool_parser=recipe.tool_parser,
+        runnable=is_runnable(plan.target),
+        build_key=plan.build_key,
+        validation=validation,
+        seconds=record.seconds,
+        peak_rss_bytes=record.peak_rss_bytes,
+        thinks=artifact_thinks(artifact) if recipe.match.task == "chat" else False,
+    )
 
 
 def default_model_id(request: BuildRequest, source: Source, target_name: str) -> str:
@@ -331,8 +316,6 @@ def catalog_variant_id(alias: str, target_name: str) -> str | None:
 
 def replace_backend(target: Target, backend: str) -> Target:
     """A target built by another backend; Olive-only `passes` are dropped outside Olive."""
-    from compiler.backends import BACKENDS
-
     if backend not in BACKENDS:
         raise InvalidRequest(
             f"unknown backend {backend!r}; backends: {', '.join(sorted(BACKENDS))}", param="backend"
@@ -363,8 +346,6 @@ def replace_struct(target: Target, **changes: Any) -> Target:
 @contextlib.contextmanager
 def open_source(request: BuildRequest, store: Store, progress: ProgressFn) -> Iterator[Source]:
     """The checkpoint to build from; a synthetic one lives in a staging folder during the build."""
-    from compiler.source import resolve_source, synthetic
-
     if not request.synthetic:
         yield resolve_source(request.model, progress, gguf_file=request.gguf_file)
         return

@@ -13,13 +13,16 @@ only click and the stdlib at module level; the pipeline is imported when a comma
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from runtime.cli import FoundryGroup
 from runtime.cli.output import emit_json, human_size, print_table
 from runtime.settings import keep_private
+
+if TYPE_CHECKING:
+    from runtime.store.validation import Fp32Exact, Speech
 
 __all__ = ["main"]
 
@@ -193,25 +196,47 @@ def _peak() -> int:
 
 
 def _validation_text(validation: dict[str, Any]) -> str:
-    if "skipped" in validation:
-        return "skipped (provider absent here)"
-    if not validation:
-        return "-"
-    if "min_cosine" in validation:  # embeddings (compiler/validate_media.py)
-        return f"min cosine {validation['min_cosine']:.6f} (>= {validation.get('threshold')})"
-    if isinstance(validation.get("quality"), dict):  # quantized chat (compiler/quality.py)
-        from compiler.validate import quality_text
+    """The table's validation cell, by the record's kind (runtime/store/validation.py)."""
+    from runtime.store.validation import (
+        Embedding,
+        Fp32Exact,
+        LoadCheck,
+        Quantized,
+        Skipped,
+        Speech,
+        read_validation,
+    )
 
-        text = quality_text(validation["quality"])
-        floor = validation.get("floor") or {}
-        if validation.get("required") == "floor" and floor:
-            return f"{text}, floor met"
-        return f"{text}, reported" if floor else text
-    text = f"{validation.get('matched_tokens')}/{validation.get('steps')} tokens"
-    if validation.get("required") == "exact":
-        text += " exact" if validation.get("exact") else " MISMATCH"
-    diff = validation.get("max_abs_logit_diff")
-    return f"{text}, logit diff {diff:.1g}" if isinstance(diff, float) else text
+    match read_validation(validation):
+        case None:
+            return "-"
+        case Skipped():
+            return "skipped (provider absent here)"
+        case Embedding(min_cosine=cosine, threshold=threshold):
+            return f"min cosine {cosine:.6f} (>= {threshold})"
+        case Quantized(quality=quality, floor=floor, required=required):
+            from compiler.validate import quality_text
+
+            text = quality_text(quality)
+            if required == "floor" and floor:
+                return f"{text}, floor met"
+            return f"{text}, reported" if floor else text
+        case Fp32Exact() | Speech() as record:
+            return _tokens_text(record)
+        case LoadCheck():
+            return "loads"
+
+
+def _tokens_text(record: Fp32Exact | Speech) -> str:
+    """Greedy records: matched/steps, exact or not, and fp32's logit difference."""
+    from runtime.store.validation import Fp32Exact
+
+    text = f"{record.matched_tokens}/{record.steps} tokens"
+    if record.required == "exact":
+        text += " exact" if record.exact else " MISMATCH"
+    if isinstance(record, Fp32Exact):
+        return f"{text}, logit diff {record.max_abs_logit_diff:.1g}"
+    return text
 
 
 @main.command("plan")

@@ -16,7 +16,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from compiler.synthetic_tokens import (  # noqa: TID253 - a sibling: no heavy import
+from compiler.synthetic_tokens import (
     CATALOG_DIR,
     STYLES,
     WHISPER_LANGS,

@@ -16,8 +16,17 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import msgspec
+
 from runtime.errors import ValidationFailed
 from runtime.progress import ProgressEvent, ProgressFn, silent
+from runtime.store.validation import (
+    Fp32Exact,
+    Quantized,
+    Skipped,
+    ValidationRecord,
+    encode_validation,
+)
 
 if TYPE_CHECKING:
     from compiler.recipe import QualityFloor, Target, Validation
@@ -121,18 +130,17 @@ def validate(
                 "validate", f"skipped: provider {target.provider!r} is not available here"
             )
         )
-        return {
-            "skipped": f"provider '{target.provider}' is not available on this machine; "
-            "the artifact was built but not loaded",
-            "runnable": False,
-        }
+        return encode_validation(
+            Skipped(
+                skipped=f"provider '{target.provider}' is not available on this machine; "
+                "the artifact was built but not loaded"
+            )
+        )
     if task != "chat":  # embeddings / speech artifacts [media]
         from compiler.validate_media import validate_media
 
-        return {
-            **validate_media(artifact, source.path, target.precision, progress),
-            "runnable": True,
-        }
+        media = validate_media(artifact, source.path, target.precision, progress)
+        return encode_validation(msgspec.convert(media, ValidationRecord))
     if target.precision == "fp32":
         return greedy_parity(artifact, source, settings, progress)
     return quantized_quality(artifact, source, target, settings, progress)
@@ -165,20 +173,18 @@ def greedy_parity(
         if logits.size
         else float("nan")
     )
-    record = {
-        "engine": "onnxruntime-genai",
-        "prompt_tokens": len(prompt_ids),
-        "steps": settings.steps,
-        "matched_tokens": matched,
-        "token_agreement": round(matched / settings.steps, 4),
-        "first_divergence": divergence,
-        "max_abs_logit_diff": diff,
-        "exact": divergence is None,
+    record = Fp32Exact(
+        engine="onnxruntime-genai",
+        prompt_tokens=len(prompt_ids),
+        steps=settings.steps,
+        matched_tokens=matched,
+        token_agreement=round(matched / settings.steps, 4),
+        first_divergence=divergence,
+        max_abs_logit_diff=diff,
+        exact=divergence is None,
         # a random checkpoint that repeats one token would make parity meaningless: show it
-        "distinct_reference_tokens": len(set(expected)),
-        "required": "exact",
-        "runnable": True,
-    }
+        distinct_reference_tokens=len(set(expected)),
+    )
     progress(
         ProgressEvent(
             "validate",
@@ -193,7 +199,7 @@ def greedy_parity(
             "nothing was registered",
             hint="re-run with FOUNDRY_DEBUG=1 and report the recipe and source",
         )
-    return record
+    return encode_validation(record)
 
 
 def quantized_quality(
@@ -220,18 +226,17 @@ def quantized_quality(
     floor = target.quality
     # random weights (a --synthetic source, or a folder holding one) cannot be held to a floor
     enforced = floor is not None and not source.synthetic and measured.trained
-    record: dict[str, Any] = {
-        "engine": "onnxruntime-genai",
-        "generated_tokens": len(got),
-        "quality": quality,
-        "floor": msgspec_dict(floor),
-        "required": "floor" if enforced else "report",
-        "runnable": True,
-    }
+    record = Quantized(
+        engine="onnxruntime-genai",
+        generated_tokens=len(got),
+        quality=quality,
+        floor=msgspec_dict(floor),
+        required="floor" if enforced else "report",
+    )
     progress(ProgressEvent("validate", quality_text(quality), done=True))
-    if record["required"] == "floor" and floor is not None:
+    if record.required == "floor" and floor is not None:
         check_floor(quality, floor, target)
-    return record
+    return encode_validation(record)
 
 
 def generated(artifact: Path, prompt_ids: list[int], steps: int) -> tuple[list[int], Any]:

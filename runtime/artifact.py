@@ -14,17 +14,21 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import msgspec
+
 from runtime.artifact_policy import check_artifact, check_hard_links
 from runtime.errors import SourceError, ValidationFailed
 from runtime.names import check_model_id
 from runtime.progress import ProgressEvent, ProgressFn, silent
+from runtime.store.metadata import ModelMetadata, template_thinks
+from runtime.store.validation import LoadCheck, Skipped, encode_validation
 
 if TYPE_CHECKING:
     from runtime.catalog import Catalog
     from runtime.hardware import Hardware
     from runtime.store import CachedModel, Store
 
-__all__ = ["import_folder", "infer_metadata", "validate_artifact"]
+__all__ = ["artifact_thinks", "import_folder", "infer_metadata", "validate_artifact"]
 
 # genai_config.json `model.type` -> (family, tool parser)
 _FAMILIES: dict[str, tuple[str, str | None]] = {
@@ -94,7 +98,14 @@ def _validate_genai(folder: Path, generate_tokens: int) -> dict[str, Any]:
     return {"loaded": True, "generated_tokens": len(produced), "text": tokenizer.decode(produced)}
 
 
-def infer_metadata(folder: Path) -> dict[str, Any]:
+def artifact_thinks(folder: Path) -> bool:
+    """`thinks` for a chat artifact folder, from its chat template (the one the engine loads)."""
+    from runtime.engines.prompt import load_chat_template
+
+    return template_thinks(load_chat_template(folder).source)
+
+
+def infer_metadata(folder: Path) -> ModelMetadata:
     """Manifest metadata read from the folder's own files (genai_config.json, build.json, names).
 
     Raises:
@@ -108,15 +119,13 @@ def infer_metadata(folder: Path) -> dict[str, Any]:
             raise SourceError(
                 f"folder {str(folder)!r} has neither genai_config.json nor an .onnx file"
             )
-        return {
-            "task": "embeddings",
-            "family": "bert",
-            "device": "cpu",
-            "provider": "cpu",
-            "precision": _precision(folder, {}),
-            "context_length": 512,
-            "tool_parser": None,
-        }
+        return ModelMetadata(
+            task="embeddings",
+            family="bert",
+            precision=_precision(folder, {}),
+            context_length=512,
+            thinks=False,
+        )
     try:
         genai = json.loads(genai_path.read_text())
         model = genai["model"]
@@ -126,17 +135,19 @@ def infer_metadata(folder: Path) -> dict[str, Any]:
     family, tool_parser = _FAMILIES.get(model_type, (model_type or "unknown", None))
     provider = _provider(model)
     build = _read_json(folder / "build.json")
-    return {
-        "task": "speech" if family == "whisper" else "chat",
-        "family": family,
-        "device": "cpu" if provider == "cpu" else ("npu" if provider == "qnn" else "gpu"),
-        "provider": provider,
-        "precision": _precision(folder, build),
-        "context_length": int(
+    task = "speech" if family == "whisper" else "chat"
+    return ModelMetadata(
+        task=task,
+        family=family,
+        device="cpu" if provider == "cpu" else ("npu" if provider == "qnn" else "gpu"),
+        provider=provider,
+        precision=_precision(folder, build),
+        context_length=int(
             genai.get("search", {}).get("max_length") or model.get("context_length") or 0
         ),
-        "tool_parser": tool_parser,
-    }
+        tool_parser=tool_parser,
+        thinks=artifact_thinks(folder) if task == "chat" else False,
+    )
 
 
 def import_folder(
@@ -169,29 +180,30 @@ def import_folder(
     hardware = hardware or detect()
     catalog = catalog or Catalog.load()
     model_id, alias = _import_id(folder, name, metadata, catalog)
-    runnable = hardware.has_provider(metadata["provider"])
-    target = f"{metadata['provider']}-{metadata['precision']}" if metadata["precision"] else None
+    runnable = hardware.has_provider(metadata.provider)
+    target = f"{metadata.provider}-{metadata.precision}" if metadata.precision else None
     if runnable:
         progress(ProgressEvent("validate", f"loading {folder.name} in the runtime's engine"))
-        validation = validate_artifact(folder, metadata["task"], generate_tokens=4)
+        checked = validate_artifact(folder, metadata.task, generate_tokens=4)
+        validation = encode_validation(LoadCheck(**checked))
     else:
-        validation = {
-            "skipped": f"the {metadata['provider']} execution provider is not available here"
-        }
-    metadata |= {
-        "alias": alias,
-        "target": target,
-        "source": f"folder:{folder}",
-        "synthetic": False,
-        "runnable": runnable,
-        "imported": True,
-        "validation": validation,
-    }
+        reason = f"the {metadata.provider} execution provider is not available here"
+        validation = encode_validation(Skipped(skipped=reason))
+    metadata = msgspec.structs.replace(
+        metadata,
+        alias=alias,
+        target=target,
+        source=f"folder:{folder}",
+        synthetic=False,
+        runnable=runnable,
+        imported=True,
+        validation=validation,
+    )
     return store.register(folder, model_id=model_id, metadata=metadata, progress=progress)
 
 
 def _import_id(
-    folder: Path, name: str | None, metadata: dict[str, Any], catalog: Catalog
+    folder: Path, name: str | None, metadata: ModelMetadata, catalog: Catalog
 ) -> tuple[str, str | None]:
     """(model id, alias): a catalog alias maps to its variant with the same device and precision."""
     if name and name in {a.alias for a in catalog.aliases()}:
@@ -200,9 +212,9 @@ def _import_id(
             (
                 v
                 for v in variants
-                if v.provider == metadata["provider"] and v.precision == metadata["precision"]
+                if v.provider == metadata.provider and v.precision == metadata.precision
             ),
-            next((v for v in variants if v.provider == metadata["provider"]), variants[0]),
+            next((v for v in variants if v.provider == metadata.provider), variants[0]),
         )
         return match.id, name
     if name:

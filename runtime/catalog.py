@@ -41,6 +41,7 @@ import msgspec
 
 from runtime.errors import CatalogError, ModelNotFound
 from runtime.settings import catalog_dirs
+from runtime.store.metadata import ModelMetadata
 
 if TYPE_CHECKING:
     from runtime.hardware import Hardware
@@ -214,21 +215,20 @@ class Variant:
             return None
         return (self.catalog_file.parent / self.entry.config).resolve()
 
-    def metadata(self) -> dict[str, Any]:
+    def metadata(self) -> ModelMetadata:
         """Manifest metadata for this variant (the keys INTERFACES.md lists)."""
-        return {
-            "task": self.task,
-            "family": self.entry.family,
-            "target": self.target,
-            "device": self.device,
-            "precision": self.precision,
-            "provider": self.provider,
-            "alias": self.alias,
-            "source": self.source_uri,
-            "tool_parser": self.entry.tool_parser,
-            "context_length": self.entry.context_length,
-            "synthetic": False,
-        }
+        return ModelMetadata(
+            task=self.task,
+            family=self.entry.family,
+            target=self.target,
+            device=self.device,
+            precision=self.precision,
+            provider=self.provider,
+            alias=self.alias,
+            source=self.source_uri,
+            tool_parser=self.entry.tool_parser,
+            context_length=self.entry.context_length,
+        )
 
     def to_json(self) -> dict[str, Any]:
         """The variant as `foundry model info --json` shows it."""

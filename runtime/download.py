@@ -31,7 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
-from runtime.artifact import validate_artifact
+import msgspec
+
+from runtime.artifact import artifact_thinks, validate_artifact
 from runtime.artifact_policy import MAX_SIDE_FILE_BYTES, SIDE_FILES, check_relative_name
 from runtime.errors import (
     DiskFull,
@@ -222,12 +224,13 @@ def _fetch_artifact(variant: Variant, store: Store, progress: ProgressFn) -> Cac
         progress(ProgressEvent("validate", f"loading {variant.id} in onnxruntime-genai"))
         validate_artifact(staging.path, variant.task)
         _write_inference_model(staging.path, variant)
-        metadata = {
-            **variant.metadata(),
-            "source": f"hf://{source.repo}@{commit}"
+        metadata = msgspec.structs.replace(
+            variant.metadata(),
+            source=f"hf://{source.repo}@{commit}"
             + (f"/{source.subfolder}" if source.subfolder else ""),
-            "runnable": True,
-        }
+            runnable=True,
+            thinks=artifact_thinks(staging.path) if variant.task == "chat" else False,
+        )
         try:
             cached = store.register(
                 staging.path, model_id=variant.id, metadata=metadata, progress=progress

@@ -195,22 +195,26 @@ def agent_models(service, genai_artifact) -> list[str]:
     Built with onnxruntime-genai's builder directly (full logits), registered with the
     metadata the compiler writes (`tool_parser` included).
     """
+    from runtime.artifact import artifact_thinks
     from runtime.store import Store
+    from runtime.store.metadata import ModelMetadata
 
     store = Store(Path(service.home) / "cache", sweep=False)
     for model_id, (alias, family, parser) in AGENT_MODELS.items():
+        artifact = genai_artifact(alias)
         store.register(
-            genai_artifact(alias),
+            artifact,
             model_id=model_id,
-            metadata={
-                "task": "chat",
-                "family": family,
-                "tool_parser": parser,
-                "synthetic": True,
-                "target": "cpu-fp32",
-                "context_length": 4096,
-                "alias": alias,
-            },
+            metadata=ModelMetadata(
+                task="chat",
+                family=family,
+                tool_parser=parser,
+                synthetic=True,
+                target="cpu-fp32",
+                context_length=4096,
+                alias=alias,
+                thinks=artifact_thinks(artifact),
+            ),
         )
     return list(AGENT_MODELS)
 

@@ -317,6 +317,7 @@ def test_model_list_shows_providers_and_filters_by_task(foundry_home: Path) -> N
 
 def test_model_list_json_marks_cached_synthetic_builds(foundry_home: Path, tmp_path: Path) -> None:
     from runtime.store import Store
+    from runtime.store.metadata import ModelMetadata
 
     folder = tmp_path / "artifact"
     folder.mkdir()
@@ -324,7 +325,7 @@ def test_model_list_json_marks_cached_synthetic_builds(foundry_home: Path, tmp_p
     Store().register(
         folder,
         model_id="qwen2.5-0.5b-instruct-cpu-int4:1",
-        metadata={"task": "chat", "synthetic": True},
+        metadata=ModelMetadata(task="chat", synthetic=True),
     )
     result = CliRunner().invoke(main, ["model", "list", "--cached", "--json"])
     rows = json.loads(result.output)["models"]

@@ -277,10 +277,13 @@ def test_engine_queue_full_is_refused_at_submit_and_aclose_cancels(engine):
 @pytest.fixture
 def store_with_two(artifact, foundry_home):
     from runtime.store import Store
+    from runtime.store.metadata import ModelMetadata
 
     store = Store()
     for model_id in ("tiny-a", "tiny-b"):
-        store.register(artifact, model_id=model_id, metadata={"task": "chat", "family": "qwen2"})
+        store.register(
+            artifact, model_id=model_id, metadata=ModelMetadata(task="chat", family="qwen2")
+        )
     return store
 
 

@@ -22,6 +22,7 @@ import pytest
 from runtime.artifact_policy import check_artifact
 from runtime.errors import UnsafeArtifact
 from runtime.store import Store
+from runtime.store.metadata import ModelMetadata
 
 FOUNDRY = str(Path(sys.executable).with_name("foundry"))
 EVIL_C = r"""
@@ -244,7 +245,7 @@ def test_a_hostile_folder_already_in_the_store_is_refused_at_load_with_a_400(
     store.register(
         hostile("custom-ops-library"),
         model_id="hostile-in-store",
-        metadata={"task": "chat", "family": "qwen2", "context_length": 512},
+        metadata=ModelMetadata(task="chat", family="qwen2", context_length=512),
     )
     reply = httpx.post(
         f"{service.base_url}/v1/chat/completions",

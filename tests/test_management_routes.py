@@ -161,6 +161,8 @@ def test_download_of_a_cached_catalog_variant_streams_progress_then_success(
     http, service, service_model
 ):
     """Foundry Local's SDK reads `NN%` from progress lines and the final `{...}` line."""
+    import msgspec
+
     from runtime.catalog import Catalog
     from runtime.store import Store
 
@@ -168,7 +170,9 @@ def test_download_of_a_cached_catalog_variant_streams_progress_then_success(
     store = Store(service.home / "cache", sweep=False)
     source = store.resolve(service_model)
     store.register(
-        Path(source.path), model_id=variant.id, metadata={**source.metadata, "alias": variant.alias}
+        Path(source.path),
+        model_id=variant.id,
+        metadata=msgspec.structs.replace(source.info, alias=variant.alias),
     )
     with http.stream(
         "POST", "/openai/download", json={"model": {"Name": variant.id}, "IgnorePipeReport": True}

@@ -13,13 +13,14 @@ from runtime.errors import ModelLoading
 @pytest.fixture
 def store_with_three(genai_artifact, foundry_home: Path):
     from runtime.store import Store
+    from runtime.store.metadata import ModelMetadata
 
     store = Store()
     for model_id in ("slot-a", "slot-b", "slot-c"):
         store.register(
             genai_artifact("qwen2.5-0.5b"),
             model_id=model_id,
-            metadata={"task": "chat", "family": "qwen2"},
+            metadata=ModelMetadata(task="chat", family="qwen2"),
         )
     return store
 

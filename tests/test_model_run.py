@@ -111,9 +111,7 @@ def test_run_starts_the_service_when_none_runs(
 
     home = tmp_path / "home"
     source = Store(service.home / "cache", sweep=False).resolve(service_model)
-    Store(home / "cache").register(
-        Path(source.path), model_id=service_model, metadata=source.metadata
-    )
+    Store(home / "cache").register(Path(source.path), model_id=service_model, metadata=source.info)
     try:
         result = run_foundry(
             "model",

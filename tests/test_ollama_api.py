@@ -285,7 +285,7 @@ def test_delete_removes_a_model_from_the_list(client, service, service_model):
 
     store = Store(service.home / "cache")
     original = store.resolve(service_model)
-    store.register(original.path, model_id="tiny-copy", metadata=original.metadata)
+    store.register(original.path, model_id="tiny-copy", metadata=original.info)
     assert "tiny-copy" in [m.model for m in client.list().models]
     client.delete("tiny-copy")
     assert "tiny-copy" not in [m.model for m in client.list().models]

@@ -15,6 +15,7 @@ import pytest
 from runtime.errors import InvalidDigest, InvalidName, ModelNotFound
 from runtime.store import Store
 from runtime.store.layout import Layout
+from runtime.store.metadata import ModelMetadata
 
 KEY = "sha256:" + "ab" * 32
 
@@ -40,12 +41,14 @@ def test_store_layout_matches_the_design_card(foundry_home):
 
 def test_registered_model_resolves_to_a_folder_with_the_same_bytes(foundry_home, tmp_path):
     src = _folder(tmp_path, "src", {"model.onnx": b"onnx" * 100, "sub/tok.json": b"{}"})
-    model = Store().register(src, model_id="tiny:1", metadata={"task": "chat"}, build_key=KEY)
+    model = Store().register(
+        src, model_id="tiny:1", metadata=ModelMetadata(task="chat"), build_key=KEY
+    )
     again = Store().resolve("tiny:1")
     assert again.manifest_digest == model.manifest_digest
     assert (again.path / "model.onnx").read_bytes() == b"onnx" * 100
     assert (again.path / "sub/tok.json").read_bytes() == b"{}"
-    assert again.metadata == {"task": "chat"}
+    assert again.info == ModelMetadata(task="chat")
     assert Store().lookup_build(KEY) == model.manifest_digest
 
 
@@ -117,7 +120,7 @@ def test_cache_cli_lists_verifies_and_removes(foundry_home, tmp_path):
     import json
 
     Store().register(
-        _folder(tmp_path, "m", {"w": b"w"}), model_id="listed", metadata={"task": "chat"}
+        _folder(tmp_path, "m", {"w": b"w"}), model_id="listed", metadata=ModelMetadata(task="chat")
     )
     foundry = [sys.executable, "-m", "runtime.cli"]
     out = subprocess.run(

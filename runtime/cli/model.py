@@ -59,10 +59,13 @@ def _row(variant: Variant, store: Store, hardware: Hardware) -> dict[str, Any]:
 
 
 def _quality(metadata: dict[str, Any]) -> dict[str, Any] | None:
-    """The build's teacher-forced figures on the corpus (quantized chat builds), if any."""
-    validation = metadata.get("validation") or {}
-    quality = validation.get("quality")
-    return dict(quality) if isinstance(quality, dict) else None
+    """The build's teacher-forced figures (quantized chat, speech builds), if any."""
+    from runtime.store.validation import Quantized, Speech, read_validation
+
+    match read_validation(metadata.get("validation")):
+        case Quantized(quality=quality) | Speech(quality=dict() as quality):
+            return dict(quality)
+    return None
 
 
 def _quality_cell(row: dict[str, Any]) -> str:

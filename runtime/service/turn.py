@@ -23,6 +23,7 @@ import msgspec
 from runtime.engines.base import Chunk, GenerationParams
 from runtime.errors import ContextTooLong, InvalidRequest
 from runtime.service.replies import PrefetchedStream, Reply, ReplyEvent, ReplyReader, merge
+from runtime.store.metadata import ModelMetadata, template_thinks
 from runtime.tools.calls import ToolPlan, plan_tools, prepare_messages
 from runtime.tools.parsers import get_parser
 
@@ -129,8 +130,12 @@ async def prepare_turn(manager: ModelManager, turn: Turn) -> Prepared:
 
 
 def _thinks(engine: ChatEngineProtocol) -> bool:
-    """Whether the model's template knows `<think>` (its replies carry reasoning)."""
-    return "</think>" in getattr(getattr(engine, "template", None), "source", "")
+    """Whether replies carry `<think>` reasoning: the manifest's `thinks`, kept when the
+    artifact was packed; a manifest from before it falls back to scanning the loaded template."""
+    thinks = ModelMetadata.read(engine.metadata).thinks
+    if thinks is not None:
+        return thinks
+    return template_thinks(getattr(getattr(engine, "template", None), "source", ""))
 
 
 def _check_top_k(engine: ChatEngineProtocol, turn: Turn) -> None:

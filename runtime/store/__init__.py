@@ -230,7 +230,7 @@ class Store:
         folder: Path,
         *,
         model_id: str,
-        metadata: dict[str, Any] | None = None,
+        metadata: ModelMetadata | None = None,
         build_key: str | None = None,
         progress: ProgressFn = silent,
     ) -> CachedModel:
@@ -254,7 +254,7 @@ class Store:
         self,
         folder: Path,
         model_id: str,
-        metadata: dict[str, Any] | None,
+        metadata: ModelMetadata | None,
         build_key: str | None,
         progress: ProgressFn,
     ) -> CachedModel:
@@ -271,7 +271,7 @@ class Store:
             schema=MANIFEST_SCHEMA,
             model_id=model_id,
             files=entries,
-            metadata=dict(metadata or {}),
+            metadata=(metadata or ModelMetadata()).encode(),
             created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         )
         digest = self.put_manifest(manifest)
