@@ -35,7 +35,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import onnxruntime_genai as og
@@ -631,6 +631,54 @@ class _GeneratorRun:
             ) from exc
 
 
+class _Outbox:
+    """Chunks on their way to one event loop, handed over in one `call_soon_threadsafe`.
+
+    A batch step produces a chunk per row; waking the loop once for all of them, rather than
+    once per chunk, saves the loop a self-pipe read and a callback per row on the cores the
+    next step needs. The first item put into an empty outbox schedules the flush; items put
+    before the loop runs it ride along.
+    """
+
+    _by_loop: ClassVar[dict[int, _Outbox]] = {}
+    _create: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self._loop = loop
+        self._lock = threading.Lock()
+        self._items: list[tuple[asyncio.Queue[Any], Any]] = []
+
+    @classmethod
+    def of(cls, loop: asyncio.AbstractEventLoop) -> _Outbox:
+        with cls._create:
+            outbox = cls._by_loop.get(id(loop))
+            if outbox is None or outbox._loop is not loop:
+                outbox = cls._by_loop[id(loop)] = cls(loop)
+                for key in [k for k, o in cls._by_loop.items() if o._loop.is_closed()]:
+                    del cls._by_loop[key]
+            return outbox
+
+    def put(self, queue: asyncio.Queue[Any], item: Any) -> None:
+        """Queue `item`; a loop already closed has no one left to read it (a generating
+        thread must not die of that: it serves every other request)."""
+        if self._loop.is_closed():
+            return
+        with self._lock:
+            self._items.append((queue, item))
+            if len(self._items) > 1:
+                return
+        try:
+            self._loop.call_soon_threadsafe(self._flush)
+        except RuntimeError:  # closed between the check and the call
+            log.debug("stream's event loop closed; chunk dropped")
+
+    def _flush(self) -> None:  # on the loop
+        with self._lock:
+            items, self._items = self._items, []
+        for queue, item in items:
+            queue.put_nowait(item)
+
+
 class GenerationStream:
     """Async iterator of `Chunk`s for one sequence; `aclose()` (or leaving `async with`) cancels.
 
@@ -648,14 +696,8 @@ class GenerationStream:
         self._last: Chunk | None = None
 
     def _deliver(self, item: Any) -> None:  # any thread
-        """Hand `item` to the consumer's loop; a loop already closed has no one left to read it
-        (a generating thread must not die of that: it serves every other request)."""
-        if self._loop.is_closed():
-            return
-        try:
-            self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
-        except RuntimeError:  # closed between the check and the call
-            log.debug("stream's event loop closed; chunk dropped")
+        """Hand `item` to the consumer's loop (through its outbox: one wake-up per batch step)."""
+        _Outbox.of(self._loop).put(self._queue, item)
 
     def __aiter__(self) -> GenerationStream:
         return self
