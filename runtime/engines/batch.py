@@ -21,6 +21,15 @@ an earlier session reported 0.13 between a lone int4 row and rows in a batch on 
 dimensions (not re-measured here). MatMulNBits does compute prefill rows in pairs (a lone or odd
 row differs: the ROW_ALIGNMENT note in prefix_cache.py), so kept KV and chunks start even.
 
+Where a step's time goes (issue 13, benchmarks/profile_batch_step.py, real SmolLM2-135M
+cpu-int4, 2 threads, 102-token prompt, 64 steps; the machine shared, others' nice CPU share
+0.0-0.46 of the cores per reading, so absolute figures swing 2x): inside `run_with_iobinding`
+95-96 % of a decode step at B = 1, 2, 4, 8; sampling, stop strings, detokenizing and the
+hand-off to the event loop together 4-10 %. In the one quiet reading (others 0.0, spinning
+off) the bare session gave 81.7 tok/s at B=1 and 233.4 at B=4 (2.86x), the engine in-process
+93.1 and 218.2. So the Python around `run` cannot explain a 10 % service / og gap by itself,
+and raw onnxruntime leaves room for more than 2x at 4 rows on 2 cores.
+
 `session.run` releases the GIL, so the event loop and other threads run during every step.
 Never imports onnxruntime at module level.
 """
