@@ -5,13 +5,9 @@
 
 Peers, each started alone (the others stopped) and driven through its OpenAI-compatible
 `/v1/completions`, streamed, `ignore_eos`, greedy:
-* `service`: `foundry service start` as it ships (threads per machine, the continuous batch);
-* `service_batched`: the same with FOUNDRY_CHAT_BATCHING=continuous (the default since issue 13;
-  before, the opt-in batch beside og.Generator per request);
-* `service_generator`: FOUNDRY_CHAT_BATCHING=generator (one og.Generator per request: the
-  default before issue 13, at the machine's threads);
-* `service_before`: the same with FOUNDRY_THREADS=1 and FOUNDRY_CHAT_BATCHING=generator (one
-  og.Generator per request on onnxruntime's default single thread: the service before issue 13);
+* `service`: `foundry service start` as it ships (threads per machine, the continuous batch,
+  the one chat strategy since issue 13 removed FOUNDRY_CHAT_BATCHING's og paths);
+* `service_1thread`: the same with FOUNDRY_THREADS=1 (onnxruntime's default on this VM);
 * `llama_server`: llama.cpp's server on `--gguf` (`-t N -tb N -np 8 -c 8192`), when
   `llama-server` is on PATH or given; skipped with a note otherwise. Never in CI;
 * `direct_og`: onnxruntime-genai in this process at the service's thread count (single stream).
@@ -270,9 +266,8 @@ def main() -> None:
     )
     parser.add_argument(
         "--peers",
-        default="service,service_batched,llama_server,direct_og",
-        help="of service, service_batched, service_generator, service_before, llama_server, "
-        "direct_og",
+        default="service,llama_server,direct_og",
+        help="of service, service_1thread, llama_server, direct_og",
     )
     args = parser.parse_args()
     # A killed run still stops the server it started (the context managers' finally blocks).
@@ -295,15 +290,7 @@ def main() -> None:
         )
     peers = {
         "service": lambda: foundry_service(args.home, model, {}),
-        "service_batched": lambda: foundry_service(
-            args.home, model, {"FOUNDRY_CHAT_BATCHING": "continuous"}
-        ),
-        "service_generator": lambda: foundry_service(
-            args.home, model, {"FOUNDRY_CHAT_BATCHING": "generator"}
-        ),
-        "service_before": lambda: foundry_service(
-            args.home, model, {"FOUNDRY_THREADS": "1", "FOUNDRY_CHAT_BATCHING": "generator"}
-        ),
+        "service_1thread": lambda: foundry_service(args.home, model, {"FOUNDRY_THREADS": "1"}),
         "llama_server": lambda: llama_server(
             args.llama_server, args.gguf, threads, args.llama_parallel, args.llama_extra.split()
         ),
@@ -372,7 +359,7 @@ def report(runs: dict[str, list[dict]], threads: int, model: str, notes: list[st
         if rows
     }
     ratios = {}
-    for mine in ("service", "service_batched"):
+    for mine in ("service",):
         base = medians.get(mine, {})
         for name, figures in medians.items():
             if name == mine or not base or (name.startswith("service") and mine != "service"):
@@ -382,7 +369,7 @@ def report(runs: dict[str, list[dict]], threads: int, model: str, notes: list[st
                 for key, value in figures.items()
                 if key in base and value and key not in _NOT_RATIOS and "prompt_tokens" not in key
             }
-    for mine in ("service", "service_batched"):
+    for mine in ("service",):
         figures = medians.get(mine, {})
         if figures.get("aggregate_tps_1"):
             ratios.setdefault(f"{mine}_scaling", {})

@@ -1,8 +1,8 @@
 """The generation core without a server: text, wire->engine conversion, ChatEngine, ModelManager.
 
-The engine tests use onnxruntime-genai's builder output with full logits on the opt-in
-og.Engine path (batching="engine"); the service tests (test_serve_openai.py) cover
-foundry-build's pruned-LM-head artifacts (the og.Generator path, the default).
+The engine tests use onnxruntime-genai's builder output with full logits, on the continuous
+batch like every chat artifact; the service tests (test_serve_openai.py) cover foundry-build's
+pruned-LM-head artifacts.
 """
 
 from __future__ import annotations
@@ -151,9 +151,7 @@ def artifact(genai_artifact) -> Path:
 def engine(artifact):
     from runtime.engines.chat import ChatEngine
 
-    chat = ChatEngine(
-        artifact, {"model_id": "tiny-engine"}, queue_size=0, max_batch=2, batching="engine"
-    )
+    chat = ChatEngine(artifact, {"model_id": "tiny-engine"}, queue_size=0, max_batch=2)
     yield chat
     chat.close()
 
@@ -176,28 +174,33 @@ def test_engine_greedy_is_deterministic_and_counts_tokens(engine):
     assert sum(len(c.token_ids) for c in chunks) == 12
 
 
-def test_by_default_a_full_logits_artifact_runs_on_generators_with_the_engines_tokens(
-    engine, artifact
-):
-    from runtime.engines.chat import ChatEngine
-
-    params = GenerationParams(max_tokens=12, temperature=0, ignore_eos=True)
-    default = ChatEngine(artifact, {"model_id": "tiny-default"}, queue_size=0, max_batch=2)
-    try:
-        _, chunks = asyncio.run(_run(default, params))
-        assert default._engine is None  # no og.Engine made: one og.Generator per request
-    finally:
-        default.close()
-    _, engine_chunks = asyncio.run(_run(engine, params))
-    ids = [i for c in chunks for i in c.token_ids]
-    assert len(ids) == 12
-    assert ids == [i for c in engine_chunks for i in c.token_ids]
-
-
-def test_a_prompt_prefilled_in_chunks_gives_the_tokens_of_one_prefill(artifact):
+def og_greedy(artifact: Path, prompt: list[int], tokens: int) -> list[int]:
+    """onnxruntime-genai's own greedy tokens for `prompt`, the whole prompt in one append."""
     import numpy as np
     import onnxruntime_genai as og
 
+    model = og.Model(str(artifact))
+    gp = og.GeneratorParams(model)
+    total = len(prompt) + tokens
+    gp.set_search_options(do_sample=False, max_length=total, min_length=total)
+    generator = og.Generator(model, gp)
+    generator.append_tokens(np.asarray(prompt, dtype=np.int32))
+    expected = []
+    for _ in range(tokens):
+        generator.generate_next_token()
+        expected.append(int(generator.get_next_tokens()[0]))
+    return expected
+
+
+def test_a_full_logits_artifact_runs_on_the_batch_with_og_generators_tokens(engine, artifact):
+    params = GenerationParams(max_tokens=12, temperature=0, ignore_eos=True)
+    prompt = engine.encode(engine.render_prompt(HELLO))
+    _, chunks = asyncio.run(_run(engine, params, prompt))
+    assert engine._scheduler is not None and engine._model is None  # og never loads the weights
+    assert [i for c in chunks for i in c.token_ids] == og_greedy(artifact, prompt, 12)
+
+
+def test_a_prompt_prefilled_in_chunks_gives_the_tokens_of_one_prefill(artifact):
     from runtime.engines.chat import ChatEngine
     from runtime.engines.gil import PREFILL_CHUNK
 
@@ -210,17 +213,7 @@ def test_a_prompt_prefilled_in_chunks_gives_the_tokens_of_one_prefill(artifact):
         _, chunks = asyncio.run(_run(default, params, prompt))
     finally:
         default.close()
-    model = og.Model(str(artifact))
-    gp = og.GeneratorParams(model)
-    total = len(prompt) + 10
-    gp.set_search_options(do_sample=False, max_length=total, min_length=total)
-    generator = og.Generator(model, gp)
-    generator.append_tokens(np.asarray(prompt, dtype=np.int32))  # all at once
-    expected = []
-    for _ in range(10):
-        generator.generate_next_token()
-        expected.append(int(generator.get_next_tokens()[0]))
-    assert [i for c in chunks for i in c.token_ids] == expected
+    assert [i for c in chunks for i in c.token_ids] == og_greedy(artifact, prompt, 10)
 
 
 def test_engine_stop_cuts_before_the_stop_text(engine):

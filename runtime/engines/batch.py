@@ -21,6 +21,15 @@ an earlier session reported 0.13 between a lone int4 row and rows in a batch on 
 dimensions (not re-measured here). MatMulNBits does compute prefill rows in pairs (a lone or odd
 row differs: the ROW_ALIGNMENT note in prefix_cache.py), so kept KV and chunks start even.
 
+Where a step's time goes (issue 13, benchmarks/profile_batch_step.py, real SmolLM2-135M
+cpu-int4, 2 threads, 102-token prompt, 64 steps; the machine shared, others' nice CPU share
+0.0-0.46 of the cores per reading, so absolute figures swing 2x): inside `run_with_iobinding`
+95-96 % of a decode step at B = 1, 2, 4, 8; sampling, stop strings, detokenizing and the
+hand-off to the event loop together 4-10 %. In the one quiet reading (others 0.0, spinning
+off) the bare session gave 81.7 tok/s at B=1 and 233.4 at B=4 (2.86x), the engine in-process
+93.1 and 218.2. So the Python around `run` cannot explain a 10 % service / og gap by itself,
+and raw onnxruntime leaves room for more than 2x at 4 rows on 2 cores.
+
 `session.run` releases the GIL, so the event loop and other threads run during every step.
 Never imports onnxruntime at module level.
 """
@@ -145,7 +154,7 @@ class BatchScheduler:
         self._vocab = int(genai["model"].get("vocab_size") or out.shape[2])
         # One binding per (first row, rows, capacity): the KV views never move between steps,
         # so only ids, mask and logits are bound again (120 bind calls a step fewer at 30 layers).
-        self._bindings: dict[tuple[int, int], Any] = {}
+        self._bindings: dict[tuple[int, int], tuple[Any, np.ndarray]] = {}
         self.eos_ids = eos_ids
         self.max_batch = max_batch
         self.context_length = context_length
@@ -312,29 +321,33 @@ class BatchScheduler:
             row.pending = token
 
     def _run(self, first_row: int, rows: list[_Row], ids: np.ndarray) -> np.ndarray:
-        """One session run over buffer rows first_row.. with `ids` [rows, S]; last logits."""
+        """One session run over buffer rows first_row.. with `ids` [rows, S]; last logits.
+
+        The logits array is kept with its binding and bound again only when its shape changes
+        (a prefill after decode steps on the same rows), so a decode step binds ids and mask.
+        The array is overwritten by the next run: callers use it before they run again.
+        """
         steps = ids.shape[1]
-        total = max(row.length for row in rows) + steps
-        mask = np.zeros((len(rows), total), dtype=np.int64)
-        for i, row in enumerate(rows):
-            mask[i, : row.length + steps] = 1
-        binding = self._bindings.get((first_row, len(rows)))
+        lengths = np.fromiter((row.length for row in rows), np.int64, len(rows)) + steps
+        mask = (np.arange(int(lengths.max())) < lengths[:, None]).astype(np.int64)
+        key = (first_row, len(rows))
+        binding, logits = self._bindings.get(key, (None, None))
         if binding is None:
             binding = self._session.io_binding()
             for past, present in self._kv_names:
                 view = self._buffers[past][first_row : first_row + len(rows)]
-                shape = list(view.shape)
-                binding.bind_input(past, "cpu", 0, self._kv_dtype, shape, view.ctypes.data)
-                binding.bind_output(present, "cpu", 0, self._kv_dtype, shape, view.ctypes.data)
-            self._bindings[(first_row, len(rows))] = binding
+                dims = list(view.shape)
+                binding.bind_input(past, "cpu", 0, self._kv_dtype, dims, view.ctypes.data)
+                binding.bind_output(present, "cpu", 0, self._kv_dtype, dims, view.ctypes.data)
+        shape = (len(rows), 1 if self._last_logits_only else steps, self._vocab)
+        if logits is None or logits.shape != shape:
+            logits = np.empty(shape, self._logits_dtype)
+            binding.bind_output(
+                "logits", "cpu", 0, self._logits_dtype, logits.shape, logits.ctypes.data
+            )
+        self._bindings[key] = (binding, logits)
         binding.bind_cpu_input("input_ids", ids)
         binding.bind_cpu_input("attention_mask", mask)
-        logits = np.empty(
-            (len(rows), 1 if self._last_logits_only else steps, self._vocab), self._logits_dtype
-        )
-        binding.bind_output(
-            "logits", "cpu", 0, self._logits_dtype, logits.shape, logits.ctypes.data
-        )
         self._session.run_with_iobinding(binding)
         return logits[:, -1, :].astype(np.float32, copy=False)  # type: ignore[no-any-return]
 
