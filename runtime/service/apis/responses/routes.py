@@ -37,7 +37,6 @@ from runtime.service.apis.responses.wire import (
     to_turn,
 )
 from runtime.service.errors import Described
-from runtime.service.replies import Finished
 from runtime.service.transport import SSE, WireBody, framed, named_sse, whole
 from runtime.service.turn import OpenTurn, open_turn
 
@@ -105,18 +104,15 @@ async def _events(
     output = OutputStream(events)
     for event in output.begin(open_message=not turn.prepared.reading):
         yield event
-    finished = None
-    async for piece in turn.events():
-        if isinstance(piece, Finished):
-            finished = piece
-            continue
+    pieces = turn.pieces()
+    async for piece in pieces:
         for event in output.feed(piece):
             yield event
-    output_tokens, cached = (
-        (finished.usage.completion_tokens, finished.usage.cached_tokens) if finished else (0, 0)
+    finished = pieces.finished
+    usage = usage_body(
+        turn.prompt_tokens, finished.usage.completion_tokens, finished.usage.cached_tokens
     )
-    usage = usage_body(turn.prompt_tokens, output_tokens, cached)
-    closing = output.closing(finished.reason if finished else None, usage)
+    closing = output.closing(finished.reason, usage)
     await _save(body, closing[-1][1]["response"], items, conversation)  # before the client sees it
     for event in closing:
         yield event
