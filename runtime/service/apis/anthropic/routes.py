@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from litestar import post
-from litestar.response import Stream
 
 from runtime.manager import ModelManager
 from runtime.service.apis.anthropic.wire import (
@@ -31,7 +30,7 @@ from runtime.service.apis.anthropic.wire import (
     to_turn,
 )
 from runtime.service.errors import Described, anthropic_body
-from runtime.service.transport import SSE, WireBody, framed, named_sse, whole
+from runtime.service.transport import SSE, WireBody, named_sse, sse_stream, whole
 from runtime.service.turn import OpenTurn, open_turn, prepare_turn
 
 __all__ = ["ROUTES"]
@@ -42,10 +41,8 @@ async def create_message(data: MessagesRequest, manager: ModelManager) -> Any:
     turn = await open_turn(manager, to_turn(data))
     message_id = new_message_id()
     if data.stream:
-        events = framed(
-            _events(turn, data.model, message_id), named_sse, _error_event, close=turn.aclose
-        )
-        return Stream(events, media_type=SSE, headers={"Cache-Control": "no-cache"})
+        events = _events(turn, data.model, message_id)
+        return sse_stream(events, named_sse, _error_event, close=turn.aclose)
     (reply,) = await turn.collect()
     finished = reply.finished
     message = message_body(

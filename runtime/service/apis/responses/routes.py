@@ -15,7 +15,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from litestar import Request, delete, get, post
-from litestar.response import Stream
 
 from runtime.errors import InvalidRequest
 from runtime.manager import ModelManager
@@ -37,7 +36,7 @@ from runtime.service.apis.responses.wire import (
     to_turn,
 )
 from runtime.service.errors import Described
-from runtime.service.transport import SSE, WireBody, framed, named_sse, whole
+from runtime.service.transport import SSE, WireBody, named_sse, sse_stream, whole
 from runtime.service.turn import OpenTurn, open_turn
 
 __all__ = ["ROUTES"]
@@ -80,8 +79,7 @@ async def create_response(data: ResponsesRequest, manager: ModelManager) -> Any:
             return named_sse(events.error(str(e.status), e.message))
 
         stream = _events(turn, data, events, items, conversation)
-        framed_events = framed(stream, named_sse, error, close=turn.aclose)
-        return Stream(framed_events, media_type=SSE, headers={"Cache-Control": "no-cache"})
+        return sse_stream(stream, named_sse, error, close=turn.aclose)
     (reply,) = await turn.collect()
     finished = reply.finished
     status = final_status(finished.reason)
