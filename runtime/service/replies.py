@@ -22,8 +22,10 @@ if TYPE_CHECKING:
     from runtime.engines.protocol import TokenStream
 
 __all__ = [
+    "UNFINISHED",
     "Finished",
     "Piece",
+    "Pieces",
     "PrefetchedStream",
     "Reply",
     "ReplyEvent",
@@ -59,6 +61,25 @@ class Finished:
 
 
 ReplyEvent = Piece | Finished
+
+# What a choice ends with when its stream stopped before the engine said why.
+UNFINISHED = Finished(None, Usage())
+
+
+class Pieces:
+    """One choice's pieces; `finished` holds its Finished once they are read (UNFINISHED
+    until then), so an API loops over pieces and reads the end after the loop."""
+
+    def __init__(self, events: AsyncIterator[ReplyEvent]) -> None:
+        self._events = events
+        self.finished = UNFINISHED
+
+    async def __aiter__(self) -> AsyncIterator[Piece]:
+        async for event in self._events:
+            if isinstance(event, Finished):
+                self.finished = event
+            else:
+                yield event
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ import msgspec
 from litestar import MediaType, Response
 from litestar.dto import AbstractDTO, DTOConfig
 from litestar.exceptions import HTTPException
+from litestar.response import Stream
 from litestar.typing import FieldDefinition
 
 from runtime.errors import FoundryError, InvalidRequest
@@ -40,6 +41,7 @@ __all__ = [
     "framed",
     "ndjson",
     "sse",
+    "sse_stream",
     "whole",
 ]
 
@@ -125,6 +127,19 @@ async def framed(
             await close()
     if done:
         yield done
+
+
+def sse_stream(
+    events: AsyncIterator[P],
+    frame: Callable[[P], bytes],
+    error: Callable[[Described], bytes],
+    *,
+    close: Callable[[], Awaitable[None]],
+    done: bytes = b"",
+) -> Stream:
+    """`framed` events answered as an SSE stream (no caching or proxy buffering)."""
+    framed_events = framed(events, frame, error, close=close, done=done)
+    return Stream(framed_events, media_type=SSE, headers=SSE_HEADERS)
 
 
 async def aclose(iterator: AsyncIterator[Any]) -> None:

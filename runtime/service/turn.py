@@ -22,7 +22,7 @@ import msgspec
 
 from runtime.engines.base import Chunk, GenerationParams
 from runtime.errors import ContextTooLong, InvalidRequest
-from runtime.service.replies import PrefetchedStream, Reply, ReplyEvent, ReplyReader, merge
+from runtime.service.replies import Pieces, PrefetchedStream, Reply, ReplyEvent, ReplyReader, merge
 from runtime.store.metadata import ModelMetadata, template_thinks
 from runtime.tools.calls import ToolPlan, plan_tools, prepare_messages
 from runtime.tools.parsers import get_parser
@@ -244,6 +244,10 @@ class OpenTurn:
     def events(self, index: int = 0) -> AsyncIterator[ReplyEvent]:
         """Choice `index` as pieces then one Finished (closing it cancels the sequence)."""
         return self.prepared.reader.events(self.streams[index])
+
+    def pieces(self, index: int = 0) -> Pieces:
+        """Choice `index`'s pieces, its Finished read after the loop (`Pieces.finished`)."""
+        return Pieces(self.events(index))
 
     async def merged(self) -> AsyncIterator[tuple[int, ReplyEvent]]:
         """Every choice's events as they come, tagged with the choice's index."""

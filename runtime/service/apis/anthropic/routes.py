@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from litestar import post
-from litestar.response import Stream
 
 from runtime.manager import ModelManager
 from runtime.service.apis.anthropic.wire import (
@@ -31,8 +30,7 @@ from runtime.service.apis.anthropic.wire import (
     to_turn,
 )
 from runtime.service.errors import Described, anthropic_body
-from runtime.service.replies import Finished
-from runtime.service.transport import SSE, WireBody, framed, named_sse, whole
+from runtime.service.transport import SSE, WireBody, named_sse, sse_stream, whole
 from runtime.service.turn import OpenTurn, open_turn, prepare_turn
 
 __all__ = ["ROUTES"]
@@ -43,10 +41,8 @@ async def create_message(data: MessagesRequest, manager: ModelManager) -> Any:
     turn = await open_turn(manager, to_turn(data))
     message_id = new_message_id()
     if data.stream:
-        events = framed(
-            _events(turn, data.model, message_id), named_sse, _error_event, close=turn.aclose
-        )
-        return Stream(events, media_type=SSE, headers={"Cache-Control": "no-cache"})
+        events = _events(turn, data.model, message_id)
+        return sse_stream(events, named_sse, _error_event, close=turn.aclose)
     (reply,) = await turn.collect()
     finished = reply.finished
     message = message_body(
@@ -76,22 +72,18 @@ async def _events(turn: OpenTurn, model: str, message_id: str) -> AsyncIterator[
     for event in blocks.begin(open_text=not turn.prepared.reading):
         yield event
     yield ("ping", {"type": "ping"})
-    finished = None
-    async for piece in turn.events():
-        if isinstance(piece, Finished):
-            finished = piece
-            continue
+    pieces = turn.pieces()
+    async for piece in pieces:
         for event in blocks.feed(piece):
             yield event
     for event in blocks.end():
         yield event
-    reason = finished.reason if finished else None
-    stop = finished.matched_stop if finished else None
+    finished = pieces.finished
     yield message_delta_event(
-        reason=stop_reason(reason, stop, blocks.tool_use),
-        stop_sequence=stop,
+        reason=stop_reason(finished.reason, finished.matched_stop, blocks.tool_use),
+        stop_sequence=finished.matched_stop,
         input_tokens=input_tokens,
-        output_tokens=finished.usage.completion_tokens if finished else 0,
+        output_tokens=finished.usage.completion_tokens,
     )
     yield message_stop_event()
 

@@ -37,7 +37,7 @@ from runtime.service.apis.ollama.wire import (
     to_turn,
 )
 from runtime.service.errors import Described, ollama_body
-from runtime.service.replies import Finished, Usage
+from runtime.service.replies import Finished
 from runtime.service.transport import NDJSON, WireBody, framed, ndjson, whole
 from runtime.service.turn import OpenTurn, open_turn
 from runtime.tools.parsers import ToolCall
@@ -48,14 +48,13 @@ log = logging.getLogger(__name__)
 
 
 # --- generation -------------------------------------------------------------------------------
-def _stats(turn: OpenTurn, finished: Finished | None) -> dict:
+def _stats(turn: OpenTurn, finished: Finished) -> dict:
     """Ollama's counters: load, prompt (to the first chunk) and eval durations."""
     end = time.perf_counter()
-    usage = finished.usage if finished is not None else Usage()
     return {
-        "finish_reason": finished.reason if finished is not None else None,
-        "prompt_tokens": usage.prompt_tokens,
-        "completion_tokens": usage.completion_tokens,
+        "finish_reason": finished.reason,
+        "prompt_tokens": finished.usage.prompt_tokens,
+        "completion_tokens": finished.usage.completion_tokens,
         "total_seconds": end - turn.started_at,
         "load_seconds": turn.loaded_at - turn.started_at,
         "prompt_seconds": turn.first_at - turn.loaded_at,
@@ -85,11 +84,9 @@ async def _lines(turn: OpenTurn, name: str, shape: Any) -> AsyncIterator[dict]:
     """NDJSON: one line per piece of text (or of thinking), the tool calls whole in one line
     once the reply ends (as Ollama sends them), then `done: true` with the counters."""
     calls: dict[int, ToolCall] = {}
-    finished = None
-    async for piece in turn.events():
-        if isinstance(piece, Finished):
-            finished = piece
-        elif piece.index is not None:
+    pieces = turn.pieces()
+    async for piece in pieces:
+        if piece.index is not None:
             call = calls.setdefault(piece.index, ToolCall("", piece.name or "", ""))
             call.arguments += piece.arguments or ""
         elif piece.reasoning:
@@ -98,7 +95,7 @@ async def _lines(turn: OpenTurn, name: str, shape: Any) -> AsyncIterator[dict]:
             yield shape(name, piece.content)
     if calls:
         yield shape(name, "", tool_calls=ollama_tool_calls(list(calls.values())))
-    yield shape(name, "", done=True, finish=_stats(turn, finished))
+    yield shape(name, "", done=True, finish=_stats(turn, pieces.finished))
 
 
 async def _respond(manager: ModelManager, body: ChatRequest | GenerateRequest, shape: Any) -> Any:

@@ -336,7 +336,12 @@ def chat_line(
         message["thinking"] = thinking
     if tool_calls:
         message["tool_calls"] = tool_calls
-    line: dict = {"model": model, "created_at": iso_time(), "message": message, "done": done}
+    return _line(model, {"message": message}, done, finish)
+
+
+def _line(model: str, fields: dict, done: bool, finish: dict | None) -> dict:
+    """Either API's line around its `fields`; the last one with `done_reason` and counters."""
+    line: dict = {"model": model, "created_at": iso_time(), **fields, "done": done}
     if done and finish is not None:
         line["done_reason"] = done_reason(finish.get("finish_reason"))
         line.update(_stats(finish))
@@ -376,10 +381,7 @@ def generate_line(
     tool_calls: list[dict] | None = None,  # chat only; generate has no tools
 ) -> dict:
     """One `/api/generate` line, shaped like `chat_line` with `response` for `message`."""
-    line: dict = {"model": model, "created_at": iso_time(), "response": text, "done": done}
+    fields: dict = {"response": text}
     if thinking is not None:
-        line["thinking"] = thinking
-    if done and finish is not None:
-        line["done_reason"] = finish.get("done_reason") or done_reason(finish.get("finish_reason"))
-        line.update(_stats(finish))
-    return line
+        fields["thinking"] = thinking
+    return _line(model, fields, done, finish)

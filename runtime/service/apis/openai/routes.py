@@ -37,12 +37,10 @@ from runtime.service.apis.openai.wire import (
 from runtime.service.replies import Finished, Reply
 from runtime.service.transport import (
     DONE,
-    SSE,
-    SSE_HEADERS,
     WireBody,
-    framed,
     openai_sse_error,
     sse,
+    sse_stream,
 )
 from runtime.service.turn import OpenTurn, open_turn
 
@@ -90,8 +88,7 @@ async def chat_completions(data: ChatCompletionRequest, manager: ModelManager) -
 
 
 def _sse_stream(events: AsyncIterator[Any], turn: OpenTurn) -> Stream:
-    framed_events = framed(events, sse, openai_sse_error, close=turn.aclose, done=DONE)
-    return Stream(framed_events, media_type=SSE, headers=SSE_HEADERS)
+    return sse_stream(events, sse, openai_sse_error, close=turn.aclose, done=DONE)
 
 
 def _chat_choice(index: int, reply: Reply) -> ChatChoice:

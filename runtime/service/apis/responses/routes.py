@@ -15,7 +15,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from litestar import Request, delete, get, post
-from litestar.response import Stream
 
 from runtime.errors import InvalidRequest
 from runtime.manager import ModelManager
@@ -37,8 +36,7 @@ from runtime.service.apis.responses.wire import (
     to_turn,
 )
 from runtime.service.errors import Described
-from runtime.service.replies import Finished
-from runtime.service.transport import SSE, WireBody, framed, named_sse, whole
+from runtime.service.transport import SSE, WireBody, named_sse, sse_stream, whole
 from runtime.service.turn import OpenTurn, open_turn
 
 __all__ = ["ROUTES"]
@@ -81,8 +79,7 @@ async def create_response(data: ResponsesRequest, manager: ModelManager) -> Any:
             return named_sse(events.error(str(e.status), e.message))
 
         stream = _events(turn, data, events, items, conversation)
-        framed_events = framed(stream, named_sse, error, close=turn.aclose)
-        return Stream(framed_events, media_type=SSE, headers={"Cache-Control": "no-cache"})
+        return sse_stream(stream, named_sse, error, close=turn.aclose)
     (reply,) = await turn.collect()
     finished = reply.finished
     status = final_status(finished.reason)
@@ -105,18 +102,15 @@ async def _events(
     output = OutputStream(events)
     for event in output.begin(open_message=not turn.prepared.reading):
         yield event
-    finished = None
-    async for piece in turn.events():
-        if isinstance(piece, Finished):
-            finished = piece
-            continue
+    pieces = turn.pieces()
+    async for piece in pieces:
         for event in output.feed(piece):
             yield event
-    output_tokens, cached = (
-        (finished.usage.completion_tokens, finished.usage.cached_tokens) if finished else (0, 0)
+    finished = pieces.finished
+    usage = usage_body(
+        turn.prompt_tokens, finished.usage.completion_tokens, finished.usage.cached_tokens
     )
-    usage = usage_body(turn.prompt_tokens, output_tokens, cached)
-    closing = output.closing(finished.reason if finished else None, usage)
+    closing = output.closing(finished.reason, usage)
     await _save(body, closing[-1][1]["response"], items, conversation)  # before the client sees it
     for event in closing:
         yield event
