@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from runtime.cli import FoundryGroup
-from runtime.cli.output import emit_json, human_size, print_table
+from runtime.cli.output import ProgressRenderer, emit_json, human_size, print_table
 from runtime.settings import keep_private
 
 if TYPE_CHECKING:
@@ -132,12 +132,11 @@ def build_command(
 ) -> None:
     """Build MODEL (a Hugging Face id[@revision], a folder, a GGUF file, or an alias with --synthetic)."""
     from compiler.build import build
-    from compiler.progress_view import ProgressView
     from runtime.store import Store
 
     request = _request(model, targets, **options)
     store = Store()
-    with ProgressView(enabled=not as_json) as view:
+    with ProgressRenderer(enabled=not as_json, lines=False) as view:
         if remote is None:
             results, remote_status = build(request, store, view), {}
         else:

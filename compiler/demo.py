@@ -80,10 +80,10 @@ def build_one(request: Any) -> str:
     """Build one target with the progress view and the build table; the registered model id."""
     from compiler.build import build
     from compiler.cli import print_results
-    from compiler.progress_view import ProgressView
+    from runtime.cli.output import ProgressRenderer
     from runtime.store import Store
 
-    with ProgressView(enabled=True) as view:
+    with ProgressRenderer(lines=False) as view:
         (result,) = build(request, Store(), view)
     print_results([result])
     return str(result.model.model_id)

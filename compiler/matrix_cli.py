@@ -36,14 +36,14 @@ def matrix_command(matrix_file: Path, remote: str | None, report: Path, as_json:
     import msgspec
 
     from compiler.matrix import MatrixFailed, load_matrix, run_matrix
-    from compiler.progress_view import ProgressView
+    from runtime.cli.output import ProgressRenderer
     from runtime.oci.reference import Reference
     from runtime.store import Store
 
     matrix = load_matrix(matrix_file)
     address = remote or matrix.remote
     ref = Reference.parse(address) if address else None
-    with ProgressView(enabled=not as_json) as view:
+    with ProgressRenderer(enabled=not as_json, lines=False) as view:
         result = run_matrix(matrix, matrix_file.name, Store(), ref, view)
     report.write_bytes(msgspec.json.format(msgspec.json.encode(result), indent=2) + b"\n")
     if as_json:

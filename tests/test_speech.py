@@ -9,23 +9,18 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
 import numpy as np
 import openai
 import pytest
+from conftest import WHISPER, WHISPER_INT4, foundry_build
 
 from runtime.audio import SAMPLE_RATE, decode_audio, split_windows, to_wav_bytes
 from runtime.errors import InvalidAudio
 from runtime.service.apis.media.wire import render_transcript
-
-WHISPER = "whisper-test"
-WHISPER_INT4 = "whisper-test-int4"
 
 
 def tone(seconds: float, rate: int = SAMPLE_RATE) -> np.ndarray:
@@ -39,31 +34,6 @@ def encoded(pcm: np.ndarray, fmt: str, subtype: str, rate: int = SAMPLE_RATE) ->
     buffer = io.BytesIO()
     soundfile.write(buffer, pcm, rate, format=fmt, subtype=subtype)
     return buffer.getvalue()
-
-
-def foundry_build(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    exe = str(Path(sys.executable).with_name("foundry-build"))
-    return subprocess.run(
-        [exe, *args],
-        env={**os.environ, "FOUNDRY_HOME": str(home)},
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-
-
-@pytest.fixture(scope="session")
-def whisper_builds(service_home: Path, tiny_source) -> dict[str, dict]:
-    """A tiny synthetic whisper-tiny at cpu-fp32 and cpu-int4 in the session service's store."""
-    source = tiny_source("whisper-tiny")
-    built = {}
-    for target, model_id in (("cpu-fp32", WHISPER), ("cpu-int4", WHISPER_INT4)):
-        result = foundry_build(
-            service_home, str(source), "--target", target, "--as", model_id, "--json"
-        )
-        assert result.returncode == 0, result.stderr[-3000:]
-        built[target] = json.loads(result.stdout)["models"][0]
-    return built
 
 
 @pytest.fixture(scope="session")

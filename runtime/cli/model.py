@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from runtime.cli.output import ProgressRenderer, emit_json, human_size
+from runtime.cli.output import ProgressRenderer, emit_json, human_size, print_table
 
 if TYPE_CHECKING:
     from runtime.catalog import Catalog, Variant
@@ -107,21 +107,6 @@ def _uncataloged_rows(catalog: Catalog, store: Store, hardware: Hardware) -> lis
             }
         )
     return rows
-
-
-def print_table(columns: list[str], rows: list[list[Any]]) -> None:
-    """A rich table that never truncates ids: piped output gets a wide virtual terminal."""
-    import sys
-
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(show_lines=False)
-    for column in columns:
-        table.add_column(column, no_wrap=column in ("id", "alias", "source"))
-    for row in rows:
-        table.add_row(*[str(cell) for cell in row])
-    Console(width=None if sys.stdout.isatty() else 240).print(table)
 
 
 def _note(row: dict[str, Any]) -> str:
