@@ -32,6 +32,8 @@ ENV_VARS: dict[str, str] = {
     "FOUNDRY_MAX_LOADED": "how many models stay resident at once (default 2)",
     "FOUNDRY_TTL": "seconds an idle model stays loaded (default 600)",
     "FOUNDRY_THREADS": "intra-op threads per model session (default: the physical cores)",
+    "FOUNDRY_SPIN": "on|off: onnxruntime's idle threads busy-wait (default: on unless others keep "
+    "a quarter of the cores busy at load)",
     "FOUNDRY_KV_BUDGET_MB": "KV-cache MiB the batched chat sequences may hold (default 1024)",
     "FOUNDRY_DEBUG": "set to 1 to show tracebacks instead of one-line errors",
     "FOUNDRY_REGISTRY_USERNAME": "user for OCI registries (else docker's config.json is read)",

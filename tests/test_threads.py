@@ -3,12 +3,22 @@ override, and the service says which (issue 13: onnxruntime alone picked 1 threa
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from runtime.engines.threads import genai_overlay, physical_cores, session_threads
+from runtime.engines.threads import (
+    genai_overlay,
+    others_cpu_share,
+    physical_cores,
+    session_threads,
+)
 from runtime.errors import InvalidRequest
 
 # Two packages, two cores each, two hardware threads per core: 8 logical CPUs, 4 cores.
@@ -48,5 +58,54 @@ def test_status_reports_the_threads_each_loaded_model_uses(service, service_mode
     assert threads["intraOp"] == physical_cores()
     assert threads["source"] == "physical cores"
     assert threads["loadedModels"][service_model] == physical_cores()
+    assert isinstance(threads["spinning"][service_model], bool)
     shown = service.cli("service", "status")
     assert f"threads    {physical_cores()} per model (physical cores)" in shown.stdout
+
+
+def test_foundry_spin_forces_spinning_on_or_off(monkeypatch):
+    monkeypatch.setenv("FOUNDRY_SPIN", "off")
+    assert session_threads().spinning is False
+    assert "allow_spinning" in genai_overlay(session_threads())
+    monkeypatch.setenv("FOUNDRY_SPIN", "on")
+    assert session_threads().spinning is True
+    assert "allow_spinning" not in genai_overlay(session_threads())
+    monkeypatch.setenv("FOUNDRY_SPIN", "sometimes")
+    with pytest.raises(InvalidRequest, match="FOUNDRY_SPIN='sometimes' is not on or off"):
+        session_threads()
+
+
+def test_a_model_loaded_while_other_processes_fill_the_cores_does_not_spin(monkeypatch):
+    """Other processes' CPU, not this one's own (the load average counted both, a minute late)."""
+    monkeypatch.delenv("FOUNDRY_SPIN", raising=False)
+    burn = [sys.executable, "-c", "while True: pass"]
+    burners = [subprocess.Popen(burn) for _ in range(os.cpu_count() or 1)]
+    try:
+        time.sleep(0.3)
+        assert others_cpu_share() > 0.5
+        assert session_threads().spinning is False
+    finally:
+        for burner in burners:
+            burner.kill()
+            burner.wait()
+
+
+def test_this_process_own_work_does_not_stop_spinning():
+    """A busy loop in this process during the sample is not "others" (the service's own build)."""
+    done = threading.Event()
+
+    def spin() -> None:
+        while not done.is_set():
+            pass
+
+    before = others_cpu_share(0.5)
+    worker = threading.Thread(target=spin)
+    worker.start()
+    try:
+        share_with_own_work = others_cpu_share(0.5)
+    finally:
+        done.set()
+        worker.join()
+    # Whatever else runs on a shared machine, our own busy thread (one core) is not counted.
+    after = others_cpu_share(0.5)
+    assert share_with_own_work <= max(before, after) + 0.5 / (os.cpu_count() or 1)

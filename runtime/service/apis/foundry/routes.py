@@ -119,17 +119,18 @@ def _threads(request: Request) -> dict[str, Any]:
     """Intra-op threads: what a model loaded now gets (threads.py), and each loaded model's."""
     from runtime.engines.threads import session_threads
 
-    default = session_threads()
-    loaded = {
-        entry.model_id: threads.intra_op
+    default = session_threads(measure=False)
+    chosen = {
+        entry.model_id: threads
         for entry in _manager(request).loaded()
         if (threads := getattr(entry.engine, "threads", None)) is not None
     }
     return {
         "intraOp": default.intra_op,
         "source": default.source,
-        "spinning": default.spinning,
-        "loadedModels": loaded,
+        "loadedModels": {model_id: threads.intra_op for model_id, threads in chosen.items()},
+        # Decided at each model's load (threads.spinning_wanted): busy-waiting idle threads.
+        "spinning": {model_id: threads.spinning for model_id, threads in chosen.items()},
     }
 
 
