@@ -104,6 +104,8 @@ def measure(base_url: str, model: str, args: argparse.Namespace) -> dict:
         return asyncio.run(one())
 
     single(args.short_words, 4)  # warm-up
+    status = httpx.get(f"{base_url}/openai/status", timeout=30)  # llama-server: 404
+    spinning = status.json()["threads"]["spinning"] if status.status_code == 200 else {}
     alone = single(args.short_words)
     long = single(args.long_words, 2)
     figures = {
@@ -113,6 +115,8 @@ def measure(base_url: str, model: str, args: argparse.Namespace) -> dict:
         "ttft_long_s": long["ttft_s"],
         "prompt_tokens_long": long["prompt_tokens"],
     }
+    if model in spinning:  # this service's own threads.spinning_wanted() choice at load
+        figures["spinning"] = spinning[model]
     for n in (1, 4, 8):
         bodies = [prompts.body(args.short_words) for _ in range(n)]
         run = asyncio.run(concurrent_streams(base_url, "/v1/completions", bodies))
@@ -348,7 +352,7 @@ def _cpu_times() -> list[int]:
     return [int(v) for v in Path("/proc/stat").read_text().split("\n")[0].split()[1:9]]
 
 
-_NOT_RATIOS = {"load_average_1m", "others_nice_cpu_share", "prompt_tokens_short"}
+_NOT_RATIOS = {"load_average_1m", "others_nice_cpu_share", "prompt_tokens_short", "spinning"}
 
 
 def report(runs: dict[str, list[dict]], threads: int, model: str, notes: list[str]) -> dict:
