@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -104,14 +105,11 @@ def main() -> None:
         "--spin",
         choices=["auto", "on", "off"],
         default="auto",
-        help="force onnxruntime's spinning (auto: threads.py's load rule)",
+        help="force onnxruntime's spinning (auto: threads.spinning_wanted's CPU sample)",
     )
     args = parser.parse_args()
     if args.spin != "auto":
-        import runtime.engines.threads as threads
-
-        load = 0.0 if args.spin == "on" else 1e9
-        threads.os.getloadavg = lambda: (load, load, load)  # type: ignore[assignment]
+        os.environ["FOUNDRY_SPIN"] = args.spin
     from runtime.engines.chat import ChatEngine
     from runtime.store import Store
 
