@@ -138,3 +138,27 @@ def test_demo_builds_real_smollm2_and_prints_a_correct_answer(
     assert f"Question: {QUESTION}" in out
     (answer,) = [line for line in out.splitlines() if line.startswith("Answer: ")]
     assert "Paris" in answer
+
+
+@pytest.mark.parametrize("target", ["cpu-int4", "cpu-int8"])
+def test_real_weights_in_a_batch_of_eight_give_each_chat_its_greedy_tokens_alone(
+    smollm2_builds: SmolLM2Builds, target: str
+) -> None:
+    """The continuous batch on real weights: 8 chats of different lengths decoded together get
+    og.Generator's lone greedy tokens (random weights cannot show a near-tie going the other way)."""
+    import asyncio
+
+    from tests.test_batching import GREEDY, batched_engine, ids_of, og_greedy, prompts
+
+    artifact = smollm2_builds.folder(target)
+    chat = batched_engine(artifact)
+    try:
+        chats = prompts(chat, 8)
+        expected = [og_greedy(artifact, prompt, GREEDY.max_tokens) for prompt in chats]
+
+        async def together() -> list[list[int]]:
+            return await asyncio.gather(*(ids_of(chat, prompt) for prompt in chats))
+
+        assert asyncio.run(together()) == expected
+    finally:
+        chat.close()
