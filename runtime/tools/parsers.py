@@ -48,14 +48,13 @@ class Delta:
 
 def split_reasoning(text: str, *, in_reasoning: bool, final: bool) -> tuple[str | None, str]:
     """(reasoning so far, the rest). Holds back text that may still be a think tag."""
-    lead = len(text) - len(text.lstrip())
     if not in_reasoning:
-        head = text[lead:]
+        head = text.lstrip()
         if not head.startswith(THINK_OPEN):
             if not final and head and THINK_OPEN.startswith(head):
                 return None, ""
             return None, text
-        text, lead = head[len(THINK_OPEN) :], 0
+        text = head[len(THINK_OPEN) :]
     close = text.find(THINK_CLOSE)
     if close < 0:
         hold = 0 if final else held_prefix(text, (THINK_CLOSE,))
