@@ -22,6 +22,7 @@ from runtime.names import check_model_id
 from runtime.progress import ProgressEvent, ProgressFn, silent
 from runtime.store.metadata import ModelMetadata, template_thinks
 from runtime.store.validation import LoadCheck, Skipped, encode_validation
+from runtime.tools.formats import family_format
 
 if TYPE_CHECKING:
     from runtime.catalog import Catalog
@@ -30,16 +31,8 @@ if TYPE_CHECKING:
 
 __all__ = ["artifact_thinks", "import_folder", "infer_metadata", "validate_artifact"]
 
-# genai_config.json `model.type` -> (family, tool parser)
-_FAMILIES: dict[str, tuple[str, str | None]] = {
-    "qwen2": ("qwen2", "qwen"),
-    "qwen3": ("qwen3", "qwen"),
-    "phi3": ("phi3", None),
-    "phi": ("phi3", None),
-    "llama": ("llama", "llama3"),
-    "mistral": ("mistral", "mistral"),
-    "whisper": ("whisper", None),
-}
+# genai_config.json `model.type` -> family, where they differ (the tool format follows the family)
+_FAMILIES = {"phi": "phi3"}
 _GENAI_PROVIDERS = {
     "cuda": "cuda",
     "dml": "dml",
@@ -132,7 +125,7 @@ def infer_metadata(folder: Path) -> ModelMetadata:
     except (ValueError, KeyError, TypeError, RecursionError) as exc:
         raise SourceError(f"{genai_path} is not a valid genai_config.json: {exc}") from None
     model_type = str(model.get("type", ""))
-    family, tool_parser = _FAMILIES.get(model_type, (model_type or "unknown", None))
+    family = _FAMILIES.get(model_type, model_type or "unknown")
     provider = _provider(model)
     build = _read_json(folder / "build.json")
     task = "speech" if family == "whisper" else "chat"
@@ -145,7 +138,7 @@ def infer_metadata(folder: Path) -> ModelMetadata:
         context_length=int(
             genai.get("search", {}).get("max_length") or model.get("context_length") or 0
         ),
-        tool_parser=tool_parser,
+        tool_parser=family_format(family),
         thinks=artifact_thinks(folder) if task == "chat" else False,
     )
 

@@ -18,7 +18,8 @@ from runtime.service.apis.anthropic.wire import BlockStream, content_blocks
 from runtime.service.apis.ollama.wire import reply_fields
 from runtime.service.apis.responses.output import OutputStream, ResponseEvents, output_items
 from runtime.service.apis.responses.wire import ResponsesRequest
-from runtime.tools.parsers import StreamParser, get_parser, parse
+from runtime.tools.formats import tool_format
+from runtime.tools.parsers import StreamParser, parse
 
 WEATHER = {
     "type": "object",
@@ -41,7 +42,7 @@ CALLING = (
 
 # --- pure conversion on recorded replies ---------------------------------------------------
 def test_thinking_becomes_a_reasoning_item_a_thinking_block_and_ollamas_thinking():
-    parsed = parse(THINKING, get_parser("none"))
+    parsed = parse(THINKING, tool_format("none"))
     items = output_items(parsed, "completed", "msg_1")
     assert [i["type"] for i in items] == ["reasoning", "message"]
     assert items[0]["content"] == [{"type": "reasoning_text", "text": "The user greets me."}]
@@ -58,7 +59,7 @@ def test_thinking_becomes_a_reasoning_item_a_thinking_block_and_ollamas_thinking
 
 
 def test_a_tool_call_after_thinking_is_a_function_call_item_tool_use_block_and_ollama_call():
-    parsed = parse(CALLING, get_parser("qwen"))
+    parsed = parse(CALLING, tool_format("qwen"))
     items = output_items(parsed, "completed")
     assert [i["type"] for i in items] == ["reasoning", "function_call"]
     assert items[1]["name"] == "get_weather" and items[1]["call_id"] == parsed.tool_calls[0].id
@@ -73,7 +74,7 @@ def test_a_tool_call_after_thinking_is_a_function_call_item_tool_use_block_and_o
 
 
 def _deltas(text: str, parser: str) -> list:
-    stream = StreamParser(get_parser(parser))
+    stream = StreamParser(tool_format(parser))
     deltas = []
     for i in range(0, len(text), 3):  # 3-character pieces: markers split across chunks
         deltas += stream.feed(text[i : i + 3])

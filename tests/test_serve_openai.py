@@ -374,8 +374,10 @@ def small_queue_service(service_home: Path, service_model: str):
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     code = (
-        "from runtime.service.server import serve; from runtime.service.settings import ServiceSettings; "
-        f"serve(ServiceSettings(port={port}, queue_size=1))"
+        "import uvicorn; from runtime.service.app import create_app; "
+        "from runtime.service.settings import ServiceSettings; "
+        f"uvicorn.run(create_app(ServiceSettings(port={port}, queue_size=1)), "
+        f"host='127.0.0.1', port={port}, log_level='warning', lifespan='on')"
     )
     env = {**os.environ, "FOUNDRY_HOME": str(service_home)}
     env.pop("FOUNDRY_API_KEY", None)

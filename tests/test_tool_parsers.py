@@ -11,8 +11,8 @@ import json
 
 import pytest
 
-from runtime.tools.grammar import TOOL_SYNTAX
-from runtime.tools.parsers import PARSERS, StreamParser, get_parser, parse
+from runtime.tools.formats import FORMATS, forced_format, tool_format
+from runtime.tools.parsers import StreamParser, parse
 
 QWEN25 = (
     "<tool_call>\n"
@@ -131,7 +131,7 @@ MALFORMED = [
 
 
 def _stream(parser_name: str, text: str, step: int, in_reasoning: bool = False):
-    stream = StreamParser(get_parser(parser_name), in_reasoning=in_reasoning)
+    stream = StreamParser(tool_format(parser_name), in_reasoning=in_reasoning)
     deltas = []
     for i in range(0, len(text), step):
         deltas += stream.feed(text[i : i + step])
@@ -143,7 +143,7 @@ def _stream(parser_name: str, text: str, step: int, in_reasoning: bool = False):
     ("family", "text", "in_reasoning", "content", "calls"), RECORDED, ids=RECORDED_IDS
 )
 def test_each_family_reply_becomes_openai_tool_calls(family, text, in_reasoning, content, calls):
-    parsed = parse(text, get_parser(family), in_reasoning=in_reasoning)
+    parsed = parse(text, tool_format(family), in_reasoning=in_reasoning)
     assert parsed.content == content
     assert [(c.name, json.loads(c.arguments)) for c in parsed.tool_calls] == calls
     assert len({c.id for c in parsed.tool_calls}) == len(calls)
@@ -167,7 +167,7 @@ def test_streamed_deltas_name_first_then_arguments_that_concatenate(
         else:
             assert delta.name is None and delta.id is None
         seen[delta.index]["arguments"] += delta.arguments or ""
-    final = parse(text, get_parser(family), in_reasoning=in_reasoning)
+    final = parse(text, tool_format(family), in_reasoning=in_reasoning)
     assert [(c["name"], c["arguments"]) for c in seen.values()] == [
         (c.name, c.arguments) for c in final.tool_calls
     ]
@@ -175,7 +175,7 @@ def test_streamed_deltas_name_first_then_arguments_that_concatenate(
 
 
 def test_thinking_is_reasoning_content_and_never_content():
-    parsed = parse(QWEN3_THINKING, get_parser("qwen"))
+    parsed = parse(QWEN3_THINKING, tool_format("qwen"))
     assert parsed.reasoning == "The user wants the weather in Paris. I should call get_weather."
     assert "<think>" not in (parsed.content or "") and "</think>" not in (parsed.content or "")
     deltas = _stream("qwen", QWEN3_THINKING, 2)
@@ -185,13 +185,13 @@ def test_thinking_is_reasoning_content_and_never_content():
 
 def test_r1_reply_without_opening_tag_is_reasoning_until_the_closing_tag():
     parsed = parse(
-        "Let me think.\n</think>\n\nThe answer is 5.", get_parser("none"), in_reasoning=True
+        "Let me think.\n</think>\n\nThe answer is 5.", tool_format("none"), in_reasoning=True
     )
     assert (parsed.reasoning, parsed.content) == ("Let me think.", "The answer is 5.")
 
 
 def test_unclosed_thinking_stays_reasoning():
-    parsed = parse("<think>\nstill thinking when max_tokens hit", get_parser("qwen"))
+    parsed = parse("<think>\nstill thinking when max_tokens hit", tool_format("qwen"))
     assert parsed.reasoning == "still thinking when max_tokens hit" and parsed.content is None
 
 
@@ -199,7 +199,7 @@ def test_unclosed_thinking_stays_reasoning():
     ("family", "text"), MALFORMED, ids=[f"{f}-{i}" for i, (f, _) in enumerate(MALFORMED)]
 )
 def test_malformed_tool_syntax_comes_back_as_plain_content(family, text):
-    parsed = parse(text, get_parser(family))
+    parsed = parse(text, tool_format(family))
     assert parsed.tool_calls == []
     assert parsed.content == text.strip()
 
@@ -216,7 +216,7 @@ def test_plain_answers_stream_unchanged_and_markers_are_held_back_not_leaked():
     text = "The weather in Paris is sunny. <tool_"
     deltas = _stream("qwen", text, 1)
     assert "".join(d.content or "" for d in deltas) == text
-    sp = StreamParser(get_parser("qwen"))
+    sp = StreamParser(tool_format("qwen"))
     shown = "".join(d.content or "" for d in sp.feed("Sure <tool_c"))
     assert shown == "Sure"  # "<tool_c" may be the start of a call
     shown += "".join(d.content or "" for d in sp.feed('all>\n{"name": "f", "arguments": {}}'))
@@ -224,27 +224,34 @@ def test_plain_answers_stream_unchanged_and_markers_are_held_back_not_leaked():
 
 
 def test_mistral_call_ids_fit_mistral_templates():
-    parsed = parse(MISTRAL_V03, get_parser("mistral"))
+    parsed = parse(MISTRAL_V03, tool_format("mistral"))
     assert all(len(c.id) == 9 and c.id.isalnum() for c in parsed.tool_calls)
 
 
 def test_special_token_markers_dropped_by_the_decoder_still_parse():
     # onnxruntime-genai's decoder skips special tokens, so <|tool_call|> / [TOOL_CALLS] vanish.
-    assert parse('[{"name": "add", "arguments": {"x": 1}}]', get_parser("phi4")).tool_calls
-    assert parse(' [{"name": "f", "arguments": {}}]', get_parser("mistral")).tool_calls
-    assert parse('\n{"name": "f", "arguments": {}}\n', get_parser("qwen")).tool_calls
+    assert parse('[{"name": "add", "arguments": {"x": 1}}]', tool_format("phi4")).tool_calls
+    assert parse(' [{"name": "f", "arguments": {}}]', tool_format("mistral")).tool_calls
+    assert parse('\n{"name": "f", "arguments": {}}\n', tool_format("qwen")).tool_calls
 
 
 def test_unknown_parser_names_mean_no_tool_syntax():
-    parsed = parse(QWEN25, get_parser("no-such-family"))
+    parsed = parse(QWEN25, tool_format("no-such-family"))
     assert parsed.tool_calls == [] and parsed.content == QWEN25
 
 
-def test_every_parser_has_a_forced_call_syntax():
-    assert set(PARSERS) <= set(TOOL_SYNTAX)
+@pytest.mark.parametrize("name", sorted(FORMATS))
+def test_a_forced_call_framed_by_each_format_parses_back_as_that_call(name):
+    syntax = forced_format(name)  # what grammar.tool_call_guidance frames a forced call with
+    call = {"name": "add", syntax.arg_keys[0]: {"x": 1}}
+    before, after = syntax.frame
+    text = before + json.dumps([call] if syntax.as_list else call) + after
+    parsed = parse(text, syntax)
+    assert parsed.content is None
+    assert [(c.name, json.loads(c.arguments)) for c in parsed.tool_calls] == [("add", {"x": 1})]
 
 
-@pytest.mark.parametrize("family", sorted(PARSERS))
+@pytest.mark.parametrize("family", sorted(FORMATS))
 def test_every_truncation_and_random_garbage_parses_without_raising(family):
     import random
 
@@ -255,14 +262,14 @@ def test_every_truncation_and_random_garbage_parses_without_raising(family):
         "".join(rng.choice(alphabet) for _ in range(rng.randrange(1, 60))) for _ in range(300)
     ]
     for sample in samples:
-        parsed = parse(sample, get_parser(family))
+        parsed = parse(sample, tool_format(family))
         assert (
             parsed.tool_calls
             or parsed.content is not None
             or parsed.reasoning is not None
             or not sample.strip()
         )
-        stream = StreamParser(get_parser(family))
+        stream = StreamParser(tool_format(family))
         for i in range(0, len(sample), 2):
             stream.feed(sample[i : i + 2])
         stream.finish()

@@ -51,15 +51,8 @@ _CODE_BY_STATUS = {
     413: "too_large",
     429: "rate_limited",
 }
-_ANTHROPIC_TYPE_BY_STATUS = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    413: "request_too_large",
-    429: "rate_limit_error",
-    503: "overloaded_error",
-}
+# Where Anthropic's names differ from OpenAI's (any other 4xx is OpenAI's name, a 5xx api_error)
+_ANTHROPIC_TYPE_BY_STATUS = {413: "request_too_large", 503: "overloaded_error"}
 
 
 @dataclass(frozen=True)
@@ -118,8 +111,10 @@ def openai_body(error: Described) -> dict[str, Any]:
 def anthropic_body(error: Described) -> dict[str, Any]:
     """`{"type": "error", "error": {"type", "message"}}`: what Anthropic's clients parse."""
     status = error.status
-    kind = _ANTHROPIC_TYPE_BY_STATUS.get(
-        status, "invalid_request_error" if 400 <= status < 500 else "api_error"
+    kind = _ANTHROPIC_TYPE_BY_STATUS.get(status) or (
+        _OPENAI_TYPE_BY_STATUS.get(status, "invalid_request_error")
+        if 400 <= status < 500
+        else "api_error"
     )
     return {"type": "error", "error": {"type": kind, "message": error.message}}
 

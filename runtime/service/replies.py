@@ -14,8 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from runtime.engines.base import Chunk
-from runtime.tools.calls import ReplyStream, ToolPlan, parse_output
-from runtime.tools.calls import finish_reason as tool_finish_reason
+from runtime.tools.calls import ToolPlan, parse_output, stream_output
 from runtime.tools.parsers import Delta, ParsedOutput
 
 if TYPE_CHECKING:
@@ -57,7 +56,7 @@ class Finished:
     @property
     def finish_reason(self) -> str | None:
         """OpenAI's finish_reason: "tool_calls" when a reply that ended normally called tools."""
-        return tool_finish_reason(self.reason, self.tool_calls)
+        return "tool_calls" if self.tool_calls and self.reason == "stop" else self.reason
 
 
 ReplyEvent = Piece | Finished
@@ -146,7 +145,7 @@ class ReplyReader:
 
     async def events(self, stream: PrefetchedStream) -> AsyncIterator[ReplyEvent]:
         """Pieces as the chunks come, then one Finished; closing it cancels the sequence."""
-        parser = ReplyStream(self.plan, prompt=self.prompt) if self.reading else None
+        parser = stream_output(self.plan, prompt=self.prompt) if self.reading else None
         last = Chunk()
         ids: list[int] = []
         try:

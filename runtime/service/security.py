@@ -214,20 +214,16 @@ class SecurityMiddleware:
         return is_loopback(hostname) or same_origin
 
 
-def _error_body(path: str, exc: FoundryError) -> dict[str, Any]:
-    """Each API's own error shape (a client parses only its own), as the app's handler picks it."""
-    from runtime.service.errors import describe, shape_for
-
-    return shape_for(path)(describe(exc))
-
-
 async def _send_error(scope: Scope, send: Any, exc: FoundryError) -> None:
-    """The error in the shape of the API asked, written directly (no handler is reached)."""
+    """The error in the shape of the API asked (a client parses only its own), as the app's
+    handler picks it, written directly (no handler is reached)."""
+    from runtime.service.errors import describe, shape_for  # litestar: once a request is refused
+
     log.info("refused %s %s: %s", scope.get("method", ""), scope.get("path", ""), exc.code)
     if scope["type"] == "websocket":
         await send({"type": "websocket.close", "code": 1008})
         return
-    body = json.dumps(_error_body(str(scope.get("path", "")), exc)).encode()
+    body = json.dumps(shape_for(str(scope.get("path", "")))(describe(exc))).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     if exc.http_status == 401:
         headers.append((b"www-authenticate", b"Bearer"))

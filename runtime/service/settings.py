@@ -5,7 +5,7 @@ Built once, by `foundry service start` (its options over the environment's FOUND
 as JSON in `FOUNDRY_SERVICE_SETTINGS`, the API key beside it in `FOUNDRY_API_KEY` (the
 environment, never the command line, where `ps` would show it). The launcher decodes it and
 passes it on to `create_app`, which hands it to the handlers that need it. Nothing here
-imports the app or the server, so every module may name the type without a cycle.
+imports the app or the launcher, so every module may name the type without a cycle.
 """
 
 from __future__ import annotations

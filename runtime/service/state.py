@@ -31,8 +31,8 @@ __all__ = [
 ]
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
-# What the server's command line contains (`-m runtime.service.launcher`, or `.server`);
-# a live pid without it was reused by another program.
+# What the server's command line contains (`-m runtime.service.launcher`); a live pid
+# without it was reused by another program.
 SERVER_MODULE = "runtime.service."
 
 

@@ -24,8 +24,7 @@ from runtime.engines.base import Chunk, GenerationParams
 from runtime.errors import ContextTooLong, InvalidRequest
 from runtime.service.replies import Pieces, PrefetchedStream, Reply, ReplyEvent, ReplyReader, merge
 from runtime.store.metadata import ModelMetadata, template_thinks
-from runtime.tools.calls import ToolPlan, plan_tools, prepare_messages
-from runtime.tools.parsers import get_parser
+from runtime.tools.calls import NO_TOOLS, ToolPlan, plan_tools, prepare_messages
 
 if TYPE_CHECKING:
     from runtime.engines.protocol import ChatEngineProtocol, TokenStream
@@ -120,7 +119,7 @@ async def prepare_turn(manager: ModelManager, turn: Turn) -> Prepared:
         prompt_ids = [engine.encode(prompt)]
         reading = plan.template_tools is not None or _thinks(engine)
     else:
-        plan, prompt, reading = ToolPlan(None, None, get_parser("none")), "", False
+        plan, prompt, reading = NO_TOOLS, "", False
         prompt_ids = [
             engine.encode(p, add_special_tokens=True) if isinstance(p, str) else list(p)
             for p in turn.prompts or []

@@ -2,8 +2,9 @@
 
 The service's generation seam (`runtime/service/turn.py::open_turn`) calls `plan_tools` and
 `prepare_messages` before rendering the prompt once, and reads the reply with `parse_output`
-(finished) or `ReplyStream` (streamed), for every client API alike. Which family's syntax
-applies is data: the manifest's `tool_parser` (written by the compiler's recipe).
+(finished) or `stream_output` (streamed), for every client API alike. Which family's syntax
+applies is data: the manifest's `tool_parser` (written by the compiler's recipe) names a row
+of formats.FORMATS.
 """
 
 from __future__ import annotations
@@ -16,31 +17,24 @@ from pathlib import Path
 from typing import Any
 
 from runtime.errors import InvalidMessages, InvalidRequest
+from runtime.tools.formats import ToolFormat, family_format, forced_format, tool_format
 from runtime.tools.grammar import (
     MAX_SCHEMA_DEPTH,
     json_depth,
     marker_tokens,
     tool_call_guidance,
 )
-from runtime.tools.parsers import (
-    Delta,
-    ParsedOutput,
-    StreamParser,
-    ToolParser,
-    family_format,
-    get_parser,
-    parse,
-)
+from runtime.tools.parsers import THINK_OPEN, ParsedOutput, StreamParser, parse
 
 __all__ = [
-    "ReplyStream",
+    "NO_TOOLS",
     "ToolPlan",
-    "finish_reason",
     "parse_output",
     "parser_name",
     "plan_tools",
     "prepare_messages",
     "starts_in_reasoning",
+    "stream_output",
 ]
 
 
@@ -49,14 +43,17 @@ class ToolPlan:
     """What a request's `tools`/`tool_choice` mean for one model.
 
     `template_tools` go to the chat template's `tools` variable; `guidance` (or None)
-    constrains generation; `parser` reads the reply (the "none" parser when tool calls
-    are off, which still splits off `<think>` reasoning).
+    constrains generation; `format` reads the reply (the "none" format when tool calls
+    are off: the reply is still read for `<think>` reasoning).
     """
 
     template_tools: list[dict[str, Any]] | None
     guidance: tuple[str, str] | None
-    parser: ToolParser
+    format: ToolFormat
     forced: bool = False
+
+
+NO_TOOLS = ToolPlan(None, None, tool_format("none"))
 
 
 def parser_name(metadata: dict[str, Any]) -> str | None:
@@ -128,18 +125,16 @@ def plan_tools(
         InvalidRequest: malformed tools, an unknown tool_choice, or a named function that
             is not among the tools.
     """
-    none = get_parser("none")
     tools = _check_tools(tools or [])
     if tool_choice is None:
         tool_choice = "auto" if tools else "none"
     if tool_choice == "none" or (not tools and tool_choice == "auto"):
-        return ToolPlan(None, None, none)
+        return NO_TOOLS
     if not tools:
         raise InvalidRequest("tool_choice needs tools", param="tool_choice")
     family = parser_name(metadata)
-    parser = get_parser(family)
     if tool_choice == "auto":
-        return ToolPlan(tools, None, parser)
+        return ToolPlan(tools, None, tool_format(family))
     chosen = tools
     if tool_choice != "required":
         name = _chosen_name(tool_choice)
@@ -150,7 +145,7 @@ def plan_tools(
             )
     tokens = _tokens(str(artifact)) if artifact is not None else {}
     guidance = tool_call_guidance(family, chosen, tokens=tokens)
-    return ToolPlan(tools, guidance, parser if family else get_parser("qwen"), forced=True)
+    return ToolPlan(tools, guidance, forced_format(family), forced=True)
 
 
 def prepare_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -202,33 +197,14 @@ def _template_call(call: dict[str, Any]) -> dict[str, Any]:
 
 def starts_in_reasoning(prompt: str) -> bool:
     """DeepSeek-R1 style templates open `<think>` in the prompt; the reply starts inside it."""
-    return prompt.rstrip().endswith("<think>")
+    return prompt.rstrip().endswith(THINK_OPEN)
 
 
 def parse_output(text: str, plan: ToolPlan, *, prompt: str = "") -> ParsedOutput:
     """A finished reply -> content, tool calls (fresh ids) and reasoning. Never raises."""
-    return parse(text, plan.parser, in_reasoning=starts_in_reasoning(prompt))
+    return parse(text, plan.format, in_reasoning=starts_in_reasoning(prompt))
 
 
-def finish_reason(engine_reason: str | None, has_tool_calls: bool) -> str | None:
-    """OpenAI's finish_reason: "tool_calls" when a reply that ended normally called tools."""
-    if has_tool_calls and engine_reason == "stop":
-        return "tool_calls"
-    return engine_reason
-
-
-class ReplyStream:
-    """Streamed text in, reply pieces out (content, reasoning, tool-call fragments)."""
-
-    def __init__(self, plan: ToolPlan, *, prompt: str = ""):
-        self._parser = StreamParser(plan.parser, in_reasoning=starts_in_reasoning(prompt))
-
-    @property
-    def has_tool_calls(self) -> bool:
-        return self._parser.has_tool_calls
-
-    def feed(self, text: str) -> list[Delta]:
-        return self._parser.feed(text) if text else []
-
-    def finish(self) -> list[Delta]:
-        return self._parser.finish()
+def stream_output(plan: ToolPlan, *, prompt: str = "") -> StreamParser:
+    """The streamed twin of `parse_output`: feed it text, get reply pieces back."""
+    return StreamParser(plan.format, in_reasoning=starts_in_reasoning(prompt))

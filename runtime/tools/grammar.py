@@ -12,8 +12,8 @@ onnxruntime-genai 0.18 takes guidance per turn as (`"json_schema"` | `"lark_gram
   0.18's static-batch Engine permanently unhealthy (every later request failed). So a marker
   that is one token in the vocabulary is written `<[id]>`; only other markers are literals.
 
-Tool syntax per family is data, in the same row as the family's parser
-(`parsers.FORMATS`), so a forced call is wrapped exactly as that family's parser reads it.
+A forced call is framed by the same `ToolFormat` row (formats.py) that parses the family's
+replies, so it is written exactly as that family's parser reads it.
 """
 
 from __future__ import annotations
@@ -23,13 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from runtime.errors import InvalidRequest
-from runtime.tools.parsers import FORMATS, ToolSyntax, tool_format
+from runtime.tools.formats import forced_format
 
 __all__ = [
     "MAX_SCHEMA_DEPTH",
     "NO_FLEX",
-    "TOOL_SYNTAX",
-    "ToolSyntax",
     "json_depth",
     "json_schema_guidance",
     "marker_tokens",
@@ -39,9 +37,6 @@ __all__ = [
 
 NO_FLEX = {"whitespace_flexible": False}
 MAX_SCHEMA_DEPTH = 64  # JSON levels (about 30 nested objects); 5,000 raised RecursionError (500)
-
-
-TOOL_SYNTAX: dict[str, ToolSyntax] = {name: f.syntax for name, f in FORMATS.items()}
 
 
 def strict_schema(schema: dict[str, Any]) -> dict[str, Any]:
@@ -147,12 +142,12 @@ def _split_on_tokens(text: str, tokens: dict[str, int]) -> list[str]:
 
 
 def tool_call_guidance(
-    family: str | None,
+    format_name: str | None,
     tools: list[dict[str, Any]],
     *,
     tokens: dict[str, int] | None = None,
 ) -> tuple[str, str]:
-    """Lark guidance forcing exactly one call to one of `tools` in the family's syntax.
+    """Lark guidance forcing exactly one call to one of `tools`, framed as `forced_format`.
 
     One call, not a list of them: with `tool_choice` "required" or a named function the
     caller needs a call, and a single one keeps a weak model from looping until
@@ -163,19 +158,16 @@ def tool_call_guidance(
     """
     if not tools:
         raise InvalidRequest("tool_choice requires at least one tool", param="tool_choice")
-    syntax = tool_format(family).syntax
+    syntax = forced_format(format_name)
     try:
-        calls = [_call_schema(t, syntax.arg_key) for t in tools]
+        calls = [_call_schema(t, syntax.arg_keys[0]) for t in tools]
     except (KeyError, TypeError, AttributeError) as exc:
         raise InvalidRequest("every tool needs a function name", param="tools") from exc
     body: dict[str, Any] = calls[0] if len(calls) == 1 else {"anyOf": calls}
     if syntax.as_list:
         body = {"type": "array", "items": body, "minItems": 1, "maxItems": 1}
     body = strict_schema(body)
-    items = [
-        *_lark_piece(syntax.open, tokens or {}),
-        "call",
-        *_lark_piece(syntax.close, tokens or {}),
-    ]
+    before, after = syntax.frame
+    items = [*_lark_piece(before, tokens or {}), "call", *_lark_piece(after, tokens or {})]
     grammar = f"start: {' '.join(items)}\ncall: %json {json.dumps(body, ensure_ascii=False)}\n"
     return "lark_grammar", grammar

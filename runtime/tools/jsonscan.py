@@ -87,11 +87,10 @@ def _scan_container(text: str, i: int) -> int | None:
 class ObjectScan:
     """What is known so far about one tool-call object `{"name": ..., "arguments": ...}`."""
 
-    __slots__ = ("args_end", "args_start", "end", "name", "name_first")
+    __slots__ = ("args_end", "args_start", "end", "name")
 
     def __init__(self) -> None:
         self.name: str | None = None
-        self.name_first = False  # the name key came before the arguments key
         self.args_start: int | None = None
         self.args_end: int | None = None
         self.end: int | None = None  # end (exclusive) of the whole object
@@ -130,7 +129,7 @@ def scan_object(text: str, i: int, arg_keys: tuple[str, ...]) -> ObjectScan:
             value = json.loads(text[j:value_end])
             if not isinstance(value, str):
                 raise Malformed("the tool name is not a string")
-            scan.name, scan.name_first = value, scan.args_start is None
+            scan.name = value
         if value_end is None:
             return scan
         j = skip_ws(text, value_end)
