@@ -6,11 +6,11 @@ tok/s and a 907-token prefill 9.94 -> 5.48 s with 2 (Qwen2.5-Coder-0.5B int4, og
 So every engine asks `session_threads()` once at load: `FOUNDRY_THREADS` when set, else the
 physical cores this process may run on. SMT siblings share one core's vector units, and a
 memory-bound int4 decode gains nothing from them; machines where all logical cores measure
-faster set FOUNDRY_THREADS. Every session also stops busy-waiting when other processes
-already keep the cores busy at load (`spinning_wanted`; FOUNDRY_SPIN=on|off overrides): for
-sessions made with onnxruntime itself (embeddings, the chat batch) through its session
-options, for onnxruntime-genai's (Whisper, the og.Generator path) through genai_config's
-`config_entries`. Store snapshots are content-addressed and never written: the choice reaches
+faster set FOUNDRY_THREADS. Sessions made with onnxruntime itself (embeddings, the chat batch)
+also stop busy-waiting when other processes already keep the cores busy at load
+(`spinning_wanted`; FOUNDRY_SPIN=on|off overrides). onnxruntime-genai 0.18's sessions (Whisper,
+the og.Generator fallback) keep its default: its genai_config refuses `config_entries`
+("Unknown value"), so there is no way to say it. Store snapshots are content-addressed and never written: the choice reaches
 onnxruntime-genai as an in-memory `og.Config.overlay`.
 Imports onnxruntime only inside `ort_session_options`.
 """
@@ -177,12 +177,10 @@ def resolve_threads(threads: int | None) -> SessionThreads:
 
 
 def genai_overlay(threads: SessionThreads, sections: tuple[str, ...] = ("decoder",)) -> str:
-    """JSON for `og.Config.overlay`: threads and spinning in each model section's session_options.
+    """JSON for `og.Config.overlay`: the thread count in each model section's session_options.
 
-    Whisper has "encoder" and "decoder"; a decoder-only chat model has "decoder".
+    Whisper has "encoder" and "decoder"; a decoder-only chat model has "decoder". Spinning
+    cannot be said here (the module docstring).
     """
-    session: dict[str, Any] = {"intra_op_num_threads": threads.intra_op}
-    if not threads.spinning:
-        session["config_entries"] = dict(_NO_SPINNING)
-    options = {"session_options": session}
+    options = {"session_options": {"intra_op_num_threads": threads.intra_op}}
     return json.dumps({"model": dict.fromkeys(sections, options)})
