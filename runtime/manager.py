@@ -4,7 +4,7 @@ Loads run in a worker thread (never on the event loop); two requests for the sam
 while it loads share one load. At most `max_loaded` models stay resident: loading
 another evicts the least recently used idle one. A background task unloads models idle
 for longer than their TTL. Engines are created from `runtime.engines.ENGINES` by the
-manifest's `metadata["task"]`. Never imports onnxruntime-genai itself.
+manifest's `ModelMetadata.task`. Never imports onnxruntime-genai itself.
 """
 
 from __future__ import annotations
@@ -231,10 +231,9 @@ class ModelManager:
         task = cached.info.task
         engine_class = load_engine_class(task)
         started = time.perf_counter()
-        metadata = {**cached.metadata, "model_id": model_id}
         # Blobs on disk can be swapped after they were checked at import or download.
         await asyncio.to_thread(check_artifact, cached.path)
-        engine: Engine = await asyncio.to_thread(engine_class, cached.path, metadata)
+        engine = await asyncio.to_thread(engine_class, cached.path, cached.info, model_id=model_id)
         if hasattr(engine, "queue_size"):
             engine.queue_size = self.queue_size
         if hasattr(engine, "on_finish"):

@@ -31,13 +31,13 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import onnxruntime_genai as og
 from tokenizers import Tokenizer
 
-from runtime.engines.base import Chunk, GenerationParams, GenerationRecord
+from runtime.engines.base import Chunk, GenerationParams, GenerationRecord, JsonObject
 from runtime.engines.batch import BatchScheduler, supports_batching
 from runtime.engines.detokenize import IncrementalDecoder, StopMatcher
 from runtime.engines.gil import append_in_chunks, let_the_loop_run
@@ -47,6 +47,9 @@ from runtime.engines.prefix_cache import kv_bytes_per_token
 from runtime.engines.prompt import load_chat_template
 from runtime.engines.threads import genai_overlay, resolve_threads
 from runtime.errors import ContextTooLong, FoundryError, GenerationFailed, InvalidRequest, QueueFull
+
+if TYPE_CHECKING:
+    from runtime.store.metadata import ModelMetadata
 
 __all__ = ["ChatEngine", "GenerationStream"]
 
@@ -64,8 +67,9 @@ class ChatEngine:
     def __init__(
         self,
         path: Path,
-        metadata: dict[str, Any],
+        metadata: ModelMetadata,
         *,
+        model_id: str,
         queue_size: int = 64,
         max_batch: int = MAX_BATCH,
         threads: int | None = None,
@@ -73,7 +77,7 @@ class ChatEngine:
         """`threads`: None chooses per machine (threads.py)."""
         self.path = Path(path)
         self.metadata = metadata
-        self.model_id = str(metadata.get("model_id") or self.path.name)
+        self.model_id = model_id
         self.queue_size = queue_size
         self.max_batch = max_batch
         self.on_finish: Callable[[GenerationRecord], None] | None = None
@@ -84,7 +88,7 @@ class ChatEngine:
         self._tokenizer = Tokenizer.from_file(str(self.path / "tokenizer.json"))
         genai = json.loads((self.path / "genai_config.json").read_text())
         self.context_length = int(
-            metadata.get("context_length") or genai["model"].get("context_length") or 2048
+            metadata.context_length or genai["model"].get("context_length") or 2048
         )
         self.vocab_size = int(genai["model"].get("vocab_size") or 0)
         eos = genai["model"].get("eos_token_id")
@@ -127,8 +131,8 @@ class ChatEngine:
     # --- text ------------------------------------------------------------------
     def render_prompt(
         self,
-        messages: list[dict[str, Any]],
-        tools: list[dict[str, Any]] | None = None,
+        messages: list[JsonObject],
+        tools: list[JsonObject] | None = None,
         add_generation_prompt: bool = True,
     ) -> str:
         return self.template.render(messages, tools, add_generation_prompt)

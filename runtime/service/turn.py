@@ -23,7 +23,7 @@ import msgspec
 from runtime.engines.base import Chunk, GenerationParams
 from runtime.errors import ContextTooLong, InvalidRequest
 from runtime.service.replies import Pieces, PrefetchedStream, Reply, ReplyEvent, ReplyReader, merge
-from runtime.store.metadata import ModelMetadata, template_thinks
+from runtime.store.metadata import template_thinks
 from runtime.tools.calls import NO_TOOLS, ToolPlan, plan_tools, prepare_messages
 
 if TYPE_CHECKING:
@@ -131,7 +131,7 @@ async def prepare_turn(manager: ModelManager, turn: Turn) -> Prepared:
 def _thinks(engine: ChatEngineProtocol) -> bool:
     """Whether replies carry `<think>` reasoning: the manifest's `thinks`, kept when the
     artifact was packed; a manifest from before it falls back to scanning the loaded template."""
-    thinks = ModelMetadata.read(engine.metadata).thinks
+    thinks = engine.metadata.thinks
     if thinks is not None:
         return thinks
     return template_thinks(getattr(getattr(engine, "template", None), "source", ""))
