@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -240,7 +240,7 @@ class OpenTurn:
     def loaded_at(self) -> float:
         return self.prepared.loaded_at
 
-    def events(self, index: int = 0) -> AsyncIterator[ReplyEvent]:
+    def events(self, index: int = 0) -> AsyncGenerator[ReplyEvent, None]:
         """Choice `index` as pieces then one Finished (closing it cancels the sequence)."""
         return self.prepared.reader.events(self.streams[index])
 
