@@ -33,6 +33,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import msgspec
 import numpy as np
 import onnxruntime_genai as og
 from tokenizers import Tokenizer
@@ -47,6 +48,7 @@ from runtime.engines.prefix_cache import kv_bytes_per_token
 from runtime.engines.prompt import load_chat_template
 from runtime.engines.threads import genai_overlay, resolve_threads
 from runtime.errors import ContextTooLong, FoundryError, GenerationFailed, InvalidRequest, QueueFull
+from runtime.store.metadata import template_thinks
 
 if TYPE_CHECKING:
     from runtime.store.metadata import ModelMetadata
@@ -76,12 +78,15 @@ class ChatEngine:
     ):
         """`threads`: None chooses per machine (threads.py)."""
         self.path = Path(path)
-        self.metadata = metadata
         self.model_id = model_id
         self.queue_size = queue_size
         self.max_batch = max_batch
         self.on_finish: Callable[[GenerationRecord], None] | None = None
         self.template = load_chat_template(self.path)
+        if metadata.thinks is None:  # packed before `thinks` was kept: read the template now
+            thinks = template_thinks(self.template.source)
+            metadata = msgspec.structs.replace(metadata, thinks=thinks)
+        self.metadata = metadata
         self.threads = resolve_threads(threads)  # threads.py: per machine, FOUNDRY_THREADS
         # tokenizers (not og.Tokenizer): og's decode drops everything after an invalid UTF-8
         # byte, which random-weight and byte-level models produce mid-stream.
@@ -504,8 +509,6 @@ class GenerationStream:
 
 def _clamped(params: GenerationParams, room: int) -> GenerationParams:
     """The params with max_tokens (and min_tokens) fitted into the context left."""
-    import msgspec
-
     max_tokens = min(params.max_tokens, room)
     return msgspec.structs.replace(
         params, max_tokens=max_tokens, min_tokens=min(params.min_tokens, max_tokens)

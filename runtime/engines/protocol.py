@@ -64,6 +64,7 @@ class ChatEngineProtocol(Engine, Protocol):
     `stream()` is called on the event loop and raises (ContextTooLong, QueueFull,
     KvBudgetFull, InvalidRequest) before any byte is sent; chunks come from the engine's own
     threads. Greedy output is the same token for token whatever else runs beside it.
+    `metadata.thinks` is never None (a manifest older than it: read from the template at load).
     """
 
     context_length: int
