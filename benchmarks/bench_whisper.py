@@ -107,13 +107,16 @@ def main() -> None:
 
     from runtime.audio import to_wav_bytes
     from runtime.engines.speech import SpeechEngine
+    from runtime.store.metadata import ModelMetadata
 
     source, artifacts = build(args.home)
     torch.set_num_threads(args.threads)
     pcm = audio()
     wav = to_wav_bytes(pcm)
     engines = {
-        name: SpeechEngine(artifacts[target], {}, threads=args.threads)
+        name: SpeechEngine(
+            artifacts[target], ModelMetadata(task="speech"), model_id=name, threads=args.threads
+        )
         for name, target in (("onnx-fp32", "cpu-fp32"), ("onnx-int4", "cpu-int4"))
     }
     prompt_ids = [

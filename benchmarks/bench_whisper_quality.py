@@ -81,10 +81,11 @@ def measure(artifact: Path, source: Path, precision: str, wavs: dict[str, Path])
     from compiler.validate_media import validate_speech
     from runtime.audio import decode_audio
     from runtime.engines.speech import SpeechEngine
+    from runtime.store.metadata import ModelMetadata
     from tests.test_speech_real import SENTENCE, word_error_rate
 
     record = validate_speech(artifact, source, precision)
-    engine = SpeechEngine(artifact, {})
+    engine = SpeechEngine(artifact, ModelMetadata(task="speech"), model_id=artifact.name)
     try:
         pcm = {name: decode_audio(path.read_bytes(), path.name) for name, path in wavs.items()}
         started = time.perf_counter()

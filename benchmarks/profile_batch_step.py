@@ -112,9 +112,10 @@ def main() -> None:
         os.environ["FOUNDRY_SPIN"] = args.spin
     from runtime.engines.chat import ChatEngine
     from runtime.store import Store
+    from runtime.store.metadata import ModelMetadata
 
     artifact = Store(args.home / "cache").resolve(args.model)
-    engine = ChatEngine(artifact.path, {"model_id": args.model})
+    engine = ChatEngine(artifact.path, ModelMetadata(), model_id=args.model)
     engine._scheduler._session = _TimedSession(engine._scheduler._session)
     prompt = engine.encode(prompt_text(100, 1))
     result: dict[str, Any] = {

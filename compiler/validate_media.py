@@ -97,9 +97,10 @@ def validate_embeddings(
     import numpy as np
 
     from runtime.engines.embeddings import EmbeddingEngine
+    from runtime.store.metadata import ModelMetadata
 
     progress(ProgressEvent("validate", f"cosine against the source on {len(SENTENCES)} sentences"))
-    engine = EmbeddingEngine(artifact, {})
+    engine = EmbeddingEngine(artifact, ModelMetadata(task="embeddings"), model_id=artifact.name)
     try:
         got = np.asarray(engine.embed(SENTENCES), dtype=np.float64)
         mode, normalize, max_length = engine.mode, engine.normalize, engine.max_length
@@ -270,11 +271,12 @@ def validate_speech(
             artifact's tokens differ from transformers'.
     """
     from runtime.engines.speech import SpeechEngine
+    from runtime.store.metadata import ModelMetadata
 
     progress(ProgressEvent("validate", "greedy tokens: transformers generate vs onnxruntime-genai"))
     wav = validation_audio()
     try:
-        engine = SpeechEngine(artifact, {})
+        engine = SpeechEngine(artifact, ModelMetadata(task="speech"), model_id=artifact.name)
     except Exception as exc:
         raise ValidationFailed(f"the whisper artifact does not load: {exc}") from exc
     try:

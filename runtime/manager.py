@@ -4,7 +4,7 @@ Loads run in a worker thread (never on the event loop); two requests for the sam
 while it loads share one load. At most `max_loaded` models stay resident: loading
 another evicts the least recently used idle one. A background task unloads models idle
 for longer than their TTL. Engines are created from `runtime.engines.ENGINES` by the
-manifest's `metadata["task"]`. Never imports onnxruntime-genai itself.
+manifest's `ModelMetadata.task`. Never imports onnxruntime-genai itself.
 """
 
 from __future__ import annotations
@@ -19,18 +19,14 @@ from typing import TYPE_CHECKING, cast
 
 from runtime.artifact_policy import check_artifact
 from runtime.engines import load_engine_class
+from runtime.engines.protocol import ChatEngineProtocol
 from runtime.errors import ModelInUse, ModelLoading, ModelNotFound, UnsupportedTask
 from runtime.names import check_model_id
 
 if TYPE_CHECKING:
     from runtime.catalog import Catalog
     from runtime.engines.base import GenerationRecord
-    from runtime.engines.protocol import (
-        ChatEngineProtocol,
-        EmbeddingEngineProtocol,
-        Engine,
-        SpeechEngineProtocol,
-    )
+    from runtime.engines.protocol import EmbeddingEngineProtocol, Engine, SpeechEngineProtocol
     from runtime.store import CachedModel, Store
 
 __all__ = ["LoadedModel", "ModelManager"]
@@ -140,7 +136,7 @@ class ModelManager:
 
     async def chat(self, name: str) -> ChatEngineProtocol:
         """The chat engine serving `name` (raises as `get`, UnsupportedTask for other tasks)."""
-        return cast("ChatEngineProtocol", await self.get(name, task="chat"))
+        return cast(ChatEngineProtocol, await self.get(name, task="chat"))
 
     async def embeddings(self, name: str) -> EmbeddingEngineProtocol:
         """The embedding engine serving `name`."""
@@ -186,9 +182,8 @@ class ModelManager:
         return sum(m.active_requests() for m in self._loaded.values())
 
     def waiting_requests(self) -> int:
-        return sum(
-            int(getattr(m.engine, "waiting_requests", lambda: 0)()) for m in self._loaded.values()
-        )
+        engines = [m.engine for m in self._loaded.values()]
+        return sum(e.waiting_requests() for e in engines if isinstance(e, ChatEngineProtocol))
 
     def add_listener(self, listener: Callable[[GenerationRecord], None]) -> None:
         """Call `listener(record)` on the event loop when any generation finishes."""
@@ -231,13 +226,11 @@ class ModelManager:
         task = cached.info.task
         engine_class = load_engine_class(task)
         started = time.perf_counter()
-        metadata = {**cached.metadata, "model_id": model_id}
         # Blobs on disk can be swapped after they were checked at import or download.
         await asyncio.to_thread(check_artifact, cached.path)
-        engine: Engine = await asyncio.to_thread(engine_class, cached.path, metadata)
-        if hasattr(engine, "queue_size"):
+        engine = await asyncio.to_thread(engine_class, cached.path, cached.info, model_id=model_id)
+        if isinstance(engine, ChatEngineProtocol):
             engine.queue_size = self.queue_size
-        if hasattr(engine, "on_finish"):
             engine.on_finish = self._notify
         loaded = LoadedModel(
             model_id,

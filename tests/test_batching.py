@@ -31,6 +31,7 @@ def artifact(genai_artifact):
 
 def batched_engine(artifact, **env: str):
     from runtime.engines.chat import ChatEngine
+    from runtime.store.metadata import ModelMetadata
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("FOUNDRY_PREFIX_CACHE_MB", "0")
@@ -38,7 +39,8 @@ def batched_engine(artifact, **env: str):
             patch.setenv(name, value)
         return ChatEngine(
             artifact,
-            {"model_id": "tiny-batch"},
+            ModelMetadata(),
+            model_id="tiny-batch",
             queue_size=8,
             max_batch=8,
         )
@@ -278,10 +280,11 @@ def test_unloading_cancels_every_running_sequence_on_every_path(artifact, batcha
     that the compiler builds is one, so the test takes it by saying this one is not batchable.
     """
     from runtime.engines import chat as chat_module
+    from runtime.store.metadata import ModelMetadata
 
     if not batchable:
         monkeypatch.setattr(chat_module, "supports_batching", lambda artifact: False)
-    chat = chat_module.ChatEngine(artifact, {"model_id": "tiny-unload"}, max_batch=4)
+    chat = chat_module.ChatEngine(artifact, ModelMetadata(), model_id="tiny-unload", max_batch=4)
     assert (chat._scheduler is not None) is batchable
     prompt = prompts(chat, 1)[0]
     endless = GenerationParams(max_tokens=100000, temperature=0, ignore_eos=True)
@@ -333,7 +336,6 @@ def test_through_the_api_a_request_past_the_kv_budget_is_a_429_with_retry_after(
     service_home, service_model
 ):
     """A service whose KV budget holds one long chat: a second one is refused in OpenAI's shape."""
-    import os
     import socket
     import subprocess
     import sys
@@ -341,14 +343,17 @@ def test_through_the_api_a_request_past_the_kv_budget_is_a_429_with_retry_after(
 
     import httpx
 
+    from runtime.service.settings import ServiceSettings, launch_environment
+
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    code = f"from runtime.service.server import serve; from runtime.service.settings import ServiceSettings; serve(ServiceSettings(port={port}))"
-    env = {**os.environ, "FOUNDRY_HOME": str(service_home), "FOUNDRY_PREFIX_CACHE_MB": "0"}
+    env = launch_environment(ServiceSettings(port=port))  # what `foundry service start` sends
+    env |= {"FOUNDRY_HOME": str(service_home), "FOUNDRY_PREFIX_CACHE_MB": "0"}
     env["FOUNDRY_KV_BUDGET_MB"] = "0.075"  # tiny-qwen: 256 bytes a token, so ~300 tokens
     env.pop("FOUNDRY_API_KEY", None)
-    process = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=service_home)
+    launcher = [sys.executable, "-m", "runtime.service.launcher"]
+    process = subprocess.Popen(launcher, env=env, cwd=service_home)
     base_url = f"http://127.0.0.1:{port}"
     body = {
         "model": service_model,

@@ -22,8 +22,11 @@ SENTENCES = ["The cat sits on the mat.", "Local inference keeps data private.", 
 @pytest.fixture(scope="session")
 def minilm_engine(minilm_builds: dict[str, dict]):
     from runtime.engines.embeddings import EmbeddingEngine
+    from runtime.store.metadata import ModelMetadata
 
-    engine = EmbeddingEngine(Path(minilm_builds["cpu-fp32"]["path"]), {})
+    engine = EmbeddingEngine(
+        Path(minilm_builds["cpu-fp32"]["path"]), ModelMetadata(task="embeddings"), model_id="minilm"
+    )
     yield engine
     engine.close()
 
@@ -229,13 +232,14 @@ def test_bad_embeddings_requests_are_400_in_openai_shape(embeddings_client, serv
 
 def test_dimensions_truncate_and_renormalise_on_a_matryoshka_model(minilm_builds, tmp_path):
     from runtime.engines.embeddings import EmbeddingEngine
+    from runtime.store.metadata import ModelMetadata
 
     folder = tmp_path / "matryoshka"
     shutil.copytree(Path(minilm_builds["cpu-fp32"]["path"]), folder, copy_function=os.link)
     pooling = json.loads((folder / "pooling.json").read_text())
     (folder / "pooling.json").unlink()  # a hard link: never write through it into the store
     (folder / "pooling.json").write_text(json.dumps(pooling | {"matryoshka": True}))
-    engine = EmbeddingEngine(folder, {})
+    engine = EmbeddingEngine(folder, ModelMetadata(task="embeddings"), model_id="minilm")
     try:
         full = engine.embed_ids(engine.tokenize(SENTENCES))
         short = engine.truncate_dimensions(full, 64)

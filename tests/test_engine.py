@@ -150,8 +150,9 @@ def artifact(genai_artifact) -> Path:
 @pytest.fixture(scope="module")
 def engine(artifact):
     from runtime.engines.chat import ChatEngine
+    from runtime.store.metadata import ModelMetadata
 
-    chat = ChatEngine(artifact, {"model_id": "tiny-engine"}, queue_size=0, max_batch=2)
+    chat = ChatEngine(artifact, ModelMetadata(), model_id="tiny-engine", queue_size=0, max_batch=2)
     yield chat
     chat.close()
 
@@ -203,8 +204,11 @@ def test_a_full_logits_artifact_runs_on_the_batch_with_og_generators_tokens(engi
 def test_a_prompt_prefilled_in_chunks_gives_the_tokens_of_one_prefill(artifact):
     from runtime.engines.chat import ChatEngine
     from runtime.engines.gil import PREFILL_CHUNK
+    from runtime.store.metadata import ModelMetadata
 
-    default = ChatEngine(artifact, {"model_id": "tiny-chunks"}, queue_size=0, max_batch=2)
+    default = ChatEngine(
+        artifact, ModelMetadata(), model_id="tiny-chunks", queue_size=0, max_batch=2
+    )
     try:
         words = " ".join(f"word{i}" for i in range(3 * PREFILL_CHUNK))
         prompt = default.encode(default.render_prompt([{"role": "user", "content": words}]))

@@ -73,3 +73,30 @@ def test_thinks_is_decided_from_the_chat_template_when_the_folder_is_read(tmp_pa
         (folder / "tokenizer_config.json").write_text(json.dumps({"chat_template": template}))
         assert infer_metadata(folder).thinks is (name == "r1")
     assert ModelMetadata.read({"task": "chat"}).thinks is None  # older manifests: scan at load
+
+
+def test_a_manifest_from_before_thinks_gets_it_from_the_template_the_chat_engine_loads(
+    genai_artifact, tmp_path
+):
+    """The service reads `engine.metadata.thinks` only; for an older manifest (None) the chat
+    engine decides it from its template at load, and a kept value is never second-guessed."""
+    import json
+    import shutil
+
+    from runtime.engines.chat import ChatEngine
+
+    plain = genai_artifact("qwen2.5-0.5b")
+    r1 = tmp_path / "r1"
+    shutil.copytree(plain, r1)
+    config = json.loads((r1 / "tokenizer_config.json").read_text())
+    config["chat_template"] = "{% for m in messages %}{{ m.content }}{% endfor %}<think></think>"
+    (r1 / "tokenizer_config.json").write_text(json.dumps(config))
+    old = ModelMetadata.read({"task": "chat"})
+    seen = []
+    for folder, metadata in ((plain, old), (r1, old), (r1, ModelMetadata(thinks=False))):
+        engine = ChatEngine(folder, metadata, model_id=folder.name)
+        try:
+            seen.append(engine.metadata.thinks)
+        finally:
+            engine.close()
+    assert seen == [False, True, False]

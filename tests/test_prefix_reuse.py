@@ -15,6 +15,7 @@ import pytest
 
 from runtime.engines.base import GenerationParams
 from runtime.engines.chat import ChatEngine
+from runtime.store.metadata import ModelMetadata
 
 ALIAS = "qwen2.5-0.5b"
 USER_TURNS = [
@@ -34,7 +35,7 @@ def artifact(genai_artifact):
 
 @pytest.fixture(scope="module")
 def engine(artifact):
-    chat = ChatEngine(artifact, {"model_id": "tiny-qwen-reuse", "tool_parser": "qwen"})
+    chat = ChatEngine(artifact, ModelMetadata(tool_parser="qwen"), model_id="tiny-qwen-reuse")
     yield chat
     chat.close()
 
@@ -128,7 +129,7 @@ def int4_artifact(tiny_source, tmp_path_factory):
 
 
 def test_int4_five_turn_chat_also_gives_cold_run_tokens(int4_artifact):
-    chat = ChatEngine(int4_artifact, {"model_id": "tiny-qwen-int4", "tool_parser": "qwen"})
+    chat = ChatEngine(int4_artifact, ModelMetadata(tool_parser="qwen"), model_id="tiny-qwen-int4")
     try:
         turns = _conversation(chat, int4_artifact)
         for i, turn in enumerate(turns):

@@ -39,8 +39,11 @@ def encoded(pcm: np.ndarray, fmt: str, subtype: str, rate: int = SAMPLE_RATE) ->
 @pytest.fixture(scope="session")
 def speech_engine(whisper_builds):
     from runtime.engines.speech import SpeechEngine
+    from runtime.store.metadata import ModelMetadata
 
-    engine = SpeechEngine(Path(whisper_builds["cpu-fp32"]["path"]), {})
+    engine = SpeechEngine(
+        Path(whisper_builds["cpu-fp32"]["path"]), ModelMetadata(task="speech"), model_id="whisper"
+    )
     yield engine
     engine.close()
 

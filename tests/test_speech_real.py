@@ -144,8 +144,11 @@ def test_fp32_artifact_writes_transformers_transcript_tokens(
 ):
     from runtime.audio import decode_audio
     from runtime.engines.speech import SpeechEngine
+    from runtime.store.metadata import ModelMetadata
 
-    engine = SpeechEngine(Path(real_whisper_builds[EN_FP32]["path"]), {})
+    engine = SpeechEngine(
+        Path(real_whisper_builds[EN_FP32]["path"]), ModelMetadata(task="speech"), model_id="whisper"
+    )
     try:
         transcript = engine.transcribe(decode_audio(spoken_wav.read_bytes(), spoken_wav.name))
     finally:

@@ -15,6 +15,7 @@ import onnxruntime_genai as og
 import pytest
 
 from runtime.engines.prompt import load_chat_template
+from runtime.store.metadata import ModelMetadata
 from runtime.tools.calls import parse_output, plan_tools
 from runtime.tools.grammar import json_schema_guidance, tool_call_guidance
 
@@ -149,7 +150,7 @@ def test_strict_json_schema_on_random_weights_validates_and_ends_with_eos(built,
 )
 def test_forced_tool_call_on_random_weights_parses_and_validates(built, alias, choice):
     artifact = built(alias)
-    metadata = {"tool_parser": FAMILIES[alias]}
+    metadata = ModelMetadata(tool_parser=FAMILIES[alias])
     plan = plan_tools(TOOLS, choice, metadata=metadata, artifact=artifact)
     prompt = load_chat_template(artifact).render(ASK, TOOLS)
     text, reason = _generate(artifact, prompt, plan.guidance)

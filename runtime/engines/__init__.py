@@ -8,9 +8,12 @@ onnxruntime-genai at module level.
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING
 
 from runtime.errors import UnsupportedTask
+
+if TYPE_CHECKING:
+    from runtime.engines.protocol import EngineClass
 
 __all__ = ["ENGINES", "load_engine_class"]
 
@@ -21,7 +24,7 @@ ENGINES: dict[str, str] = {
 }
 
 
-def load_engine_class(task: str) -> Any:
+def load_engine_class(task: str) -> EngineClass:
     """Import the engine class that serves `task`.
 
     Raises:
@@ -33,4 +36,5 @@ def load_engine_class(task: str) -> Any:
         raise UnsupportedTask(
             f"no engine serves task {task!r}; known: {', '.join(ENGINES)}"
         ) from None
-    return getattr(importlib.import_module(module_name), attr)
+    engine_class: EngineClass = getattr(importlib.import_module(module_name), attr)
+    return engine_class

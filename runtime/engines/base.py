@@ -8,11 +8,23 @@ shape. Nothing here imports onnxruntime-genai.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, TypeAlias
 
 import msgspec
 
-__all__ = ["FINISH_REASONS", "Chunk", "GenerationParams", "GenerationRecord", "Guidance"]
+__all__ = [
+    "FINISH_REASONS",
+    "Chunk",
+    "GenerationParams",
+    "GenerationRecord",
+    "Guidance",
+    "JsonObject",
+    "JsonValue",
+]
+
+# What a chat template reads: messages and tools are JSON objects (Hugging Face's convention).
+JsonValue: TypeAlias = str | int | float | bool | list["JsonValue"] | dict[str, "JsonValue"] | None
+JsonObject: TypeAlias = dict[str, JsonValue]
 
 # ("json_schema" | "lark_grammar" | "regex", grammar text), handed to onnxruntime-genai as is.
 Guidance = tuple[str, str]

@@ -31,13 +31,14 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
+import msgspec
 import numpy as np
 import onnxruntime_genai as og
 from tokenizers import Tokenizer
 
-from runtime.engines.base import Chunk, GenerationParams, GenerationRecord
+from runtime.engines.base import Chunk, GenerationParams, GenerationRecord, JsonObject
 from runtime.engines.batch import BatchScheduler, supports_batching
 from runtime.engines.detokenize import IncrementalDecoder, StopMatcher
 from runtime.engines.gil import append_in_chunks, let_the_loop_run
@@ -47,6 +48,10 @@ from runtime.engines.prefix_cache import kv_bytes_per_token
 from runtime.engines.prompt import load_chat_template
 from runtime.engines.threads import genai_overlay, resolve_threads
 from runtime.errors import ContextTooLong, FoundryError, GenerationFailed, InvalidRequest, QueueFull
+from runtime.store.metadata import template_thinks
+
+if TYPE_CHECKING:
+    from runtime.store.metadata import ModelMetadata
 
 __all__ = ["ChatEngine", "GenerationStream"]
 
@@ -64,27 +69,31 @@ class ChatEngine:
     def __init__(
         self,
         path: Path,
-        metadata: dict[str, Any],
+        metadata: ModelMetadata,
         *,
+        model_id: str,
         queue_size: int = 64,
         max_batch: int = MAX_BATCH,
         threads: int | None = None,
     ):
         """`threads`: None chooses per machine (threads.py)."""
         self.path = Path(path)
-        self.metadata = metadata
-        self.model_id = str(metadata.get("model_id") or self.path.name)
+        self.model_id = model_id
         self.queue_size = queue_size
         self.max_batch = max_batch
         self.on_finish: Callable[[GenerationRecord], None] | None = None
         self.template = load_chat_template(self.path)
+        if metadata.thinks is None:  # packed before `thinks` was kept: read the template now
+            thinks = template_thinks(self.template.source)
+            metadata = msgspec.structs.replace(metadata, thinks=thinks)
+        self.metadata = metadata
         self.threads = resolve_threads(threads)  # threads.py: per machine, FOUNDRY_THREADS
         # tokenizers (not og.Tokenizer): og's decode drops everything after an invalid UTF-8
         # byte, which random-weight and byte-level models produce mid-stream.
         self._tokenizer = Tokenizer.from_file(str(self.path / "tokenizer.json"))
         genai = json.loads((self.path / "genai_config.json").read_text())
         self.context_length = int(
-            metadata.get("context_length") or genai["model"].get("context_length") or 2048
+            metadata.context_length or genai["model"].get("context_length") or 2048
         )
         self.vocab_size = int(genai["model"].get("vocab_size") or 0)
         eos = genai["model"].get("eos_token_id")
@@ -127,8 +136,8 @@ class ChatEngine:
     # --- text ------------------------------------------------------------------
     def render_prompt(
         self,
-        messages: list[dict[str, Any]],
-        tools: list[dict[str, Any]] | None = None,
+        messages: list[JsonObject],
+        tools: list[JsonObject] | None = None,
         add_generation_prompt: bool = True,
     ) -> str:
         return self.template.render(messages, tools, add_generation_prompt)
@@ -500,8 +509,6 @@ class GenerationStream:
 
 def _clamped(params: GenerationParams, room: int) -> GenerationParams:
     """The params with max_tokens (and min_tokens) fitted into the context left."""
-    import msgspec
-
     max_tokens = min(params.max_tokens, room)
     return msgspec.structs.replace(
         params, max_tokens=max_tokens, min_tokens=min(params.min_tokens, max_tokens)

@@ -19,12 +19,15 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from runtime.engines.threads import ort_session_options, resolve_threads
 from runtime.errors import InvalidRequest
+
+if TYPE_CHECKING:
+    from runtime.store.metadata import ModelMetadata
 
 __all__ = ["EmbeddingBatcher", "EmbeddingEngine", "Embeddings", "pool"]
 
@@ -67,8 +70,9 @@ class EmbeddingEngine:
     def __init__(
         self,
         path: Path,
-        metadata: dict[str, Any] | None = None,
+        metadata: ModelMetadata,
         *,
+        model_id: str,
         max_batch: int = 32,
         threads: int | None = None,
     ):
@@ -76,7 +80,8 @@ class EmbeddingEngine:
         from tokenizers import Tokenizer
 
         self.path = Path(path)
-        self.metadata = dict(metadata or {})
+        self.metadata = metadata
+        self.model_id = model_id
         pooling = json.loads((self.path / "pooling.json").read_text())
         self.mode: str = pooling.get("mode", "mean")
         self.normalize: bool = bool(pooling.get("normalize", True))

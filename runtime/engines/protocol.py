@@ -10,17 +10,24 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from runtime.engines.base import Chunk, GenerationParams, GenerationRecord
+from runtime.engines.base import Chunk, GenerationParams, GenerationRecord, JsonObject
 
 if TYPE_CHECKING:
     import numpy as np
 
     from runtime.engines.embeddings import Embeddings
     from runtime.engines.speech import Transcript
+    from runtime.store.metadata import ModelMetadata
 
-__all__ = ["ChatEngineProtocol", "EmbeddingEngineProtocol", "Engine", "SpeechEngineProtocol"]
+__all__ = [
+    "ChatEngineProtocol",
+    "EmbeddingEngineProtocol",
+    "Engine",
+    "EngineClass",
+    "SpeechEngineProtocol",
+]
 
 
 class TokenStream(Protocol):
@@ -31,6 +38,12 @@ class TokenStream(Protocol):
     async def aclose(self) -> None: ...
 
 
+class EngineClass(Protocol):
+    """How the manager builds every engine, whatever its task (runtime.engines.ENGINES)."""
+
+    def __call__(self, path: Path, metadata: ModelMetadata, *, model_id: str) -> Engine: ...
+
+
 @runtime_checkable
 class Engine(Protocol):
     """What every loaded engine offers the manager."""
@@ -38,6 +51,7 @@ class Engine(Protocol):
     task: str
     model_id: str
     path: Path
+    metadata: ModelMetadata  # the manifest's (tool_parser, family, thinks, ...)
 
     def active_requests(self) -> int: ...
     def close(self) -> None: ...
@@ -50,9 +64,9 @@ class ChatEngineProtocol(Engine, Protocol):
     `stream()` is called on the event loop and raises (ContextTooLong, QueueFull,
     KvBudgetFull, InvalidRequest) before any byte is sent; chunks come from the engine's own
     threads. Greedy output is the same token for token whatever else runs beside it.
+    `metadata.thinks` is never None (a manifest older than it: read from the template at load).
     """
 
-    metadata: dict[str, Any]  # the manifest's metadata (tool_parser, family, ...)
     context_length: int
     vocab_size: int  # 0 when genai_config does not say
     threads: int
@@ -61,8 +75,8 @@ class ChatEngineProtocol(Engine, Protocol):
 
     def render_prompt(
         self,
-        messages: list[dict[str, Any]],
-        tools: list[dict[str, Any]] | None = None,
+        messages: list[JsonObject],
+        tools: list[JsonObject] | None = None,
         add_generation_prompt: bool = True,
     ) -> str: ...
     def encode(self, text: str, add_special_tokens: bool = False) -> list[int]: ...

@@ -24,7 +24,7 @@ import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -32,6 +32,9 @@ from runtime.audio import SAMPLE_RATE, WINDOW_SECONDS, split_windows, to_wav_byt
 from runtime.engines.gil import let_the_loop_run
 from runtime.engines.threads import genai_overlay, resolve_threads
 from runtime.errors import InvalidRequest
+
+if TYPE_CHECKING:
+    from runtime.store.metadata import ModelMetadata
 
 __all__ = ["LANGUAGES", "Segment", "SpeechEngine", "Transcript", "decoder_prompt", "multilingual"]
 
@@ -182,12 +185,13 @@ class SpeechEngine:
     task = "speech"
 
     def __init__(
-        self, path: Path, metadata: dict[str, Any] | None = None, *, threads: int | None = None
+        self, path: Path, metadata: ModelMetadata, *, model_id: str, threads: int | None = None
     ):
         import onnxruntime_genai as og
 
         self.path = Path(path)
-        self.metadata = dict(metadata or {})
+        self.metadata = metadata
+        self.model_id = model_id
         self._og = og
         config = og.Config(str(self.path))
         self.threads = resolve_threads(threads)  # threads.py: per machine, FOUNDRY_THREADS

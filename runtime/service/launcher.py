@@ -56,9 +56,9 @@ def run() -> int:
     except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it handled, after a clean shutdown
         return 0
     except FoundryError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
-        if exc.hint:
-            print(f"hint: {exc.hint}", file=sys.stderr)
+        from runtime.cli import render_error  # the CLI's one error renderer
+
+        render_error(exc)
         return exc.exit_code
 
 

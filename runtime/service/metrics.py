@@ -24,10 +24,8 @@ if TYPE_CHECKING:
 __all__ = [
     "CONTENT_TYPE",
     "MetricsMiddleware",
-    "add_tokens",
     "attach",
     "observe_request",
-    "observe_token_latency",
     "observe_ttft",
     "record_generation",
     "render",
@@ -119,29 +117,20 @@ def observe_ttft(model: str, seconds: float) -> None:
     )
 
 
-def observe_token_latency(model: str, seconds: float) -> None:
-    """One inter-token gap (call once per generated token after the first)."""
-    REGISTRY.observe(
-        "foundry_time_per_output_token_seconds", (("model", model),), seconds, TOKEN_BUCKETS
-    )
-
-
-def add_tokens(model: str, prompt_tokens: int, completion_tokens: int) -> None:
-    labels = (("model", model),)
-    REGISTRY.inc("foundry_prompt_tokens_total", labels, prompt_tokens)
-    REGISTRY.inc("foundry_completion_tokens_total", labels, completion_tokens)
-
-
 def record_generation(record: GenerationRecord) -> None:
     """A finished sequence (the manager's listener): tokens, time to first token, and its
     mean time per output token (vLLM's TPOT: one observation per request)."""
-    add_tokens(record.model_id, record.prompt_tokens, record.completion_tokens)
+    labels = (("model", record.model_id),)
+    REGISTRY.inc("foundry_prompt_tokens_total", labels, record.prompt_tokens)
+    REGISTRY.inc("foundry_completion_tokens_total", labels, record.completion_tokens)
     if record.first_token_s is None:
         return
     observe_ttft(record.model_id, record.first_token_s)
     if record.completion_tokens > 1:
         gap = (record.total_s - record.first_token_s) / (record.completion_tokens - 1)
-        observe_token_latency(record.model_id, max(0.0, gap))
+        REGISTRY.observe(
+            "foundry_time_per_output_token_seconds", labels, max(0.0, gap), TOKEN_BUCKETS
+        )
 
 
 def attach(manager: ModelManager) -> None:

@@ -9,7 +9,7 @@ an engine stream into those events (or a Reply); `merge` interleaves several cho
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -143,7 +143,7 @@ class ReplyReader:
         usage = Usage(last.prompt_tokens, last.completion_tokens, last.cached_tokens)
         return Finished(reason, usage, calls, stop)
 
-    async def events(self, stream: PrefetchedStream) -> AsyncIterator[ReplyEvent]:
+    async def events(self, stream: PrefetchedStream) -> AsyncGenerator[ReplyEvent, None]:
         """Pieces as the chunks come, then one Finished; closing it cancels the sequence."""
         parser = stream_output(self.plan, prompt=self.prompt) if self.reading else None
         last = Chunk()
@@ -186,7 +186,7 @@ class ReplyReader:
 
 
 async def merge(
-    iterators: list[AsyncIterator[ReplyEvent]],
+    iterators: list[AsyncGenerator[ReplyEvent, None]],
 ) -> AsyncIterator[tuple[int, ReplyEvent]]:
     """Events of several choices as they come, tagged with the choice's index; leaving
     (disconnect, aclose) closes every choice, which cancels its sequence."""
@@ -219,6 +219,4 @@ async def merge(
         for task in tasks:
             task.cancel()
         for iterator in iterators:
-            closer = getattr(iterator, "aclose", None)
-            if closer is not None:
-                await closer()
+            await iterator.aclose()

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +23,6 @@ import msgspec
 from runtime.engines.base import Chunk, GenerationParams
 from runtime.errors import ContextTooLong, InvalidRequest
 from runtime.service.replies import Pieces, PrefetchedStream, Reply, ReplyEvent, ReplyReader, merge
-from runtime.store.metadata import ModelMetadata, template_thinks
 from runtime.tools.calls import NO_TOOLS, ToolPlan, plan_tools, prepare_messages
 
 if TYPE_CHECKING:
@@ -117,7 +116,7 @@ async def prepare_turn(manager: ModelManager, turn: Turn) -> Prepared:
             params = msgspec.structs.replace(params, guidance=plan.guidance)
         prompt = engine.render_prompt(prepare_messages(turn.messages), plan.template_tools)
         prompt_ids = [engine.encode(prompt)]
-        reading = plan.template_tools is not None or _thinks(engine)
+        reading = plan.template_tools is not None or bool(engine.metadata.thinks)
     else:
         plan, prompt, reading = NO_TOOLS, "", False
         prompt_ids = [
@@ -126,15 +125,6 @@ async def prepare_turn(manager: ModelManager, turn: Turn) -> Prepared:
         ]
     params = _fit(engine, turn, params, max(len(ids) for ids in prompt_ids))
     return Prepared(engine, plan, params, prompt, prompt_ids, reading, loaded_at)
-
-
-def _thinks(engine: ChatEngineProtocol) -> bool:
-    """Whether replies carry `<think>` reasoning: the manifest's `thinks`, kept when the
-    artifact was packed; a manifest from before it falls back to scanning the loaded template."""
-    thinks = ModelMetadata.read(engine.metadata).thinks
-    if thinks is not None:
-        return thinks
-    return template_thinks(getattr(getattr(engine, "template", None), "source", ""))
 
 
 def _check_top_k(engine: ChatEngineProtocol, turn: Turn) -> None:
@@ -240,7 +230,7 @@ class OpenTurn:
     def loaded_at(self) -> float:
         return self.prepared.loaded_at
 
-    def events(self, index: int = 0) -> AsyncIterator[ReplyEvent]:
+    def events(self, index: int = 0) -> AsyncGenerator[ReplyEvent, None]:
         """Choice `index` as pieces then one Finished (closing it cancels the sequence)."""
         return self.prepared.reader.events(self.streams[index])
 

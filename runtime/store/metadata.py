@@ -17,6 +17,7 @@ from typing import Any
 import msgspec
 
 from runtime.store.validation import ValidationRecord, read_validation
+from runtime.tools.parsers import THINK_CLOSE
 
 __all__ = ["METADATA_VERSION", "ModelMetadata", "template_thinks"]
 
@@ -78,8 +79,8 @@ class ModelMetadata(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def template_thinks(source: str) -> bool:
-    """Whether a chat template knows `</think>` (its replies carry reasoning).
+    """Whether a chat template knows the reasoning close marker (its replies carry reasoning).
 
     Decided once when an artifact is packed, downloaded or imported (`thinks`); the runtime
     scans a loaded template only for manifests written before that field existed."""
-    return "</think>" in source
+    return THINK_CLOSE in source

@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runtime.errors import InvalidMessages, InvalidRequest
 from runtime.tools.formats import ToolFormat, family_format, forced_format, tool_format
@@ -25,6 +25,9 @@ from runtime.tools.grammar import (
     tool_call_guidance,
 )
 from runtime.tools.parsers import THINK_OPEN, ParsedOutput, StreamParser, parse
+
+if TYPE_CHECKING:
+    from runtime.store.metadata import ModelMetadata
 
 __all__ = [
     "NO_TOOLS",
@@ -56,10 +59,9 @@ class ToolPlan:
 NO_TOOLS = ToolPlan(None, None, tool_format("none"))
 
 
-def parser_name(metadata: dict[str, Any]) -> str | None:
+def parser_name(metadata: ModelMetadata) -> str | None:
     """The tool parser a model's manifest metadata names (or its family's usual one)."""
-    name = metadata.get("tool_parser")
-    return name if name else family_format(str(metadata.get("family") or ""))
+    return metadata.tool_parser or family_format(metadata.family)
 
 
 @lru_cache(maxsize=16)
@@ -112,7 +114,7 @@ def plan_tools(
     tools: list[Any] | None,
     tool_choice: Any,
     *,
-    metadata: dict[str, Any],
+    metadata: ModelMetadata,
     artifact: Path | None = None,
 ) -> ToolPlan:
     """Decide rendering, guidance and parsing for `tools` + `tool_choice` on one model.

@@ -1,6 +1,6 @@
 """One row per tool-call format: how a family marks its calls, read and written from the same data.
 
-The manifest names the format (`metadata["tool_parser"]`, set by the compiler's recipe; an
+The manifest names the format (`ModelMetadata.tool_parser`, set by the compiler's recipe; an
 older manifest falls back to its family's usual one, `family_format`). A `ToolFormat` both
 reads a reply's tool region (`scan`, used by parsers.py) and frames a forced call (`frame`,
 `arg_keys[0]`, `as_list`, used by grammar.py), so the grammar writes exactly what the parser reads:
@@ -206,7 +206,7 @@ FORMATS: dict[str, ToolFormat] = {
 
 
 def tool_format(name: str | None) -> ToolFormat:
-    """The format a manifest names (`metadata["tool_parser"]`); unknown or None -> "none"."""
+    """The format a manifest names (`ModelMetadata.tool_parser`); unknown or None -> "none"."""
     return FORMATS.get(name or "none", FORMATS["none"])
 
 

@@ -104,7 +104,7 @@ def marker_tokens(artifact: Path) -> dict[str, int]:
 
 
 def _call_schema(tool: dict[str, Any], arg_key: str) -> dict[str, Any]:
-    function = tool.get("function", tool)
+    function = tool["function"]
     parameters = function.get("parameters") or {"type": "object", "properties": {}}
     return {
         "type": "object",
@@ -152,17 +152,10 @@ def tool_call_guidance(
     One call, not a list of them: with `tool_choice` "required" or a named function the
     caller needs a call, and a single one keeps a weak model from looping until
     `max_tokens`. The arguments obey the function's JSON schema, without free whitespace.
-
-    Raises:
-        InvalidRequest: no tools, or a tool without a name.
+    `tools` are as `calls.plan_tools` checked them: at least one, each with a function name.
     """
-    if not tools:
-        raise InvalidRequest("tool_choice requires at least one tool", param="tool_choice")
     syntax = forced_format(format_name)
-    try:
-        calls = [_call_schema(t, syntax.arg_keys[0]) for t in tools]
-    except (KeyError, TypeError, AttributeError) as exc:
-        raise InvalidRequest("every tool needs a function name", param="tools") from exc
+    calls = [_call_schema(t, syntax.arg_keys[0]) for t in tools]
     body: dict[str, Any] = calls[0] if len(calls) == 1 else {"anyOf": calls}
     if syntax.as_list:
         body = {"type": "array", "items": body, "minItems": 1, "maxItems": 1}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 
 __all__ = ["Malformed", "ObjectScan", "scan_object", "scan_string", "scan_value", "skip_ws"]
 
@@ -84,16 +85,14 @@ def _scan_container(text: str, i: int) -> int | None:
     return None
 
 
+@dataclass(slots=True)
 class ObjectScan:
     """What is known so far about one tool-call object `{"name": ..., "arguments": ...}`."""
 
-    __slots__ = ("args_end", "args_start", "end", "name")
-
-    def __init__(self) -> None:
-        self.name: str | None = None
-        self.args_start: int | None = None
-        self.args_end: int | None = None
-        self.end: int | None = None  # end (exclusive) of the whole object
+    name: str | None = None
+    args_start: int | None = None
+    args_end: int | None = None
+    end: int | None = None  # end (exclusive) of the whole object
 
 
 def scan_object(text: str, i: int, arg_keys: tuple[str, ...]) -> ObjectScan:

@@ -15,7 +15,15 @@ from dataclasses import dataclass, field
 from runtime.tools.formats import CallState, ToolFormat, held_prefix
 from runtime.tools.jsonscan import Malformed
 
-__all__ = ["THINK_OPEN", "Delta", "ParsedOutput", "StreamParser", "ToolCall", "parse"]
+__all__ = [
+    "THINK_CLOSE",
+    "THINK_OPEN",
+    "Delta",
+    "ParsedOutput",
+    "StreamParser",
+    "ToolCall",
+    "parse",
+]
 
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 
