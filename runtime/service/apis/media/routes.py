@@ -23,11 +23,16 @@ from runtime.audio import decode_audio
 from runtime.errors import InvalidRequest, UploadTooLarge
 from runtime.manager import ModelManager
 from runtime.service.apis.media.wire import (
+    AUDIO_FORM,
     RESPONSE_FORMATS,
+    TEXT_ANSWERS,
+    EmbeddingList,
     EmbeddingRequest,
+    Transcription,
     embedding_response,
     render_transcript,
 )
+from runtime.service.openapi import answers
 from runtime.service.transport import PlainJsonBody
 
 __all__ = ["MAX_AUDIO_BYTES", "ROUTES"]
@@ -38,7 +43,7 @@ T = TypeVar("T")
 
 
 @post("/v1/embeddings", status_code=200, dto=PlainJsonBody, return_dto=None)
-async def create_embeddings(data: EmbeddingRequest, manager: ModelManager) -> dict[str, Any]:
+async def create_embeddings(data: EmbeddingRequest, manager: ModelManager) -> EmbeddingList:
     body = data
     inputs = body.inputs()
     if body.dimensions is not None and body.dimensions < 1:
@@ -158,17 +163,20 @@ def _temperature(value: str | None) -> float:
     return temperature
 
 
-Multipart = Annotated[dict[str, Any], Body(media_type=RequestEncodingType.MULTI_PART)]
+Multipart = Annotated[
+    dict[str, Any], Body(media_type=RequestEncodingType.MULTI_PART, schema_extra=AUDIO_FORM)
+]
+SPEECH_ANSWERS = answers(Transcription, "the transcript in `response_format`", *TEXT_ANSWERS)
 
 
-@post("/v1/audio/transcriptions", status_code=200)
+@post("/v1/audio/transcriptions", status_code=200, **SPEECH_ANSWERS)
 async def create_transcription(
     request: Request, manager: ModelManager, data: Multipart
 ) -> Response[Any]:
     return await _speech(request, manager, data, "transcribe")
 
 
-@post("/v1/audio/translations", status_code=200)
+@post("/v1/audio/translations", status_code=200, **SPEECH_ANSWERS)
 async def create_translation(
     request: Request, manager: ModelManager, data: Multipart
 ) -> Response[Any]:
