@@ -18,10 +18,12 @@ from litestar import post
 from runtime.manager import ModelManager
 from runtime.service.apis.anthropic.wire import (
     BlockStream,
+    CountTokens,
     CountTokensRequest,
+    MessageBody,
     MessagesRequest,
+    Usage,
     content_blocks,
-    message_body,
     message_delta_event,
     message_start_event,
     message_stop_event,
@@ -30,13 +32,21 @@ from runtime.service.apis.anthropic.wire import (
     to_turn,
 )
 from runtime.service.errors import Described, anthropic_body
+from runtime.service.openapi import answers
 from runtime.service.transport import SSE, WireBody, named_sse, sse_stream, whole
 from runtime.service.turn import OpenTurn, open_turn, prepare_turn
 
 __all__ = ["ROUTES"]
 
 
-@post("/v1/messages", status_code=200, media_type=SSE, dto=WireBody, return_dto=None)
+@post(
+    "/v1/messages",
+    status_code=200,
+    media_type=SSE,
+    dto=WireBody,
+    return_dto=None,
+    **answers(MessageBody, "the reply (an SSE stream of its events when `stream` is true)"),
+)
 async def create_message(data: MessagesRequest, manager: ModelManager) -> Any:
     turn = await open_turn(manager, to_turn(data))
     message_id = new_message_id()
@@ -45,15 +55,15 @@ async def create_message(data: MessagesRequest, manager: ModelManager) -> Any:
         return sse_stream(events, named_sse, _error_event, close=turn.aclose)
     (reply,) = await turn.collect()
     finished = reply.finished
-    message = message_body(
-        message_id=message_id,
+    message = MessageBody(
+        id=message_id,
         model=data.model,
-        text=None,
-        blocks=content_blocks(reply.parsed),
-        reason=stop_reason(finished.reason, finished.matched_stop, finished.tool_calls),
+        content=content_blocks(reply.parsed),
+        stop_reason=stop_reason(finished.reason, finished.matched_stop, finished.tool_calls),
         stop_sequence=finished.matched_stop,
-        input_tokens=turn.prompt_tokens,
-        output_tokens=finished.usage.completion_tokens,
+        usage=Usage(
+            input_tokens=turn.prompt_tokens, output_tokens=finished.usage.completion_tokens
+        ),
     )
     return whole(message)  # the handler streams SSE otherwise
 
@@ -89,9 +99,9 @@ async def _events(turn: OpenTurn, model: str, message_id: str) -> AsyncIterator[
 
 
 @post("/v1/messages/count_tokens", status_code=200, dto=WireBody, return_dto=None)
-async def count_tokens(data: CountTokensRequest, manager: ModelManager) -> dict[str, int]:
+async def count_tokens(data: CountTokensRequest, manager: ModelManager) -> CountTokens:
     prepared = await prepare_turn(manager, to_turn(data))
-    return {"input_tokens": len(prepared.prompt_ids[0])}
+    return CountTokens(input_tokens=len(prepared.prompt_ids[0]))
 
 
 ROUTES = [create_message, count_tokens]

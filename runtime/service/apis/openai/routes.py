@@ -34,13 +34,16 @@ from runtime.service.apis.openai.wire import (
     new_id,
     now,
 )
+from runtime.service.openapi import answers
 from runtime.service.replies import Finished, Reply
 from runtime.service.transport import (
     DONE,
+    SSE,
     WireBody,
     openai_sse_error,
     sse,
     sse_stream,
+    whole,
 )
 from runtime.service.turn import OpenTurn, open_turn
 
@@ -67,7 +70,13 @@ def retrieve_model(model_id: str, manager: ModelManager) -> ModelObject:
     raise ModelNotFound(f"model {model_id!r} is not in the cache", param="model")
 
 
-@post("/v1/chat/completions", status_code=200, dto=WireBody, return_dto=None)
+def _streams(whole: type) -> dict[str, Any]:
+    """A generating route: one JSON object, or an SSE stream of chunks when `stream` is true."""
+    described = answers(whole, "the completion (an SSE stream of chunks when `stream` is true)")
+    return dict(media_type=SSE, dto=WireBody, return_dto=None, **described)
+
+
+@post("/v1/chat/completions", status_code=200, **_streams(ChatCompletion))
 async def chat_completions(data: ChatCompletionRequest, manager: ModelManager) -> Response[Any]:
     turn = await open_turn(manager, data.to_turn())
     completion_id, created = new_id("chatcmpl"), now()
@@ -76,7 +85,7 @@ async def chat_completions(data: ChatCompletionRequest, manager: ModelManager) -
         return _sse_stream(events, turn)
     replies = await turn.collect()
     choices = [_chat_choice(i, reply) for i, reply in enumerate(replies)]
-    return Response(
+    return whole(
         ChatCompletion(
             id=completion_id,
             created=created,
@@ -126,7 +135,7 @@ async def _chat_events(
         yield chunk([], Usage.of(turn.prompt_tokens, sum(completion_tokens), cached))
 
 
-@post("/v1/completions", status_code=200, dto=WireBody, return_dto=None)
+@post("/v1/completions", status_code=200, **_streams(Completion))
 async def completions(data: CompletionRequest, manager: ModelManager) -> Response[Any]:
     prompts = data.prompts()
     turn = await open_turn(manager, data.to_turn())
@@ -142,7 +151,7 @@ async def completions(data: CompletionRequest, manager: ModelManager) -> Respons
         CompletionChoice(index=i, text=echoes[i] + r.text, finish_reason=r.finished.reason)
         for i, r in enumerate(replies)
     ]
-    return Response(
+    return whole(
         Completion(
             id=completion_id,
             created=created,

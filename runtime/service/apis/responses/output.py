@@ -20,8 +20,11 @@ from runtime.service.apis.responses.wire import (
 )
 
 __all__ = [
+    "Deleted",
+    "InputItems",
     "OutputStream",
     "ResponseEvents",
+    "ResponseObject",
     "assistant_turn",
     "final_status",
     "output_items",
@@ -92,6 +95,52 @@ def output_message(message_id: str, text: str, status: str) -> dict:
     }
 
 
+class ResponseObject(msgspec.Struct, kw_only=True):
+    """A Response object as `client.responses.create/retrieve` parses it."""
+
+    id: str
+    object: Literal["response"] = "response"
+    created_at: int
+    status: Literal["in_progress", "completed", "incomplete"]
+    error: dict[str, Any] | None = None
+    incomplete_details: dict[str, str] | None
+    instructions: str | None
+    max_output_tokens: int | None
+    model: str
+    output: list[dict[str, Any]]  # output_items(): reasoning, message, function_call
+    parallel_tool_calls: bool = True
+    previous_response_id: str | None
+    reasoning: dict[str, str | None] = msgspec.field(
+        default_factory=lambda: {"effort": None, "summary": None}
+    )
+    store: bool
+    temperature: float
+    text: dict[str, Any]
+    tool_choice: str | dict[str, Any]
+    tools: list[dict[str, Any]]
+    top_p: float
+    truncation: str = "disabled"
+    usage: dict[str, Any] | None  # usage_body()
+    user: str | None = None
+    metadata: dict[str, str]
+
+
+class Deleted(msgspec.Struct, kw_only=True):
+    id: str
+    object: Literal["response"] = "response"
+    deleted: bool = True
+
+
+class InputItems(msgspec.Struct, kw_only=True):
+    """OpenAI's cursor page of a stored response's input items."""
+
+    object: Literal["list"] = "list"
+    data: list[dict[str, Any]]
+    first_id: str | None
+    last_id: str | None
+    has_more: bool
+
+
 def response_body(
     request: ResponsesRequest,
     *,
@@ -102,33 +151,27 @@ def response_body(
     output: list[dict],
     usage: dict | None,
 ) -> dict:
-    """A Response object as `client.responses.create/retrieve` parses it."""
-    incomplete = {"reason": "max_output_tokens"} if status == "incomplete" else None
-    return {
-        "id": response_id,
-        "object": "response",
-        "created_at": int(created_at),
-        "status": status,
-        "error": None,
-        "incomplete_details": incomplete,
-        "instructions": request.instructions,
-        "max_output_tokens": request.max_output_tokens,
-        "model": model,
-        "output": output,
-        "parallel_tool_calls": True,
-        "previous_response_id": request.previous_response_id,
-        "reasoning": {"effort": None, "summary": None},
-        "store": request.store,
-        "temperature": 1.0 if request.temperature is None else request.temperature,
-        "text": _text_config(request),
-        "tool_choice": request.tool_choice or "auto",
-        "tools": request.tools or [],
-        "top_p": 1.0 if request.top_p is None else request.top_p,
-        "truncation": "disabled",
-        "usage": usage,
-        "user": None,
-        "metadata": request.metadata or {},
-    }
+    """The Response object as the JSON the route sends, stores and streams."""
+    response = ResponseObject(
+        id=response_id,
+        created_at=int(created_at),
+        status=status,
+        incomplete_details={"reason": "max_output_tokens"} if status == "incomplete" else None,
+        instructions=request.instructions,
+        max_output_tokens=request.max_output_tokens,
+        model=model,
+        output=output,
+        previous_response_id=request.previous_response_id,
+        store=request.store,
+        temperature=1.0 if request.temperature is None else request.temperature,
+        text=_text_config(request),
+        tool_choice=request.tool_choice or "auto",
+        tools=request.tools or [],
+        top_p=1.0 if request.top_p is None else request.top_p,
+        usage=usage,
+        metadata=request.metadata or {},
+    )
+    return msgspec.to_builtins(response)
 
 
 def usage_body(input_tokens: int, output_tokens: int, cached_tokens: int = 0) -> dict:

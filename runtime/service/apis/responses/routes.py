@@ -19,8 +19,11 @@ from litestar import Request, delete, get, post
 from runtime.errors import InvalidRequest
 from runtime.manager import ModelManager
 from runtime.service.apis.responses.output import (
+    Deleted,
+    InputItems,
     OutputStream,
     ResponseEvents,
+    ResponseObject,
     assistant_turn,
     final_status,
     output_items,
@@ -36,6 +39,7 @@ from runtime.service.apis.responses.wire import (
     to_turn,
 )
 from runtime.service.errors import Described
+from runtime.service.openapi import answers
 from runtime.service.transport import SSE, WireBody, named_sse, sse_stream, whole
 from runtime.service.turn import OpenTurn, open_turn
 
@@ -62,7 +66,14 @@ async def _save(
     await asyncio.to_thread(_store().put, record)
 
 
-@post("/v1/responses", status_code=200, media_type=SSE, dto=WireBody, return_dto=None)
+@post(
+    "/v1/responses",
+    status_code=200,
+    media_type=SSE,
+    dto=WireBody,
+    return_dto=None,
+    **answers(ResponseObject, "the Response (its SSE event stream when `stream` is true)"),
+)
 async def create_response(data: ResponsesRequest, manager: ModelManager) -> Any:
     history: list[dict] = []
     if data.previous_response_id is not None:
@@ -116,19 +127,23 @@ async def _events(
         yield event
 
 
-@get("/v1/responses/{response_id:str}", sync_to_thread=True)
+@get(
+    "/v1/responses/{response_id:str}",
+    sync_to_thread=True,
+    **answers(ResponseObject, "the stored Response"),
+)
 def retrieve_response(response_id: str) -> dict:
     return _store().get(response_id).response
 
 
 @delete("/v1/responses/{response_id:str}", status_code=200, sync_to_thread=True)
-def delete_response(response_id: str) -> dict:
+def delete_response(response_id: str) -> Deleted:
     _store().delete(response_id)
-    return {"id": response_id, "object": "response", "deleted": True}
+    return Deleted(id=response_id)
 
 
 @get("/v1/responses/{response_id:str}/input_items", sync_to_thread=True)
-def list_input_items(request: Request, response_id: str) -> dict:
+def list_input_items(request: Request, response_id: str) -> InputItems:
     """OpenAI's cursor page: `order` (default desc), `limit` (1..100, default 20), `after`."""
     items = list(_store().get(response_id).input_items)
     order = request.query_params.get("order") or "desc"
@@ -142,13 +157,12 @@ def list_input_items(request: Request, response_id: str) -> dict:
         items = items[ids.index(after) + 1 :] if after in ids else []
     limit = _limit(request.query_params.get("limit"))
     page = items[:limit]
-    return {
-        "object": "list",
-        "data": page,
-        "first_id": page[0]["id"] if page else None,
-        "last_id": page[-1]["id"] if page else None,
-        "has_more": len(items) > limit,
-    }
+    return InputItems(
+        data=page,
+        first_id=page[0]["id"] if page else None,
+        last_id=page[-1]["id"] if page else None,
+        has_more=len(items) > limit,
+    )
 
 
 def _limit(value: str | None) -> int:
