@@ -24,11 +24,16 @@ from runtime.errors import FoundryError, InvalidRequest
 from runtime.manager import ModelManager
 from runtime.service.apis.ollama.models import MODEL_HANDLERS
 from runtime.service.apis.ollama.wire import (
+    ChatLine,
     ChatRequest,
+    Embed,
+    Embedding,
     EmbeddingsRequest,
     EmbedRequest,
+    GenerateLine,
     GenerateRequest,
     chat_line,
+    done_reason,
     generate_line,
     model_name,
     ollama_tool_calls,
@@ -37,6 +42,7 @@ from runtime.service.apis.ollama.wire import (
     to_turn,
 )
 from runtime.service.errors import Described, ollama_body
+from runtime.service.openapi import answers
 from runtime.service.replies import Finished
 from runtime.service.transport import NDJSON, WireBody, framed, ndjson, whole
 from runtime.service.turn import OpenTurn, open_turn
@@ -48,17 +54,18 @@ log = logging.getLogger(__name__)
 
 
 # --- generation -------------------------------------------------------------------------------
-def _stats(turn: OpenTurn, finished: Finished) -> dict:
-    """Ollama's counters: load, prompt (to the first chunk) and eval durations."""
+def _stats(turn: OpenTurn, finished: Finished) -> dict[str, Any]:
+    """The last line's `done_reason` and counters: load, prompt (to the first chunk) and eval
+    durations, in nanoseconds."""
     end = time.perf_counter()
     return {
-        "finish_reason": finished.reason,
-        "prompt_tokens": finished.usage.prompt_tokens,
-        "completion_tokens": finished.usage.completion_tokens,
-        "total_seconds": end - turn.started_at,
-        "load_seconds": turn.loaded_at - turn.started_at,
-        "prompt_seconds": turn.first_at - turn.loaded_at,
-        "eval_seconds": end - turn.first_at,
+        "done_reason": done_reason(finished.reason),
+        "total_duration": int((end - turn.started_at) * 1e9),
+        "load_duration": int((turn.loaded_at - turn.started_at) * 1e9),
+        "prompt_eval_count": finished.usage.prompt_tokens,
+        "prompt_eval_duration": int((turn.first_at - turn.loaded_at) * 1e9),
+        "eval_count": finished.usage.completion_tokens,
+        "eval_duration": int((end - turn.first_at) * 1e9),
     }
 
 
@@ -80,7 +87,7 @@ async def _release(manager: ModelManager, name: str, keep_alive: float | None) -
         log.info("keep_alive 0: %s stays loaded: %s", name, exc.message)
 
 
-async def _lines(turn: OpenTurn, name: str, shape: Any) -> AsyncIterator[dict]:
+async def _lines(turn: OpenTurn, name: str, shape: Any) -> AsyncIterator[Any]:
     """NDJSON: one line per piece of text (or of thinking), the tool calls whole in one line
     once the reply ends (as Ollama sends them), then `done: true` with the counters."""
     calls: dict[int, ToolCall] = {}
@@ -129,14 +136,22 @@ def _error_line(error: Described) -> bytes:
     return ndjson(ollama_body(error))
 
 
-@post("/chat", status_code=200, media_type=NDJSON, dto=WireBody, return_dto=None)
+def _streams(whole: type) -> dict[str, Any]:
+    """A generating route: one JSON line with `stream: false`, NDJSON lines by default."""
+    return dict(media_type=NDJSON, dto=WireBody, return_dto=None, **answers(whole, _ANSWER))
+
+
+_ANSWER = "the reply (NDJSON lines, the last with `done: true`, unless `stream` is false)"
+
+
+@post("/chat", status_code=200, **_streams(ChatLine))
 async def chat(data: ChatRequest, manager: ModelManager) -> Any:
     if not data.messages:  # Ollama: no messages = load the model (and keep_alive 0 = unload)
         return await _load_only(manager, data, chat_line)
     return await _respond(manager, data, chat_line)
 
 
-@post("/generate", status_code=200, media_type=NDJSON, dto=WireBody, return_dto=None)
+@post("/generate", status_code=200, **_streams(GenerateLine))
 async def generate(data: GenerateRequest, manager: ModelManager) -> Any:
     if not data.prompt:
         return await _load_only(manager, data, generate_line)
@@ -161,7 +176,7 @@ async def _load_only(manager: ModelManager, body: Any, shape: Any) -> Response[A
         await _apply_keep_alive(manager, name, keep_alive)
         reason = "load"
     line = shape(name, "", done=True)
-    line["done_reason"] = reason
+    line.done_reason = reason
     return whole(line)
 
 
@@ -179,26 +194,26 @@ async def _embed(
 
 
 @post("/embed", status_code=200, dto=WireBody, return_dto=None)
-async def embed(data: EmbedRequest, manager: ModelManager) -> dict:
+async def embed(data: EmbedRequest, manager: ModelManager) -> Embed:
     inputs = [data.input] if isinstance(data.input, str) else list(data.input)
     if not inputs:
         raise InvalidRequest("'input' must not be empty", param="input")
     start = time.perf_counter()
     result, load_seconds = await _embed(manager, data.model, inputs, data.keep_alive)
-    return {
-        "model": data.model,
-        "embeddings": [[float(x) for x in row] for row in result.vectors],
-        "total_duration": int((time.perf_counter() - start) * 1e9),
-        "load_duration": int(load_seconds * 1e9),
-        "prompt_eval_count": int(result.prompt_tokens),
-    }
+    return Embed(
+        model=data.model,
+        embeddings=[[float(x) for x in row] for row in result.vectors],
+        total_duration=int((time.perf_counter() - start) * 1e9),
+        load_duration=int(load_seconds * 1e9),
+        prompt_eval_count=int(result.prompt_tokens),
+    )
 
 
 @post("/embeddings", status_code=200, dto=WireBody, return_dto=None)
-async def embeddings(data: EmbeddingsRequest, manager: ModelManager) -> dict:
+async def embeddings(data: EmbeddingsRequest, manager: ModelManager) -> Embedding:
     """The older single-prompt form."""
     result, _ = await _embed(manager, data.model, [data.prompt], data.keep_alive)
-    return {"embedding": [float(x) for x in result.vectors[0]]}
+    return Embedding([float(x) for x in result.vectors[0]])
 
 
 ROUTES = [
