@@ -27,8 +27,17 @@ from runtime.progress import ProgressEvent, ProgressFn, ThreadedProgress
 from runtime.service import metrics
 from runtime.service.apis.foundry.wire import (
     DownloadRequest,
+    Health,
     ListItem,
+    Loaded,
+    Resident,
+    ResidentModel,
+    Status,
+    Threads,
+    TokenCount,
     TokenCountRequest,
+    Unloaded,
+    UnloadedAll,
     cached_list_item,
     variant_list_item,
 )
@@ -85,38 +94,30 @@ def _loaded_ids(request: Request) -> list[str]:
 
 # --- liveness, status, metrics ----------------------------------------------------------------
 @get("/health", sync_to_thread=False)
-def health() -> dict[str, Any]:
+def health() -> Health:
     """Liveness: answered without an API key, so it says nothing about models."""
-    return {"status": "ok", "version": __version__}
+    return Health("ok", __version__)
 
 
 @get("/openai/status", sync_to_thread=True)  # the first call may probe the hardware
-def openai_status(request: Request) -> dict[str, Any]:
+def openai_status(request: Request) -> Status:
     endpoints = _endpoints(request)
     model_dir = str(_store(request).layout.root)
-    return {
-        # What foundry-local-sdk 0.5 reads (camelCase) ...
-        "endpoints": endpoints,
-        "modelDirPath": model_dir,
-        "pipeName": "",
-        "isAutoRegistrationResolved": True,
-        # ... and what Foundry Local's REST reference documents (PascalCase).
-        "Endpoints": endpoints,
-        "ModelDirPath": model_dir,
-        "PipeName": "",
-        "IsAutoRegistrationResolved": True,
-        # This project's additions, for `foundry service status`.
-        "version": __version__,
-        "pid": os.getpid(),
-        "uptime": round(time.time() - STARTED, 3),
-        "providers": sorted(_hardware(request).providers),
-        "loadedModels": _loaded_ids(request),
-        "threads": _threads(request),
-    }
+    return Status(
+        endpoints=endpoints,
+        model_dir_path=model_dir,
+        endpoints_pascal=endpoints,
+        model_dir_path_pascal=model_dir,
+        version=__version__,
+        pid=os.getpid(),
+        uptime=round(time.time() - STARTED, 3),
+        providers=sorted(_hardware(request).providers),
+        loaded_models=_loaded_ids(request),
+        threads=_threads(request),
+    )
 
 
-def _threads(request: Request) -> dict[str, Any]:
-    """Intra-op threads: what a model loaded now gets (threads.py), and each loaded model's."""
+def _threads(request: Request) -> Threads:
     from runtime.engines.threads import session_threads
 
     default = session_threads()
@@ -125,12 +126,12 @@ def _threads(request: Request) -> dict[str, Any]:
         for entry in _manager(request).loaded()
         if (threads := getattr(entry.engine, "threads", None)) is not None
     }
-    return {
-        "intraOp": default.intra_op,
-        "source": default.source,
-        "spinning": default.spinning,
-        "loadedModels": loaded,
-    }
+    return Threads(
+        intra_op=default.intra_op,
+        source=default.source,
+        spinning=default.spinning,
+        loaded_models=loaded,
+    )
 
 
 @get("/metrics", sync_to_thread=False, media_type=metrics.CONTENT_TYPE)
@@ -263,7 +264,7 @@ def _query_ttl(value: str | None) -> float | None:
 # Foundry Local's SDK loads and unloads with GET; POST too, the form a browser cannot send from a
 # foreign page without an Origin header (SecurityMiddleware refuses foreign origins either way).
 @route("/openai/load/{name:str}", http_method=["GET", "POST"], status_code=200)
-async def openai_load(request: Request, name: str) -> dict[str, Any]:
+async def openai_load(request: Request, name: str) -> Loaded:
     """Load a model now (`ttl` seconds idle before it unloads; `ep` must be available here)."""
     ttl = _query_ttl(request.query_params.get("ttl"))
     ep = (request.query_params.get("ep") or "").lower()
@@ -278,22 +279,22 @@ async def openai_load(request: Request, name: str) -> dict[str, Any]:
     if not ttl:  # Foundry Local: a ttl > 0 wins; else unload=false keeps the model loaded
         ttl = None if _query_bool(request.query_params.get("unload"), True) else NEVER_UNLOAD
     loaded = await _manager(request).load(name, ttl=ttl)
-    return {"model": loaded.model_id, "loaded": True, "ttl": None if loaded.ttl < 0 else loaded.ttl}
+    return Loaded(model=loaded.model_id, loaded=True, ttl=None if loaded.ttl < 0 else loaded.ttl)
 
 
 @route("/openai/unload/{name:str}", http_method=["GET", "POST"], status_code=200)
-async def openai_unload(request: Request, name: str) -> dict[str, Any]:
+async def openai_unload(request: Request, name: str) -> Unloaded:
     force = _query_bool(request.query_params.get("force"), False)
     manager = _manager(request)
     model_id = manager.resolve_name(name)
-    return {"model": model_id, "unloaded": await manager.unload(model_id, force=force)}
+    return Unloaded(model=model_id, unloaded=await manager.unload(model_id, force=force))
 
 
 @route("/openai/unloadall", http_method=["GET", "POST"], status_code=200)
-async def openai_unload_all(request: Request) -> dict[str, Any]:
+async def openai_unload_all(request: Request) -> UnloadedAll:
     before = _loaded_ids(request)
     await _manager(request).unload_all()
-    return {"unloaded": before}
+    return UnloadedAll(before)
 
 
 @get("/openai/loadedmodels", sync_to_thread=False)
@@ -302,26 +303,25 @@ def openai_loaded_models(request: Request) -> list[str]:
 
 
 @get("/foundry/ps", sync_to_thread=False)
-def foundry_ps(request: Request) -> dict[str, Any]:
+def foundry_ps(request: Request) -> Resident:
     """This project's extension for `foundry model ps`: what is resident, size, idle time."""
-    return {"models": [_ps_row(entry) for entry in _manager(request).loaded()]}
+    return Resident([_ps_row(entry) for entry in _manager(request).loaded()])
 
 
-def _ps_row(entry: LoadedModel) -> dict[str, Any]:
-    """`size` is the artifact's bytes on disk: the weights dominate resident memory."""
+def _ps_row(entry: LoadedModel) -> ResidentModel:
     idle = entry.idle_seconds
     expires = max(0.0, entry.ttl - idle) if entry.ttl >= 0 else None
-    return {
-        "model": entry.model_id,
-        "task": entry.task,
-        "size": entry.size,
-        "idle_seconds": round(idle, 1),
-        "ttl": entry.ttl if entry.ttl >= 0 else None,
-        "expires_in": None if expires is None else round(expires, 1),
-        "active_requests": entry.active_requests(),
-        "loaded_at": entry.loaded_at,
-        "load_seconds": round(entry.load_seconds, 3),
-    }
+    return ResidentModel(
+        model=entry.model_id,
+        task=entry.task,
+        size=entry.size,
+        idle_seconds=round(idle, 1),
+        ttl=entry.ttl if entry.ttl >= 0 else None,
+        expires_in=None if expires is None else round(expires, 1),
+        active_requests=entry.active_requests(),
+        loaded_at=entry.loaded_at,
+        load_seconds=round(entry.load_seconds, 3),
+    )
 
 
 # --- token counting ---------------------------------------------------------------------------
@@ -331,13 +331,13 @@ def _ps_row(entry: LoadedModel) -> dict[str, Any]:
     dto=PlainJsonBody,
     return_dto=None,
 )
-async def count_tokens(request: Request, data: TokenCountRequest) -> dict[str, int]:
+async def count_tokens(request: Request, data: TokenCountRequest) -> TokenCount:
     """The prompt's token count after the model's chat template, without generating."""
     engine = await _manager(request).chat(data.model)
     prompt = engine.render_prompt(
         [_plain_message(m) for m in data.messages], tools=data.tools or None
     )
-    return {"tokenCount": len(engine.encode(prompt))}
+    return TokenCount(len(engine.encode(prompt)))
 
 
 def _plain_message(message: Any) -> dict[str, Any]:
