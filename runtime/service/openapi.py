@@ -21,11 +21,12 @@ from litestar.openapi.spec import OpenAPI, OpenAPIMediaType, OpenAPIResponse, Re
 from litestar.openapi.spec.enums import OpenAPIType
 
 from runtime.service.errors import anthropic_body, ollama_body, shape_for
+from runtime.service.transport import WireBody
 
 if TYPE_CHECKING:
     from litestar import Litestar
 
-__all__ = ["ERROR_STATUSES", "answers", "document_errors"]
+__all__ = ["ERROR_STATUSES", "answers", "document_errors", "streamed"]
 
 _STREAMS = ("text/event-stream", "application/x-ndjson")
 
@@ -102,9 +103,15 @@ def answers(whole: type, description: str, *text: str) -> dict[str, Any]:
     return {"responses": {200: spec}, "opt": {"text_answers": text}}
 
 
+def streamed(whole: type, stream: str, description: str) -> dict[str, Any]:
+    """A generating route's decorator arguments: a WireBody request, a `stream` answer (SSE or
+    NDJSON), or the JSON `whole` when the body says `stream: false`."""
+    route: dict[str, Any] = {"media_type": stream, "dto": WireBody, "return_dto": None}
+    return route | answers(whole, description)
+
+
 def _other_answers(ok: OpenAPIResponse | Reference | None, handler: HTTPRouteHandler) -> None:
-    """A streaming route's stream (each event's schema left open), a route's text answers,
-    and (until it declares its Struct) a streaming route's whole JSON answer."""
+    """A route's text answers, and a streaming route's stream (each event's schema open)."""
     if not isinstance(ok, OpenAPIResponse):
         return
     content = ok.content = ok.content or {}
@@ -112,7 +119,6 @@ def _other_answers(ok: OpenAPIResponse | Reference | None, handler: HTTPRouteHan
         content.setdefault(media_type, OpenAPIMediaType(schema=Schema(type=OpenAPIType.STRING)))
     if handler.media_type in _STREAMS:
         content.setdefault(str(handler.media_type), OpenAPIMediaType(schema=Schema()))
-        content.setdefault("application/json", OpenAPIMediaType(schema=Schema()))
 
 
 def document_errors(app: Litestar) -> OpenAPI:

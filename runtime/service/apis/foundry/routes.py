@@ -25,22 +25,7 @@ from runtime import __version__
 from runtime.errors import FoundryError, InvalidRequest, ProviderUnavailable
 from runtime.progress import ProgressEvent, ProgressFn, ThreadedProgress
 from runtime.service import metrics
-from runtime.service.apis.foundry.wire import (
-    DownloadRequest,
-    Health,
-    ListItem,
-    Loaded,
-    Resident,
-    ResidentModel,
-    Status,
-    Threads,
-    TokenCount,
-    TokenCountRequest,
-    Unloaded,
-    UnloadedAll,
-    cached_list_item,
-    variant_list_item,
-)
+from runtime.service.apis.foundry import wire
 from runtime.service.transport import PlainJsonBody
 
 if TYPE_CHECKING:
@@ -94,16 +79,16 @@ def _loaded_ids(request: Request) -> list[str]:
 
 # --- liveness, status, metrics ----------------------------------------------------------------
 @get("/health", sync_to_thread=False)
-def health() -> Health:
+def health() -> wire.Health:
     """Liveness: answered without an API key, so it says nothing about models."""
-    return Health("ok", __version__)
+    return wire.Health("ok", __version__)
 
 
 @get("/openai/status", sync_to_thread=True)  # the first call may probe the hardware
-def openai_status(request: Request) -> Status:
+def openai_status(request: Request) -> wire.Status:
     endpoints = _endpoints(request)
     model_dir = str(_store(request).layout.root)
-    return Status(
+    return wire.Status(
         endpoints=endpoints,
         model_dir_path=model_dir,
         endpoints_pascal=endpoints,
@@ -117,7 +102,7 @@ def openai_status(request: Request) -> Status:
     )
 
 
-def _threads(request: Request) -> Threads:
+def _threads(request: Request) -> wire.Threads:
     from runtime.engines.threads import session_threads
 
     default = session_threads()
@@ -126,7 +111,7 @@ def _threads(request: Request) -> Threads:
         for entry in _manager(request).loaded()
         if (threads := getattr(entry.engine, "threads", None)) is not None
     }
-    return Threads(
+    return wire.Threads(
         intra_op=default.intra_op,
         source=default.source,
         spinning=default.spinning,
@@ -150,7 +135,7 @@ def metrics_text(request: Request) -> Response[str]:
 
 # --- catalog and cache ------------------------------------------------------------------------
 @get("/foundry/list", sync_to_thread=True)
-def foundry_list(request: Request) -> list[ListItem]:
+def foundry_list(request: Request) -> list[wire.ListItem]:
     """Catalog variants (runnable here first, NPU > GPU > CPU, as the SDK expects), then cached
     models the catalog does not know (local builds such as `tiny-qwen`)."""
     hardware = _hardware(request)
@@ -158,9 +143,11 @@ def foundry_list(request: Request) -> list[ListItem]:
     variants.sort(
         key=lambda v: (not hardware.has_provider(v.provider), DEVICE_RANK.get(v.device, 3))
     )
-    items = [variant_list_item(v) for v in variants]
+    items = [wire.variant_list_item(v) for v in variants]
     known = {item.name for item in items}
-    items += [cached_list_item(m) for m in _store(request).list_models() if m.model_id not in known]
+    items += [
+        wire.cached_list_item(m) for m in _store(request).list_models() if m.model_id not in known
+    ]
     return items
 
 
@@ -173,7 +160,7 @@ def openai_models(request: Request) -> list[str]:
 @post(
     "/openai/download", status_code=200, media_type="text/plain", dto=PlainJsonBody, return_dto=None
 )
-async def openai_download(request: Request, data: DownloadRequest) -> Stream:
+async def openai_download(request: Request, data: wire.DownloadRequest) -> Stream:
     """Download (or compile) a catalog model: progress lines with a percentage, then one JSON line.
 
     Body: `{"model": {"Name": id, "Uri": ...} | "alias-or-id", "token"?, "IgnorePipeReport"?}`.
@@ -195,7 +182,7 @@ DownloadFn = Callable[[str, "Store", ProgressFn], "CachedModel"]
 """`download.download` or, for a model the store holds, `download.already_cached`."""
 
 
-def _download_name(body: DownloadRequest) -> str:
+def _download_name(body: wire.DownloadRequest) -> str:
     model = body.name()
     if not model:
         raise InvalidRequest(
@@ -264,7 +251,7 @@ def _query_ttl(value: str | None) -> float | None:
 # Foundry Local's SDK loads and unloads with GET; POST too, the form a browser cannot send from a
 # foreign page without an Origin header (SecurityMiddleware refuses foreign origins either way).
 @route("/openai/load/{name:str}", http_method=["GET", "POST"], status_code=200)
-async def openai_load(request: Request, name: str) -> Loaded:
+async def openai_load(request: Request, name: str) -> wire.Loaded:
     """Load a model now (`ttl` seconds idle before it unloads; `ep` must be available here)."""
     ttl = _query_ttl(request.query_params.get("ttl"))
     ep = (request.query_params.get("ep") or "").lower()
@@ -279,22 +266,24 @@ async def openai_load(request: Request, name: str) -> Loaded:
     if not ttl:  # Foundry Local: a ttl > 0 wins; else unload=false keeps the model loaded
         ttl = None if _query_bool(request.query_params.get("unload"), True) else NEVER_UNLOAD
     loaded = await _manager(request).load(name, ttl=ttl)
-    return Loaded(model=loaded.model_id, loaded=True, ttl=None if loaded.ttl < 0 else loaded.ttl)
+    return wire.Loaded(
+        model=loaded.model_id, loaded=True, ttl=None if loaded.ttl < 0 else loaded.ttl
+    )
 
 
 @route("/openai/unload/{name:str}", http_method=["GET", "POST"], status_code=200)
-async def openai_unload(request: Request, name: str) -> Unloaded:
+async def openai_unload(request: Request, name: str) -> wire.Unloaded:
     force = _query_bool(request.query_params.get("force"), False)
     manager = _manager(request)
     model_id = manager.resolve_name(name)
-    return Unloaded(model=model_id, unloaded=await manager.unload(model_id, force=force))
+    return wire.Unloaded(model=model_id, unloaded=await manager.unload(model_id, force=force))
 
 
 @route("/openai/unloadall", http_method=["GET", "POST"], status_code=200)
-async def openai_unload_all(request: Request) -> UnloadedAll:
+async def openai_unload_all(request: Request) -> wire.UnloadedAll:
     before = _loaded_ids(request)
     await _manager(request).unload_all()
-    return UnloadedAll(before)
+    return wire.UnloadedAll(before)
 
 
 @get("/openai/loadedmodels", sync_to_thread=False)
@@ -303,15 +292,15 @@ def openai_loaded_models(request: Request) -> list[str]:
 
 
 @get("/foundry/ps", sync_to_thread=False)
-def foundry_ps(request: Request) -> Resident:
+def foundry_ps(request: Request) -> wire.Resident:
     """This project's extension for `foundry model ps`: what is resident, size, idle time."""
-    return Resident([_ps_row(entry) for entry in _manager(request).loaded()])
+    return wire.Resident([_ps_row(entry) for entry in _manager(request).loaded()])
 
 
-def _ps_row(entry: LoadedModel) -> ResidentModel:
+def _ps_row(entry: LoadedModel) -> wire.ResidentModel:
     idle = entry.idle_seconds
     expires = max(0.0, entry.ttl - idle) if entry.ttl >= 0 else None
-    return ResidentModel(
+    return wire.ResidentModel(
         model=entry.model_id,
         task=entry.task,
         size=entry.size,
@@ -331,13 +320,13 @@ def _ps_row(entry: LoadedModel) -> ResidentModel:
     dto=PlainJsonBody,
     return_dto=None,
 )
-async def count_tokens(request: Request, data: TokenCountRequest) -> TokenCount:
+async def count_tokens(request: Request, data: wire.TokenCountRequest) -> wire.TokenCount:
     """The prompt's token count after the model's chat template, without generating."""
     engine = await _manager(request).chat(data.model)
     prompt = engine.render_prompt(
         [_plain_message(m) for m in data.messages], tools=data.tools or None
     )
-    return TokenCount(len(engine.encode(prompt)))
+    return wire.TokenCount(len(engine.encode(prompt)))
 
 
 def _plain_message(message: Any) -> dict[str, Any]:

@@ -22,27 +22,10 @@ from litestar.response import Response, Stream
 
 from runtime.errors import FoundryError, InvalidRequest
 from runtime.manager import ModelManager
+from runtime.service.apis.ollama import wire
 from runtime.service.apis.ollama.models import MODEL_HANDLERS
-from runtime.service.apis.ollama.wire import (
-    ChatLine,
-    ChatRequest,
-    Embed,
-    Embedding,
-    EmbeddingsRequest,
-    EmbedRequest,
-    GenerateLine,
-    GenerateRequest,
-    chat_line,
-    done_reason,
-    generate_line,
-    model_name,
-    ollama_tool_calls,
-    parse_keep_alive,
-    reply_fields,
-    to_turn,
-)
 from runtime.service.errors import Described, ollama_body
-from runtime.service.openapi import answers
+from runtime.service.openapi import streamed
 from runtime.service.replies import Finished
 from runtime.service.transport import NDJSON, WireBody, framed, ndjson, whole
 from runtime.service.turn import OpenTurn, open_turn
@@ -59,7 +42,7 @@ def _stats(turn: OpenTurn, finished: Finished) -> dict[str, Any]:
     durations, in nanoseconds."""
     end = time.perf_counter()
     return {
-        "done_reason": done_reason(finished.reason),
+        "done_reason": wire.done_reason(finished.reason),
         "total_duration": int((end - turn.started_at) * 1e9),
         "load_duration": int((turn.loaded_at - turn.started_at) * 1e9),
         "prompt_eval_count": finished.usage.prompt_tokens,
@@ -101,14 +84,16 @@ async def _lines(turn: OpenTurn, name: str, shape: Any) -> AsyncIterator[Any]:
         elif piece.content:
             yield shape(name, piece.content)
     if calls:
-        yield shape(name, "", tool_calls=ollama_tool_calls(list(calls.values())))
+        yield shape(name, "", tool_calls=wire.ollama_tool_calls(list(calls.values())))
     yield shape(name, "", done=True, finish=_stats(turn, pieces.finished))
 
 
-async def _respond(manager: ModelManager, body: ChatRequest | GenerateRequest, shape: Any) -> Any:
-    turn_request = to_turn(body)
+async def _respond(
+    manager: ModelManager, body: wire.ChatRequest | wire.GenerateRequest, shape: Any
+) -> Any:
+    turn_request = wire.to_turn(body)
     name = turn_request.model
-    keep_alive = parse_keep_alive(body.keep_alive)
+    keep_alive = wire.parse_keep_alive(body.keep_alive)
     turn = await open_turn(manager, turn_request)
     try:
         await _apply_keep_alive(manager, name, keep_alive)
@@ -127,7 +112,7 @@ async def _respond(manager: ModelManager, body: ChatRequest | GenerateRequest, s
         (reply,) = await turn.collect()
     finally:
         await _release(manager, name, keep_alive)
-    fields = reply_fields(reply.parsed)
+    fields = wire.reply_fields(reply.parsed)
     return whole(shape(name, **fields, done=True, finish=_stats(turn, reply.finished)))
 
 
@@ -136,36 +121,28 @@ def _error_line(error: Described) -> bytes:
     return ndjson(ollama_body(error))
 
 
-def _streams(whole: type) -> dict[str, Any]:
-    """A generating route: one JSON line with `stream: false`, NDJSON lines by default."""
-    return dict(media_type=NDJSON, dto=WireBody, return_dto=None, **answers(whole, _ANSWER))
-
-
-_ANSWER = "the reply (NDJSON lines, the last with `done: true`, unless `stream` is false)"
-
-
-@post("/chat", status_code=200, **_streams(ChatLine))
-async def chat(data: ChatRequest, manager: ModelManager) -> Any:
+@post("/chat", status_code=200, **streamed(wire.ChatLine, NDJSON, "the reply"))
+async def chat(data: wire.ChatRequest, manager: ModelManager) -> Any:
     if not data.messages:  # Ollama: no messages = load the model (and keep_alive 0 = unload)
-        return await _load_only(manager, data, chat_line)
-    return await _respond(manager, data, chat_line)
+        return await _load_only(manager, data, wire.chat_line)
+    return await _respond(manager, data, wire.chat_line)
 
 
-@post("/generate", status_code=200, **_streams(GenerateLine))
-async def generate(data: GenerateRequest, manager: ModelManager) -> Any:
+@post("/generate", status_code=200, **streamed(wire.GenerateLine, NDJSON, "the reply"))
+async def generate(data: wire.GenerateRequest, manager: ModelManager) -> Any:
     if not data.prompt:
-        return await _load_only(manager, data, generate_line)
+        return await _load_only(manager, data, wire.generate_line)
     if data.raw:
         raise InvalidRequest(
             "raw prompts are not supported; send the prompt without raw", param="raw"
         )
-    return await _respond(manager, data, generate_line)
+    return await _respond(manager, data, wire.generate_line)
 
 
 async def _load_only(manager: ModelManager, body: Any, shape: Any) -> Response[Any]:
     """Ollama's load/unload idiom: an empty prompt loads; with keep_alive 0 it unloads."""
-    name = model_name(body.model)
-    keep_alive = parse_keep_alive(body.keep_alive)
+    name = wire.model_name(body.model)
+    keep_alive = wire.parse_keep_alive(body.keep_alive)
     if keep_alive == 0:
         model_id = manager.resolve_name(name)
         if model_id in [entry.model_id for entry in manager.loaded()]:
@@ -185,22 +162,22 @@ async def _embed(
     manager: ModelManager, name: str, inputs: list[str], keep_alive: Any
 ) -> tuple[Any, float]:
     """(the embeddings, seconds spent getting the model: its load when it was not resident)."""
-    name = model_name(name)
+    name = wire.model_name(name)
     started = time.perf_counter()
     engine = await manager.embeddings(name)
     load_seconds = time.perf_counter() - started
-    await _apply_keep_alive(manager, name, parse_keep_alive(keep_alive))
+    await _apply_keep_alive(manager, name, wire.parse_keep_alive(keep_alive))
     return await engine.aembed(inputs), load_seconds
 
 
 @post("/embed", status_code=200, dto=WireBody, return_dto=None)
-async def embed(data: EmbedRequest, manager: ModelManager) -> Embed:
+async def embed(data: wire.EmbedRequest, manager: ModelManager) -> wire.Embed:
     inputs = [data.input] if isinstance(data.input, str) else list(data.input)
     if not inputs:
         raise InvalidRequest("'input' must not be empty", param="input")
     start = time.perf_counter()
     result, load_seconds = await _embed(manager, data.model, inputs, data.keep_alive)
-    return Embed(
+    return wire.Embed(
         model=data.model,
         embeddings=[[float(x) for x in row] for row in result.vectors],
         total_duration=int((time.perf_counter() - start) * 1e9),
@@ -210,10 +187,10 @@ async def embed(data: EmbedRequest, manager: ModelManager) -> Embed:
 
 
 @post("/embeddings", status_code=200, dto=WireBody, return_dto=None)
-async def embeddings(data: EmbeddingsRequest, manager: ModelManager) -> Embedding:
+async def embeddings(data: wire.EmbeddingsRequest, manager: ModelManager) -> wire.Embedding:
     """The older single-prompt form."""
     result, _ = await _embed(manager, data.model, [data.prompt], data.keep_alive)
-    return Embedding([float(x) for x in result.vectors[0]])
+    return wire.Embedding([float(x) for x in result.vectors[0]])
 
 
 ROUTES = [

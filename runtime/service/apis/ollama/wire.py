@@ -324,23 +324,23 @@ class Details(msgspec.Struct, kw_only=True):
     quantization_level: str
 
 
-class ListedModel(msgspec.Struct, kw_only=True):
-    """One `/api/tags` model (`/api/ps` adds its residency)."""
-
+class _Model(msgspec.Struct, kw_only=True):
     name: str
     model: str
+    size: int
+    digest: str
+    details: Details
+
+
+class ListedModel(_Model, kw_only=True):
+    """One `/api/tags` model."""
+
     modified_at: str
-    size: int
-    digest: str
-    details: Details
 
 
-class RunningModel(msgspec.Struct, kw_only=True):
-    name: str
-    model: str
-    size: int
-    digest: str
-    details: Details
+class RunningModel(_Model, kw_only=True):
+    """One `/api/ps` model."""
+
     expires_at: str
     size_vram: int
     context_length: int | None

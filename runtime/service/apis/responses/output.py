@@ -13,11 +13,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from runtime.service.apis.responses.wire import (
-    ResponsesRequest,
-    item_messages,
-    new_message_id,
-)
+from runtime.service.apis.responses import wire
 
 __all__ = [
     "Deleted",
@@ -33,7 +29,7 @@ __all__ = [
 ]
 
 
-def _text_config(request: ResponsesRequest) -> dict:
+def _text_config(request: wire.ResponsesRequest) -> dict:
     fmt = request.text.format if request.text is not None else None
     if fmt is None:
         return {"format": {"type": "text"}}
@@ -63,7 +59,9 @@ def output_items(parsed: Any, status: str, message_id: str | None = None) -> lis
     if parsed.reasoning is not None:
         items.append(reasoning_item(f"rs_{uuid.uuid4().hex}", parsed.reasoning, "completed"))
     if parsed.content or not parsed.tool_calls:
-        items.append(output_message(message_id or new_message_id(), parsed.content or "", status))
+        items.append(
+            output_message(message_id or wire.new_message_id(), parsed.content or "", status)
+        )
     for call in parsed.tool_calls:
         items.append(
             function_call_item(
@@ -75,7 +73,7 @@ def output_items(parsed: Any, status: str, message_id: str | None = None) -> lis
 
 def assistant_turn(items: list[dict]) -> list[dict]:
     """The reply's output items as stored conversation messages (what the next turn sees)."""
-    return item_messages(
+    return wire.item_messages(
         [
             item if item["type"] != "message" else {**item, "role": "assistant"}
             for item in items
@@ -142,7 +140,7 @@ class InputItems(msgspec.Struct, kw_only=True):
 
 
 def response_body(
-    request: ResponsesRequest,
+    request: wire.ResponsesRequest,
     *,
     response_id: str,
     created_at: float,
@@ -195,11 +193,11 @@ class ResponseEvents:
     output_text.done → content_part.done → output_item.done → completed.
     """
 
-    def __init__(self, request: ResponsesRequest, *, response_id: str, model: str):
+    def __init__(self, request: wire.ResponsesRequest, *, response_id: str, model: str):
         self.request = request
         self.response_id = response_id
         self.model = model
-        self.message_id = new_message_id()
+        self.message_id = wire.new_message_id()
         self.created_at = time.time()
         self.sequence = 0
 
