@@ -1,12 +1,13 @@
-"""Schemathesis hooks for tests/test_fuzz.py: positive cases on the media routes reach a model.
+"""Schemathesis hooks for tests/test_fuzz.py: positive bodies reach the served models.
 
-A fuzzed `model` never names a served model, and a fuzzed multipart `file` is never audio, so
-without help /v1/embeddings and /v1/audio/* would only answer 400/404. In the positive run
-only (FUZZ_MODE; a negative case must stay invalid, or the "negative data rejected" check
-fails on a request the hook made valid), the fuzzing phase's bodies on those routes name the
-served model, and an audio body carries a real one-second WAV (the coverage phase's are left
-as generated: fuzzed names, the 400/404 paths). `after_call` appends `METHOD path status` per call to
-FUZZ_CALL_LOG, so the test reports which cases reached a 2xx.
+A fuzzed `model` rarely names a served model, and a fuzzed multipart `file` is never audio,
+so without help most routes would only answer 400/404 (/v1/embeddings and /v1/audio/* never
+anything else). In the positive run only (FUZZ_MODE; a negative case must stay invalid, or
+the "negative data rejected" check fails on a request the hook made valid), the fuzzing
+phase's bodies name the model their route serves (SERVED), and an audio body carries a real
+one-second WAV; the coverage phase's are left as generated (fuzzed names: the 400/404
+paths). `after_call` appends `METHOD path status` per call to FUZZ_CALL_LOG, so the test
+reports which cases reached a 2xx.
 """
 
 from __future__ import annotations
@@ -20,10 +21,24 @@ from pathlib import Path
 
 import schemathesis
 
+_CHAT = os.environ.get("FUZZ_CHAT_MODEL", "")
+_EMBEDDING = os.environ.get("FUZZ_EMBEDDING_MODEL", "")
+_SPEECH = os.environ.get("FUZZ_SPEECH_MODEL", "")
+CHAT_PATHS = (
+    "/v1/chat/completions",
+    "/v1/completions",
+    "/v1/responses",
+    "/v1/messages",
+    "/v1/messages/count_tokens",
+    "/v1/chat/completions/tokenizer/encode/count",
+    "/api/chat",
+    "/api/generate",
+    "/api/show",
+)
 SERVED = {
-    "/v1/embeddings": os.environ.get("FUZZ_EMBEDDING_MODEL", ""),
-    "/v1/audio/transcriptions": os.environ.get("FUZZ_SPEECH_MODEL", ""),
-    "/v1/audio/translations": os.environ.get("FUZZ_SPEECH_MODEL", ""),
+    **dict.fromkeys(CHAT_PATHS, _CHAT),
+    **dict.fromkeys(("/v1/embeddings", "/api/embed", "/api/embeddings"), _EMBEDDING),
+    **dict.fromkeys(("/v1/audio/transcriptions", "/v1/audio/translations"), _SPEECH),
 }
 
 

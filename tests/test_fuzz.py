@@ -2,10 +2,13 @@
 
 The real service (`foundry service start`, loopback, an API key) serves a tiny synthetic Qwen
 whose context is FUZZ_CONTEXT tokens, so no case can generate for long whatever its length
-fields say; schemathesis reads the document through the key and generates bodies from it in
-positive and negative modes (examples, coverage, fuzzing and stateful phases). The checks: no
-5xx, every status, content type, header and body the document declares, negative data refused,
-each case under REQUEST_TIMEOUT seconds; `/health` answers afterwards. The bounded run here is
+fields say, the real all-MiniLM-L6-v2 and a tiny synthetic Whisper; schemathesis reads the
+document through the key and generates bodies from it in positive and negative modes
+(examples, coverage, fuzzing and stateful phases; tests/fuzz_hooks.py points positive bodies
+at the served models, audio ones with a real WAV). The checks: no 5xx, every status, content
+type, header and body the document declares (success bodies included: each route declares
+its Struct), negative data refused, each case under REQUEST_TIMEOUT seconds; `/health`
+answers afterwards, and each media route answered a 200. The bounded run here is
 FUZZ_EXAMPLES examples per operation and mode; the README's developer part gives the deeper run
 (`FOUNDRY_FUZZ_EXAMPLES=200`).
 """
@@ -113,7 +116,8 @@ def _schemathesis(service: RunningService, mode: str, calls: Path) -> subprocess
         "FUZZ_CALL_LOG": str(calls),
         "FUZZ_MODE": mode,
     }
-    served = {"FUZZ_EMBEDDING_MODEL": MINILM, "FUZZ_SPEECH_MODEL": WHISPER}
+    served = {"FUZZ_CHAT_MODEL": FUZZ_MODEL, "FUZZ_EMBEDDING_MODEL": MINILM}
+    served["FUZZ_SPEECH_MODEL"] = WHISPER
     return subprocess.run(
         [schemathesis, *schemathesis_args(service, mode)],
         capture_output=True,
