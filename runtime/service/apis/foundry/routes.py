@@ -23,6 +23,7 @@ from litestar.response import Response, Stream
 
 from runtime import __version__
 from runtime.errors import FoundryError, InvalidRequest, ProviderUnavailable
+from runtime.manager import ModelManager
 from runtime.progress import ProgressEvent, ProgressFn, ThreadedProgress
 from runtime.service import metrics
 from runtime.service.apis.foundry import wire
@@ -30,7 +31,7 @@ from runtime.service.transport import PlainJsonBody
 
 if TYPE_CHECKING:
     from runtime.hardware import Hardware
-    from runtime.manager import LoadedModel, ModelManager
+    from runtime.manager import LoadedModel
     from runtime.service.settings import ServiceSettings
     from runtime.store import CachedModel, Store
 
@@ -42,8 +43,8 @@ DEVICE_RANK = {"npu": 0, "gpu": 1, "cpu": 2}
 NEVER_UNLOAD = -1.0  # the manager's ttl for "stay loaded until asked"
 
 
-# --- what the handlers need, from the app (create_app puts them on app.state) ---------------
-def _manager(request: Request) -> ModelManager:
+# --- what the handlers need beyond the manager (create_app puts them on app.state) ----------
+def _manager(request: Request) -> ModelManager:  # for console_routes, which has no DI yet
     return request.app.state.manager
 
 
@@ -73,8 +74,8 @@ def _endpoints(request: Request) -> list[str]:
     return [f"http://{endpoint_host(settings.host)}:{port}"]
 
 
-def _loaded_ids(request: Request) -> list[str]:
-    return [entry.model_id for entry in _manager(request).loaded()]
+def _loaded_ids(manager: ModelManager) -> list[str]:
+    return [entry.model_id for entry in manager.loaded()]
 
 
 # --- liveness, status, metrics ----------------------------------------------------------------
@@ -85,9 +86,9 @@ def health() -> wire.Health:
 
 
 @get("/openai/status", sync_to_thread=True)  # the first call may probe the hardware
-def openai_status(request: Request) -> wire.Status:
+def openai_status(request: Request, manager: ModelManager) -> wire.Status:
     endpoints = _endpoints(request)
-    model_dir = str(_store(request).layout.root)
+    model_dir = str(manager.store.layout.root)
     return wire.Status(
         endpoints=endpoints,
         model_dir_path=model_dir,
@@ -97,18 +98,18 @@ def openai_status(request: Request) -> wire.Status:
         pid=os.getpid(),
         uptime=round(time.time() - STARTED, 3),
         providers=sorted(_hardware(request).providers),
-        loaded_models=_loaded_ids(request),
-        threads=_threads(request),
+        loaded_models=_loaded_ids(manager),
+        threads=_threads(manager),
     )
 
 
-def _threads(request: Request) -> wire.Threads:
+def _threads(manager: ModelManager) -> wire.Threads:
     from runtime.engines.threads import session_threads
 
     default = session_threads()
     loaded = {
         entry.model_id: threads.intra_op
-        for entry in _manager(request).loaded()
+        for entry in manager.loaded()
         if (threads := getattr(entry.engine, "threads", None)) is not None
     }
     return wire.Threads(
@@ -120,9 +121,8 @@ def _threads(request: Request) -> wire.Threads:
 
 
 @get("/metrics", sync_to_thread=False, media_type=metrics.CONTENT_TYPE)
-def metrics_text(request: Request) -> Response[str]:
-    manager = _manager(request)
-    loaded = _loaded_ids(request)
+def metrics_text(manager: ModelManager) -> Response[str]:
+    loaded = _loaded_ids(manager)
     gauges: dict[str, dict[Any, float]] = {
         "foundry_loaded_models": {(): len(loaded)},
         "foundry_model_loaded": {(("model", model_id),): 1 for model_id in loaded},
@@ -135,32 +135,32 @@ def metrics_text(request: Request) -> Response[str]:
 
 # --- catalog and cache ------------------------------------------------------------------------
 @get("/foundry/list", sync_to_thread=True)
-def foundry_list(request: Request) -> list[wire.ListItem]:
+def foundry_list(request: Request, manager: ModelManager) -> list[wire.ListItem]:
     """Catalog variants (runnable here first, NPU > GPU > CPU, as the SDK expects), then cached
     models the catalog does not know (local builds such as `tiny-qwen`)."""
     hardware = _hardware(request)
-    variants = _manager(request).catalog().variants()
+    variants = manager.catalog().variants()
     variants.sort(
         key=lambda v: (not hardware.has_provider(v.provider), DEVICE_RANK.get(v.device, 3))
     )
     items = [wire.variant_list_item(v) for v in variants]
     known = {item.name for item in items}
     items += [
-        wire.cached_list_item(m) for m in _store(request).list_models() if m.model_id not in known
+        wire.cached_list_item(m) for m in manager.store.list_models() if m.model_id not in known
     ]
     return items
 
 
 @get("/openai/models", sync_to_thread=True)
-def openai_models(request: Request) -> list[str]:
+def openai_models(manager: ModelManager) -> list[str]:
     """The ids of cached models (what Foundry Local's SDK calls `list_cached_models`)."""
-    return [m.model_id for m in _store(request).list_models()]
+    return [m.model_id for m in manager.store.list_models()]
 
 
 @post(
     "/openai/download", status_code=200, media_type="text/plain", dto=PlainJsonBody, return_dto=None
 )
-async def openai_download(request: Request, data: wire.DownloadRequest) -> Stream:
+async def openai_download(manager: ModelManager, data: wire.DownloadRequest) -> Stream:
     """Download (or compile) a catalog model: progress lines with a percentage, then one JSON line.
 
     Body: `{"model": {"Name": id, "Uri": ...} | "alias-or-id", "token"?, "IgnorePipeReport"?}`.
@@ -169,7 +169,7 @@ async def openai_download(request: Request, data: wire.DownloadRequest) -> Strea
     from runtime import download
 
     name = _download_name(data)
-    store = _store(request)
+    store = manager.store
     fetch: DownloadFn = download.download
     if store.has(name):  # a cached model (even outside the catalog) needs no download
         fetch = download.already_cached
@@ -251,7 +251,7 @@ def _query_ttl(value: str | None) -> float | None:
 # Foundry Local's SDK loads and unloads with GET; POST too, the form a browser cannot send from a
 # foreign page without an Origin header (SecurityMiddleware refuses foreign origins either way).
 @route("/openai/load/{name:str}", http_method=["GET", "POST"], status_code=200)
-async def openai_load(request: Request, name: str) -> wire.Loaded:
+async def openai_load(request: Request, manager: ModelManager, name: str) -> wire.Loaded:
     """Load a model now (`ttl` seconds idle before it unloads; `ep` must be available here)."""
     ttl = _query_ttl(request.query_params.get("ttl"))
     ep = (request.query_params.get("ep") or "").lower()
@@ -265,36 +265,35 @@ async def openai_load(request: Request, name: str) -> wire.Loaded:
             )
     if not ttl:  # Foundry Local: a ttl > 0 wins; else unload=false keeps the model loaded
         ttl = None if _query_bool(request.query_params.get("unload"), True) else NEVER_UNLOAD
-    loaded = await _manager(request).load(name, ttl=ttl)
+    loaded = await manager.load(name, ttl=ttl)
     return wire.Loaded(
         model=loaded.model_id, loaded=True, ttl=None if loaded.ttl < 0 else loaded.ttl
     )
 
 
 @route("/openai/unload/{name:str}", http_method=["GET", "POST"], status_code=200)
-async def openai_unload(request: Request, name: str) -> wire.Unloaded:
+async def openai_unload(request: Request, manager: ModelManager, name: str) -> wire.Unloaded:
     force = _query_bool(request.query_params.get("force"), False)
-    manager = _manager(request)
     model_id = manager.resolve_name(name)
     return wire.Unloaded(model=model_id, unloaded=await manager.unload(model_id, force=force))
 
 
 @route("/openai/unloadall", http_method=["GET", "POST"], status_code=200)
-async def openai_unload_all(request: Request) -> wire.UnloadedAll:
-    before = _loaded_ids(request)
-    await _manager(request).unload_all()
+async def openai_unload_all(manager: ModelManager) -> wire.UnloadedAll:
+    before = _loaded_ids(manager)
+    await manager.unload_all()
     return wire.UnloadedAll(before)
 
 
 @get("/openai/loadedmodels", sync_to_thread=False)
-def openai_loaded_models(request: Request) -> list[str]:
-    return _loaded_ids(request)
+def openai_loaded_models(manager: ModelManager) -> list[str]:
+    return _loaded_ids(manager)
 
 
 @get("/foundry/ps", sync_to_thread=False)
-def foundry_ps(request: Request) -> wire.Resident:
+def foundry_ps(manager: ModelManager) -> wire.Resident:
     """This project's extension for `foundry model ps`: what is resident, size, idle time."""
-    return wire.Resident([_ps_row(entry) for entry in _manager(request).loaded()])
+    return wire.Resident([_ps_row(entry) for entry in manager.loaded()])
 
 
 def _ps_row(entry: LoadedModel) -> wire.ResidentModel:
@@ -320,9 +319,9 @@ def _ps_row(entry: LoadedModel) -> wire.ResidentModel:
     dto=PlainJsonBody,
     return_dto=None,
 )
-async def count_tokens(request: Request, data: wire.TokenCountRequest) -> wire.TokenCount:
+async def count_tokens(manager: ModelManager, data: wire.TokenCountRequest) -> wire.TokenCount:
     """The prompt's token count after the model's chat template, without generating."""
-    engine = await _manager(request).chat(data.model)
+    engine = await manager.chat(data.model)
     prompt = engine.render_prompt(
         [_plain_message(m) for m in data.messages], tools=data.tools or None
     )
