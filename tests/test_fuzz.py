@@ -2,10 +2,13 @@
 
 The real service (`foundry service start`, loopback, an API key) serves a tiny synthetic Qwen
 whose context is FUZZ_CONTEXT tokens, so no case can generate for long whatever its length
-fields say; schemathesis reads the document through the key and generates bodies from it in
-positive and negative modes (examples, coverage, fuzzing and stateful phases). The checks: no
-5xx, every status, content type, header and body the document declares, negative data refused,
-each case under REQUEST_TIMEOUT seconds; `/health` answers afterwards. The bounded run here is
+fields say, the real all-MiniLM-L6-v2 and a tiny synthetic Whisper; schemathesis reads the
+document through the key and generates bodies from it in positive and negative modes
+(examples, coverage, fuzzing and stateful phases; tests/fuzz_hooks.py points positive bodies
+at the served models, audio ones with a real WAV). The checks: no 5xx, every status, content
+type, header and body the document declares (success bodies included: each route declares
+its Struct), negative data refused, each case under REQUEST_TIMEOUT seconds; `/health`
+answers afterwards, and each media route answered a 200. The bounded run here is
 FUZZ_EXAMPLES examples per operation and mode; the README's developer part gives the deeper run
 (`FOUNDRY_FUZZ_EXAMPLES=200`).
 """
@@ -19,11 +22,19 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import RunningService, run_foundry
+from tests.conftest import (
+    MINILM,
+    WHISPER,
+    RunningService,
+    build_models,
+    minilm_source,
+    run_foundry,
+)
 
 FUZZ_MODEL = "tiny-fuzz"
 FUZZ_CONTEXT = 256  # tokens: the most any case can prefill plus generate
@@ -44,11 +55,14 @@ CHECKS = ",".join(
 CONFIG = Path(__file__).with_name("schemathesis.toml")  # 503 allowed on the download routes
 TARGET = ("--target", "cpu-fp32", "--as", FUZZ_MODEL)
 OFFLINE = {"HF_HUB_OFFLINE": "1", "FOUNDRY_API_KEY": FUZZ_KEY}
+HOOKS = Path(__file__).with_name("fuzz_hooks.py")  # media cases name the served models
+MEDIA = ("/v1/embeddings", "/v1/audio/transcriptions", "/v1/audio/translations")
 
 
 @pytest.fixture(scope="module")
 def fuzz_service(tiny_source, tmp_path_factory: pytest.TempPathFactory):
-    """The real service over one tiny Qwen with a FUZZ_CONTEXT-token context, behind a key."""
+    """The real service over one tiny Qwen with a FUZZ_CONTEXT-token context, the real MiniLM
+    and a tiny synthetic Whisper, behind a key."""
     home = tmp_path_factory.mktemp("fuzz-home")
     source = tmp_path_factory.mktemp("fuzz-source") / "qwen"
     subprocess.run(["cp", "-r", str(tiny_source("qwen2.5-0.5b")), str(source)], check=True)
@@ -63,6 +77,8 @@ def fuzz_service(tiny_source, tmp_path_factory: pytest.TempPathFactory):
         timeout=900,
     )
     assert build.returncode == 0, build.stderr[-2000:]
+    build_models(home, minilm_source(), {"cpu-fp32": MINILM})
+    build_models(home, tiny_source("whisper-tiny"), {"cpu-fp32": WHISPER})
     started = run_foundry("service", "start", "--ttl", "600", home=home, env=OFFLINE)
     assert started.returncode == 0, started.stderr + started.stdout
     yield RunningService(home)
@@ -93,25 +109,35 @@ def schemathesis_args(service: RunningService, mode: str) -> list[str]:
     ]
 
 
-def _schemathesis(service: RunningService, mode: str, report: Path) -> subprocess.CompletedProcess:
+def _schemathesis(service: RunningService, mode: str, calls: Path) -> subprocess.CompletedProcess:
     schemathesis = str(Path(sys.executable).with_name("schemathesis"))
-    junit = ("--report", "junit", "--report-junit-path", str(report))
+    hooks = {
+        "SCHEMATHESIS_HOOKS": "tests.fuzz_hooks",
+        "FUZZ_CALL_LOG": str(calls),
+        "FUZZ_MODE": mode,
+    }
+    served = {"FUZZ_CHAT_MODEL": FUZZ_MODEL, "FUZZ_EMBEDDING_MODEL": MINILM}
+    served["FUZZ_SPEECH_MODEL"] = WHISPER
     return subprocess.run(
-        [schemathesis, *schemathesis_args(service, mode), *junit],
+        [schemathesis, *schemathesis_args(service, mode)],
         capture_output=True,
         text=True,
         timeout=1200,
-        env={**os.environ, "NO_COLOR": "1"},
+        env={**os.environ, "NO_COLOR": "1", **hooks, **served},
+        cwd=HOOKS.parent.parent,
     )
 
 
 @pytest.mark.parametrize("mode", ["positive", "negative"])
 def test_every_route_survives_schemathesis(fuzz_service: RunningService, mode, tmp_path):
     started = time.monotonic()
-    run = _schemathesis(fuzz_service, mode, tmp_path / "junit.xml")
+    calls = tmp_path / "calls.log"
+    run = _schemathesis(fuzz_service, mode, calls)
     took = time.monotonic() - started
-    summary = run.stdout[-6000:]
-    print(f"schemathesis {mode}: {took:.0f} s\n{summary}")
+    summary = run.stdout[-20000:]
+    answered = Counter(calls.read_text().splitlines() if calls.exists() else [])
+    media = {call: n for call, n in sorted(answered.items()) if call.split()[1] in MEDIA}
+    print(f"schemathesis {mode}: {took:.0f} s, media route answers {media}\n{summary}")
     assert run.returncode == 0, summary + run.stderr[-2000:]
     # Every operation of the document was reached (all but the one left out), with cases.
     selected = re.search(r"Operations:\s+(\d+) selected / (\d+) total", run.stdout)
@@ -123,3 +149,6 @@ def test_every_route_survives_schemathesis(fuzz_service: RunningService, mode, t
     )
     with urllib.request.urlopen(request, timeout=5) as response:
         assert response.status == 200
+    if mode == "positive":  # the media routes' success paths were reached, not only their 4xx
+        for path in MEDIA:
+            assert any(c.split()[1:] == [path, "200"] for c in answered), (path, media)

@@ -91,5 +91,5 @@ def create_app(settings: ServiceSettings, *, store: Store | None = None) -> Lite
         ),
         debug=False,
     )
-    document_errors(app.openapi_schema)  # the cached document: errors in each API's shape
+    document_errors(app)  # the cached document: errors in each API's shape
     return app

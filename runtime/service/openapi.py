@@ -5,18 +5,28 @@ validates, its own generic 400; the service never answers that 400: every error 
 errors.py, shaped per path by `shape_for`. `document_errors` rewrites each operation's error
 responses to what errors.py really sends (OpenAI's, Anthropic's or Ollama's body), for every
 status the service can answer, so a client or a fuzzer checking conformance reads the truth.
+
+A route whose return annotation cannot say what it answers (one that streams or picks its
+media type per request) declares its whole JSON answer with `answers(Struct, ...)`; its
+stream (the handler's `media_type`) and text media types are added back here.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from litestar.handlers import HTTPRouteHandler
+from litestar.openapi import ResponseSpec
 from litestar.openapi.spec import OpenAPI, OpenAPIMediaType, OpenAPIResponse, Reference, Schema
 from litestar.openapi.spec.enums import OpenAPIType
 
 from runtime.service.errors import anthropic_body, ollama_body, shape_for
+from runtime.service.transport import WireBody
 
-__all__ = ["ERROR_STATUSES", "document_errors"]
+if TYPE_CHECKING:
+    from litestar import Litestar
+
+__all__ = ["ERROR_STATUSES", "answers", "document_errors", "streamed"]
 
 _STREAMS = ("text/event-stream", "application/x-ndjson")
 
@@ -86,25 +96,47 @@ def _error_responses(path: str) -> dict[str, OpenAPIResponse | Reference]:
     }
 
 
-def _whole_answer_too(ok: OpenAPIResponse | Reference | None) -> None:
-    """A streaming route answers one JSON object when the body says `stream: false`."""
-    if isinstance(ok, OpenAPIResponse) and ok.content and set(ok.content) & set(_STREAMS):
-        ok.content.setdefault("application/json", OpenAPIMediaType(schema=Schema()))
+def answers(whole: type, description: str, *text: str) -> dict[str, Any]:
+    """A route decorator's `responses` and `opt`: its JSON answer is `whole`, and it may also
+    answer each `text` media type (a string) or stream (its `media_type`)."""
+    spec = ResponseSpec(whole, generate_examples=False, description=description)
+    return {"responses": {200: spec}, "opt": {"text_answers": text}}
 
 
-def document_errors(document: OpenAPI) -> OpenAPI:
-    """Give every operation of `document` the error responses errors.py really sends (and
-    each streaming route its whole-JSON answer)."""
+def streamed(whole: type, stream: str, description: str) -> dict[str, Any]:
+    """A generating route's decorator arguments: a WireBody request, a `stream` answer (SSE or
+    NDJSON), or the JSON `whole` when the body says `stream: false`."""
+    route: dict[str, Any] = {"media_type": stream, "dto": WireBody, "return_dto": None}
+    return route | answers(whole, description)
+
+
+def _other_answers(ok: OpenAPIResponse | Reference | None, handler: HTTPRouteHandler) -> None:
+    """A route's text answers, and a streaming route's stream (each event's schema open)."""
+    if not isinstance(ok, OpenAPIResponse):
+        return
+    content = ok.content = ok.content or {}
+    for media_type in handler.opt.get("text_answers", ()):
+        content.setdefault(media_type, OpenAPIMediaType(schema=Schema(type=OpenAPIType.STRING)))
+    if handler.media_type in _STREAMS:
+        content.setdefault(str(handler.media_type), OpenAPIMediaType(schema=Schema()))
+
+
+def document_errors(app: Litestar) -> OpenAPI:
+    """Give every operation of `app`'s document the error responses errors.py really sends
+    (and each route the answers its return annotation does not say)."""
+    document = app.openapi_schema
     if document.components.schemas is None:
         document.components.schemas = {}
     document.components.schemas.update(_SCHEMAS)
-    for path, item in (document.paths or {}).items():
-        for method in ("get", "put", "post", "delete", "options", "head", "patch", "trace"):
-            operation: Any = getattr(item, method, None)
-            if operation is None:
-                continue
-            responses = dict(operation.responses or {})
-            _whole_answer_too(responses.get("200"))
-            responses.update(_error_responses(path))
-            operation.responses = responses
+    for route in app.routes:
+        item = (document.paths or {}).get(route.path_format)
+        for handler in getattr(route, "route_handlers", ()):
+            for method in handler.http_methods if item is not None else ():
+                operation: Any = getattr(item, method.lower(), None)
+                if operation is None:
+                    continue
+                responses = dict(operation.responses or {})
+                _other_answers(responses.get(str(handler.status_code)), handler)
+                responses.update(_error_responses(route.path_format))
+                operation.responses = responses
     return document

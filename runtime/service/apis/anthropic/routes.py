@@ -16,44 +16,33 @@ from typing import Any
 from litestar import post
 
 from runtime.manager import ModelManager
-from runtime.service.apis.anthropic.wire import (
-    BlockStream,
-    CountTokensRequest,
-    MessagesRequest,
-    content_blocks,
-    message_body,
-    message_delta_event,
-    message_start_event,
-    message_stop_event,
-    new_message_id,
-    stop_reason,
-    to_turn,
-)
+from runtime.service.apis.anthropic import wire
 from runtime.service.errors import Described, anthropic_body
+from runtime.service.openapi import streamed
 from runtime.service.transport import SSE, WireBody, named_sse, sse_stream, whole
 from runtime.service.turn import OpenTurn, open_turn, prepare_turn
 
 __all__ = ["ROUTES"]
 
 
-@post("/v1/messages", status_code=200, media_type=SSE, dto=WireBody, return_dto=None)
-async def create_message(data: MessagesRequest, manager: ModelManager) -> Any:
-    turn = await open_turn(manager, to_turn(data))
-    message_id = new_message_id()
+@post("/v1/messages", status_code=200, **streamed(wire.MessageBody, SSE, "the reply"))
+async def create_message(data: wire.MessagesRequest, manager: ModelManager) -> Any:
+    turn = await open_turn(manager, wire.to_turn(data))
+    message_id = wire.new_message_id()
     if data.stream:
         events = _events(turn, data.model, message_id)
         return sse_stream(events, named_sse, _error_event, close=turn.aclose)
     (reply,) = await turn.collect()
     finished = reply.finished
-    message = message_body(
-        message_id=message_id,
+    message = wire.MessageBody(
+        id=message_id,
         model=data.model,
-        text=None,
-        blocks=content_blocks(reply.parsed),
-        reason=stop_reason(finished.reason, finished.matched_stop, finished.tool_calls),
+        content=wire.content_blocks(reply.parsed),
+        stop_reason=wire.stop_reason(finished.reason, finished.matched_stop, finished.tool_calls),
         stop_sequence=finished.matched_stop,
-        input_tokens=turn.prompt_tokens,
-        output_tokens=finished.usage.completion_tokens,
+        usage=wire.Usage(
+            input_tokens=turn.prompt_tokens, output_tokens=finished.usage.completion_tokens
+        ),
     )
     return whole(message)  # the handler streams SSE otherwise
 
@@ -67,8 +56,8 @@ async def _events(turn: OpenTurn, model: str, message_id: str) -> AsyncIterator[
     message_stop: Anthropic's order (blocks start as their first piece arrives when the
     reply is read for thinking and tool_use)."""
     input_tokens = turn.prompt_tokens
-    blocks = BlockStream()
-    yield message_start_event(message_id=message_id, model=model, input_tokens=input_tokens)
+    blocks = wire.BlockStream()
+    yield wire.message_start_event(message_id=message_id, model=model, input_tokens=input_tokens)
     for event in blocks.begin(open_text=not turn.prepared.reading):
         yield event
     yield ("ping", {"type": "ping"})
@@ -79,19 +68,19 @@ async def _events(turn: OpenTurn, model: str, message_id: str) -> AsyncIterator[
     for event in blocks.end():
         yield event
     finished = pieces.finished
-    yield message_delta_event(
-        reason=stop_reason(finished.reason, finished.matched_stop, blocks.tool_use),
+    yield wire.message_delta_event(
+        reason=wire.stop_reason(finished.reason, finished.matched_stop, blocks.tool_use),
         stop_sequence=finished.matched_stop,
         input_tokens=input_tokens,
         output_tokens=finished.usage.completion_tokens,
     )
-    yield message_stop_event()
+    yield wire.message_stop_event()
 
 
 @post("/v1/messages/count_tokens", status_code=200, dto=WireBody, return_dto=None)
-async def count_tokens(data: CountTokensRequest, manager: ModelManager) -> dict[str, int]:
-    prepared = await prepare_turn(manager, to_turn(data))
-    return {"input_tokens": len(prepared.prompt_ids[0])}
+async def count_tokens(data: wire.CountTokensRequest, manager: ModelManager) -> wire.CountTokens:
+    prepared = await prepare_turn(manager, wire.to_turn(data))
+    return wire.CountTokens(input_tokens=len(prepared.prompt_ids[0]))
 
 
 ROUTES = [create_message, count_tokens]

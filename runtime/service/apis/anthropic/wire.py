@@ -1,7 +1,7 @@
 """Anthropic Messages API on the wire, and its pure conversion to and from the engine.
 
 `/v1/messages` requests decode into these Structs; `to_chat(request)` turns one into the
-chat messages and generation settings every API shares, and the `*_event`/`message_body`
+chat messages and generation settings every API shares, and the `*_event`/`MessageBody`
 functions shape the engine's output as Anthropic's clients expect it. Nothing here touches
 the service, the manager or an engine: it is unit-tested without a server.
 
@@ -25,14 +25,16 @@ from runtime.service.turn import Turn
 
 __all__ = [
     "BlockStream",
+    "CountTokens",
     "CountTokensRequest",
+    "MessageBody",
     "MessagesRequest",
+    "Usage",
     "chat_tools",
     "content_block_delta_event",
     "content_block_start_event",
     "content_block_stop_event",
     "content_blocks",
-    "message_body",
     "message_delta_event",
     "message_start_event",
     "message_stop_event",
@@ -224,8 +226,26 @@ def stop_reason(
     return "stop_sequence" if stop_sequence is not None else "end_turn"
 
 
-def _usage(input_tokens: int, output_tokens: int) -> dict:
-    return {"input_tokens": input_tokens, "output_tokens": output_tokens}
+class Usage(msgspec.Struct, kw_only=True):
+    input_tokens: int
+    output_tokens: int
+
+
+class CountTokens(msgspec.Struct, kw_only=True):
+    input_tokens: int
+
+
+class MessageBody(msgspec.Struct, kw_only=True):
+    """The `message` object: a whole reply, or (no content yet) a stream's opening."""
+
+    id: str
+    type: Literal["message"] = "message"
+    role: Literal["assistant"] = "assistant"
+    model: str
+    content: list[dict[str, Any]]  # content_blocks(): thinking, text, tool_use
+    stop_reason: str | None
+    stop_sequence: str | None
+    usage: Usage
 
 
 def content_blocks(parsed: Any) -> list[dict]:
@@ -252,43 +272,11 @@ def _input(arguments: str) -> dict:
     return value if isinstance(value, dict) else {"value": value}
 
 
-def message_body(
-    *,
-    message_id: str,
-    model: str,
-    text: str | None,
-    reason: str | None,
-    stop_sequence: str | None,
-    input_tokens: int,
-    output_tokens: int,
-    blocks: list[dict] | None = None,
-) -> dict:
-    """The `message` object: a full response when `text` (or `blocks`) is set, the stream's
-    opening when neither is."""
-    if blocks is None:
-        blocks = [] if text is None else [{"type": "text", "text": text}]
-    return {
-        "id": message_id,
-        "type": "message",
-        "role": "assistant",
-        "model": model,
-        "content": blocks,
-        "stop_reason": reason,
-        "stop_sequence": stop_sequence,
-        "usage": _usage(input_tokens, output_tokens),
-    }
-
-
 # --- stream events: (event name, data) pairs, in the order a stream sends them -------------
 def message_start_event(*, message_id: str, model: str, input_tokens: int) -> tuple[str, dict]:
-    message = message_body(
-        message_id=message_id,
-        model=model,
-        text=None,
-        reason=None,
-        stop_sequence=None,
-        input_tokens=input_tokens,
-        output_tokens=0,
+    usage = Usage(input_tokens=input_tokens, output_tokens=0)
+    message = MessageBody(
+        id=message_id, model=model, content=[], stop_reason=None, stop_sequence=None, usage=usage
     )
     return "message_start", {"type": "message_start", "message": message}
 
@@ -380,7 +368,7 @@ def message_delta_event(
     return "message_delta", {
         "type": "message_delta",
         "delta": {"stop_reason": reason, "stop_sequence": stop_sequence},
-        "usage": _usage(input_tokens, output_tokens),
+        "usage": Usage(input_tokens=input_tokens, output_tokens=output_tokens),
     }
 
 

@@ -23,20 +23,15 @@ from litestar.response import Response, Stream
 
 from runtime import __version__
 from runtime.errors import FoundryError, InvalidRequest, ProviderUnavailable
+from runtime.manager import ModelManager
 from runtime.progress import ProgressEvent, ProgressFn, ThreadedProgress
 from runtime.service import metrics
-from runtime.service.apis.foundry.wire import (
-    DownloadRequest,
-    ListItem,
-    TokenCountRequest,
-    cached_list_item,
-    variant_list_item,
-)
+from runtime.service.apis.foundry import wire
 from runtime.service.transport import PlainJsonBody
 
 if TYPE_CHECKING:
     from runtime.hardware import Hardware
-    from runtime.manager import LoadedModel, ModelManager
+    from runtime.manager import LoadedModel
     from runtime.service.settings import ServiceSettings
     from runtime.store import CachedModel, Store
 
@@ -48,8 +43,8 @@ DEVICE_RANK = {"npu": 0, "gpu": 1, "cpu": 2}
 NEVER_UNLOAD = -1.0  # the manager's ttl for "stay loaded until asked"
 
 
-# --- what the handlers need, from the app (create_app puts them on app.state) ---------------
-def _manager(request: Request) -> ModelManager:
+# --- what the handlers need beyond the manager (create_app puts them on app.state) ----------
+def _manager(request: Request) -> ModelManager:  # for console_routes, which has no DI yet
     return request.app.state.manager
 
 
@@ -79,65 +74,55 @@ def _endpoints(request: Request) -> list[str]:
     return [f"http://{endpoint_host(settings.host)}:{port}"]
 
 
-def _loaded_ids(request: Request) -> list[str]:
-    return [entry.model_id for entry in _manager(request).loaded()]
+def _loaded_ids(manager: ModelManager) -> list[str]:
+    return [entry.model_id for entry in manager.loaded()]
 
 
 # --- liveness, status, metrics ----------------------------------------------------------------
 @get("/health", sync_to_thread=False)
-def health() -> dict[str, Any]:
+def health() -> wire.Health:
     """Liveness: answered without an API key, so it says nothing about models."""
-    return {"status": "ok", "version": __version__}
+    return wire.Health("ok", __version__)
 
 
 @get("/openai/status", sync_to_thread=True)  # the first call may probe the hardware
-def openai_status(request: Request) -> dict[str, Any]:
+def openai_status(request: Request, manager: ModelManager) -> wire.Status:
     endpoints = _endpoints(request)
-    model_dir = str(_store(request).layout.root)
-    return {
-        # What foundry-local-sdk 0.5 reads (camelCase) ...
-        "endpoints": endpoints,
-        "modelDirPath": model_dir,
-        "pipeName": "",
-        "isAutoRegistrationResolved": True,
-        # ... and what Foundry Local's REST reference documents (PascalCase).
-        "Endpoints": endpoints,
-        "ModelDirPath": model_dir,
-        "PipeName": "",
-        "IsAutoRegistrationResolved": True,
-        # This project's additions, for `foundry service status`.
-        "version": __version__,
-        "pid": os.getpid(),
-        "uptime": round(time.time() - STARTED, 3),
-        "providers": sorted(_hardware(request).providers),
-        "loadedModels": _loaded_ids(request),
-        "threads": _threads(request),
-    }
+    model_dir = str(manager.store.layout.root)
+    return wire.Status(
+        endpoints=endpoints,
+        model_dir_path=model_dir,
+        endpoints_pascal=endpoints,
+        model_dir_path_pascal=model_dir,
+        version=__version__,
+        pid=os.getpid(),
+        uptime=round(time.time() - STARTED, 3),
+        providers=sorted(_hardware(request).providers),
+        loaded_models=_loaded_ids(manager),
+        threads=_threads(manager),
+    )
 
 
-def _threads(request: Request) -> dict[str, Any]:
-    """Intra-op threads: what a model loaded now gets (threads.py), and each loaded model's."""
+def _threads(manager: ModelManager) -> wire.Threads:
     from runtime.engines.threads import session_threads
 
     default = session_threads(measure=False)
     chosen = {
         entry.model_id: threads
-        for entry in _manager(request).loaded()
+        for entry in manager.loaded()
         if (threads := getattr(entry.engine, "threads", None)) is not None
     }
-    return {
-        "intraOp": default.intra_op,
-        "source": default.source,
-        "loadedModels": {model_id: threads.intra_op for model_id, threads in chosen.items()},
-        # Decided at each model's load (threads.spinning_wanted): busy-waiting idle threads.
-        "spinning": {model_id: threads.spinning for model_id, threads in chosen.items()},
-    }
+    return wire.Threads(
+        intra_op=default.intra_op,
+        source=default.source,
+        loaded_models={model_id: threads.intra_op for model_id, threads in chosen.items()},
+        spinning={model_id: threads.spinning for model_id, threads in chosen.items()},
+    )
 
 
 @get("/metrics", sync_to_thread=False, media_type=metrics.CONTENT_TYPE)
-def metrics_text(request: Request) -> Response[str]:
-    manager = _manager(request)
-    loaded = _loaded_ids(request)
+def metrics_text(manager: ModelManager) -> Response[str]:
+    loaded = _loaded_ids(manager)
     gauges: dict[str, dict[Any, float]] = {
         "foundry_loaded_models": {(): len(loaded)},
         "foundry_model_loaded": {(("model", model_id),): 1 for model_id in loaded},
@@ -150,30 +135,32 @@ def metrics_text(request: Request) -> Response[str]:
 
 # --- catalog and cache ------------------------------------------------------------------------
 @get("/foundry/list", sync_to_thread=True)
-def foundry_list(request: Request) -> list[ListItem]:
+def foundry_list(request: Request, manager: ModelManager) -> list[wire.ListItem]:
     """Catalog variants (runnable here first, NPU > GPU > CPU, as the SDK expects), then cached
     models the catalog does not know (local builds such as `tiny-qwen`)."""
     hardware = _hardware(request)
-    variants = _manager(request).catalog().variants()
+    variants = manager.catalog().variants()
     variants.sort(
         key=lambda v: (not hardware.has_provider(v.provider), DEVICE_RANK.get(v.device, 3))
     )
-    items = [variant_list_item(v) for v in variants]
+    items = [wire.variant_list_item(v) for v in variants]
     known = {item.name for item in items}
-    items += [cached_list_item(m) for m in _store(request).list_models() if m.model_id not in known]
+    items += [
+        wire.cached_list_item(m) for m in manager.store.list_models() if m.model_id not in known
+    ]
     return items
 
 
 @get("/openai/models", sync_to_thread=True)
-def openai_models(request: Request) -> list[str]:
+def openai_models(manager: ModelManager) -> list[str]:
     """The ids of cached models (what Foundry Local's SDK calls `list_cached_models`)."""
-    return [m.model_id for m in _store(request).list_models()]
+    return [m.model_id for m in manager.store.list_models()]
 
 
 @post(
     "/openai/download", status_code=200, media_type="text/plain", dto=PlainJsonBody, return_dto=None
 )
-async def openai_download(request: Request, data: DownloadRequest) -> Stream:
+async def openai_download(manager: ModelManager, data: wire.DownloadRequest) -> Stream:
     """Download (or compile) a catalog model: progress lines with a percentage, then one JSON line.
 
     Body: `{"model": {"Name": id, "Uri": ...} | "alias-or-id", "token"?, "IgnorePipeReport"?}`.
@@ -182,7 +169,7 @@ async def openai_download(request: Request, data: DownloadRequest) -> Stream:
     from runtime import download
 
     name = _download_name(data)
-    store = _store(request)
+    store = manager.store
     fetch: DownloadFn = download.download
     if store.has(name):  # a cached model (even outside the catalog) needs no download
         fetch = download.already_cached
@@ -195,7 +182,7 @@ DownloadFn = Callable[[str, "Store", ProgressFn], "CachedModel"]
 """`download.download` or, for a model the store holds, `download.already_cached`."""
 
 
-def _download_name(body: DownloadRequest) -> str:
+def _download_name(body: wire.DownloadRequest) -> str:
     model = body.name()
     if not model:
         raise InvalidRequest(
@@ -264,7 +251,7 @@ def _query_ttl(value: str | None) -> float | None:
 # Foundry Local's SDK loads and unloads with GET; POST too, the form a browser cannot send from a
 # foreign page without an Origin header (SecurityMiddleware refuses foreign origins either way).
 @route("/openai/load/{name:str}", http_method=["GET", "POST"], status_code=200)
-async def openai_load(request: Request, name: str) -> dict[str, Any]:
+async def openai_load(request: Request, manager: ModelManager, name: str) -> wire.Loaded:
     """Load a model now (`ttl` seconds idle before it unloads; `ep` must be available here)."""
     ttl = _query_ttl(request.query_params.get("ttl"))
     ep = (request.query_params.get("ep") or "").lower()
@@ -278,51 +265,51 @@ async def openai_load(request: Request, name: str) -> dict[str, Any]:
             )
     if not ttl:  # Foundry Local: a ttl > 0 wins; else unload=false keeps the model loaded
         ttl = None if _query_bool(request.query_params.get("unload"), True) else NEVER_UNLOAD
-    loaded = await _manager(request).load(name, ttl=ttl)
-    return {"model": loaded.model_id, "loaded": True, "ttl": None if loaded.ttl < 0 else loaded.ttl}
+    loaded = await manager.load(name, ttl=ttl)
+    return wire.Loaded(
+        model=loaded.model_id, loaded=True, ttl=None if loaded.ttl < 0 else loaded.ttl
+    )
 
 
 @route("/openai/unload/{name:str}", http_method=["GET", "POST"], status_code=200)
-async def openai_unload(request: Request, name: str) -> dict[str, Any]:
+async def openai_unload(request: Request, manager: ModelManager, name: str) -> wire.Unloaded:
     force = _query_bool(request.query_params.get("force"), False)
-    manager = _manager(request)
     model_id = manager.resolve_name(name)
-    return {"model": model_id, "unloaded": await manager.unload(model_id, force=force)}
+    return wire.Unloaded(model=model_id, unloaded=await manager.unload(model_id, force=force))
 
 
 @route("/openai/unloadall", http_method=["GET", "POST"], status_code=200)
-async def openai_unload_all(request: Request) -> dict[str, Any]:
-    before = _loaded_ids(request)
-    await _manager(request).unload_all()
-    return {"unloaded": before}
+async def openai_unload_all(manager: ModelManager) -> wire.UnloadedAll:
+    before = _loaded_ids(manager)
+    await manager.unload_all()
+    return wire.UnloadedAll(before)
 
 
 @get("/openai/loadedmodels", sync_to_thread=False)
-def openai_loaded_models(request: Request) -> list[str]:
-    return _loaded_ids(request)
+def openai_loaded_models(manager: ModelManager) -> list[str]:
+    return _loaded_ids(manager)
 
 
 @get("/foundry/ps", sync_to_thread=False)
-def foundry_ps(request: Request) -> dict[str, Any]:
+def foundry_ps(manager: ModelManager) -> wire.Resident:
     """This project's extension for `foundry model ps`: what is resident, size, idle time."""
-    return {"models": [_ps_row(entry) for entry in _manager(request).loaded()]}
+    return wire.Resident([_ps_row(entry) for entry in manager.loaded()])
 
 
-def _ps_row(entry: LoadedModel) -> dict[str, Any]:
-    """`size` is the artifact's bytes on disk: the weights dominate resident memory."""
+def _ps_row(entry: LoadedModel) -> wire.ResidentModel:
     idle = entry.idle_seconds
     expires = max(0.0, entry.ttl - idle) if entry.ttl >= 0 else None
-    return {
-        "model": entry.model_id,
-        "task": entry.task,
-        "size": entry.size,
-        "idle_seconds": round(idle, 1),
-        "ttl": entry.ttl if entry.ttl >= 0 else None,
-        "expires_in": None if expires is None else round(expires, 1),
-        "active_requests": entry.active_requests(),
-        "loaded_at": entry.loaded_at,
-        "load_seconds": round(entry.load_seconds, 3),
-    }
+    return wire.ResidentModel(
+        model=entry.model_id,
+        task=entry.task,
+        size=entry.size,
+        idle_seconds=round(idle, 1),
+        ttl=entry.ttl if entry.ttl >= 0 else None,
+        expires_in=None if expires is None else round(expires, 1),
+        active_requests=entry.active_requests(),
+        loaded_at=entry.loaded_at,
+        load_seconds=round(entry.load_seconds, 3),
+    )
 
 
 # --- token counting ---------------------------------------------------------------------------
@@ -332,13 +319,13 @@ def _ps_row(entry: LoadedModel) -> dict[str, Any]:
     dto=PlainJsonBody,
     return_dto=None,
 )
-async def count_tokens(request: Request, data: TokenCountRequest) -> dict[str, int]:
+async def count_tokens(manager: ModelManager, data: wire.TokenCountRequest) -> wire.TokenCount:
     """The prompt's token count after the model's chat template, without generating."""
-    engine = await _manager(request).chat(data.model)
+    engine = await manager.chat(data.model)
     prompt = engine.render_prompt(
         [_plain_message(m) for m in data.messages], tools=data.tools or None
     )
-    return {"tokenCount": len(engine.encode(prompt))}
+    return wire.TokenCount(len(engine.encode(prompt)))
 
 
 def _plain_message(message: Any) -> dict[str, Any]:

@@ -1,8 +1,8 @@
-"""Foundry Local's `/foundry/list` item: one shape, for catalog variants and local builds.
+"""Foundry Local's management answers: `/foundry/list` items, status, load and unload.
 
-foundry-local-sdk 0.5 validates every field of this object (camelCase on the wire), so it is
-a Struct here, built from a catalog `Variant` or from a cached model's manifest metadata;
-nothing outside this API knows the shape.
+foundry-local-sdk 0.5 validates every field of the list item (camelCase on the wire), built
+from a catalog `Variant` or from a cached model's manifest metadata; nothing outside this API
+knows these shapes.
 """
 
 from __future__ import annotations
@@ -20,8 +20,17 @@ if TYPE_CHECKING:
 __all__ = [
     "DownloadModel",
     "DownloadRequest",
+    "Health",
     "ListItem",
+    "Loaded",
+    "Resident",
+    "ResidentModel",
+    "Status",
+    "Threads",
+    "TokenCount",
     "TokenCountRequest",
+    "Unloaded",
+    "UnloadedAll",
     "cached_list_item",
     "variant_list_item",
 ]
@@ -59,6 +68,77 @@ class TokenCountRequest(msgspec.Struct, kw_only=True):
     model: str
     messages: Annotated[list[dict[str, Any]], msgspec.Meta(min_length=1)]
     tools: list[dict[str, Any]] | None = None
+
+
+class Health(msgspec.Struct):
+    status: str
+    version: str
+
+
+class Threads(msgspec.Struct, kw_only=True, rename="camel"):
+    """Intra-op threads: what a model loaded now gets (threads.py), and each loaded model's."""
+
+    intra_op: int
+    source: str
+    loaded_models: dict[str, int]
+    spinning: dict[str, bool]  # each loaded model's choice at load (threads.spinning_wanted)
+
+
+class Status(msgspec.Struct, kw_only=True, rename="camel"):
+    """What foundry-local-sdk 0.5 reads (camelCase), what Foundry Local's REST reference
+    documents (PascalCase, the same values), and this project's additions."""
+
+    endpoints: list[str]
+    model_dir_path: str
+    pipe_name: str = ""
+    is_auto_registration_resolved: bool = True
+    endpoints_pascal: list[str] = msgspec.field(name="Endpoints")
+    model_dir_path_pascal: str = msgspec.field(name="ModelDirPath")
+    pipe_name_pascal: str = msgspec.field(default="", name="PipeName")
+    resolved_pascal: bool = msgspec.field(default=True, name="IsAutoRegistrationResolved")
+    version: str
+    pid: int
+    uptime: float
+    providers: list[str]
+    loaded_models: list[str]
+    threads: Threads
+
+
+class Loaded(msgspec.Struct, kw_only=True):
+    model: str
+    loaded: bool
+    ttl: float | None
+
+
+class Unloaded(msgspec.Struct, kw_only=True):
+    model: str
+    unloaded: bool
+
+
+class UnloadedAll(msgspec.Struct):
+    unloaded: list[str]
+
+
+class ResidentModel(msgspec.Struct, kw_only=True):
+    """One `/foundry/ps` row; `size` is the artifact's bytes on disk."""
+
+    model: str
+    task: str
+    size: int
+    idle_seconds: float
+    ttl: float | None
+    expires_in: float | None
+    active_requests: int
+    loaded_at: float
+    load_seconds: float
+
+
+class Resident(msgspec.Struct):
+    models: list[ResidentModel]
+
+
+class TokenCount(msgspec.Struct, rename="camel"):
+    token_count: int
 
 
 class Runtime(msgspec.Struct, rename="camel"):

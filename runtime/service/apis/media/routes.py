@@ -22,12 +22,8 @@ from litestar.response import Response
 from runtime.audio import decode_audio
 from runtime.errors import InvalidRequest, UploadTooLarge
 from runtime.manager import ModelManager
-from runtime.service.apis.media.wire import (
-    RESPONSE_FORMATS,
-    EmbeddingRequest,
-    embedding_response,
-    render_transcript,
-)
+from runtime.service.apis.media import wire
+from runtime.service.openapi import answers
 from runtime.service.transport import PlainJsonBody
 
 __all__ = ["MAX_AUDIO_BYTES", "ROUTES"]
@@ -38,7 +34,9 @@ T = TypeVar("T")
 
 
 @post("/v1/embeddings", status_code=200, dto=PlainJsonBody, return_dto=None)
-async def create_embeddings(data: EmbeddingRequest, manager: ModelManager) -> dict[str, Any]:
+async def create_embeddings(
+    data: wire.EmbeddingRequest, manager: ModelManager
+) -> wire.EmbeddingList:
     body = data
     inputs = body.inputs()
     if body.dimensions is not None and body.dimensions < 1:
@@ -46,7 +44,7 @@ async def create_embeddings(data: EmbeddingRequest, manager: ModelManager) -> di
     engine = await manager.embeddings(body.model)
     result = await engine.aembed(inputs)
     vectors = engine.truncate_dimensions(result.vectors, body.dimensions)
-    return embedding_response(
+    return wire.embedding_response(
         vectors,
         model=body.model,
         encoding_format=body.encoding_format,
@@ -84,9 +82,9 @@ async def _speech(
     if not model:
         raise InvalidRequest("'model' is required", param="model")
     response_format = _field(data, "response_format") or "json"
-    if response_format not in RESPONSE_FORMATS:
+    if response_format not in wire.RESPONSE_FORMATS:
         raise InvalidRequest(
-            f"response_format must be one of {', '.join(RESPONSE_FORMATS)}, "
+            f"response_format must be one of {', '.join(wire.RESPONSE_FORMATS)}, "
             f"got {response_format!r}",
             param="response_format",
         )
@@ -115,7 +113,7 @@ async def _speech(
     transcript = await _while_connected(request, work)
     if transcript is None:  # nobody is left to read an answer
         return Response(content=b"", status_code=CLIENT_CLOSED_REQUEST)
-    body, media_type = render_transcript(transcript, response_format, task)
+    body, media_type = wire.render_transcript(transcript, response_format, task)
     return Response(content=body, media_type=media_type)
 
 
@@ -158,17 +156,22 @@ def _temperature(value: str | None) -> float:
     return temperature
 
 
-Multipart = Annotated[dict[str, Any], Body(media_type=RequestEncodingType.MULTI_PART)]
+Multipart = Annotated[
+    dict[str, Any], Body(media_type=RequestEncodingType.MULTI_PART, schema_extra=wire.AUDIO_FORM)
+]
+SPEECH_ANSWERS = answers(
+    wire.Transcription, "the transcript in `response_format`", *wire.TEXT_ANSWERS
+)
 
 
-@post("/v1/audio/transcriptions", status_code=200)
+@post("/v1/audio/transcriptions", status_code=200, **SPEECH_ANSWERS)
 async def create_transcription(
     request: Request, manager: ModelManager, data: Multipart
 ) -> Response[Any]:
     return await _speech(request, manager, data, "transcribe")
 
 
-@post("/v1/audio/translations", status_code=200)
+@post("/v1/audio/translations", status_code=200, **SPEECH_ANSWERS)
 async def create_translation(
     request: Request, manager: ModelManager, data: Multipart
 ) -> Response[Any]:

@@ -9,9 +9,10 @@ types, so it is decoded as `Any` and checked here with one clear message.
 from __future__ import annotations
 
 import base64
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import msgspec
+from msgspec import UNSET, Meta, UnsetType
 
 from runtime.errors import InvalidRequest
 from runtime.service.bounds import MAX_INPUTS
@@ -22,18 +23,42 @@ if TYPE_CHECKING:
     from runtime.engines.speech import Transcript
 
 __all__ = [
+    "AUDIO_FORM",
     "RESPONSE_FORMATS",
+    "TEXT_ANSWERS",
+    "EmbeddingList",
     "EmbeddingRequest",
+    "Transcription",
     "embedding_response",
     "render_transcript",
 ]
 
 RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
+TEXT_ANSWERS = ("text/plain", "text/vtt")  # text and srt; vtt (render_transcript)
+
+_TEXT = {"type": "string", "minLength": 1}
+_IDS = {"type": "array", "minItems": 1, "items": {"type": "integer", "minimum": 0}}
+_MANY = {"type": "array", "minItems": 1, "maxItems": MAX_INPUTS}
+_SHAPES = [_TEXT, {**_MANY, "items": _TEXT}, {**_IDS, **_MANY}, {**_MANY, "items": _IDS}]
+# What `inputs()` accepts, for the OpenAPI document (msgspec decodes `input` as Any).
+EmbeddingInput = Annotated[Any, Meta(extra_json_schema={"extra": {"any_of": _SHAPES}})]
+# The audio routes' multipart form, as `_speech` reads it (other fields are ignored).
+AUDIO_FORM = {
+    "properties": {
+        "file": {"type": "string", "format": "binary"},
+        "model": {"type": "string", "minLength": 1},
+        "language": {"type": "string"},
+        "prompt": {"type": "string"},
+        "response_format": {"enum": list(RESPONSE_FORMATS)},
+        "temperature": {"type": "number", "minimum": 0, "maximum": 1},
+    },
+    "required": ["file", "model"],
+}
 
 
 class EmbeddingRequest(msgspec.Struct, kw_only=True):
     model: str
-    input: Any
+    input: EmbeddingInput
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = None
     user: str | None = None
@@ -78,27 +103,63 @@ def _is_token(item: Any) -> bool:
     return isinstance(item, int) and not isinstance(item, bool) and item >= 0
 
 
+class Embedding(msgspec.Struct, kw_only=True):
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: list[float] | str  # str: base64 of little-endian float32
+
+
+class EmbeddingUsage(msgspec.Struct, kw_only=True):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class EmbeddingList(msgspec.Struct, kw_only=True):
+    object: Literal["list"] = "list"
+    data: list[Embedding]
+    model: str
+    usage: EmbeddingUsage
+
+
 def embedding_response(
     vectors: np.ndarray, *, model: str, encoding_format: str, prompt_tokens: int
-) -> dict[str, Any]:
+) -> EmbeddingList:
     """OpenAI's embeddings list; base64 is little-endian float32 (what the openai client reads)."""
     import numpy as np
 
-    data = []
-    for index, row in enumerate(vectors):
+    def encoded(row: np.ndarray) -> list[float] | str:
         if encoding_format == "base64":
-            embedding: Any = base64.b64encode(np.asarray(row, dtype="<f4").tobytes()).decode(
-                "ascii"
-            )
-        else:
-            embedding = [float(x) for x in row]
-        data.append({"object": "embedding", "index": index, "embedding": embedding})
-    return {
-        "object": "list",
-        "data": data,
-        "model": model,
-        "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
-    }
+            return base64.b64encode(np.asarray(row, dtype="<f4").tobytes()).decode("ascii")
+        return [float(x) for x in row]
+
+    return EmbeddingList(
+        data=[Embedding(index=i, embedding=encoded(row)) for i, row in enumerate(vectors)],
+        model=model,
+        usage=EmbeddingUsage(prompt_tokens=prompt_tokens, total_tokens=prompt_tokens),
+    )
+
+
+class TranscriptSegment(msgspec.Struct, kw_only=True):
+    id: int
+    seek: int
+    start: float
+    end: float
+    text: str
+    tokens: list[int]
+    temperature: float
+    avg_logprob: float | None  # measured on the decode (engines/speech.py)
+    compression_ratio: float | None
+    no_speech_prob: float | None
+
+
+class Transcription(msgspec.Struct, kw_only=True):
+    """`json` sends `text` alone; `verbose_json` every field."""
+
+    task: str | UnsetType = UNSET
+    language: str | UnsetType = UNSET
+    duration: float | UnsetType = UNSET
+    text: str
+    segments: list[TranscriptSegment] | UnsetType = UNSET
 
 
 def _timestamp(seconds: float, separator: str) -> str:
@@ -112,7 +173,7 @@ def _timestamp(seconds: float, separator: str) -> str:
 def render_transcript(transcript: Transcript, response_format: str, task: str) -> tuple[Any, str]:
     """(body, media type) for one of `RESPONSE_FORMATS`."""
     if response_format == "json":
-        return {"text": transcript.text}, "application/json"
+        return Transcription(text=transcript.text), "application/json"
     if response_format == "text":
         return transcript.text + "\n", "text/plain"
     if response_format == "srt":
@@ -128,25 +189,25 @@ def render_transcript(transcript: Transcript, response_format: str, task: str) -
         ]
         return "WEBVTT\n\n" + "\n".join(cues), "text/vtt"
     segments = [
-        {
-            "id": s.id,
-            "seek": round(s.start * 100),
-            "start": s.start,
-            "end": s.end,
-            "text": s.text,
-            "tokens": s.tokens,
-            "temperature": s.temperature,
-            "avg_logprob": s.avg_logprob,  # measured on the decode (engines/speech.py)
-            "compression_ratio": s.compression_ratio,
-            "no_speech_prob": s.no_speech_prob,
-        }
+        TranscriptSegment(
+            id=s.id,
+            seek=round(s.start * 100),
+            start=s.start,
+            end=s.end,
+            text=s.text,
+            tokens=s.tokens,
+            temperature=s.temperature,
+            avg_logprob=s.avg_logprob,
+            compression_ratio=s.compression_ratio,
+            no_speech_prob=s.no_speech_prob,
+        )
         for s in transcript.segments
     ]
-    body = {
-        "task": task,
-        "language": transcript.language,
-        "duration": transcript.duration,
-        "text": transcript.text,
-        "segments": segments,
-    }
-    return body, "application/json"
+    verbose = Transcription(
+        task=task,
+        language=transcript.language,
+        duration=transcript.duration,
+        text=transcript.text,
+        segments=segments,
+    )
+    return verbose, "application/json"

@@ -20,14 +20,9 @@ from litestar.response import Stream
 from runtime import __version__
 from runtime.manager import ModelManager
 from runtime.progress import ProgressEvent, ThreadedProgress
-from runtime.service.apis.ollama.wire import (
-    DeleteRequest,
-    PullRequest,
-    ShowRequest,
-    iso_time,
-    model_name,
-)
+from runtime.service.apis.ollama import wire
 from runtime.service.errors import describe, ollama_body
+from runtime.service.openapi import streamed
 from runtime.service.transport import NDJSON, WireBody, ndjson, whole
 
 __all__ = ["MODEL_HANDLERS", "OLLAMA_COMPAT_VERSION"]
@@ -43,49 +38,47 @@ def _size_vram(size: int, metadata: dict) -> int:
     return 0 if metadata.get("provider", "cpu") == "cpu" else int(size)
 
 
-def _details(metadata: dict) -> dict:
+def _details(metadata: dict) -> wire.Details:
     family = str(metadata.get("family") or "")
-    return {
-        "parent_model": "",
-        "format": "onnx",
-        "family": family,
-        "families": [family] if family else None,
-        "parameter_size": str(metadata.get("parameter_size") or ""),
-        "quantization_level": str(metadata.get("precision") or metadata.get("target") or ""),
-    }
+    return wire.Details(
+        family=family,
+        families=[family] if family else None,
+        parameter_size=str(metadata.get("parameter_size") or ""),
+        quantization_level=str(metadata.get("precision") or metadata.get("target") or ""),
+    )
 
 
 def _modified(model: Any) -> str:
     created = model.manifest.created
-    return created or iso_time()
+    return created or wire.iso_time()
 
 
 @get("/version", sync_to_thread=False)
-def version() -> dict:
-    return {"version": OLLAMA_COMPAT_VERSION, "foundry": __version__}
+def version() -> wire.Version:
+    return wire.Version(OLLAMA_COMPAT_VERSION, __version__)
 
 
 @get("/tags", sync_to_thread=True)
-def tags(manager: ModelManager) -> dict:
+def tags(manager: ModelManager) -> wire.Listed:
     models = []
     for model in manager.store.list_models():
         if model.metadata.get("task", "chat") not in ("chat", "embeddings"):
             continue
         models.append(
-            {
-                "name": model.model_id,
-                "model": model.model_id,
-                "modified_at": _modified(model),
-                "size": model.size,
-                "digest": model.manifest_digest.removeprefix("sha256:"),
-                "details": _details(model.metadata),
-            }
+            wire.ListedModel(
+                name=model.model_id,
+                model=model.model_id,
+                modified_at=_modified(model),
+                size=model.size,
+                digest=model.manifest_digest.removeprefix("sha256:"),
+                details=_details(model.metadata),
+            )
         )
-    return {"models": models}
+    return wire.Listed(models)
 
 
 @get("/ps", sync_to_thread=True)
-def ps(manager: ModelManager) -> dict:
+def ps(manager: ModelManager) -> wire.Running:
     store = manager.store
     models = []
     for entry in manager.loaded():
@@ -95,23 +88,23 @@ def ps(manager: ModelManager) -> dict:
         cached = store.resolve(entry.model_id)
         metadata = cached.metadata
         models.append(
-            {
-                "name": entry.model_id,
-                "model": entry.model_id,
-                "size": int(entry.size),
-                "digest": cached.manifest_digest.removeprefix("sha256:"),
-                "details": _details(metadata),
-                "expires_at": datetime.fromtimestamp(expires, tz=UTC).isoformat(),
-                "size_vram": _size_vram(entry.size, metadata),
-                "context_length": metadata.get("context_length"),
-            }
+            wire.RunningModel(
+                name=entry.model_id,
+                model=entry.model_id,
+                size=int(entry.size),
+                digest=cached.manifest_digest.removeprefix("sha256:"),
+                details=_details(metadata),
+                expires_at=datetime.fromtimestamp(expires, tz=UTC).isoformat(),
+                size_vram=_size_vram(entry.size, metadata),
+                context_length=metadata.get("context_length"),
+            )
         )
-    return {"models": models}
+    return wire.Running(models)
 
 
 @post("/show", status_code=200, dto=WireBody, return_dto=None)
-async def show(data: ShowRequest, manager: ModelManager) -> dict:
-    name = model_name(data.model or data.name)
+async def show(data: wire.ShowRequest, manager: ModelManager) -> wire.Show:
+    name = wire.model_name(data.model or data.name)
     model = manager.store.resolve(manager.resolve_name(name))
     metadata = model.metadata
     family = str(metadata.get("family") or "")
@@ -121,23 +114,23 @@ async def show(data: ShowRequest, manager: ModelManager) -> dict:
         from runtime.engines.prompt import load_chat_template
 
         template = load_chat_template(model.path).source
-    return {
-        "modelfile": f"# served by foundry from the store\nFROM {model.model_id}\n",
-        "parameters": "",
-        "template": template,
-        "details": _details(metadata),
-        "model_info": {
+    return wire.Show(
+        modelfile=f"# served by foundry from the store\nFROM {model.model_id}\n",
+        parameters="",
+        template=template,
+        details=_details(metadata),
+        model_info={
             "general.architecture": family,
             f"{family or 'model'}.context_length": metadata.get("context_length"),
         },
-        "capabilities": ["embedding"] if task == "embeddings" else ["completion"],
-        "modified_at": _modified(model),
-    }
+        capabilities=["embedding"] if task == "embeddings" else ["completion"],
+        modified_at=_modified(model),
+    )
 
 
 @delete("/delete", status_code=200, dto=WireBody, return_dto=None)
-async def delete_model(data: DeleteRequest, manager: ModelManager) -> None:
-    name = model_name(data.model or data.name)
+async def delete_model(data: wire.DeleteRequest, manager: ModelManager) -> None:
+    name = wire.model_name(data.model or data.name)
     model_id = manager.resolve_name(name)
     store = manager.store
     store.resolve(model_id)  # ModelNotFound -> 404 before anything changes
@@ -146,23 +139,23 @@ async def delete_model(data: DeleteRequest, manager: ModelManager) -> None:
     await asyncio.to_thread(store.remove, model_id)
 
 
-@post("/pull", status_code=200, media_type=NDJSON, dto=WireBody, return_dto=None)
-async def pull(data: PullRequest, manager: ModelManager) -> Any:
+@post("/pull", status_code=200, **streamed(wire.PullStatus, NDJSON, "`success` when done"))
+async def pull(data: wire.PullRequest, manager: ModelManager) -> Any:
     """Catalog download with Ollama-style progress lines, ending in `{"status": "success"}`."""
-    name = model_name(data.model or data.name)
+    name = wire.model_name(data.model or data.name)
     store = manager.store
     if store.has(name):
         return (
             Stream(_cached_lines(), media_type=NDJSON)
             if data.stream
-            else whole({"status": "success"})
+            else whole(wire.PullStatus("success"))
         )
     from runtime.download import download, resolve_variant
 
     await asyncio.to_thread(resolve_variant, name)  # an unknown name is a 404 before any line
     if not data.stream:
         await asyncio.to_thread(download, name, store)
-        return whole({"status": "success"})
+        return whole(wire.PullStatus("success"))
     return Stream(_pull_lines(store, name), media_type=NDJSON)
 
 

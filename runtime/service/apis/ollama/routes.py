@@ -22,21 +22,10 @@ from litestar.response import Response, Stream
 
 from runtime.errors import FoundryError, InvalidRequest
 from runtime.manager import ModelManager
+from runtime.service.apis.ollama import wire
 from runtime.service.apis.ollama.models import MODEL_HANDLERS
-from runtime.service.apis.ollama.wire import (
-    ChatRequest,
-    EmbeddingsRequest,
-    EmbedRequest,
-    GenerateRequest,
-    chat_line,
-    generate_line,
-    model_name,
-    ollama_tool_calls,
-    parse_keep_alive,
-    reply_fields,
-    to_turn,
-)
 from runtime.service.errors import Described, ollama_body
+from runtime.service.openapi import streamed
 from runtime.service.replies import Finished
 from runtime.service.transport import NDJSON, WireBody, framed, ndjson, whole
 from runtime.service.turn import OpenTurn, open_turn
@@ -48,17 +37,18 @@ log = logging.getLogger(__name__)
 
 
 # --- generation -------------------------------------------------------------------------------
-def _stats(turn: OpenTurn, finished: Finished) -> dict:
-    """Ollama's counters: load, prompt (to the first chunk) and eval durations."""
+def _stats(turn: OpenTurn, finished: Finished) -> dict[str, Any]:
+    """The last line's `done_reason` and counters: load, prompt (to the first chunk) and eval
+    durations, in nanoseconds."""
     end = time.perf_counter()
     return {
-        "finish_reason": finished.reason,
-        "prompt_tokens": finished.usage.prompt_tokens,
-        "completion_tokens": finished.usage.completion_tokens,
-        "total_seconds": end - turn.started_at,
-        "load_seconds": turn.loaded_at - turn.started_at,
-        "prompt_seconds": turn.first_at - turn.loaded_at,
-        "eval_seconds": end - turn.first_at,
+        "done_reason": wire.done_reason(finished.reason),
+        "total_duration": int((end - turn.started_at) * 1e9),
+        "load_duration": int((turn.loaded_at - turn.started_at) * 1e9),
+        "prompt_eval_count": finished.usage.prompt_tokens,
+        "prompt_eval_duration": int((turn.first_at - turn.loaded_at) * 1e9),
+        "eval_count": finished.usage.completion_tokens,
+        "eval_duration": int((end - turn.first_at) * 1e9),
     }
 
 
@@ -80,7 +70,7 @@ async def _release(manager: ModelManager, name: str, keep_alive: float | None) -
         log.info("keep_alive 0: %s stays loaded: %s", name, exc.message)
 
 
-async def _lines(turn: OpenTurn, name: str, shape: Any) -> AsyncIterator[dict]:
+async def _lines(turn: OpenTurn, name: str, shape: Any) -> AsyncIterator[Any]:
     """NDJSON: one line per piece of text (or of thinking), the tool calls whole in one line
     once the reply ends (as Ollama sends them), then `done: true` with the counters."""
     calls: dict[int, ToolCall] = {}
@@ -94,14 +84,16 @@ async def _lines(turn: OpenTurn, name: str, shape: Any) -> AsyncIterator[dict]:
         elif piece.content:
             yield shape(name, piece.content)
     if calls:
-        yield shape(name, "", tool_calls=ollama_tool_calls(list(calls.values())))
+        yield shape(name, "", tool_calls=wire.ollama_tool_calls(list(calls.values())))
     yield shape(name, "", done=True, finish=_stats(turn, pieces.finished))
 
 
-async def _respond(manager: ModelManager, body: ChatRequest | GenerateRequest, shape: Any) -> Any:
-    turn_request = to_turn(body)
+async def _respond(
+    manager: ModelManager, body: wire.ChatRequest | wire.GenerateRequest, shape: Any
+) -> Any:
+    turn_request = wire.to_turn(body)
     name = turn_request.model
-    keep_alive = parse_keep_alive(body.keep_alive)
+    keep_alive = wire.parse_keep_alive(body.keep_alive)
     turn = await open_turn(manager, turn_request)
     try:
         await _apply_keep_alive(manager, name, keep_alive)
@@ -120,7 +112,7 @@ async def _respond(manager: ModelManager, body: ChatRequest | GenerateRequest, s
         (reply,) = await turn.collect()
     finally:
         await _release(manager, name, keep_alive)
-    fields = reply_fields(reply.parsed)
+    fields = wire.reply_fields(reply.parsed)
     return whole(shape(name, **fields, done=True, finish=_stats(turn, reply.finished)))
 
 
@@ -129,28 +121,28 @@ def _error_line(error: Described) -> bytes:
     return ndjson(ollama_body(error))
 
 
-@post("/chat", status_code=200, media_type=NDJSON, dto=WireBody, return_dto=None)
-async def chat(data: ChatRequest, manager: ModelManager) -> Any:
+@post("/chat", status_code=200, **streamed(wire.ChatLine, NDJSON, "the reply"))
+async def chat(data: wire.ChatRequest, manager: ModelManager) -> Any:
     if not data.messages:  # Ollama: no messages = load the model (and keep_alive 0 = unload)
-        return await _load_only(manager, data, chat_line)
-    return await _respond(manager, data, chat_line)
+        return await _load_only(manager, data, wire.chat_line)
+    return await _respond(manager, data, wire.chat_line)
 
 
-@post("/generate", status_code=200, media_type=NDJSON, dto=WireBody, return_dto=None)
-async def generate(data: GenerateRequest, manager: ModelManager) -> Any:
+@post("/generate", status_code=200, **streamed(wire.GenerateLine, NDJSON, "the reply"))
+async def generate(data: wire.GenerateRequest, manager: ModelManager) -> Any:
     if not data.prompt:
-        return await _load_only(manager, data, generate_line)
+        return await _load_only(manager, data, wire.generate_line)
     if data.raw:
         raise InvalidRequest(
             "raw prompts are not supported; send the prompt without raw", param="raw"
         )
-    return await _respond(manager, data, generate_line)
+    return await _respond(manager, data, wire.generate_line)
 
 
 async def _load_only(manager: ModelManager, body: Any, shape: Any) -> Response[Any]:
     """Ollama's load/unload idiom: an empty prompt loads; with keep_alive 0 it unloads."""
-    name = model_name(body.model)
-    keep_alive = parse_keep_alive(body.keep_alive)
+    name = wire.model_name(body.model)
+    keep_alive = wire.parse_keep_alive(body.keep_alive)
     if keep_alive == 0:
         model_id = manager.resolve_name(name)
         if model_id in [entry.model_id for entry in manager.loaded()]:
@@ -161,7 +153,7 @@ async def _load_only(manager: ModelManager, body: Any, shape: Any) -> Response[A
         await _apply_keep_alive(manager, name, keep_alive)
         reason = "load"
     line = shape(name, "", done=True)
-    line["done_reason"] = reason
+    line.done_reason = reason
     return whole(line)
 
 
@@ -170,35 +162,35 @@ async def _embed(
     manager: ModelManager, name: str, inputs: list[str], keep_alive: Any
 ) -> tuple[Any, float]:
     """(the embeddings, seconds spent getting the model: its load when it was not resident)."""
-    name = model_name(name)
+    name = wire.model_name(name)
     started = time.perf_counter()
     engine = await manager.embeddings(name)
     load_seconds = time.perf_counter() - started
-    await _apply_keep_alive(manager, name, parse_keep_alive(keep_alive))
+    await _apply_keep_alive(manager, name, wire.parse_keep_alive(keep_alive))
     return await engine.aembed(inputs), load_seconds
 
 
 @post("/embed", status_code=200, dto=WireBody, return_dto=None)
-async def embed(data: EmbedRequest, manager: ModelManager) -> dict:
+async def embed(data: wire.EmbedRequest, manager: ModelManager) -> wire.Embed:
     inputs = [data.input] if isinstance(data.input, str) else list(data.input)
     if not inputs:
         raise InvalidRequest("'input' must not be empty", param="input")
     start = time.perf_counter()
     result, load_seconds = await _embed(manager, data.model, inputs, data.keep_alive)
-    return {
-        "model": data.model,
-        "embeddings": [[float(x) for x in row] for row in result.vectors],
-        "total_duration": int((time.perf_counter() - start) * 1e9),
-        "load_duration": int(load_seconds * 1e9),
-        "prompt_eval_count": int(result.prompt_tokens),
-    }
+    return wire.Embed(
+        model=data.model,
+        embeddings=[[float(x) for x in row] for row in result.vectors],
+        total_duration=int((time.perf_counter() - start) * 1e9),
+        load_duration=int(load_seconds * 1e9),
+        prompt_eval_count=int(result.prompt_tokens),
+    )
 
 
 @post("/embeddings", status_code=200, dto=WireBody, return_dto=None)
-async def embeddings(data: EmbeddingsRequest, manager: ModelManager) -> dict:
+async def embeddings(data: wire.EmbeddingsRequest, manager: ModelManager) -> wire.Embedding:
     """The older single-prompt form."""
     result, _ = await _embed(manager, data.model, [data.prompt], data.keep_alive)
-    return {"embedding": [float(x) for x in result.vectors[0]]}
+    return wire.Embedding([float(x) for x in result.vectors[0]])
 
 
 ROUTES = [

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 import msgspec
-from msgspec import Meta
+from msgspec import UNSET, Meta, UnsetType
 
 from runtime.engines.base import GenerationParams
 from runtime.errors import InvalidRequest, UnsupportedParameter
@@ -35,14 +35,24 @@ from runtime.service.turn import ContextLimit, Turn
 from runtime.tools.grammar import json_schema_guidance
 
 __all__ = [
+    "ChatLine",
     "ChatRequest",
     "DeleteRequest",
+    "Details",
+    "Embed",
     "EmbedRequest",
+    "Embedding",
     "EmbeddingsRequest",
+    "GenerateLine",
     "GenerateRequest",
+    "Listed",
     "Options",
     "PullRequest",
+    "PullStatus",
+    "Running",
+    "Show",
     "ShowRequest",
+    "Version",
     "chat_line",
     "chat_to_chat",
     "done_reason",
@@ -305,20 +315,110 @@ def iso_time(seconds: float | None = None) -> str:
     return moment.isoformat().replace("+00:00", "Z")
 
 
+class Details(msgspec.Struct, kw_only=True):
+    parent_model: str = ""
+    format: str = "onnx"
+    family: str
+    families: list[str] | None
+    parameter_size: str
+    quantization_level: str
+
+
+class _Model(msgspec.Struct, kw_only=True):
+    name: str
+    model: str
+    size: int
+    digest: str
+    details: Details
+
+
+class ListedModel(_Model, kw_only=True):
+    """One `/api/tags` model."""
+
+    modified_at: str
+
+
+class RunningModel(_Model, kw_only=True):
+    """One `/api/ps` model."""
+
+    expires_at: str
+    size_vram: int
+    context_length: int | None
+
+
+class Listed(msgspec.Struct):
+    models: list[ListedModel]
+
+
+class Running(msgspec.Struct):
+    models: list[RunningModel]
+
+
+class Version(msgspec.Struct):
+    version: str
+    foundry: str
+
+
+class Show(msgspec.Struct, kw_only=True):
+    modelfile: str
+    parameters: str
+    template: str
+    details: Details
+    model_info: dict[str, Any]
+    capabilities: list[str]
+    modified_at: str
+
+
+class PullStatus(msgspec.Struct):
+    status: str
+
+
+class Embed(msgspec.Struct, kw_only=True):
+    model: str
+    embeddings: list[list[float]]
+    total_duration: int
+    load_duration: int
+    prompt_eval_count: int
+
+
+class Embedding(msgspec.Struct):
+    embedding: list[float]
+
+
+class ReplyMessage(msgspec.Struct, kw_only=True):
+    role: str = "assistant"
+    content: str
+    thinking: str | UnsetType = UNSET
+    tool_calls: list[dict[str, Any]] | UnsetType = UNSET
+
+
+class _Line(msgspec.Struct, kw_only=True):
+    """Either API's line; the last one (`done: true`) with `done_reason` and the counters
+    (durations in nanoseconds)."""
+
+    model: str
+    created_at: str = msgspec.field(default_factory=iso_time)
+    done: bool
+    done_reason: str | UnsetType = UNSET
+    total_duration: int | UnsetType = UNSET
+    load_duration: int | UnsetType = UNSET
+    prompt_eval_count: int | UnsetType = UNSET
+    prompt_eval_duration: int | UnsetType = UNSET
+    eval_count: int | UnsetType = UNSET
+    eval_duration: int | UnsetType = UNSET
+
+
+class ChatLine(_Line, kw_only=True):
+    message: ReplyMessage
+
+
+class GenerateLine(_Line, kw_only=True):
+    response: str
+    thinking: str | UnsetType = UNSET
+
+
 def done_reason(finish_reason: str | None) -> str:
     return "length" if finish_reason == "length" else "stop"
-
-
-def _stats(stats: dict) -> dict:
-    """Ollama's final-line counters (durations in nanoseconds)."""
-    return {
-        "total_duration": int(stats.get("total_seconds", 0.0) * 1e9),
-        "load_duration": int(stats.get("load_seconds", 0.0) * 1e9),
-        "prompt_eval_count": stats.get("prompt_tokens", 0),
-        "prompt_eval_duration": int(stats.get("prompt_seconds", 0.0) * 1e9),
-        "eval_count": stats.get("completion_tokens", 0),
-        "eval_duration": int(stats.get("eval_seconds", 0.0) * 1e9),
-    }
 
 
 def chat_line(
@@ -326,26 +426,17 @@ def chat_line(
     text: str,
     *,
     done: bool = False,
-    finish: dict | None = None,
+    finish: dict[str, Any] | None = None,  # the last line's done_reason and counters
     thinking: str | None = None,
     tool_calls: list[dict] | None = None,
-) -> dict:
+) -> ChatLine:
     """One `/api/chat` line; the last has `done: true`, `done_reason` and the counters."""
-    message: dict = {"role": "assistant", "content": text}
-    if thinking is not None:
-        message["thinking"] = thinking
-    if tool_calls:
-        message["tool_calls"] = tool_calls
-    return _line(model, {"message": message}, done, finish)
-
-
-def _line(model: str, fields: dict, done: bool, finish: dict | None) -> dict:
-    """Either API's line around its `fields`; the last one with `done_reason` and counters."""
-    line: dict = {"model": model, "created_at": iso_time(), **fields, "done": done}
-    if done and finish is not None:
-        line["done_reason"] = done_reason(finish.get("finish_reason"))
-        line.update(_stats(finish))
-    return line
+    message = ReplyMessage(
+        content=text,
+        thinking=UNSET if thinking is None else thinking,
+        tool_calls=tool_calls or UNSET,
+    )
+    return ChatLine(model=model, message=message, done=done, **(finish or {}))
 
 
 def ollama_tool_calls(calls: list[Any]) -> list[dict]:
@@ -376,12 +467,10 @@ def generate_line(
     text: str,
     *,
     done: bool = False,
-    finish: dict | None = None,
+    finish: dict[str, Any] | None = None,  # the last line's done_reason and counters
     thinking: str | None = None,
     tool_calls: list[dict] | None = None,  # chat only; generate has no tools
-) -> dict:
+) -> GenerateLine:
     """One `/api/generate` line, shaped like `chat_line` with `response` for `message`."""
-    fields: dict = {"response": text}
-    if thinking is not None:
-        fields["thinking"] = thinking
-    return _line(model, fields, done, finish)
+    thought = UNSET if thinking is None else thinking
+    return GenerateLine(model=model, response=text, thinking=thought, done=done, **(finish or {}))

@@ -16,31 +16,16 @@ from litestar.response import Stream
 
 from runtime.errors import ModelNotFound
 from runtime.manager import ModelManager
-from runtime.service.apis.openai.wire import (
-    ChatChoice,
-    ChatCompletion,
-    ChatCompletionChunk,
-    ChatCompletionRequest,
-    ChunkChoice,
-    Completion,
-    CompletionChoice,
-    CompletionRequest,
-    Delta,
-    ModelList,
-    ModelObject,
-    Usage,
-    assistant_message,
-    chunk_delta,
-    new_id,
-    now,
-)
+from runtime.service.apis.openai import wire
+from runtime.service.openapi import streamed
 from runtime.service.replies import Finished, Reply
 from runtime.service.transport import (
     DONE,
-    WireBody,
+    SSE,
     openai_sse_error,
     sse,
     sse_stream,
+    whole,
 )
 from runtime.service.turn import OpenTurn, open_turn
 
@@ -49,14 +34,16 @@ if TYPE_CHECKING:
 
 __all__ = ["ROUTES"]
 
+_WHOLE = "the completion (chunks when `stream` is true)"
+
 
 @get("/v1/models", sync_to_thread=False)
-def list_models(manager: ModelManager) -> ModelList:
-    return ModelList(data=[_model_object(m) for m in manager.available()])
+def list_models(manager: ModelManager) -> wire.ModelList:
+    return wire.ModelList(data=[_model_object(m) for m in manager.available()])
 
 
 @get("/v1/models/{model_id:path}", sync_to_thread=False)
-def retrieve_model(model_id: str, manager: ModelManager) -> ModelObject:
+def retrieve_model(model_id: str, manager: ModelManager) -> wire.ModelObject:
     model_id = model_id.lstrip("/")
     for cached in manager.available():
         if cached.model_id == model_id:
@@ -67,17 +54,19 @@ def retrieve_model(model_id: str, manager: ModelManager) -> ModelObject:
     raise ModelNotFound(f"model {model_id!r} is not in the cache", param="model")
 
 
-@post("/v1/chat/completions", status_code=200, dto=WireBody, return_dto=None)
-async def chat_completions(data: ChatCompletionRequest, manager: ModelManager) -> Response[Any]:
+@post("/v1/chat/completions", status_code=200, **streamed(wire.ChatCompletion, SSE, _WHOLE))
+async def chat_completions(
+    data: wire.ChatCompletionRequest, manager: ModelManager
+) -> Response[Any]:
     turn = await open_turn(manager, data.to_turn())
-    completion_id, created = new_id("chatcmpl"), now()
+    completion_id, created = wire.new_id("chatcmpl"), wire.now()
     if data.stream:
         events = _chat_events(turn, completion_id, created, data.model, data.include_usage)
         return _sse_stream(events, turn)
     replies = await turn.collect()
     choices = [_chat_choice(i, reply) for i, reply in enumerate(replies)]
-    return Response(
-        ChatCompletion(
+    return whole(
+        wire.ChatCompletion(
             id=completion_id,
             created=created,
             model=data.model,
@@ -91,24 +80,26 @@ def _sse_stream(events: AsyncIterator[Any], turn: OpenTurn) -> Stream:
     return sse_stream(events, sse, openai_sse_error, close=turn.aclose, done=DONE)
 
 
-def _chat_choice(index: int, reply: Reply) -> ChatChoice:
-    message = assistant_message(reply.parsed)
-    return ChatChoice(index=index, message=message, finish_reason=reply.finished.finish_reason)
+def _chat_choice(index: int, reply: Reply) -> wire.ChatChoice:
+    message = wire.assistant_message(reply.parsed)
+    return wire.ChatChoice(index=index, message=message, finish_reason=reply.finished.finish_reason)
 
 
 async def _chat_events(
     turn: OpenTurn, completion_id: str, created: int, model: str, include_usage: bool
-) -> AsyncIterator[ChatCompletionChunk]:
+) -> AsyncIterator[wire.ChatCompletionChunk]:
     """vLLM's order: a role chunk per choice, deltas, a finish chunk per choice, usage."""
 
-    def chunk(choices: list[ChunkChoice], usage: Usage | None = None) -> ChatCompletionChunk:
+    def chunk(
+        choices: list[wire.ChunkChoice], usage: wire.Usage | None = None
+    ) -> wire.ChatCompletionChunk:
         extra: dict[str, Any] = {"usage": usage} if usage is not None else {}
-        return ChatCompletionChunk(
+        return wire.ChatCompletionChunk(
             id=completion_id, created=created, model=model, choices=choices, **extra
         )
 
     for index in range(len(turn.streams)):
-        yield chunk([ChunkChoice(index=index, delta=Delta(role="assistant", content=""))])
+        yield chunk([wire.ChunkChoice(index=index, delta=wire.Delta(role="assistant", content=""))])
     completion_tokens = [0] * len(turn.streams)
     cached = 0
     async for index, event in turn.merged():
@@ -117,20 +108,24 @@ async def _chat_events(
             cached = max(cached, event.usage.cached_tokens)
             if event.reason:
                 yield chunk(
-                    [ChunkChoice(index=index, delta=Delta(), finish_reason=event.finish_reason)]
+                    [
+                        wire.ChunkChoice(
+                            index=index, delta=wire.Delta(), finish_reason=event.finish_reason
+                        )
+                    ]
                 )
             continue
-        delta = chunk_delta(event)
-        yield chunk([ChunkChoice(index=index, delta=delta)])
+        delta = wire.chunk_delta(event)
+        yield chunk([wire.ChunkChoice(index=index, delta=delta)])
     if include_usage:
-        yield chunk([], Usage.of(turn.prompt_tokens, sum(completion_tokens), cached))
+        yield chunk([], wire.Usage.of(turn.prompt_tokens, sum(completion_tokens), cached))
 
 
-@post("/v1/completions", status_code=200, dto=WireBody, return_dto=None)
-async def completions(data: CompletionRequest, manager: ModelManager) -> Response[Any]:
+@post("/v1/completions", status_code=200, **streamed(wire.Completion, SSE, _WHOLE))
+async def completions(data: wire.CompletionRequest, manager: ModelManager) -> Response[Any]:
     prompts = data.prompts()
     turn = await open_turn(manager, data.to_turn())
-    completion_id, created = new_id("cmpl"), now()
+    completion_id, created = wire.new_id("cmpl"), wire.now()
     echoes = [p if data.echo else "" for p in prompts for _ in range(data.n)]
     if data.stream:
         events = _completion_events(
@@ -139,11 +134,11 @@ async def completions(data: CompletionRequest, manager: ModelManager) -> Respons
         return _sse_stream(events, turn)
     replies = await turn.collect()
     choices = [
-        CompletionChoice(index=i, text=echoes[i] + r.text, finish_reason=r.finished.reason)
+        wire.CompletionChoice(index=i, text=echoes[i] + r.text, finish_reason=r.finished.reason)
         for i, r in enumerate(replies)
     ]
-    return Response(
-        Completion(
+    return whole(
+        wire.Completion(
             id=completion_id,
             created=created,
             model=data.model,
@@ -160,36 +155,44 @@ async def _completion_events(
     created: int,
     model: str,
     include_usage: bool,
-) -> AsyncIterator[Completion]:
-    def chunk(choices: list[CompletionChoice], usage: Usage | None = None) -> Completion:
+) -> AsyncIterator[wire.Completion]:
+    def chunk(
+        choices: list[wire.CompletionChoice], usage: wire.Usage | None = None
+    ) -> wire.Completion:
         extra: dict[str, Any] = {"usage": usage} if usage is not None else {}
-        return Completion(id=completion_id, created=created, model=model, choices=choices, **extra)
+        return wire.Completion(
+            id=completion_id, created=created, model=model, choices=choices, **extra
+        )
 
     for index, echo in enumerate(echoes):
         if echo:
-            yield chunk([CompletionChoice(index=index, text=echo, finish_reason=None)])
+            yield chunk([wire.CompletionChoice(index=index, text=echo, finish_reason=None)])
     completion_tokens = [0] * len(turn.streams)
     async for index, event in turn.merged():
         if isinstance(event, Finished):
             completion_tokens[index] = event.usage.completion_tokens
             if event.reason:
-                yield chunk([CompletionChoice(index=index, text="", finish_reason=event.reason)])
+                yield chunk(
+                    [wire.CompletionChoice(index=index, text="", finish_reason=event.reason)]
+                )
         elif event.content:
-            yield chunk([CompletionChoice(index=index, text=event.content, finish_reason=None)])
+            yield chunk(
+                [wire.CompletionChoice(index=index, text=event.content, finish_reason=None)]
+            )
     if include_usage:
-        yield chunk([], Usage.of(turn.prompt_tokens, sum(completion_tokens)))
+        yield chunk([], wire.Usage.of(turn.prompt_tokens, sum(completion_tokens)))
 
 
-def _usage(turn: OpenTurn, replies: list[Reply]) -> Usage:
+def _usage(turn: OpenTurn, replies: list[Reply]) -> wire.Usage:
     """Usage as OpenAI counts it: the prompt once, however many choices."""
-    return Usage.of(
+    return wire.Usage.of(
         turn.prompt_tokens,
         sum(r.finished.usage.completion_tokens for r in replies),
         max((r.finished.usage.cached_tokens for r in replies), default=0),
     )
 
 
-def _model_object(cached: CachedModel) -> ModelObject:
+def _model_object(cached: CachedModel) -> wire.ModelObject:
     info = cached.info
     facts = {
         "target": info.target,
@@ -197,7 +200,7 @@ def _model_object(cached: CachedModel) -> ModelObject:
         "synthetic": info.synthetic,
         "quality": (info.validation or {}).get("quality"),
     }
-    return ModelObject(
+    return wire.ModelObject(
         id=cached.model_id, created=_epoch(cached.manifest.created), task=info.task, metadata=facts
     )
 

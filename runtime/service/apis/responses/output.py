@@ -13,15 +13,14 @@ from typing import Any, Literal
 
 import msgspec
 
-from runtime.service.apis.responses.wire import (
-    ResponsesRequest,
-    item_messages,
-    new_message_id,
-)
+from runtime.service.apis.responses import wire
 
 __all__ = [
+    "Deleted",
+    "InputItems",
     "OutputStream",
     "ResponseEvents",
+    "ResponseObject",
     "assistant_turn",
     "final_status",
     "output_items",
@@ -30,7 +29,7 @@ __all__ = [
 ]
 
 
-def _text_config(request: ResponsesRequest) -> dict:
+def _text_config(request: wire.ResponsesRequest) -> dict:
     fmt = request.text.format if request.text is not None else None
     if fmt is None:
         return {"format": {"type": "text"}}
@@ -60,7 +59,9 @@ def output_items(parsed: Any, status: str, message_id: str | None = None) -> lis
     if parsed.reasoning is not None:
         items.append(reasoning_item(f"rs_{uuid.uuid4().hex}", parsed.reasoning, "completed"))
     if parsed.content or not parsed.tool_calls:
-        items.append(output_message(message_id or new_message_id(), parsed.content or "", status))
+        items.append(
+            output_message(message_id or wire.new_message_id(), parsed.content or "", status)
+        )
     for call in parsed.tool_calls:
         items.append(
             function_call_item(
@@ -72,7 +73,7 @@ def output_items(parsed: Any, status: str, message_id: str | None = None) -> lis
 
 def assistant_turn(items: list[dict]) -> list[dict]:
     """The reply's output items as stored conversation messages (what the next turn sees)."""
-    return item_messages(
+    return wire.item_messages(
         [
             item if item["type"] != "message" else {**item, "role": "assistant"}
             for item in items
@@ -92,8 +93,54 @@ def output_message(message_id: str, text: str, status: str) -> dict:
     }
 
 
+class ResponseObject(msgspec.Struct, kw_only=True):
+    """A Response object as `client.responses.create/retrieve` parses it."""
+
+    id: str
+    object: Literal["response"] = "response"
+    created_at: int
+    status: Literal["in_progress", "completed", "incomplete"]
+    error: dict[str, Any] | None = None
+    incomplete_details: dict[str, str] | None
+    instructions: str | None
+    max_output_tokens: int | None
+    model: str
+    output: list[dict[str, Any]]  # output_items(): reasoning, message, function_call
+    parallel_tool_calls: bool = True
+    previous_response_id: str | None
+    reasoning: dict[str, str | None] = msgspec.field(
+        default_factory=lambda: {"effort": None, "summary": None}
+    )
+    store: bool
+    temperature: float
+    text: dict[str, Any]
+    tool_choice: str | dict[str, Any]
+    tools: list[dict[str, Any]]
+    top_p: float
+    truncation: str = "disabled"
+    usage: dict[str, Any] | None  # usage_body()
+    user: str | None = None
+    metadata: dict[str, str]
+
+
+class Deleted(msgspec.Struct, kw_only=True):
+    id: str
+    object: Literal["response"] = "response"
+    deleted: bool = True
+
+
+class InputItems(msgspec.Struct, kw_only=True):
+    """OpenAI's cursor page of a stored response's input items."""
+
+    object: Literal["list"] = "list"
+    data: list[dict[str, Any]]
+    first_id: str | None
+    last_id: str | None
+    has_more: bool
+
+
 def response_body(
-    request: ResponsesRequest,
+    request: wire.ResponsesRequest,
     *,
     response_id: str,
     created_at: float,
@@ -102,33 +149,27 @@ def response_body(
     output: list[dict],
     usage: dict | None,
 ) -> dict:
-    """A Response object as `client.responses.create/retrieve` parses it."""
-    incomplete = {"reason": "max_output_tokens"} if status == "incomplete" else None
-    return {
-        "id": response_id,
-        "object": "response",
-        "created_at": int(created_at),
-        "status": status,
-        "error": None,
-        "incomplete_details": incomplete,
-        "instructions": request.instructions,
-        "max_output_tokens": request.max_output_tokens,
-        "model": model,
-        "output": output,
-        "parallel_tool_calls": True,
-        "previous_response_id": request.previous_response_id,
-        "reasoning": {"effort": None, "summary": None},
-        "store": request.store,
-        "temperature": 1.0 if request.temperature is None else request.temperature,
-        "text": _text_config(request),
-        "tool_choice": request.tool_choice or "auto",
-        "tools": request.tools or [],
-        "top_p": 1.0 if request.top_p is None else request.top_p,
-        "truncation": "disabled",
-        "usage": usage,
-        "user": None,
-        "metadata": request.metadata or {},
-    }
+    """The Response object as the JSON the route sends, stores and streams."""
+    response = ResponseObject(
+        id=response_id,
+        created_at=int(created_at),
+        status=status,
+        incomplete_details={"reason": "max_output_tokens"} if status == "incomplete" else None,
+        instructions=request.instructions,
+        max_output_tokens=request.max_output_tokens,
+        model=model,
+        output=output,
+        previous_response_id=request.previous_response_id,
+        store=request.store,
+        temperature=1.0 if request.temperature is None else request.temperature,
+        text=_text_config(request),
+        tool_choice=request.tool_choice or "auto",
+        tools=request.tools or [],
+        top_p=1.0 if request.top_p is None else request.top_p,
+        usage=usage,
+        metadata=request.metadata or {},
+    )
+    return msgspec.to_builtins(response)
 
 
 def usage_body(input_tokens: int, output_tokens: int, cached_tokens: int = 0) -> dict:
@@ -152,11 +193,11 @@ class ResponseEvents:
     output_text.done → content_part.done → output_item.done → completed.
     """
 
-    def __init__(self, request: ResponsesRequest, *, response_id: str, model: str):
+    def __init__(self, request: wire.ResponsesRequest, *, response_id: str, model: str):
         self.request = request
         self.response_id = response_id
         self.model = model
-        self.message_id = new_message_id()
+        self.message_id = wire.new_message_id()
         self.created_at = time.time()
         self.sequence = 0
 

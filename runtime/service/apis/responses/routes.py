@@ -18,25 +18,12 @@ from litestar import Request, delete, get, post
 
 from runtime.errors import InvalidRequest
 from runtime.manager import ModelManager
-from runtime.service.apis.responses.output import (
-    OutputStream,
-    ResponseEvents,
-    assistant_turn,
-    final_status,
-    output_items,
-    usage_body,
-)
+from runtime.service.apis.responses import output as outgoing
+from runtime.service.apis.responses import wire
 from runtime.service.apis.responses.store import ResponsesStore, StoredResponse
-from runtime.service.apis.responses.wire import (
-    ResponsesRequest,
-    check_call_outputs,
-    input_items,
-    item_messages,
-    new_response_id,
-    to_turn,
-)
 from runtime.service.errors import Described
-from runtime.service.transport import SSE, WireBody, named_sse, sse_stream, whole
+from runtime.service.openapi import answers, streamed
+from runtime.service.transport import SSE, named_sse, sse_stream, whole
 from runtime.service.turn import OpenTurn, open_turn
 
 __all__ = ["ROUTES"]
@@ -48,7 +35,7 @@ def _store() -> ResponsesStore:
 
 
 async def _save(
-    body: ResponsesRequest, response: dict, items: list[dict], conversation: list[dict]
+    body: wire.ResponsesRequest, response: dict, items: list[dict], conversation: list[dict]
 ) -> None:
     if not body.store:
         return
@@ -57,22 +44,22 @@ async def _save(
         created_at=time.time(),
         response=response,
         input_items=items,
-        conversation=[*conversation, *assistant_turn(response["output"])],
+        conversation=[*conversation, *outgoing.assistant_turn(response["output"])],
     )
     await asyncio.to_thread(_store().put, record)
 
 
-@post("/v1/responses", status_code=200, media_type=SSE, dto=WireBody, return_dto=None)
-async def create_response(data: ResponsesRequest, manager: ModelManager) -> Any:
+@post("/v1/responses", status_code=200, **streamed(outgoing.ResponseObject, SSE, "the Response"))
+async def create_response(data: wire.ResponsesRequest, manager: ModelManager) -> Any:
     history: list[dict] = []
     if data.previous_response_id is not None:
         previous = await asyncio.to_thread(_store().get, data.previous_response_id)
         history = previous.conversation
-    items = input_items(data)
-    conversation = history + item_messages(items)
-    check_call_outputs(conversation)
-    turn = await open_turn(manager, to_turn(data, conversation))
-    events = ResponseEvents(data, response_id=new_response_id(), model=data.model)
+    items = wire.input_items(data)
+    conversation = history + wire.item_messages(items)
+    wire.check_call_outputs(conversation)
+    turn = await open_turn(manager, wire.to_turn(data, conversation))
+    events = outgoing.ResponseEvents(data, response_id=wire.new_response_id(), model=data.model)
     if data.stream:
 
         def error(e: Described) -> bytes:
@@ -82,9 +69,9 @@ async def create_response(data: ResponsesRequest, manager: ModelManager) -> Any:
         return sse_stream(stream, named_sse, error, close=turn.aclose)
     (reply,) = await turn.collect()
     finished = reply.finished
-    status = final_status(finished.reason)
-    output = output_items(reply.parsed, status, events.message_id)
-    usage = usage_body(
+    status = outgoing.final_status(finished.reason)
+    output = outgoing.output_items(reply.parsed, status, events.message_id)
+    usage = outgoing.usage_body(
         turn.prompt_tokens, finished.usage.completion_tokens, finished.usage.cached_tokens
     )
     response = events.body(status, output, usage)
@@ -94,12 +81,12 @@ async def create_response(data: ResponsesRequest, manager: ModelManager) -> Any:
 
 async def _events(
     turn: OpenTurn,
-    body: ResponsesRequest,
-    events: ResponseEvents,
+    body: wire.ResponsesRequest,
+    events: outgoing.ResponseEvents,
     items: list[dict],
     conversation: list[dict],
 ) -> AsyncIterator[tuple[str, dict]]:
-    output = OutputStream(events)
+    output = outgoing.OutputStream(events)
     for event in output.begin(open_message=not turn.prepared.reading):
         yield event
     pieces = turn.pieces()
@@ -107,7 +94,7 @@ async def _events(
         for event in output.feed(piece):
             yield event
     finished = pieces.finished
-    usage = usage_body(
+    usage = outgoing.usage_body(
         turn.prompt_tokens, finished.usage.completion_tokens, finished.usage.cached_tokens
     )
     closing = output.closing(finished.reason, usage)
@@ -116,19 +103,23 @@ async def _events(
         yield event
 
 
-@get("/v1/responses/{response_id:str}", sync_to_thread=True)
+@get(
+    "/v1/responses/{response_id:str}",
+    sync_to_thread=True,
+    **answers(outgoing.ResponseObject, "the stored Response"),
+)
 def retrieve_response(response_id: str) -> dict:
     return _store().get(response_id).response
 
 
 @delete("/v1/responses/{response_id:str}", status_code=200, sync_to_thread=True)
-def delete_response(response_id: str) -> dict:
+def delete_response(response_id: str) -> outgoing.Deleted:
     _store().delete(response_id)
-    return {"id": response_id, "object": "response", "deleted": True}
+    return outgoing.Deleted(id=response_id)
 
 
 @get("/v1/responses/{response_id:str}/input_items", sync_to_thread=True)
-def list_input_items(request: Request, response_id: str) -> dict:
+def list_input_items(request: Request, response_id: str) -> outgoing.InputItems:
     """OpenAI's cursor page: `order` (default desc), `limit` (1..100, default 20), `after`."""
     items = list(_store().get(response_id).input_items)
     order = request.query_params.get("order") or "desc"
@@ -142,13 +133,12 @@ def list_input_items(request: Request, response_id: str) -> dict:
         items = items[ids.index(after) + 1 :] if after in ids else []
     limit = _limit(request.query_params.get("limit"))
     page = items[:limit]
-    return {
-        "object": "list",
-        "data": page,
-        "first_id": page[0]["id"] if page else None,
-        "last_id": page[-1]["id"] if page else None,
-        "has_more": len(items) > limit,
-    }
+    return outgoing.InputItems(
+        data=page,
+        first_id=page[0]["id"] if page else None,
+        last_id=page[-1]["id"] if page else None,
+        has_more=len(items) > limit,
+    )
 
 
 def _limit(value: str | None) -> int:
