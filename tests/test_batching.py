@@ -333,7 +333,7 @@ def test_past_the_kv_budget_a_request_is_refused_with_retry_after(artifact):
 
 
 def test_through_the_api_a_request_past_the_kv_budget_is_a_429_with_retry_after(
-    service_home, service_model
+    service_home, service_model, tmp_path
 ):
     """A service whose KV budget holds one long chat: a second one is refused in OpenAI's shape."""
     import socket
@@ -349,11 +349,16 @@ def test_through_the_api_a_request_past_the_kv_budget_is_a_429_with_retry_after(
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     env = launch_environment(ServiceSettings(port=port))  # what `foundry service start` sends
-    env |= {"FOUNDRY_HOME": str(service_home), "FOUNDRY_PREFIX_CACHE_MB": "0"}
+    # Its own FOUNDRY_HOME (the launcher owns that home's state file, and removing it on exit
+    # would leave the session's service unreachable by the CLI), over the session's cache.
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "cache").symlink_to(service_home / "cache")
+    env |= {"FOUNDRY_HOME": str(home), "FOUNDRY_PREFIX_CACHE_MB": "0"}
     env["FOUNDRY_KV_BUDGET_MB"] = "0.075"  # tiny-qwen: 256 bytes a token, so ~300 tokens
     env.pop("FOUNDRY_API_KEY", None)
     launcher = [sys.executable, "-m", "runtime.service.launcher"]
-    process = subprocess.Popen(launcher, env=env, cwd=service_home)
+    process = subprocess.Popen(launcher, env=env, cwd=home)
     base_url = f"http://127.0.0.1:{port}"
     body = {
         "model": service_model,
