@@ -335,7 +335,8 @@ def test_past_the_kv_budget_a_request_is_refused_with_retry_after(artifact):
 def test_through_the_api_a_request_past_the_kv_budget_is_a_429_with_retry_after(
     service_home, service_model, tmp_path
 ):
-    """A service whose KV budget holds one long chat: a second one is refused in OpenAI's shape."""
+    """A service whose KV budget holds one long chat: of four sent at once, the others are refused
+    in OpenAI's shape."""
     import socket
     import subprocess
     import sys
@@ -376,14 +377,20 @@ def test_through_the_api_a_request_past_the_kv_budget_is_a_429_with_retry_after(
                     break
             except httpx.TransportError:
                 time.sleep(0.1)
-        with httpx.Client(base_url=base_url, timeout=120) as client:
-            client.get(f"/openai/load/{service_model}").raise_for_status()
-            with client.stream("POST", "/v1/chat/completions", json=body) as first:
-                assert first.status_code == 200
-                lines = first.iter_lines()
-                next(lines)  # generating now
-                refused = client.post("/v1/chat/completions", json=body)
-                rest = list(lines)
+        httpx.get(f"{base_url}/openai/load/{service_model}", timeout=120).raise_for_status()
+
+        async def four_at_once() -> list[httpx.Response]:
+            # Sent together, so the admitted chat still holds its KV when the others arrive
+            # (one after the other, the tiny model's 200 tokens could end before the second).
+            async with httpx.AsyncClient(base_url=base_url, timeout=120) as client:
+                chats = [client.post("/v1/chat/completions", json=body) for _ in range(4)]
+                return list(await asyncio.gather(*chats))
+
+        answers = asyncio.run(four_at_once())
+        statuses = sorted(answer.status_code for answer in answers)
+        assert statuses[0] == 200 and statuses[-1] == 429, statuses
+        refused = next(answer for answer in answers if answer.status_code == 429)
+        rest = next(answer for answer in answers if answer.status_code == 200).text
         assert refused.status_code == 429
         assert refused.headers["Retry-After"] == "1"
         error = refused.json()["error"]
