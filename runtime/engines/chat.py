@@ -87,7 +87,9 @@ class ChatEngine:
             thinks = template_thinks(self.template.source)
             metadata = msgspec.structs.replace(metadata, thinks=thinks)
         self.metadata = metadata
-        self.threads = resolve_threads(threads)  # threads.py: per machine, FOUNDRY_THREADS
+        batching = supports_batching(self.path)
+        # threads.py: per machine, FOUNDRY_THREADS; og's sessions (no batch) keep og's spinning
+        self.threads = resolve_threads(threads, spin_control=batching)
         # tokenizers (not og.Tokenizer): og's decode drops everything after an invalid UTF-8
         # byte, which random-weight and byte-level models produce mid-stream.
         self._tokenizer = Tokenizer.from_file(str(self.path / "tokenizer.json"))
@@ -105,7 +107,7 @@ class ChatEngine:
         self._model: Any = None
         bytes_per_token = kv_bytes_per_token(self.path)
         self.prefix_cache = KeptPrefixes(bytes_per_token, self.context_length)
-        if supports_batching(self.path):
+        if batching:
             self._scheduler = BatchScheduler(
                 self.path,
                 self.threads,

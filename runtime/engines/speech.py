@@ -194,7 +194,8 @@ class SpeechEngine:
         self.model_id = model_id
         self._og = og
         config = og.Config(str(self.path))
-        self.threads = resolve_threads(threads)  # threads.py: per machine, FOUNDRY_THREADS
+        # threads.py: per machine, FOUNDRY_THREADS; og's sessions keep og's spinning
+        self.threads = resolve_threads(threads, spin_control=False)
         config.overlay(genai_overlay(self.threads, ("encoder", "decoder")))
         self.model = og.Model(config)
         self.processor = self.model.create_multimodal_processor()

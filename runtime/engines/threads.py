@@ -82,17 +82,17 @@ def _allowed_cpus() -> set[int]:
         return set(range(os.cpu_count() or 1))
 
 
-def session_threads(*, measure: bool = True) -> SessionThreads:
+def session_threads(*, spin_control: bool = True) -> SessionThreads:
     """`FOUNDRY_THREADS` if set (>= 1), else the physical cores; spinning per `spinning_wanted`.
 
-    `measure=False` skips the CPU sample (status pages; spinning then says what FOUNDRY_SPIN forces,
-    else True).
+    `spin_control=False` is for sessions whose spinning cannot be set (onnxruntime-genai's) and
+    for readers that want only the count: no CPU sample, and spinning True, og's default.
 
     Raises:
         InvalidRequest: FOUNDRY_THREADS is not a number, or FOUNDRY_SPIN not on/off.
     """
     cores = physical_cores()
-    spinning = spinning_wanted() if measure else _forced_spin() is not False
+    spinning = spinning_wanted() if spin_control else True
     wanted = env_number(THREADS_ENV, int)
     if wanted is not None and int(wanted) >= 1:
         return SessionThreads(intra_op=int(wanted), source=THREADS_ENV, spinning=spinning)
@@ -168,9 +168,9 @@ def ort_session_options(threads: SessionThreads) -> Any:
     return options
 
 
-def resolve_threads(threads: int | None) -> SessionThreads:
+def resolve_threads(threads: int | None, *, spin_control: bool = True) -> SessionThreads:
     """An engine's `threads=` argument if given, else this machine's `session_threads()`."""
-    chosen = session_threads()
+    chosen = session_threads(spin_control=spin_control)
     if threads:
         return SessionThreads(intra_op=threads, source="argument", spinning=chosen.spinning)
     return chosen

@@ -106,7 +106,7 @@ def openai_status(request: Request, manager: ModelManager) -> wire.Status:
 def _threads(manager: ModelManager) -> wire.Threads:
     from runtime.engines.threads import session_threads
 
-    default = session_threads(measure=False)
+    default = session_threads(spin_control=False)
     chosen = {
         entry.model_id: threads
         for entry in manager.loaded()
