@@ -27,6 +27,7 @@ from runtime.errors import (
 )
 from runtime.service.apis.openai.wire import ChatCompletionRequest, CompletionRequest
 from runtime.service.transport import decode_body
+from tests.test_batching import og_greedy
 
 ALIAS = "qwen2.5-0.5b"
 HELLO = [{"role": "user", "content": "Hello, how are you today?"}]
@@ -173,24 +174,6 @@ def test_engine_greedy_is_deterministic_and_counts_tokens(engine):
     assert text == again
     assert chunks[-1].finish_reason == "length" and chunks[-1].completion_tokens == 12
     assert sum(len(c.token_ids) for c in chunks) == 12
-
-
-def og_greedy(artifact: Path, prompt: list[int], tokens: int) -> list[int]:
-    """onnxruntime-genai's own greedy tokens for `prompt`, the whole prompt in one append."""
-    import numpy as np
-    import onnxruntime_genai as og
-
-    model = og.Model(str(artifact))
-    gp = og.GeneratorParams(model)
-    total = len(prompt) + tokens
-    gp.set_search_options(do_sample=False, max_length=total, min_length=total)
-    generator = og.Generator(model, gp)
-    generator.append_tokens(np.asarray(prompt, dtype=np.int32))
-    expected = []
-    for _ in range(tokens):
-        generator.generate_next_token()
-        expected.append(int(generator.get_next_tokens()[0]))
-    return expected
 
 
 def test_a_full_logits_artifact_runs_on_the_batch_with_og_generators_tokens(engine, artifact):

@@ -146,19 +146,7 @@ def test_real_weights_in_a_batch_of_eight_give_each_chat_its_greedy_tokens_alone
 ) -> None:
     """The continuous batch on real weights: 8 chats of different lengths decoded together get
     og.Generator's lone greedy tokens (random weights cannot show a near-tie going the other way)."""
-    import asyncio
+    from tests.test_batching import eight_together_and_alone
 
-    from tests.test_batching import GREEDY, batched_engine, ids_of, og_greedy, prompts
-
-    artifact = smollm2_builds.folder(target)
-    chat = batched_engine(artifact)
-    try:
-        chats = prompts(chat, 8)
-        expected = [og_greedy(artifact, prompt, GREEDY.max_tokens) for prompt in chats]
-
-        async def together() -> list[list[int]]:
-            return await asyncio.gather(*(ids_of(chat, prompt) for prompt in chats))
-
-        assert asyncio.run(together()) == expected
-    finally:
-        chat.close()
+    together, alone = eight_together_and_alone(smollm2_builds.folder(target))
+    assert together == alone
