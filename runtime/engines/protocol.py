@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
     from runtime.engines.embeddings import Embeddings
     from runtime.engines.speech import Transcript
+    from runtime.engines.threads import SessionThreads
     from runtime.store.metadata import ModelMetadata
 
 __all__ = [
@@ -52,6 +53,7 @@ class Engine(Protocol):
     model_id: str
     path: Path
     metadata: ModelMetadata  # the manifest's (tool_parser, family, thinks, ...)
+    threads: SessionThreads  # chosen at load (threads.py); `foundry service status` shows it
 
     def active_requests(self) -> int: ...
     def close(self) -> None: ...
@@ -69,7 +71,6 @@ class ChatEngineProtocol(Engine, Protocol):
 
     context_length: int
     vocab_size: int  # 0 when genai_config does not say
-    threads: int
     queue_size: int
     on_finish: Callable[[GenerationRecord], None] | None  # set by the manager
 

@@ -107,11 +107,7 @@ def _threads(manager: ModelManager) -> wire.Threads:
     from runtime.engines.threads import session_threads
 
     default = session_threads(spin_control=False)
-    chosen = {
-        entry.model_id: threads
-        for entry in manager.loaded()
-        if (threads := getattr(entry.engine, "threads", None)) is not None
-    }
+    chosen = {entry.model_id: entry.engine.threads for entry in manager.loaded()}
     return wire.Threads(
         intra_op=default.intra_op,
         source=default.source,
