@@ -55,6 +55,8 @@ class WeightOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     `NAME@sensitive` for llama.cpp's use_more_bits layers only. `accuracy_level`: MatMulNBits'
     (4: int8 activations, issue 11's measured speed default). `gptq`: the 4-bit MatMuls by GPTQ
     (rounding errors compensated through XᵀX on the calibration slice; needs `importance`).
+    `eight_bit_block_size`: the block of the 8-bit MatMuls and the 8-bit table (0: `block_size`);
+    8-bit levels need fewer scales to be faithful, so their scale bytes can go to the 4-bit ones.
     """
 
     bits: int = 4
@@ -65,16 +67,27 @@ class WeightOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     eight_bit: list[str] = []
     accuracy_level: int = 4
     gptq: bool = False
+    eight_bit_block_size: int = 0
 
     def __post_init__(self) -> None:
         if self.bits not in (4, 8) or self.embedding_bits not in (4, 8):
             raise ValueError("weights.bits and weights.embedding_bits must be 4 or 8")
-        if self.block_size < 16 or self.block_size & (self.block_size - 1):
-            raise ValueError("weights.block_size must be a power of two >= 16")
+        for field in ("block_size", "eight_bit_block_size"):
+            block = getattr(self, field)
+            if (block or 16) < 16 or block & (block - 1):
+                raise ValueError(f"weights.{field} must be a power of two >= 16")
         if self.gptq and not self.importance:
             raise ValueError(
                 "weights.gptq needs weights.importance (it reads the calibration slice)"
             )
+
+    def block_for(self, bits: int) -> int:
+        """The quantization block of a weight stored at `bits`."""
+        return (
+            self.eight_bit_block_size
+            if bits == 8 and self.eight_bit_block_size
+            else self.block_size
+        )
 
 
 def key_facts(target_options: dict[str, Any]) -> dict[str, str]:
@@ -186,7 +199,7 @@ def quantize_graph(
             K=k,
             N=n,
             bits=bits,
-            block_size=options.block_size,
+            block_size=options.block_for(bits),
             accuracy_level=options.accuracy_level,
         )
         new_nodes[index_of[id(node)]] = [replacement]
@@ -197,13 +210,14 @@ def quantize_graph(
     if not counts:
         raise ValueError(f"{model.name} has no float MatMul over a 2-D weight to quantize")
     if embedding is not None:
+        block = options.block_for(options.embedding_bits)
         if tied_weight is not None:
             if tied_names is None:
                 raise ValueError(f"{model.name}: the tied embedding's lm_head MatMul was not found")
             names, blocks, k, vocab = tied_names
             table = f"{tied_weight}_Q{options.embedding_bits}_rows"
             shape = f"{table}_shape"
-            flat = blocks * options.block_size * options.embedding_bits // 8
+            flat = blocks * block * options.embedding_bits // 8
             added.append(numpy_helper.from_array(_int64([vocab, flat]), shape))
             reshape = helper.make_node(
                 "Reshape", [names[0], shape], [table], name=f"{table}/Reshape"
@@ -216,7 +230,7 @@ def quantize_graph(
         else:
             stem = embedding.input[0]
             quantized = weight_quant.quantize(
-                weight(stem), options.embedding_bits, options.block_size, search=options.search
+                weight(stem), options.embedding_bits, block, search=options.search
             )
             k = quantized.k
             names = [f"{stem}_Q{options.embedding_bits}", f"{stem}_scales", f"{stem}_zero_points"]
@@ -231,10 +245,8 @@ def quantize_graph(
             ]
             gather_inputs = [names[0], embedding.input[1], names[1], names[2]]
             prefix = []
-        if k % options.block_size:
-            raise ValueError(
-                f"the embedding width {k} is not a multiple of weights.block_size {options.block_size}"
-            )
+        if k % block:
+            raise ValueError(f"the embedding width {k} is not a multiple of its block {block}")
         gather = helper.make_node(
             "GatherBlockQuantized",
             gather_inputs,
@@ -242,7 +254,7 @@ def quantize_graph(
             name=embedding.name,
             domain=MS_DOMAIN,
             bits=options.embedding_bits,
-            block_size=options.block_size,
+            block_size=block,
             gather_axis=0,
             quantize_axis=1,
         )
@@ -275,14 +287,13 @@ def _quantized(
     from compiler import weight_quant
 
     hessian = activations.hessian.get(activation) if activations else None
+    block = options.block_for(bits)
     if options.gptq and bits == options.bits and hessian is not None:
-        return weight_quant.quantize_gptq(weight, hessian, bits, options.block_size)
+        return weight_quant.quantize_gptq(weight, hessian, bits, block)
     importance = (
         activations.mean_square.get(activation) if activations and options.importance else None
     )
-    return weight_quant.quantize(
-        weight, bits, options.block_size, search=options.search, importance=importance
-    )
+    return weight_quant.quantize(weight, bits, block, search=options.search, importance=importance)
 
 
 def _embedding_gather(graph: Any, initializers: dict[str, Any], producers: dict[str, Any]) -> Any:

@@ -102,12 +102,15 @@ def dequantized(weight: np.ndarray, bits: int, block: int) -> np.ndarray:
 
 
 @pytest.mark.parametrize("tied", [True, False], ids=["tied", "untied"])
-@pytest.mark.parametrize(("bits", "block"), [(4, 32), (4, 16), (8, 32)])
-def test_onnxruntime_computes_exactly_our_dequantized_weights(tmp_path, tied, bits, block):
+@pytest.mark.parametrize(
+    ("bits", "block", "block8"), [(4, 32, 32), (4, 16, 16), (8, 32, 32), (4, 16, 32)]
+)
+def test_onnxruntime_computes_exactly_our_dequantized_weights(tmp_path, tied, bits, block, block8):
     weights = tiny_decoder(tmp_path / "float", tied=tied)
     options = WeightOptions(
         bits=bits,
         block_size=block,
+        eight_bit_block_size=block8,  # the 8-bit MatMuls and the table may have their own block
         embedding_bits=8,
         eight_bit=["mlp/down_proj@sensitive"],  # one layer: layer 0 is in the last eighth
         accuracy_level=1,  # float32 activations: the product must be our dequantization's
@@ -115,13 +118,14 @@ def test_onnxruntime_computes_exactly_our_dequantized_weights(tmp_path, tied, bi
     counts = quantize_graph(tmp_path / "float" / "model.onnx", tmp_path / "q", options)
     assert counts == ({"int4": 1, "int8": 2} if bits == 4 else {"int8": 3}) | {"embedding": 8}
 
-    v = dequantized(weights["model.layers.0.attn.v_proj.MatMul.weight"], bits, block)
-    down = dequantized(weights["model.layers.0.mlp.down_proj.MatMul.weight"], 8, block)
-    head = dequantized(weights["lm_head.MatMul.weight"], 8, block)
+    v_block = block8 if bits == 8 else block
+    v = dequantized(weights["model.layers.0.attn.v_proj.MatMul.weight"], bits, v_block)
+    down = dequantized(weights["model.layers.0.mlp.down_proj.MatMul.weight"], 8, block8)
+    head = dequantized(weights["lm_head.MatMul.weight"], 8, block8)
     table = (
         head.T
         if tied
-        else weight_quant.quantize(weights["model.embed_tokens.weight"], 8, block).dequantize()
+        else weight_quant.quantize(weights["model.embed_tokens.weight"], 8, block8).dequantize()
     )
     ids = np.array([[0, 5, 63, 17, 5]], dtype=np.int64)
     expected = table[ids[0]] @ v @ down @ head
