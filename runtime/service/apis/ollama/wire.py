@@ -11,7 +11,6 @@ duration string) are unions on the wire; they stay unions here because clients s
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from datetime import UTC, datetime
@@ -31,7 +30,8 @@ from runtime.service.bounds import (
     Temperature,
     VocabTopK,
 )
-from runtime.service.turn import ContextLimit, Turn
+from runtime.service.replies import arguments_object
+from runtime.service.turn import ContextLimit, Turn, chat_call
 from runtime.tools.grammar import json_schema_guidance
 
 __all__ = [
@@ -168,11 +168,11 @@ def model_name(raw: str, field: str = "model") -> str:
 PENALTIES = {"repeat_penalty": 1.0, "presence_penalty": 0.0, "frequency_penalty": 0.0}
 
 
-def _params(options: Options | None) -> dict:
-    """GenerationParams fields from Ollama options (`num_predict` -1/-2: as long as the context)."""
+def _params(request: ChatRequest | GenerateRequest) -> dict:
+    """GenerationParams fields from Ollama options (`num_predict` -1/-2: as long as the context)
+    and `format`."""
     params: dict = {}
-    if options is None:
-        return params
+    options = request.options or Options()
     for name, neutral in PENALTIES.items():
         if (value := getattr(options, name)) is not None and value != neutral:
             raise UnsupportedParameter(
@@ -189,6 +189,8 @@ def _params(options: Options | None) -> dict:
         params["seed"] = options.seed % (2**31)  # the engine's seed is 32-bit
     if options.stop:
         params["stop"] = list(options.stop)
+    if (guidance := format_guidance(request.format)) is not None:
+        params["guidance"] = guidance
     return params
 
 
@@ -218,24 +220,14 @@ def _chat_message(message: Message, index: int) -> dict:
                     param=f"messages[{index}].tool_calls[{i}]",
                 )
             arguments = function.get("arguments") or {}
-            chat["tool_calls"].append(
-                {
-                    "id": f"call_{index}_{i}",
-                    "type": "function",
-                    "function": {"name": function["name"], "arguments": arguments},
-                }
-            )
+            chat["tool_calls"].append(chat_call(f"call_{index}_{i}", function["name"], arguments))
     if message.role == "tool" and message.tool_name:
         chat["name"] = message.tool_name
     return chat
 
 
 def chat_to_chat(request: ChatRequest) -> tuple[list[dict], dict]:
-    messages = [_chat_message(m, i) for i, m in enumerate(request.messages)]
-    params = _params(request.options)
-    if (guidance := format_guidance(request.format)) is not None:
-        params["guidance"] = guidance
-    return messages, params
+    return [_chat_message(m, i) for i, m in enumerate(request.messages)], _params(request)
 
 
 def generate_to_chat(request: GenerateRequest) -> tuple[list[dict], dict]:
@@ -244,10 +236,7 @@ def generate_to_chat(request: GenerateRequest) -> tuple[list[dict], dict]:
     if request.system:
         messages.append({"role": "system", "content": request.system})
     messages.append({"role": "user", "content": request.prompt})
-    params = _params(request.options)
-    if (guidance := format_guidance(request.format)) is not None:
-        params["guidance"] = guidance
-    return messages, params
+    return messages, _params(request)
 
 
 def to_turn(request: ChatRequest | GenerateRequest) -> Turn:
@@ -441,16 +430,9 @@ def chat_line(
 
 def ollama_tool_calls(calls: list[Any]) -> list[dict]:
     """Parsed tool calls (runtime/tools ToolCall) as Ollama's: arguments are an object."""
-    result = []
-    for call in calls:
-        try:
-            arguments = json.loads(call.arguments)
-        except ValueError:
-            arguments = {}
-        if not isinstance(arguments, dict):
-            arguments = {"value": arguments}
-        result.append({"function": {"name": call.name, "arguments": arguments}})
-    return result
+    return [
+        {"function": {"name": c.name, "arguments": arguments_object(c.arguments)}} for c in calls
+    ]
 
 
 def reply_fields(parsed: Any) -> dict:
