@@ -185,10 +185,9 @@ def render(gauges: Mapping[str, Mapping[Labels, float]] | None = None) -> str:
     for name in sorted({*counters, *all_gauges, *histograms}):
         kind, text = HELP.get(name, ("untyped", name))
         lines += [f"# HELP {name} {text}", f"# TYPE {name} {kind}"]
-        for labels, value in sorted(counters.get(name, {}).items()):
-            lines.append(f"{name}{_labels(labels)} {_number(value)}")
-        for labels, value in sorted(all_gauges.get(name, {}).items()):
-            lines.append(f"{name}{_labels(labels)} {_number(value)}")
+        for series in (counters.get(name, {}), all_gauges.get(name, {})):
+            for labels, value in sorted(series.items()):
+                lines.append(f"{name}{_labels(labels)} {_number(value)}")
         for labels, (buckets, counts, total, count) in sorted(histograms.get(name, {}).items()):
             for bound, cumulative in zip(buckets, counts, strict=True):
                 lines.append(
