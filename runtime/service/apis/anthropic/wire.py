@@ -22,7 +22,7 @@ from runtime.engines.base import GenerationParams
 from runtime.errors import InvalidRequest
 from runtime.service.bounds import MaxTokens, StopList, VocabTopK
 from runtime.service.replies import arguments_object
-from runtime.service.turn import Turn, chat_call
+from runtime.service.turn import Turn, chat_call, given
 
 __all__ = [
     "BlockStream",
@@ -184,11 +184,9 @@ def to_chat(request: MessagesRequest | CountTokensRequest) -> tuple[list[dict], 
         messages.extend(_chat_messages(message))
     if not isinstance(request, MessagesRequest):
         return messages, {}
-    params: dict = {"max_tokens": request.max_tokens, "stop": list(request.stop_sequences or [])}
-    for name in ("temperature", "top_p", "top_k"):
-        if (value := getattr(request, name)) is not None:
-            params[name] = value
-    return messages, params
+    stop = list(request.stop_sequences or [])
+    params = {"max_tokens": request.max_tokens, "stop": stop}
+    return messages, params | given(request, "temperature", "top_p", "top_k")
 
 
 def to_turn(request: MessagesRequest | CountTokensRequest) -> Turn:

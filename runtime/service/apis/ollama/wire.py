@@ -31,7 +31,7 @@ from runtime.service.bounds import (
     VocabTopK,
 )
 from runtime.service.replies import arguments_object
-from runtime.service.turn import ContextLimit, Turn, chat_call
+from runtime.service.turn import ContextLimit, Turn, chat_call, given
 from runtime.tools.grammar import json_schema_guidance
 
 __all__ = [
@@ -182,9 +182,7 @@ def _params(request: ChatRequest | GenerateRequest) -> dict:
             )
     if options.num_predict is not None and options.num_predict > 0:
         params["max_tokens"] = options.num_predict
-    for name in ("temperature", "top_k", "top_p"):
-        if (value := getattr(options, name)) is not None:
-            params[name] = value
+    params |= given(options, "temperature", "top_k", "top_p")
     if options.seed is not None and options.seed >= 0:
         params["seed"] = options.seed % (2**31)  # the engine's seed is 32-bit
     if options.stop:
@@ -412,20 +410,17 @@ def done_reason(finish_reason: str | None) -> str:
 
 def chat_line(
     model: str,
-    text: str,
+    text: str = "",
     *,
-    done: bool = False,
-    finish: dict[str, Any] | None = None,  # the last line's done_reason and counters
     thinking: str | None = None,
     tool_calls: list[dict] | None = None,
+    done: bool = False,
+    **end: Any,  # the last line's done_reason and counters
 ) -> ChatLine:
     """One `/api/chat` line; the last has `done: true`, `done_reason` and the counters."""
-    message = ReplyMessage(
-        content=text,
-        thinking=UNSET if thinking is None else thinking,
-        tool_calls=tool_calls or UNSET,
-    )
-    return ChatLine(model=model, message=message, done=done, **(finish or {}))
+    thought = UNSET if thinking is None else thinking
+    message = ReplyMessage(content=text, thinking=thought, tool_calls=tool_calls or UNSET)
+    return ChatLine(model=model, message=message, done=done, **end)
 
 
 def ollama_tool_calls(calls: list[Any]) -> list[dict]:
@@ -446,13 +441,13 @@ def reply_fields(parsed: Any) -> dict:
 
 def generate_line(
     model: str,
-    text: str,
+    text: str = "",
     *,
-    done: bool = False,
-    finish: dict[str, Any] | None = None,  # the last line's done_reason and counters
     thinking: str | None = None,
     tool_calls: list[dict] | None = None,  # chat only; generate has no tools
+    done: bool = False,
+    **end: Any,
 ) -> GenerateLine:
     """One `/api/generate` line, shaped like `chat_line` with `response` for `message`."""
     thought = UNSET if thinking is None else thinking
-    return GenerateLine(model=model, response=text, thinking=thought, done=done, **(finish or {}))
+    return GenerateLine(model=model, response=text, thinking=thought, done=done, **end)

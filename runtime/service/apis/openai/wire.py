@@ -32,7 +32,7 @@ from runtime.service.bounds import (
     refuse_serial_tool_calls,
 )
 from runtime.service.replies import Piece
-from runtime.service.turn import Turn
+from runtime.service.turn import Turn, given
 from runtime.tools.grammar import json_schema_guidance
 from runtime.tools.parsers import ParsedOutput
 
@@ -68,14 +68,9 @@ class ChatMessage(msgspec.Struct, kw_only=True):
         content = self.content
         if isinstance(content, list):
             content = "".join(part.text for part in content)
-        message: dict[str, Any] = {
-            "role": "system" if self.role == "developer" else self.role,
-            "content": content or "",
-        }
-        for key in ("name", "tool_calls", "tool_call_id"):
-            if (value := getattr(self, key)) is not None:
-                message[key] = value
-        return message
+        role = "system" if self.role == "developer" else self.role
+        extra = given(self, "name", "tool_calls", "tool_call_id")
+        return {"role": role, "content": content or "", **extra}
 
 
 class StreamOptions(msgspec.Struct, kw_only=True):

@@ -21,7 +21,7 @@ from msgspec import Meta
 from runtime.engines.base import GenerationParams
 from runtime.errors import InvalidRequest
 from runtime.service.bounds import MaxTokens, refuse_serial_tool_calls
-from runtime.service.turn import Turn
+from runtime.service.turn import Turn, given
 from runtime.tools.grammar import json_schema_guidance
 
 __all__ = [
@@ -248,12 +248,9 @@ def to_params(request: ResponsesRequest) -> dict:
         InvalidRequest: json_schema without a schema.
     """
     refuse_serial_tool_calls(request.parallel_tool_calls, request.tools)
-    params: dict = {}
+    params = given(request, "temperature", "top_p")
     if request.max_output_tokens is not None:
         params["max_tokens"] = request.max_output_tokens
-    for name in ("temperature", "top_p"):
-        if (value := getattr(request, name)) is not None:
-            params[name] = value
     fmt = request.text.format if request.text is not None else None
     if fmt is not None and fmt.type == "json_schema":
         if fmt.schema_ is None:
