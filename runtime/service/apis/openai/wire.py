@@ -32,7 +32,7 @@ from runtime.service.bounds import (
     refuse_serial_tool_calls,
 )
 from runtime.service.replies import Piece
-from runtime.service.turn import Turn, given
+from runtime.service.turn import Turn, chat_call, given
 from runtime.tools.grammar import json_schema_guidance
 from runtime.tools.parsers import ParsedOutput
 
@@ -311,10 +311,7 @@ def assistant_message(parsed: ParsedOutput) -> AssistantMessage:
     if parsed.reasoning is not None:
         message.reasoning_content = parsed.reasoning
     if parsed.tool_calls:
-        message.tool_calls = [
-            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
-            for c in parsed.tool_calls
-        ]
+        message.tool_calls = [chat_call(c.id, c.name, c.arguments) for c in parsed.tool_calls]
     return message
 
 

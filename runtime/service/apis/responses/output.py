@@ -34,17 +34,6 @@ def reasoning_item(item_id: str, text: str | None, status: str) -> dict:
     return {"id": item_id, "type": "reasoning", "summary": [], "content": content, "status": status}
 
 
-def function_call_item(item_id: str, call_id: str, name: str, arguments: str, status: str) -> dict:
-    return {
-        "id": item_id,
-        "type": "function_call",
-        "call_id": call_id,
-        "name": name,
-        "arguments": arguments,
-        "status": status,
-    }
-
-
 def output_items(parsed: Any, status: str, message_id: str | None = None) -> list[dict]:
     """A parsed reply (runtime/tools ParsedOutput) as Response output items: reasoning, the
     message (when there is text, or nothing else), then one function_call per tool call."""
@@ -57,7 +46,7 @@ def output_items(parsed: Any, status: str, message_id: str | None = None) -> lis
         )
     for call in parsed.tool_calls:
         items.append(
-            function_call_item(
+            wire.function_call_item(
                 f"fc_{uuid.uuid4().hex}", call.id, call.name, call.arguments, "completed"
             )
         )
@@ -242,7 +231,7 @@ class OutputStream:
             item = reasoning_item(f"rs_{uuid.uuid4().hex}", None, "in_progress")
         else:
             item_id = f"fc_{uuid.uuid4().hex}"
-            item = function_call_item(item_id, call.id, call.name, "", "in_progress")
+            item = wire.function_call_item(item_id, call.id, call.name, "", "in_progress")
         self._open, self._text = item, []
         sent.append(self._item_event("added", item))
         if kind == "message":
