@@ -29,7 +29,6 @@ __all__ = [
     "observe_ttft",
     "record_generation",
     "render",
-    "reset",
 ]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -70,10 +69,6 @@ class Registry:
         with self.lock:
             series = self.counters[name]
             series[labels] = series.get(labels, 0.0) + value
-
-    def set(self, name: str, labels: Labels, value: float) -> None:
-        with self.lock:
-            self.gauges[name][labels] = value
 
     def add(self, name: str, labels: Labels, delta: float) -> None:
         """Move a gauge up or down (in-flight counts)."""
@@ -145,12 +140,6 @@ def observe_request(route: str, method: str, status: int, seconds: float) -> Non
     REGISTRY.observe(
         "foundry_request_duration_seconds", (("route", route),), seconds, DURATION_BUCKETS
     )
-
-
-def reset() -> None:
-    """Forget every series (tests that build several apps in one process)."""
-    global REGISTRY
-    REGISTRY = Registry()
 
 
 # --- exposition ---------------------------------------------------------------------------

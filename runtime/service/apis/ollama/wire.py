@@ -12,7 +12,6 @@ duration string) are unions on the wire; they stay unions here because clients s
 from __future__ import annotations
 
 import re
-import time
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -151,7 +150,7 @@ class EmbeddingsRequest(msgspec.Struct, kw_only=True):
     keep_alive: float | str | None = None
 
 
-def model_name(raw: str, field: str = "model") -> str:
+def model_name(raw: str) -> str:
     """A request's model name as this project's id or alias.
 
     Ollama clients append `:latest` to bare names; this project's ids have no such tag.
@@ -160,7 +159,7 @@ def model_name(raw: str, field: str = "model") -> str:
         InvalidRequest: no name. InvalidName: path characters.
     """
     if not raw:
-        raise InvalidRequest(f"'{field}' is required", param=field)
+        raise InvalidRequest("'model' is required", param="model")
     return check_model_id(raw.removesuffix(":latest"))
 
 
@@ -296,10 +295,9 @@ def parse_keep_alive(value: float | str | None) -> float | None:
 
 
 # --- engine output -> NDJSON lines ------------------------------------------------------------
-def iso_time(seconds: float | None = None) -> str:
-    """RFC 3339 with nanosecond-style fraction, as Ollama writes `created_at`."""
-    moment = datetime.fromtimestamp(time.time() if seconds is None else seconds, tz=UTC)
-    return moment.isoformat().replace("+00:00", "Z")
+def iso_time() -> str:
+    """Now, in RFC 3339 with a fraction (UTC, `Z`), as Ollama writes `created_at`."""
+    return datetime.now(tz=UTC).isoformat().replace("+00:00", "Z")
 
 
 class Details(msgspec.Struct, kw_only=True):
