@@ -29,8 +29,9 @@ from litestar.response import Response
 
 from runtime import __version__
 from runtime.errors import FoundryError, NotFound
+from runtime.manager import ModelManager
 from runtime.service import metrics
-from runtime.service.apis.foundry.routes import _hardware, _manager, _ps_row, _store
+from runtime.service.apis.foundry.routes import _hardware, _ps_row
 
 if TYPE_CHECKING:
     from runtime.catalog import Variant
@@ -141,12 +142,12 @@ def explain_choice(
 
 
 @get("/foundry/catalog", sync_to_thread=True)
-def console_catalog(request: Request) -> dict[str, Any]:
+def console_catalog(request: Request, manager: ModelManager) -> dict[str, Any]:
     """Every catalog alias with its variants, the pick and why; cached and loaded state per id."""
     hardware = _hardware(request)
-    cached = {m.model_id: m for m in _store(request).list_models()}
-    loaded = {entry.model_id for entry in _manager(request).loaded()}
-    catalog = _manager(request).catalog()
+    cached = {m.model_id: m for m in manager.store.list_models()}
+    loaded = {entry.model_id for entry in manager.loaded()}
+    catalog = manager.catalog()
     aliases: list[dict[str, Any]] = []
     for alias in catalog.aliases():
         variants = catalog.variants(alias.alias)
@@ -184,9 +185,9 @@ def console_catalog(request: Request) -> dict[str, Any]:
 
 # --- builds ------------------------------------------------------------------------------------
 @get("/foundry/builds", sync_to_thread=True)
-def console_builds(request: Request) -> list[dict[str, Any]]:
+def console_builds(manager: ModelManager) -> list[dict[str, Any]]:
     """Each cached model with its build.json (None for an artifact downloaded without one)."""
-    store = _store(request)
+    store = manager.store
     rows = []
     for model in store.list_models():
         entry = model.manifest.files.get("build.json")
@@ -296,10 +297,9 @@ def _metric_totals() -> dict[str, float]:
 
 
 @get("/foundry/stats", sync_to_thread=True)  # the first call may probe the hardware
-def console_stats(request: Request) -> dict[str, Any]:
+def console_stats(request: Request, manager: ModelManager) -> dict[str, Any]:
     """What the Health page samples every few seconds (the same registry /metrics renders)."""
     _install_error_log("uvicorn.error", "litestar")
-    manager = _manager(request)
     return {
         "version": __version__,
         "time": time.time(),

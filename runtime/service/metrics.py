@@ -29,7 +29,6 @@ __all__ = [
     "observe_ttft",
     "record_generation",
     "render",
-    "reset",
 ]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -70,10 +69,6 @@ class Registry:
         with self.lock:
             series = self.counters[name]
             series[labels] = series.get(labels, 0.0) + value
-
-    def set(self, name: str, labels: Labels, value: float) -> None:
-        with self.lock:
-            self.gauges[name][labels] = value
 
     def add(self, name: str, labels: Labels, delta: float) -> None:
         """Move a gauge up or down (in-flight counts)."""
@@ -147,12 +142,6 @@ def observe_request(route: str, method: str, status: int, seconds: float) -> Non
     )
 
 
-def reset() -> None:
-    """Forget every series (tests that build several apps in one process)."""
-    global REGISTRY
-    REGISTRY = Registry()
-
-
 # --- exposition ---------------------------------------------------------------------------
 def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
@@ -185,10 +174,9 @@ def render(gauges: Mapping[str, Mapping[Labels, float]] | None = None) -> str:
     for name in sorted({*counters, *all_gauges, *histograms}):
         kind, text = HELP.get(name, ("untyped", name))
         lines += [f"# HELP {name} {text}", f"# TYPE {name} {kind}"]
-        for labels, value in sorted(counters.get(name, {}).items()):
-            lines.append(f"{name}{_labels(labels)} {_number(value)}")
-        for labels, value in sorted(all_gauges.get(name, {}).items()):
-            lines.append(f"{name}{_labels(labels)} {_number(value)}")
+        for series in (counters.get(name, {}), all_gauges.get(name, {})):
+            for labels, value in sorted(series.items()):
+                lines.append(f"{name}{_labels(labels)} {_number(value)}")
         for labels, (buckets, counts, total, count) in sorted(histograms.get(name, {}).items()):
             for bound, cumulative in zip(buckets, counts, strict=True):
                 lines.append(

@@ -20,7 +20,7 @@ from litestar.openapi import ResponseSpec
 from litestar.openapi.spec import OpenAPI, OpenAPIMediaType, OpenAPIResponse, Reference, Schema
 from litestar.openapi.spec.enums import OpenAPIType
 
-from runtime.service.errors import anthropic_body, ollama_body, shape_for
+from runtime.service.errors import Shape, anthropic_body, ollama_body, openai_body, shape_for
 from runtime.service.transport import WireBody
 
 if TYPE_CHECKING:
@@ -77,17 +77,17 @@ _SCHEMAS: dict[str, Schema] = {
 }
 
 
-def _schema_name(path: str) -> str:
-    shape = shape_for(path)
-    if shape is ollama_body:
-        return "OllamaError"
-    return "AnthropicError" if shape is anthropic_body else "OpenAIError"
+_SCHEMA_NAMES: dict[Shape, str] = {
+    openai_body: "OpenAIError",
+    anthropic_body: "AnthropicError",
+    ollama_body: "OllamaError",
+}
 
 
 def _error_responses(path: str) -> dict[str, OpenAPIResponse | Reference]:
     body = {
         "application/json": OpenAPIMediaType(
-            schema=Reference(ref=f"#/components/schemas/{_schema_name(path)}")
+            schema=Reference(ref=f"#/components/schemas/{_SCHEMA_NAMES[shape_for(path)]}")
         )
     }
     return {

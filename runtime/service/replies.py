@@ -9,9 +9,10 @@ an engine stream into those events (or a Reply); `merge` interleaves several cho
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from runtime.engines.base import Chunk
 from runtime.tools.calls import ToolPlan, parse_output, stream_output
@@ -30,6 +31,7 @@ __all__ = [
     "ReplyEvent",
     "ReplyReader",
     "Usage",
+    "arguments_object",
     "matched_stop",
     "merge",
 ]
@@ -101,6 +103,16 @@ def matched_stop(raw_text: str, finish_reason: str | None, stops: list[str] | No
         return None
     found = [(raw_text.find(s), len(s), s) for s in stops if s and s in raw_text]
     return min(found)[2] if found else None
+
+
+def arguments_object(arguments: str) -> dict[str, Any]:
+    """A call's JSON arguments as an object (Anthropic's `input`, Ollama's `arguments`):
+    text that is not JSON is `{}`, a JSON value other than an object `{"value": ...}`."""
+    try:
+        value = json.loads(arguments)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {"value": value}
 
 
 class PrefetchedStream:

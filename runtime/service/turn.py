@@ -35,6 +35,8 @@ __all__ = [
     "OpenTurn",
     "Prepared",
     "Turn",
+    "chat_call",
+    "given",
     "open_ended_max_tokens",
     "open_turn",
     "prepare_turn",
@@ -76,6 +78,16 @@ class Turn:
     open_ended: bool = False
     max_tokens: int | None = None
     limit: ContextLimit | None = None
+
+
+def given(source: Any, *names: str) -> dict[str, Any]:
+    """Those of the fields `names` that `source` was sent with (None: not sent)."""
+    return {name: value for name in names if (value := getattr(source, name)) is not None}
+
+
+def chat_call(call_id: str, name: str, arguments: Any) -> dict[str, Any]:
+    """One tool call in the chat form of `Turn.messages` (OpenAI chat's shape)."""
+    return {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
 
 
 @dataclass

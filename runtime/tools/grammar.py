@@ -116,10 +116,10 @@ def _call_schema(tool: dict[str, Any], arg_key: str) -> dict[str, Any]:
 
 def _lark_piece(text: str, tokens: dict[str, int]) -> list[str]:
     """Lark items spelling `text`: a token reference for each marker that is one token."""
-    items: list[str] = []
-    for part in _split_on_tokens(text, tokens):
-        items.append(f"<[{tokens[part]}]>" if part in tokens else json.dumps(part))
-    return items
+    return [
+        f"<[{tokens[part]}]>" if part in tokens else json.dumps(part)
+        for part in _split_on_tokens(text, tokens)
+    ]
 
 
 def _split_on_tokens(text: str, tokens: dict[str, int]) -> list[str]:

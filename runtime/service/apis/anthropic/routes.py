@@ -33,16 +33,15 @@ async def create_message(data: wire.MessagesRequest, manager: ModelManager) -> A
         events = _events(turn, data.model, message_id)
         return sse_stream(events, named_sse, _error_event, close=turn.aclose)
     (reply,) = await turn.collect()
-    finished = reply.finished
+    end = reply.finished
+    usage = wire.Usage(input_tokens=turn.prompt_tokens, output_tokens=end.usage.completion_tokens)
     message = wire.MessageBody(
         id=message_id,
         model=data.model,
         content=wire.content_blocks(reply.parsed),
-        stop_reason=wire.stop_reason(finished.reason, finished.matched_stop, finished.tool_calls),
-        stop_sequence=finished.matched_stop,
-        usage=wire.Usage(
-            input_tokens=turn.prompt_tokens, output_tokens=finished.usage.completion_tokens
-        ),
+        stop_reason=wire.stop_reason(end.reason, end.matched_stop, end.tool_calls),
+        stop_sequence=end.matched_stop,
+        usage=usage,
     )
     return whole(message)  # the handler streams SSE otherwise
 
@@ -57,24 +56,26 @@ async def _events(turn: OpenTurn, model: str, message_id: str) -> AsyncIterator[
     reply is read for thinking and tool_use)."""
     input_tokens = turn.prompt_tokens
     blocks = wire.BlockStream()
-    yield wire.message_start_event(message_id=message_id, model=model, input_tokens=input_tokens)
+    usage = wire.Usage(input_tokens=input_tokens, output_tokens=0)
+    start = wire.MessageBody(
+        id=message_id, model=model, content=[], stop_reason=None, stop_sequence=None, usage=usage
+    )
+    yield wire.event("message_start", message=start)
     for event in blocks.begin(open_text=not turn.prepared.reading):
         yield event
-    yield ("ping", {"type": "ping"})
+    yield wire.event("ping")
     pieces = turn.pieces()
     async for piece in pieces:
         for event in blocks.feed(piece):
             yield event
     for event in blocks.end():
         yield event
-    finished = pieces.finished
-    yield wire.message_delta_event(
-        reason=wire.stop_reason(finished.reason, finished.matched_stop, blocks.tool_use),
-        stop_sequence=finished.matched_stop,
-        input_tokens=input_tokens,
-        output_tokens=finished.usage.completion_tokens,
-    )
-    yield wire.message_stop_event()
+    end = pieces.finished
+    reason = wire.stop_reason(end.reason, end.matched_stop, blocks.tool_use)
+    usage = wire.Usage(input_tokens=input_tokens, output_tokens=end.usage.completion_tokens)
+    delta = {"stop_reason": reason, "stop_sequence": end.matched_stop}
+    yield wire.event("message_delta", delta=delta, usage=usage)
+    yield wire.event("message_stop")
 
 
 @post("/v1/messages/count_tokens", status_code=200, dto=WireBody, return_dto=None)

@@ -21,7 +21,8 @@ from msgspec import Meta
 from runtime.engines.base import GenerationParams
 from runtime.errors import InvalidRequest
 from runtime.service.bounds import MaxTokens, StopList, VocabTopK
-from runtime.service.turn import Turn
+from runtime.service.replies import arguments_object
+from runtime.service.turn import Turn, chat_call, given
 
 __all__ = [
     "BlockStream",
@@ -31,13 +32,8 @@ __all__ = [
     "MessagesRequest",
     "Usage",
     "chat_tools",
-    "content_block_delta_event",
-    "content_block_start_event",
-    "content_block_stop_event",
     "content_blocks",
-    "message_delta_event",
-    "message_start_event",
-    "message_stop_event",
+    "event",
     "new_message_id",
     "stop_reason",
     "to_chat",
@@ -135,11 +131,7 @@ def _chat_messages(message: Message) -> list[dict]:
         if isinstance(b, ToolResultBlock)
     ]
     calls = [
-        {
-            "id": b.id,
-            "type": "function",
-            "function": {"name": b.name, "arguments": json.dumps(b.input)},
-        }
+        chat_call(b.id, b.name, json.dumps(b.input))
         for b in message.content
         if isinstance(b, ToolUseBlock)
     ]
@@ -192,11 +184,9 @@ def to_chat(request: MessagesRequest | CountTokensRequest) -> tuple[list[dict], 
         messages.extend(_chat_messages(message))
     if not isinstance(request, MessagesRequest):
         return messages, {}
-    params: dict = {"max_tokens": request.max_tokens, "stop": list(request.stop_sequences or [])}
-    for name in ("temperature", "top_p", "top_k"):
-        if (value := getattr(request, name)) is not None:
-            params[name] = value
-    return messages, params
+    stop = list(request.stop_sequences or [])
+    params = {"max_tokens": request.max_tokens, "stop": stop}
+    return messages, params | given(request, "temperature", "top_p", "top_k")
 
 
 def to_turn(request: MessagesRequest | CountTokensRequest) -> Turn:
@@ -253,54 +243,26 @@ def content_blocks(parsed: Any) -> list[dict]:
     (when there is any, or nothing else), one tool_use per call (its input as an object)."""
     blocks: list[dict] = []
     if parsed.reasoning is not None:
-        blocks.append({"type": "thinking", "thinking": parsed.reasoning, "signature": ""})
+        blocks.append({**_EMPTY["thinking"], "thinking": parsed.reasoning})
     if parsed.content or not parsed.tool_calls:
         blocks.append({"type": "text", "text": parsed.content or ""})
     for call in parsed.tool_calls:
-        blocks.append(
-            {"type": "tool_use", "id": call.id, "name": call.name, "input": _input(call.arguments)}
-        )
+        input_ = arguments_object(call.arguments)
+        blocks.append({"type": "tool_use", "id": call.id, "name": call.name, "input": input_})
     return blocks
 
 
-def _input(arguments: str) -> dict:
-    """A call's arguments as tool_use `input`: Anthropic's is always an object."""
-    try:
-        value = json.loads(arguments)
-    except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {"value": value}
+_EMPTY = {
+    "text": {"type": "text", "text": ""},
+    "thinking": {"type": "thinking", "thinking": "", "signature": ""},
+}
 
 
-# --- stream events: (event name, data) pairs, in the order a stream sends them -------------
-def message_start_event(*, message_id: str, model: str, input_tokens: int) -> tuple[str, dict]:
-    usage = Usage(input_tokens=input_tokens, output_tokens=0)
-    message = MessageBody(
-        id=message_id, model=model, content=[], stop_reason=None, stop_sequence=None, usage=usage
-    )
-    return "message_start", {"type": "message_start", "message": message}
-
-
-def content_block_start_event(index: int = 0, block: dict | None = None) -> tuple[str, dict]:
-    block = block or {"type": "text", "text": ""}
-    return "content_block_start", {
-        "type": "content_block_start",
-        "index": index,
-        "content_block": block,
-    }
-
-
-def content_block_delta_event(
-    text: str, index: int = 0, kind: str = "text_delta"
-) -> tuple[str, dict]:
-    """kind: text_delta (`text`), thinking_delta (`thinking`), input_json_delta (`partial_json`)."""
-    key = {"text_delta": "text", "thinking_delta": "thinking", "input_json_delta": "partial_json"}
-    delta = {"type": kind, key[kind]: text}
-    return "content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta}
-
-
-def content_block_stop_event(index: int = 0) -> tuple[str, dict]:
-    return "content_block_stop", {"type": "content_block_stop", "index": index}
+def event(kind: str, **fields: Any) -> tuple[str, dict]:
+    """One stream event as (its name, its data), the data opening with the name as `type`:
+    message_start, content_block_start, ping, content_block_delta, content_block_stop,
+    message_delta, message_stop, in the order a stream sends them."""
+    return kind, {"type": kind, **fields}
 
 
 class BlockStream:
@@ -317,19 +279,24 @@ class BlockStream:
         self.tool_use = False
 
     def begin(self, *, open_text: bool) -> list[tuple[str, dict]]:
-        return self._start({"type": "text", "text": ""}) if open_text else []
+        return self._start(_EMPTY["text"]) if open_text else []
 
     def _start(self, block: dict) -> list[tuple[str, dict]]:
         sent = self._stop()
         self.index += 1
         self.kind = block["type"]
-        return [*sent, content_block_start_event(self.index, block)]
+        return [*sent, event("content_block_start", index=self.index, content_block=block)]
 
     def _stop(self) -> list[tuple[str, dict]]:
         if self.kind is None:
             return []
         self.kind = None
-        return [content_block_stop_event(self.index)]
+        return [event("content_block_stop", index=self.index)]
+
+    def _delta(self, kind: str, key: str, text: str) -> tuple[str, dict]:
+        """text_delta (`text`), thinking_delta (`thinking`), input_json_delta (`partial_json`)."""
+        delta = {"type": kind, key: text}
+        return event("content_block_delta", index=self.index, delta=delta)
 
     def feed(self, delta: Any) -> list[tuple[str, dict]]:
         if delta.index is not None:
@@ -339,38 +306,16 @@ class BlockStream:
                 block = {"type": "tool_use", "id": delta.id, "name": delta.name, "input": {}}
                 sent += self._start(block)
             if delta.arguments:
-                sent.append(
-                    content_block_delta_event(delta.arguments, self.index, "input_json_delta")
-                )
+                sent.append(self._delta("input_json_delta", "partial_json", delta.arguments))
             return sent
-        if delta.reasoning is not None:
-            kind, piece, block = (
-                "thinking",
-                delta.reasoning,
-                {"type": "thinking", "thinking": "", "signature": ""},
-            )
-        else:
-            kind, piece, block = "text", delta.content, {"type": "text", "text": ""}
-        sent = [] if self.kind == kind else self._start(block)
+        thinking = delta.reasoning is not None
+        kind, piece = ("thinking", delta.reasoning) if thinking else ("text", delta.content)
+        sent = [] if self.kind == kind else self._start(_EMPTY[kind])
         if piece:
-            sent.append(content_block_delta_event(piece, self.index, f"{kind}_delta"))
+            sent.append(self._delta(f"{kind}_delta", kind, piece))
         return sent
 
     def end(self) -> list[tuple[str, dict]]:
         """Stop the open block (an empty text block when nothing came)."""
-        sent = self._start({"type": "text", "text": ""}) if self.index < 0 else []
+        sent = self._start(_EMPTY["text"]) if self.index < 0 else []
         return sent + self._stop()
-
-
-def message_delta_event(
-    *, reason: str, stop_sequence: str | None, input_tokens: int, output_tokens: int
-) -> tuple[str, dict]:
-    return "message_delta", {
-        "type": "message_delta",
-        "delta": {"stop_reason": reason, "stop_sequence": stop_sequence},
-        "usage": Usage(input_tokens=input_tokens, output_tokens=output_tokens),
-    }
-
-
-def message_stop_event() -> tuple[str, dict]:
-    return "message_stop", {"type": "message_stop"}

@@ -44,14 +44,6 @@ NEVER_UNLOAD = -1.0  # the manager's ttl for "stay loaded until asked"
 
 
 # --- what the handlers need beyond the manager (create_app puts them on app.state) ----------
-def _manager(request: Request) -> ModelManager:  # for console_routes, which has no DI yet
-    return request.app.state.manager
-
-
-def _store(request: Request) -> Store:
-    return _manager(request).store
-
-
 def _settings(request: Request) -> ServiceSettings:
     return request.app.state.settings
 
@@ -123,9 +115,9 @@ def metrics_text(manager: ModelManager) -> Response[str]:
         "foundry_loaded_models": {(): len(loaded)},
         "foundry_model_loaded": {(("model", model_id),): 1 for model_id in loaded},
         "foundry_info": {(("version", __version__),): 1},
+        "foundry_queue_depth": {(): manager.waiting_requests()},
+        "foundry_generating_requests": {(): manager.active_requests()},
     }
-    gauges["foundry_queue_depth"] = {(): manager.waiting_requests()}
-    gauges["foundry_generating_requests"] = {(): manager.active_requests()}
     return Response(metrics.render(gauges), media_type=metrics.CONTENT_TYPE)
 
 

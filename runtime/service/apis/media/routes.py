@@ -37,17 +37,16 @@ T = TypeVar("T")
 async def create_embeddings(
     data: wire.EmbeddingRequest, manager: ModelManager
 ) -> wire.EmbeddingList:
-    body = data
-    inputs = body.inputs()
-    if body.dimensions is not None and body.dimensions < 1:
+    inputs = data.inputs()
+    if data.dimensions is not None and data.dimensions < 1:
         raise InvalidRequest("'dimensions' must be a positive integer", param="dimensions")
-    engine = await manager.embeddings(body.model)
+    engine = await manager.embeddings(data.model)
     result = await engine.aembed(inputs)
-    vectors = engine.truncate_dimensions(result.vectors, body.dimensions)
+    vectors = engine.truncate_dimensions(result.vectors, data.dimensions)
     return wire.embedding_response(
         vectors,
-        model=body.model,
-        encoding_format=body.encoding_format,
+        model=data.model,
+        encoding_format=data.encoding_format,
         prompt_tokens=result.prompt_tokens,
     )
 
@@ -60,12 +59,6 @@ def _field(data: dict[str, Any], name: str) -> str | None:
         return None
     text = value.decode() if isinstance(value, bytes) else str(value)
     return text if text != "" else None
-
-
-def _audio_limit(request: Request) -> int:
-    settings = getattr(request.app.state, "settings", None)
-    configured = getattr(settings, "max_body_bytes", None)
-    return min(MAX_AUDIO_BYTES, configured) if configured else MAX_AUDIO_BYTES
 
 
 async def _speech(
@@ -97,7 +90,7 @@ async def _speech(
             "word timestamps are not supported; use segment", param="timestamp_granularities"
         )
     audio = await upload.read()
-    limit = _audio_limit(request)
+    limit = min(MAX_AUDIO_BYTES, request.app.state.settings.max_body_bytes)
     if len(audio) > limit:
         raise UploadTooLarge(
             f"the audio file is {len(audio)} bytes; the limit is {limit} bytes", param="file"

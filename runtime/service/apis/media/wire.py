@@ -9,6 +9,7 @@ types, so it is decoded as `Any` and checked here with one clear message.
 from __future__ import annotations
 
 import base64
+import dataclasses
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import msgspec
@@ -188,19 +189,9 @@ def render_transcript(transcript: Transcript, response_format: str, task: str) -
             for s in transcript.segments
         ]
         return "WEBVTT\n\n" + "\n".join(cues), "text/vtt"
+    # each segment's own fields (engines/speech.py Segment), and its start in 10 ms frames
     segments = [
-        TranscriptSegment(
-            id=s.id,
-            seek=round(s.start * 100),
-            start=s.start,
-            end=s.end,
-            text=s.text,
-            tokens=s.tokens,
-            temperature=s.temperature,
-            avg_logprob=s.avg_logprob,
-            compression_ratio=s.compression_ratio,
-            no_speech_prob=s.no_speech_prob,
-        )
+        TranscriptSegment(seek=round(s.start * 100), **dataclasses.asdict(s))
         for s in transcript.segments
     ]
     verbose = Transcription(

@@ -38,10 +38,11 @@ log = logging.getLogger(__name__)
 
 # --- generation -------------------------------------------------------------------------------
 def _stats(turn: OpenTurn, finished: Finished) -> dict[str, Any]:
-    """The last line's `done_reason` and counters: load, prompt (to the first chunk) and eval
-    durations, in nanoseconds."""
+    """The last line's `done`, `done_reason` and counters: load, prompt (to the first chunk)
+    and eval durations, in nanoseconds."""
     end = time.perf_counter()
     return {
+        "done": True,
         "done_reason": wire.done_reason(finished.reason),
         "total_duration": int((end - turn.started_at) * 1e9),
         "load_duration": int((turn.loaded_at - turn.started_at) * 1e9),
@@ -80,12 +81,12 @@ async def _lines(turn: OpenTurn, name: str, shape: Any) -> AsyncIterator[Any]:
             call = calls.setdefault(piece.index, ToolCall("", piece.name or "", ""))
             call.arguments += piece.arguments or ""
         elif piece.reasoning:
-            yield shape(name, "", thinking=piece.reasoning)
+            yield shape(name, thinking=piece.reasoning)
         elif piece.content:
             yield shape(name, piece.content)
     if calls:
-        yield shape(name, "", tool_calls=wire.ollama_tool_calls(list(calls.values())))
-    yield shape(name, "", done=True, finish=_stats(turn, pieces.finished))
+        yield shape(name, tool_calls=wire.ollama_tool_calls(list(calls.values())))
+    yield shape(name, **_stats(turn, pieces.finished))
 
 
 async def _respond(
@@ -112,8 +113,7 @@ async def _respond(
         (reply,) = await turn.collect()
     finally:
         await _release(manager, name, keep_alive)
-    fields = wire.reply_fields(reply.parsed)
-    return whole(shape(name, **fields, done=True, finish=_stats(turn, reply.finished)))
+    return whole(shape(name, **wire.reply_fields(reply.parsed), **_stats(turn, reply.finished)))
 
 
 def _error_line(error: Described) -> bytes:
@@ -152,9 +152,7 @@ async def _load_only(manager: ModelManager, body: Any, shape: Any) -> Response[A
         await manager.chat(name)
         await _apply_keep_alive(manager, name, keep_alive)
         reason = "load"
-    line = shape(name, "", done=True)
-    line.done_reason = reason
-    return whole(line)
+    return whole(shape(name, done=True, done_reason=reason))
 
 
 # --- embeddings ---------------------------------------------------------------------------

@@ -11,9 +11,7 @@ duration string) are unions on the wire; they stay unions here because clients s
 
 from __future__ import annotations
 
-import json
 import re
-import time
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -31,7 +29,8 @@ from runtime.service.bounds import (
     Temperature,
     VocabTopK,
 )
-from runtime.service.turn import ContextLimit, Turn
+from runtime.service.replies import arguments_object
+from runtime.service.turn import ContextLimit, Turn, chat_call, given
 from runtime.tools.grammar import json_schema_guidance
 
 __all__ = [
@@ -151,7 +150,7 @@ class EmbeddingsRequest(msgspec.Struct, kw_only=True):
     keep_alive: float | str | None = None
 
 
-def model_name(raw: str, field: str = "model") -> str:
+def model_name(raw: str) -> str:
     """A request's model name as this project's id or alias.
 
     Ollama clients append `:latest` to bare names; this project's ids have no such tag.
@@ -160,7 +159,7 @@ def model_name(raw: str, field: str = "model") -> str:
         InvalidRequest: no name. InvalidName: path characters.
     """
     if not raw:
-        raise InvalidRequest(f"'{field}' is required", param=field)
+        raise InvalidRequest("'model' is required", param="model")
     return check_model_id(raw.removesuffix(":latest"))
 
 
@@ -168,11 +167,11 @@ def model_name(raw: str, field: str = "model") -> str:
 PENALTIES = {"repeat_penalty": 1.0, "presence_penalty": 0.0, "frequency_penalty": 0.0}
 
 
-def _params(options: Options | None) -> dict:
-    """GenerationParams fields from Ollama options (`num_predict` -1/-2: as long as the context)."""
+def _params(request: ChatRequest | GenerateRequest) -> dict:
+    """GenerationParams fields from Ollama options (`num_predict` -1/-2: as long as the context)
+    and `format`."""
     params: dict = {}
-    if options is None:
-        return params
+    options = request.options or Options()
     for name, neutral in PENALTIES.items():
         if (value := getattr(options, name)) is not None and value != neutral:
             raise UnsupportedParameter(
@@ -182,13 +181,13 @@ def _params(options: Options | None) -> dict:
             )
     if options.num_predict is not None and options.num_predict > 0:
         params["max_tokens"] = options.num_predict
-    for name in ("temperature", "top_k", "top_p"):
-        if (value := getattr(options, name)) is not None:
-            params[name] = value
+    params |= given(options, "temperature", "top_k", "top_p")
     if options.seed is not None and options.seed >= 0:
         params["seed"] = options.seed % (2**31)  # the engine's seed is 32-bit
     if options.stop:
         params["stop"] = list(options.stop)
+    if (guidance := format_guidance(request.format)) is not None:
+        params["guidance"] = guidance
     return params
 
 
@@ -218,24 +217,14 @@ def _chat_message(message: Message, index: int) -> dict:
                     param=f"messages[{index}].tool_calls[{i}]",
                 )
             arguments = function.get("arguments") or {}
-            chat["tool_calls"].append(
-                {
-                    "id": f"call_{index}_{i}",
-                    "type": "function",
-                    "function": {"name": function["name"], "arguments": arguments},
-                }
-            )
+            chat["tool_calls"].append(chat_call(f"call_{index}_{i}", function["name"], arguments))
     if message.role == "tool" and message.tool_name:
         chat["name"] = message.tool_name
     return chat
 
 
 def chat_to_chat(request: ChatRequest) -> tuple[list[dict], dict]:
-    messages = [_chat_message(m, i) for i, m in enumerate(request.messages)]
-    params = _params(request.options)
-    if (guidance := format_guidance(request.format)) is not None:
-        params["guidance"] = guidance
-    return messages, params
+    return [_chat_message(m, i) for i, m in enumerate(request.messages)], _params(request)
 
 
 def generate_to_chat(request: GenerateRequest) -> tuple[list[dict], dict]:
@@ -244,10 +233,7 @@ def generate_to_chat(request: GenerateRequest) -> tuple[list[dict], dict]:
     if request.system:
         messages.append({"role": "system", "content": request.system})
     messages.append({"role": "user", "content": request.prompt})
-    params = _params(request.options)
-    if (guidance := format_guidance(request.format)) is not None:
-        params["guidance"] = guidance
-    return messages, params
+    return messages, _params(request)
 
 
 def to_turn(request: ChatRequest | GenerateRequest) -> Turn:
@@ -309,10 +295,9 @@ def parse_keep_alive(value: float | str | None) -> float | None:
 
 
 # --- engine output -> NDJSON lines ------------------------------------------------------------
-def iso_time(seconds: float | None = None) -> str:
-    """RFC 3339 with nanosecond-style fraction, as Ollama writes `created_at`."""
-    moment = datetime.fromtimestamp(time.time() if seconds is None else seconds, tz=UTC)
-    return moment.isoformat().replace("+00:00", "Z")
+def iso_time() -> str:
+    """Now, in RFC 3339 with a fraction (UTC, `Z`), as Ollama writes `created_at`."""
+    return datetime.now(tz=UTC).isoformat().replace("+00:00", "Z")
 
 
 class Details(msgspec.Struct, kw_only=True):
@@ -423,34 +408,24 @@ def done_reason(finish_reason: str | None) -> str:
 
 def chat_line(
     model: str,
-    text: str,
+    text: str = "",
     *,
-    done: bool = False,
-    finish: dict[str, Any] | None = None,  # the last line's done_reason and counters
     thinking: str | None = None,
     tool_calls: list[dict] | None = None,
+    done: bool = False,
+    **end: Any,  # the last line's done_reason and counters
 ) -> ChatLine:
     """One `/api/chat` line; the last has `done: true`, `done_reason` and the counters."""
-    message = ReplyMessage(
-        content=text,
-        thinking=UNSET if thinking is None else thinking,
-        tool_calls=tool_calls or UNSET,
-    )
-    return ChatLine(model=model, message=message, done=done, **(finish or {}))
+    thought = UNSET if thinking is None else thinking
+    message = ReplyMessage(content=text, thinking=thought, tool_calls=tool_calls or UNSET)
+    return ChatLine(model=model, message=message, done=done, **end)
 
 
 def ollama_tool_calls(calls: list[Any]) -> list[dict]:
     """Parsed tool calls (runtime/tools ToolCall) as Ollama's: arguments are an object."""
-    result = []
-    for call in calls:
-        try:
-            arguments = json.loads(call.arguments)
-        except ValueError:
-            arguments = {}
-        if not isinstance(arguments, dict):
-            arguments = {"value": arguments}
-        result.append({"function": {"name": call.name, "arguments": arguments}})
-    return result
+    return [
+        {"function": {"name": c.name, "arguments": arguments_object(c.arguments)}} for c in calls
+    ]
 
 
 def reply_fields(parsed: Any) -> dict:
@@ -464,13 +439,13 @@ def reply_fields(parsed: Any) -> dict:
 
 def generate_line(
     model: str,
-    text: str,
+    text: str = "",
     *,
-    done: bool = False,
-    finish: dict[str, Any] | None = None,  # the last line's done_reason and counters
     thinking: str | None = None,
     tool_calls: list[dict] | None = None,  # chat only; generate has no tools
+    done: bool = False,
+    **end: Any,
 ) -> GenerateLine:
     """One `/api/generate` line, shaped like `chat_line` with `response` for `message`."""
     thought = UNSET if thinking is None else thinking
-    return GenerateLine(model=model, response=text, thinking=thought, done=done, **(finish or {}))
+    return GenerateLine(model=model, response=text, thinking=thought, done=done, **end)

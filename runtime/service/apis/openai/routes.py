@@ -8,7 +8,10 @@ an optional usage chunk, `data: [DONE]`.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import calendar
+import time
+from collections.abc import AsyncIterator, Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from litestar import Response, get, post
@@ -18,7 +21,7 @@ from runtime.errors import ModelNotFound
 from runtime.manager import ModelManager
 from runtime.service.apis.openai import wire
 from runtime.service.openapi import streamed
-from runtime.service.replies import Finished, Reply
+from runtime.service.replies import UNFINISHED, Finished, Reply
 from runtime.service.transport import (
     DONE,
     SSE,
@@ -48,9 +51,7 @@ def retrieve_model(model_id: str, manager: ModelManager) -> wire.ModelObject:
     for cached in manager.available():
         if cached.model_id == model_id:
             return _model_object(cached)
-    manager.resolve_name(
-        model_id
-    )  # raises ModelNotFound listing what exists (or resolves an alias)
+    manager.resolve_name(model_id)  # raises ModelNotFound listing what exists (or an alias)
     raise ModelNotFound(f"model {model_id!r} is not in the cache", param="model")
 
 
@@ -59,21 +60,19 @@ async def chat_completions(
     data: wire.ChatCompletionRequest, manager: ModelManager
 ) -> Response[Any]:
     turn = await open_turn(manager, data.to_turn())
-    completion_id, created = wire.new_id("chatcmpl"), wire.now()
+    head = _head("chatcmpl", data.model)
     if data.stream:
-        events = _chat_events(turn, completion_id, created, data.model, data.include_usage)
-        return _sse_stream(events, turn)
+        chunk = partial(wire.ChatCompletionChunk, **head)
+        return _sse_stream(_chat_events(turn, chunk, data.include_usage), turn)
     replies = await turn.collect()
     choices = [_chat_choice(i, reply) for i, reply in enumerate(replies)]
-    return whole(
-        wire.ChatCompletion(
-            id=completion_id,
-            created=created,
-            model=data.model,
-            choices=choices,
-            usage=_usage(turn, replies),
-        )
-    )
+    ends = [reply.finished for reply in replies]
+    return whole(wire.ChatCompletion(**head, choices=choices, usage=_usage(turn, ends)))
+
+
+def _head(prefix: str, model: str) -> dict[str, Any]:
+    """What every object of one answer (the whole one, or each chunk) opens with."""
+    return {"id": wire.new_id(prefix), "created": wire.now(), "model": model}
 
 
 def _sse_stream(events: AsyncIterator[Any], turn: OpenTurn) -> Stream:
@@ -86,109 +85,75 @@ def _chat_choice(index: int, reply: Reply) -> wire.ChatChoice:
 
 
 async def _chat_events(
-    turn: OpenTurn, completion_id: str, created: int, model: str, include_usage: bool
+    turn: OpenTurn, chunk: Callable[..., wire.ChatCompletionChunk], include_usage: bool
 ) -> AsyncIterator[wire.ChatCompletionChunk]:
     """vLLM's order: a role chunk per choice, deltas, a finish chunk per choice, usage."""
-
-    def chunk(
-        choices: list[wire.ChunkChoice], usage: wire.Usage | None = None
-    ) -> wire.ChatCompletionChunk:
-        extra: dict[str, Any] = {"usage": usage} if usage is not None else {}
-        return wire.ChatCompletionChunk(
-            id=completion_id, created=created, model=model, choices=choices, **extra
-        )
-
     for index in range(len(turn.streams)):
-        yield chunk([wire.ChunkChoice(index=index, delta=wire.Delta(role="assistant", content=""))])
-    completion_tokens = [0] * len(turn.streams)
-    cached = 0
+        yield chunk(
+            choices=[wire.ChunkChoice(index=index, delta=wire.Delta(role="assistant", content=""))]
+        )
+    ends = [UNFINISHED] * len(turn.streams)
     async for index, event in turn.merged():
         if isinstance(event, Finished):
-            completion_tokens[index] = event.usage.completion_tokens
-            cached = max(cached, event.usage.cached_tokens)
+            ends[index] = event
             if event.reason:
-                yield chunk(
-                    [
-                        wire.ChunkChoice(
-                            index=index, delta=wire.Delta(), finish_reason=event.finish_reason
-                        )
-                    ]
+                finish = wire.ChunkChoice(
+                    index=index, delta=wire.Delta(), finish_reason=event.finish_reason
                 )
+                yield chunk(choices=[finish])
             continue
-        delta = wire.chunk_delta(event)
-        yield chunk([wire.ChunkChoice(index=index, delta=delta)])
+        yield chunk(choices=[wire.ChunkChoice(index=index, delta=wire.chunk_delta(event))])
     if include_usage:
-        yield chunk([], wire.Usage.of(turn.prompt_tokens, sum(completion_tokens), cached))
+        yield chunk(choices=[], usage=_usage(turn, ends))
 
 
 @post("/v1/completions", status_code=200, **streamed(wire.Completion, SSE, _WHOLE))
 async def completions(data: wire.CompletionRequest, manager: ModelManager) -> Response[Any]:
     prompts = data.prompts()
     turn = await open_turn(manager, data.to_turn())
-    completion_id, created = wire.new_id("cmpl"), wire.now()
+    head = _head("cmpl", data.model)
     echoes = [p if data.echo else "" for p in prompts for _ in range(data.n)]
     if data.stream:
-        events = _completion_events(
-            turn, echoes, completion_id, created, data.model, data.include_usage
-        )
-        return _sse_stream(events, turn)
+        chunk = partial(wire.Completion, **head)
+        return _sse_stream(_completion_events(turn, echoes, chunk, data.include_usage), turn)
     replies = await turn.collect()
     choices = [
         wire.CompletionChoice(index=i, text=echoes[i] + r.text, finish_reason=r.finished.reason)
         for i, r in enumerate(replies)
     ]
-    return whole(
-        wire.Completion(
-            id=completion_id,
-            created=created,
-            model=data.model,
-            choices=choices,
-            usage=_usage(turn, replies),
-        )
-    )
+    ends = [reply.finished for reply in replies]
+    return whole(wire.Completion(**head, choices=choices, usage=_usage(turn, ends)))
 
 
 async def _completion_events(
-    turn: OpenTurn,
-    echoes: list[str],
-    completion_id: str,
-    created: int,
-    model: str,
-    include_usage: bool,
+    turn: OpenTurn, echoes: list[str], chunk: Callable[..., wire.Completion], include_usage: bool
 ) -> AsyncIterator[wire.Completion]:
-    def chunk(
-        choices: list[wire.CompletionChoice], usage: wire.Usage | None = None
-    ) -> wire.Completion:
-        extra: dict[str, Any] = {"usage": usage} if usage is not None else {}
-        return wire.Completion(
-            id=completion_id, created=created, model=model, choices=choices, **extra
-        )
+    def choice(
+        index: int, text: str, finish_reason: str | None = None
+    ) -> list[wire.CompletionChoice]:
+        return [wire.CompletionChoice(index=index, text=text, finish_reason=finish_reason)]
 
     for index, echo in enumerate(echoes):
         if echo:
-            yield chunk([wire.CompletionChoice(index=index, text=echo, finish_reason=None)])
+            yield chunk(choices=choice(index, echo))
     completion_tokens = [0] * len(turn.streams)
     async for index, event in turn.merged():
         if isinstance(event, Finished):
             completion_tokens[index] = event.usage.completion_tokens
             if event.reason:
-                yield chunk(
-                    [wire.CompletionChoice(index=index, text="", finish_reason=event.reason)]
-                )
+                yield chunk(choices=choice(index, "", event.reason))
         elif event.content:
-            yield chunk(
-                [wire.CompletionChoice(index=index, text=event.content, finish_reason=None)]
-            )
-    if include_usage:
-        yield chunk([], wire.Usage.of(turn.prompt_tokens, sum(completion_tokens)))
+            yield chunk(choices=choice(index, event.content))
+    if include_usage:  # the stream's usage has never counted cached tokens
+        yield chunk(choices=[], usage=wire.Usage.of(turn.prompt_tokens, sum(completion_tokens)))
 
 
-def _usage(turn: OpenTurn, replies: list[Reply]) -> wire.Usage:
+def _usage(turn: OpenTurn, ends: list[Finished]) -> wire.Usage:
     """Usage as OpenAI counts it: the prompt once, however many choices."""
     return wire.Usage.of(
         turn.prompt_tokens,
-        sum(r.finished.usage.completion_tokens for r in replies),
-        max((r.finished.usage.cached_tokens for r in replies), default=0),
+        sum(end.usage.completion_tokens for end in ends),
+        max((end.usage.cached_tokens for end in ends), default=0),
     )
 
 
@@ -206,9 +171,6 @@ def _model_object(cached: CachedModel) -> wire.ModelObject:
 
 
 def _epoch(stamp: str) -> int:
-    import calendar
-    import time
-
     try:
         return calendar.timegm(time.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ"))
     except (TypeError, ValueError):

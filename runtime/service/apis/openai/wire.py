@@ -32,7 +32,8 @@ from runtime.service.bounds import (
     refuse_serial_tool_calls,
 )
 from runtime.service.replies import Piece
-from runtime.service.turn import Turn
+from runtime.service.turn import Turn, chat_call, given
+from runtime.tools.grammar import json_schema_guidance
 from runtime.tools.parsers import ParsedOutput
 
 __all__ = [
@@ -41,12 +42,10 @@ __all__ = [
     "ChatCompletionRequest",
     "ChatMessage",
     "Completion",
-    "CompletionChunk",
     "CompletionRequest",
     "ModelList",
     "ModelObject",
     "Usage",
-    "json_guidance",
     "new_id",
 ]
 
@@ -69,14 +68,9 @@ class ChatMessage(msgspec.Struct, kw_only=True):
         content = self.content
         if isinstance(content, list):
             content = "".join(part.text for part in content)
-        message: dict[str, Any] = {
-            "role": "system" if self.role == "developer" else self.role,
-            "content": content or "",
-        }
-        for key in ("name", "tool_calls", "tool_call_id"):
-            if (value := getattr(self, key)) is not None:
-                message[key] = value
-        return message
+        role = "system" if self.role == "developer" else self.role
+        extra = given(self, "name", "tool_calls", "tool_call_id")
+        return {"role": role, "content": content or "", **extra}
 
 
 class StreamOptions(msgspec.Struct, kw_only=True):
@@ -189,17 +183,12 @@ class ChatCompletionRequest(SamplingFields, kw_only=True):
         return self._params(max_tokens, response_guidance(self.response_format))
 
     def to_turn(self) -> Turn:
-        """This request as the shared generation seam's Turn (pure; no model needed)."""
+        """This request as the shared generation seam's Turn (pure; no model needed), with
+        every declared tool, whatever tool_choice says (plan_tools decides what to render)."""
         params = self.to_generation_params()
-        tools = self.all_tool_dicts()
-        return Turn(self.model, params, self.message_dicts(), None, tools, self.tool_choice, self.n)
-
-    def message_dicts(self) -> list[dict[str, Any]]:
-        return [m.to_dict() for m in self.messages]
-
-    def all_tool_dicts(self) -> list[dict[str, Any]]:
-        """Every declared tool, whatever tool_choice says (plan_tools decides what to render)."""
-        return [msgspec.to_builtins(tool) for tool in self.tools or []]
+        messages = [m.to_dict() for m in self.messages]
+        tools = [msgspec.to_builtins(tool) for tool in self.tools or []]
+        return Turn(self.model, params, messages, None, tools, self.tool_choice, self.n)
 
 
 class CompletionRequest(SamplingFields, kw_only=True):
@@ -243,28 +232,17 @@ class CompletionRequest(SamplingFields, kw_only=True):
 
 
 def response_guidance(response_format: ResponseFormat | None) -> tuple[str, str] | None:
-    """OpenAI's response_format as an onnxruntime-genai guidance grammar (or None)."""
+    """OpenAI's response_format as an onnxruntime-genai guidance grammar (or None), without
+    free whitespace (grammar.py: with it a random-weight model writes `{` then spaces)."""
     if response_format is None or response_format.type == "text":
         return None
     if response_format.type == "json_object":
-        return json_guidance({"type": "object"})
+        return json_schema_guidance({"type": "object"})
     if response_format.json_schema is None or response_format.json_schema.schema is None:
         raise InvalidRequest(
             "response_format json_schema needs a 'schema'", param="response_format"
         )
-    return json_guidance(response_format.json_schema.schema)
-
-
-def json_guidance(schema: dict[str, Any]) -> tuple[str, str]:
-    """A json_schema grammar without free whitespace.
-
-    Issue 8's measurement (0.18.0, random-weight model): with JSON's flexible whitespace
-    the model emits `{` then whitespace until max_tokens; `whitespace_flexible: false`
-    gives the object and EOS. So every schema grammar is built that way.
-    """
-    from runtime.tools.grammar import json_schema_guidance
-
-    return json_schema_guidance(schema)  # also bounds integers (see runtime/tools/grammar.py)
+    return json_schema_guidance(response_format.json_schema.schema)
 
 
 # --- responses ---------------------------------------------------------------------------
@@ -333,10 +311,7 @@ def assistant_message(parsed: ParsedOutput) -> AssistantMessage:
     if parsed.reasoning is not None:
         message.reasoning_content = parsed.reasoning
     if parsed.tool_calls:
-        message.tool_calls = [
-            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
-            for c in parsed.tool_calls
-        ]
+        message.tool_calls = [chat_call(c.id, c.name, c.arguments) for c in parsed.tool_calls]
     return message
 
 
@@ -388,9 +363,6 @@ class Completion(msgspec.Struct, kw_only=True):
     model: str
     choices: list[CompletionChoice]
     usage: Usage | UnsetType = UNSET
-
-
-CompletionChunk = Completion  # OpenAI streams completions as the same object
 
 
 class ModelObject(msgspec.Struct, kw_only=True):

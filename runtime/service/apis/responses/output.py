@@ -1,6 +1,6 @@
 """OpenAI's Responses API, the way back: Response objects, output items and the event stream.
 
-`output_items` turns a finished reply into items, `response_body` shapes the Response
+`output_items` turns a finished reply into items, `ResponseEvents.body` shapes the Response
 object, `ResponseEvents` numbers a stream's events and `OutputStream` turns streamed reply
 pieces into output items and their events. Pure: unit-tested without a server.
 """
@@ -14,6 +14,7 @@ from typing import Any, Literal
 import msgspec
 
 from runtime.service.apis.responses import wire
+from runtime.service.replies import Usage
 
 __all__ = [
     "Deleted",
@@ -24,32 +25,13 @@ __all__ = [
     "assistant_turn",
     "final_status",
     "output_items",
-    "response_body",
     "usage_body",
 ]
-
-
-def _text_config(request: wire.ResponsesRequest) -> dict:
-    fmt = request.text.format if request.text is not None else None
-    if fmt is None:
-        return {"format": {"type": "text"}}
-    return {"format": msgspec.to_builtins(fmt)}
 
 
 def reasoning_item(item_id: str, text: str | None, status: str) -> dict:
     content = [] if text is None else [{"type": "reasoning_text", "text": text}]
     return {"id": item_id, "type": "reasoning", "summary": [], "content": content, "status": status}
-
-
-def function_call_item(item_id: str, call_id: str, name: str, arguments: str, status: str) -> dict:
-    return {
-        "id": item_id,
-        "type": "function_call",
-        "call_id": call_id,
-        "name": name,
-        "arguments": arguments,
-        "status": status,
-    }
 
 
 def output_items(parsed: Any, status: str, message_id: str | None = None) -> list[dict]:
@@ -64,7 +46,7 @@ def output_items(parsed: Any, status: str, message_id: str | None = None) -> lis
         )
     for call in parsed.tool_calls:
         items.append(
-            function_call_item(
+            wire.function_call_item(
                 f"fc_{uuid.uuid4().hex}", call.id, call.name, call.arguments, "completed"
             )
         )
@@ -82,14 +64,17 @@ def assistant_turn(items: list[dict]) -> list[dict]:
     )
 
 
+def output_part(text: str) -> dict:
+    return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+
+
 def output_message(message_id: str, text: str, status: str) -> dict:
-    part = {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
     return {
         "id": message_id,
         "type": "message",
         "role": "assistant",
         "status": status,
-        "content": [part] if status != "in_progress" else [],
+        "content": [output_part(text)] if status != "in_progress" else [],
     }
 
 
@@ -139,46 +124,14 @@ class InputItems(msgspec.Struct, kw_only=True):
     has_more: bool
 
 
-def response_body(
-    request: wire.ResponsesRequest,
-    *,
-    response_id: str,
-    created_at: float,
-    model: str,
-    status: Literal["in_progress", "completed", "incomplete"],
-    output: list[dict],
-    usage: dict | None,
-) -> dict:
-    """The Response object as the JSON the route sends, stores and streams."""
-    response = ResponseObject(
-        id=response_id,
-        created_at=int(created_at),
-        status=status,
-        incomplete_details={"reason": "max_output_tokens"} if status == "incomplete" else None,
-        instructions=request.instructions,
-        max_output_tokens=request.max_output_tokens,
-        model=model,
-        output=output,
-        previous_response_id=request.previous_response_id,
-        store=request.store,
-        temperature=1.0 if request.temperature is None else request.temperature,
-        text=_text_config(request),
-        tool_choice=request.tool_choice or "auto",
-        tools=request.tools or [],
-        top_p=1.0 if request.top_p is None else request.top_p,
-        usage=usage,
-        metadata=request.metadata or {},
-    )
-    return msgspec.to_builtins(response)
-
-
-def usage_body(input_tokens: int, output_tokens: int, cached_tokens: int = 0) -> dict:
+def usage_body(input_tokens: int, usage: Usage) -> dict:
+    """A reply's usage (its prompt counted once: `input_tokens`) as the Response's."""
     return {
         "input_tokens": input_tokens,
-        "input_tokens_details": {"cached_tokens": cached_tokens},
-        "output_tokens": output_tokens,
+        "input_tokens_details": {"cached_tokens": usage.cached_tokens},
+        "output_tokens": usage.completion_tokens,
         "output_tokens_details": {"reasoning_tokens": 0},
-        "total_tokens": input_tokens + output_tokens,
+        "total_tokens": input_tokens + usage.completion_tokens,
     }
 
 
@@ -207,15 +160,29 @@ class ResponseEvents:
         return kind, data
 
     def body(self, status: Any, output: list[dict], usage: dict | None) -> dict:
-        return response_body(
-            self.request,
-            response_id=self.response_id,
-            created_at=self.created_at,
-            model=self.model,
+        """The Response object as the JSON the route sends, stores and streams."""
+        request = self.request
+        fmt = request.text.format if request.text is not None else None
+        response = ResponseObject(
+            id=self.response_id,
+            created_at=int(self.created_at),
             status=status,
+            incomplete_details={"reason": "max_output_tokens"} if status == "incomplete" else None,
+            instructions=request.instructions,
+            max_output_tokens=request.max_output_tokens,
+            model=self.model,
             output=output,
+            previous_response_id=request.previous_response_id,
+            store=request.store,
+            temperature=1.0 if request.temperature is None else request.temperature,
+            text={"format": {"type": "text"} if fmt is None else msgspec.to_builtins(fmt)},
+            tool_choice=request.tool_choice or "auto",
+            tools=request.tools or [],
+            top_p=1.0 if request.top_p is None else request.top_p,
             usage=usage,
+            metadata=request.metadata or {},
         )
+        return msgspec.to_builtins(response)
 
     def error(self, code: str, message: str) -> tuple[str, dict]:
         return self._event("error", code=code, message=message, param=None)
@@ -244,13 +211,17 @@ class OutputStream:
         ]
         return sent + (self._start("message") if open_message else [])
 
-    @property
-    def _index(self) -> int:
-        return len(self.items)
+    def _item_event(self, kind: str, item: dict) -> tuple[str, dict]:
+        """`response.output_item.<kind>` (added, done) carrying the item whole."""
+        return self.events._event(
+            f"response.output_item.{kind}", output_index=len(self.items), item=item
+        )
 
-    def _place(self) -> dict:
+    def _emit(self, kind: str, **fields: Any) -> tuple[str, dict]:
+        """`response.<kind>` about the open item (its id and output index first)."""
         assert self._open is not None, "an item is open while its events are sent"
-        return {"item_id": self._open["id"], "output_index": self._index}
+        place = {"item_id": self._open["id"], "output_index": len(self.items)}
+        return self.events._event(f"response.{kind}", **place, **fields)
 
     def _start(self, kind: str, call: Any = None) -> list[tuple[str, dict]]:
         sent = self._close("completed")
@@ -260,18 +231,11 @@ class OutputStream:
             item = reasoning_item(f"rs_{uuid.uuid4().hex}", None, "in_progress")
         else:
             item_id = f"fc_{uuid.uuid4().hex}"
-            item = function_call_item(item_id, call.id, call.name, "", "in_progress")
+            item = wire.function_call_item(item_id, call.id, call.name, "", "in_progress")
         self._open, self._text = item, []
-        sent.append(
-            self.events._event("response.output_item.added", output_index=self._index, item=item)
-        )
+        sent.append(self._item_event("added", item))
         if kind == "message":
-            part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
-            sent.append(
-                self.events._event(
-                    "response.content_part.added", **self._place(), content_index=0, part=part
-                )
-            )
+            sent.append(self._emit("content_part.added", content_index=0, part=output_part("")))
         return sent
 
     def feed(self, delta: Any) -> list[tuple[str, dict]]:
@@ -282,65 +246,38 @@ class OutputStream:
                 sent += self._start("function_call", delta)
             if delta.arguments:
                 self._text.append(delta.arguments)
-                sent.append(
-                    self.events._event(
-                        "response.function_call_arguments.delta",
-                        **self._place(),
-                        delta=delta.arguments,
-                    )
-                )
+                sent.append(self._emit("function_call_arguments.delta", delta=delta.arguments))
             return sent
         kind = "reasoning" if delta.reasoning is not None else "message"
         piece = delta.reasoning if delta.reasoning is not None else delta.content
         sent = [] if self._open is not None and self._open["type"] == kind else self._start(kind)
         if piece:
             self._text.append(piece)
-            name = "reasoning_text" if kind == "reasoning" else "output_text"
-            extra: dict[str, Any] = {} if kind == "reasoning" else {"logprobs": []}
-            sent.append(
-                self.events._event(
-                    f"response.{name}.delta", **self._place(), content_index=0, delta=piece, **extra
+            if kind == "reasoning":
+                sent.append(self._emit("reasoning_text.delta", content_index=0, delta=piece))
+            else:
+                sent.append(
+                    self._emit("output_text.delta", content_index=0, delta=piece, logprobs=[])
                 )
-            )
         return sent
 
     def _close(self, status: str) -> list[tuple[str, dict]]:
         item, text = self._open, "".join(self._text)
         if item is None:
             return []
-        place, sent = self._place(), []
         if item["type"] == "message":
             item = output_message(item["id"], text, status)
-            sent.append(
-                self.events._event(
-                    "response.output_text.done", **place, content_index=0, text=text, logprobs=[]
-                )
-            )
-            sent.append(
-                self.events._event(
-                    "response.content_part.done", **place, content_index=0, part=item["content"][0]
-                )
-            )
+            sent = [
+                self._emit("output_text.done", content_index=0, text=text, logprobs=[]),
+                self._emit("content_part.done", content_index=0, part=item["content"][0]),
+            ]
         elif item["type"] == "reasoning":
             item = reasoning_item(item["id"], text, "completed")
-            sent.append(
-                self.events._event(
-                    "response.reasoning_text.done", **place, content_index=0, text=text
-                )
-            )
+            sent = [self._emit("reasoning_text.done", content_index=0, text=text)]
         else:
             item = {**item, "arguments": text, "status": "completed"}
-            sent.append(
-                self.events._event(
-                    "response.function_call_arguments.done",
-                    **place,
-                    name=item["name"],
-                    arguments=text,
-                )
-            )
-        sent.append(
-            self.events._event("response.output_item.done", output_index=self._index, item=item)
-        )
+            sent = [self._emit("function_call_arguments.done", name=item["name"], arguments=text)]
+        sent.append(self._item_event("done", item))
         self.items.append(item)
         self._open, self._text = None, []
         return sent

@@ -71,10 +71,7 @@ async def create_response(data: wire.ResponsesRequest, manager: ModelManager) ->
     finished = reply.finished
     status = outgoing.final_status(finished.reason)
     output = outgoing.output_items(reply.parsed, status, events.message_id)
-    usage = outgoing.usage_body(
-        turn.prompt_tokens, finished.usage.completion_tokens, finished.usage.cached_tokens
-    )
-    response = events.body(status, output, usage)
+    response = events.body(status, output, outgoing.usage_body(turn.prompt_tokens, finished.usage))
     await _save(data, response, items, conversation)
     return whole(response)  # the handler streams SSE otherwise
 
@@ -93,11 +90,8 @@ async def _events(
     async for piece in pieces:
         for event in output.feed(piece):
             yield event
-    finished = pieces.finished
-    usage = outgoing.usage_body(
-        turn.prompt_tokens, finished.usage.completion_tokens, finished.usage.cached_tokens
-    )
-    closing = output.closing(finished.reason, usage)
+    usage = outgoing.usage_body(turn.prompt_tokens, pieces.finished.usage)
+    closing = output.closing(pieces.finished.reason, usage)
     await _save(body, closing[-1][1]["response"], items, conversation)  # before the client sees it
     for event in closing:
         yield event

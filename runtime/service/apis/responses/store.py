@@ -84,8 +84,8 @@ class ResponsesStore:
                 f"response {response_id!r} was not found", param="response_id"
             ) from exc
 
-    def prune(self) -> int:
-        """Drop records past `max_age`, then the oldest past `max_count`; return how many."""
+    def prune(self) -> None:
+        """Drop records past `max_age`, then the oldest past `max_count`."""
         entries = []
         for path in self.root.glob("resp_*.json"):
             try:
@@ -101,4 +101,3 @@ class ResponsesStore:
             path.unlink(missing_ok=True)
         if doomed:
             log.info("pruned %d stored responses", len(doomed))
-        return len(doomed)

@@ -21,7 +21,7 @@ from msgspec import Meta
 from runtime.engines.base import GenerationParams
 from runtime.errors import InvalidRequest
 from runtime.service.bounds import MaxTokens, refuse_serial_tool_calls
-from runtime.service.turn import Turn
+from runtime.service.turn import Turn, chat_call, given
 from runtime.tools.grammar import json_schema_guidance
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "ResponsesRequest",
     "check_call_outputs",
     "content_text",
+    "function_call_item",
     "input_items",
     "item_messages",
     "new_message_id",
@@ -132,16 +133,23 @@ def content_text(content: Any) -> str:
     return content if isinstance(content, str) else "".join(part.text for part in content)
 
 
+def function_call_item(item_id: str, call_id: str, name: str, arguments: str, status: str) -> dict:
+    """A function_call item, as the input lists it and the output streams and stores it."""
+    return {
+        "id": item_id,
+        "type": "function_call",
+        "call_id": call_id,
+        "name": name,
+        "arguments": arguments,
+        "status": status,
+    }
+
+
 def _stored_item(item: InputItem) -> dict | None:
     if item.type == "function_call":
-        return {
-            "id": item.id or f"fc_{uuid.uuid4().hex}",
-            "type": "function_call",
-            "call_id": item.call_id,
-            "name": item.name,
-            "arguments": item.arguments,
-            "status": "completed",
-        }
+        assert item.call_id and item.name and item.arguments is not None  # __post_init__
+        item_id = item.id or f"fc_{uuid.uuid4().hex}"
+        return function_call_item(item_id, item.call_id, item.name, item.arguments, "completed")
     if item.type == "function_call_output":
         return {
             "id": item.id or f"fco_{uuid.uuid4().hex}",
@@ -180,11 +188,7 @@ def item_messages(items: list[dict]) -> list[dict]:
     for item in items:
         kind = item.get("type", "message")
         if kind == "function_call":
-            call = {
-                "id": item["call_id"],
-                "type": "function",
-                "function": {"name": item["name"], "arguments": item["arguments"]},
-            }
+            call = chat_call(item["call_id"], item["name"], item["arguments"])
             last = messages[-1] if messages else None
             if last is not None and last["role"] == "assistant":
                 messages[-1] = {**last, "tool_calls": [*last.get("tool_calls", []), call]}
@@ -248,12 +252,9 @@ def to_params(request: ResponsesRequest) -> dict:
         InvalidRequest: json_schema without a schema.
     """
     refuse_serial_tool_calls(request.parallel_tool_calls, request.tools)
-    params: dict = {}
+    params = given(request, "temperature", "top_p")
     if request.max_output_tokens is not None:
         params["max_tokens"] = request.max_output_tokens
-    for name in ("temperature", "top_p"):
-        if (value := getattr(request, name)) is not None:
-            params[name] = value
     fmt = request.text.format if request.text is not None else None
     if fmt is not None and fmt.type == "json_schema":
         if fmt.schema_ is None:
