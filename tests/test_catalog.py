@@ -144,7 +144,7 @@ def test_every_list_item_carries_the_fields_foundry_local_sdk_requires(foundry_h
 
 
 def test_smollm2_135m_defaults_to_int8_on_a_cpu(foundry_home: Path) -> None:
-    """No int4 setting is faithful at 135M (issue 11); int8 is what `foundry model run` gets."""
+    """At 135M the near-lossless int8 is small, so it is what `foundry model run` gets (issue 11)."""
     variant = Catalog.load().best_variant("smollm2-135m", hardware=CPU_ONLY)
     assert variant.id == "smollm2-135m-instruct-cpu-int8:1"
     assert variant.spec.checkpoint is not None
