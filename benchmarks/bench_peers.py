@@ -97,11 +97,7 @@ def measure(base_url: str, model: str, args: argparse.Namespace) -> dict:
     prompts = Prompts(model, args.tokens)
 
     def single(words: int, tokens: int | None = None) -> dict:
-        async def one() -> dict:
-            async with httpx.AsyncClient(base_url=base_url, timeout=1800) as client:
-                return await timed_stream(client, "/v1/completions", prompts.body(words, tokens))
-
-        return asyncio.run(one())
+        return asyncio.run(timed_stream(base_url, "/v1/completions", prompts.body(words, tokens)))
 
     single(args.short_words, 4)  # warm-up
     status = httpx.get(f"{base_url}/openai/status", timeout=30)  # llama-server: 404

@@ -57,7 +57,7 @@ def messages(words: int) -> list[dict]:
     return [{"role": "user", "content": body}]
 
 
-async def served(client: httpx.AsyncClient, words: int, tokens: int) -> dict:
+async def served(base_url: str, words: int, tokens: int) -> dict:
     body = {
         "model": MODEL_ID,
         "messages": messages(words),
@@ -65,7 +65,7 @@ async def served(client: httpx.AsyncClient, words: int, tokens: int) -> dict:
         "temperature": 0,
         "ignore_eos": True,
     }
-    return await timed_stream(client, "/v1/chat/completions", body)
+    return await timed_stream(base_url, "/v1/chat/completions", body)
 
 
 async def concurrent(base_url: str, clients: int, words: int, tokens: int) -> dict:
@@ -111,8 +111,7 @@ def main() -> None:
         prompt = prompt_tokens(model["path"], args.prompt_words)
 
         async def one() -> dict:
-            async with httpx.AsyncClient(base_url=base_url, timeout=600) as client:
-                return await served(client, args.prompt_words, args.tokens)
+            return await served(base_url, args.prompt_words, args.tokens)
 
         asyncio.run(one())  # warm-up, both sides
         timed_greedy(og_model, prompt, 8)
