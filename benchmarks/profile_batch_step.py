@@ -3,7 +3,8 @@
     python benchmarks/profile_batch_step.py --home HOME --model smollm2 [--steps 64]
 
 Layers, each at B = 1, 2, 4, 8 rows of the same ~130-token prompt:
-* `raw`: the batch's session alone, `run_with_iobinding` on its bound KV (no sampling);
+* `raw`: the batch's session alone, `run_with_iobinding` on its bound KV (no sampling;
+  ceiling.raw_steps, the figure bench_peers' session ceiling is built from);
 * `step`: BatchScheduler._decode_step as the service runs it (sampling, masks, stops,
   detokenize, hand-off to the event loop), with the time inside `run` split out;
 * `engine`: ChatEngine.stream consumed on an asyncio loop in this process (no HTTP).
@@ -18,11 +19,10 @@ import json
 import os
 import time
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
-import numpy as np
 from bench_peers import OthersCpu, prompt_text
+from ceiling import raw_steps
 
 
 class _TimedSession:
@@ -39,27 +39,6 @@ class _TimedSession:
         self._session.run_with_iobinding(binding)
         self.inside += time.perf_counter() - start
         self.calls += 1
-
-
-def raw(engine: Any, prompt: list[int], rows: int, steps: int) -> dict:
-    """Prefill `rows` buffer rows, then time `steps` bare decode runs over all of them."""
-    sched = engine._scheduler
-    sched._ensure_capacity(len(prompt) + steps + 8)
-    fake = [SimpleNamespace(length=0) for _ in range(rows)]
-    for i, row in enumerate(fake):
-        sched._run(i, [row], np.asarray([prompt], dtype=np.int64))
-        row.length = len(prompt)
-    ids = np.full((rows, 1), 42, dtype=np.int64)
-    sched._run(0, fake, ids)  # warm the binding
-    for row in fake:
-        row.length += 1
-    start = time.perf_counter()
-    for _ in range(steps):
-        sched._run(0, fake, ids)
-        for row in fake:
-            row.length += 1
-    wall = time.perf_counter() - start
-    return {"step_ms": 1000 * wall / steps, "aggregate_tps": rows * steps / wall}
 
 
 async def served(engine: Any, prompt: list[int], rows: int, tokens: int) -> dict:
@@ -126,7 +105,7 @@ def main() -> None:
     }
     for rows in [int(r) for r in args.rows.split(",")]:
         with OthersCpu() as others:
-            figures = {"raw": raw(engine, prompt, rows, args.steps)}
+            figures = {"raw": raw_steps(engine, prompt, rows, args.steps)}
             figures["engine"] = asyncio.run(served(engine, prompt, rows, args.steps + 1))
         result["rows"][rows] = {**figures, **others.figures}
     engine.close()
