@@ -17,7 +17,7 @@ from runtime.service.apis.responses.wire import (
     input_items,
     item_messages,
     new_response_id,
-    to_params,
+    to_turn,
 )
 from runtime.service.replies import Piece as Delta
 
@@ -83,9 +83,9 @@ def test_text_format_json_schema_is_the_same_guidance_as_chats_response_format()
         ),
         type=ChatCompletionRequest,
     )
-    params = to_params(request)
-    assert params["guidance"] == chat.to_generation_params().guidance
-    assert (params["max_tokens"], params["temperature"]) == (9, 0.0)
+    turn = to_turn(request, [])
+    assert turn.params.guidance == chat.to_generation_params().guidance
+    assert (turn.max_tokens, turn.params.temperature) == (9, 0.0)
 
 
 @pytest.mark.parametrize(

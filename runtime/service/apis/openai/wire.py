@@ -33,7 +33,7 @@ from runtime.service.bounds import (
 )
 from runtime.service.replies import Piece
 from runtime.service.turn import Turn, chat_call, given
-from runtime.tools.grammar import json_schema_guidance
+from runtime.tools.grammar import reply_format_guidance
 from runtime.tools.parsers import ParsedOutput
 
 __all__ = [
@@ -234,15 +234,13 @@ class CompletionRequest(SamplingFields, kw_only=True):
 def response_guidance(response_format: ResponseFormat | None) -> tuple[str, str] | None:
     """OpenAI's response_format as an onnxruntime-genai guidance grammar (or None), without
     free whitespace (grammar.py: with it a random-weight model writes `{` then spaces)."""
-    if response_format is None or response_format.type == "text":
+    if response_format is None:
         return None
-    if response_format.type == "json_object":
-        return json_schema_guidance({"type": "object"})
-    if response_format.json_schema is None or response_format.json_schema.schema is None:
-        raise InvalidRequest(
-            "response_format json_schema needs a 'schema'", param="response_format"
-        )
-    return json_schema_guidance(response_format.json_schema.schema)
+    json_schema = response_format.json_schema
+    schema = json_schema.schema if json_schema is not None else None
+    return reply_format_guidance(
+        response_format.type, schema, where="response_format", param="response_format"
+    )
 
 
 # --- responses ---------------------------------------------------------------------------
