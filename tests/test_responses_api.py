@@ -16,10 +16,10 @@ from runtime.service.apis.responses.wire import (
     ResponsesRequest,
     input_items,
     item_messages,
-    new_response_id,
     to_turn,
 )
 from runtime.service.replies import Piece as Delta
+from runtime.service.turn import new_id
 
 
 def decode(body: dict) -> ResponsesRequest:
@@ -131,7 +131,7 @@ def test_stream_events_come_in_order_with_increasing_sequence_numbers():
 # --- the store (no server) ----------------------------------------------------------------
 def record(response_id: str | None = None, created_at: float | None = None) -> StoredResponse:
     return StoredResponse(
-        id=response_id or new_response_id(),
+        id=response_id or new_id("resp_"),
         created_at=time.time() if created_at is None else created_at,
         response={"object": "response"},
         input_items=[],
@@ -151,7 +151,7 @@ def test_deleted_and_unknown_and_path_like_ids_are_not_found(tmp_path):
     kept = record()
     store.put(kept)
     store.delete(kept.id)
-    for response_id in (kept.id, new_response_id(), "../../etc/passwd", "resp_../x"):
+    for response_id in (kept.id, new_id("resp_"), "../../etc/passwd", "resp_../x"):
         with pytest.raises(ResponseNotFound):
             store.get(response_id)
     with pytest.raises(ResponseNotFound):
@@ -358,7 +358,7 @@ def test_unknown_model_and_unknown_previous_response_are_404_in_openai_shape(
         openai_client.responses.create(model="no-such-model", input=HELLO)
     assert caught.value.body["code"] == "model_not_found"
     with pytest.raises(openai.NotFoundError) as caught:
-        greedy(openai_client, service_model, previous_response_id=new_response_id())
+        greedy(openai_client, service_model, previous_response_id=new_id("resp_"))
     assert caught.value.body["code"] == "response_not_found"
 
 

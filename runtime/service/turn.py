@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -37,6 +38,7 @@ __all__ = [
     "Turn",
     "chat_call",
     "given",
+    "new_id",
     "open_ended_max_tokens",
     "open_turn",
     "prepare_turn",
@@ -83,6 +85,11 @@ class Turn:
 def given(source: Any, *names: str) -> dict[str, Any]:
     """Those of the fields `names` that `source` was sent with (None: not sent)."""
     return {name: value for name in names if (value := getattr(source, name)) is not None}
+
+
+def new_id(prefix: str, length: int = 32) -> str:
+    """A fresh object id as an API spells it: `prefix` then `length` hex digits."""
+    return prefix + uuid.uuid4().hex[:length]
 
 
 def chat_call(call_id: str, name: str, arguments: Any) -> dict[str, Any]:

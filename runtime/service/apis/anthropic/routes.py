@@ -20,7 +20,7 @@ from runtime.service.apis.anthropic import wire
 from runtime.service.errors import Described, anthropic_body
 from runtime.service.openapi import streamed
 from runtime.service.transport import SSE, WireBody, named_sse, sse_stream, whole
-from runtime.service.turn import OpenTurn, open_turn, prepare_turn
+from runtime.service.turn import OpenTurn, new_id, open_turn, prepare_turn
 
 __all__ = ["ROUTES"]
 
@@ -28,7 +28,7 @@ __all__ = ["ROUTES"]
 @post("/v1/messages", status_code=200, **streamed(wire.MessageBody, SSE, "the reply"))
 async def create_message(data: wire.MessagesRequest, manager: ModelManager) -> Any:
     turn = await open_turn(manager, wire.to_turn(data))
-    message_id = wire.new_message_id()
+    message_id = new_id("msg_", 24)
     if data.stream:
         events = _events(turn, data.model, message_id)
         return sse_stream(events, named_sse, _error_event, close=turn.aclose)

@@ -12,7 +12,6 @@ they stay unions here because that is what Anthropic's clients send.
 from __future__ import annotations
 
 import json
-import uuid
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -34,7 +33,6 @@ __all__ = [
     "chat_tools",
     "content_blocks",
     "event",
-    "new_message_id",
     "stop_reason",
     "to_chat",
     "to_turn",
@@ -198,10 +196,6 @@ def to_turn(request: MessagesRequest | CountTokensRequest) -> Turn:
 
 
 _COUNT_ONLY = GenerationParams(max_tokens=1)
-
-
-def new_message_id() -> str:
-    return f"msg_{uuid.uuid4().hex[:24]}"
 
 
 def stop_reason(

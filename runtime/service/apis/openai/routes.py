@@ -30,7 +30,7 @@ from runtime.service.transport import (
     sse_stream,
     whole,
 )
-from runtime.service.turn import OpenTurn, open_turn
+from runtime.service.turn import OpenTurn, new_id, open_turn
 
 if TYPE_CHECKING:
     from runtime.store import CachedModel
@@ -72,7 +72,7 @@ async def chat_completions(
 
 def _head(prefix: str, model: str) -> dict[str, Any]:
     """What every object of one answer (the whole one, or each chunk) opens with."""
-    return {"id": wire.new_id(prefix), "created": wire.now(), "model": model}
+    return {"id": new_id(f"{prefix}-", 24), "created": wire.now(), "model": model}
 
 
 def _sse_stream(events: AsyncIterator[Any], turn: OpenTurn) -> Stream:

@@ -9,7 +9,6 @@ the Responses/Anthropic/Ollama layers build a `GenerationParams` the same way.
 from __future__ import annotations
 
 import time
-import uuid
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -46,7 +45,6 @@ __all__ = [
     "ModelList",
     "ModelObject",
     "Usage",
-    "new_id",
 ]
 
 
@@ -244,10 +242,6 @@ def response_guidance(response_format: ResponseFormat | None) -> tuple[str, str]
 
 
 # --- responses ---------------------------------------------------------------------------
-def new_id(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:24]}"
-
-
 def now() -> int:
     return int(time.time())
 

@@ -8,13 +8,13 @@ pieces into output items and their events. Pure: unit-tested without a server.
 from __future__ import annotations
 
 import time
-import uuid
 from typing import Any, Literal
 
 import msgspec
 
 from runtime.service.apis.responses import wire
 from runtime.service.replies import Usage
+from runtime.service.turn import new_id
 
 __all__ = [
     "Deleted",
@@ -39,16 +39,12 @@ def output_items(parsed: Any, status: str, message_id: str | None = None) -> lis
     message (when there is text, or nothing else), then one function_call per tool call."""
     items = []
     if parsed.reasoning is not None:
-        items.append(reasoning_item(f"rs_{uuid.uuid4().hex}", parsed.reasoning, "completed"))
+        items.append(reasoning_item(new_id("rs_"), parsed.reasoning, "completed"))
     if parsed.content or not parsed.tool_calls:
-        items.append(
-            output_message(message_id or wire.new_message_id(), parsed.content or "", status)
-        )
+        items.append(output_message(message_id or new_id("msg_"), parsed.content or "", status))
     for call in parsed.tool_calls:
         items.append(
-            wire.function_call_item(
-                f"fc_{uuid.uuid4().hex}", call.id, call.name, call.arguments, "completed"
-            )
+            wire.function_call_item(new_id("fc_"), call.id, call.name, call.arguments, "completed")
         )
     return items
 
@@ -150,7 +146,7 @@ class ResponseEvents:
         self.request = request
         self.response_id = response_id
         self.model = model
-        self.message_id = wire.new_message_id()
+        self.message_id = new_id("msg_")
         self.created_at = time.time()
         self.sequence = 0
 
@@ -228,9 +224,9 @@ class OutputStream:
         if kind == "message":
             item = output_message(self.events.message_id, "", "in_progress")
         elif kind == "reasoning":
-            item = reasoning_item(f"rs_{uuid.uuid4().hex}", None, "in_progress")
+            item = reasoning_item(new_id("rs_"), None, "in_progress")
         else:
-            item_id = f"fc_{uuid.uuid4().hex}"
+            item_id = new_id("fc_")
             item = wire.function_call_item(item_id, call.id, call.name, "", "in_progress")
         self._open, self._text = item, []
         sent.append(self._item_event("added", item))

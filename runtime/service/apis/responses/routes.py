@@ -24,7 +24,7 @@ from runtime.service.apis.responses.store import ResponsesStore, StoredResponse
 from runtime.service.errors import Described
 from runtime.service.openapi import answers, streamed
 from runtime.service.transport import SSE, named_sse, sse_stream, whole
-from runtime.service.turn import OpenTurn, open_turn
+from runtime.service.turn import OpenTurn, new_id, open_turn
 
 __all__ = ["ROUTES"]
 
@@ -59,7 +59,7 @@ async def create_response(data: wire.ResponsesRequest, manager: ModelManager) ->
     conversation = history + wire.item_messages(items)
     wire.check_call_outputs(conversation)
     turn = await open_turn(manager, wire.to_turn(data, conversation))
-    events = outgoing.ResponseEvents(data, response_id=wire.new_response_id(), model=data.model)
+    events = outgoing.ResponseEvents(data, response_id=new_id("resp_"), model=data.model)
     if data.stream:
 
         def error(e: Described) -> bytes:

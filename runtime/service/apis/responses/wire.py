@@ -11,7 +11,6 @@ are unions because that is what OpenAI's clients send.
 
 from __future__ import annotations
 
-import uuid
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -20,7 +19,7 @@ from msgspec import Meta
 from runtime.engines.base import GenerationParams
 from runtime.errors import InvalidRequest
 from runtime.service.bounds import MaxTokens, refuse_serial_tool_calls
-from runtime.service.turn import Turn, chat_call, given
+from runtime.service.turn import Turn, chat_call, given, new_id
 from runtime.tools.grammar import reply_format_guidance
 
 __all__ = [
@@ -31,8 +30,6 @@ __all__ = [
     "function_call_item",
     "input_items",
     "item_messages",
-    "new_message_id",
-    "new_response_id",
     "to_turn",
 ]
 
@@ -117,14 +114,6 @@ class ResponsesRequest(msgspec.Struct, kw_only=True):
     parallel_tool_calls: bool | None = None
 
 
-def new_response_id() -> str:
-    return f"resp_{uuid.uuid4().hex}"
-
-
-def new_message_id() -> str:
-    return f"msg_{uuid.uuid4().hex}"
-
-
 def content_text(content: Any) -> str:
     if content is None:
         return ""
@@ -146,11 +135,11 @@ def function_call_item(item_id: str, call_id: str, name: str, arguments: str, st
 def _stored_item(item: InputItem) -> dict | None:
     if item.type == "function_call":
         assert item.call_id and item.name and item.arguments is not None  # __post_init__
-        item_id = item.id or f"fc_{uuid.uuid4().hex}"
+        item_id = item.id or new_id("fc_")
         return function_call_item(item_id, item.call_id, item.name, item.arguments, "completed")
     if item.type == "function_call_output":
         return {
-            "id": item.id or f"fco_{uuid.uuid4().hex}",
+            "id": item.id or new_id("fco_"),
             "type": "function_call_output",
             "call_id": item.call_id,
             "output": content_text(item.output),
@@ -160,7 +149,7 @@ def _stored_item(item: InputItem) -> dict | None:
         return None  # the model does not see its past reasoning (chat templates drop it too)
     part = "output_text" if item.role == "assistant" else "input_text"
     return {
-        "id": new_message_id(),
+        "id": new_id("msg_"),
         "type": "message",
         "role": item.role,
         "status": "completed",
