@@ -24,7 +24,7 @@ import msgspec
 from runtime.engines.base import Chunk, GenerationParams
 from runtime.errors import ContextTooLong, InvalidRequest
 from runtime.service.replies import Pieces, PrefetchedStream, Reply, ReplyEvent, ReplyReader, merge
-from runtime.tools.calls import NO_TOOLS, ToolPlan, plan_tools, prepare_messages
+from runtime.tools.calls import NO_TOOLS, plan_tools, prepare_messages, starts_in_reasoning
 
 if TYPE_CHECKING:
     from runtime.engines.protocol import ChatEngineProtocol, TokenStream
@@ -102,18 +102,10 @@ class Prepared:
     """A turn planned and rendered on its engine, not yet submitted."""
 
     engine: ChatEngineProtocol
-    plan: ToolPlan
     params: GenerationParams
-    prompt: str  # the rendered chat prompt ("" for raw prompts)
     prompt_ids: list[list[int]]  # one per prompt
-    reading: bool  # replies go through runtime/tools (tools, or a template that thinks)
+    reader: ReplyReader  # reader.reading: replies go through runtime/tools
     loaded_at: float = 0.0  # time.perf_counter() once the engine was in hand
-
-    @property
-    def reader(self) -> ReplyReader:
-        return ReplyReader(
-            self.plan, self.prompt, self.reading, self.params.stop, self.engine.decode
-        )
 
 
 async def prepare_turn(manager: ModelManager, turn: Turn) -> Prepared:
@@ -143,7 +135,10 @@ async def prepare_turn(manager: ModelManager, turn: Turn) -> Prepared:
             for p in turn.prompts or []
         ]
     params = _fit(engine, turn, params, max(len(ids) for ids in prompt_ids))
-    return Prepared(engine, plan, params, prompt, prompt_ids, reading, loaded_at)
+    reader = ReplyReader(
+        plan.format, starts_in_reasoning(prompt), reading, params.stop, engine.decode
+    )
+    return Prepared(engine, params, prompt_ids, reader, loaded_at)
 
 
 def _check_top_k(engine: ChatEngineProtocol, turn: Turn) -> None:

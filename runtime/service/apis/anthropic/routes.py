@@ -61,7 +61,7 @@ async def _events(turn: OpenTurn, model: str, message_id: str) -> AsyncIterator[
         id=message_id, model=model, content=[], stop_reason=None, stop_sequence=None, usage=usage
     )
     yield wire.event("message_start", message=start)
-    for event in blocks.begin(open_text=not turn.prepared.reading):
+    for event in blocks.begin(open_text=not turn.prepared.reader.reading):
         yield event
     yield wire.event("ping")
     pieces = turn.pieces()

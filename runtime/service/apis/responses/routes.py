@@ -84,7 +84,7 @@ async def _events(
     conversation: list[dict],
 ) -> AsyncIterator[tuple[str, dict]]:
     output = outgoing.OutputStream(events)
-    for event in output.begin(open_message=not turn.prepared.reading):
+    for event in output.begin(open_message=not turn.prepared.reader.reading):
         yield event
     pieces = turn.pieces()
     async for piece in pieces:
