@@ -316,12 +316,7 @@ def chunk_delta(piece: Piece) -> Delta:
     call: dict[str, Any] = {"index": piece.index}
     if piece.id is not None:
         call.update(id=piece.id, type="function")
-    function: dict[str, Any] = {}
-    if piece.name is not None:
-        function["name"] = piece.name
-    if piece.arguments is not None:
-        function["arguments"] = piece.arguments
-    call["function"] = function
+    call["function"] = given(piece, "name", "arguments")
     return Delta(tool_calls=[call])
 
 
