@@ -34,15 +34,12 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+# OpenAI's error type where it is not the default: invalid_request_error for a 4xx,
+# server_error for a 5xx.
 _OPENAI_TYPE_BY_STATUS = {
-    400: "invalid_request_error",
     401: "authentication_error",
     403: "permission_error",
     404: "not_found_error",
-    405: "invalid_request_error",
-    413: "invalid_request_error",
-    415: "invalid_request_error",
-    422: "invalid_request_error",
     429: "rate_limit_error",
 }
 _CODE_BY_STATUS = {
@@ -80,13 +77,18 @@ def describe(exc: BaseException, *, request_id: str | None = None) -> Described:
         return Described(
             status,
             str(exc.detail),
-            _OPENAI_TYPE_BY_STATUS.get(status, "server_error"),
+            _openai_type(status),
             _CODE_BY_STATUS.get(status, default_code),
             _validation_param(exc),
             dict(exc.headers or {}),
         )
     where = f" (request id {request_id})" if request_id else "; see the service log"
     return Described(500, f"internal server error{where}", "server_error", "internal_error")
+
+
+def _openai_type(status: int) -> str:
+    default = "invalid_request_error" if status < 500 else "server_error"
+    return _OPENAI_TYPE_BY_STATUS.get(status, default)
 
 
 def _validation_param(exc: HTTPException) -> str | None:
@@ -112,9 +114,7 @@ def anthropic_body(error: Described) -> dict[str, Any]:
     """`{"type": "error", "error": {"type", "message"}}`: what Anthropic's clients parse."""
     status = error.status
     kind = _ANTHROPIC_TYPE_BY_STATUS.get(status) or (
-        _OPENAI_TYPE_BY_STATUS.get(status, "invalid_request_error")
-        if 400 <= status < 500
-        else "api_error"
+        _openai_type(status) if status < 500 else "api_error"
     )
     return {"type": "error", "error": {"type": kind, "message": error.message}}
 

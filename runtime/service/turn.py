@@ -212,7 +212,6 @@ async def open_turn(manager: ModelManager, turn: Turn) -> OpenTurn:
             await stream.aclose()
         raise
     return OpenTurn(
-        model_id=engine.model_id,
         prepared=prepared,
         prompt_tokens=sum(len(ids) for ids in prepared.prompt_ids),
         streams=[PrefetchedStream(s, f) for s, f in zip(streams, firsts, strict=True)],
@@ -232,7 +231,6 @@ async def _first(stream: TokenStream) -> Chunk | None:
 class OpenTurn:
     """A submitted turn: one stream per choice, first chunks in hand."""
 
-    model_id: str
     prepared: Prepared
     prompt_tokens: int  # the prompts, counted once however many choices
     streams: list[PrefetchedStream]
@@ -252,10 +250,9 @@ class OpenTurn:
         """Choice `index`'s pieces, its Finished read after the loop (`Pieces.finished`)."""
         return Pieces(self.events(index))
 
-    async def merged(self) -> AsyncIterator[tuple[int, ReplyEvent]]:
+    def merged(self) -> AsyncIterator[tuple[int, ReplyEvent]]:
         """Every choice's events as they come, tagged with the choice's index."""
-        async for item in merge([self.events(i) for i in range(len(self.streams))]):
-            yield item
+        return merge([self.events(i) for i in range(len(self.streams))])
 
     async def collect(self) -> list[Reply]:
         """Drain every choice (non-streaming answers)."""
