@@ -10,7 +10,7 @@ import msgspec
 import pytest
 
 from runtime.errors import ResponseNotFound
-from runtime.service.apis.responses.output import OutputStream, ResponseEvents
+from runtime.service.apis.responses.output import ResponseEvents
 from runtime.service.apis.responses.store import ResponsesStore, StoredResponse
 from runtime.service.apis.responses.wire import (
     ResponsesRequest,
@@ -105,8 +105,7 @@ def test_invalid_responses_bodies_do_not_decode(body):
 
 
 def test_stream_events_come_in_order_with_increasing_sequence_numbers():
-    events = ResponseEvents(decode({"model": "m", "input": "x"}), response_id="resp_1", model="m")
-    output = OutputStream(events)
+    output = ResponseEvents(decode({"model": "m", "input": "x"}), response_id="resp_1", model="m")
     sent = output.begin(open_message=True)
     sent += output.feed(Delta(content="He")) + output.feed(Delta(content="llo"))
     sent += output.closing("stop", {"input_tokens": 1, "output_tokens": 2})

@@ -83,15 +83,14 @@ async def _events(
     items: list[dict],
     conversation: list[dict],
 ) -> AsyncIterator[tuple[str, dict]]:
-    output = outgoing.OutputStream(events)
-    for event in output.begin(open_message=not turn.prepared.reader.reading):
+    for event in events.begin(open_message=not turn.prepared.reader.reading):
         yield event
     pieces = turn.pieces()
     async for piece in pieces:
-        for event in output.feed(piece):
+        for event in events.feed(piece):
             yield event
     usage = outgoing.usage_body(turn.prompt_tokens, pieces.finished.usage)
-    closing = output.closing(pieces.finished.reason, usage)
+    closing = events.closing(pieces.finished.reason, usage)
     await _save(body, closing[-1][1]["response"], items, conversation)  # before the client sees it
     for event in closing:
         yield event
