@@ -110,7 +110,7 @@ def test_streamed_reply_becomes_thinking_then_tool_use_blocks_with_input_json_de
         sent += blocks.feed(delta)
     sent += blocks.end()
     starts = [d["content_block"]["type"] for n, d in sent if n == "content_block_start"]
-    assert starts == ["thinking", "tool_use"] and blocks.tool_use
+    assert starts == ["thinking", "tool_use"]
     partial = "".join(
         d["delta"]["partial_json"]
         for n, d in sent

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from runtime.engines.base import Chunk, GenerationParams
+from runtime.engines.base import GenerationParams
 from runtime.errors import ContextTooLong, InvalidRequest
 from runtime.service.replies import Pieces, PrefetchedStream, Reply, ReplyEvent, ReplyReader, merge
 from runtime.tools.calls import NO_TOOLS, plan_tools, prepare_messages, starts_in_reasoning
@@ -206,7 +206,7 @@ async def open_turn(manager: ModelManager, turn: Turn) -> OpenTurn:
                     else msgspec.structs.replace(params, seed=(params.seed + i) % (2**31))
                 )
                 streams.append(engine.stream(ids, seeded))
-        firsts = await asyncio.gather(*(_first(s) for s in streams))
+        firsts = await asyncio.gather(*(anext(s, None) for s in streams))
     except BaseException:
         for stream in streams:
             await stream.aclose()
@@ -218,13 +218,6 @@ async def open_turn(manager: ModelManager, turn: Turn) -> OpenTurn:
         started_at=started,
         first_at=time.perf_counter(),
     )
-
-
-async def _first(stream: TokenStream) -> Chunk | None:
-    try:
-        return await stream.__anext__()
-    except StopAsyncIteration:
-        return None
 
 
 @dataclass

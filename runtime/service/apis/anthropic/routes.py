@@ -71,7 +71,7 @@ async def _events(turn: OpenTurn, model: str, message_id: str) -> AsyncIterator[
     for event in blocks.end():
         yield event
     end = pieces.finished
-    reason = wire.stop_reason(end.reason, end.matched_stop, blocks.tool_use)
+    reason = wire.stop_reason(end.reason, end.matched_stop, end.tool_calls)
     usage = wire.Usage(input_tokens=input_tokens, output_tokens=end.usage.completion_tokens)
     delta = {"stop_reason": reason, "stop_sequence": end.matched_stop}
     yield wire.event("message_delta", delta=delta, usage=usage)

@@ -256,7 +256,6 @@ class BlockStream:
     def __init__(self) -> None:
         self.index = -1
         self.kind: str | None = None
-        self.tool_use = False
 
     def begin(self, *, open_text: bool) -> list[tuple[str, dict]]:
         return self._start(_EMPTY["text"]) if open_text else []
@@ -282,7 +281,6 @@ class BlockStream:
         if delta.index is not None:
             sent = []
             if delta.id is not None:
-                self.tool_use = True
                 block = {"type": "tool_use", "id": delta.id, "name": delta.name, "input": {}}
                 sent += self._start(block)
             if delta.arguments:
