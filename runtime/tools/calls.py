@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -53,11 +52,6 @@ class ToolPlan:
 
 
 NO_TOOLS = ToolPlan(None, None, tool_format("none"))
-
-
-@lru_cache(maxsize=16)
-def _tokens(artifact: str) -> dict[str, int]:
-    return marker_tokens(Path(artifact))
 
 
 def _check_tools(tools: list[Any]) -> list[dict[str, Any]]:
@@ -137,7 +131,7 @@ def plan_tools(
             raise InvalidRequest(
                 f"tool_choice names {name!r}, which is not among the tools", param="tool_choice"
             )
-    tokens = _tokens(str(artifact)) if artifact is not None else {}
+    tokens = marker_tokens(artifact) if artifact is not None else {}
     guidance = tool_call_guidance(family, chosen, tokens=tokens)
     return ToolPlan(tools, guidance, forced_format(family))
 

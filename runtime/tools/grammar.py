@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import re
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -114,8 +115,10 @@ def reply_format_guidance(
     return json_schema_guidance(schema)
 
 
+@lru_cache(maxsize=16)
 def marker_tokens(artifact: Path) -> dict[str, int]:
-    """Added tokens of an artifact's tokenizer.json: text -> id (special or not)."""
+    """Added tokens of an artifact's tokenizer.json: text -> id (special or not); read once
+    per artifact, as every forced call on it asks again."""
     try:
         data = json.loads((artifact / "tokenizer.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
