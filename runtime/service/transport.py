@@ -106,7 +106,7 @@ async def framed(
     frame: Callable[[P], bytes],
     error: Callable[[Described], bytes],
     *,
-    close: Callable[[], Awaitable[None]] | None = None,
+    close: Callable[[], Awaitable[None]],
     done: bytes = b"",
 ) -> AsyncIterator[bytes]:
     """Frame `events`; a failure becomes `error(describe(exc))`; `done` ends the stream.
@@ -123,8 +123,7 @@ async def framed(
     finally:
         with contextlib.suppress(Exception):
             await aclose(events)
-        if close is not None:
-            await close()
+        await close()
     if done:
         yield done
 
@@ -199,8 +198,7 @@ class WireBody(AbstractDTO[Any]):
         return self.decode_raw(value, self._types[self.asgi_connection.route_handler.handler_id])
 
     def decode_builtins(self, value: dict[str, Any]) -> Any:
-        into = self._types[self.asgi_connection.route_handler.handler_id]
-        return self.decode_raw(msgspec.json.encode(value), into)
+        return self.decode_bytes(msgspec.json.encode(value))
 
 
 class PlainJsonBody(WireBody):

@@ -143,6 +143,9 @@ class SamplingFields(msgspec.Struct, kw_only=True):
         )
 
 
+_TOOL_CHOICES = ("auto", "none", "required")  # or a named function (a dict)
+
+
 class ChatCompletionRequest(SamplingFields, kw_only=True):
     messages: Annotated[list[ChatMessage], Meta(min_length=1, max_length=10_000)]
     max_completion_tokens: MaxTokens | None = None
@@ -165,11 +168,7 @@ class ChatCompletionRequest(SamplingFields, kw_only=True):
                 "logprobs is not supported by this service", param="logprobs"
             )
         refuse_serial_tool_calls(self.parallel_tool_calls, self.tools)
-        if isinstance(self.tool_choice, str) and self.tool_choice not in (
-            "auto",
-            "none",
-            "required",
-        ):
+        if isinstance(self.tool_choice, str) and self.tool_choice not in _TOOL_CHOICES:
             raise InvalidRequest(
                 f"tool_choice {self.tool_choice!r} must be 'auto', 'none', 'required' or "
                 "a named function",

@@ -18,7 +18,7 @@ from msgspec import Meta
 
 from runtime.engines.base import GenerationParams
 from runtime.errors import InvalidRequest
-from runtime.service.bounds import MaxTokens, refuse_serial_tool_calls
+from runtime.service.bounds import MaxTokens, Temperature, refuse_serial_tool_calls
 from runtime.service.turn import Turn, chat_call, given, new_id
 from runtime.tools.grammar import reply_format_guidance
 
@@ -102,7 +102,7 @@ class ResponsesRequest(msgspec.Struct, kw_only=True):
     input: str | list[InputItem]
     instructions: str | None = None
     max_output_tokens: MaxTokens | None = None
-    temperature: Annotated[float, Meta(ge=0.0, le=2.0)] | None = None
+    temperature: Temperature | None = None
     top_p: Annotated[float, Meta(ge=0.0, le=1.0)] | None = None
     text: TextConfig | None = None
     stream: bool = False
