@@ -49,8 +49,6 @@ def strict_schema(schema: dict[str, Any]) -> dict[str, Any]:
     way a random-weight model never finishes (measured: `{"a":68777...` to max_tokens), and
     larger integers do not survive a round trip through most JSON parsers anyway.
     """
-    if not isinstance(schema, dict):
-        raise InvalidRequest("a JSON schema must be an object", param="response_format")
     if json_depth(schema) > MAX_SCHEMA_DEPTH:
         raise InvalidRequest(
             f"the JSON schema is nested deeper than {MAX_SCHEMA_DEPTH} levels",
