@@ -155,8 +155,6 @@ def error_response(request: Request[Any, Any, Any], exc: Exception) -> Response[
     return Response(body, status_code=error.status, headers=error.headers or None)
 
 
-EXCEPTION_HANDLERS: dict[int | type[Exception], Any] = {
-    FoundryError: error_response,
-    HTTPException: error_response,
-    Exception: error_response,
-}
+# Litestar picks a handler by the exception's MRO: this one serves FoundryError and its own
+# HTTPException (404 route, 405, 413, validation) too.
+EXCEPTION_HANDLERS: dict[int | type[Exception], Any] = {Exception: error_response}
