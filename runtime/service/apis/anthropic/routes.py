@@ -57,10 +57,9 @@ async def _events(turn: OpenTurn, model: str, message_id: str) -> AsyncIterator[
     input_tokens = turn.prompt_tokens
     blocks = wire.BlockStream()
     usage = wire.Usage(input_tokens=input_tokens, output_tokens=0)
-    start = wire.MessageBody(
-        id=message_id, model=model, content=[], stop_reason=None, stop_sequence=None, usage=usage
+    yield wire.event(
+        "message_start", message=wire.MessageBody(id=message_id, model=model, usage=usage)
     )
-    yield wire.event("message_start", message=start)
     for event in blocks.begin(open_text=not turn.prepared.reader.reading):
         yield event
     yield wire.event("ping")

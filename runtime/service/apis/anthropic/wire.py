@@ -212,9 +212,9 @@ class MessageBody(msgspec.Struct, kw_only=True):
     type: Literal["message"] = "message"
     role: Literal["assistant"] = "assistant"
     model: str
-    content: list[dict[str, Any]]  # content_blocks(): thinking, text, tool_use
-    stop_reason: str | None
-    stop_sequence: str | None
+    content: list[dict[str, Any]] = []  # content_blocks(): thinking, text, tool_use
+    stop_reason: str | None = None
+    stop_sequence: str | None = None
     usage: Usage
 
 

@@ -13,6 +13,7 @@ from typing import Any, Literal
 import msgspec
 
 from runtime.service.apis.responses import wire
+from runtime.service.errors import Described
 from runtime.service.replies import Usage
 from runtime.service.turn import new_id
 
@@ -186,8 +187,9 @@ class ResponseEvents:
         )
         return msgspec.to_builtins(response)
 
-    def error(self, code: str, message: str) -> tuple[str, dict]:
-        return self._event("error", code=code, message=message, param=None)
+    def error(self, error: Described) -> tuple[str, dict]:
+        """A failure after the first byte: an `error` event, its code the HTTP status."""
+        return self._event("error", code=str(error.status), message=error.message, param=None)
 
     def begin(self, *, open_message: bool) -> list[tuple[str, dict]]:
         response = self.body("in_progress", [], None)

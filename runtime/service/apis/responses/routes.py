@@ -21,7 +21,6 @@ from runtime.manager import ModelManager
 from runtime.service.apis.responses import output as outgoing
 from runtime.service.apis.responses import wire
 from runtime.service.apis.responses.store import ResponsesStore, StoredResponse
-from runtime.service.errors import Described
 from runtime.service.openapi import answers, streamed
 from runtime.service.transport import SSE, named_sse, sse_stream, whole
 from runtime.service.turn import OpenTurn, new_id, open_turn
@@ -61,12 +60,10 @@ async def create_response(data: wire.ResponsesRequest, manager: ModelManager) ->
     turn = await open_turn(manager, wire.to_turn(data, conversation))
     events = outgoing.ResponseEvents(data, response_id=new_id("resp_"), model=data.model)
     if data.stream:
-
-        def error(e: Described) -> bytes:
-            return named_sse(events.error(str(e.status), e.message))
-
         stream = _events(turn, data, events, items, conversation)
-        return sse_stream(stream, named_sse, error, close=turn.aclose)
+        return sse_stream(
+            stream, named_sse, lambda error: named_sse(events.error(error)), close=turn.aclose
+        )
     (reply,) = await turn.collect()
     finished = reply.finished
     status = outgoing.final_status(finished.reason)
