@@ -128,17 +128,9 @@ async def framed(
         yield done
 
 
-def sse_stream(
-    events: AsyncIterator[P],
-    frame: Callable[[P], bytes],
-    error: Callable[[Described], bytes],
-    *,
-    close: Callable[[], Awaitable[None]],
-    done: bytes = b"",
-) -> Stream:
+def sse_stream(frames: AsyncIterator[bytes]) -> Stream:
     """`framed` events answered as an SSE stream (no caching or proxy buffering)."""
-    framed_events = framed(events, frame, error, close=close, done=done)
-    return Stream(framed_events, media_type=SSE, headers=SSE_HEADERS)
+    return Stream(frames, media_type=SSE, headers=SSE_HEADERS)
 
 
 async def aclose(iterator: AsyncIterator[Any]) -> None:

@@ -19,7 +19,7 @@ from runtime.manager import ModelManager
 from runtime.service.apis.anthropic import wire
 from runtime.service.errors import Described, anthropic_body
 from runtime.service.openapi import streamed
-from runtime.service.transport import SSE, WireBody, named_sse, sse_stream, whole
+from runtime.service.transport import SSE, WireBody, framed, named_sse, sse_stream, whole
 from runtime.service.turn import OpenTurn, new_id, open_turn, prepare_turn
 
 __all__ = ["ROUTES"]
@@ -31,7 +31,7 @@ async def create_message(data: wire.MessagesRequest, manager: ModelManager) -> A
     message_id = new_id("msg_", 24)
     if data.stream:
         events = _events(turn, data.model, message_id)
-        return sse_stream(events, named_sse, _error_event, close=turn.aclose)
+        return sse_stream(framed(events, named_sse, _error_event, close=turn.aclose))
     (reply,) = await turn.collect()
     end = reply.finished
     usage = wire.Usage(input_tokens=turn.prompt_tokens, output_tokens=end.usage.completion_tokens)

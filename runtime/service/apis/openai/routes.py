@@ -25,6 +25,7 @@ from runtime.service.replies import UNFINISHED, Finished, Reply
 from runtime.service.transport import (
     DONE,
     SSE,
+    framed,
     openai_sse_error,
     sse,
     sse_stream,
@@ -76,7 +77,7 @@ def _head(prefix: str, model: str) -> dict[str, Any]:
 
 
 def _sse_stream(events: AsyncIterator[Any], turn: OpenTurn) -> Stream:
-    return sse_stream(events, sse, openai_sse_error, close=turn.aclose, done=DONE)
+    return sse_stream(framed(events, sse, openai_sse_error, close=turn.aclose, done=DONE))
 
 
 def _chat_choice(index: int, reply: Reply) -> wire.ChatChoice:

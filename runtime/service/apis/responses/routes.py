@@ -22,7 +22,7 @@ from runtime.service.apis.responses import output as outgoing
 from runtime.service.apis.responses import wire
 from runtime.service.apis.responses.store import ResponsesStore, StoredResponse
 from runtime.service.openapi import answers, streamed
-from runtime.service.transport import SSE, named_sse, sse_stream, whole
+from runtime.service.transport import SSE, framed, named_sse, sse_stream, whole
 from runtime.service.turn import OpenTurn, new_id, open_turn
 
 __all__ = ["ROUTES"]
@@ -61,9 +61,8 @@ async def create_response(data: wire.ResponsesRequest, manager: ModelManager) ->
     events = outgoing.ResponseEvents(data, response_id=new_id("resp_"), model=data.model)
     if data.stream:
         stream = _events(turn, data, events, items, conversation)
-        return sse_stream(
-            stream, named_sse, lambda error: named_sse(events.error(error)), close=turn.aclose
-        )
+        frames = framed(stream, named_sse, lambda e: named_sse(events.error(e)), close=turn.aclose)
+        return sse_stream(frames)
     (reply,) = await turn.collect()
     finished = reply.finished
     status = outgoing.final_status(finished.reason)
