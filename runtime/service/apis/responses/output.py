@@ -50,14 +50,9 @@ def output_items(parsed: Any, status: str, message_id: str | None = None) -> lis
 
 
 def assistant_turn(items: list[dict]) -> list[dict]:
-    """The reply's output items as stored conversation messages (what the next turn sees)."""
-    return wire.item_messages(
-        [
-            item if item["type"] != "message" else {**item, "role": "assistant"}
-            for item in items
-            if item["type"] in ("message", "function_call")
-        ]
-    )
+    """The reply's output items as stored conversation messages (what the next turn sees):
+    its messages (output_message's, already the assistant's) and function calls."""
+    return wire.item_messages([i for i in items if i["type"] in ("message", "function_call")])
 
 
 def output_part(text: str) -> dict:
@@ -216,8 +211,7 @@ class ResponseEvents:
         elif kind == "reasoning":
             item = reasoning_item(new_id("rs_"), None, "in_progress")
         else:
-            item_id = new_id("fc_")
-            item = wire.function_call_item(item_id, call.id, call.name, "", "in_progress")
+            item = wire.function_call_item(new_id("fc_"), call.id, call.name, "", "in_progress")
         self._open, self._text = item, []
         sent.append(self._item_event("added", item))
         if kind == "message":
