@@ -73,7 +73,7 @@ async def chat_completions(
 
 def _head(prefix: str, model: str) -> dict[str, Any]:
     """What every object of one answer (the whole one, or each chunk) opens with."""
-    return {"id": new_id(f"{prefix}-", 24), "created": wire.now(), "model": model}
+    return {"id": new_id(f"{prefix}-", 24), "created": int(time.time()), "model": model}
 
 
 def _sse_stream(events: AsyncIterator[Any], turn: OpenTurn) -> Stream:

@@ -8,7 +8,6 @@ the Responses/Anthropic/Ollama layers build a `GenerationParams` the same way.
 
 from __future__ import annotations
 
-import time
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -241,10 +240,6 @@ def response_guidance(response_format: ResponseFormat | None) -> tuple[str, str]
 
 
 # --- responses ---------------------------------------------------------------------------
-def now() -> int:
-    return int(time.time())
-
-
 class PromptTokensDetails(msgspec.Struct, kw_only=True):
     cached_tokens: int = 0
 
