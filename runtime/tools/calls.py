@@ -55,7 +55,7 @@ NO_TOOLS = ToolPlan(None, None, tool_format("none"))
 
 
 def _check_tools(tools: list[Any]) -> list[dict[str, Any]]:
-    checked = []
+    """`tools` themselves, once each is a function with a name and a JSON-object schema."""
     for i, tool in enumerate(tools):
         function = tool.get("function") if isinstance(tool, dict) else None
         if (
@@ -79,8 +79,7 @@ def _check_tools(tools: list[Any]) -> list[dict[str, Any]]:
                 f"tools[{i}].function.parameters is nested deeper than {MAX_SCHEMA_DEPTH} levels",
                 param=f"tools[{i}].function.parameters",
             )
-        checked.append(tool)
-    return checked
+    return tools
 
 
 def _chosen_name(tool_choice: Any) -> str | None:

@@ -132,13 +132,12 @@ class SamplingFields(msgspec.Struct, kw_only=True):
         return GenerationParams(
             max_tokens=max_tokens if max_tokens is not None else DEFAULT_MAX_TOKENS,
             min_tokens=self.min_tokens,
-            temperature=1.0 if self.temperature is None else self.temperature,
-            top_p=1.0 if self.top_p is None else self.top_p,
             top_k=max(0, self.top_k or 0),
             seed=None if self.seed is None else self.seed % (2**31),
             stop=stop,
             ignore_eos=self.ignore_eos,
             guidance=guidance,
+            **given(self, "temperature", "top_p"),  # unsent: the engine's defaults, 1.0
         )
 
 
