@@ -115,9 +115,7 @@ class ResponsesRequest(msgspec.Struct, kw_only=True):
 
 
 def content_text(content: Any) -> str:
-    if content is None:
-        return ""
-    return content if isinstance(content, str) else "".join(part.text for part in content)
+    return content if isinstance(content, str) else "".join(part.text for part in content or ())
 
 
 def function_call_item(item_id: str, call_id: str, name: str, arguments: str, status: str) -> dict:
