@@ -129,10 +129,9 @@ Shape = Callable[[Described], dict[str, Any]]
 
 def shape_for(path: str) -> Shape:
     """The error body a client of `path` parses (each client reads only its own)."""
-    if path == "/api" or path.startswith("/api/"):
-        return ollama_body
-    if path == "/v1/messages" or path.startswith("/v1/messages/"):
-        return anthropic_body
+    for prefix, shape in (("/api", ollama_body), ("/v1/messages", anthropic_body)):
+        if path == prefix or path.startswith(prefix + "/"):
+            return shape
     return openai_body
 
 

@@ -121,8 +121,10 @@ async def framed(
             log.error("stream failed", exc_info=exc)
         yield error(describe(exc))
     finally:
-        with contextlib.suppress(Exception):
-            await aclose(events)
+        closer = getattr(events, "aclose", None)  # generators and engine streams have it
+        if closer is not None:
+            with contextlib.suppress(Exception):
+                await closer()
         await close()
     if done:
         yield done
@@ -131,13 +133,6 @@ async def framed(
 def sse_stream(frames: AsyncIterator[bytes]) -> Stream:
     """`framed` events answered as an SSE stream (no caching or proxy buffering)."""
     return Stream(frames, media_type=SSE, headers=SSE_HEADERS)
-
-
-async def aclose(iterator: AsyncIterator[Any]) -> None:
-    """Close an async iterator that has `aclose` (generators, engine streams)."""
-    closer = getattr(iterator, "aclose", None)
-    if closer is not None:
-        await closer()
 
 
 def openai_sse_error(error: Described) -> bytes:
