@@ -2,9 +2,9 @@
 
 The service's generation seam (`runtime/service/turn.py::open_turn`) calls `plan_tools` and
 `prepare_messages` before rendering the prompt once, and reads the reply in the plan's
-`format` (parsers.py: `parse` finished, `StreamParser` streamed), for every client API alike. Which family's syntax
-applies is data: the manifest's `tool_parser` (written by the compiler's recipe) names a row
-of formats.FORMATS.
+`format` (parsers.py: `parse` finished, `StreamParser` streamed), for every client API
+alike. Which family's syntax applies is data: the manifest's `tool_parser` (written by the
+compiler's recipe) names a row of formats.FORMATS.
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ def _check_tools(tools: list[Any]) -> list[dict[str, Any]]:
     return tools
 
 
-def _chosen_name(tool_choice: Any) -> str | None:
+def _chosen_name(tool_choice: Any) -> str:
     if isinstance(tool_choice, dict):
         function = tool_choice.get("function")
         name = function.get("name") if isinstance(function, dict) else tool_choice.get("name")
