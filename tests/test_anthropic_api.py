@@ -7,8 +7,9 @@ import json
 import msgspec
 import pytest
 
+from runtime.engines.base import GenerationParams
 from runtime.errors import ModelNotFound
-from runtime.service.apis.anthropic.wire import MessagesRequest, stop_reason, to_chat
+from runtime.service.apis.anthropic.wire import MessagesRequest, stop_reason, to_turn
 from runtime.service.errors import anthropic_body, describe
 from runtime.service.replies import matched_stop
 
@@ -32,14 +33,14 @@ def test_system_blocks_and_text_blocks_become_plain_chat_messages():
         ),
         type=MessagesRequest,
     )
-    messages, params = to_chat(request)
-    assert messages == [
+    turn = to_turn(request)
+    assert turn.messages == [
         {"role": "system", "content": "Be brief."},
         {"role": "user", "content": "Hi"},
         {"role": "assistant", "content": "Hello"},
         {"role": "user", "content": "More"},
     ]
-    assert params == {"max_tokens": 5, "stop": ["\n\n"], "top_k": 3}
+    assert turn.params == GenerationParams(max_tokens=5, stop=["\n\n"], top_k=3)
 
 
 @pytest.mark.parametrize(

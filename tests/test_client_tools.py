@@ -16,7 +16,7 @@ import pytest
 
 from runtime.service.apis.anthropic.wire import BlockStream, content_blocks
 from runtime.service.apis.ollama.wire import reply_fields
-from runtime.service.apis.responses.output import OutputStream, ResponseEvents, output_items
+from runtime.service.apis.responses.output import ResponseEvents, output_items
 from runtime.service.apis.responses.wire import ResponsesRequest
 from runtime.tools.formats import tool_format
 from runtime.tools.parsers import StreamParser, parse
@@ -83,7 +83,7 @@ def _deltas(text: str, parser: str) -> list:
 
 def test_streamed_reply_opens_reasoning_then_function_call_items_in_responses_events():
     request = ResponsesRequest(model="m", input="x")
-    output = OutputStream(ResponseEvents(request, response_id="resp_1", model="m"))
+    output = ResponseEvents(request, response_id="resp_1", model="m")
     sent = output.begin(open_message=False)
     for delta in _deltas(CALLING, "qwen"):
         sent += output.feed(delta)
@@ -110,7 +110,7 @@ def test_streamed_reply_becomes_thinking_then_tool_use_blocks_with_input_json_de
         sent += blocks.feed(delta)
     sent += blocks.end()
     starts = [d["content_block"]["type"] for n, d in sent if n == "content_block_start"]
-    assert starts == ["thinking", "tool_use"] and blocks.tool_use
+    assert starts == ["thinking", "tool_use"]
     partial = "".join(
         d["delta"]["partial_json"]
         for n, d in sent

@@ -10,16 +10,16 @@ import msgspec
 import pytest
 
 from runtime.errors import ResponseNotFound
-from runtime.service.apis.responses.output import OutputStream, ResponseEvents
+from runtime.service.apis.responses.output import ResponseEvents
 from runtime.service.apis.responses.store import ResponsesStore, StoredResponse
 from runtime.service.apis.responses.wire import (
     ResponsesRequest,
     input_items,
     item_messages,
-    new_response_id,
-    to_params,
+    to_turn,
 )
 from runtime.service.replies import Piece as Delta
+from runtime.service.turn import new_id
 
 
 def decode(body: dict) -> ResponsesRequest:
@@ -83,9 +83,9 @@ def test_text_format_json_schema_is_the_same_guidance_as_chats_response_format()
         ),
         type=ChatCompletionRequest,
     )
-    params = to_params(request)
-    assert params["guidance"] == chat.to_generation_params().guidance
-    assert (params["max_tokens"], params["temperature"]) == (9, 0.0)
+    turn = to_turn(request, [])
+    assert turn.params.guidance == chat.to_generation_params().guidance
+    assert (turn.max_tokens, turn.params.temperature) == (9, 0.0)
 
 
 @pytest.mark.parametrize(
@@ -105,8 +105,7 @@ def test_invalid_responses_bodies_do_not_decode(body):
 
 
 def test_stream_events_come_in_order_with_increasing_sequence_numbers():
-    events = ResponseEvents(decode({"model": "m", "input": "x"}), response_id="resp_1", model="m")
-    output = OutputStream(events)
+    output = ResponseEvents(decode({"model": "m", "input": "x"}), response_id="resp_1", model="m")
     sent = output.begin(open_message=True)
     sent += output.feed(Delta(content="He")) + output.feed(Delta(content="llo"))
     sent += output.closing("stop", {"input_tokens": 1, "output_tokens": 2})
@@ -131,7 +130,7 @@ def test_stream_events_come_in_order_with_increasing_sequence_numbers():
 # --- the store (no server) ----------------------------------------------------------------
 def record(response_id: str | None = None, created_at: float | None = None) -> StoredResponse:
     return StoredResponse(
-        id=response_id or new_response_id(),
+        id=response_id or new_id("resp_"),
         created_at=time.time() if created_at is None else created_at,
         response={"object": "response"},
         input_items=[],
@@ -151,7 +150,7 @@ def test_deleted_and_unknown_and_path_like_ids_are_not_found(tmp_path):
     kept = record()
     store.put(kept)
     store.delete(kept.id)
-    for response_id in (kept.id, new_response_id(), "../../etc/passwd", "resp_../x"):
+    for response_id in (kept.id, new_id("resp_"), "../../etc/passwd", "resp_../x"):
         with pytest.raises(ResponseNotFound):
             store.get(response_id)
     with pytest.raises(ResponseNotFound):
@@ -358,7 +357,7 @@ def test_unknown_model_and_unknown_previous_response_are_404_in_openai_shape(
         openai_client.responses.create(model="no-such-model", input=HELLO)
     assert caught.value.body["code"] == "model_not_found"
     with pytest.raises(openai.NotFoundError) as caught:
-        greedy(openai_client, service_model, previous_response_id=new_response_id())
+        greedy(openai_client, service_model, previous_response_id=new_id("resp_"))
     assert caught.value.body["code"] == "response_not_found"
 
 

@@ -16,8 +16,9 @@ import pytest
 
 from runtime.engines.prompt import load_chat_template
 from runtime.store.metadata import ModelMetadata
-from runtime.tools.calls import parse_output, plan_tools
+from runtime.tools.calls import plan_tools, starts_in_reasoning
 from runtime.tools.grammar import json_schema_guidance, tool_call_guidance
+from runtime.tools.parsers import parse
 
 FAMILIES = {"qwen2.5-0.5b": "qwen", "llama-3.2-1b": "llama3"}
 
@@ -155,7 +156,7 @@ def test_forced_tool_call_on_random_weights_parses_and_validates(built, alias, c
     prompt = load_chat_template(artifact).render(ASK, TOOLS)
     text, reason = _generate(artifact, prompt, plan.guidance)
     assert reason == og.FinishReason.EOS, text
-    parsed = parse_output(text, plan, prompt=prompt)
+    parsed = parse(text, plan.format, in_reasoning=starts_in_reasoning(prompt))
     assert len(parsed.tool_calls) == 1, text
     call = parsed.tool_calls[0]
     if choice != "required":

@@ -34,20 +34,19 @@ from runtime.service.security import SecurityMiddleware, cors_config
 
 if TYPE_CHECKING:
     from runtime.service.settings import ServiceSettings
-    from runtime.store import Store
 
 __all__ = ["create_app"]
 
 API_ROUTES = (openai, foundry, media, responses, anthropic, ollama)  # each: apis/<name>/routes.py
 
 
-def create_app(settings: ServiceSettings, *, store: Store | None = None) -> Litestar:
+def create_app(settings: ServiceSettings) -> Litestar:
     @asynccontextmanager
     async def manage_models(app: Litestar) -> AsyncIterator[None]:
         from runtime.store import Store
 
         manager = ModelManager(
-            store or Store(),
+            Store(),
             max_loaded=settings.max_loaded,
             ttl=settings.ttl,
             queue_size=settings.queue_size,

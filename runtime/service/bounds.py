@@ -37,7 +37,7 @@ TopK = Annotated[int, Meta(ge=-1, le=1_000_000)]  # vLLM: -1 (or 0) = off
 MaxTokens = Annotated[int, Meta(ge=1, le=MAX_TOKENS_BOUND)]
 MinTokens = Annotated[int, Meta(ge=0, le=MAX_TOKENS_BOUND)]
 Seed = Annotated[int, Meta(ge=-(2**63), le=2**63 - 1)]  # msgspec bounds must fit int64
-N = Annotated[int, Meta(ge=1, le=8)]
+N = Annotated[int, Meta(ge=1, le=MAX_SEQUENCES)]
 StopText = Annotated[str, Meta(min_length=1, max_length=256)]
 StopList = Annotated[list[StopText], Meta(max_length=4)]  # stop checks cost stops x len per token
 Stop = StopText | StopList

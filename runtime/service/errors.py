@@ -34,15 +34,12 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+# OpenAI's error type where it is not the default: invalid_request_error for a 4xx,
+# server_error for a 5xx.
 _OPENAI_TYPE_BY_STATUS = {
-    400: "invalid_request_error",
     401: "authentication_error",
     403: "permission_error",
     404: "not_found_error",
-    405: "invalid_request_error",
-    413: "invalid_request_error",
-    415: "invalid_request_error",
-    422: "invalid_request_error",
     429: "rate_limit_error",
 }
 _CODE_BY_STATUS = {
@@ -80,13 +77,18 @@ def describe(exc: BaseException, *, request_id: str | None = None) -> Described:
         return Described(
             status,
             str(exc.detail),
-            _OPENAI_TYPE_BY_STATUS.get(status, "server_error"),
+            _openai_type(status),
             _CODE_BY_STATUS.get(status, default_code),
             _validation_param(exc),
             dict(exc.headers or {}),
         )
     where = f" (request id {request_id})" if request_id else "; see the service log"
     return Described(500, f"internal server error{where}", "server_error", "internal_error")
+
+
+def _openai_type(status: int) -> str:
+    default = "invalid_request_error" if status < 500 else "server_error"
+    return _OPENAI_TYPE_BY_STATUS.get(status, default)
 
 
 def _validation_param(exc: HTTPException) -> str | None:
@@ -112,9 +114,7 @@ def anthropic_body(error: Described) -> dict[str, Any]:
     """`{"type": "error", "error": {"type", "message"}}`: what Anthropic's clients parse."""
     status = error.status
     kind = _ANTHROPIC_TYPE_BY_STATUS.get(status) or (
-        _OPENAI_TYPE_BY_STATUS.get(status, "invalid_request_error")
-        if 400 <= status < 500
-        else "api_error"
+        _openai_type(status) if status < 500 else "api_error"
     )
     return {"type": "error", "error": {"type": kind, "message": error.message}}
 
@@ -129,10 +129,9 @@ Shape = Callable[[Described], dict[str, Any]]
 
 def shape_for(path: str) -> Shape:
     """The error body a client of `path` parses (each client reads only its own)."""
-    if path == "/api" or path.startswith("/api/"):
-        return ollama_body
-    if path == "/v1/messages" or path.startswith("/v1/messages/"):
-        return anthropic_body
+    for prefix, shape in (("/api", ollama_body), ("/v1/messages", anthropic_body)):
+        if path == prefix or path.startswith(prefix + "/"):
+            return shape
     return openai_body
 
 
@@ -155,8 +154,6 @@ def error_response(request: Request[Any, Any, Any], exc: Exception) -> Response[
     return Response(body, status_code=error.status, headers=error.headers or None)
 
 
-EXCEPTION_HANDLERS: dict[int | type[Exception], Any] = {
-    FoundryError: error_response,
-    HTTPException: error_response,
-    Exception: error_response,
-}
+# Litestar picks a handler by the exception's MRO: this one serves FoundryError and its own
+# HTTPException (404 route, 405, 413, validation) too.
+EXCEPTION_HANDLERS: dict[int | type[Exception], Any] = {Exception: error_response}

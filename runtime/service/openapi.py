@@ -116,7 +116,7 @@ def _other_answers(ok: OpenAPIResponse | Reference | None, handler: HTTPRouteHan
         return
     content = ok.content = ok.content or {}
     for media_type in handler.opt.get("text_answers", ()):
-        content.setdefault(media_type, OpenAPIMediaType(schema=Schema(type=OpenAPIType.STRING)))
+        content.setdefault(media_type, OpenAPIMediaType(schema=_STRING))
     if handler.media_type in _STREAMS:
         content.setdefault(str(handler.media_type), OpenAPIMediaType(schema=Schema()))
 
@@ -125,9 +125,7 @@ def document_errors(app: Litestar) -> OpenAPI:
     """Give every operation of `app`'s document the error responses errors.py really sends
     (and each route the answers its return annotation does not say)."""
     document = app.openapi_schema
-    if document.components.schemas is None:
-        document.components.schemas = {}
-    document.components.schemas.update(_SCHEMAS)
+    document.components.schemas = {**(document.components.schemas or {}), **_SCHEMAS}
     for route in app.routes:
         item = (document.paths or {}).get(route.path_format)
         for handler in getattr(route, "route_handlers", ()):

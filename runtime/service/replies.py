@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from runtime.engines.base import Chunk
-from runtime.tools.calls import ToolPlan, parse_output, stream_output
-from runtime.tools.parsers import Delta, ParsedOutput
+from runtime.tools.formats import ToolFormat
+from runtime.tools.parsers import Delta, ParsedOutput, StreamParser, parse
 
 if TYPE_CHECKING:
     from runtime.engines.protocol import TokenStream
@@ -137,11 +137,12 @@ class PrefetchedStream:
 
 @dataclass(frozen=True)
 class ReplyReader:
-    """How one turn's replies read: through runtime/tools (tools, or a template that thinks),
-    or as plain text; `stops` and `decode` name the stop string that ended a reply."""
+    """How one turn's replies read: through runtime/tools in `syntax` (tools, or a template
+    that thinks; `in_reasoning` when the prompt opened `<think>`), or as plain text; `stops`
+    and `decode` name the stop string that ended a reply."""
 
-    plan: ToolPlan
-    prompt: str
+    syntax: ToolFormat
+    in_reasoning: bool
     reading: bool
     stops: list[str]
     decode: Callable[[list[int]], str]
@@ -157,7 +158,7 @@ class ReplyReader:
 
     async def events(self, stream: PrefetchedStream) -> AsyncGenerator[ReplyEvent, None]:
         """Pieces as the chunks come, then one Finished; closing it cancels the sequence."""
-        parser = stream_output(self.plan, prompt=self.prompt) if self.reading else None
+        parser = StreamParser(self.syntax, in_reasoning=self.in_reasoning) if self.reading else None
         last = Chunk()
         ids: list[int] = []
         try:
@@ -189,7 +190,7 @@ class ReplyReader:
             last = chunk
         text = "".join(parts)
         parsed = (
-            parse_output(text, self.plan, prompt=self.prompt)
+            parse(text, self.syntax, in_reasoning=self.in_reasoning)
             if self.reading
             else ParsedOutput(content=text)
         )

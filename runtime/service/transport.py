@@ -106,7 +106,7 @@ async def framed(
     frame: Callable[[P], bytes],
     error: Callable[[Described], bytes],
     *,
-    close: Callable[[], Awaitable[None]] | None = None,
+    close: Callable[[], Awaitable[None]],
     done: bytes = b"",
 ) -> AsyncIterator[bytes]:
     """Frame `events`; a failure becomes `error(describe(exc))`; `done` ends the stream.
@@ -121,32 +121,18 @@ async def framed(
             log.error("stream failed", exc_info=exc)
         yield error(describe(exc))
     finally:
-        with contextlib.suppress(Exception):
-            await aclose(events)
-        if close is not None:
-            await close()
+        closer = getattr(events, "aclose", None)  # generators and engine streams have it
+        if closer is not None:
+            with contextlib.suppress(Exception):
+                await closer()
+        await close()
     if done:
         yield done
 
 
-def sse_stream(
-    events: AsyncIterator[P],
-    frame: Callable[[P], bytes],
-    error: Callable[[Described], bytes],
-    *,
-    close: Callable[[], Awaitable[None]],
-    done: bytes = b"",
-) -> Stream:
+def sse_stream(frames: AsyncIterator[bytes]) -> Stream:
     """`framed` events answered as an SSE stream (no caching or proxy buffering)."""
-    framed_events = framed(events, frame, error, close=close, done=done)
-    return Stream(framed_events, media_type=SSE, headers=SSE_HEADERS)
-
-
-async def aclose(iterator: AsyncIterator[Any]) -> None:
-    """Close an async iterator that has `aclose` (generators, engine streams)."""
-    closer = getattr(iterator, "aclose", None)
-    if closer is not None:
-        await closer()
+    return Stream(frames, media_type=SSE, headers=SSE_HEADERS)
 
 
 def openai_sse_error(error: Described) -> bytes:
@@ -199,8 +185,7 @@ class WireBody(AbstractDTO[Any]):
         return self.decode_raw(value, self._types[self.asgi_connection.route_handler.handler_id])
 
     def decode_builtins(self, value: dict[str, Any]) -> Any:
-        into = self._types[self.asgi_connection.route_handler.handler_id]
-        return self.decode_raw(msgspec.json.encode(value), into)
+        return self.decode_bytes(msgspec.json.encode(value))
 
 
 class PlainJsonBody(WireBody):

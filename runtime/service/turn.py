@@ -14,16 +14,17 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from runtime.engines.base import Chunk, GenerationParams
+from runtime.engines.base import GenerationParams
 from runtime.errors import ContextTooLong, InvalidRequest
 from runtime.service.replies import Pieces, PrefetchedStream, Reply, ReplyEvent, ReplyReader, merge
-from runtime.tools.calls import NO_TOOLS, ToolPlan, plan_tools, prepare_messages
+from runtime.tools.calls import NO_TOOLS, plan_tools, prepare_messages, starts_in_reasoning
 
 if TYPE_CHECKING:
     from runtime.engines.protocol import ChatEngineProtocol, TokenStream
@@ -37,6 +38,7 @@ __all__ = [
     "Turn",
     "chat_call",
     "given",
+    "new_id",
     "open_ended_max_tokens",
     "open_turn",
     "prepare_turn",
@@ -85,6 +87,11 @@ def given(source: Any, *names: str) -> dict[str, Any]:
     return {name: value for name in names if (value := getattr(source, name)) is not None}
 
 
+def new_id(prefix: str, length: int = 32) -> str:
+    """A fresh object id as an API spells it: `prefix` then `length` hex digits."""
+    return prefix + uuid.uuid4().hex[:length]
+
+
 def chat_call(call_id: str, name: str, arguments: Any) -> dict[str, Any]:
     """One tool call in the chat form of `Turn.messages` (OpenAI chat's shape)."""
     return {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
@@ -95,18 +102,10 @@ class Prepared:
     """A turn planned and rendered on its engine, not yet submitted."""
 
     engine: ChatEngineProtocol
-    plan: ToolPlan
     params: GenerationParams
-    prompt: str  # the rendered chat prompt ("" for raw prompts)
     prompt_ids: list[list[int]]  # one per prompt
-    reading: bool  # replies go through runtime/tools (tools, or a template that thinks)
+    reader: ReplyReader  # reader.reading: replies go through runtime/tools
     loaded_at: float = 0.0  # time.perf_counter() once the engine was in hand
-
-    @property
-    def reader(self) -> ReplyReader:
-        return ReplyReader(
-            self.plan, self.prompt, self.reading, self.params.stop, self.engine.decode
-        )
 
 
 async def prepare_turn(manager: ModelManager, turn: Turn) -> Prepared:
@@ -136,7 +135,10 @@ async def prepare_turn(manager: ModelManager, turn: Turn) -> Prepared:
             for p in turn.prompts or []
         ]
     params = _fit(engine, turn, params, max(len(ids) for ids in prompt_ids))
-    return Prepared(engine, plan, params, prompt, prompt_ids, reading, loaded_at)
+    reader = ReplyReader(
+        plan.format, starts_in_reasoning(prompt), reading, params.stop, engine.decode
+    )
+    return Prepared(engine, params, prompt_ids, reader, loaded_at)
 
 
 def _check_top_k(engine: ChatEngineProtocol, turn: Turn) -> None:
@@ -204,13 +206,12 @@ async def open_turn(manager: ModelManager, turn: Turn) -> OpenTurn:
                     else msgspec.structs.replace(params, seed=(params.seed + i) % (2**31))
                 )
                 streams.append(engine.stream(ids, seeded))
-        firsts = await asyncio.gather(*(_first(s) for s in streams))
+        firsts = await asyncio.gather(*(anext(s, None) for s in streams))
     except BaseException:
         for stream in streams:
             await stream.aclose()
         raise
     return OpenTurn(
-        model_id=engine.model_id,
         prepared=prepared,
         prompt_tokens=sum(len(ids) for ids in prepared.prompt_ids),
         streams=[PrefetchedStream(s, f) for s, f in zip(streams, firsts, strict=True)],
@@ -219,18 +220,10 @@ async def open_turn(manager: ModelManager, turn: Turn) -> OpenTurn:
     )
 
 
-async def _first(stream: TokenStream) -> Chunk | None:
-    try:
-        return await stream.__anext__()
-    except StopAsyncIteration:
-        return None
-
-
 @dataclass
 class OpenTurn:
     """A submitted turn: one stream per choice, first chunks in hand."""
 
-    model_id: str
     prepared: Prepared
     prompt_tokens: int  # the prompts, counted once however many choices
     streams: list[PrefetchedStream]
@@ -250,10 +243,9 @@ class OpenTurn:
         """Choice `index`'s pieces, its Finished read after the loop (`Pieces.finished`)."""
         return Pieces(self.events(index))
 
-    async def merged(self) -> AsyncIterator[tuple[int, ReplyEvent]]:
+    def merged(self) -> AsyncIterator[tuple[int, ReplyEvent]]:
         """Every choice's events as they come, tagged with the choice's index."""
-        async for item in merge([self.events(i) for i in range(len(self.streams))]):
-            yield item
+        return merge([self.events(i) for i in range(len(self.streams))])
 
     async def collect(self) -> list[Reply]:
         """Drain every choice (non-streaming answers)."""

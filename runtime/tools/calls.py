@@ -1,10 +1,10 @@
 """The seam between wire APIs and tool calling: what to render, how to guide, how to read.
 
 The service's generation seam (`runtime/service/turn.py::open_turn`) calls `plan_tools` and
-`prepare_messages` before rendering the prompt once, and reads the reply with `parse_output`
-(finished) or `stream_output` (streamed), for every client API alike. Which family's syntax
-applies is data: the manifest's `tool_parser` (written by the compiler's recipe) names a row
-of formats.FORMATS.
+`prepare_messages` before rendering the prompt once, and reads the reply in the plan's
+`format` (parsers.py: `parse` finished, `StreamParser` streamed), for every client API
+alike. Which family's syntax applies is data: the manifest's `tool_parser` (written by the
+compiler's recipe) names a row of formats.FORMATS.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +23,7 @@ from runtime.tools.grammar import (
     marker_tokens,
     tool_call_guidance,
 )
-from runtime.tools.parsers import THINK_OPEN, ParsedOutput, StreamParser, parse
+from runtime.tools.parsers import THINK_OPEN
 
 if TYPE_CHECKING:
     from runtime.store.metadata import ModelMetadata
@@ -32,12 +31,9 @@ if TYPE_CHECKING:
 __all__ = [
     "NO_TOOLS",
     "ToolPlan",
-    "parse_output",
-    "parser_name",
     "plan_tools",
     "prepare_messages",
     "starts_in_reasoning",
-    "stream_output",
 ]
 
 
@@ -53,24 +49,13 @@ class ToolPlan:
     template_tools: list[dict[str, Any]] | None
     guidance: tuple[str, str] | None
     format: ToolFormat
-    forced: bool = False
 
 
 NO_TOOLS = ToolPlan(None, None, tool_format("none"))
 
 
-def parser_name(metadata: ModelMetadata) -> str | None:
-    """The tool parser a model's manifest metadata names (or its family's usual one)."""
-    return metadata.tool_parser or family_format(metadata.family)
-
-
-@lru_cache(maxsize=16)
-def _tokens(artifact: str) -> dict[str, int]:
-    return marker_tokens(Path(artifact))
-
-
 def _check_tools(tools: list[Any]) -> list[dict[str, Any]]:
-    checked = []
+    """`tools` themselves, once each is a function with a name and a JSON-object schema."""
     for i, tool in enumerate(tools):
         function = tool.get("function") if isinstance(tool, dict) else None
         if (
@@ -94,11 +79,10 @@ def _check_tools(tools: list[Any]) -> list[dict[str, Any]]:
                 f"tools[{i}].function.parameters is nested deeper than {MAX_SCHEMA_DEPTH} levels",
                 param=f"tools[{i}].function.parameters",
             )
-        checked.append(tool)
-    return checked
+    return tools
 
 
-def _chosen_name(tool_choice: Any) -> str | None:
+def _chosen_name(tool_choice: Any) -> str:
     if isinstance(tool_choice, dict):
         function = tool_choice.get("function")
         name = function.get("name") if isinstance(function, dict) else tool_choice.get("name")
@@ -134,7 +118,8 @@ def plan_tools(
         return NO_TOOLS
     if not tools:
         raise InvalidRequest("tool_choice needs tools", param="tool_choice")
-    family = parser_name(metadata)
+    # The parser the manifest names (an older manifest: its family's usual one).
+    family = metadata.tool_parser or family_format(metadata.family)
     if tool_choice == "auto":
         return ToolPlan(tools, None, tool_format(family))
     chosen = tools
@@ -145,9 +130,9 @@ def plan_tools(
             raise InvalidRequest(
                 f"tool_choice names {name!r}, which is not among the tools", param="tool_choice"
             )
-    tokens = _tokens(str(artifact)) if artifact is not None else {}
+    tokens = marker_tokens(artifact) if artifact is not None else {}
     guidance = tool_call_guidance(family, chosen, tokens=tokens)
-    return ToolPlan(tools, guidance, forced_format(family), forced=True)
+    return ToolPlan(tools, guidance, forced_format(family))
 
 
 def prepare_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -200,13 +185,3 @@ def _template_call(call: dict[str, Any]) -> dict[str, Any]:
 def starts_in_reasoning(prompt: str) -> bool:
     """DeepSeek-R1 style templates open `<think>` in the prompt; the reply starts inside it."""
     return prompt.rstrip().endswith(THINK_OPEN)
-
-
-def parse_output(text: str, plan: ToolPlan, *, prompt: str = "") -> ParsedOutput:
-    """A finished reply -> content, tool calls (fresh ids) and reasoning. Never raises."""
-    return parse(text, plan.format, in_reasoning=starts_in_reasoning(prompt))
-
-
-def stream_output(plan: ToolPlan, *, prompt: str = "") -> StreamParser:
-    """The streamed twin of `parse_output`: feed it text, get reply pieces back."""
-    return StreamParser(plan.format, in_reasoning=starts_in_reasoning(prompt))

@@ -153,7 +153,7 @@ class ToolFormat:
     def _scan_body(self, text: str, j: int) -> tuple[list[CallState], int | None]:
         if self.named and text[j] not in "[{":
             return _scan_named(text, j)
-        if self.as_list:
+        if self.as_list and text[j] != "{":  # a list format reads one bare object too
             return _scan_call_list(text, j, self.arg_keys)
         call, end = _call_from_object(text, j, self.arg_keys)
         return [call], end
@@ -268,10 +268,7 @@ def _normalise_arguments(raw: str) -> str:
 def _scan_call_list(
     text: str, i: int, arg_keys: tuple[str, ...]
 ) -> tuple[list[CallState], int | None]:
-    """A JSON list of call objects (or one bare object) starting at `i`."""
-    if text[i] == "{":
-        call, end = _call_from_object(text, i, arg_keys)
-        return [call], end
+    """A JSON list of call objects starting at `i`."""
     if text[i] != "[":
         raise Malformed(f"expected a list of calls at {i}")
     calls: list[CallState] = []

@@ -19,6 +19,8 @@ replies, so it is written exactly as that family's parser reads it.
 from __future__ import annotations
 
 import json
+import re
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,7 @@ __all__ = [
     "json_depth",
     "json_schema_guidance",
     "marker_tokens",
+    "reply_format_guidance",
     "strict_schema",
     "tool_call_guidance",
 ]
@@ -46,8 +49,6 @@ def strict_schema(schema: dict[str, Any]) -> dict[str, Any]:
     way a random-weight model never finishes (measured: `{"a":68777...` to max_tokens), and
     larger integers do not survive a round trip through most JSON parsers anyway.
     """
-    if not isinstance(schema, dict):
-        raise InvalidRequest("a JSON schema must be an object", param="response_format")
     if json_depth(schema) > MAX_SCHEMA_DEPTH:
         raise InvalidRequest(
             f"the JSON schema is nested deeper than {MAX_SCHEMA_DEPTH} levels",
@@ -94,8 +95,28 @@ def json_schema_guidance(schema: dict[str, Any]) -> tuple[str, str]:
     return "json_schema", json.dumps(strict_schema(schema), ensure_ascii=False)
 
 
+def reply_format_guidance(
+    kind: str, schema: dict[str, Any] | None, *, where: str, param: str
+) -> tuple[str, str] | None:
+    """A reply format (chat's `response_format`, Responses' `text.format`) as guidance:
+    "text" none, "json_object" any object, "json_schema" its `schema`.
+
+    Raises:
+        InvalidRequest: json_schema without a schema.
+    """
+    if kind == "json_object":
+        return json_schema_guidance({"type": "object"})
+    if kind != "json_schema":
+        return None
+    if schema is None:
+        raise InvalidRequest(f"{where} json_schema needs a 'schema'", param=param)
+    return json_schema_guidance(schema)
+
+
+@lru_cache(maxsize=16)
 def marker_tokens(artifact: Path) -> dict[str, int]:
-    """Added tokens of an artifact's tokenizer.json: text -> id (special or not)."""
+    """Added tokens of an artifact's tokenizer.json: text -> id (special or not); read once
+    per artifact, as every forced call on it asks again."""
     try:
         data = json.loads((artifact / "tokenizer.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -115,30 +136,11 @@ def _call_schema(tool: dict[str, Any], arg_key: str) -> dict[str, Any]:
 
 
 def _lark_piece(text: str, tokens: dict[str, int]) -> list[str]:
-    """Lark items spelling `text`: a token reference for each marker that is one token."""
-    return [
-        f"<[{tokens[part]}]>" if part in tokens else json.dumps(part)
-        for part in _split_on_tokens(text, tokens)
-    ]
-
-
-def _split_on_tokens(text: str, tokens: dict[str, int]) -> list[str]:
-    """Split `text` into added-token texts and the plain runs between them."""
-    parts: list[str] = []
-    i = run = 0
+    """Lark items spelling `text`: a token reference for each added-token text in it (the
+    longest first where they overlap), the plain runs between them as strings."""
     names = sorted((t for t in tokens if t and t in text), key=len, reverse=True)
-    while i < len(text):
-        hit = next((t for t in names if text.startswith(t, i)), None)
-        if hit is None:
-            i += 1
-            continue
-        if run < i:
-            parts.append(text[run:i])
-        parts.append(hit)
-        i = run = i + len(hit)
-    if run < len(text):
-        parts.append(text[run:])
-    return parts
+    parts = re.split(f"({'|'.join(map(re.escape, names))})", text) if names else [text]
+    return [f"<[{tokens[p]}]>" if p in tokens else json.dumps(p) for p in parts if p]
 
 
 def tool_call_guidance(

@@ -13,7 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from runtime.tools.formats import CallState, ToolFormat, held_prefix
-from runtime.tools.jsonscan import Malformed
 
 __all__ = [
     "THINK_CLOSE",
@@ -83,7 +82,7 @@ def parse(text: str, syntax: ToolFormat, *, in_reasoning: bool = False) -> Parse
     reasoning = reasoning.strip() if reasoning is not None else None
     try:
         scan = syntax.scan(rest, final=True)
-    except (Malformed, ValueError):
+    except ValueError:  # jsonscan.Malformed, or a call's arguments that json.loads refused
         return ParsedOutput(rest.strip() or None, [], reasoning or None)
     calls = [ToolCall(syntax.new_id(), c.name or "", c.arguments) for c in scan.calls]
     return ParsedOutput(scan.content.strip() or None, calls, reasoning or None)
@@ -133,7 +132,7 @@ class StreamParser:
             return self._content_delta(rest[self.broken_at :])
         try:
             scan = self.syntax.scan(rest, final=final)
-        except (Malformed, ValueError):
+        except ValueError:
             if not self.calls:
                 return self._content_delta(rest)
             # Calls already shown stay shown; only what follows the break is content.

@@ -19,8 +19,8 @@ from runtime.manager import ModelManager
 from runtime.service.apis.anthropic import wire
 from runtime.service.errors import Described, anthropic_body
 from runtime.service.openapi import streamed
-from runtime.service.transport import SSE, WireBody, named_sse, sse_stream, whole
-from runtime.service.turn import OpenTurn, open_turn, prepare_turn
+from runtime.service.transport import SSE, WireBody, framed, named_sse, sse_stream, whole
+from runtime.service.turn import OpenTurn, new_id, open_turn, prepare_turn
 
 __all__ = ["ROUTES"]
 
@@ -28,10 +28,10 @@ __all__ = ["ROUTES"]
 @post("/v1/messages", status_code=200, **streamed(wire.MessageBody, SSE, "the reply"))
 async def create_message(data: wire.MessagesRequest, manager: ModelManager) -> Any:
     turn = await open_turn(manager, wire.to_turn(data))
-    message_id = wire.new_message_id()
+    message_id = new_id("msg_", 24)
     if data.stream:
         events = _events(turn, data.model, message_id)
-        return sse_stream(events, named_sse, _error_event, close=turn.aclose)
+        return sse_stream(framed(events, named_sse, _error_event, close=turn.aclose))
     (reply,) = await turn.collect()
     end = reply.finished
     usage = wire.Usage(input_tokens=turn.prompt_tokens, output_tokens=end.usage.completion_tokens)
@@ -57,11 +57,10 @@ async def _events(turn: OpenTurn, model: str, message_id: str) -> AsyncIterator[
     input_tokens = turn.prompt_tokens
     blocks = wire.BlockStream()
     usage = wire.Usage(input_tokens=input_tokens, output_tokens=0)
-    start = wire.MessageBody(
-        id=message_id, model=model, content=[], stop_reason=None, stop_sequence=None, usage=usage
+    yield wire.event(
+        "message_start", message=wire.MessageBody(id=message_id, model=model, usage=usage)
     )
-    yield wire.event("message_start", message=start)
-    for event in blocks.begin(open_text=not turn.prepared.reading):
+    for event in blocks.begin(open_text=not turn.prepared.reader.reading):
         yield event
     yield wire.event("ping")
     pieces = turn.pieces()
@@ -71,7 +70,7 @@ async def _events(turn: OpenTurn, model: str, message_id: str) -> AsyncIterator[
     for event in blocks.end():
         yield event
     end = pieces.finished
-    reason = wire.stop_reason(end.reason, end.matched_stop, blocks.tool_use)
+    reason = wire.stop_reason(end.reason, end.matched_stop, end.tool_calls)
     usage = wire.Usage(input_tokens=input_tokens, output_tokens=end.usage.completion_tokens)
     delta = {"stop_reason": reason, "stop_sequence": end.matched_stop}
     yield wire.event("message_delta", delta=delta, usage=usage)

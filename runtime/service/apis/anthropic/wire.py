@@ -1,9 +1,9 @@
 """Anthropic Messages API on the wire, and its pure conversion to and from the engine.
 
-`/v1/messages` requests decode into these Structs; `to_chat(request)` turns one into the
-chat messages and generation settings every API shares, and the `*_event`/`MessageBody`
-functions shape the engine's output as Anthropic's clients expect it. Nothing here touches
-the service, the manager or an engine: it is unit-tested without a server.
+`/v1/messages` requests decode into these Structs; `to_turn(request)` turns one into the
+shared generation seam's Turn, and the `*_event`/`MessageBody` functions shape the engine's
+output as Anthropic's clients expect it. Nothing here touches the service, the manager or an
+engine: it is unit-tested without a server.
 
 The wire format has fields that are "a string or a list of blocks" (`system`, `content`);
 they stay unions here because that is what Anthropic's clients send.
@@ -12,7 +12,6 @@ they stay unions here because that is what Anthropic's clients send.
 from __future__ import annotations
 
 import json
-import uuid
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -34,9 +33,7 @@ __all__ = [
     "chat_tools",
     "content_blocks",
     "event",
-    "new_message_id",
     "stop_reason",
-    "to_chat",
     "to_turn",
 ]
 
@@ -88,23 +85,6 @@ class ToolChoice(msgspec.Struct, kw_only=True):
     disable_parallel_tool_use: bool | None = None
 
 
-class MessagesRequest(msgspec.Struct, kw_only=True):
-    """`POST /v1/messages`: `max_tokens` is required, as Anthropic requires it."""
-
-    model: str
-    max_tokens: MaxTokens
-    messages: Annotated[list[Message], Meta(min_length=1)]
-    system: str | list[TextBlock] | None = None
-    stop_sequences: StopList | None = None
-    temperature: Annotated[float, Meta(ge=0.0, le=1.0)] | None = None
-    top_p: Annotated[float, Meta(ge=0.0, le=1.0)] | None = None
-    top_k: VocabTopK | None = None
-    stream: bool = False
-    metadata: dict[str, Any] | None = None
-    tools: Annotated[list[ToolDef], Meta(max_length=128)] | None = None
-    tool_choice: ToolChoice | None = None
-
-
 class CountTokensRequest(msgspec.Struct, kw_only=True):
     """`POST /v1/messages/count_tokens`: the prompt part of a MessagesRequest."""
 
@@ -112,6 +92,19 @@ class CountTokensRequest(msgspec.Struct, kw_only=True):
     messages: Annotated[list[Message], Meta(min_length=1)]
     system: str | list[TextBlock] | None = None
     tools: Annotated[list[ToolDef], Meta(max_length=128)] | None = None
+
+
+class MessagesRequest(CountTokensRequest, kw_only=True):
+    """`POST /v1/messages`: `max_tokens` is required, as Anthropic requires it."""
+
+    max_tokens: MaxTokens
+    stop_sequences: StopList | None = None
+    temperature: Annotated[float, Meta(ge=0.0, le=1.0)] | None = None
+    top_p: Annotated[float, Meta(ge=0.0, le=1.0)] | None = None
+    top_k: VocabTopK | None = None
+    stream: bool = False
+    metadata: dict[str, Any] | None = None
+    tool_choice: ToolChoice | None = None
 
 
 def _text(content: str | list[Any]) -> str:
@@ -143,7 +136,7 @@ def _chat_messages(message: Message) -> list[dict]:
     return [*results, {"role": message.role, "content": text}]
 
 
-def chat_tools(request: MessagesRequest | CountTokensRequest) -> tuple[list[dict] | None, Any]:
+def chat_tools(request: CountTokensRequest) -> tuple[list[dict] | None, Any]:
     """The request's tools and tool_choice in OpenAI chat's shape (runtime/tools reads that).
 
     auto -> "auto", any -> "required", tool -> that function, none -> "none".
@@ -171,8 +164,8 @@ def chat_tools(request: MessagesRequest | CountTokensRequest) -> tuple[list[dict
     return tools or None, {"auto": "auto", "any": "required", "none": "none"}[choice.type]
 
 
-def to_chat(request: MessagesRequest | CountTokensRequest) -> tuple[list[dict], dict]:
-    """The shared chat messages and GenerationParams fields for one Anthropic request.
+def to_turn(request: CountTokensRequest) -> Turn:
+    """The request as the shared generation seam's Turn (count_tokens: its prompt only).
 
     `system` becomes a leading system message (Anthropic keeps it outside `messages`).
     Anthropic's default temperature is 1.0, as is ours, so an absent value stays absent.
@@ -182,26 +175,13 @@ def to_chat(request: MessagesRequest | CountTokensRequest) -> tuple[list[dict], 
         messages.append({"role": "system", "content": system})
     for message in request.messages:
         messages.extend(_chat_messages(message))
-    if not isinstance(request, MessagesRequest):
-        return messages, {}
-    stop = list(request.stop_sequences or [])
-    params = {"max_tokens": request.max_tokens, "stop": stop}
-    return messages, params | given(request, "temperature", "top_p", "top_k")
-
-
-def to_turn(request: MessagesRequest | CountTokensRequest) -> Turn:
-    """The request as the shared generation seam's Turn (count_tokens: its prompt only)."""
-    messages, params = to_chat(request)
+    params = GenerationParams(max_tokens=1)  # count_tokens renders, never generates
+    if isinstance(request, MessagesRequest):
+        sampling = given(request, "temperature", "top_p", "top_k")
+        stop = list(request.stop_sequences or [])
+        params = GenerationParams(max_tokens=request.max_tokens, stop=stop, **sampling)
     tools, tool_choice = chat_tools(request)
-    generation = msgspec.convert(params, GenerationParams) if params else _COUNT_ONLY
-    return Turn(request.model, generation, messages, tools=tools, tool_choice=tool_choice)
-
-
-_COUNT_ONLY = GenerationParams(max_tokens=1)
-
-
-def new_message_id() -> str:
-    return f"msg_{uuid.uuid4().hex[:24]}"
+    return Turn(request.model, params, messages, tools=tools, tool_choice=tool_choice)
 
 
 def stop_reason(
@@ -232,9 +212,9 @@ class MessageBody(msgspec.Struct, kw_only=True):
     type: Literal["message"] = "message"
     role: Literal["assistant"] = "assistant"
     model: str
-    content: list[dict[str, Any]]  # content_blocks(): thinking, text, tool_use
-    stop_reason: str | None
-    stop_sequence: str | None
+    content: list[dict[str, Any]] = []  # content_blocks(): thinking, text, tool_use
+    stop_reason: str | None = None
+    stop_sequence: str | None = None
     usage: Usage
 
 
@@ -276,7 +256,6 @@ class BlockStream:
     def __init__(self) -> None:
         self.index = -1
         self.kind: str | None = None
-        self.tool_use = False
 
     def begin(self, *, open_text: bool) -> list[tuple[str, dict]]:
         return self._start(_EMPTY["text"]) if open_text else []
@@ -302,7 +281,6 @@ class BlockStream:
         if delta.index is not None:
             sent = []
             if delta.id is not None:
-                self.tool_use = True
                 block = {"type": "tool_use", "id": delta.id, "name": delta.name, "input": {}}
                 sent += self._start(block)
             if delta.arguments:

@@ -25,12 +25,13 @@ from runtime.service.replies import UNFINISHED, Finished, Reply
 from runtime.service.transport import (
     DONE,
     SSE,
+    framed,
     openai_sse_error,
     sse,
     sse_stream,
     whole,
 )
-from runtime.service.turn import OpenTurn, open_turn
+from runtime.service.turn import OpenTurn, new_id, open_turn
 
 if TYPE_CHECKING:
     from runtime.store import CachedModel
@@ -72,11 +73,11 @@ async def chat_completions(
 
 def _head(prefix: str, model: str) -> dict[str, Any]:
     """What every object of one answer (the whole one, or each chunk) opens with."""
-    return {"id": wire.new_id(prefix), "created": wire.now(), "model": model}
+    return {"id": new_id(f"{prefix}-", 24), "created": int(time.time()), "model": model}
 
 
 def _sse_stream(events: AsyncIterator[Any], turn: OpenTurn) -> Stream:
-    return sse_stream(events, sse, openai_sse_error, close=turn.aclose, done=DONE)
+    return sse_stream(framed(events, sse, openai_sse_error, close=turn.aclose, done=DONE))
 
 
 def _chat_choice(index: int, reply: Reply) -> wire.ChatChoice:

@@ -8,8 +8,6 @@ the Responses/Anthropic/Ollama layers build a `GenerationParams` the same way.
 
 from __future__ import annotations
 
-import time
-import uuid
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -33,7 +31,7 @@ from runtime.service.bounds import (
 )
 from runtime.service.replies import Piece
 from runtime.service.turn import Turn, chat_call, given
-from runtime.tools.grammar import json_schema_guidance
+from runtime.tools.grammar import reply_format_guidance
 from runtime.tools.parsers import ParsedOutput
 
 __all__ = [
@@ -46,7 +44,6 @@ __all__ = [
     "ModelList",
     "ModelObject",
     "Usage",
-    "new_id",
 ]
 
 
@@ -135,14 +132,16 @@ class SamplingFields(msgspec.Struct, kw_only=True):
         return GenerationParams(
             max_tokens=max_tokens if max_tokens is not None else DEFAULT_MAX_TOKENS,
             min_tokens=self.min_tokens,
-            temperature=1.0 if self.temperature is None else self.temperature,
-            top_p=1.0 if self.top_p is None else self.top_p,
             top_k=max(0, self.top_k or 0),
             seed=None if self.seed is None else self.seed % (2**31),
             stop=stop,
             ignore_eos=self.ignore_eos,
             guidance=guidance,
+            **given(self, "temperature", "top_p"),  # unsent: the engine's defaults, 1.0
         )
+
+
+_TOOL_CHOICES = ("auto", "none", "required")  # or a named function (a dict)
 
 
 class ChatCompletionRequest(SamplingFields, kw_only=True):
@@ -167,11 +166,7 @@ class ChatCompletionRequest(SamplingFields, kw_only=True):
                 "logprobs is not supported by this service", param="logprobs"
             )
         refuse_serial_tool_calls(self.parallel_tool_calls, self.tools)
-        if isinstance(self.tool_choice, str) and self.tool_choice not in (
-            "auto",
-            "none",
-            "required",
-        ):
+        if isinstance(self.tool_choice, str) and self.tool_choice not in _TOOL_CHOICES:
             raise InvalidRequest(
                 f"tool_choice {self.tool_choice!r} must be 'auto', 'none', 'required' or "
                 "a named function",
@@ -234,26 +229,16 @@ class CompletionRequest(SamplingFields, kw_only=True):
 def response_guidance(response_format: ResponseFormat | None) -> tuple[str, str] | None:
     """OpenAI's response_format as an onnxruntime-genai guidance grammar (or None), without
     free whitespace (grammar.py: with it a random-weight model writes `{` then spaces)."""
-    if response_format is None or response_format.type == "text":
+    if response_format is None:
         return None
-    if response_format.type == "json_object":
-        return json_schema_guidance({"type": "object"})
-    if response_format.json_schema is None or response_format.json_schema.schema is None:
-        raise InvalidRequest(
-            "response_format json_schema needs a 'schema'", param="response_format"
-        )
-    return json_schema_guidance(response_format.json_schema.schema)
+    json_schema = response_format.json_schema
+    schema = json_schema.schema if json_schema is not None else None
+    return reply_format_guidance(
+        response_format.type, schema, where="response_format", param="response_format"
+    )
 
 
 # --- responses ---------------------------------------------------------------------------
-def new_id(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:24]}"
-
-
-def now() -> int:
-    return int(time.time())
-
-
 class PromptTokensDetails(msgspec.Struct, kw_only=True):
     cached_tokens: int = 0
 
@@ -324,12 +309,7 @@ def chunk_delta(piece: Piece) -> Delta:
     call: dict[str, Any] = {"index": piece.index}
     if piece.id is not None:
         call.update(id=piece.id, type="function")
-    function: dict[str, Any] = {}
-    if piece.name is not None:
-        function["name"] = piece.name
-    if piece.arguments is not None:
-        function["arguments"] = piece.arguments
-    call["function"] = function
+    call["function"] = given(piece, "name", "arguments")
     return Delta(tool_calls=[call])
 
 

@@ -1,25 +1,25 @@
 """OpenAI's Responses API, the way back: Response objects, output items and the event stream.
 
 `output_items` turns a finished reply into items, `ResponseEvents.body` shapes the Response
-object, `ResponseEvents` numbers a stream's events and `OutputStream` turns streamed reply
-pieces into output items and their events. Pure: unit-tested without a server.
+object, and `ResponseEvents` turns streamed reply pieces into output items and their events,
+numbered in order. Pure: unit-tested without a server.
 """
 
 from __future__ import annotations
 
 import time
-import uuid
 from typing import Any, Literal
 
 import msgspec
 
 from runtime.service.apis.responses import wire
+from runtime.service.errors import Described
 from runtime.service.replies import Usage
+from runtime.service.turn import new_id
 
 __all__ = [
     "Deleted",
     "InputItems",
-    "OutputStream",
     "ResponseEvents",
     "ResponseObject",
     "assistant_turn",
@@ -39,29 +39,20 @@ def output_items(parsed: Any, status: str, message_id: str | None = None) -> lis
     message (when there is text, or nothing else), then one function_call per tool call."""
     items = []
     if parsed.reasoning is not None:
-        items.append(reasoning_item(f"rs_{uuid.uuid4().hex}", parsed.reasoning, "completed"))
+        items.append(reasoning_item(new_id("rs_"), parsed.reasoning, "completed"))
     if parsed.content or not parsed.tool_calls:
-        items.append(
-            output_message(message_id or wire.new_message_id(), parsed.content or "", status)
-        )
+        items.append(output_message(message_id or new_id("msg_"), parsed.content or "", status))
     for call in parsed.tool_calls:
         items.append(
-            wire.function_call_item(
-                f"fc_{uuid.uuid4().hex}", call.id, call.name, call.arguments, "completed"
-            )
+            wire.function_call_item(new_id("fc_"), call.id, call.name, call.arguments, "completed")
         )
     return items
 
 
 def assistant_turn(items: list[dict]) -> list[dict]:
-    """The reply's output items as stored conversation messages (what the next turn sees)."""
-    return wire.item_messages(
-        [
-            item if item["type"] != "message" else {**item, "role": "assistant"}
-            for item in items
-            if item["type"] in ("message", "function_call")
-        ]
-    )
+    """The reply's output items as stored conversation messages (what the next turn sees):
+    its messages (output_message's, already the assistant's) and function calls."""
+    return wire.item_messages([i for i in items if i["type"] in ("message", "function_call")])
 
 
 def output_part(text: str) -> dict:
@@ -140,19 +131,26 @@ def final_status(finish_reason: str | None) -> Literal["completed", "incomplete"
 
 
 class ResponseEvents:
-    """Builds the Responses stream's events in order, each with the next `sequence_number`.
+    """One Response: its object (`body`), and its stream's events in order, each with the next
+    `sequence_number`: created → in_progress → output_item.added → content_part.added →
+    output_text.delta… → output_text.done → content_part.done → output_item.done → completed.
 
-    created → in_progress → output_item.added → content_part.added → output_text.delta… →
-    output_text.done → content_part.done → output_item.done → completed.
+    Streamed reply pieces (runtime/tools Deltas) become output items and their events: items
+    open as their first piece arrives (reasoning, message, each function call) and close when
+    another kind starts or the reply ends; `begin(open_message=True)` opens the message at once
+    (plain text, the order the stream had before tools).
     """
 
     def __init__(self, request: wire.ResponsesRequest, *, response_id: str, model: str):
         self.request = request
         self.response_id = response_id
         self.model = model
-        self.message_id = wire.new_message_id()
+        self.message_id = new_id("msg_")
         self.created_at = time.time()
         self.sequence = 0
+        self.items: list[dict] = []  # closed items, in output order
+        self._open: dict | None = None
+        self._text: list[str] = []
 
     def _event(self, kind: str, **fields: Any) -> tuple[str, dict]:
         data = {"type": kind, "sequence_number": self.sequence, **fields}
@@ -184,54 +182,36 @@ class ResponseEvents:
         )
         return msgspec.to_builtins(response)
 
-    def error(self, code: str, message: str) -> tuple[str, dict]:
-        return self._event("error", code=code, message=message, param=None)
-
-
-class OutputStream:
-    """Streamed reply pieces (runtime/tools Deltas) -> Responses output items and their events.
-
-    Items open as their first piece arrives (reasoning, message, each function call) and
-    close when another kind starts or the reply ends; `begin(open_message=True)` opens the
-    message at once (plain text, the order the stream had before tools). Sequence numbers
-    come from the shared `ResponseEvents`.
-    """
-
-    def __init__(self, events: ResponseEvents):
-        self.events = events
-        self.items: list[dict] = []  # closed items, in output order
-        self._open: dict | None = None
-        self._text: list[str] = []
+    def error(self, error: Described) -> tuple[str, dict]:
+        """A failure after the first byte: an `error` event, its code the HTTP status."""
+        return self._event("error", code=str(error.status), message=error.message, param=None)
 
     def begin(self, *, open_message: bool) -> list[tuple[str, dict]]:
-        response = self.events.body("in_progress", [], None)
+        response = self.body("in_progress", [], None)
         sent = [
-            self.events._event("response.created", response=response),
-            self.events._event("response.in_progress", response=response),
+            self._event("response.created", response=response),
+            self._event("response.in_progress", response=response),
         ]
         return sent + (self._start("message") if open_message else [])
 
     def _item_event(self, kind: str, item: dict) -> tuple[str, dict]:
         """`response.output_item.<kind>` (added, done) carrying the item whole."""
-        return self.events._event(
-            f"response.output_item.{kind}", output_index=len(self.items), item=item
-        )
+        return self._event(f"response.output_item.{kind}", output_index=len(self.items), item=item)
 
     def _emit(self, kind: str, **fields: Any) -> tuple[str, dict]:
         """`response.<kind>` about the open item (its id and output index first)."""
         assert self._open is not None, "an item is open while its events are sent"
         place = {"item_id": self._open["id"], "output_index": len(self.items)}
-        return self.events._event(f"response.{kind}", **place, **fields)
+        return self._event(f"response.{kind}", **place, **fields)
 
     def _start(self, kind: str, call: Any = None) -> list[tuple[str, dict]]:
         sent = self._close("completed")
         if kind == "message":
-            item = output_message(self.events.message_id, "", "in_progress")
+            item = output_message(self.message_id, "", "in_progress")
         elif kind == "reasoning":
-            item = reasoning_item(f"rs_{uuid.uuid4().hex}", None, "in_progress")
+            item = reasoning_item(new_id("rs_"), None, "in_progress")
         else:
-            item_id = f"fc_{uuid.uuid4().hex}"
-            item = wire.function_call_item(item_id, call.id, call.name, "", "in_progress")
+            item = wire.function_call_item(new_id("fc_"), call.id, call.name, "", "in_progress")
         self._open, self._text = item, []
         sent.append(self._item_event("added", item))
         if kind == "message":
@@ -288,5 +268,5 @@ class OutputStream:
         status = final_status(finish_reason)
         sent = [] if self.items or self._open else self._start("message")
         sent += self._close(status)
-        final = self.events.body(status, self.items, usage)
-        return [*sent, self.events._event("response.completed", response=final)]
+        final = self.body(status, self.items, usage)
+        return [*sent, self._event("response.completed", response=final)]

@@ -21,10 +21,9 @@ from runtime.manager import ModelManager
 from runtime.service.apis.responses import output as outgoing
 from runtime.service.apis.responses import wire
 from runtime.service.apis.responses.store import ResponsesStore, StoredResponse
-from runtime.service.errors import Described
 from runtime.service.openapi import answers, streamed
-from runtime.service.transport import SSE, named_sse, sse_stream, whole
-from runtime.service.turn import OpenTurn, open_turn
+from runtime.service.transport import SSE, framed, named_sse, sse_stream, whole
+from runtime.service.turn import OpenTurn, new_id, open_turn
 
 __all__ = ["ROUTES"]
 
@@ -59,14 +58,11 @@ async def create_response(data: wire.ResponsesRequest, manager: ModelManager) ->
     conversation = history + wire.item_messages(items)
     wire.check_call_outputs(conversation)
     turn = await open_turn(manager, wire.to_turn(data, conversation))
-    events = outgoing.ResponseEvents(data, response_id=wire.new_response_id(), model=data.model)
+    events = outgoing.ResponseEvents(data, response_id=new_id("resp_"), model=data.model)
     if data.stream:
-
-        def error(e: Described) -> bytes:
-            return named_sse(events.error(str(e.status), e.message))
-
         stream = _events(turn, data, events, items, conversation)
-        return sse_stream(stream, named_sse, error, close=turn.aclose)
+        frames = framed(stream, named_sse, lambda e: named_sse(events.error(e)), close=turn.aclose)
+        return sse_stream(frames)
     (reply,) = await turn.collect()
     finished = reply.finished
     status = outgoing.final_status(finished.reason)
@@ -83,15 +79,14 @@ async def _events(
     items: list[dict],
     conversation: list[dict],
 ) -> AsyncIterator[tuple[str, dict]]:
-    output = outgoing.OutputStream(events)
-    for event in output.begin(open_message=not turn.prepared.reading):
+    for event in events.begin(open_message=not turn.prepared.reader.reading):
         yield event
     pieces = turn.pieces()
     async for piece in pieces:
-        for event in output.feed(piece):
+        for event in events.feed(piece):
             yield event
     usage = outgoing.usage_body(turn.prompt_tokens, pieces.finished.usage)
-    closing = output.closing(pieces.finished.reason, usage)
+    closing = events.closing(pieces.finished.reason, usage)
     await _save(body, closing[-1][1]["response"], items, conversation)  # before the client sees it
     for event in closing:
         yield event

@@ -31,6 +31,10 @@ log = logging.getLogger(__name__)
 _ID = re.compile(r"^resp_[0-9a-f]{32}$")
 
 
+def _not_found(response_id: str, why: str = "was not found") -> ResponseNotFound:
+    return ResponseNotFound(f"response {response_id!r} {why}", param="response_id")
+
+
 class StoredResponse(msgspec.Struct, kw_only=True, frozen=True):
     id: str
     created_at: float
@@ -52,7 +56,7 @@ class ResponsesStore:
     def _path(self, response_id: str) -> Path:
         """The record's file; an id off the grammar is simply not found (never a path)."""
         if not isinstance(response_id, str) or not _ID.fullmatch(response_id):
-            raise ResponseNotFound(f"response {response_id!r} was not found", param="response_id")
+            raise _not_found(response_id)
         return self.root / f"{response_id}.json"
 
     def put(self, record: StoredResponse) -> None:
@@ -67,12 +71,10 @@ class ResponsesStore:
         try:
             record = msgspec.json.decode(path.read_bytes(), type=StoredResponse)
         except (FileNotFoundError, msgspec.DecodeError) as exc:
-            raise ResponseNotFound(
-                f"response {response_id!r} was not found", param="response_id"
-            ) from exc
+            raise _not_found(response_id) from exc
         if time.time() - record.created_at > self.max_age:
             path.unlink(missing_ok=True)
-            raise ResponseNotFound(f"response {response_id!r} has expired", param="response_id")
+            raise _not_found(response_id, "has expired")
         return record
 
     def delete(self, response_id: str) -> None:
@@ -80,9 +82,7 @@ class ResponsesStore:
         try:
             self._path(response_id).unlink()
         except FileNotFoundError as exc:
-            raise ResponseNotFound(
-                f"response {response_id!r} was not found", param="response_id"
-            ) from exc
+            raise _not_found(response_id) from exc
 
     def prune(self) -> None:
         """Drop records past `max_age`, then the oldest past `max_count`."""

@@ -1,10 +1,9 @@
 """OpenAI's Responses API on the wire, and its pure conversion to and from the engine.
 
 `/v1/responses` requests decode into `ResponsesRequest`; `input_items` normalises `input`
-into items, `item_messages` into chat messages, `to_params` gives the generation settings
-and `to_turn` the shared seam's Turn. What goes back (Response objects, output items, the
-event stream) is `output.py`. Nothing here touches the service, the manager, the store or
-an engine.
+into items, `item_messages` into chat messages, and `to_turn` gives the shared seam's Turn.
+What goes back (Response objects, output items, the event stream) is `output.py`. Nothing
+here touches the service, the manager, the store or an engine.
 
 `input` (a string or a list of items) and an item's `content` (a string or a list of parts)
 are unions because that is what OpenAI's clients send.
@@ -12,7 +11,6 @@ are unions because that is what OpenAI's clients send.
 
 from __future__ import annotations
 
-import uuid
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -20,9 +18,9 @@ from msgspec import Meta
 
 from runtime.engines.base import GenerationParams
 from runtime.errors import InvalidRequest
-from runtime.service.bounds import MaxTokens, refuse_serial_tool_calls
-from runtime.service.turn import Turn, chat_call, given
-from runtime.tools.grammar import json_schema_guidance
+from runtime.service.bounds import MaxTokens, Temperature, refuse_serial_tool_calls
+from runtime.service.turn import Turn, chat_call, given, new_id
+from runtime.tools.grammar import reply_format_guidance
 
 __all__ = [
     "InputItem",
@@ -32,9 +30,6 @@ __all__ = [
     "function_call_item",
     "input_items",
     "item_messages",
-    "new_message_id",
-    "new_response_id",
-    "to_params",
     "to_turn",
 ]
 
@@ -107,7 +102,7 @@ class ResponsesRequest(msgspec.Struct, kw_only=True):
     input: str | list[InputItem]
     instructions: str | None = None
     max_output_tokens: MaxTokens | None = None
-    temperature: Annotated[float, Meta(ge=0.0, le=2.0)] | None = None
+    temperature: Temperature | None = None
     top_p: Annotated[float, Meta(ge=0.0, le=1.0)] | None = None
     text: TextConfig | None = None
     stream: bool = False
@@ -119,18 +114,8 @@ class ResponsesRequest(msgspec.Struct, kw_only=True):
     parallel_tool_calls: bool | None = None
 
 
-def new_response_id() -> str:
-    return f"resp_{uuid.uuid4().hex}"
-
-
-def new_message_id() -> str:
-    return f"msg_{uuid.uuid4().hex}"
-
-
 def content_text(content: Any) -> str:
-    if content is None:
-        return ""
-    return content if isinstance(content, str) else "".join(part.text for part in content)
+    return content if isinstance(content, str) else "".join(part.text for part in content or ())
 
 
 def function_call_item(item_id: str, call_id: str, name: str, arguments: str, status: str) -> dict:
@@ -148,11 +133,11 @@ def function_call_item(item_id: str, call_id: str, name: str, arguments: str, st
 def _stored_item(item: InputItem) -> dict | None:
     if item.type == "function_call":
         assert item.call_id and item.name and item.arguments is not None  # __post_init__
-        item_id = item.id or f"fc_{uuid.uuid4().hex}"
+        item_id = item.id or new_id("fc_")
         return function_call_item(item_id, item.call_id, item.name, item.arguments, "completed")
     if item.type == "function_call_output":
         return {
-            "id": item.id or f"fco_{uuid.uuid4().hex}",
+            "id": item.id or new_id("fco_"),
             "type": "function_call_output",
             "call_id": item.call_id,
             "output": content_text(item.output),
@@ -162,7 +147,7 @@ def _stored_item(item: InputItem) -> dict | None:
         return None  # the model does not see its past reasoning (chat templates drop it too)
     part = "output_text" if item.role == "assistant" else "input_text"
     return {
-        "id": new_message_id(),
+        "id": new_id("msg_"),
         "type": "message",
         "role": item.role,
         "status": "completed",
@@ -244,46 +229,29 @@ def chat_tools(request: ResponsesRequest) -> tuple[list[dict] | None, Any]:
     return tools or None, request.tool_choice
 
 
-def to_params(request: ResponsesRequest) -> dict:
-    """GenerationParams fields; `text.format` goes through the same guidance as chat's
-    `response_format` (a JSON grammar without free whitespace).
+def to_turn(request: ResponsesRequest, conversation: list[dict]) -> Turn:
+    """The request, after its stored `conversation`, as the shared seam's Turn; `text.format`
+    goes through the same guidance as chat's `response_format` (a JSON grammar without free
+    whitespace). OpenAI's default length is "until the context is full": open-ended, capped
+    (turn.py).
 
     Raises:
-        InvalidRequest: json_schema without a schema.
+        InvalidRequest: json_schema without a schema; UnsupportedParameter: serial tool calls.
     """
     refuse_serial_tool_calls(request.parallel_tool_calls, request.tools)
-    params = given(request, "temperature", "top_p")
-    if request.max_output_tokens is not None:
-        params["max_tokens"] = request.max_output_tokens
-    fmt = request.text.format if request.text is not None else None
-    if fmt is not None and fmt.type == "json_schema":
-        if fmt.schema_ is None:
-            raise InvalidRequest(
-                "text.format json_schema needs a 'schema'", param="text.format.schema"
-            )
-        params["guidance"] = json_schema_guidance(fmt.schema_)
-    elif fmt is not None and fmt.type == "json_object":
-        params["guidance"] = json_schema_guidance({"type": "object"})
-    return params
-
-
-def to_turn(request: ResponsesRequest, conversation: list[dict]) -> Turn:
-    """The request, after its stored `conversation`, as the shared seam's Turn.
-
-    OpenAI's default length is "until the context is full": open-ended, capped (turn.py).
-    """
+    fmt = (request.text.format if request.text is not None else None) or TextFormat()
+    guidance = reply_format_guidance(
+        fmt.type, fmt.schema_, where="text.format", param="text.format.schema"
+    )
+    params = GenerationParams(guidance=guidance, **given(request, "temperature", "top_p"))
     messages = [{"role": "system", "content": request.instructions}] if request.instructions else []
-    messages += conversation
     tools, tool_choice = chat_tools(request)
-    fields = to_params(request)
-    requested = fields.pop("max_tokens", None)
-    params = msgspec.convert(fields, GenerationParams)
     return Turn(
         request.model,
         params,
-        messages,
+        messages + conversation,
         tools=tools,
         tool_choice=tool_choice,
         open_ended=True,
-        max_tokens=requested,
+        max_tokens=request.max_output_tokens,
     )
