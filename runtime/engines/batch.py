@@ -6,8 +6,7 @@ sum(mask) - 1) and, with past and present bound to one buffer (the builder's
 `past_present_share_buffer`), writes each row's new keys in place at that row's own length.
 So rows of different lengths decode in one `run` with no KV copied per step. Sequences join
 between steps (prefilled in chunks into the next free row, one chunk per step, so running
-streams keep flowing; requests that arrive together while none decodes run their first chunk
-in one run), and leave at once (the last row moves into the freed one). A leaving
+streams keep flowing), and leave at once (the last row moves into the freed one). A leaving
 row's prompt KV is kept for the next turn (kept_kv.py); a joining row starts from the longest
 kept prefix of its prompt. Grammar masks (guidance.py) and each row's own seeded random
 stream are applied when a row's token is sampled.
