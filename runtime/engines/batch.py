@@ -282,13 +282,11 @@ class BatchScheduler:
         """Take the next waiting row; with none decoding, all that arrived (to a token budget)."""
         with self._cond:
             taken = self._waiting[:1]
-            if not self._running:
-                # A graph with logits for every token gets no more of them than a lone chunk.
-                budget = PREFILL_GROUP_TOKENS if self._last_logits_only else PREFILL_CHUNK_ALONE
+            if not self._running and self._last_logits_only:  # else logits of every token
                 tokens = min(len(taken[0].seq.prompt), PREFILL_CHUNK_ALONE) if taken else 0
                 for row in self._waiting[1 : self.max_batch]:
                     tokens += min(len(row.seq.prompt), PREFILL_CHUNK_ALONE)
-                    if tokens > budget:
+                    if tokens > PREFILL_GROUP_TOKENS:
                         break
                     taken.append(row)
             del self._waiting[: len(taken)]
