@@ -282,7 +282,7 @@ class BatchScheduler:
         """Take the next waiting row; with none decoding, all that arrived (to a token budget)."""
         with self._cond:
             taken = self._waiting[:1]
-            if not self._running and self._last_logits_only:  # else logits of every token
+            if not self._running:
                 tokens = min(len(taken[0].seq.prompt), PREFILL_CHUNK_ALONE) if taken else 0
                 for row in self._waiting[1 : self.max_batch]:
                     tokens += min(len(row.seq.prompt), PREFILL_CHUNK_ALONE)
