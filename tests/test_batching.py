@@ -198,50 +198,6 @@ def test_int4_a_batch_of_eight_also_gives_each_its_greedy_tokens_alone(int4_arti
     assert together == alone
 
 
-def arriving_together(artifact) -> tuple[list[list[int]], list[list[int]], list[tuple[int, int]]]:
-    """8 chats of different lengths submitted while the scheduler is held, so they wait for
-    one admission together; their greedy tokens, og.Generator's for each alone, and the
-    (rows, tokens a row) of every prompt run the scheduler made."""
-    chat = batched_engine(artifact)
-    scheduler = chat._scheduler
-    runs: list[tuple[int, int]] = []
-    original = scheduler._run
-
-    def counted(first_row, rows, ids):
-        if ids.shape[1] > 1:
-            runs.append(ids.shape)
-        return original(first_row, rows, ids)
-
-    scheduler._run = counted
-    try:
-        chats = prompts(chat, 8)
-        alone = [og_greedy(artifact, prompt, GREEDY.max_tokens) for prompt in chats]
-
-        async def together() -> list[list[int]]:
-            with scheduler._cond:
-                streams = [chat.stream(prompt, GREEDY) for prompt in chats]
-            return await asyncio.gather(*(ids_of_stream(stream) for stream in streams))
-
-        return asyncio.run(together()), alone, runs
-    finally:
-        chat.close()
-
-
-async def ids_of_stream(stream) -> list[int]:
-    return [i async for chunk in stream for i in chunk.token_ids]
-
-
-@pytest.mark.parametrize("build", ["fp32", "int4"])
-def test_requests_arriving_together_are_prefilled_together_with_their_lone_tokens(
-    build,
-    artifact,
-    int4_artifact,  # noqa: F811
-):
-    together, alone, runs = arriving_together(artifact if build == "fp32" else int4_artifact)
-    assert together == alone
-    assert max(rows for rows, _ in runs) > 1  # a prompt run over several rows at once
-
-
 def test_a_seed_gives_one_text_alone_and_in_a_batch(engine):
     chats = prompts(engine, 4)
     seeded = GenerationParams(max_tokens=12, temperature=1.0, seed=7, ignore_eos=True)

@@ -36,7 +36,6 @@ Never imports onnxruntime at module level.
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 import threading
@@ -68,10 +67,6 @@ DEFAULT_BUDGET_MB = 1024
 # alternated) took 1.49-1.51 s in chunks of 128, 1.43-1.48 s in 256, 1.66-1.78 s in one run.
 PREFILL_CHUNK_BESIDE = 128
 PREFILL_CHUNK_ALONE = 256
-# Requests that arrive together while nothing decodes are prefilled together, up to this many
-# prompt tokens a run: the kernels share weight reads across rows (real SmolLM2-135M cpu-int4,
-# 2 threads, 130-token prompts: 4 rows in one run 0.64 s against 4 x 0.21 s one at a time).
-PREFILL_GROUP_TOKENS = 1024
 _GRAPH_INPUTS = {"input_ids", "attention_mask", "past_key_names", "past_value_names"}
 
 
@@ -170,9 +165,7 @@ class BatchScheduler:
         self._capacity = 0
         self._buffers: dict[str, np.ndarray] = {}
         self._running: list[_Row] = []  # rows 0..n-1 of the buffers, decoding
-        # Rows n.., prefilling: one, or several admitted together while none decoded, in the
-        # order of the prompt tokens they have left (so those done first are the first rows).
-        self._joining: list[_Row] = []
+        self._joining: _Row | None = None  # row n, prefilling
         self._waiting: list[_Row] = []
         self._reserved = 0
         self._cond = threading.Condition()
@@ -222,7 +215,7 @@ class BatchScheduler:
                     self._cond.wait()
                 closed = self._closed
             if closed:
-                for row in [*self._running, *self._waiting, *self._joining]:
+                for row in [*self._running, *self._waiting, *filter(None, [self._joining])]:
                     self._leave(row, "cancelled")
                 return
             try:
@@ -236,7 +229,8 @@ class BatchScheduler:
     def _drop_cancelled(self) -> None:
         for row in [r for r in self._running if r.seq.cancelled]:
             self._leave(row, "cancelled")
-        for row in [r for r in self._joining if r.seq.cancelled]:
+        if self._joining is not None and self._joining.seq.cancelled:
+            row, self._joining = self._joining, None
             self._leave(row, "cancelled")
         with self._cond:
             gone = [r for r in self._waiting if r.seq.cancelled]
@@ -245,71 +239,38 @@ class BatchScheduler:
             self._leave(row, "cancelled")
 
     def _prefill_step(self) -> None:
-        """One chunk of the joining rows' prompts; fully prefilled rows start decoding.
-
-        Rows admitted together with nothing of their prompts held yet run their first chunk
-        together (GroupQueryAttention takes several rows only when no row has past KV) at an
-        even size: MatMulNBits computes prompt rows in pairs (prefix_cache.py's
-        ROW_ALIGNMENT), so an even chunk keeps every row's pairs where its own prefill alone
-        has them, and its tokens those of a lone request. The rest runs one row at a time.
-        """
-        if not self._joining and len(self._running) < self.max_batch:
-            self._admit()
-        if not self._joining:
+        """One chunk of the joining row's prompt; a fully prefilled row starts decoding."""
+        if self._joining is None and len(self._running) < self.max_batch:
+            with self._cond:
+                self._joining = self._waiting.pop(0) if self._waiting else None
+            if self._joining is not None:
+                seq = self._joining.seq
+                self._ensure_capacity(len(seq.prompt) + seq.params.max_tokens)
+                self._reuse(self._joining)
+        row = self._joining
+        if row is None:
             return
         size = PREFILL_CHUNK_BESIDE if self._running else PREFILL_CHUNK_ALONE
-        fresh = list(itertools.takewhile(lambda row: row.length == 0, self._joining))
-        shortest = len(self._joining[0].seq.prompt) - self._joining[0].length
-        if len(fresh) > 1 and shortest >= 2:
-            group, size = fresh, min(size, shortest) // 2 * 2
-        else:
-            group = self._joining[:1]
-            if shortest <= size + size // 2:  # a 130-token prompt in one run, not 128 then 2
-                size = shortest
-        ids = np.asarray([row.seq.prompt[row.length : row.length + size] for row in group])
-        logits = self._run(len(self._running), group, ids.astype(np.int64, copy=False))
-        for row in group:
-            row.length += size
-        # The first rows: fresh ones are placed by the tokens they have left, fewest first.
-        done = [(row, row_logits) for row, row_logits in zip(group, logits, strict=True)]
-        done = [(row, row_logits) for row, row_logits in done if row.prefilled]
-        self._joining = self._joining[len(done) :]
-        self._running += [row for row, _ in done]
-        for row, row_logits in done:
-            self._accept(row, row_logits)
+        left = len(row.seq.prompt) - row.length
+        if left <= size + size // 2:  # a 130-token prompt in one run, not 128 then 2
+            size = left
+        chunk = row.seq.prompt[row.length : row.length + size]
+        logits = self._run(len(self._running), [row], np.asarray([chunk], dtype=np.int64))
+        row.length += len(chunk)
+        if row.prefilled:
+            self._joining = None
+            self._running.append(row)
+            self._accept(row, logits[0])
 
-    def _admit(self) -> None:
-        """Take the next waiting row; with none decoding, all that arrived (to a token budget)."""
-        with self._cond:
-            taken = self._waiting[:1]
-            if not self._running:
-                tokens = min(len(taken[0].seq.prompt), PREFILL_CHUNK_ALONE) if taken else 0
-                for row in self._waiting[1 : self.max_batch]:
-                    tokens += min(len(row.seq.prompt), PREFILL_CHUNK_ALONE)
-                    if tokens > PREFILL_GROUP_TOKENS:
-                        break
-                    taken.append(row)
-            del self._waiting[: len(taken)]
-        if not taken:
+    def _reuse(self, row: _Row) -> None:
+        """Start `row` from the longest kept prefix of its prompt (copied into its buffer row)."""
+        if not self.kept.accepts(row.params):
             return
-        self._ensure_capacity(max(len(r.seq.prompt) + r.seq.params.max_tokens for r in taken))
-        found = [self._kept_prefix(row) for row in taken]
-        # Fresh rows first, fewest tokens first (see _prefill_step); rows with a kept prefix after.
-        placed = sorted(
-            zip(taken, found, strict=True),
-            key=lambda pair: (pair[1] is not None, len(pair[0].seq.prompt)),
-        )
-        for position, (row, hit) in enumerate(placed):
-            if hit is not None:
-                self._reuse(len(self._running) + position, row, *hit)
-        self._joining = [row for row, _ in placed]
-
-    def _kept_prefix(self, row: _Row) -> tuple[int, list[np.ndarray]] | None:
-        """The longest kept prefix of `row`'s prompt and its KV, where reuse is allowed."""
-        return self.kept.take(row.seq.prompt) if self.kept.accepts(row.params) else None
-
-    def _reuse(self, index: int, row: _Row, length: int, kv: list[np.ndarray]) -> None:
-        """Start `row` at buffer `index` from a kept prefix of its prompt (copied in)."""
+        found = self.kept.take(row.seq.prompt)
+        if found is None:
+            return
+        length, kv = found
+        index = len(self._running)
         for (past, _), held in zip(self._kv_names, kv, strict=True):
             self._buffers[past][index, :, :length] = held[:, :length]
         row.length = length
@@ -409,7 +370,7 @@ class BatchScheduler:
         self._bindings.clear()  # they point into the old buffers
 
     def _leave(self, row: _Row, reason: str) -> None:
-        """End `row` now: free its budget and its buffer row (the rows after it move in)."""
+        """End `row` now: free its budget and its buffer row (the last running row moves in)."""
         if row in self._running:
             index = self._running.index(row)
             self._keep(index, row)
@@ -420,11 +381,11 @@ class BatchScheduler:
                     buffer[index, :, : moved.length] = buffer[last, :, : moved.length]
                 self._running[index] = moved
             self._running.pop()
-            self._shift_joining(0)
-        elif row in self._joining:
-            position = self._joining.index(row)
-            self._joining.remove(row)
-            self._shift_joining(position)
+            if self._joining is not None and self._joining.length:
+                for buffer in self._buffers.values():  # the joining row sits right after
+                    buffer[last, :, : self._joining.length] = buffer[
+                        last + 1, :, : self._joining.length
+                    ]
         with self._cond:
             self._reserved -= row.reserved
         # Counted out before the last chunk is delivered: a client that reacts to its end at
@@ -433,18 +394,10 @@ class BatchScheduler:
         self._on_done()
         row.seq.finish("stop" if row.seq.stops.stopped else reason)
 
-    def _shift_joining(self, position: int) -> None:
-        """Move the joining rows from `position` on one buffer row down, into a freed one."""
-        first = len(self._running)
-        for offset, row in enumerate(self._joining[position:], start=first + position):
-            if row.length:
-                for buffer in self._buffers.values():
-                    buffer[offset, :, : row.length] = buffer[offset + 1, :, : row.length]
-
     def _fail_all(self, error: GenerationFailed) -> None:
         log.error("batch step failed: %s", error.message)
-        rows = [*self._running, *self._joining]
-        self._running, self._joining = [], []
+        rows = [*self._running, *filter(None, [self._joining])]
+        self._running, self._joining = [], None
         for row in rows:
             with self._cond:
                 self._reserved -= row.reserved
