@@ -156,7 +156,7 @@ async def openai_download(manager: ModelManager, data: wire.DownloadRequest) -> 
     """
     from runtime import download
 
-    name = _download_name(data)
+    name = data.name()
     store = manager.store
     fetch: DownloadFn = download.download
     if store.has(name):  # a cached model (even outside the catalog) needs no download
@@ -168,15 +168,6 @@ async def openai_download(manager: ModelManager, data: wire.DownloadRequest) -> 
 
 DownloadFn = Callable[[str, "Store", ProgressFn], "CachedModel"]
 """`download.download` or, for a model the store holds, `download.already_cached`."""
-
-
-def _download_name(body: wire.DownloadRequest) -> str:
-    model = body.name()
-    if not model:
-        raise InvalidRequest(
-            "'model' must be a model id or alias, or {\"Name\": id}", param="model"
-        )
-    return model
 
 
 async def _download_lines(store: Store, download_fn: DownloadFn, name: str) -> AsyncIterator[str]:
@@ -316,13 +307,12 @@ async def count_tokens(manager: ModelManager, data: wire.TokenCountRequest) -> w
     return wire.TokenCount(len(engine.encode(prompt)))
 
 
-def _plain_message(message: Any) -> dict[str, Any]:
-    if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+def _plain_message(message: dict[str, Any]) -> dict[str, Any]:
+    """The message as the chat template reads it, which joins text parts itself."""
+    if not isinstance(message.get("role"), str):
         raise InvalidRequest("each message needs a 'role' and 'content'", param="messages")
     content = message.get("content")
-    if isinstance(content, list):
-        content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
-    return {**message, "content": content if isinstance(content, str) else ""}
+    return message if isinstance(content, (str, list)) else {**message, "content": ""}
 
 
 ROUTES = [
