@@ -23,13 +23,13 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import msgspec
 from litestar import Request, get
 from litestar.response import Response
 
 from runtime import __version__
 from runtime.errors import FoundryError, NotFound
 from runtime.manager import ModelManager
+from runtime.oci.format import build_json
 from runtime.service import metrics
 from runtime.service.apis.foundry.routes import _hardware, _ps_row
 
@@ -188,25 +188,16 @@ def console_catalog(request: Request, manager: ModelManager) -> dict[str, Any]:
 def console_builds(manager: ModelManager) -> list[dict[str, Any]]:
     """Each cached model with its build.json (None for an artifact downloaded without one)."""
     store = manager.store
-    rows = []
-    for model in store.list_models():
-        entry = model.manifest.files.get("build.json")
-        build = None
-        if entry is not None:
-            try:
-                build = msgspec.json.decode(store.blob_path(entry.digest).read_bytes())
-            except (OSError, msgspec.DecodeError):
-                build = None
-        rows.append(
-            {
-                "id": model.model_id,
-                "digest": model.manifest_digest,
-                "size": model.size,
-                "metadata": model.metadata,
-                "build": build,
-            }
-        )
-    return rows
+    return [
+        {
+            "id": model.model_id,
+            "digest": model.manifest_digest,
+            "size": model.size,
+            "metadata": model.metadata,
+            "build": build_json(store, model.manifest),
+        }
+        for model in store.list_models()
+    ]
 
 
 # --- health ------------------------------------------------------------------------------------
