@@ -270,20 +270,19 @@ def _metric_totals() -> dict[str, float]:
     """Sums over every label set: the page turns successive samples into rates."""
     registry = metrics.REGISTRY
     with registry.lock:
-        counters = {name: sum(series.values()) for name, series in registry.counters.items()}
+        sums = {name: sum(series.values()) for name, series in registry.values.items()}
         ttft = registry.histograms.get("foundry_time_to_first_token_seconds", {}).values()
         ttft_sum, ttft_count = sum(h.total for h in ttft), sum(h.count for h in ttft)
-        statuses = registry.counters.get("foundry_requests_total", {})
+        statuses = registry.values.get("foundry_requests_total", {})
         failed = sum(v for labels, v in statuses.items() if int(dict(labels)["status"]) >= 400)
-        active = sum(registry.gauges.get("foundry_active_requests", {}).values())
     return {
-        "prompt_tokens": counters.get("foundry_prompt_tokens_total", 0.0),
-        "completion_tokens": counters.get("foundry_completion_tokens_total", 0.0),
-        "requests": counters.get("foundry_requests_total", 0.0),
+        "prompt_tokens": sums.get("foundry_prompt_tokens_total", 0.0),
+        "completion_tokens": sums.get("foundry_completion_tokens_total", 0.0),
+        "requests": sums.get("foundry_requests_total", 0.0),
         "failed_requests": failed,
         "ttft_seconds_sum": ttft_sum,
         "ttft_count": ttft_count,
-        "active_requests": active,
+        "active_requests": sums.get("foundry_active_requests", 0.0),
     }
 
 
