@@ -23,15 +23,16 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from litestar import Request, get
+from litestar import get
 from litestar.response import Response
 
 from runtime import __version__
 from runtime.errors import FoundryError, NotFound
+from runtime.hardware import detect
 from runtime.manager import ModelManager
 from runtime.oci.format import build_json
 from runtime.service import metrics
-from runtime.service.apis.foundry.routes import _hardware, _ps_row
+from runtime.service.apis.foundry.routes import _ps_row
 
 if TYPE_CHECKING:
     from runtime.catalog import Variant
@@ -142,9 +143,9 @@ def explain_choice(
 
 
 @get("/foundry/catalog", sync_to_thread=True)
-def console_catalog(request: Request, manager: ModelManager) -> dict[str, Any]:
+def console_catalog(manager: ModelManager) -> dict[str, Any]:
     """Every catalog alias with its variants, the pick and why; cached and loaded state per id."""
-    hardware = _hardware(request)
+    hardware = detect()
     cached = {m.model_id: m for m in manager.store.list_models()}
     loaded = {entry.model_id for entry in manager.loaded()}
     catalog = manager.catalog()
@@ -254,7 +255,6 @@ def _memory() -> dict[str, int]:
                 info[key] = int(value.split()[0]) * 1024
     except (OSError, ValueError, IndexError):
         pass
-    rss = 0
     try:
         rss = int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError, IndexError):
@@ -287,13 +287,13 @@ def _metric_totals() -> dict[str, float]:
 
 
 @get("/foundry/stats", sync_to_thread=True)  # the first call may probe the hardware
-def console_stats(request: Request, manager: ModelManager) -> dict[str, Any]:
+def console_stats(manager: ModelManager) -> dict[str, Any]:
     """What the Health page samples every few seconds (the same registry /metrics renders)."""
     _install_error_log("uvicorn.error", "litestar")
     return {
         "version": __version__,
         "time": time.time(),
-        "hardware": _hardware(request).to_json(),
+        "hardware": detect().to_json(),
         "memory": _memory(),
         "loaded": [_ps_row(entry) for entry in manager.loaded()],
         "queue_depth": manager.waiting_requests(),

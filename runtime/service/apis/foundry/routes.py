@@ -23,6 +23,7 @@ from litestar.response import Response, Stream
 
 from runtime import __version__
 from runtime.errors import FoundryError, InvalidRequest, ProviderUnavailable
+from runtime.hardware import detect
 from runtime.manager import ModelManager
 from runtime.progress import ProgressEvent, ProgressFn, ThreadedProgress
 from runtime.service import metrics
@@ -30,7 +31,6 @@ from runtime.service.apis.foundry import wire
 from runtime.service.transport import PlainJsonBody
 
 if TYPE_CHECKING:
-    from runtime.hardware import Hardware
     from runtime.manager import LoadedModel
     from runtime.service.settings import ServiceSettings
     from runtime.store import CachedModel, Store
@@ -44,24 +44,10 @@ NEVER_UNLOAD = -1.0  # the manager's ttl for "stay loaded until asked"
 
 
 # --- what the handlers need beyond the manager (create_app puts them on app.state) ----------
-def _settings(request: Request) -> ServiceSettings:
-    return request.app.state.settings
-
-
-def _hardware(request: Request) -> Hardware:
-    """Detected once per app (onnxruntime's provider list does not change while we run)."""
-    state = request.app.state
-    if getattr(state, "hardware", None) is None:
-        from runtime.hardware import detect
-
-        state.hardware = detect()
-    return state.hardware
-
-
 def _endpoints(request: Request) -> list[str]:
     from runtime.service.state import endpoint_host
 
-    settings = _settings(request)
+    settings: ServiceSettings = request.app.state.settings
     port = settings.port or (request.scope.get("server") or ("", 0))[1]
     return [f"http://{endpoint_host(settings.host)}:{port}"]
 
@@ -89,7 +75,7 @@ def openai_status(request: Request, manager: ModelManager) -> wire.Status:
         version=__version__,
         pid=os.getpid(),
         uptime=round(time.time() - STARTED, 3),
-        providers=sorted(_hardware(request).providers),
+        providers=sorted(detect().providers),
         loaded_models=_loaded_ids(manager),
         threads=_threads(manager),
     )
@@ -123,10 +109,10 @@ def metrics_text(manager: ModelManager) -> Response[str]:
 
 # --- catalog and cache ------------------------------------------------------------------------
 @get("/foundry/list", sync_to_thread=True)
-def foundry_list(request: Request, manager: ModelManager) -> list[wire.ListItem]:
+def foundry_list(manager: ModelManager) -> list[wire.ListItem]:
     """Catalog variants (runnable here first, NPU > GPU > CPU, as the SDK expects), then cached
     models the catalog does not know (local builds such as `tiny-qwen`)."""
-    hardware = _hardware(request)
+    hardware = detect()
     variants = manager.catalog().variants()
     variants.sort(
         key=lambda v: (not hardware.has_provider(v.provider), DEVICE_RANK.get(v.device, 3))
@@ -235,7 +221,7 @@ async def openai_load(request: Request, manager: ModelManager, name: str) -> wir
     ttl = _query_ttl(request.query_params.get("ttl"))
     ep = (request.query_params.get("ep") or "").lower()
     if ep:
-        hardware = _hardware(request)
+        hardware = detect()
         if not hardware.has_provider(ep):
             available = ", ".join(sorted(hardware.providers))
             raise ProviderUnavailable(
