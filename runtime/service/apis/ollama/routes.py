@@ -163,8 +163,6 @@ async def _embed(
 @post("/embed", status_code=200, dto=WireBody, return_dto=None)
 async def embed(data: wire.EmbedRequest, manager: ModelManager) -> wire.Embed:
     inputs = [data.input] if isinstance(data.input, str) else list(data.input)
-    if not inputs:
-        raise InvalidRequest("'input' must not be empty", param="input")
     start = time.perf_counter()
     result, load_seconds = await _embed(manager, data.model, inputs, data.keep_alive)
     return wire.Embed(

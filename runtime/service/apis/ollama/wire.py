@@ -136,7 +136,7 @@ class PullRequest(ShowRequest, kw_only=True):
 
 class EmbedRequest(msgspec.Struct, kw_only=True):
     model: str
-    input: str | Annotated[list[str], Meta(max_length=MAX_INPUTS)]
+    input: str | Annotated[list[str], Meta(min_length=1, max_length=MAX_INPUTS)]
     truncate: bool = True
     keep_alive: float | str | None = None
 
@@ -160,7 +160,7 @@ def model_name(raw: str) -> str:
     return check_model_id(raw.removesuffix(":latest"))
 
 
-# --- request -> shared chat form -------------------------------------------------------------
+# --- request -> Turn ------------------------------------------------------------------------------
 PENALTIES = {"repeat_penalty": 1.0, "presence_penalty": 0.0, "frequency_penalty": 0.0}
 
 
