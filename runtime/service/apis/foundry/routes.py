@@ -25,6 +25,7 @@ from runtime import __version__
 from runtime.errors import FoundryError, InvalidRequest, ProviderUnavailable
 from runtime.hardware import detect
 from runtime.manager import ModelManager
+from runtime.placement import DEVICE_RANK
 from runtime.progress import ProgressEvent, ProgressFn, ThreadedProgress
 from runtime.service import metrics
 from runtime.service.apis.foundry import wire
@@ -39,7 +40,6 @@ __all__ = ["ROUTES"]
 
 log = logging.getLogger(__name__)
 STARTED = time.time()
-DEVICE_RANK = {"npu": 0, "gpu": 1, "cpu": 2}
 NEVER_UNLOAD = -1.0  # the manager's ttl for "stay loaded until asked"
 
 
