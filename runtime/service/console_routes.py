@@ -28,15 +28,15 @@ from litestar.response import Response
 
 from runtime import __version__
 from runtime.errors import FoundryError, NotFound
-from runtime.hardware import detect
+from runtime.hardware import MEMORY_FRACTION, Hardware, detect
 from runtime.manager import ModelManager
 from runtime.oci.format import build_json
+from runtime.placement import choose_variant
 from runtime.service import metrics
 from runtime.service.apis.foundry.routes import _ps_row
 
 if TYPE_CHECKING:
     from runtime.catalog import Variant
-    from runtime.hardware import Hardware
     from runtime.service.settings import ServiceSettings
 
 __all__ = ["CONSOLE_HEADERS", "ErrorLog", "explain_choice", "routes"]
@@ -110,9 +110,6 @@ def explain_choice(
     `foundry model download ALIAS` would do; the reasons restate its three rules (provider
     found, fits in memory, NPU > GPU > CPU) for each variant.
     """
-    from runtime.hardware import MEMORY_FRACTION
-    from runtime.placement import choose_variant
-
     try:
         picked: str | None = choose_variant(variants, hardware).id
     except FoundryError:
