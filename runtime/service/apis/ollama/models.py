@@ -83,9 +83,8 @@ def tags(manager: ModelManager) -> wire.Listed:
 def ps(manager: ModelManager) -> wire.Running:
     models = []
     for entry in manager.loaded():
-        expires = time.time() + 10 * 365 * 86400  # a negative TTL: no expiry
-        if entry.ttl >= 0:
-            expires = time.time() + max(0.0, entry.ttl - entry.idle_seconds)
+        # seconds until the idle reaper unloads it; a negative TTL never expires (ten years)
+        left = max(0.0, entry.ttl - entry.idle_seconds) if entry.ttl >= 0 else 10 * 365 * 86400
         cached = manager.store.resolve(entry.model_id)
         models.append(
             wire.RunningModel(
@@ -94,7 +93,7 @@ def ps(manager: ModelManager) -> wire.Running:
                 size=entry.size,
                 digest=cached.manifest_digest.removeprefix("sha256:"),
                 details=_details(cached.info),
-                expires_at=datetime.fromtimestamp(expires, tz=UTC).isoformat(),
+                expires_at=datetime.fromtimestamp(time.time() + left, tz=UTC).isoformat(),
                 size_vram=_size_vram(cached),
                 context_length=cached.info.context_length,
             )
