@@ -21,9 +21,9 @@ from runtime import __version__
 from runtime.manager import ModelManager
 from runtime.progress import ProgressEvent, ThreadedProgress
 from runtime.service.apis.ollama import wire
-from runtime.service.errors import Described, ollama_body
+from runtime.service.errors import Described, describe, ollama_body
 from runtime.service.openapi import streamed
-from runtime.service.transport import NDJSON, WireBody, framed, ndjson, whole
+from runtime.service.transport import NDJSON, WireBody, ndjson, whole
 
 if TYPE_CHECKING:
     from runtime.store import CachedModel
@@ -153,7 +153,7 @@ async def pull(data: wire.PullRequest, manager: ModelManager) -> Any:
     if not data.stream:
         await asyncio.to_thread(download, name, store)
         return whole(wire.PullStatus("success"))
-    return Stream(framed(_pull_lines(store, name), ndjson, error_line), media_type=NDJSON)
+    return Stream(_pull_lines(store, name), media_type=NDJSON)
 
 
 async def _cached_lines() -> AsyncIterator[bytes]:
@@ -162,15 +162,20 @@ async def _cached_lines() -> AsyncIterator[bytes]:
         yield ndjson({"status": status})
 
 
-async def _pull_lines(store: Any, name: str) -> AsyncIterator[dict]:
+async def _pull_lines(store: Any, name: str) -> AsyncIterator[bytes]:
+    """Not `framed`: a download leaves nothing to close when the client goes away."""
     from runtime.download import download
 
-    yield {"status": "pulling manifest"}
+    yield ndjson({"status": "pulling manifest"})
     task = ThreadedProgress(lambda progress: download(name, store, progress))
     async for event in task:
-        yield _pull_status(event)
-    await task.result()
-    yield {"status": "success"}
+        yield ndjson(_pull_status(event))
+    try:
+        await task.result()
+    except Exception as exc:
+        yield error_line(describe(exc))
+        return
+    yield ndjson({"status": "success"})
 
 
 def error_line(error: Described) -> bytes:
