@@ -15,7 +15,9 @@ if TYPE_CHECKING:
     from runtime.catalog import Variant
     from runtime.hardware import Hardware
 
-__all__ = ["choose_variant"]
+__all__ = ["DEVICE_RANK", "choose_variant"]
+
+DEVICE_RANK = {"npu": 0, "gpu": 1, "cpu": 2}  # the best device first
 
 
 def choose_variant(
@@ -58,5 +60,4 @@ def choose_variant(
             f"this machine has {hardware.memory_bytes / 1e9:.1f} GB of memory",
             hint="foundry model list  # pick a smaller model",
         )
-    rank = {d: i for i, d in enumerate(("npu", "gpu", "cpu"))}
-    return min(fitting, key=lambda v: (rank[v.device], fitting.index(v)))
+    return min(fitting, key=lambda v: (DEVICE_RANK[v.device], fitting.index(v)))

@@ -14,9 +14,8 @@ from runtime.service.apis.ollama.wire import (
     ChatRequest,
     GenerateRequest,
     Options,
-    chat_to_chat,
-    generate_to_chat,
     parse_keep_alive,
+    to_turn,
 )
 from runtime.service.apis.openai.wire import ChatCompletionRequest
 
@@ -67,17 +66,14 @@ def test_chat_options_become_generation_settings():
         ),
         type=ChatRequest,
     )
-    messages, params = chat_to_chat(request)
-    assert messages == [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}]
-    guidance = params.pop("guidance")
-    assert params == {
-        "max_tokens": 7,
-        "temperature": 0.0,
-        "top_k": 2,
-        "top_p": 0.5,
-        "seed": 3,
-        "stop": ["x"],
-    }
+    turn = to_turn(request)
+    assert turn.messages == [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}]
+    assert turn.max_tokens == 7
+    assert turn.limit is not None and turn.limit.tokens == 64
+    params = turn.params
+    assert (params.temperature, params.top_k, params.top_p) == (0.0, 2, 0.5)
+    assert (params.seed, params.stop) == (3, ["x"])
+    guidance = params.guidance
     chat = msgspec.json.decode(
         json.dumps(
             {
@@ -94,9 +90,9 @@ def test_chat_options_become_generation_settings():
 
 def test_generate_is_a_one_turn_chat_and_unlimited_num_predict_sets_no_cap():
     request = GenerateRequest(model="m", prompt="p", system="s", options=Options(num_predict=-1))
-    messages, params = generate_to_chat(request)
-    assert messages == [{"role": "system", "content": "s"}, {"role": "user", "content": "p"}]
-    assert "max_tokens" not in params
+    turn = to_turn(request)
+    assert turn.messages == [{"role": "system", "content": "s"}, {"role": "user", "content": "p"}]
+    assert turn.max_tokens is None and turn.open_ended
 
 
 @pytest.mark.parametrize(

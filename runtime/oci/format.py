@@ -33,6 +33,7 @@ __all__ = [
     "Artifact",
     "Descriptor",
     "OciManifest",
+    "build_json",
     "check_relative_path",
     "read_artifact",
     "to_artifact",
@@ -93,7 +94,7 @@ def to_artifact(store: Store, cached: CachedModel) -> Artifact:
     """The OCI form of a cached model; encoded canonically, so pushing twice sends equal bytes."""
     manifest = cached.manifest
     config_bytes = encode_canonical(
-        ArtifactConfig(CONFIG_SCHEMA, manifest, _build_json(store, manifest))
+        ArtifactConfig(CONFIG_SCHEMA, manifest, build_json(store, manifest))
     )
     layers = [
         Descriptor(LAYER_MEDIA_TYPE, entry.digest, entry.size, {TITLE: rel})
@@ -175,7 +176,8 @@ def check_relative_path(rel: str, where: str) -> str:
     return rel
 
 
-def _build_json(store: Store, manifest: Manifest) -> dict[str, Any] | None:
+def build_json(store: Store, manifest: Manifest) -> dict[str, Any] | None:
+    """The artifact's build.json (None: it has none, or an unreadable or oversized one)."""
     entry = manifest.files.get("build.json")
     if entry is None or entry.size > MAX_CONFIG_BYTES:
         return None

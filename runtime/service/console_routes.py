@@ -23,19 +23,20 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import msgspec
-from litestar import Request, get
+from litestar import get
 from litestar.response import Response
 
 from runtime import __version__
 from runtime.errors import FoundryError, NotFound
+from runtime.hardware import MEMORY_FRACTION, Hardware, detect
 from runtime.manager import ModelManager
+from runtime.oci.format import build_json
+from runtime.placement import choose_variant
 from runtime.service import metrics
-from runtime.service.apis.foundry.routes import _hardware, _ps_row
+from runtime.service.apis.foundry.routes import _ps_row
 
 if TYPE_CHECKING:
     from runtime.catalog import Variant
-    from runtime.hardware import Hardware
     from runtime.service.settings import ServiceSettings
 
 __all__ = ["CONSOLE_HEADERS", "ErrorLog", "explain_choice", "routes"]
@@ -109,9 +110,6 @@ def explain_choice(
     `foundry model download ALIAS` would do; the reasons restate its three rules (provider
     found, fits in memory, NPU > GPU > CPU) for each variant.
     """
-    from runtime.hardware import MEMORY_FRACTION
-    from runtime.placement import choose_variant
-
     try:
         picked: str | None = choose_variant(variants, hardware).id
     except FoundryError:
@@ -142,9 +140,9 @@ def explain_choice(
 
 
 @get("/foundry/catalog", sync_to_thread=True)
-def console_catalog(request: Request, manager: ModelManager) -> dict[str, Any]:
+def console_catalog(manager: ModelManager) -> dict[str, Any]:
     """Every catalog alias with its variants, the pick and why; cached and loaded state per id."""
-    hardware = _hardware(request)
+    hardware = detect()
     cached = {m.model_id: m for m in manager.store.list_models()}
     loaded = {entry.model_id for entry in manager.loaded()}
     catalog = manager.catalog()
@@ -188,25 +186,16 @@ def console_catalog(request: Request, manager: ModelManager) -> dict[str, Any]:
 def console_builds(manager: ModelManager) -> list[dict[str, Any]]:
     """Each cached model with its build.json (None for an artifact downloaded without one)."""
     store = manager.store
-    rows = []
-    for model in store.list_models():
-        entry = model.manifest.files.get("build.json")
-        build = None
-        if entry is not None:
-            try:
-                build = msgspec.json.decode(store.blob_path(entry.digest).read_bytes())
-            except (OSError, msgspec.DecodeError):
-                build = None
-        rows.append(
-            {
-                "id": model.model_id,
-                "digest": model.manifest_digest,
-                "size": model.size,
-                "metadata": model.metadata,
-                "build": build,
-            }
-        )
-    return rows
+    return [
+        {
+            "id": model.model_id,
+            "digest": model.manifest_digest,
+            "size": model.size,
+            "metadata": model.metadata,
+            "build": build_json(store, model.manifest),
+        }
+        for model in store.list_models()
+    ]
 
 
 # --- health ------------------------------------------------------------------------------------
@@ -263,7 +252,6 @@ def _memory() -> dict[str, int]:
                 info[key] = int(value.split()[0]) * 1024
     except (OSError, ValueError, IndexError):
         pass
-    rss = 0
     try:
         rss = int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError, IndexError):
@@ -279,31 +267,30 @@ def _metric_totals() -> dict[str, float]:
     """Sums over every label set: the page turns successive samples into rates."""
     registry = metrics.REGISTRY
     with registry.lock:
-        counters = {name: sum(series.values()) for name, series in registry.counters.items()}
+        sums = {name: sum(series.values()) for name, series in registry.values.items()}
         ttft = registry.histograms.get("foundry_time_to_first_token_seconds", {}).values()
         ttft_sum, ttft_count = sum(h.total for h in ttft), sum(h.count for h in ttft)
-        statuses = registry.counters.get("foundry_requests_total", {})
+        statuses = registry.values.get("foundry_requests_total", {})
         failed = sum(v for labels, v in statuses.items() if int(dict(labels)["status"]) >= 400)
-        active = sum(registry.gauges.get("foundry_active_requests", {}).values())
     return {
-        "prompt_tokens": counters.get("foundry_prompt_tokens_total", 0.0),
-        "completion_tokens": counters.get("foundry_completion_tokens_total", 0.0),
-        "requests": counters.get("foundry_requests_total", 0.0),
+        "prompt_tokens": sums.get("foundry_prompt_tokens_total", 0.0),
+        "completion_tokens": sums.get("foundry_completion_tokens_total", 0.0),
+        "requests": sums.get("foundry_requests_total", 0.0),
         "failed_requests": failed,
         "ttft_seconds_sum": ttft_sum,
         "ttft_count": ttft_count,
-        "active_requests": active,
+        "active_requests": sums.get("foundry_active_requests", 0.0),
     }
 
 
 @get("/foundry/stats", sync_to_thread=True)  # the first call may probe the hardware
-def console_stats(request: Request, manager: ModelManager) -> dict[str, Any]:
+def console_stats(manager: ModelManager) -> dict[str, Any]:
     """What the Health page samples every few seconds (the same registry /metrics renders)."""
     _install_error_log("uvicorn.error", "litestar")
     return {
         "version": __version__,
         "time": time.time(),
-        "hardware": _hardware(request).to_json(),
+        "hardware": detect().to_json(),
         "memory": _memory(),
         "loaded": [_ps_row(entry) for entry in manager.loaded()],
         "queue_depth": manager.waiting_requests(),

@@ -57,23 +57,18 @@ class Histogram:
 
 
 class Registry:
-    """All series of one process; `render()` writes them in exposition format."""
+    """All series of one process; `render()` writes them in exposition format. Counters and
+    gauges share one table of values, both moved by `add`; `HELP` says which kind a name is."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.counters: dict[str, dict[Labels, float]] = defaultdict(dict)
-        self.gauges: dict[str, dict[Labels, float]] = defaultdict(dict)
+        self.values: dict[str, dict[Labels, float]] = defaultdict(dict)
         self.histograms: dict[str, dict[Labels, Histogram]] = defaultdict(dict)
 
-    def inc(self, name: str, labels: Labels, value: float = 1.0) -> None:
+    def add(self, name: str, labels: Labels, delta: float = 1.0) -> None:
+        """Count up, or move a gauge up or down (in-flight counts)."""
         with self.lock:
-            series = self.counters[name]
-            series[labels] = series.get(labels, 0.0) + value
-
-    def add(self, name: str, labels: Labels, delta: float) -> None:
-        """Move a gauge up or down (in-flight counts)."""
-        with self.lock:
-            series = self.gauges[name]
+            series = self.values[name]
             series[labels] = series.get(labels, 0.0) + delta
 
     def observe(self, name: str, labels: Labels, value: float, buckets: tuple[float, ...]) -> None:
@@ -116,8 +111,8 @@ def record_generation(record: GenerationRecord) -> None:
     """A finished sequence (the manager's listener): tokens, time to first token, and its
     mean time per output token (vLLM's TPOT: one observation per request)."""
     labels = (("model", record.model_id),)
-    REGISTRY.inc("foundry_prompt_tokens_total", labels, record.prompt_tokens)
-    REGISTRY.inc("foundry_completion_tokens_total", labels, record.completion_tokens)
+    REGISTRY.add("foundry_prompt_tokens_total", labels, record.prompt_tokens)
+    REGISTRY.add("foundry_completion_tokens_total", labels, record.completion_tokens)
     if record.first_token_s is None:
         return
     observe_ttft(record.model_id, record.first_token_s)
@@ -134,7 +129,7 @@ def attach(manager: ModelManager) -> None:
 
 
 def observe_request(route: str, method: str, status: int, seconds: float) -> None:
-    REGISTRY.inc(
+    REGISTRY.add(
         "foundry_requests_total", (("route", route), ("method", method), ("status", str(status)))
     )
     REGISTRY.observe(
@@ -162,21 +157,19 @@ def render(gauges: Mapping[str, Mapping[Labels, float]] | None = None) -> str:
     """The whole registry (plus scrape-time `gauges`, e.g. loaded models) as exposition text."""
     registry = REGISTRY
     with registry.lock:
-        counters = {k: dict(v) for k, v in registry.counters.items()}
-        all_gauges = {k: dict(v) for k, v in registry.gauges.items()}
+        values = {k: dict(v) for k, v in registry.values.items()}
         histograms = {
             k: {lbl: (h.buckets, list(h.counts), h.total, h.count) for lbl, h in v.items()}
             for k, v in registry.histograms.items()
         }
     for name, series in (gauges or {}).items():
-        all_gauges.setdefault(name, {}).update(series)
+        values.setdefault(name, {}).update(series)
     lines: list[str] = []
-    for name in sorted({*counters, *all_gauges, *histograms}):
+    for name in sorted({*values, *histograms}):
         kind, text = HELP.get(name, ("untyped", name))
         lines += [f"# HELP {name} {text}", f"# TYPE {name} {kind}"]
-        for series in (counters.get(name, {}), all_gauges.get(name, {})):
-            for labels, value in sorted(series.items()):
-                lines.append(f"{name}{_labels(labels)} {_number(value)}")
+        for labels, value in sorted(values.get(name, {}).items()):
+            lines.append(f"{name}{_labels(labels)} {_number(value)}")
         for labels, (buckets, counts, total, count) in sorted(histograms.get(name, {}).items()):
             for bound, cumulative in zip(buckets, counts, strict=True):
                 lines.append(

@@ -9,7 +9,6 @@ uvicorn or onnxruntime.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
 import uuid
@@ -71,8 +70,7 @@ def write_state(state: ServiceState, path: Path | None = None) -> Path:
             os.fsync(fh.fileno())
         tmp.replace(path)
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -93,8 +91,7 @@ def remove_state(pid: int | None = None, path: Path | None = None) -> None:
         current = read_state(path)
         if current is not None and current.pid != pid:
             return
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()
+    path.unlink(missing_ok=True)
 
 
 def is_pid_alive(pid: int) -> bool:

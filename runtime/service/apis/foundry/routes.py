@@ -23,14 +23,15 @@ from litestar.response import Response, Stream
 
 from runtime import __version__
 from runtime.errors import FoundryError, InvalidRequest, ProviderUnavailable
+from runtime.hardware import detect
 from runtime.manager import ModelManager
+from runtime.placement import DEVICE_RANK
 from runtime.progress import ProgressEvent, ProgressFn, ThreadedProgress
 from runtime.service import metrics
 from runtime.service.apis.foundry import wire
 from runtime.service.transport import PlainJsonBody
 
 if TYPE_CHECKING:
-    from runtime.hardware import Hardware
     from runtime.manager import LoadedModel
     from runtime.service.settings import ServiceSettings
     from runtime.store import CachedModel, Store
@@ -39,29 +40,14 @@ __all__ = ["ROUTES"]
 
 log = logging.getLogger(__name__)
 STARTED = time.time()
-DEVICE_RANK = {"npu": 0, "gpu": 1, "cpu": 2}
 NEVER_UNLOAD = -1.0  # the manager's ttl for "stay loaded until asked"
 
 
 # --- what the handlers need beyond the manager (create_app puts them on app.state) ----------
-def _settings(request: Request) -> ServiceSettings:
-    return request.app.state.settings
-
-
-def _hardware(request: Request) -> Hardware:
-    """Detected once per app (onnxruntime's provider list does not change while we run)."""
-    state = request.app.state
-    if getattr(state, "hardware", None) is None:
-        from runtime.hardware import detect
-
-        state.hardware = detect()
-    return state.hardware
-
-
 def _endpoints(request: Request) -> list[str]:
     from runtime.service.state import endpoint_host
 
-    settings = _settings(request)
+    settings: ServiceSettings = request.app.state.settings
     port = settings.port or (request.scope.get("server") or ("", 0))[1]
     return [f"http://{endpoint_host(settings.host)}:{port}"]
 
@@ -89,7 +75,7 @@ def openai_status(request: Request, manager: ModelManager) -> wire.Status:
         version=__version__,
         pid=os.getpid(),
         uptime=round(time.time() - STARTED, 3),
-        providers=sorted(_hardware(request).providers),
+        providers=sorted(detect().providers),
         loaded_models=_loaded_ids(manager),
         threads=_threads(manager),
     )
@@ -123,10 +109,10 @@ def metrics_text(manager: ModelManager) -> Response[str]:
 
 # --- catalog and cache ------------------------------------------------------------------------
 @get("/foundry/list", sync_to_thread=True)
-def foundry_list(request: Request, manager: ModelManager) -> list[wire.ListItem]:
+def foundry_list(manager: ModelManager) -> list[wire.ListItem]:
     """Catalog variants (runnable here first, NPU > GPU > CPU, as the SDK expects), then cached
     models the catalog does not know (local builds such as `tiny-qwen`)."""
-    hardware = _hardware(request)
+    hardware = detect()
     variants = manager.catalog().variants()
     variants.sort(
         key=lambda v: (not hardware.has_provider(v.provider), DEVICE_RANK.get(v.device, 3))
@@ -156,7 +142,7 @@ async def openai_download(manager: ModelManager, data: wire.DownloadRequest) -> 
     """
     from runtime import download
 
-    name = _download_name(data)
+    name = data.name()
     store = manager.store
     fetch: DownloadFn = download.download
     if store.has(name):  # a cached model (even outside the catalog) needs no download
@@ -168,15 +154,6 @@ async def openai_download(manager: ModelManager, data: wire.DownloadRequest) -> 
 
 DownloadFn = Callable[[str, "Store", ProgressFn], "CachedModel"]
 """`download.download` or, for a model the store holds, `download.already_cached`."""
-
-
-def _download_name(body: wire.DownloadRequest) -> str:
-    model = body.name()
-    if not model:
-        raise InvalidRequest(
-            "'model' must be a model id or alias, or {\"Name\": id}", param="model"
-        )
-    return model
 
 
 async def _download_lines(store: Store, download_fn: DownloadFn, name: str) -> AsyncIterator[str]:
@@ -244,7 +221,7 @@ async def openai_load(request: Request, manager: ModelManager, name: str) -> wir
     ttl = _query_ttl(request.query_params.get("ttl"))
     ep = (request.query_params.get("ep") or "").lower()
     if ep:
-        hardware = _hardware(request)
+        hardware = detect()
         if not hardware.has_provider(ep):
             available = ", ".join(sorted(hardware.providers))
             raise ProviderUnavailable(
@@ -316,13 +293,12 @@ async def count_tokens(manager: ModelManager, data: wire.TokenCountRequest) -> w
     return wire.TokenCount(len(engine.encode(prompt)))
 
 
-def _plain_message(message: Any) -> dict[str, Any]:
-    if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+def _plain_message(message: dict[str, Any]) -> dict[str, Any]:
+    """The message as the chat template reads it, which joins text parts itself."""
+    if not isinstance(message.get("role"), str):
         raise InvalidRequest("each message needs a 'role' and 'content'", param="messages")
     content = message.get("content")
-    if isinstance(content, list):
-        content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
-    return {**message, "content": content if isinstance(content, str) else ""}
+    return message if isinstance(content, (str, list)) else {**message, "content": ""}
 
 
 ROUTES = [

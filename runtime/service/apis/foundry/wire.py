@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import msgspec
 
 from runtime.catalog import ORT_PROVIDER_NAMES
+from runtime.errors import InvalidRequest
 
 if TYPE_CHECKING:
     from runtime.catalog import Variant
@@ -57,9 +58,15 @@ class DownloadRequest(msgspec.Struct, kw_only=True):
     token: Any = None  # the SDK's hub token field: unused (the hub is read anonymously)
     IgnorePipeReport: Any = None
 
-    def name(self) -> str | None:
+    def name(self) -> str:
+        """The model asked for (InvalidRequest: neither a name nor `{"Name": id}`)."""
         model = self.model
-        return (model.Name or model.name) if isinstance(model, DownloadModel) else model
+        name = (model.Name or model.name) if isinstance(model, DownloadModel) else model
+        if not name:
+            raise InvalidRequest(
+                "'model' must be a model id or alias, or {\"Name\": id}", param="model"
+            )
+        return name
 
 
 class TokenCountRequest(msgspec.Struct, kw_only=True):
@@ -149,7 +156,7 @@ class Runtime(msgspec.Struct, rename="camel"):
 class ListItem(msgspec.Struct, kw_only=True, rename="camel"):
     name: str
     display_name: str
-    model_type: str
+    model_type: str = "ONNX"
     provider_type: str
     uri: str
     version: str
@@ -158,7 +165,7 @@ class ListItem(msgspec.Struct, kw_only=True, rename="camel"):
     task: str
     runtime: Runtime
     file_size_mb: int
-    model_settings: dict[str, Any]
+    model_settings: dict[str, Any] = msgspec.field(default_factory=lambda: {"parameters": []})
     alias: str
     supports_tool_calling: bool
     license: str
@@ -177,7 +184,6 @@ def variant_list_item(variant: Variant) -> ListItem:
     return ListItem(
         name=variant.id,
         display_name=entry.display_name,
-        model_type="ONNX",
         provider_type="HuggingFace" if source is not None else "OCI",
         uri=variant.source_uri,
         version=str(variant.version),
@@ -186,7 +192,6 @@ def variant_list_item(variant: Variant) -> ListItem:
         task=_TASKS[variant.task],
         runtime=Runtime(variant.device.upper(), ORT_PROVIDER_NAMES[variant.provider]),
         file_size_mb=max(1, round(variant.size / 1_000_000)),
-        model_settings={"parameters": []},
         alias=variant.alias,
         supports_tool_calling=entry.supports_tool_calling,
         license=entry.license,
@@ -203,7 +208,6 @@ def cached_list_item(model: CachedModel) -> ListItem:
     return ListItem(
         name=model.model_id,
         display_name=model.model_id,
-        model_type="ONNX",
         provider_type="Local",
         uri=f"file://{model.path}",
         version=model.model_id.rpartition(":")[2] if ":" in model.model_id else "1",
@@ -214,7 +218,6 @@ def cached_list_item(model: CachedModel) -> ListItem:
             info.device.upper(), ORT_PROVIDER_NAMES.get(info.provider, "CPUExecutionProvider")
         ),
         file_size_mb=max(1, round(model.size / 1_000_000)),
-        model_settings={"parameters": []},
         alias=info.alias or model.model_id,
         supports_tool_calling=bool(info.tool_parser),
         license="unknown",

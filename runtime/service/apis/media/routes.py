@@ -38,8 +38,6 @@ async def create_embeddings(
     data: wire.EmbeddingRequest, manager: ModelManager
 ) -> wire.EmbeddingList:
     inputs = data.inputs()
-    if data.dimensions is not None and data.dimensions < 1:
-        raise InvalidRequest("'dimensions' must be a positive integer", param="dimensions")
     engine = await manager.embeddings(data.model)
     result = await engine.aembed(inputs)
     vectors = engine.truncate_dimensions(result.vectors, data.dimensions)

@@ -61,7 +61,7 @@ class EmbeddingRequest(msgspec.Struct, kw_only=True):
     model: str
     input: EmbeddingInput
     encoding_format: Literal["float", "base64"] = "float"
-    dimensions: int | None = None
+    dimensions: Annotated[int, Meta(ge=1)] | None = None
     user: str | None = None
 
     def inputs(self) -> list[str] | list[list[int]]:

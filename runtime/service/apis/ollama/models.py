@@ -12,7 +12,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from litestar import delete, get, post
 from litestar.response import Stream
@@ -21,36 +21,38 @@ from runtime import __version__
 from runtime.manager import ModelManager
 from runtime.progress import ProgressEvent, ThreadedProgress
 from runtime.service.apis.ollama import wire
-from runtime.service.errors import describe, ollama_body
+from runtime.service.errors import Described, describe, ollama_body
 from runtime.service.openapi import streamed
 from runtime.service.transport import NDJSON, WireBody, ndjson, whole
 
-__all__ = ["MODEL_HANDLERS", "OLLAMA_COMPAT_VERSION"]
+if TYPE_CHECKING:
+    from runtime.store import CachedModel
+    from runtime.store.metadata import ModelMetadata
+
+__all__ = ["MODEL_HANDLERS", "OLLAMA_COMPAT_VERSION", "error_line"]
 
 # Clients (Open WebUI, Continue) gate features on the Ollama version they see.
 OLLAMA_COMPAT_VERSION = "0.12.0"
 
 
-def _size_vram(size: int, metadata: dict) -> int:
+def _size_vram(model: CachedModel) -> int:
     """Bytes of the model in GPU memory: none on the CPU provider (measured: nothing is there);
     on a GPU provider the artifact's bytes, which its session holds there (an estimate from the
     artifact, as Ollama's own figure is an estimate of the layers it offloaded)."""
-    return 0 if metadata.get("provider", "cpu") == "cpu" else int(size)
+    return 0 if model.info.provider == "cpu" else model.size
 
 
-def _details(metadata: dict) -> wire.Details:
-    family = str(metadata.get("family") or "")
+def _details(info: ModelMetadata) -> wire.Details:
+    family = info.family or ""
     return wire.Details(
         family=family,
         families=[family] if family else None,
-        parameter_size=str(metadata.get("parameter_size") or ""),
-        quantization_level=str(metadata.get("precision") or metadata.get("target") or ""),
+        quantization_level=info.precision or info.target or "",
     )
 
 
-def _modified(model: Any) -> str:
-    created = model.manifest.created
-    return created or wire.iso_time()
+def _modified(model: CachedModel) -> str:
+    return model.manifest.created or wire.iso_time()
 
 
 @get("/version", sync_to_thread=False)
@@ -62,7 +64,7 @@ def version() -> wire.Version:
 def tags(manager: ModelManager) -> wire.Listed:
     models = []
     for model in manager.store.list_models():
-        if model.metadata.get("task", "chat") not in ("chat", "embeddings"):
+        if model.info.task not in ("chat", "embeddings"):
             continue
         models.append(
             wire.ListedModel(
@@ -71,7 +73,7 @@ def tags(manager: ModelManager) -> wire.Listed:
                 modified_at=_modified(model),
                 size=model.size,
                 digest=model.manifest_digest.removeprefix("sha256:"),
-                details=_details(model.metadata),
+                details=_details(model.info),
             )
         )
     return wire.Listed(models)
@@ -79,24 +81,21 @@ def tags(manager: ModelManager) -> wire.Listed:
 
 @get("/ps", sync_to_thread=True)
 def ps(manager: ModelManager) -> wire.Running:
-    store = manager.store
     models = []
     for entry in manager.loaded():
-        expires = time.time() + 10 * 365 * 86400  # a negative TTL: no expiry
-        if entry.ttl >= 0:
-            expires = time.time() + max(0.0, entry.ttl - entry.idle_seconds)
-        cached = store.resolve(entry.model_id)
-        metadata = cached.metadata
+        # seconds until the idle reaper unloads it; a negative TTL never expires (ten years)
+        left = max(0.0, entry.ttl - entry.idle_seconds) if entry.ttl >= 0 else 10 * 365 * 86400
+        cached = manager.store.resolve(entry.model_id)
         models.append(
             wire.RunningModel(
                 name=entry.model_id,
                 model=entry.model_id,
-                size=int(entry.size),
+                size=entry.size,
                 digest=cached.manifest_digest.removeprefix("sha256:"),
-                details=_details(metadata),
-                expires_at=datetime.fromtimestamp(expires, tz=UTC).isoformat(),
-                size_vram=_size_vram(entry.size, metadata),
-                context_length=metadata.get("context_length"),
+                details=_details(cached.info),
+                expires_at=datetime.fromtimestamp(time.time() + left, tz=UTC).isoformat(),
+                size_vram=_size_vram(cached),
+                context_length=cached.info.context_length,
             )
         )
     return wire.Running(models)
@@ -104,13 +103,12 @@ def ps(manager: ModelManager) -> wire.Running:
 
 @post("/show", status_code=200, dto=WireBody, return_dto=None)
 async def show(data: wire.ShowRequest, manager: ModelManager) -> wire.Show:
-    name = wire.model_name(data.model or data.name)
+    name = data.model_id()
     model = manager.store.resolve(manager.resolve_name(name))
-    metadata = model.metadata
-    family = str(metadata.get("family") or "")
-    task = metadata.get("task", "chat")
+    info = model.info
+    family = info.family or ""
     template = ""
-    if task == "chat":
+    if info.task == "chat":
         from runtime.engines.prompt import load_chat_template
 
         template = load_chat_template(model.path).source
@@ -118,31 +116,30 @@ async def show(data: wire.ShowRequest, manager: ModelManager) -> wire.Show:
         modelfile=f"# served by foundry from the store\nFROM {model.model_id}\n",
         parameters="",
         template=template,
-        details=_details(metadata),
+        details=_details(info),
         model_info={
             "general.architecture": family,
-            f"{family or 'model'}.context_length": metadata.get("context_length"),
+            f"{family or 'model'}.context_length": info.context_length,
         },
-        capabilities=["embedding"] if task == "embeddings" else ["completion"],
+        capabilities=["embedding"] if info.task == "embeddings" else ["completion"],
         modified_at=_modified(model),
     )
 
 
 @delete("/delete", status_code=200, dto=WireBody, return_dto=None)
-async def delete_model(data: wire.DeleteRequest, manager: ModelManager) -> None:
-    name = wire.model_name(data.model or data.name)
+async def delete_model(data: wire.ShowRequest, manager: ModelManager) -> None:
+    name = data.model_id()
     model_id = manager.resolve_name(name)
     store = manager.store
     store.resolve(model_id)  # ModelNotFound -> 404 before anything changes
-    if model_id in [entry.model_id for entry in manager.loaded()]:
-        await manager.unload(name, force=True)
+    await manager.unload(model_id, force=True)  # False (nothing to do) when it is not resident
     await asyncio.to_thread(store.remove, model_id)
 
 
 @post("/pull", status_code=200, **streamed(wire.PullStatus, NDJSON, "`success` when done"))
 async def pull(data: wire.PullRequest, manager: ModelManager) -> Any:
     """Catalog download with Ollama-style progress lines, ending in `{"status": "success"}`."""
-    name = wire.model_name(data.model or data.name)
+    name = data.model_id()
     store = manager.store
     if store.has(name):
         return (
@@ -166,6 +163,7 @@ async def _cached_lines() -> AsyncIterator[bytes]:
 
 
 async def _pull_lines(store: Any, name: str) -> AsyncIterator[bytes]:
+    """Not `framed`: a download leaves nothing to close when the client goes away."""
     from runtime.download import download
 
     yield ndjson({"status": "pulling manifest"})
@@ -175,9 +173,14 @@ async def _pull_lines(store: Any, name: str) -> AsyncIterator[bytes]:
     try:
         await task.result()
     except Exception as exc:
-        yield ndjson(ollama_body(describe(exc)))
+        yield error_line(describe(exc))
         return
     yield ndjson({"status": "success"})
+
+
+def error_line(error: Described) -> bytes:
+    """After the first line a failure is an `{"error": ...}` line (the `ollama` package raises)."""
+    return ndjson(ollama_body(error))
 
 
 def _pull_status(event: ProgressEvent) -> dict:

@@ -23,8 +23,7 @@ from litestar.response import Response, Stream
 from runtime.errors import FoundryError, InvalidRequest
 from runtime.manager import ModelManager
 from runtime.service.apis.ollama import wire
-from runtime.service.apis.ollama.models import MODEL_HANDLERS
-from runtime.service.errors import Described, ollama_body
+from runtime.service.apis.ollama.models import MODEL_HANDLERS, error_line
 from runtime.service.openapi import streamed
 from runtime.service.replies import Finished
 from runtime.service.transport import NDJSON, WireBody, framed, ndjson, whole
@@ -107,18 +106,13 @@ async def _respond(
         await _release(manager, name, keep_alive)
 
     if body.stream:
-        lines = framed(_lines(turn, name, shape), ndjson, _error_line, close=close)
+        lines = framed(_lines(turn, name, shape), ndjson, error_line, close=close)
         return Stream(lines, media_type=NDJSON)
     try:
         (reply,) = await turn.collect()
     finally:
         await _release(manager, name, keep_alive)
     return whole(shape(name, **wire.reply_fields(reply.parsed), **_stats(turn, reply.finished)))
-
-
-def _error_line(error: Described) -> bytes:
-    """After the first line a failure is an `{"error": ...}` line (the `ollama` package raises)."""
-    return ndjson(ollama_body(error))
 
 
 @post("/chat", status_code=200, **streamed(wire.ChatLine, NDJSON, "the reply"))
@@ -144,9 +138,7 @@ async def _load_only(manager: ModelManager, body: Any, shape: Any) -> Response[A
     name = wire.model_name(body.model)
     keep_alive = wire.parse_keep_alive(body.keep_alive)
     if keep_alive == 0:
-        model_id = manager.resolve_name(name)
-        if model_id in [entry.model_id for entry in manager.loaded()]:
-            await manager.unload(name)
+        await manager.unload(name)  # False (nothing to do) when it is not resident
         reason = "unload"
     else:
         await manager.chat(name)
@@ -171,8 +163,6 @@ async def _embed(
 @post("/embed", status_code=200, dto=WireBody, return_dto=None)
 async def embed(data: wire.EmbedRequest, manager: ModelManager) -> wire.Embed:
     inputs = [data.input] if isinstance(data.input, str) else list(data.input)
-    if not inputs:
-        raise InvalidRequest("'input' must not be empty", param="input")
     start = time.perf_counter()
     result, load_seconds = await _embed(manager, data.model, inputs, data.keep_alive)
     return wire.Embed(

@@ -1,9 +1,9 @@
 """Ollama's API on the wire, and its pure conversion to and from the engine.
 
-`/api/chat` and `/api/generate` decode into these Structs; `chat_to_chat`/`generate_to_chat`
-turn them into the chat messages and generation settings every API shares; `parse_keep_alive`
-reads Ollama's durations; the `*_line` functions shape NDJSON lines as the `ollama` package
-parses them. Nothing here touches the service, the manager or an engine.
+`/api/chat` and `/api/generate` decode into these Structs; `to_turn` turns them into the
+`Turn` every API shares; `parse_keep_alive` reads Ollama's durations; the `*_line` functions
+shape NDJSON lines as the `ollama` package parses them. Nothing here touches the service, the
+manager or an engine.
 
 Ollama's `format` (`"json"` or a JSON schema object) and `keep_alive` (seconds or a Go
 duration string) are unions on the wire; they stay unions here because clients send both.
@@ -36,7 +36,6 @@ from runtime.tools.grammar import json_schema_guidance
 __all__ = [
     "ChatLine",
     "ChatRequest",
-    "DeleteRequest",
     "Details",
     "Embed",
     "EmbedRequest",
@@ -53,11 +52,9 @@ __all__ = [
     "ShowRequest",
     "Version",
     "chat_line",
-    "chat_to_chat",
     "done_reason",
     "format_guidance",
     "generate_line",
-    "generate_to_chat",
     "iso_time",
     "model_name",
     "ollama_tool_calls",
@@ -92,54 +89,54 @@ class Message(msgspec.Struct, kw_only=True):
     thinking: str | None = None  # a past reply's reasoning: not shown to the model
 
 
-class ChatRequest(msgspec.Struct, kw_only=True):
-    """`POST /api/chat`: streams NDJSON unless `stream` is false (Ollama's default is true)."""
+class _Generate(msgspec.Struct, kw_only=True):
+    """What `/api/chat` and `/api/generate` share: both stream NDJSON unless `stream` is false
+    (Ollama's default is true)."""
 
     model: str
-    messages: list[Message] = msgspec.field(default_factory=list)
     stream: bool = True
     format: str | dict[str, Any] | None = None
     options: Options | None = None
     keep_alive: float | str | None = None
+
+
+class ChatRequest(_Generate, kw_only=True):
+    """`POST /api/chat`."""
+
+    messages: list[Message] = msgspec.field(default_factory=list)
     tools: Annotated[list[dict[str, Any]], Meta(max_length=128)] | None = None  # OpenAI's shape
     # Not Ollama's (it has none): OpenAI's tool_choice, so a caller can force a call.
     tool_choice: str | dict[str, Any] | None = None
     think: bool | str | None = None  # accepted; thinking is returned when the model writes it
 
 
-class GenerateRequest(msgspec.Struct, kw_only=True):
+class GenerateRequest(_Generate, kw_only=True):
     """`POST /api/generate`: an empty prompt only loads (or, with keep_alive 0, unloads)."""
 
-    model: str
     prompt: str = ""
     system: str | None = None
     raw: bool = False
-    stream: bool = True
-    format: str | dict[str, Any] | None = None
-    options: Options | None = None
-    keep_alive: float | str | None = None
 
 
 class ShowRequest(msgspec.Struct, kw_only=True):
+    """A body naming one model: `/api/show` and `/api/delete` (pull adds its flags)."""
+
     model: str = ""
     name: str = ""  # older clients send `name`
 
+    def model_id(self) -> str:
+        """The name as `model_name` reads it (raises as it does)."""
+        return model_name(self.model or self.name)
 
-class DeleteRequest(msgspec.Struct, kw_only=True):
-    model: str = ""
-    name: str = ""
 
-
-class PullRequest(msgspec.Struct, kw_only=True):
-    model: str = ""
-    name: str = ""
+class PullRequest(ShowRequest, kw_only=True):
     stream: bool = True
     insecure: bool = False
 
 
 class EmbedRequest(msgspec.Struct, kw_only=True):
     model: str
-    input: str | Annotated[list[str], Meta(max_length=MAX_INPUTS)]
+    input: str | Annotated[list[str], Meta(min_length=1, max_length=MAX_INPUTS)]
     truncate: bool = True
     keep_alive: float | str | None = None
 
@@ -163,12 +160,12 @@ def model_name(raw: str) -> str:
     return check_model_id(raw.removesuffix(":latest"))
 
 
-# --- request -> shared chat form -------------------------------------------------------------
+# --- request -> Turn ------------------------------------------------------------------------------
 PENALTIES = {"repeat_penalty": 1.0, "presence_penalty": 0.0, "frequency_penalty": 0.0}
 
 
-def _params(request: ChatRequest | GenerateRequest) -> dict:
-    """GenerationParams fields from Ollama options (`num_predict` -1/-2: as long as the context)
+def _params(request: _Generate) -> GenerationParams:
+    """GenerationParams from Ollama options (all but `num_predict`, which `to_turn` reads)
     and `format`."""
     params: dict = {}
     options = request.options or Options()
@@ -179,8 +176,6 @@ def _params(request: ChatRequest | GenerateRequest) -> dict:
                 f"sampler); leave it out or send {neutral:g}",
                 param=f"options.{name}",
             )
-    if options.num_predict is not None and options.num_predict > 0:
-        params["max_tokens"] = options.num_predict
     params |= given(options, "temperature", "top_k", "top_p")
     if options.seed is not None and options.seed >= 0:
         params["seed"] = options.seed % (2**31)  # the engine's seed is 32-bit
@@ -188,7 +183,7 @@ def _params(request: ChatRequest | GenerateRequest) -> dict:
         params["stop"] = list(options.stop)
     if (guidance := format_guidance(request.format)) is not None:
         params["guidance"] = guidance
-    return params
+    return msgspec.convert(params, GenerationParams)
 
 
 def format_guidance(value: str | dict[str, Any] | None) -> tuple[str, str] | None:
@@ -223,39 +218,29 @@ def _chat_message(message: Message, index: int) -> dict:
     return chat
 
 
-def chat_to_chat(request: ChatRequest) -> tuple[list[dict], dict]:
-    return [_chat_message(m, i) for i, m in enumerate(request.messages)], _params(request)
-
-
-def generate_to_chat(request: GenerateRequest) -> tuple[list[dict], dict]:
-    """A templated generate is a one-turn chat (Ollama renders system + prompt the same way)."""
-    messages = []
-    if request.system:
-        messages.append({"role": "system", "content": request.system})
-    messages.append({"role": "user", "content": request.prompt})
-    return messages, _params(request)
-
-
 def to_turn(request: ChatRequest | GenerateRequest) -> Turn:
     """The request as the shared seam's Turn: Ollama's length is open-ended (no num_predict,
-    or -1/-2: until the context is full, capped), and `num_ctx` is the client's own context."""
+    or -1/-2: until the context is full, capped), and `num_ctx` is the client's own context.
+    A templated generate is a one-turn chat (Ollama renders system + prompt the same way)."""
     if isinstance(request, ChatRequest):
-        messages, fields = chat_to_chat(request)
+        messages = [_chat_message(m, i) for i, m in enumerate(request.messages)]
         tools, tool_choice = request.tools, request.tool_choice
     else:
-        messages, fields = generate_to_chat(request)
+        system = [{"role": "system", "content": request.system}] if request.system else []
+        messages = [*system, {"role": "user", "content": request.prompt}]
         tools, tool_choice = None, None
-    requested = fields.pop("max_tokens", None)
-    num_ctx = request.options.num_ctx if request.options is not None else None
+    params = _params(request)
+    options = request.options or Options()
+    requested = options.num_predict if (options.num_predict or 0) > 0 else None
     return Turn(
         model_name(request.model),
-        msgspec.convert(fields, GenerationParams),
+        params,
         messages,
         tools=tools,
         tool_choice=tool_choice,
         open_ended=True,
         max_tokens=requested,
-        limit=ContextLimit(num_ctx, param="options.num_ctx", name="num_ctx"),
+        limit=ContextLimit(options.num_ctx, param="options.num_ctx", name="num_ctx"),
     )
 
 
@@ -305,7 +290,7 @@ class Details(msgspec.Struct, kw_only=True):
     format: str = "onnx"
     family: str
     families: list[str] | None
-    parameter_size: str
+    parameter_size: str = ""  # no manifest records it
     quantization_level: str
 
 
