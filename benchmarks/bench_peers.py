@@ -242,8 +242,9 @@ def hardware_limit(artifact: Path, threads: int, prompt_tokens: int, decode_tps:
     }
 
 
-def against_ceiling(service: dict, ceiling: dict) -> dict:
-    """The service's aggregates and scaling as fractions of what the bare session allows."""
+def against_ceiling(service: dict, scaling: dict, ceiling: dict) -> dict:
+    """The service's aggregates as fractions of what the bare session allows, and its
+    scaling (report's `service_scaling`) beside the ideal one."""
     if not service.get("aggregate_tps_1"):
         return {}
     fractions = {
@@ -252,14 +253,10 @@ def against_ceiling(service: dict, ceiling: dict) -> dict:
         )
         for n in (1, 4, 8)
     }
-    scaling = {
-        f"aggregate_{n}_over_1": {
-            "service": round(service[f"aggregate_tps_{n}"] / service["aggregate_tps_1"], 3),
-            "ideal": ceiling[f"ideal_aggregate_{n}_over_1"],
-        }
-        for n in (4, 8)
+    beside = {
+        key: {"service": value, "ideal": ceiling[f"ideal_{key}"]} for key, value in scaling.items()
     }
-    return {"service_over_ceiling": fractions, "scaling_service_vs_ideal": scaling}
+    return {"service_over_ceiling": fractions, "scaling_service_vs_ideal": beside}
 
 
 def fitted_words(artifact: Path, tokens: int) -> int:
@@ -339,7 +336,8 @@ def main() -> None:
     with OthersCpu() as others:
         ceiling = session_ceiling(artifact, prompt_text(args.short_words, 1), args.tokens)
     result["session_ceiling"] = {**ceiling, **others.figures}
-    result["ratios"] |= against_ceiling(service, ceiling)
+    scaling = result["ratios"].get("service_scaling", {})
+    result["ratios"] |= against_ceiling(service, scaling, ceiling)
     result["hardware_limit"] = hardware_limit(
         artifact,
         threads,

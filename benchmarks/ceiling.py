@@ -66,21 +66,25 @@ def session_ceiling(artifact: Path, prompt: str, tokens: int, steps: int = 64) -
     try:
         ids = engine.encode(prompt)
         prefill_1 = prefill_seconds(engine, ids, 1)
-        figures: dict[str, Any] = {"prompt_tokens": len(ids), "prefill_1_row_s": prefill_1}
+        figures: dict[str, Any] = {
+            "prompt_tokens": len(ids),
+            "prefill_1_row_s": round(prefill_1, 3),
+        }
         ideal = {}
         for n in (1, 4, 8):
             step = raw_steps(engine, ids, n, steps)["step_ms"] / 1000
-            batched = prefill_seconds(engine, ids, n) if n > 1 else prefill_1
-            total = min(n * prefill_1, batched) + (tokens - 1) * step
-            ideal[n] = n * tokens / total
+            prefill = n * prefill_1
+            if n > 1:
+                batched = prefill_seconds(engine, ids, n)
+                figures[f"prefill_{n}_rows_in_one_run_s"] = round(batched, 3)
+                prefill = min(prefill, batched)
+            ideal[n] = n * tokens / (prefill + (tokens - 1) * step)
             figures |= {
                 f"step_{n}_rows_ms": round(1000 * step, 2),
-                f"prefill_{n}_rows_in_one_run_s": round(batched, 3),
                 f"ideal_aggregate_tps_{n}": round(ideal[n], 1),
             }
     finally:
         engine.close()
-    figures["prefill_1_row_s"] = round(prefill_1, 3)
     for n in (4, 8):
         figures[f"ideal_aggregate_{n}_over_1"] = round(ideal[n] / ideal[1], 3)
     return figures
