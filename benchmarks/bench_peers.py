@@ -97,7 +97,8 @@ class Prompts:
         }
 
 
-def measure(base_url: str, model: str, args: argparse.Namespace) -> dict:
+def measure(base_url: str, model: str, args: argparse.Namespace, pid: int | None = None) -> dict:
+    """The peer's figures; with the service's `pid`, also its event loop's CPU per token."""
     prompts = Prompts(model, args.tokens)
 
     def single(words: int, tokens: int | None = None) -> dict:
@@ -106,7 +107,9 @@ def measure(base_url: str, model: str, args: argparse.Namespace) -> dict:
     single(args.short_words, 4)  # warm-up
     status = httpx.get(f"{base_url}/openai/status", timeout=30)  # llama-server: 404
     spinning = status.json()["threads"]["spinning"] if status.status_code == 200 else {}
+    loop_before = main_thread_cpu_s(pid) if pid else 0.0
     alone = single(args.short_words)
+    loop_s = main_thread_cpu_s(pid) - loop_before if pid else 0.0
     long = single(args.long_words, 2)
     figures = {
         "decode_tps": alone["decode_tps"],
@@ -115,6 +118,8 @@ def measure(base_url: str, model: str, args: argparse.Namespace) -> dict:
         "ttft_long_s": long["ttft_s"],
         "prompt_tokens_long": long["prompt_tokens"],
     }
+    if pid:  # the CPU the loop takes from the decode threads on these cores (0.01 s ticks)
+        figures["event_loop_ms_per_token"] = 1000 * loop_s / max(alone["tokens"], 1)
     if model in spinning:  # this service's own threads.spinning_wanted() choice at load
         figures["spinning"] = spinning[model]
     for n in (1, 4, 8):
@@ -123,6 +128,13 @@ def measure(base_url: str, model: str, args: argparse.Namespace) -> dict:
         figures |= {f"{key}_{n}": run[key] for key in ("aggregate_tps", "median_ttft_s")}
         figures[f"max_health_s_{n}"] = run["max_health_s"]
     return figures
+
+
+def main_thread_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of `pid`'s main thread: uvicorn's event loop runs there, the
+    generation in other threads."""
+    fields = Path(f"/proc/{pid}/task/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def free_port() -> int:
@@ -148,6 +160,10 @@ def wait_ready(
                 return
         time.sleep(0.5)
     raise SystemExit(f"{base_url} did not become healthy in {seconds:.0f}s")
+
+
+def service_pid(home: Path) -> int:
+    return int(json.loads((home / "service.json").read_text())["pid"])
 
 
 @contextlib.contextmanager
@@ -325,7 +341,8 @@ def main() -> None:
                     figures = direct_og(artifact, threads, args)
                 else:
                     with peers[name]() as base_url:
-                        figures = measure(base_url, "" if name == "llama_server" else model, args)
+                        pid = None if name == "llama_server" else service_pid(args.home)
+                        figures = measure(base_url, model if pid else "", args, pid)
             runs[name].append({**figures, **others.figures})
             print(f"{name}: {json.dumps(runs[name][-1])}", file=sys.stderr)
     result = report(runs, threads, model, notes)
