@@ -51,7 +51,7 @@ def create_app(settings: ServiceSettings) -> Litestar:
             ttl=settings.ttl,
             queue_size=settings.queue_size,
         )
-        metrics.attach(manager)
+        manager.add_listener(metrics.record_generation)
         app.state.manager = manager
         await manager.start()
         try:

@@ -1,14 +1,10 @@
 """The web console: its static files at `/` and `/console/*`, and the JSON it reads beyond the API.
 
-The page is plain ES modules and CSS under `runtime/service/console/`, served with a strict
-Content-Security-Policy (scripts, styles and fetches from this origin only; no inline code,
-no frames), so a model's reply rendered in it can never run code. The static files are
-served without the API key (the page must load to ask for it; security.py leaves `/` and
-`/console/` open); everything the page shows comes from key-protected API routes, three of
-them here: `/foundry/catalog` (each alias's variants and why this machine picks the one it
-picks), `/foundry/builds` (each cached artifact's build.json) and `/foundry/stats` (memory,
-queue, metric totals, last warnings). Only names in the console folder are served: a request
-path never becomes a file path.
+The page (plain ES modules and CSS under `console/`) is served with a strict
+Content-Security-Policy (this origin only; no inline code, no frames), so a model's reply
+rendered in it can never run code. The files are served without the API key (the page must
+load to ask for it); the JSON routes here need it. Only names in the console folder are
+served: a request path never becomes a file path.
 """
 
 from __future__ import annotations
@@ -160,16 +156,9 @@ def console_catalog(manager: ModelManager) -> dict[str, Any]:
             }
             for v in variants
         ]
+        facts = ("alias", "display_name", "task", "publisher", "license")
         aliases.append(
-            {
-                "alias": alias.alias,
-                "display_name": alias.display_name,
-                "task": alias.task,
-                "publisher": alias.publisher,
-                "license": alias.license,
-                "picked": picked,
-                "variants": rows,
-            }
+            {key: getattr(alias, key) for key in facts} | {"picked": picked, "variants": rows}
         )
     known = {row["id"] for entry in aliases for row in entry["variants"]}
     local = [

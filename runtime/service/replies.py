@@ -1,9 +1,7 @@
 """What comes back from a turn, the same for every API: typed reply events per choice.
 
-A reply is pieces (`Piece`: content, reasoning, or a fragment of tool call `index`, as
-runtime/tools' stream parser yields them) then one `Finished` with the usage, the engine's
-reason and the stop string that matched; `Reply` is one choice drained. `ReplyReader` turns
-an engine stream into those events (or a Reply); `merge` interleaves several choices.
+A reply is pieces (content, reasoning, or a fragment of a tool call) then one `Finished`;
+`Reply` is one choice drained. `ReplyReader` turns an engine stream into those events.
 """
 
 from __future__ import annotations

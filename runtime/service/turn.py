@@ -1,13 +1,9 @@
 """The one generation path every client API shares: a typed `Turn` in, reply events out.
 
 Each API converts its request into a `Turn` with a pure `to_turn` (its `wire.py`);
-`open_turn(manager, turn)` then does, once, everything that can fail before the first byte:
-resolve and load the model, plan tools (runtime/tools), render the prompt, fit it in the
-context, submit the sequences and await each one's first chunk. So a bad name, a missing
-model, a too-long prompt or a full queue is a real 4xx status, never an in-stream error.
-
-The open turn reads back as typed events per choice (`replies.py`), the same for every API;
-APIs only shape those events (and `collect`ed `Reply`s) into their wire objects.
+`open_turn` does, once, everything that can fail before the first byte, so a bad name, a
+missing model, a too-long prompt or a full queue is a real 4xx status, never an in-stream
+error. APIs only shape the typed events (`replies.py`) into their wire objects.
 """
 
 from __future__ import annotations
