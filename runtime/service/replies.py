@@ -146,13 +146,9 @@ class ReplyReader:
     decode: Callable[[list[int]], str]
 
     def finished(self, last: Chunk, reason: str | None, ids: list[int], calls: bool) -> Finished:
-        stop = (
-            matched_stop(self.decode(ids), reason, self.stops)
-            if self.stops and reason == "stop"
-            else None
-        )
+        raw = self.decode(ids) if self.stops and reason == "stop" else ""  # only to name a stop
         usage = Usage(last.prompt_tokens, last.completion_tokens, last.cached_tokens)
-        return Finished(reason, usage, calls, stop)
+        return Finished(reason, usage, calls, matched_stop(raw, reason, self.stops))
 
     async def events(self, stream: PrefetchedStream) -> AsyncGenerator[ReplyEvent, None]:
         """Pieces as the chunks come, then one Finished; closing it cancels the sequence."""

@@ -141,14 +141,12 @@ class SecurityMiddleware:
         self._key = api_key.encode() if api_key else None
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
-        if scope["type"] not in ("http", "websocket"):
-            await self.app(scope, receive, send)
-            return
-        try:
-            self.authorize(scope)
-        except FoundryError as exc:
-            await _send_error(scope, send, exc)
-            return
+        if scope["type"] in ("http", "websocket"):
+            try:
+                self.authorize(scope)
+            except FoundryError as exc:
+                await _send_error(scope, send, exc)
+                return
         await self.app(scope, receive, send)
 
     def authorize(self, scope: Scope) -> None:

@@ -61,9 +61,8 @@ class Turn:
 
     Either `messages` (chat form, rendered with the model's template and `tools`, which are
     in OpenAI's chat shape with `tool_choice` in its vocabulary) or raw `prompts` (text or
-    token ids, no template; `n` sequences each). `open_ended`: the API's default length is
-    "until the context is full", so `max_tokens` (None: not asked) is fitted to the room the
-    prompt leaves, never past OPEN_ENDED_MAX_TOKENS; otherwise `params.max_tokens` holds.
+    token ids, no template; `n` sequences each). `open_ended`: the length is
+    `open_ended_max_tokens(max_tokens, room)` (None: not asked), not `params.max_tokens`.
     """
 
     model: str
