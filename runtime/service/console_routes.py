@@ -69,7 +69,8 @@ def _console_files() -> dict[str, Path]:
     }
 
 
-def _file_response(name: str) -> Response[bytes]:
+@get(["/", "/console/{name:str}"], sync_to_thread=False, include_in_schema=False)
+def console_file(name: str = "index.html") -> Response[bytes]:
     path = _console_files().get(name)
     if path is None:
         raise NotFound(f"the console has no file {name[:80]!r}")
@@ -78,26 +79,13 @@ def _file_response(name: str) -> Response[bytes]:
     )
 
 
-@get("/", sync_to_thread=False, include_in_schema=False)
-def console_index() -> Response[bytes]:
-    return _file_response("index.html")
-
-
-@get("/console/{name:str}", sync_to_thread=False, include_in_schema=False)
-def console_file(name: str) -> Response[bytes]:
-    return _file_response(name)
-
-
 # --- why this variant: the catalog as this machine sees it -----------------------------------
 def explain_choice(
     variants: list[Variant], hardware: Hardware
 ) -> tuple[str | None, dict[str, str]]:
-    """The variant `choose_variant` picks here (None if none runs) and one reason per variant id.
-
-    The pick comes from `choose_variant` itself, so the explanation cannot disagree with what
-    `foundry model download ALIAS` would do; the reasons restate its three rules (provider
-    found, fits in memory, NPU > GPU > CPU) for each variant.
-    """
+    """The variant `choose_variant` picks here (None if none runs) and one reason per variant id:
+    its three rules (provider found, fits in memory, NPU > GPU > CPU), so the explanation cannot
+    disagree with what `foundry model download ALIAS` would do."""
     try:
         picked: str | None = choose_variant(variants, hardware).id
     except FoundryError:
@@ -211,12 +199,9 @@ ERROR_LOG = ErrorLog()
 
 
 def _install_error_log(*names: str) -> None:
-    """Listen on these loggers (idempotent).
-
-    Not the root logger: Litestar's and uvicorn's logging set-up replace the root's and their
-    own handlers after `create_app`. `runtime` (every module of ours) is left alone, so it is
-    heard from the start; `uvicorn.error` and `litestar` are joined once serving has begun.
-    """
+    """Listen on these loggers (idempotent). Not the root: Litestar's and uvicorn's set-up
+    replace its handlers and their own after `create_app`, so `runtime` is joined from the
+    start and `uvicorn.error` and `litestar` once serving has begun."""
     for name in names:
         logger = logging.getLogger(name)
         if ERROR_LOG not in logger.handlers:
@@ -285,4 +270,4 @@ def routes(settings: ServiceSettings) -> list[Any]:
     """The console's handlers: the JSON routes always, the page unless `--no-console`."""
     _install_error_log("runtime")
     api = [console_catalog, console_builds, console_stats]
-    return [console_index, console_file, *api] if settings.console else api
+    return [console_file, *api] if settings.console else api

@@ -36,12 +36,9 @@ __all__ = [
 
 @dataclass
 class ToolPlan:
-    """What a request's `tools`/`tool_choice` mean for one model.
-
-    `template_tools` go to the chat template's `tools` variable; `guidance` (or None)
-    constrains generation; `format` reads the reply (the "none" format when tool calls
-    are off: the reply is still read for `<think>` reasoning).
-    """
+    """What a request's `tools`/`tool_choice` mean for one model: the chat template's `tools`,
+    the guidance (or None), and the `format` the reply is read in ("none" when tool calls are
+    off: the reply is still read for `<think>` reasoning)."""
 
     template_tools: list[dict[str, Any]] | None
     guidance: tuple[str, str] | None
