@@ -8,7 +8,6 @@ Listeners may run off the event loop, hence the lock.
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from collections import defaultdict
@@ -138,8 +137,6 @@ def _labels(labels: Iterable[tuple[str, str]]) -> str:
 
 
 def _number(value: float) -> str:
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
     return repr(float(value)) if not float(value).is_integer() else str(int(value))
 
 
