@@ -1,10 +1,4 @@
-"""create_app(settings): the whole service on one screen.
-
-Route modules each export ROUTES; one exception handler renders every error in the shape
-of the API its path belongs to (errors.py); the lifespan builds and closes the ModelManager (on `app.state.manager`,
-also injected as `manager`); security (Host, Origin, API key) and metrics wrap every route.
-Nothing happens at import time.
-"""
+"""create_app(settings): the whole service on one screen. Nothing happens at import time."""
 
 from __future__ import annotations
 
@@ -51,7 +45,7 @@ def create_app(settings: ServiceSettings) -> Litestar:
             ttl=settings.ttl,
             queue_size=settings.queue_size,
         )
-        metrics.attach(manager)
+        manager.add_listener(metrics.record_generation)
         app.state.manager = manager
         await manager.start()
         try:

@@ -1,8 +1,5 @@
-"""The bounds every API's wire types share, and the refusals they share.
-
-Each API's `wire.py` declares its own fields but takes its limits from here, so "how long a
-stop list may be" or "how many tokens one request may ask for" has one answer whichever
-client asks (the hostile-input tests send each API the same extremes).
+"""The bounds and refusals every API's wire types share: one answer to "how many tokens may
+one request ask for" whichever client asks (the hostile-input tests send each the same extremes).
 """
 
 from __future__ import annotations

@@ -1,14 +1,10 @@
 """The web console: its static files at `/` and `/console/*`, and the JSON it reads beyond the API.
 
-The page is plain ES modules and CSS under `runtime/service/console/`, served with a strict
-Content-Security-Policy (scripts, styles and fetches from this origin only; no inline code,
-no frames), so a model's reply rendered in it can never run code. The static files are
-served without the API key (the page must load to ask for it; security.py leaves `/` and
-`/console/` open); everything the page shows comes from key-protected API routes, three of
-them here: `/foundry/catalog` (each alias's variants and why this machine picks the one it
-picks), `/foundry/builds` (each cached artifact's build.json) and `/foundry/stats` (memory,
-queue, metric totals, last warnings). Only names in the console folder are served: a request
-path never becomes a file path.
+The page (plain ES modules and CSS under `console/`) is served with a strict
+Content-Security-Policy (this origin only; no inline code, no frames), so a model's reply
+rendered in it can never run code. The files are served without the API key (the page must
+load to ask for it); the JSON routes here need it. Only names in the console folder are
+served: a request path never becomes a file path.
 """
 
 from __future__ import annotations
@@ -48,17 +44,9 @@ CONTENT_TYPES = {
     ".css": "text/css",
     ".svg": "image/svg+xml",
 }
-CSP = "; ".join(
-    [
-        "default-src 'none'",
-        "script-src 'self'",
-        "style-src 'self'",
-        "img-src 'self' data:",
-        "connect-src 'self'",
-        "base-uri 'none'",
-        "form-action 'none'",
-        "frame-ancestors 'none'",
-    ]
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 )
 CONSOLE_HEADERS = {
     "content-security-policy": CSP,
@@ -81,7 +69,8 @@ def _console_files() -> dict[str, Path]:
     }
 
 
-def _file_response(name: str) -> Response[bytes]:
+@get(["/", "/console/{name:str}"], sync_to_thread=False, include_in_schema=False)
+def console_file(name: str = "index.html") -> Response[bytes]:
     path = _console_files().get(name)
     if path is None:
         raise NotFound(f"the console has no file {name[:80]!r}")
@@ -90,26 +79,13 @@ def _file_response(name: str) -> Response[bytes]:
     )
 
 
-@get("/", sync_to_thread=False, include_in_schema=False)
-def console_index() -> Response[bytes]:
-    return _file_response("index.html")
-
-
-@get("/console/{name:str}", sync_to_thread=False, include_in_schema=False)
-def console_file(name: str) -> Response[bytes]:
-    return _file_response(name)
-
-
 # --- why this variant: the catalog as this machine sees it -----------------------------------
 def explain_choice(
     variants: list[Variant], hardware: Hardware
 ) -> tuple[str | None, dict[str, str]]:
-    """The variant `choose_variant` picks here (None if none runs) and one reason per variant id.
-
-    The pick comes from `choose_variant` itself, so the explanation cannot disagree with what
-    `foundry model download ALIAS` would do; the reasons restate its three rules (provider
-    found, fits in memory, NPU > GPU > CPU) for each variant.
-    """
+    """The variant `choose_variant` picks here (None if none runs) and one reason per variant id:
+    its three rules (provider found, fits in memory, NPU > GPU > CPU), so the explanation cannot
+    disagree with what `foundry model download ALIAS` would do."""
     try:
         picked: str | None = choose_variant(variants, hardware).id
     except FoundryError:
@@ -160,16 +136,9 @@ def console_catalog(manager: ModelManager) -> dict[str, Any]:
             }
             for v in variants
         ]
+        facts = ("alias", "display_name", "task", "publisher", "license")
         aliases.append(
-            {
-                "alias": alias.alias,
-                "display_name": alias.display_name,
-                "task": alias.task,
-                "publisher": alias.publisher,
-                "license": alias.license,
-                "picked": picked,
-                "variants": rows,
-            }
+            {key: getattr(alias, key) for key in facts} | {"picked": picked, "variants": rows}
         )
     known = {row["id"] for entry in aliases for row in entry["variants"]}
     local = [
@@ -230,12 +199,9 @@ ERROR_LOG = ErrorLog()
 
 
 def _install_error_log(*names: str) -> None:
-    """Listen on these loggers (idempotent).
-
-    Not the root logger: Litestar's and uvicorn's logging set-up replace the root's and their
-    own handlers after `create_app`. `runtime` (every module of ours) is left alone, so it is
-    heard from the start; `uvicorn.error` and `litestar` are joined once serving has begun.
-    """
+    """Listen on these loggers (idempotent). Not the root: Litestar's and uvicorn's set-up
+    replace its handlers and their own after `create_app`, so `runtime` is joined from the
+    start and `uvicorn.error` and `litestar` once serving has begun."""
     for name in names:
         logger = logging.getLogger(name)
         if ERROR_LOG not in logger.handlers:
@@ -304,4 +270,4 @@ def routes(settings: ServiceSettings) -> list[Any]:
     """The console's handlers: the JSON routes always, the page unless `--no-console`."""
     _install_error_log("runtime")
     api = [console_catalog, console_builds, console_stats]
-    return [console_index, console_file, *api] if settings.console else api
+    return [console_file, *api] if settings.console else api

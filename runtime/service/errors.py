@@ -1,11 +1,7 @@
 """Every error the service answers, described once and shaped per API.
 
-`describe(exc)` reads what an exception means (status, message, OpenAI `type`, param, code,
-`Retry-After`) from the hierarchy in `runtime/errors.py`; Litestar's own HTTP errors (404
-route, 405, 413 body, validation) keep their status; anything else is a 500 with a generic
-message and a request id, its traceback in the log (a 500 is a bug). `shape_for(path)` picks
-the body a client of that path parses: Ollama's under `/api`, Anthropic's under
-`/v1/messages`, OpenAI's everywhere else. One handler serves the whole app, and the same
+`describe` reads an error's meaning from the hierarchy in `runtime/errors.py`; `shape_for`
+picks the body a client of a path parses. One handler serves the whole app, and the same
 describer renders errors inside streams (`transport.py`) and in the security middleware.
 """
 
@@ -65,7 +61,8 @@ class Described:
 
 
 def describe(exc: BaseException, *, request_id: str | None = None) -> Described:
-    """The meaning of `exc`; one outside the hierarchy is a 500 (the caller logs it)."""
+    """The meaning of `exc`: Litestar's own HTTP errors (404 route, 405, 413, validation) keep
+    their status; one outside the hierarchy is a 500 with a request id (the caller logs it)."""
     if isinstance(exc, FoundryError):
         headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, TooManyRequests) else {}
         return Described(

@@ -1,16 +1,13 @@
 """Prometheus metrics: counters and histograms the service updates, rendered as text at /metrics.
 
-The model manager reports each finished generation to `record_generation` (wired by
-`attach(manager)`); queue depth and loaded models are read at scrape time;
-`MetricsMiddleware` counts every request by route template (never the raw path: model
-names would explode the label set) and status. Hand-written exposition format 0.0.4, no
-client library. Labels carry route templates, methods, statuses and model ids only: never
-a header, so never an API key. Listeners may run off the event loop, hence the lock.
+Hand-written exposition format 0.0.4, no client library. Requests are labelled by route
+template (never the raw path: model names would explode the label set), so labels carry
+route templates, methods, statuses and model ids only: never a header, so never an API key.
+Listeners may run off the event loop, hence the lock.
 """
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from collections import defaultdict
@@ -19,12 +16,10 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from runtime.engines.base import GenerationRecord
-    from runtime.manager import ModelManager
 
 __all__ = [
     "CONTENT_TYPE",
     "MetricsMiddleware",
-    "attach",
     "observe_request",
     "observe_ttft",
     "record_generation",
@@ -57,8 +52,8 @@ class Histogram:
 
 
 class Registry:
-    """All series of one process; `render()` writes them in exposition format. Counters and
-    gauges share one table of values, both moved by `add`; `HELP` says which kind a name is."""
+    """All series of one process. Counters and gauges share one table of values, both moved
+    by `add` (a gauge up or down); `HELP` says which kind a name is."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -66,7 +61,6 @@ class Registry:
         self.histograms: dict[str, dict[Labels, Histogram]] = defaultdict(dict)
 
     def add(self, name: str, labels: Labels, delta: float = 1.0) -> None:
-        """Count up, or move a gauge up or down (in-flight counts)."""
         with self.lock:
             series = self.values[name]
             series[labels] = series.get(labels, 0.0) + delta
@@ -123,11 +117,6 @@ def record_generation(record: GenerationRecord) -> None:
         )
 
 
-def attach(manager: ModelManager) -> None:
-    """Subscribe the registry to every generation the manager runs."""
-    manager.add_listener(record_generation)
-
-
 def observe_request(route: str, method: str, status: int, seconds: float) -> None:
     REGISTRY.add(
         "foundry_requests_total", (("route", route), ("method", method), ("status", str(status)))
@@ -148,19 +137,16 @@ def _labels(labels: Iterable[tuple[str, str]]) -> str:
 
 
 def _number(value: float) -> str:
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
     return repr(float(value)) if not float(value).is_integer() else str(int(value))
 
 
 def render(gauges: Mapping[str, Mapping[Labels, float]] | None = None) -> str:
     """The whole registry (plus scrape-time `gauges`, e.g. loaded models) as exposition text."""
-    registry = REGISTRY
-    with registry.lock:
-        values = {k: dict(v) for k, v in registry.values.items()}
+    with REGISTRY.lock:
+        values = {k: dict(v) for k, v in REGISTRY.values.items()}
         histograms = {
             k: {lbl: (h.buckets, list(h.counts), h.total, h.count) for lbl, h in v.items()}
-            for k, v in registry.histograms.items()
+            for k, v in REGISTRY.histograms.items()
         }
     for name, series in (gauges or {}).items():
         values.setdefault(name, {}).update(series)

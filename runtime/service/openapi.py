@@ -1,14 +1,8 @@
 """The error bodies of /openapi.json: each route's errors in the shape its API answers.
 
 Litestar documents a route's request body (transport.WireBody) and, for a handler that
-validates, its own generic 400; the service never answers that 400: every error goes through
-errors.py, shaped per path by `shape_for`. `document_errors` rewrites each operation's error
-responses to what errors.py really sends (OpenAI's, Anthropic's or Ollama's body), for every
-status the service can answer, so a client or a fuzzer checking conformance reads the truth.
-
-A route whose return annotation cannot say what it answers (one that streams or picks its
-media type per request) declares its whole JSON answer with `answers(Struct, ...)`; its
-stream (the handler's `media_type`) and text media types are added back here.
+validates, its own generic 400, which the service never answers: every error goes through
+errors.py, shaped per path. So a client or a fuzzer checking conformance reads the truth.
 """
 
 from __future__ import annotations
@@ -21,14 +15,14 @@ from litestar.openapi.spec import OpenAPI, OpenAPIMediaType, OpenAPIResponse, Re
 from litestar.openapi.spec.enums import OpenAPIType
 
 from runtime.service.errors import Shape, anthropic_body, ollama_body, openai_body, shape_for
-from runtime.service.transport import WireBody
+from runtime.service.transport import NDJSON, SSE, WireBody
 
 if TYPE_CHECKING:
     from litestar import Litestar
 
 __all__ = ["ERROR_STATUSES", "answers", "document_errors", "streamed"]
 
-_STREAMS = ("text/event-stream", "application/x-ndjson")
+_STREAMS = (SSE, NDJSON)
 
 # Every status errors.py can render: FoundryError's (runtime/errors.py) and Litestar's own.
 ERROR_STATUSES: dict[int, str] = {
@@ -47,49 +41,32 @@ ERROR_STATUSES: dict[int, str] = {
 }
 
 _STRING = Schema(type=OpenAPIType.STRING)
-_NULLABLE_STRING = Schema(type=[OpenAPIType.STRING, OpenAPIType.NULL])
+_NULLABLE = Schema(type=[OpenAPIType.STRING, OpenAPIType.NULL])
 
 
-def _object(properties: dict[str, Schema | Reference]) -> Schema:
+def _object(**properties: Schema | Reference) -> Schema:
     return Schema(type=OpenAPIType.OBJECT, properties=properties, required=sorted(properties))
 
 
-_SCHEMAS: dict[str, Schema] = {
-    "OpenAIError": _object(
-        {
-            "error": _object(
-                {
-                    "message": _STRING,
-                    "type": _STRING,
-                    "param": _NULLABLE_STRING,
-                    "code": _NULLABLE_STRING,
-                }
-            )
-        }
+_SCHEMAS: dict[Shape, tuple[str, Schema]] = {  # each shape's component name and schema
+    openai_body: (
+        "OpenAIError",
+        _object(error=_object(message=_STRING, type=_STRING, param=_NULLABLE, code=_NULLABLE)),
     ),
-    "AnthropicError": _object(
-        {
-            "type": Schema(type=OpenAPIType.STRING, const="error"),
-            "error": _object({"type": _STRING, "message": _STRING}),
-        }
+    anthropic_body: (
+        "AnthropicError",
+        _object(
+            type=Schema(type=OpenAPIType.STRING, const="error"),
+            error=_object(type=_STRING, message=_STRING),
+        ),
     ),
-    "OllamaError": _object({"error": _STRING}),
-}
-
-
-_SCHEMA_NAMES: dict[Shape, str] = {
-    openai_body: "OpenAIError",
-    anthropic_body: "AnthropicError",
-    ollama_body: "OllamaError",
+    ollama_body: ("OllamaError", _object(error=_STRING)),
 }
 
 
 def _error_responses(path: str) -> dict[str, OpenAPIResponse | Reference]:
-    body = {
-        "application/json": OpenAPIMediaType(
-            schema=Reference(ref=f"#/components/schemas/{_SCHEMA_NAMES[shape_for(path)]}")
-        )
-    }
+    ref = Reference(ref=f"#/components/schemas/{_SCHEMAS[shape_for(path)][0]}")
+    body = {"application/json": OpenAPIMediaType(schema=ref)}
     return {
         str(status): OpenAPIResponse(description=text, content=body)
         for status, text in ERROR_STATUSES.items()
@@ -122,10 +99,12 @@ def _other_answers(ok: OpenAPIResponse | Reference | None, handler: HTTPRouteHan
 
 
 def document_errors(app: Litestar) -> OpenAPI:
-    """Give every operation of `app`'s document the error responses errors.py really sends
-    (and each route the answers its return annotation does not say)."""
+    """Give every operation of `app`'s document the error responses errors.py really sends,
+    for every status it can answer (and each route the answers its annotation does not say:
+    a route that streams or picks its media type declares its JSON answer with `answers`)."""
     document = app.openapi_schema
-    document.components.schemas = {**(document.components.schemas or {}), **_SCHEMAS}
+    schemas = dict(_SCHEMAS.values())
+    document.components.schemas = {**(document.components.schemas or {}), **schemas}
     for route in app.routes:
         item = (document.paths or {}).get(route.path_format)
         for handler in getattr(route, "route_handlers", ()):

@@ -1,9 +1,7 @@
 """What comes back from a turn, the same for every API: typed reply events per choice.
 
-A reply is pieces (`Piece`: content, reasoning, or a fragment of tool call `index`, as
-runtime/tools' stream parser yields them) then one `Finished` with the usage, the engine's
-reason and the stop string that matched; `Reply` is one choice drained. `ReplyReader` turns
-an engine stream into those events (or a Reply); `merge` interleaves several choices.
+A reply is pieces (content, reasoning, or a fragment of a tool call) then one `Finished`;
+`Reply` is one choice drained. `ReplyReader` turns an engine stream into those events.
 """
 
 from __future__ import annotations
@@ -148,13 +146,9 @@ class ReplyReader:
     decode: Callable[[list[int]], str]
 
     def finished(self, last: Chunk, reason: str | None, ids: list[int], calls: bool) -> Finished:
-        stop = (
-            matched_stop(self.decode(ids), reason, self.stops)
-            if self.stops and reason == "stop"
-            else None
-        )
+        raw = self.decode(ids) if self.stops and reason == "stop" else ""  # only to name a stop
         usage = Usage(last.prompt_tokens, last.completion_tokens, last.cached_tokens)
-        return Finished(reason, usage, calls, stop)
+        return Finished(reason, usage, calls, matched_stop(raw, reason, self.stops))
 
     async def events(self, stream: PrefetchedStream) -> AsyncGenerator[ReplyEvent, None]:
         """Pieces as the chunks come, then one Finished; closing it cancels the sequence."""

@@ -2,14 +2,11 @@
 (CSRF) and CORS.
 
 The peers' record shows where this breaks: Ollama's DNS-rebinding CVE (a web page whose
-name resolves to 127.0.0.1 drives the local API), vLLM's API key that skipped routes.
-A page on any site can also send simple requests (`fetch(..., {mode: "no-cors"})`, `<img
-src>`) that start a download or unload everything; so a request whose `Origin` is neither
-loopback, the service's own origin nor a `--cors-origin` is refused, and so is one a browser
-marks `Sec-Fetch-Site: cross-site` (an `<img>` GET carries no Origin). Non-browser clients send
-neither header and are unaffected. So the checks run as ASGI middleware around every route but `/health`, compare the key in
-constant time, and never log or echo it. Pure ASGI and stdlib: the CLI imports
-`check_bind` without pulling litestar in.
+name resolves to 127.0.0.1 drives the local API), vLLM's API key that skipped routes, and
+any page's simple requests (`fetch(..., {mode: "no-cors"})`, `<img src>`) that can start a
+download or unload everything. So the checks run as ASGI middleware around every route,
+compare the key in constant time and never log or echo it. Pure ASGI and stdlib: the CLI
+imports `check_bind` without pulling litestar in.
 """
 
 from __future__ import annotations
@@ -69,7 +66,6 @@ def is_loopback(host: str) -> bool:
 
 
 def is_open_path(path: str) -> bool:
-    """Answered without a key: `OPEN_PATHS` and anything under `OPEN_PREFIXES`."""
     return path in OPEN_PATHS or path.startswith(OPEN_PREFIXES)
 
 
@@ -127,12 +123,8 @@ def _presented_key(scope: Scope) -> str | None:
 
 
 class SecurityMiddleware:
-    """ASGI middleware: Host check (while bound to loopback), then API key (when one is set).
-
-    Args:
-        bound_host: the address the server listens on; loopback binds refuse foreign Host headers.
-        api_key: the key every route but `OPEN_PATHS` requires; None = no key.
-    """
+    """ASGI middleware: Host check (while bound to loopback), Origin, then the API key (when
+    one is set) on every route but the open paths."""
 
     def __init__(
         self,
@@ -149,14 +141,12 @@ class SecurityMiddleware:
         self._key = api_key.encode() if api_key else None
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
-        if scope["type"] not in ("http", "websocket"):
-            await self.app(scope, receive, send)
-            return
-        try:
-            self.authorize(scope)
-        except FoundryError as exc:
-            await _send_error(scope, send, exc)
-            return
+        if scope["type"] in ("http", "websocket"):
+            try:
+                self.authorize(scope)
+            except FoundryError as exc:
+                await _send_error(scope, send, exc)
+                return
         await self.app(scope, receive, send)
 
     def authorize(self, scope: Scope) -> None:
@@ -183,7 +173,8 @@ class SecurityMiddleware:
 
     def check_origin(self, scope: Scope, host: str | None) -> None:
         """Refuse what a foreign web page's browser sends: an Origin that is neither loopback,
-        this service's own origin nor configured, or `Sec-Fetch-Site: cross-site` without one."""
+        this service's own origin nor configured, or `Sec-Fetch-Site: cross-site` without one
+        (an `<img>` GET carries no Origin). Non-browser clients send neither header."""
         if is_open_path(str(scope.get("path", ""))) and scope.get("method") in ("GET", "HEAD"):
             return  # read-only open pages (liveness, the console): a link to them may work
         origin = _header(scope, b"origin")

@@ -1,10 +1,8 @@
 """The detached service's log file, rotated while the service runs.
 
-`foundry service start` used to rotate the log only when it started a service, so one that ran
-for weeks grew without bound. The service now owns its log: a RotatingFileHandler keeps the
-current file under `max_bytes` plus one previous file (`.1`), and after each rollover file
-descriptors 1 and 2 are pointed at the new file as well, so what bypasses `logging` (a traceback,
-a C library writing to stderr) lands in the current log rather than in the renamed one.
+A service that ran for weeks must not grow its log without bound, so the service owns it:
+one previous file (`.1`) is kept, and after each rollover fds 1 and 2 point at the new file
+too, so what bypasses `logging` (a traceback, a C library's stderr) lands in the current log.
 """
 
 from __future__ import annotations

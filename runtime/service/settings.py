@@ -1,11 +1,9 @@
 """ServiceSettings: everything a running service was started with, in one frozen struct.
 
-Built once, by `foundry service start` (its options over the environment's FOUNDRY_* values,
-`settings_from`), and handed whole to the server process it launches: the struct travels
-as JSON in `FOUNDRY_SERVICE_SETTINGS`, the API key beside it in `FOUNDRY_API_KEY` (the
-environment, never the command line, where `ps` would show it). The launcher decodes it and
-passes it on to `create_app`, which hands it to the handlers that need it. Nothing here
-imports the app or the launcher, so every module may name the type without a cycle.
+`foundry service start` builds it (`settings_from`) and hands it whole to the server process
+as JSON in `FOUNDRY_SERVICE_SETTINGS`, the API key apart in `FOUNDRY_API_KEY` (the environment,
+never the command line, where `ps` would show it). Nothing here imports the app or the
+launcher, so every module may name the type without a cycle.
 """
 
 from __future__ import annotations

@@ -1,17 +1,15 @@
 """The service state file, `$FOUNDRY_HOME/service.json`: how the CLI and SDKs find the service.
 
 The service writes it once its socket is bound and removes it on exit; readers treat a file
-whose pid is dead (or is no longer our server) as stale and remove it. Imported by
-`foundry service status`, which Foundry Local's SDK runs ~10 times a second while the
-service starts, so this module imports only the stdlib and msgspec: never litestar,
-uvicorn or onnxruntime.
+whose pid is dead (or is no longer our server) as stale and remove it. Foundry Local's SDK
+runs `foundry service status` ~10 times a second while the service starts, so reading it
+imports only the stdlib and msgspec: never litestar, uvicorn or onnxruntime.
 """
 
 from __future__ import annotations
 
 import os
 import time
-import uuid
 from pathlib import Path
 
 import msgspec
@@ -59,18 +57,11 @@ def endpoint_host(host: str) -> str:
 
 
 def write_state(state: ServiceState, path: Path | None = None) -> Path:
-    """Write the file atomically (temp file in the same folder, fsync, rename)."""
+    """Write the file atomically (a temp file in the same folder, fsync, rename)."""
+    from runtime.store.atomic import atomic_write  # only the server writes it: status stays light
+
     path = path or state_file()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with tmp.open("wb") as fh:
-            fh.write(msgspec.json.format(msgspec.json.encode(state)))
-            fh.flush()
-            os.fsync(fh.fileno())
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write(path, msgspec.json.format(msgspec.json.encode(state)), path.parent)
     return path
 
 

@@ -1,12 +1,5 @@
-"""The service's one transport: request bodies in, framed event streams out.
-
-`decode_body` turns a body into an API's Struct (a bad one is a 400 naming the field).
-`sse` and `ndjson` frame one payload; `framed` frames a whole event stream for any API:
-it closes the generation when the stream ends, fails, or the client disconnects (Litestar
-closes the response's iterator, and its `finally` cancels the engine's sequences), and a
-failure after the first byte becomes that API's in-stream error frame (vLLM's order for
-OpenAI: `data: {"error": ...}` then `data: [DONE]`), since the status line is long gone.
-"""
+"""The service's one transport: request bodies in (`decode_body`, `WireBody`), framed event
+streams out (`framed`, one `sse` or `ndjson` frame per event)."""
 
 from __future__ import annotations
 
@@ -111,7 +104,10 @@ async def framed(
 ) -> AsyncIterator[bytes]:
     """Frame `events`; a failure becomes `error(describe(exc))`; `done` ends the stream.
 
-    `close` runs however the stream ends (finished, failed, or the client went away).
+    After the first byte the status line is long gone, so a failure is the API's in-stream
+    error frame (vLLM's order for OpenAI: the error, then `data: [DONE]`). `close` runs however
+    the stream ends: finished, failed, or the client went away (Litestar closes the iterator,
+    whose `finally` cancels the engine's sequences).
     """
     try:
         async for event in events:
@@ -143,11 +139,10 @@ def openai_sse_error(error: Described) -> bytes:
 class WireBody(AbstractDTO[Any]):
     """A handler's `data: SomeStruct`, decoded by `decode_body` and documented by Litestar.
 
-    Litestar documents a route's request body from its `data` annotation, so the OpenAPI
-    document (and the fuzzer that reads it) sees every API's real request type; decoding
-    stays `decode_body`'s, so a bad body is the same 400 naming the field, in the shape of
-    the API asked (errors.py), never Litestar's generic "Validation failed". Use it as
-    `@post(path, dto=WireBody, return_dto=None)` with a `data: RequestStruct` parameter.
+    The OpenAPI document (and the fuzzer that reads it) sees every API's real request type,
+    while a bad body stays `decode_body`'s 400 naming the field in the shape of the API asked,
+    never Litestar's generic "Validation failed". Use: `@post(path, dto=WireBody,
+    return_dto=None)` with a `data: RequestStruct` parameter.
     """
 
     config: ClassVar[DTOConfig] = DTOConfig()

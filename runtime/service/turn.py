@@ -1,13 +1,9 @@
 """The one generation path every client API shares: a typed `Turn` in, reply events out.
 
 Each API converts its request into a `Turn` with a pure `to_turn` (its `wire.py`);
-`open_turn(manager, turn)` then does, once, everything that can fail before the first byte:
-resolve and load the model, plan tools (runtime/tools), render the prompt, fit it in the
-context, submit the sequences and await each one's first chunk. So a bad name, a missing
-model, a too-long prompt or a full queue is a real 4xx status, never an in-stream error.
-
-The open turn reads back as typed events per choice (`replies.py`), the same for every API;
-APIs only shape those events (and `collect`ed `Reply`s) into their wire objects.
+`open_turn` does, once, everything that can fail before the first byte, so a bad name, a
+missing model, a too-long prompt or a full queue is a real 4xx status, never an in-stream
+error. APIs only shape the typed events (`replies.py`) into their wire objects.
 """
 
 from __future__ import annotations
@@ -65,9 +61,8 @@ class Turn:
 
     Either `messages` (chat form, rendered with the model's template and `tools`, which are
     in OpenAI's chat shape with `tool_choice` in its vocabulary) or raw `prompts` (text or
-    token ids, no template; `n` sequences each). `open_ended`: the API's default length is
-    "until the context is full", so `max_tokens` (None: not asked) is fitted to the room the
-    prompt leaves, never past OPEN_ENDED_MAX_TOKENS; otherwise `params.max_tokens` holds.
+    token ids, no template; `n` sequences each). `open_ended`: the length is
+    `open_ended_max_tokens(max_tokens, room)` (None: not asked), not `params.max_tokens`.
     """
 
     model: str

@@ -1,10 +1,7 @@
 """The seam between wire APIs and tool calling: what to render, how to guide, how to read.
 
-The service's generation seam (`runtime/service/turn.py::open_turn`) calls `plan_tools` and
-`prepare_messages` before rendering the prompt once, and reads the reply in the plan's
-`format` (parsers.py: `parse` finished, `StreamParser` streamed), for every client API
-alike. Which family's syntax applies is data: the manifest's `tool_parser` (written by the
-compiler's recipe) names a row of formats.FORMATS.
+`runtime/service/turn.py` calls `plan_tools` and `prepare_messages` before rendering the
+prompt, then reads the reply in the plan's `format` (parsers.py), for every client API alike.
 """
 
 from __future__ import annotations
@@ -39,12 +36,9 @@ __all__ = [
 
 @dataclass
 class ToolPlan:
-    """What a request's `tools`/`tool_choice` mean for one model.
-
-    `template_tools` go to the chat template's `tools` variable; `guidance` (or None)
-    constrains generation; `format` reads the reply (the "none" format when tool calls
-    are off: the reply is still read for `<think>` reasoning).
-    """
+    """What a request's `tools`/`tool_choice` mean for one model: the chat template's `tools`,
+    the guidance (or None), and the `format` the reply is read in ("none" when tool calls are
+    off: the reply is still read for `<think>` reasoning)."""
 
     template_tools: list[dict[str, Any]] | None
     guidance: tuple[str, str] | None
@@ -68,16 +62,12 @@ def _check_tools(tools: list[Any]) -> list[dict[str, Any]]:
                 f"tools[{i}] must be {{'type': 'function', 'function': {{'name': ...}}}}",
                 param=f"tools[{i}]",
             )
-        parameters = function.get("parameters")
+        parameters, where = function.get("parameters"), f"tools[{i}].function.parameters"
         if parameters is not None and not isinstance(parameters, dict):
-            raise InvalidRequest(
-                f"tools[{i}].function.parameters must be a JSON schema object",
-                param=f"tools[{i}].function.parameters",
-            )
+            raise InvalidRequest(f"{where} must be a JSON schema object", param=where)
         if json_depth(parameters) > MAX_SCHEMA_DEPTH:
             raise InvalidRequest(
-                f"tools[{i}].function.parameters is nested deeper than {MAX_SCHEMA_DEPTH} levels",
-                param=f"tools[{i}].function.parameters",
+                f"{where} is nested deeper than {MAX_SCHEMA_DEPTH} levels", param=where
             )
     return tools
 

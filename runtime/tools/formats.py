@@ -1,9 +1,8 @@
 """One row per tool-call format: how a family marks its calls, read and written from the same data.
 
-The manifest names the format (`ModelMetadata.tool_parser`, set by the compiler's recipe; an
-older manifest falls back to its family's usual one, `family_format`). A `ToolFormat` both
-reads a reply's tool region (`scan`, used by parsers.py) and frames a forced call (`frame`,
-`arg_keys[0]`, `as_list`, used by grammar.py), so the grammar writes exactly what the parser reads:
+The manifest names the format (`ModelMetadata.tool_parser`; an older manifest falls back to
+`family_format`). A `ToolFormat` both reads a reply's tool region (`scan`, for parsers.py)
+and frames a forced call (for grammar.py), so the grammar writes exactly what the parser reads:
 
     qwen    <tool_call>\\n{"name": "f", "arguments": {...}}\\n</tool_call>   (Qwen2.5, Qwen3,
             DeepSeek-R1 Qwen distills, Hermes)
@@ -12,8 +11,7 @@ reads a reply's tool region (`scan`, used by parsers.py) and frames a forced cal
     llama3  {"name": "f", "parameters": {...}}, optionally after <|python_tag|>, `;`-separated
     phi4    <|tool_call|>[{"name": "f", "arguments": {...}}]<|/tool_call|>  (also `functools[...]`)
 
-Scanning works on text that may still be growing: a call is complete, unfinished (the text
-may go on), or `Malformed` (no continuation could make it a call).
+Text may still be growing: a call is complete, unfinished, or `Malformed` (never a call).
 """
 
 from __future__ import annotations

@@ -1,19 +1,17 @@
 """Guidance grammars for onnxruntime-genai: JSON schemas and tool-call syntax, no free whitespace.
 
 onnxruntime-genai 0.18 takes guidance per turn as (`"json_schema"` | `"lark_grammar"` |
-`"regex"`, text) and hands it to llguidance. Two measured rules shape every grammar here:
+`"regex"`, text) for llguidance. Two measured rules shape every grammar here:
 
 * **No flexible whitespace.** With JSON's default whitespace a random-weight model emits
-  `{` then whitespace until `max_tokens` (issue 8; reproduced on a tiny Qwen2); with
-  `"x-guidance": {"whitespace_flexible": false}` the same schema closes and hits EOS.
-  Every schema we hand over, top level or embedded via Lark's `%json`, carries that flag.
-* **Markers that are tokens are referenced by id.** A Lark *string* "<tool_call>" whose text
-  is also a special token made llguidance force that token and then reject it, which left
-  0.18's static-batch Engine permanently unhealthy (every later request failed). So a marker
-  that is one token in the vocabulary is written `<[id]>`; only other markers are literals.
+  `{` then whitespace until `max_tokens` (issue 8); with `"x-guidance":
+  {"whitespace_flexible": false}` the same schema closes and hits EOS. Every schema we hand
+  over, top level or embedded via Lark's `%json`, carries that flag.
+* **Markers that are tokens are referenced by id.** A Lark string "<tool_call>" that is also
+  a special token made llguidance force that token and then reject it, leaving 0.18's
+  static-batch Engine permanently unhealthy. So a marker that is one token is `<[id]>`.
 
-A forced call is framed by the same `ToolFormat` row (formats.py) that parses the family's
-replies, so it is written exactly as that family's parser reads it.
+A forced call is framed by the `ToolFormat` row (formats.py) that parses the family's replies.
 """
 
 from __future__ import annotations
@@ -115,8 +113,7 @@ def reply_format_guidance(
 
 @lru_cache(maxsize=16)
 def marker_tokens(artifact: Path) -> dict[str, int]:
-    """Added tokens of an artifact's tokenizer.json: text -> id (special or not); read once
-    per artifact, as every forced call on it asks again."""
+    """Added tokens of an artifact's tokenizer.json: text -> id (special or not)."""
     try:
         data = json.loads((artifact / "tokenizer.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -149,13 +146,9 @@ def tool_call_guidance(
     *,
     tokens: dict[str, int] | None = None,
 ) -> tuple[str, str]:
-    """Lark guidance forcing exactly one call to one of `tools`, framed as `forced_format`.
-
-    One call, not a list of them: with `tool_choice` "required" or a named function the
-    caller needs a call, and a single one keeps a weak model from looping until
-    `max_tokens`. The arguments obey the function's JSON schema, without free whitespace.
-    `tools` are as `calls.plan_tools` checked them: at least one, each with a function name.
-    """
+    """Lark guidance forcing exactly one call to one of `tools` (as `calls.plan_tools` checked
+    them), framed as `forced_format`: one call, not a list, keeps a weak model from looping
+    until `max_tokens`."""
     syntax = forced_format(format_name)
     calls = [_call_schema(t, syntax.arg_keys[0]) for t in tools]
     body: dict[str, Any] = calls[0] if len(calls) == 1 else {"anyOf": calls}

@@ -1,10 +1,8 @@
 """Find where a JSON value ends in text that may still be growing.
 
-Tool-call parsers stream argument fragments before the model has finished the
-object, so they need to know "is this value complete, and where does it end?"
-without a full parse. These functions answer that on prefixes: they return
-`None` for "not finished yet" and raise `Malformed` when no continuation could
-make the text valid. Validation proper is left to `json.loads` on the slice.
+Tool-call parsers stream argument fragments before the model has finished the object. These
+functions return `None` for "not finished yet" and raise `Malformed` when no continuation
+could make the text valid; validation proper is left to `json.loads` on the slice.
 """
 
 from __future__ import annotations

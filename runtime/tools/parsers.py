@@ -1,11 +1,8 @@
 """Reading a reply: model text -> (content, tool calls, reasoning), finished or streamed.
 
-Which family's tool syntax applies is one `ToolFormat` (formats.py), so routes never branch on
-the family. `<think>...</think>` (DeepSeek-R1, Qwen3) is split off as reasoning first, whatever
-the family. Both entry points work on the same scan of the text so far: `parse` for a finished
-reply, `StreamParser` for deltas the way OpenAI streams them (a call's id and name first, then
-argument fragments whose concatenation is the final `arguments`). Malformed output is returned
-as plain content; nothing here raises on model text.
+`<think>...</think>` (DeepSeek-R1, Qwen3) is split off as reasoning first, whatever the
+family's `ToolFormat` (formats.py). Malformed output is returned as plain content; nothing
+here raises on model text.
 """
 
 from __future__ import annotations
@@ -89,12 +86,11 @@ def parse(text: str, syntax: ToolFormat, *, in_reasoning: bool = False) -> Parse
 
 
 class StreamParser:
-    """Feed text as it is generated; get OpenAI-shaped deltas back.
+    """Feed text as it is generated; get OpenAI-shaped deltas back: a call's id and name in
+    one delta, then argument fragments whose concatenation is the final `arguments`.
 
-    Each feed rescans the whole reply so far (replies are short, and the scan is
-    linear), then emits only what grew since the last feed. A call's id and name
-    come in one delta, then its argument text in fragments. If the tool syntax
-    turns out malformed, what has not been shown yet comes out as content.
+    Each feed rescans the whole reply so far (replies are short, the scan is linear) and
+    emits only what grew. If the tool syntax breaks, what was not shown comes out as content.
     """
 
     def __init__(self, syntax: ToolFormat, *, in_reasoning: bool = False):
@@ -153,8 +149,7 @@ class StreamParser:
         deltas: list[Delta] = []
         if index >= len(self.calls):
             self.calls.append((self.syntax.new_id(), call.name, 0))
-            call_id = self.calls[index][0]
-            deltas.append(Delta(index=index, id=call_id, name=call.name, arguments=""))
+            deltas.append(Delta(index=index, id=self.calls[index][0], name=call.name, arguments=""))
         call_id, name, shown = self.calls[index]
         if len(call.arguments) > shown:
             deltas.append(Delta(index=index, arguments=call.arguments[shown:]))
