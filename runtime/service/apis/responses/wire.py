@@ -203,8 +203,8 @@ def check_call_outputs(messages: list[dict]) -> None:
             )
 
 
-def chat_tools(request: ResponsesRequest) -> tuple[list[dict] | None, Any]:
-    """The request's function tools and tool_choice in OpenAI chat's shape (runtime/tools).
+def chat_tools(request: ResponsesRequest) -> list[dict] | None:
+    """The request's function tools in OpenAI chat's shape (tool_choice already is).
 
     Raises:
         InvalidRequest: a tool that is not a named function (built-in tools do not run here).
@@ -219,7 +219,7 @@ def chat_tools(request: ResponsesRequest) -> tuple[list[dict] | None, Any]:
             )
         function = {k: tool[k] for k in ("name", "description", "parameters") if k in tool}
         tools.append({"type": "function", "function": function})
-    return tools or None, request.tool_choice
+    return tools or None
 
 
 def to_turn(request: ResponsesRequest, conversation: list[dict]) -> Turn:
@@ -236,13 +236,12 @@ def to_turn(request: ResponsesRequest, conversation: list[dict]) -> Turn:
     )
     params = GenerationParams(guidance=guidance, **given(request, "temperature", "top_p"))
     messages = [{"role": "system", "content": request.instructions}] if request.instructions else []
-    tools, tool_choice = chat_tools(request)
     return Turn(
         request.model,
         params,
         messages + conversation,
-        tools=tools,
-        tool_choice=tool_choice,
+        tools=chat_tools(request),
+        tool_choice=request.tool_choice,
         open_ended=True,
         max_tokens=request.max_output_tokens,
     )
