@@ -25,7 +25,6 @@ __all__ = [
     "MessageBody",
     "MessagesRequest",
     "Usage",
-    "chat_tools",
     "content_blocks",
     "event",
     "stop_reason",
@@ -66,7 +65,7 @@ class Message(msgspec.Struct, kw_only=True):
 
 
 class ToolDef(msgspec.Struct, kw_only=True):
-    """A client tool; server tools (`type` other than "custom") are a 400 at `chat_tools`."""
+    """A client tool; server tools (`type` other than "custom") are a 400 at `_chat_tools`."""
 
     name: Annotated[str, Meta(min_length=1, max_length=128)]
     description: str | None = None
@@ -129,7 +128,7 @@ def _chat_messages(message: Message) -> list[dict]:
     return [*results, {"role": message.role, "content": text}]
 
 
-def chat_tools(request: CountTokensRequest) -> tuple[list[dict] | None, Any]:
+def _chat_tools(request: CountTokensRequest) -> tuple[list[dict] | None, Any]:
     """The request's tools and tool_choice in OpenAI chat's shape (runtime/tools reads that).
 
     auto -> "auto", any -> "required", tool -> that function, none -> "none".
@@ -173,7 +172,7 @@ def to_turn(request: CountTokensRequest) -> Turn:
         sampling = given(request, "temperature", "top_p", "top_k")
         stop = list(request.stop_sequences or [])
         params = GenerationParams(max_tokens=request.max_tokens, stop=stop, **sampling)
-    tools, tool_choice = chat_tools(request)
+    tools, tool_choice = _chat_tools(request)
     return Turn(request.model, params, messages, tools=tools, tool_choice=tool_choice)
 
 
