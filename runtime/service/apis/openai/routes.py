@@ -121,10 +121,8 @@ async def completions(data: wire.CompletionRequest, manager: ModelManager) -> Re
 async def _completion_events(
     turn: OpenTurn, echoes: list[str], chunk: Callable[..., wire.Completion], include_usage: bool
 ) -> AsyncIterator[wire.Completion]:
-    def choice(
-        index: int, text: str, finish_reason: str | None = None
-    ) -> list[wire.CompletionChoice]:
-        return [wire.CompletionChoice(index=index, text=text, finish_reason=finish_reason)]
+    def choice(index: int, text: str, reason: str | None = None) -> list[wire.CompletionChoice]:
+        return [wire.CompletionChoice(index=index, text=text, finish_reason=reason)]
 
     for index, echo in enumerate(echoes):
         if echo:
