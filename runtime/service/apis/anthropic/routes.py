@@ -1,11 +1,8 @@
 """Anthropic's Messages API: `POST /v1/messages` and `POST /v1/messages/count_tokens`.
 
-A thin translation layer over the shared generation seam (`turn.py`): decode an
-`wire.py` Struct, `to_turn` it, `open_turn`, shape the reply or the SSE events.
-Errors under `/v1/messages` render in Anthropic's shape (`{"type": "error", "error":
-{...}}`) through the app's one handler (`errors.shape_for`); after the first byte a failure
-becomes an `event: error`. Auth (`x-api-key` or `Authorization: Bearer`) is the security
-middleware's job, not this module's.
+Thin controllers over the shared seam (`turn.py`). Errors under `/v1/messages` take
+Anthropic's shape in the app's one handler (`errors.shape_for`), and after the first byte
+are an `event: error`; auth (`x-api-key` too) is the security middleware's job.
 """
 
 from __future__ import annotations

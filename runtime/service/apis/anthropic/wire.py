@@ -1,17 +1,12 @@
 """Anthropic Messages API on the wire, and its pure conversion to and from the engine.
 
-`/v1/messages` requests decode into these Structs; `to_turn(request)` turns one into the
-shared generation seam's Turn, and the `*_event`/`MessageBody` functions shape the engine's
-output as Anthropic's clients expect it. Nothing here touches the service, the manager or an
-engine: it is unit-tested without a server.
-
-The wire format has fields that are "a string or a list of blocks" (`system`, `content`);
-they stay unions here because that is what Anthropic's clients send.
+`to_turn(request)` makes the shared seam's Turn; `MessageBody`, `content_blocks` and
+`BlockStream` shape the reply. `system` and `content` stay "a string or a list of blocks"
+unions, as Anthropic's clients send them. Never touches the service, manager or an engine.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -30,7 +25,6 @@ __all__ = [
     "MessageBody",
     "MessagesRequest",
     "Usage",
-    "chat_tools",
     "content_blocks",
     "event",
     "stop_reason",
@@ -71,7 +65,7 @@ class Message(msgspec.Struct, kw_only=True):
 
 
 class ToolDef(msgspec.Struct, kw_only=True):
-    """A client tool; server tools (`type` other than "custom") are a 400 at `chat_tools`."""
+    """A client tool; server tools (`type` other than "custom") are a 400 at `_chat_tools`."""
 
     name: Annotated[str, Meta(min_length=1, max_length=128)]
     description: str | None = None
@@ -124,9 +118,7 @@ def _chat_messages(message: Message) -> list[dict]:
         if isinstance(b, ToolResultBlock)
     ]
     calls = [
-        chat_call(b.id, b.name, json.dumps(b.input))
-        for b in message.content
-        if isinstance(b, ToolUseBlock)
+        chat_call(b.id, b.name, b.input) for b in message.content if isinstance(b, ToolUseBlock)
     ]
     text = _text(message.content)
     if calls:
@@ -136,7 +128,7 @@ def _chat_messages(message: Message) -> list[dict]:
     return [*results, {"role": message.role, "content": text}]
 
 
-def chat_tools(request: CountTokensRequest) -> tuple[list[dict] | None, Any]:
+def _chat_tools(request: CountTokensRequest) -> tuple[list[dict] | None, Any]:
     """The request's tools and tool_choice in OpenAI chat's shape (runtime/tools reads that).
 
     auto -> "auto", any -> "required", tool -> that function, none -> "none".
@@ -180,7 +172,7 @@ def to_turn(request: CountTokensRequest) -> Turn:
         sampling = given(request, "temperature", "top_p", "top_k")
         stop = list(request.stop_sequences or [])
         params = GenerationParams(max_tokens=request.max_tokens, stop=stop, **sampling)
-    tools, tool_choice = chat_tools(request)
+    tools, tool_choice = _chat_tools(request)
     return Turn(request.model, params, messages, tools=tools, tool_choice=tool_choice)
 
 
@@ -239,18 +231,14 @@ _EMPTY = {
 
 
 def event(kind: str, **fields: Any) -> tuple[str, dict]:
-    """One stream event as (its name, its data), the data opening with the name as `type`:
-    message_start, content_block_start, ping, content_block_delta, content_block_stop,
-    message_delta, message_stop, in the order a stream sends them."""
+    """One stream event as (its name, its data), the data opening with the name as `type`."""
     return kind, {"type": kind, **fields}
 
 
 class BlockStream:
-    """Streamed reply pieces (runtime/tools Deltas) -> Anthropic content block events.
-
-    A block starts when its first piece arrives (thinking, text, each tool_use) and stops
-    when another starts or the reply ends; `open_text=True` starts the text block at once
-    (plain text, the order the stream had before tools).
+    """Streamed reply pieces -> Anthropic content block events. A block starts as its first
+    piece arrives (thinking, text, each tool_use) and stops when another starts or the reply
+    ends; `begin(open_text=True)` starts the text block at once (a reply read as plain text).
     """
 
     def __init__(self) -> None:
@@ -273,16 +261,12 @@ class BlockStream:
         return [event("content_block_stop", index=self.index)]
 
     def _delta(self, kind: str, key: str, text: str) -> tuple[str, dict]:
-        """text_delta (`text`), thinking_delta (`thinking`), input_json_delta (`partial_json`)."""
-        delta = {"type": kind, key: text}
-        return event("content_block_delta", index=self.index, delta=delta)
+        return event("content_block_delta", index=self.index, delta={"type": kind, key: text})
 
     def feed(self, delta: Any) -> list[tuple[str, dict]]:
         if delta.index is not None:
-            sent = []
-            if delta.id is not None:
-                block = {"type": "tool_use", "id": delta.id, "name": delta.name, "input": {}}
-                sent += self._start(block)
+            block = {"type": "tool_use", "id": delta.id, "name": delta.name, "input": {}}
+            sent = self._start(block) if delta.id is not None else []
             if delta.arguments:
                 sent.append(self._delta("input_json_delta", "partial_json", delta.arguments))
             return sent

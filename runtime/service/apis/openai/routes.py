@@ -1,9 +1,8 @@
 """OpenAI routes: /v1/models, /v1/chat/completions, /v1/completions.
 
-Thin controllers: decode a protocol Struct, `to_turn` it, `open_turn` (everything that can
-fail, before the first byte), then shape reply events into OpenAI's objects. Streams follow vLLM's
-order: a role chunk per choice, content deltas, a chunk with finish_reason per choice,
-an optional usage chunk, `data: [DONE]`.
+Thin controllers: `to_turn` the request, `open_turn` it, shape the reply events as OpenAI's
+objects. Chat streams in vLLM's order: a role chunk per choice, deltas, a finish chunk per
+choice, an optional usage chunk, `data: [DONE]`.
 """
 
 from __future__ import annotations
@@ -21,7 +20,7 @@ from runtime.errors import ModelNotFound
 from runtime.manager import ModelManager
 from runtime.service.apis.openai import wire
 from runtime.service.openapi import streamed
-from runtime.service.replies import UNFINISHED, Finished, Reply
+from runtime.service.replies import UNFINISHED, Finished
 from runtime.service.transport import (
     DONE,
     SSE,
@@ -66,7 +65,7 @@ async def chat_completions(
         chunk = partial(wire.ChatCompletionChunk, **head)
         return _sse_stream(_chat_events(turn, chunk, data.include_usage), turn)
     replies = await turn.collect()
-    choices = [_chat_choice(i, reply) for i, reply in enumerate(replies)]
+    choices = [wire.chat_choice(i, reply) for i, reply in enumerate(replies)]
     ends = [reply.finished for reply in replies]
     return whole(wire.ChatCompletion(**head, choices=choices, usage=_usage(turn, ends)))
 
@@ -80,15 +79,9 @@ def _sse_stream(events: AsyncIterator[Any], turn: OpenTurn) -> Stream:
     return sse_stream(framed(events, sse, openai_sse_error, close=turn.aclose, done=DONE))
 
 
-def _chat_choice(index: int, reply: Reply) -> wire.ChatChoice:
-    message = wire.assistant_message(reply.parsed)
-    return wire.ChatChoice(index=index, message=message, finish_reason=reply.finished.finish_reason)
-
-
 async def _chat_events(
     turn: OpenTurn, chunk: Callable[..., wire.ChatCompletionChunk], include_usage: bool
 ) -> AsyncIterator[wire.ChatCompletionChunk]:
-    """vLLM's order: a role chunk per choice, deltas, a finish chunk per choice, usage."""
     for index in range(len(turn.streams)):
         yield chunk(
             choices=[wire.ChunkChoice(index=index, delta=wire.Delta(role="assistant", content=""))]
@@ -110,10 +103,9 @@ async def _chat_events(
 
 @post("/v1/completions", status_code=200, **streamed(wire.Completion, SSE, _WHOLE))
 async def completions(data: wire.CompletionRequest, manager: ModelManager) -> Response[Any]:
-    prompts = data.prompts()
     turn = await open_turn(manager, data.to_turn())
     head = _head("cmpl", data.model)
-    echoes = [p if data.echo else "" for p in prompts for _ in range(data.n)]
+    echoes = [p if data.echo else "" for p in data.prompts() for _ in range(data.n)]
     if data.stream:
         chunk = partial(wire.Completion, **head)
         return _sse_stream(_completion_events(turn, echoes, chunk, data.include_usage), turn)
@@ -129,10 +121,8 @@ async def completions(data: wire.CompletionRequest, manager: ModelManager) -> Re
 async def _completion_events(
     turn: OpenTurn, echoes: list[str], chunk: Callable[..., wire.Completion], include_usage: bool
 ) -> AsyncIterator[wire.Completion]:
-    def choice(
-        index: int, text: str, finish_reason: str | None = None
-    ) -> list[wire.CompletionChoice]:
-        return [wire.CompletionChoice(index=index, text=text, finish_reason=finish_reason)]
+    def choice(index: int, text: str, reason: str | None = None) -> list[wire.CompletionChoice]:
+        return [wire.CompletionChoice(index=index, text=text, finish_reason=reason)]
 
     for index, echo in enumerate(echoes):
         if echo:

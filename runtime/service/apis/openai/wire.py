@@ -1,9 +1,7 @@
 """OpenAI wire types for chat completions and completions, with bounds, and their conversion.
 
-Requests are msgspec Structs (`kw_only`, unknown fields ignored as OpenAI does); every
-number has bounds so hostile values die at decode with a 400 naming the field.
-`to_generation_params()` is the pure seam to the engine (vLLM's `to_sampling_params`):
-the Responses/Anthropic/Ollama layers build a `GenerationParams` the same way.
+Unknown fields are ignored, as OpenAI does; every number has bounds, so a hostile value dies at
+decode with a 400 naming the field. `to_turn()` is the pure seam to the engine (turn.py).
 """
 
 from __future__ import annotations
@@ -29,10 +27,9 @@ from runtime.service.bounds import (
     TopP,
     refuse_serial_tool_calls,
 )
-from runtime.service.replies import Piece
+from runtime.service.replies import Piece, Reply
 from runtime.service.turn import Turn, chat_call, given
 from runtime.tools.grammar import reply_format_guidance
-from runtime.tools.parsers import ParsedOutput
 
 __all__ = [
     "ChatCompletion",
@@ -141,9 +138,6 @@ class SamplingFields(msgspec.Struct, kw_only=True):
         )
 
 
-_TOOL_CHOICES = ("auto", "none", "required")  # or a named function (a dict)
-
-
 class ChatCompletionRequest(SamplingFields, kw_only=True):
     messages: Annotated[list[ChatMessage], Meta(min_length=1, max_length=10_000)]
     max_completion_tokens: MaxTokens | None = None
@@ -158,24 +152,29 @@ class ChatCompletionRequest(SamplingFields, kw_only=True):
         """The engine's parameters for this request (pure; no model needed).
 
         Raises:
-            UnsupportedParameter: logprobs, or a tool_choice this service cannot honour yet.
-            InvalidRequest: response_format json_schema without a schema.
+            UnsupportedParameter: logprobs, a penalty, serial tool calls.
+            InvalidRequest: an unknown tool_choice; response_format json_schema without a schema.
         """
         if self.logprobs:
             raise UnsupportedParameter(
                 "logprobs is not supported by this service", param="logprobs"
             )
         refuse_serial_tool_calls(self.parallel_tool_calls, self.tools)
-        if isinstance(self.tool_choice, str) and self.tool_choice not in _TOOL_CHOICES:
+        choice = self.tool_choice
+        if isinstance(choice, str) and choice not in ("auto", "none", "required"):
             raise InvalidRequest(
-                f"tool_choice {self.tool_choice!r} must be 'auto', 'none', 'required' or "
-                "a named function",
+                f"tool_choice {choice!r} must be 'auto', 'none', 'required' or a named function",
                 param="tool_choice",
             )
         # tool_choice "required"/named adds its grammar once the model (its tool syntax) is known:
         # runtime/tools/calls.py::plan_tools, called by the route.
-        max_tokens = self.max_completion_tokens or self.max_tokens
-        return self._params(max_tokens, response_guidance(self.response_format))
+        guidance = None
+        if (fmt := self.response_format) is not None:
+            schema = fmt.json_schema.schema if fmt.json_schema is not None else None
+            guidance = reply_format_guidance(
+                fmt.type, schema, where="response_format", param="response_format"
+            )
+        return self._params(self.max_completion_tokens or self.max_tokens, guidance)
 
     def to_turn(self) -> Turn:
         """This request as the shared generation seam's Turn (pure; no model needed), with
@@ -224,18 +223,6 @@ class CompletionRequest(SamplingFields, kw_only=True):
                 param="n",
             )
         return prompts
-
-
-def response_guidance(response_format: ResponseFormat | None) -> tuple[str, str] | None:
-    """OpenAI's response_format as an onnxruntime-genai guidance grammar (or None), without
-    free whitespace (grammar.py: with it a random-weight model writes `{` then spaces)."""
-    if response_format is None:
-        return None
-    json_schema = response_format.json_schema
-    schema = json_schema.schema if json_schema is not None else None
-    return reply_format_guidance(
-        response_format.type, schema, where="response_format", param="response_format"
-    )
 
 
 # --- responses ---------------------------------------------------------------------------
@@ -290,14 +277,15 @@ class Delta(msgspec.Struct, kw_only=True, omit_defaults=True):
     reasoning_content: str | None = None
 
 
-def assistant_message(parsed: ParsedOutput) -> AssistantMessage:
-    """A finished reply as OpenAI's assistant `message`."""
+def chat_choice(index: int, reply: Reply) -> ChatChoice:
+    """A finished reply as OpenAI's choice: the assistant `message` and its finish_reason."""
+    parsed = reply.parsed
     message = AssistantMessage(content=parsed.content)
     if parsed.reasoning is not None:
         message.reasoning_content = parsed.reasoning
     if parsed.tool_calls:
         message.tool_calls = [chat_call(c.id, c.name, c.arguments) for c in parsed.tool_calls]
-    return message
+    return ChatChoice(index=index, message=message, finish_reason=reply.finished.finish_reason)
 
 
 def chunk_delta(piece: Piece) -> Delta:

@@ -1,8 +1,6 @@
 """OpenAI's Responses API, the way back: Response objects, output items and the event stream.
 
-`output_items` turns a finished reply into items, `ResponseEvents.body` shapes the Response
-object, and `ResponseEvents` turns streamed reply pieces into output items and their events,
-numbered in order. Pure: unit-tested without a server.
+Pure: unit-tested without a server.
 """
 
 from __future__ import annotations
@@ -134,11 +132,8 @@ class ResponseEvents:
     """One Response: its object (`body`), and its stream's events in order, each with the next
     `sequence_number`: created → in_progress → output_item.added → content_part.added →
     output_text.delta… → output_text.done → content_part.done → output_item.done → completed.
-
-    Streamed reply pieces (runtime/tools Deltas) become output items and their events: items
-    open as their first piece arrives (reasoning, message, each function call) and close when
-    another kind starts or the reply ends; `begin(open_message=True)` opens the message at once
-    (plain text, the order the stream had before tools).
+    An item (reasoning, message, each function call) opens as its first piece arrives and closes
+    when another starts or the reply ends; `begin(open_message=True)` opens the message at once.
     """
 
     def __init__(self, request: wire.ResponsesRequest, *, response_id: str, model: str):
@@ -195,11 +190,9 @@ class ResponseEvents:
         return sent + (self._start("message") if open_message else [])
 
     def _item_event(self, kind: str, item: dict) -> tuple[str, dict]:
-        """`response.output_item.<kind>` (added, done) carrying the item whole."""
         return self._event(f"response.output_item.{kind}", output_index=len(self.items), item=item)
 
     def _emit(self, kind: str, **fields: Any) -> tuple[str, dict]:
-        """`response.<kind>` about the open item (its id and output index first)."""
         assert self._open is not None, "an item is open while its events are sent"
         place = {"item_id": self._open["id"], "output_index": len(self.items)}
         return self._event(f"response.{kind}", **place, **fields)
@@ -221,9 +214,7 @@ class ResponseEvents:
     def feed(self, delta: Any) -> list[tuple[str, dict]]:
         """One Delta: content, reasoning, or a tool call's id/name and argument fragment."""
         if delta.index is not None:
-            sent = []
-            if delta.id is not None:
-                sent += self._start("function_call", delta)
+            sent = self._start("function_call", delta) if delta.id is not None else []
             if delta.arguments:
                 self._text.append(delta.arguments)
                 sent.append(self._emit("function_call_arguments.delta", delta=delta.arguments))

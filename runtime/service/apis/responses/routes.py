@@ -1,10 +1,8 @@
 """OpenAI's Responses API: create (stream or not), retrieve, delete, list input items.
 
-A thin translation layer over the shared generation seam (`turn.py`): decode a
-`ResponsesRequest`, put the stored conversation of `previous_response_id` before the new
-input, run the chat, answer a Response object or the Responses event stream, and store the
-result (`responses_store.py`) unless `store` is false. Errors keep OpenAI's shape (the app's
-handlers); after the first byte a failure is an `error` event.
+Thin controllers over the shared seam (`turn.py`): the stored conversation of
+`previous_response_id` goes before the new input, and the result is stored (`store.py`)
+unless `store` is false. After the first byte a failure is an `error` event.
 """
 
 from __future__ import annotations

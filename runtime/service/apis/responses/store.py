@@ -6,9 +6,7 @@ continues a conversation across service restarts.
       .tmp/                  staging for atomic writes; anything here is garbage after a crash
 
 Each record carries the whole conversation that led to it, so continuing needs one read and
-an evicted ancestor never breaks a chain. The store is bounded: on every write, records older
-than `max_age` go, then the oldest beyond `max_count`. A response id is checked against its
-grammar before it becomes a path. Never imports heavy modules.
+an evicted ancestor never breaks a chain; every write prunes (`prune`). Never imports heavy modules.
 """
 
 from __future__ import annotations

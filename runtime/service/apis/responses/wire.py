@@ -1,12 +1,8 @@
-"""OpenAI's Responses API on the wire, and its pure conversion to and from the engine.
+"""OpenAI's Responses API requests, and their pure conversion to the shared seam's Turn.
 
-`/v1/responses` requests decode into `ResponsesRequest`; `input_items` normalises `input`
-into items, `item_messages` into chat messages, and `to_turn` gives the shared seam's Turn.
-What goes back (Response objects, output items, the event stream) is `output.py`. Nothing
-here touches the service, the manager, the store or an engine.
-
-`input` (a string or a list of items) and an item's `content` (a string or a list of parts)
-are unions because that is what OpenAI's clients send.
+`input_items` normalises `input` (a string or items, as clients send it) into stored items,
+`item_messages` those into chat messages, `to_turn` makes the Turn; the way back is
+`output.py`. Never touches the service, the manager, the store or an engine.
 """
 
 from __future__ import annotations
@@ -184,12 +180,9 @@ def item_messages(items: list[dict]) -> list[dict]:
                 {"role": "tool", "tool_call_id": item["call_id"], "content": item["output"]}
             )
         else:
-            messages.append(
-                {
-                    "role": "system" if item["role"] == "developer" else item["role"],
-                    "content": "".join(part["text"] for part in item["content"]),
-                }
-            )
+            role = "system" if item["role"] == "developer" else item["role"]
+            text = "".join(part["text"] for part in item["content"])
+            messages.append({"role": role, "content": text})
     return messages
 
 
@@ -210,8 +203,8 @@ def check_call_outputs(messages: list[dict]) -> None:
             )
 
 
-def chat_tools(request: ResponsesRequest) -> tuple[list[dict] | None, Any]:
-    """The request's function tools and tool_choice in OpenAI chat's shape (runtime/tools).
+def chat_tools(request: ResponsesRequest) -> list[dict] | None:
+    """The request's function tools in OpenAI chat's shape (tool_choice already is).
 
     Raises:
         InvalidRequest: a tool that is not a named function (built-in tools do not run here).
@@ -226,14 +219,12 @@ def chat_tools(request: ResponsesRequest) -> tuple[list[dict] | None, Any]:
             )
         function = {k: tool[k] for k in ("name", "description", "parameters") if k in tool}
         tools.append({"type": "function", "function": function})
-    return tools or None, request.tool_choice
+    return tools or None
 
 
 def to_turn(request: ResponsesRequest, conversation: list[dict]) -> Turn:
-    """The request, after its stored `conversation`, as the shared seam's Turn; `text.format`
-    goes through the same guidance as chat's `response_format` (a JSON grammar without free
-    whitespace). OpenAI's default length is "until the context is full": open-ended, capped
-    (turn.py).
+    """The request, after its stored `conversation`, as the shared seam's Turn: open-ended,
+    as OpenAI's default length is "until the context is full" (turn.py caps it).
 
     Raises:
         InvalidRequest: json_schema without a schema; UnsupportedParameter: serial tool calls.
@@ -245,13 +236,12 @@ def to_turn(request: ResponsesRequest, conversation: list[dict]) -> Turn:
     )
     params = GenerationParams(guidance=guidance, **given(request, "temperature", "top_p"))
     messages = [{"role": "system", "content": request.instructions}] if request.instructions else []
-    tools, tool_choice = chat_tools(request)
     return Turn(
         request.model,
         params,
         messages + conversation,
-        tools=tools,
-        tool_choice=tool_choice,
+        tools=chat_tools(request),
+        tool_choice=request.tool_choice,
         open_ended=True,
         max_tokens=request.max_output_tokens,
     )
