@@ -1,9 +1,8 @@
 """Ollama's model routes under `/api`: version, tags, ps, show, delete and pull.
 
-Answers from the store and the model manager in Ollama's shapes (`ollama.Client.list/ps/
-show/delete/pull` parse them). `pull` is the catalog download (`runtime/download.py`) with
-Ollama-style progress lines. `routes.py` mounts these handlers in its `/api` Router,
-so their errors render in Ollama's shape too.
+Answers from the store and the model manager in the shapes `ollama.Client.list/ps/show/
+delete/pull` parse; `pull` is the catalog download (`runtime/download.py`) with Ollama-style
+progress lines. `routes.py` mounts these in its `/api` Router (so errors are Ollama's shape).
 """
 
 from __future__ import annotations
@@ -35,13 +34,6 @@ __all__ = ["MODEL_HANDLERS", "OLLAMA_COMPAT_VERSION", "error_line"]
 OLLAMA_COMPAT_VERSION = "0.12.0"
 
 
-def _size_vram(model: CachedModel) -> int:
-    """Bytes of the model in GPU memory: none on the CPU provider (measured: nothing is there);
-    on a GPU provider the artifact's bytes, which its session holds there (an estimate from the
-    artifact, as Ollama's own figure is an estimate of the layers it offloaded)."""
-    return 0 if model.info.provider == "cpu" else model.size
-
-
 def _details(info: ModelMetadata) -> wire.Details:
     family = info.family or ""
     return wire.Details(
@@ -62,11 +54,8 @@ def version() -> wire.Version:
 
 @get("/tags", sync_to_thread=True)
 def tags(manager: ModelManager) -> wire.Listed:
-    models = []
-    for model in manager.store.list_models():
-        if model.info.task not in ("chat", "embeddings"):
-            continue
-        models.append(
+    return wire.Listed(
+        [
             wire.ListedModel(
                 name=model.model_id,
                 model=model.model_id,
@@ -75,8 +64,10 @@ def tags(manager: ModelManager) -> wire.Listed:
                 digest=model.manifest_digest.removeprefix("sha256:"),
                 details=_details(model.info),
             )
-        )
-    return wire.Listed(models)
+            for model in manager.store.list_models()
+            if model.info.task in ("chat", "embeddings")
+        ]
+    )
 
 
 @get("/ps", sync_to_thread=True)
@@ -94,7 +85,9 @@ def ps(manager: ModelManager) -> wire.Running:
                 digest=cached.manifest_digest.removeprefix("sha256:"),
                 details=_details(cached.info),
                 expires_at=datetime.fromtimestamp(time.time() + left, tz=UTC).isoformat(),
-                size_vram=_size_vram(cached),
+                # none on the CPU provider (measured); on a GPU one the artifact's bytes, which
+                # its session holds there (an estimate, as Ollama's figure for its layers is)
+                size_vram=0 if cached.info.provider == "cpu" else cached.size,
                 context_length=cached.info.context_length,
             )
         )
@@ -103,8 +96,7 @@ def ps(manager: ModelManager) -> wire.Running:
 
 @post("/show", status_code=200, dto=WireBody, return_dto=None)
 async def show(data: wire.ShowRequest, manager: ModelManager) -> wire.Show:
-    name = data.model_id()
-    model = manager.store.resolve(manager.resolve_name(name))
+    model = manager.store.resolve(manager.resolve_name(data.model_id()))
     info = model.info
     family = info.family or ""
     template = ""
@@ -128,8 +120,7 @@ async def show(data: wire.ShowRequest, manager: ModelManager) -> wire.Show:
 
 @delete("/delete", status_code=200, dto=WireBody, return_dto=None)
 async def delete_model(data: wire.ShowRequest, manager: ModelManager) -> None:
-    name = data.model_id()
-    model_id = manager.resolve_name(name)
+    model_id = manager.resolve_name(data.model_id())
     store = manager.store
     store.resolve(model_id)  # ModelNotFound -> 404 before anything changes
     await manager.unload(model_id, force=True)  # False (nothing to do) when it is not resident
@@ -139,42 +130,35 @@ async def delete_model(data: wire.ShowRequest, manager: ModelManager) -> None:
 @post("/pull", status_code=200, **streamed(wire.PullStatus, NDJSON, "`success` when done"))
 async def pull(data: wire.PullRequest, manager: ModelManager) -> Any:
     """Catalog download with Ollama-style progress lines, ending in `{"status": "success"}`."""
-    name = data.model_id()
-    store = manager.store
-    if store.has(name):
-        return (
-            Stream(_cached_lines(), media_type=NDJSON)
-            if data.stream
-            else whole(wire.PullStatus("success"))
-        )
     from runtime.download import download, resolve_variant
 
-    await asyncio.to_thread(resolve_variant, name)  # an unknown name is a 404 before any line
-    if not data.stream:
+    name = data.model_id()
+    store = manager.store
+    cached = store.has(name)
+    if not cached:  # an unknown name is a 404 before any line
+        await asyncio.to_thread(resolve_variant, name)
+    if data.stream:
+        return Stream(_pull_lines(store, name, cached), media_type=NDJSON)
+    if not cached:
         await asyncio.to_thread(download, name, store)
-        return whole(wire.PullStatus("success"))
-    return Stream(_pull_lines(store, name), media_type=NDJSON)
+    return whole(wire.PullStatus("success"))
 
 
-async def _cached_lines() -> AsyncIterator[bytes]:
-    """A model id already in the store: nothing to fetch (Ollama answers the same way)."""
-    for status in ("pulling manifest", "success"):
-        yield ndjson({"status": status})
-
-
-async def _pull_lines(store: Any, name: str) -> AsyncIterator[bytes]:
-    """Not `framed`: a download leaves nothing to close when the client goes away."""
+async def _pull_lines(store: Any, name: str, cached: bool) -> AsyncIterator[bytes]:
+    """Not `framed`: a download leaves nothing to close when the client goes away. A model
+    already in the store has nothing to fetch (Ollama answers the same way)."""
     from runtime.download import download
 
     yield ndjson({"status": "pulling manifest"})
-    task = ThreadedProgress(lambda progress: download(name, store, progress))
-    async for event in task:
-        yield ndjson(_pull_status(event))
-    try:
-        await task.result()
-    except Exception as exc:
-        yield error_line(describe(exc))
-        return
+    if not cached:
+        task = ThreadedProgress(lambda progress: download(name, store, progress))
+        async for event in task:
+            yield ndjson(_pull_status(event))
+        try:
+            await task.result()
+        except Exception as exc:
+            yield error_line(describe(exc))
+            return
     yield ndjson({"status": "success"})
 
 

@@ -1,12 +1,9 @@
 """Ollama's API under `/api`: chat, generate, embed(dings), and the model routes' Router.
 
-A thin translation layer over the shared generation seam (`turn.py`) and the model manager:
-decode an `wire.py` Struct, `to_turn`, `open_turn`, answer NDJSON lines (Ollama
-streams by default) or one JSON object. Model names are this project's ids and aliases. Every
-error under `/api` renders as Ollama's `{"error": "..."}` (the app's handler, `errors.py`);
-after the first line a failure is an `{"error": ...}` line, which the `ollama` package raises.
-`keep_alive` sets the model's idle TTL in the manager; `0` unloads once the request is done.
-The model routes (tags, ps, show, pull, delete, version) live in `models.py`.
+A thin layer over the shared seam (`turn.py`): decode a `wire.py` Struct, `to_turn`,
+`open_turn`, answer NDJSON lines (Ollama streams by default) or one JSON object. Errors render
+as Ollama's `{"error": "..."}` (errors.py), after the first line as an error line, which the
+`ollama` package raises. `keep_alive` sets the model's idle TTL; `0` unloads when done.
 """
 
 from __future__ import annotations
@@ -42,7 +39,7 @@ def _stats(turn: OpenTurn, finished: Finished) -> dict[str, Any]:
     end = time.perf_counter()
     return {
         "done": True,
-        "done_reason": wire.done_reason(finished.reason),
+        "done_reason": "length" if finished.reason == "length" else "stop",
         "total_duration": int((end - turn.started_at) * 1e9),
         "load_duration": int((turn.loaded_at - turn.started_at) * 1e9),
         "prompt_eval_count": finished.usage.prompt_tokens,
@@ -148,37 +145,33 @@ async def _load_only(manager: ModelManager, body: Any, shape: Any) -> Response[A
 
 
 # --- embeddings ---------------------------------------------------------------------------
-async def _embed(
-    manager: ModelManager, name: str, inputs: list[str], keep_alive: Any
-) -> tuple[Any, float]:
-    """(the embeddings, seconds spent getting the model: its load when it was not resident)."""
-    name = wire.model_name(name)
-    started = time.perf_counter()
-    engine = await manager.embeddings(name)
-    load_seconds = time.perf_counter() - started
-    await _apply_keep_alive(manager, name, wire.parse_keep_alive(keep_alive))
-    return await engine.aembed(inputs), load_seconds
-
-
-@post("/embed", status_code=200, dto=WireBody, return_dto=None)
-async def embed(data: wire.EmbedRequest, manager: ModelManager) -> wire.Embed:
-    inputs = [data.input] if isinstance(data.input, str) else list(data.input)
+async def _embed(manager: ModelManager, data: wire.EmbedRequest) -> wire.Embed:
+    """`load_duration` is the time spent getting the model: its load when it was not resident."""
     start = time.perf_counter()
-    result, load_seconds = await _embed(manager, data.model, inputs, data.keep_alive)
+    name = wire.model_name(data.model)
+    engine = await manager.embeddings(name)
+    loaded = time.perf_counter()
+    await _apply_keep_alive(manager, name, wire.parse_keep_alive(data.keep_alive))
+    result = await engine.aembed([data.input] if isinstance(data.input, str) else list(data.input))
     return wire.Embed(
         model=data.model,
         embeddings=[[float(x) for x in row] for row in result.vectors],
         total_duration=int((time.perf_counter() - start) * 1e9),
-        load_duration=int(load_seconds * 1e9),
+        load_duration=int((loaded - start) * 1e9),
         prompt_eval_count=int(result.prompt_tokens),
     )
+
+
+@post("/embed", status_code=200, dto=WireBody, return_dto=None)
+async def embed(data: wire.EmbedRequest, manager: ModelManager) -> wire.Embed:
+    return await _embed(manager, data)
 
 
 @post("/embeddings", status_code=200, dto=WireBody, return_dto=None)
 async def embeddings(data: wire.EmbeddingsRequest, manager: ModelManager) -> wire.Embedding:
     """The older single-prompt form."""
-    result, _ = await _embed(manager, data.model, [data.prompt], data.keep_alive)
-    return wire.Embedding([float(x) for x in result.vectors[0]])
+    body = wire.EmbedRequest(model=data.model, input=data.prompt, keep_alive=data.keep_alive)
+    return wire.Embedding((await _embed(manager, body)).embeddings[0])
 
 
 ROUTES = [
