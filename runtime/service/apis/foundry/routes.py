@@ -1,11 +1,9 @@
 """Foundry Local's management routes, with its names and JSON shapes, plus /health and /metrics.
 
-Foundry Local's SDKs (foundry-local-sdk 0.5.x: Python, JS, C#) drive these paths; the
-shapes follow what those SDKs read, which is camelCase (`modelDirPath`, `success`), while
-Foundry Local's REST reference documents PascalCase (`ModelDirPath`, `Success`): where the
-two disagree both spellings are sent. Any translation between Foundry Local's shapes and
-ours lives here and nowhere else. Controllers stay thin: resolve, call the manager or the
-store, shape the answer.
+The shapes follow what foundry-local-sdk 0.5.x (Python, JS, C#) reads, which is camelCase
+(`modelDirPath`, `success`); where Foundry Local's REST reference documents PascalCase
+(`ModelDirPath`, `Success`) both spellings are sent. Any translation between Foundry Local's
+shapes and ours lives here and in `wire.py`, nowhere else.
 """
 
 from __future__ import annotations
@@ -15,7 +13,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from litestar import Request, get, post, route
@@ -26,7 +24,7 @@ from runtime.errors import FoundryError, InvalidRequest, ProviderUnavailable
 from runtime.hardware import detect
 from runtime.manager import ModelManager
 from runtime.placement import DEVICE_RANK
-from runtime.progress import ProgressEvent, ProgressFn, ThreadedProgress
+from runtime.progress import ProgressEvent, ThreadedProgress
 from runtime.service import metrics
 from runtime.service.apis.foundry import wire
 from runtime.service.transport import PlainJsonBody
@@ -34,22 +32,13 @@ from runtime.service.transport import PlainJsonBody
 if TYPE_CHECKING:
     from runtime.manager import LoadedModel
     from runtime.service.settings import ServiceSettings
-    from runtime.store import CachedModel, Store
+    from runtime.store import CachedModel
 
 __all__ = ["ROUTES"]
 
 log = logging.getLogger(__name__)
 STARTED = time.time()
 NEVER_UNLOAD = -1.0  # the manager's ttl for "stay loaded until asked"
-
-
-# --- what the handlers need beyond the manager (create_app puts them on app.state) ----------
-def _endpoints(request: Request) -> list[str]:
-    from runtime.service.state import endpoint_host
-
-    settings: ServiceSettings = request.app.state.settings
-    port = settings.port or (request.scope.get("server") or ("", 0))[1]
-    return [f"http://{endpoint_host(settings.host)}:{port}"]
 
 
 def _loaded_ids(manager: ModelManager) -> list[str]:
@@ -65,8 +54,15 @@ def health() -> wire.Health:
 
 @get("/openai/status", sync_to_thread=True)  # the first call may probe the hardware
 def openai_status(request: Request, manager: ModelManager) -> wire.Status:
-    endpoints = _endpoints(request)
+    from runtime.engines.threads import session_threads
+    from runtime.service.state import endpoint_host
+
+    settings: ServiceSettings = request.app.state.settings
+    port = settings.port or (request.scope.get("server") or ("", 0))[1]
+    endpoints = [f"http://{endpoint_host(settings.host)}:{port}"]
     model_dir = str(manager.store.layout.root)
+    default = session_threads(spin_control=False)  # what a model loaded now gets
+    chosen = {entry.model_id: entry.engine.threads for entry in manager.loaded()}
     return wire.Status(
         endpoints=endpoints,
         model_dir_path=model_dir,
@@ -77,20 +73,12 @@ def openai_status(request: Request, manager: ModelManager) -> wire.Status:
         uptime=round(time.time() - STARTED, 3),
         providers=sorted(detect().providers),
         loaded_models=_loaded_ids(manager),
-        threads=_threads(manager),
-    )
-
-
-def _threads(manager: ModelManager) -> wire.Threads:
-    from runtime.engines.threads import session_threads
-
-    default = session_threads(spin_control=False)
-    chosen = {entry.model_id: entry.engine.threads for entry in manager.loaded()}
-    return wire.Threads(
-        intra_op=default.intra_op,
-        source=default.source,
-        loaded_models={model_id: threads.intra_op for model_id, threads in chosen.items()},
-        spinning={model_id: threads.spinning for model_id, threads in chosen.items()},
+        threads=wire.Threads(
+            intra_op=default.intra_op,
+            source=default.source,
+            loaded_models={model_id: threads.intra_op for model_id, threads in chosen.items()},
+            spinning={model_id: threads.spinning for model_id, threads in chosen.items()},
+        ),
     )
 
 
@@ -135,30 +123,22 @@ def openai_models(manager: ModelManager) -> list[str]:
     "/openai/download", status_code=200, media_type="text/plain", dto=PlainJsonBody, return_dto=None
 )
 async def openai_download(manager: ModelManager, data: wire.DownloadRequest) -> Stream:
-    """Download (or compile) a catalog model: progress lines with a percentage, then one JSON line.
-
-    Body: `{"model": {"Name": id, "Uri": ...} | "alias-or-id", "token"?, "IgnorePipeReport"?}`.
-    The stream's last line is `{"success": bool, "errorMessage": str | null, ...}`.
-    """
+    """Download (or compile) a catalog model: progress lines with a percentage, then one JSON
+    line, `{"success": bool, "errorMessage": str | null, ...}`."""
     from runtime import download
 
     name = data.name()
     store = manager.store
-    fetch: DownloadFn = download.download
     if store.has(name):  # a cached model (even outside the catalog) needs no download
-        fetch = download.already_cached
+        task = ThreadedProgress(lambda progress: download.already_cached(name, store, progress))
     else:  # resolve before the first byte, so an unknown name is a real 404, not a failed stream
         name = (await asyncio.to_thread(download.resolve_variant, name)).id
-    return Stream(_download_lines(store, fetch, name), media_type="text/plain")
+        task = ThreadedProgress(lambda progress: download.download(name, store, progress))
+    return Stream(_download_lines(task, name), media_type="text/plain")
 
 
-DownloadFn = Callable[[str, "Store", ProgressFn], "CachedModel"]
-"""`download.download` or, for a model the store holds, `download.already_cached`."""
-
-
-async def _download_lines(store: Store, download_fn: DownloadFn, name: str) -> AsyncIterator[str]:
-    """Run the blocking download on a thread; forward its progress events as lines."""
-    task = ThreadedProgress(lambda progress: download_fn(name, store, progress))
+async def _download_lines(task: ThreadedProgress[CachedModel], name: str) -> AsyncIterator[str]:
+    """Forward the download's progress events (from its thread) as lines, then its verdict."""
     async for event in task:
         yield _progress_line(event)
     try:
@@ -220,14 +200,12 @@ async def openai_load(request: Request, manager: ModelManager, name: str) -> wir
     """Load a model now (`ttl` seconds idle before it unloads; `ep` must be available here)."""
     ttl = _query_ttl(request.query_params.get("ttl"))
     ep = (request.query_params.get("ep") or "").lower()
-    if ep:
-        hardware = detect()
-        if not hardware.has_provider(ep):
-            available = ", ".join(sorted(hardware.providers))
-            raise ProviderUnavailable(
-                f"execution provider {ep!r} is not available here (available: {available})",
-                param="ep",
-            )
+    if ep and not (hardware := detect()).has_provider(ep):
+        raise ProviderUnavailable(
+            f"execution provider {ep!r} is not available here "
+            f"(available: {', '.join(sorted(hardware.providers))})",
+            param="ep",
+        )
     if not ttl:  # Foundry Local: a ttl > 0 wins; else unload=false keeps the model loaded
         ttl = None if _query_bool(request.query_params.get("unload"), True) else NEVER_UNLOAD
     loaded = await manager.load(name, ttl=ttl)
@@ -263,14 +241,14 @@ def foundry_ps(manager: ModelManager) -> wire.Resident:
 
 def _ps_row(entry: LoadedModel) -> wire.ResidentModel:
     idle = entry.idle_seconds
-    expires = max(0.0, entry.ttl - idle) if entry.ttl >= 0 else None
+    ttl = entry.ttl if entry.ttl >= 0 else None  # a negative TTL never expires
     return wire.ResidentModel(
         model=entry.model_id,
         task=entry.task,
         size=entry.size,
         idle_seconds=round(idle, 1),
-        ttl=entry.ttl if entry.ttl >= 0 else None,
-        expires_in=None if expires is None else round(expires, 1),
+        ttl=ttl,
+        expires_in=None if ttl is None else round(max(0.0, ttl - idle), 1),
         active_requests=entry.active_requests(),
         loaded_at=entry.loaded_at,
         load_seconds=round(entry.load_seconds, 3),

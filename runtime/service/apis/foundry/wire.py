@@ -1,8 +1,7 @@
-"""Foundry Local's management answers: `/foundry/list` items, status, load and unload.
+"""Foundry Local's management bodies: `/foundry/list` items, status, load, unload, download.
 
-foundry-local-sdk 0.5 validates every field of the list item (camelCase on the wire), built
-from a catalog `Variant` or from a cached model's manifest metadata; nothing outside this API
-knows these shapes.
+foundry-local-sdk 0.5 validates every field of a list item (camelCase on the wire), built from
+a catalog `Variant` or a cached model's manifest metadata; nothing outside this API knows them.
 """
 
 from __future__ import annotations
@@ -59,7 +58,6 @@ class DownloadRequest(msgspec.Struct, kw_only=True):
     IgnorePipeReport: Any = None
 
     def name(self) -> str:
-        """The model asked for (InvalidRequest: neither a name nor `{"Name": id}`)."""
         model = self.model
         name = (model.Name or model.name) if isinstance(model, DownloadModel) else model
         if not name:

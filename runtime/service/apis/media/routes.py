@@ -1,9 +1,8 @@
 """OpenAI's `/v1/embeddings`, `/v1/audio/transcriptions` and `/v1/audio/translations`.
 
-Thin controllers: decode the request (`wire.py`), get the engine from the model
-manager (which loads on demand), run it off the event loop, shape the answer. A model that
-serves another task is a 400 `UnsupportedTask` naming the task it serves. Uploads over
-`MAX_AUDIO_BYTES` (or the service's `max_body_bytes`, whichever is smaller) are a 413.
+Thin controllers: decode the request (`wire.py`), get the engine from the model manager (a
+model serving another task is a 400 `UnsupportedTask`), run it off the event loop, shape the
+answer. Uploads over `MAX_AUDIO_BYTES` or the service's `max_body_bytes` are a 413.
 """
 
 from __future__ import annotations
@@ -132,10 +131,8 @@ async def _disconnected(request: Request) -> None:
 
 
 def _temperature(value: str | None) -> float:
-    if value is None:
-        return 0.0
     try:
-        temperature = float(value)
+        temperature = float(value or 0.0)
     except ValueError:
         raise InvalidRequest(
             f"temperature must be a number, got {value!r}", param="temperature"

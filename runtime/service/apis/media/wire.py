@@ -1,9 +1,8 @@
 """Wire types and pure conversions for `/v1/embeddings` and `/v1/audio/*` (OpenAI's shapes).
 
-Kept free of the service: `EmbeddingRequest.inputs()` and the transcript renderers are pure
-functions, unit-tested without a server. OpenAI's `input` is one of four shapes (string,
-strings, token ids, lists of token ids); msgspec cannot express a union of several array
-types, so it is decoded as `Any` and checked here with one clear message.
+OpenAI's `input` is one of four shapes (string, strings, token ids, lists of token ids);
+msgspec cannot express a union of several array types, so it is decoded as `Any` and checked
+by `EmbeddingRequest.inputs()` with one clear message.
 """
 
 from __future__ import annotations

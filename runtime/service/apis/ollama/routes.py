@@ -1,38 +1,47 @@
-"""Ollama's API under `/api`: chat, generate, embed(dings), and the model routes' Router.
+"""Ollama's API under `/api`: chat, generate, embed(dings), and the model routes (version, tags,
+ps, show, delete, pull) in the shapes the `ollama` package parses.
 
-A thin translation layer over the shared generation seam (`turn.py`) and the model manager:
-decode an `wire.py` Struct, `to_turn`, `open_turn`, answer NDJSON lines (Ollama
-streams by default) or one JSON object. Model names are this project's ids and aliases. Every
-error under `/api` renders as Ollama's `{"error": "..."}` (the app's handler, `errors.py`);
-after the first line a failure is an `{"error": ...}` line, which the `ollama` package raises.
-`keep_alive` sets the model's idle TTL in the manager; `0` unloads once the request is done.
-The model routes (tags, ps, show, pull, delete, version) live in `models.py`.
+A thin layer over the shared seam (`turn.py`): decode a `wire.py` Struct, `to_turn`,
+`open_turn`, answer NDJSON lines (Ollama streams by default) or one JSON object. Errors render
+as Ollama's `{"error": "..."}` (errors.py), after the first line as an error line, which the
+`ollama` package raises. `keep_alive` sets the model's idle TTL; `0` unloads when done.
+`pull` is the catalog download (`runtime/download.py`) with Ollama-style progress lines.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
-from litestar import Router, post
+from litestar import Router, delete, get, post
 from litestar.response import Response, Stream
 
+from runtime import __version__
 from runtime.errors import FoundryError, InvalidRequest
 from runtime.manager import ModelManager
+from runtime.progress import ProgressEvent, ThreadedProgress
 from runtime.service.apis.ollama import wire
-from runtime.service.apis.ollama.models import MODEL_HANDLERS, error_line
+from runtime.service.errors import Described, describe, ollama_body
 from runtime.service.openapi import streamed
 from runtime.service.replies import Finished
 from runtime.service.transport import NDJSON, WireBody, framed, ndjson, whole
 from runtime.service.turn import OpenTurn, open_turn
 from runtime.tools.parsers import ToolCall
 
-__all__ = ["ROUTES"]
+if TYPE_CHECKING:
+    from runtime.store import CachedModel
+    from runtime.store.metadata import ModelMetadata
+
+__all__ = ["OLLAMA_COMPAT_VERSION", "ROUTES"]
 
 log = logging.getLogger(__name__)
+# Clients (Open WebUI, Continue) gate features on the Ollama version they see.
+OLLAMA_COMPAT_VERSION = "0.12.0"
 
 
 # --- generation -------------------------------------------------------------------------------
@@ -42,7 +51,7 @@ def _stats(turn: OpenTurn, finished: Finished) -> dict[str, Any]:
     end = time.perf_counter()
     return {
         "done": True,
-        "done_reason": wire.done_reason(finished.reason),
+        "done_reason": "length" if finished.reason == "length" else "stop",
         "total_duration": int((end - turn.started_at) * 1e9),
         "load_duration": int((turn.loaded_at - turn.started_at) * 1e9),
         "prompt_eval_count": finished.usage.prompt_tokens,
@@ -55,9 +64,8 @@ def _stats(turn: OpenTurn, finished: Finished) -> dict[str, Any]:
 async def _apply_keep_alive(manager: ModelManager, name: str, keep_alive: float | None) -> None:
     """A positive keep_alive becomes the model's idle TTL (a negative TTL never expires);
     0 is handled once the request is done (`_release`)."""
-    if keep_alive is None or keep_alive == 0:
-        return
-    await manager.load(name, ttl=-1.0 if math.isinf(keep_alive) else keep_alive)
+    if keep_alive:
+        await manager.load(name, ttl=-1.0 if math.isinf(keep_alive) else keep_alive)
 
 
 async def _release(manager: ModelManager, name: str, keep_alive: float | None) -> None:
@@ -68,6 +76,11 @@ async def _release(manager: ModelManager, name: str, keep_alive: float | None) -
         await manager.unload(name)
     except FoundryError as exc:
         log.info("keep_alive 0: %s stays loaded: %s", name, exc.message)
+
+
+def error_line(error: Described) -> bytes:
+    """After the first line a failure is an `{"error": ...}` line (the `ollama` package raises)."""
+    return ndjson(ollama_body(error))
 
 
 async def _lines(turn: OpenTurn, name: str, shape: Any) -> AsyncIterator[Any]:
@@ -139,51 +152,187 @@ async def _load_only(manager: ModelManager, body: Any, shape: Any) -> Response[A
     keep_alive = wire.parse_keep_alive(body.keep_alive)
     if keep_alive == 0:
         await manager.unload(name)  # False (nothing to do) when it is not resident
-        reason = "unload"
-    else:
-        await manager.chat(name)
-        await _apply_keep_alive(manager, name, keep_alive)
-        reason = "load"
-    return whole(shape(name, done=True, done_reason=reason))
+        return whole(shape(name, done=True, done_reason="unload"))
+    await manager.chat(name)
+    await _apply_keep_alive(manager, name, keep_alive)
+    return whole(shape(name, done=True, done_reason="load"))
 
 
 # --- embeddings ---------------------------------------------------------------------------
-async def _embed(
-    manager: ModelManager, name: str, inputs: list[str], keep_alive: Any
-) -> tuple[Any, float]:
-    """(the embeddings, seconds spent getting the model: its load when it was not resident)."""
-    name = wire.model_name(name)
-    started = time.perf_counter()
-    engine = await manager.embeddings(name)
-    load_seconds = time.perf_counter() - started
-    await _apply_keep_alive(manager, name, wire.parse_keep_alive(keep_alive))
-    return await engine.aembed(inputs), load_seconds
-
-
-@post("/embed", status_code=200, dto=WireBody, return_dto=None)
-async def embed(data: wire.EmbedRequest, manager: ModelManager) -> wire.Embed:
-    inputs = [data.input] if isinstance(data.input, str) else list(data.input)
+async def _embed(manager: ModelManager, data: wire.EmbedRequest) -> wire.Embed:
+    """`load_duration` is the time spent getting the model: its load when it was not resident."""
     start = time.perf_counter()
-    result, load_seconds = await _embed(manager, data.model, inputs, data.keep_alive)
+    name = wire.model_name(data.model)
+    engine = await manager.embeddings(name)
+    loaded = time.perf_counter()
+    await _apply_keep_alive(manager, name, wire.parse_keep_alive(data.keep_alive))
+    result = await engine.aembed([data.input] if isinstance(data.input, str) else list(data.input))
     return wire.Embed(
         model=data.model,
         embeddings=[[float(x) for x in row] for row in result.vectors],
         total_duration=int((time.perf_counter() - start) * 1e9),
-        load_duration=int(load_seconds * 1e9),
+        load_duration=int((loaded - start) * 1e9),
         prompt_eval_count=int(result.prompt_tokens),
     )
+
+
+@post("/embed", status_code=200, dto=WireBody, return_dto=None)
+async def embed(data: wire.EmbedRequest, manager: ModelManager) -> wire.Embed:
+    return await _embed(manager, data)
 
 
 @post("/embeddings", status_code=200, dto=WireBody, return_dto=None)
 async def embeddings(data: wire.EmbeddingsRequest, manager: ModelManager) -> wire.Embedding:
     """The older single-prompt form."""
-    result, _ = await _embed(manager, data.model, [data.prompt], data.keep_alive)
-    return wire.Embedding([float(x) for x in result.vectors[0]])
+    body = wire.EmbedRequest(model=data.model, input=data.prompt, keep_alive=data.keep_alive)
+    return wire.Embedding((await _embed(manager, body)).embeddings[0])
 
 
-ROUTES = [
-    Router(
-        path="/api",
-        route_handlers=[chat, generate, embed, embeddings, *MODEL_HANDLERS],
+# --- models ---------------------------------------------------------------------------------
+def _details(info: ModelMetadata) -> wire.Details:
+    family = info.family or ""
+    return wire.Details(
+        family=family,
+        families=[family] if family else None,
+        quantization_level=info.precision or info.target or "",
     )
-]
+
+
+def _modified(model: CachedModel) -> str:
+    return model.manifest.created or wire.iso_time()
+
+
+@get("/version", sync_to_thread=False)
+def version() -> wire.Version:
+    return wire.Version(OLLAMA_COMPAT_VERSION, __version__)
+
+
+@get("/tags", sync_to_thread=True)
+def tags(manager: ModelManager) -> wire.Listed:
+    return wire.Listed(
+        [
+            wire.ListedModel(
+                name=model.model_id,
+                model=model.model_id,
+                modified_at=_modified(model),
+                size=model.size,
+                digest=model.manifest_digest.removeprefix("sha256:"),
+                details=_details(model.info),
+            )
+            for model in manager.store.list_models()
+            if model.info.task in ("chat", "embeddings")
+        ]
+    )
+
+
+@get("/ps", sync_to_thread=True)
+def ps(manager: ModelManager) -> wire.Running:
+    models = []
+    for entry in manager.loaded():
+        # seconds until the idle reaper unloads it; a negative TTL never expires (ten years)
+        left = max(0.0, entry.ttl - entry.idle_seconds) if entry.ttl >= 0 else 10 * 365 * 86400
+        cached = manager.store.resolve(entry.model_id)
+        models.append(
+            wire.RunningModel(
+                name=entry.model_id,
+                model=entry.model_id,
+                size=entry.size,
+                digest=cached.manifest_digest.removeprefix("sha256:"),
+                details=_details(cached.info),
+                expires_at=datetime.fromtimestamp(time.time() + left, tz=UTC).isoformat(),
+                # none on the CPU provider (measured); on a GPU one the artifact's bytes, which
+                # its session holds there (an estimate, as Ollama's figure for its layers is)
+                size_vram=0 if cached.info.provider == "cpu" else cached.size,
+                context_length=cached.info.context_length,
+            )
+        )
+    return wire.Running(models)
+
+
+@post("/show", status_code=200, dto=WireBody, return_dto=None)
+async def show(data: wire.ShowRequest, manager: ModelManager) -> wire.Show:
+    model = manager.store.resolve(manager.resolve_name(data.model_id()))
+    info = model.info
+    family = info.family or ""
+    template = ""
+    if info.task == "chat":
+        from runtime.engines.prompt import load_chat_template
+
+        template = load_chat_template(model.path).source
+    return wire.Show(
+        modelfile=f"# served by foundry from the store\nFROM {model.model_id}\n",
+        parameters="",
+        template=template,
+        details=_details(info),
+        model_info={
+            "general.architecture": family,
+            f"{family or 'model'}.context_length": info.context_length,
+        },
+        capabilities=["embedding"] if info.task == "embeddings" else ["completion"],
+        modified_at=_modified(model),
+    )
+
+
+@delete("/delete", status_code=200, dto=WireBody, return_dto=None)
+async def delete_model(data: wire.ShowRequest, manager: ModelManager) -> None:
+    model_id = manager.resolve_name(data.model_id())
+    manager.store.resolve(model_id)  # ModelNotFound -> 404 before anything changes
+    await manager.unload(model_id, force=True)  # False (nothing to do) when it is not resident
+    await asyncio.to_thread(manager.store.remove, model_id)
+
+
+@post("/pull", status_code=200, **streamed(wire.PullStatus, NDJSON, "`success` when done"))
+async def pull(data: wire.PullRequest, manager: ModelManager) -> Any:
+    """Catalog download with Ollama-style progress lines, ending in `{"status": "success"}`."""
+    from runtime.download import download, resolve_variant
+
+    name = data.model_id()
+    store = manager.store
+    cached = store.has(name)
+    if not cached:  # an unknown name is a 404 before any line
+        await asyncio.to_thread(resolve_variant, name)
+    if data.stream:
+        return Stream(_pull_lines(store, name, cached), media_type=NDJSON)
+    if not cached:
+        await asyncio.to_thread(download, name, store)
+    return whole(wire.PullStatus("success"))
+
+
+async def _pull_lines(store: Any, name: str, cached: bool) -> AsyncIterator[bytes]:
+    """Not `framed`: a download leaves nothing to close when the client goes away. A model
+    already in the store has nothing to fetch (Ollama answers the same way)."""
+    from runtime.download import download
+
+    yield ndjson({"status": "pulling manifest"})
+    if not cached:
+        task = ThreadedProgress(lambda progress: download(name, store, progress))
+        async for event in task:
+            yield ndjson(_pull_status(event))
+        try:
+            await task.result()
+        except Exception as exc:
+            yield error_line(describe(exc))
+            return
+    yield ndjson({"status": "success"})
+
+
+def _pull_status(event: ProgressEvent) -> dict:
+    """`{"status": "pulling <file>", "digest", "total", "completed"}` as Ollama's CLI draws bars.
+
+    Every line stands for something the download did: its files' sha256 were checked as they
+    arrived (runtime/download.py), the folder was loaded ("validate"), its blobs and manifest
+    were written ("register"); no line is sent for a step that did not happen.
+    """
+    line: dict = {"status": f"{event.phase} {event.message}".strip()}
+    if event.phase == "register":
+        line = {"status": "writing manifest" if event.done else f"writing {event.message}"}
+    elif event.unit == "B" and event.total:
+        line["status"] = f"pulling {event.message}".strip()
+        line["digest"] = event.message
+        line["total"] = int(event.total)
+        line["completed"] = int(event.completed or 0)
+    return line
+
+
+_HANDLERS = [chat, generate, embed, embeddings, version, tags, ps, show, delete_model, pull]
+ROUTES = [Router(path="/api", route_handlers=_HANDLERS)]

@@ -1,12 +1,8 @@
 """Ollama's API on the wire, and its pure conversion to and from the engine.
 
-`/api/chat` and `/api/generate` decode into these Structs; `to_turn` turns them into the
-`Turn` every API shares; `parse_keep_alive` reads Ollama's durations; the `*_line` functions
-shape NDJSON lines as the `ollama` package parses them. Nothing here touches the service, the
-manager or an engine.
-
-Ollama's `format` (`"json"` or a JSON schema object) and `keep_alive` (seconds or a Go
-duration string) are unions on the wire; they stay unions here because clients send both.
+`to_turn` reads `/api/chat` and `/api/generate` bodies into the shared `Turn`; the `*_line`
+functions shape NDJSON lines as the `ollama` package parses them. Nothing here touches the
+service, the manager or an engine. `format` and `keep_alive` stay unions: clients send both.
 """
 
 from __future__ import annotations
@@ -52,7 +48,6 @@ __all__ = [
     "ShowRequest",
     "Version",
     "chat_line",
-    "done_reason",
     "format_guidance",
     "generate_line",
     "iso_time",
@@ -90,8 +85,7 @@ class Message(msgspec.Struct, kw_only=True):
 
 
 class _Generate(msgspec.Struct, kw_only=True):
-    """What `/api/chat` and `/api/generate` share: both stream NDJSON unless `stream` is false
-    (Ollama's default is true)."""
+    """What `/api/chat` and `/api/generate` share (both stream unless `stream` is false)."""
 
     model: str
     stream: bool = True
@@ -125,7 +119,6 @@ class ShowRequest(msgspec.Struct, kw_only=True):
     name: str = ""  # older clients send `name`
 
     def model_id(self) -> str:
-        """The name as `model_name` reads it (raises as it does)."""
         return model_name(self.model or self.name)
 
 
@@ -162,28 +155,6 @@ def model_name(raw: str) -> str:
 
 # --- request -> Turn ------------------------------------------------------------------------------
 PENALTIES = {"repeat_penalty": 1.0, "presence_penalty": 0.0, "frequency_penalty": 0.0}
-
-
-def _params(request: _Generate) -> GenerationParams:
-    """GenerationParams from Ollama options (all but `num_predict`, which `to_turn` reads)
-    and `format`."""
-    params: dict = {}
-    options = request.options or Options()
-    for name, neutral in PENALTIES.items():
-        if (value := getattr(options, name)) is not None and value != neutral:
-            raise UnsupportedParameter(
-                f"options.{name} is not supported by this service (the engine has no such "
-                f"sampler); leave it out or send {neutral:g}",
-                param=f"options.{name}",
-            )
-    params |= given(options, "temperature", "top_k", "top_p")
-    if options.seed is not None and options.seed >= 0:
-        params["seed"] = options.seed % (2**31)  # the engine's seed is 32-bit
-    if options.stop:
-        params["stop"] = list(options.stop)
-    if (guidance := format_guidance(request.format)) is not None:
-        params["guidance"] = guidance
-    return msgspec.convert(params, GenerationParams)
 
 
 def format_guidance(value: str | dict[str, Any] | None) -> tuple[str, str] | None:
@@ -229,17 +200,27 @@ def to_turn(request: ChatRequest | GenerateRequest) -> Turn:
         system = [{"role": "system", "content": request.system}] if request.system else []
         messages = [*system, {"role": "user", "content": request.prompt}]
         tools, tool_choice = None, None
-    params = _params(request)
     options = request.options or Options()
-    requested = options.num_predict if (options.num_predict or 0) > 0 else None
+    for name, neutral in PENALTIES.items():
+        if (value := getattr(options, name)) is not None and value != neutral:
+            raise UnsupportedParameter(
+                f"options.{name} is not supported by this service (the engine has no such "
+                f"sampler); leave it out or send {neutral:g}",
+                param=f"options.{name}",
+            )
+    params = given(options, "temperature", "top_k", "top_p", "stop")
+    if options.seed is not None and options.seed >= 0:
+        params["seed"] = options.seed % (2**31)  # the engine's seed is 32-bit
+    if (guidance := format_guidance(request.format)) is not None:
+        params["guidance"] = guidance
     return Turn(
         model_name(request.model),
-        params,
+        msgspec.convert(params, GenerationParams),
         messages,
         tools=tools,
         tool_choice=tool_choice,
         open_ended=True,
-        max_tokens=requested,
+        max_tokens=options.num_predict if (options.num_predict or 0) > 0 else None,
         limit=ContextLimit(options.num_ctx, param="options.num_ctx", name="num_ctx"),
     )
 
@@ -385,10 +366,6 @@ class ChatLine(_Line, kw_only=True):
 class GenerateLine(_Line, kw_only=True):
     response: str
     thinking: str | UnsetType = UNSET
-
-
-def done_reason(finish_reason: str | None) -> str:
-    return "length" if finish_reason == "length" else "stop"
 
 
 def chat_line(
