@@ -342,6 +342,8 @@ def main() -> None:
                 else:
                     with peers[name]() as base_url:
                         pid = None if name == "llama_server" else service_pid(args.home)
+                        if pid:
+                            others.own(pid)
                         figures = measure(base_url, model if pid else "", args, pid)
             runs[name].append({**figures, **others.figures})
             print(f"{name}: {json.dumps(runs[name][-1])}", file=sys.stderr)
@@ -371,16 +373,24 @@ class OthersCpu:
     time (the other tenants of this shared machine run at nice 19), and `others_cpu_share`,
     the CPU time of every process outside this benchmark's own tree (a test suite or a build
     at normal priority; processes that start and end inside the measurement are missed, so it
-    is a lower bound). Also the 1-minute load average at the start and the end.
+    is a lower bound). Also the 1-minute load average at the start and the end. A server the
+    benchmark starts detached (`foundry service start` re-parents it to init) is ours once
+    `own(pid)` says so: else a service still shutting down counts its whole life as others'.
     """
+
+    def __init__(self) -> None:
+        self._ours = {os.getpid()}
+
+    def own(self, pid: int) -> None:
+        self._ours.add(pid)
 
     def __enter__(self) -> OthersCpu:
         self._start, self._load = _cpu_times(), load_average()
-        self._others = _others_jiffies()
+        self._others = _others_jiffies(self._ours)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        end, others = _cpu_times(), _others_jiffies()
+        end, others = _cpu_times(), _others_jiffies(self._ours)
         total = sum(end) - sum(self._start)
         outside = sum(t - self._others.get(pid, 0) for pid, t in others.items())
         self.figures = {
@@ -395,15 +405,15 @@ def _cpu_times() -> list[int]:
     return [int(v) for v in Path("/proc/stat").read_text().split("\n")[0].split()[1:9]]
 
 
-def _others_jiffies() -> dict[int, int]:
-    """utime + stime of every process not this one or its descendants, by pid."""
+def _others_jiffies(ours: set[int]) -> dict[int, int]:
+    """utime + stime of every process not in `ours` or their descendants, by pid."""
     stats: dict[int, tuple[int, int]] = {}  # pid -> (parent, jiffies)
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             with contextlib.suppress(OSError, ValueError, IndexError):
                 fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
                 stats[int(entry.name)] = (int(fields[1]), int(fields[11]) + int(fields[12]))
-    ours, grown = {os.getpid()}, True
+    ours, grown = set(ours), True
     while grown:
         more = {pid for pid, (parent, _) in stats.items() if parent in ours} - ours
         ours |= more
