@@ -39,7 +39,6 @@ Prints JSON.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import json
 import os
@@ -61,6 +60,7 @@ from common import (
     bin_path,
     concurrent_streams,
     load_average,
+    run_client,
     synthetic_model,
     timed_greedy,
     timed_stream,
@@ -102,7 +102,7 @@ def measure(base_url: str, model: str, args: argparse.Namespace, pid: int | None
     prompts = Prompts(model, args.tokens)
 
     def single(words: int, tokens: int | None = None) -> dict:
-        return asyncio.run(timed_stream(base_url, "/v1/completions", prompts.body(words, tokens)))
+        return run_client(timed_stream(base_url, "/v1/completions", prompts.body(words, tokens)))
 
     single(args.short_words, 4)  # warm-up
     status = httpx.get(f"{base_url}/openai/status", timeout=30)  # llama-server: 404
@@ -124,7 +124,7 @@ def measure(base_url: str, model: str, args: argparse.Namespace, pid: int | None
         figures["spinning"] = spinning[model]
     for n in (1, 4, 8):
         bodies = [prompts.body(args.short_words) for _ in range(n)]
-        run = asyncio.run(concurrent_streams(base_url, "/v1/completions", bodies))
+        run = run_client(concurrent_streams(base_url, "/v1/completions", bodies))
         figures |= {f"{key}_{n}": run[key] for key in ("aggregate_tps", "median_ttft_s")}
         figures[f"max_health_s_{n}"] = run["max_health_s"]
     return figures

