@@ -4,9 +4,10 @@
 The peers' record shows where this breaks: Ollama's DNS-rebinding CVE (a web page whose
 name resolves to 127.0.0.1 drives the local API), vLLM's API key that skipped routes, and
 any page's simple requests (`fetch(..., {mode: "no-cors"})`, `<img src>`) that can start a
-download or unload everything. So the checks run as ASGI middleware around every route,
-compare the key in constant time and never log or echo it. Pure ASGI and stdlib: the CLI
-imports `check_bind` without pulling litestar in.
+download or unload everything. So the checks run as ASGI middleware around every route
+(the key on all but `/health` and the console's static files), compare the key in constant
+time and never log or echo it. Pure ASGI and stdlib: the CLI imports `check_bind` without
+pulling litestar in.
 """
 
 from __future__ import annotations
