@@ -162,8 +162,13 @@ def wait_ready(
     raise SystemExit(f"{base_url} did not become healthy in {seconds:.0f}s")
 
 
+def _service_state(home: Path) -> dict:
+    """The running service's state file (`runtime/service/state.py` writes it)."""
+    return dict(json.loads((home / "service.json").read_text()))
+
+
 def service_pid(home: Path) -> int:
-    return int(json.loads((home / "service.json").read_text())["pid"])
+    return int(_service_state(home)["pid"])
 
 
 @contextlib.contextmanager
@@ -173,7 +178,7 @@ def foundry_service(home: Path, model: str, extra_env: dict[str, str]) -> Iterat
     env.pop("FOUNDRY_API_KEY", None)
     subprocess.run([foundry, "service", "stop"], env=env, capture_output=True)
     subprocess.run([foundry, "service", "start"], env=env, check=True, capture_output=True)
-    base_url = "http://127.0.0.1:{port}".format(**json.loads((home / "service.json").read_text()))
+    base_url = f"http://127.0.0.1:{_service_state(home)['port']}"
     try:
         httpx.get(f"{base_url}/openai/load/{model}", timeout=600).raise_for_status()
         yield base_url
