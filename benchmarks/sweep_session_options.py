@@ -3,7 +3,7 @@
     python benchmarks/sweep_session_options.py --home HOME --model smollm2 [--rounds 3]
 
 Each option set gets a fresh ChatEngine whose batch session is made with the set added to
-threads.ort_session_options; `profile_batch_step.raw` then times 64 bare decode runs at B = 1
+threads.ort_session_options; `ceiling.raw_steps` then times 64 bare decode runs at B = 1
 and 4 rows. Spinning is forced on (FOUNDRY_SPIN=on) unless the environment says otherwise.
 Prints JSON: medians per option set, and every reading with the others' CPU share.
 """
@@ -18,13 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from bench_peers import OthersCpu, prompt_text
-from profile_batch_step import raw
+from ceiling import raw_steps
 
 OPTION_SETS: dict[str, dict[str, Any]] = {
     "default": {},
     "dynamic_block_4": {"session.dynamic_block_base": "4"},
     "no_arena": {"enable_cpu_mem_arena": False},
     "denormal_zero": {"session.set_denormal_as_zero": "1"},
+    "dynamic_block_1": {"session.dynamic_block_base": "1"},
 }
 
 
@@ -59,7 +60,9 @@ def main() -> None:
             engine = ChatEngine(artifact, ModelMetadata(), model_id=args.model)
             prompt = engine.encode(prompt_text(100, 1))
             with OthersCpu() as others:
-                tps = {rows: raw(engine, prompt, rows, 64)["aggregate_tps"] for rows in (1, 4)}
+                tps = {
+                    rows: raw_steps(engine, prompt, rows, 64)["aggregate_tps"] for rows in (1, 4)
+                }
             engine.close()
             readings[name].append({"tps_1": tps[1], "tps_4": tps[4], **others.figures})
     medians = {
