@@ -339,8 +339,10 @@ def main() -> None:
     }
     print(f"load average before the run: {os.getloadavg()}", file=sys.stderr)
     runs: dict[str, list[dict]] = {name: [] for name in wanted}
-    for _ in range(args.rounds):
-        for name in wanted:
+    for round_index in range(args.rounds):
+        # Odd rounds run the peers in reverse, so a machine that drifts faster or slower
+        # through the run (these VMs do, by 15 % within minutes) favours no peer.
+        for name in wanted if round_index % 2 == 0 else wanted[::-1]:
             with OthersCpu() as others:
                 if name == "direct_og":
                     figures = direct_og(artifact, threads, args)
@@ -353,6 +355,7 @@ def main() -> None:
             runs[name].append({**figures, **others.figures})
             print(f"{name}: {json.dumps(runs[name][-1])}", file=sys.stderr)
     result = report(runs, threads, model, notes)
+    result["readings"] = runs  # every round's figures, for a second look at the drift
     result["service_artifact"] = str(artifact)
     result["llama_server_gguf"] = str(args.gguf) if "llama_server" in wanted else None
     result["command"] = " ".join(sys.argv)
@@ -435,6 +438,41 @@ _NOT_RATIOS = {
 }
 
 
+def round_ratios(runs: dict[str, list[dict]]) -> dict:
+    """The service's ratios taken round by round (peers a few minutes apart), then their
+    median and range: on a machine whose speed drifts, a ratio of medians can pair a fast
+    round of one peer with a slow round of another."""
+    mine = runs.get("service", [])
+    figures: dict[str, dict[str, list[float]]] = {}
+    for name, rows in runs.items():
+        if name.startswith("service") or len(rows) != len(mine):
+            continue
+        for ours, theirs in zip(mine, rows, strict=True):
+            for key, value in theirs.items():
+                if key in ours and value and key not in _NOT_RATIOS and "prompt_tokens" not in key:
+                    figures.setdefault(f"service_over_{name}", {}).setdefault(key, [])
+                    figures[f"service_over_{name}"][key].append(ours[key] / value)
+    for ours in mine:
+        if ours.get("aggregate_tps_1"):
+            scaling = figures.setdefault("service_scaling", {})
+            for n in (4, 8):
+                scaling.setdefault(f"aggregate_{n}_over_1", [])
+                scaling[f"aggregate_{n}_over_1"].append(
+                    ours[f"aggregate_tps_{n}"] / ours["aggregate_tps_1"]
+                )
+    return {
+        group: {
+            key: {
+                "median": round(statistics.median(values), 3),
+                "min": round(min(values), 3),
+                "max": round(max(values), 3),
+            }
+            for key, values in by_key.items()
+        }
+        for group, by_key in figures.items()
+    }
+
+
 def report(runs: dict[str, list[dict]], threads: int, model: str, notes: list[str]) -> dict:
     """Medians per peer, and each service variant's ratio over every other peer."""
     medians = {
@@ -461,6 +499,7 @@ def report(runs: dict[str, list[dict]], threads: int, model: str, notes: list[st
                 ratios[f"{mine}_scaling"][f"aggregate_{n}_over_1"] = round(
                     figures[f"aggregate_tps_{n}"] / figures["aggregate_tps_1"], 3
                 )
+    ratios["by_round"] = round_ratios(runs)
     shares = [
         max(r["others_nice_cpu_share"], r["others_cpu_share"])
         for rows in runs.values()
