@@ -211,3 +211,73 @@ def test_gptq_lowers_the_output_error_on_held_out_correlated_activations():
     gptq = weight_quant.quantize_gptq(weight, hessian, 4, 32)
     assert output_error(gptq) < 0.5 * output_error(weight_quant.quantize(weight, 4, 32))
     assert gptq.levels.max() <= 15 and gptq.scales.shape == (rows, k // 32)
+
+
+def tiny_mlp(folder: Path) -> None:
+    """input_ids -> embedding -> the builder's SiLU MLP (gate, up, down of layer 0) -> lm_head."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(11)
+    shapes = {"gate_proj": (HIDDEN, FFN), "up_proj": (HIDDEN, FFN), "down_proj": (FFN, HIDDEN)}
+    weights = {
+        f"model.layers.0.mlp.{name}.MatMul.weight": rng.standard_normal(shape).astype(np.float32)
+        for name, shape in shapes.items()
+    }
+    weights["model.embed_tokens.weight"] = rng.standard_normal((VOCAB, HIDDEN)).astype(np.float32)
+    weights["lm_head.MatMul.weight"] = rng.standard_normal((HIDDEN, VOCAB)).astype(np.float32)
+
+    def matmul(name: str, source: str, out: str) -> object:
+        return helper.make_node(
+            "MatMul",
+            [source, f"model.layers.0.mlp.{name}.MatMul.weight"],
+            [out],
+            name=f"/model/layers.0/mlp/{name}/MatMul",
+        )
+
+    nodes = [
+        helper.make_node(
+            "Gather", ["model.embed_tokens.weight", "input_ids"], ["h"], name="/model/embed/Gather"
+        ),
+        matmul("gate_proj", "h", "gate"),
+        matmul("up_proj", "h", "up"),
+        helper.make_node("Sigmoid", ["gate"], ["sig"], name="/model/layers.0/mlp/act/Sigmoid"),
+        helper.make_node("Mul", ["gate", "sig"], ["act"], name="/model/layers.0/mlp/act/Mul"),
+        helper.make_node("Mul", ["act", "up"], ["mixed"], name="/model/layers.0/mlp/Mul"),
+        matmul("down_proj", "mixed", "h2"),
+        helper.make_node("Identity", ["h2"], ["h3"], name="/model/layers.1/final_norm/Identity"),
+        helper.make_node(
+            "MatMul", ["h3", "lm_head.MatMul.weight"], ["logits"], name="/lm_head/MatMul"
+        ),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "mlp",
+        [helper.make_tensor_value_info("input_ids", TensorProto.INT64, [1, "S"])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, "S", VOCAB])],
+        [numpy_helper.from_array(w, name) for name, w in weights.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    folder.mkdir(parents=True, exist_ok=True)
+    onnx.save_model(model, str(folder / "model.onnx"), save_as_external_data=True, size_threshold=0)
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+def test_a_fused_gate_and_up_computes_what_the_two_matmuls_did(tmp_path, bits):
+    import onnx
+
+    tiny_mlp(tmp_path / "float")
+    logits = {}
+    for fuse in (False, True):
+        # block 16: 6 blocks a row, so 4-bit zero points are packed by row (fusable)
+        options = WeightOptions(bits=bits, block_size=16, fuse_gate_up=fuse)
+        counts = quantize_graph(tmp_path / "float" / "model.onnx", tmp_path / str(fuse), options)
+        assert counts.get("fused_gate_up", 0) == int(fuse)
+        logits[fuse] = run(tmp_path / str(fuse) / "model.onnx", np.array([[3, 9, 40, 9]]))
+    np.testing.assert_allclose(logits[True], logits[False], rtol=1e-6, atol=1e-5)
+
+    graph = onnx.load(str(tmp_path / "True" / "model.onnx"), load_external_data=False).graph
+    matmuls = [n.name for n in graph.node if n.op_type == "MatMulNBits"]
+    assert "/model/layers.0/mlp/gate_up_proj/MatMul" in matmuls
+    assert not any("/gate_proj/" in name or "/up_proj/" in name for name in matmuls)
+    assert [n.op_type for n in graph.node].count("Split") == 1

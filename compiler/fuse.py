@@ -1,0 +1,116 @@
+"""One MatMulNBits for each MLP's gate and up projections, then a Split: the same arithmetic.
+
+Both read the same normed hidden state with the same K, bits and block, and a MatMulNBits
+computes each output column from its own row of blocks, so the two quantized weights stacked
+along N are one matrix whose columns are the two originals'. A decode step then dispatches
+one kernel instead of two per layer. At one row on 2 cores a 576-wide MatMulNBits costs about
+as much in dispatch as in weight reads (a linear fit over the ONNX profile of real SmolLM2-135M:
+~8 µs fixed per node). The fused graph's bare decode step was ~4-8 % faster at one row (the
+two artifacts interleaved in one process, both orders, 16-20 pairs each) and within noise at
+4 rows, with the same greedy tokens.
+
+Works on the quantized graph in memory (nbits.quantize_graph, before it is saved).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["fuse_gate_up"]
+
+GATE, UP, FUSED = "/mlp/gate_proj/MatMul", "/mlp/up_proj/MatMul", "/mlp/gate_up_proj/MatMul"
+
+
+def fuse_gate_up(graph: Any) -> int:
+    """Fuse every layer's gate and up MatMulNBits that can be; returns how many were."""
+    from onnx import helper, numpy_helper
+
+    initializers = {t.name: t for t in graph.initializer}
+    by_name = {node.name: node for node in graph.node}
+    replaced: dict[str, list[Any]] = {}
+    dropped: set[str] = set()
+    added: list[Any] = []
+    for gate in graph.node:
+        up = by_name.get(gate.name.replace(GATE, UP)) if gate.name.endswith(GATE) else None
+        if up is None or not _fusable(gate, up, initializers):
+            continue
+        stem = gate.name[: -len(GATE)] + FUSED
+        tensors = []
+        for gate_input, up_input in zip(gate.input[1:], up.input[1:], strict=True):
+            name = gate_input.replace("gate_proj", "gate_up_proj")
+            stacked = _stack(numpy_helper, initializers[gate_input], initializers[up_input])
+            added.append(numpy_helper.from_array(stacked, name))
+            tensors.append(name)
+        n_gate, n_up = _attribute(gate, "N"), _attribute(up, "N")
+        attributes = {a.name: helper.get_attribute_value(a) for a in gate.attribute}
+        fused = helper.make_node(
+            "MatMulNBits",
+            [gate.input[0], *tensors],
+            [f"{stem}/output_0"],
+            name=stem,
+            domain=gate.domain,
+            **{**attributes, "N": n_gate + n_up},
+        )
+        sizes = f"{stem}/split_sizes"
+        added.append(numpy_helper.from_array(_int64([n_gate, n_up]), sizes))
+        split = helper.make_node(
+            "Split",
+            [fused.output[0], sizes],
+            [gate.output[0], up.output[0]],
+            name=f"{stem}/Split",
+            axis=-1,
+        )
+        replaced[gate.name] = [fused, split]
+        dropped.add(up.name)
+    if not replaced:
+        return 0
+    nodes = []
+    for node in graph.node:
+        if node.name not in dropped:
+            nodes += replaced.get(node.name, [node])
+    del graph.node[:]
+    graph.node.extend(nodes)
+    used = {name for node in graph.node for name in node.input}
+    kept = [t for t in graph.initializer if t.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend([*kept, *added])
+    return len(replaced)
+
+
+def _fusable(gate: Any, up: Any, initializers: dict[str, Any]) -> bool:
+    """Both MatMulNBits over one input, alike but for N, with weight, scales and row-packed
+    zero points only (a 4-bit zero-point tensor with an odd block count is packed flat)."""
+    if gate.op_type != "MatMulNBits" or up.op_type != "MatMulNBits":
+        return False
+    if gate.input[0] != up.input[0] or len(gate.input) != 4 or len(up.input) != 4:
+        return False
+    if _attributes_but_n(gate) != _attributes_but_n(up):
+        return False
+    for node in (gate, up):
+        if not all(name in initializers for name in node.input[1:]):
+            return False
+        if [int(d) for d in initializers[node.input[3]].dims][:1] != [_attribute(node, "N")]:
+            return False
+    return True
+
+
+def _stack(numpy_helper: Any, first: Any, second: Any) -> Any:
+    import numpy as np
+
+    return np.concatenate([numpy_helper.to_array(first), numpy_helper.to_array(second)])
+
+
+def _attribute(node: Any, name: str) -> int:
+    return next(int(a.i) for a in node.attribute if a.name == name)
+
+
+def _attributes_but_n(node: Any) -> dict[str, Any]:
+    from onnx import helper
+
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute if a.name != "N"}
+
+
+def _int64(values: list[int]) -> Any:
+    import numpy as np
+
+    return np.asarray(values, dtype=np.int64)
