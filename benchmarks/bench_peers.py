@@ -10,7 +10,7 @@ Peers, each started alone (the others stopped) and driven through its OpenAI-com
 * `service_1thread`: the same with FOUNDRY_THREADS=1 (onnxruntime's default on this VM);
 * `llama_server`: llama.cpp's server on `--gguf` (`-t N -tb N -np 8 -c 8192`), when
   `llama-server` is on PATH or given; skipped with a note otherwise. Never in CI;
-* `direct_og`: onnxruntime-genai in this process at the service's thread count (single stream).
+* `direct_og`: onnxruntime-genai in a fresh process at the service's thread count (single stream).
 Without `--service-model` the service runs the synthetic Qwen2.5-0.5B-dimension cpu-int4 model
 (common.synthetic_model, built into --home): the variant for machines without real weights,
 where llama-server is skipped (it needs a GGUF of the *same* checkpoint). With real weights,
@@ -22,8 +22,9 @@ After the rounds, `session_ceiling` (ceiling.py) times the bare onnxruntime sess
 drives (prefill, and decode steps at 1, 4 and 8 rows) and prints the aggregates a scheduler with
 no cost at all could reach, so the 4-client scaling reads against what the kernels allow.
 Figures: decode tok/s (after the first token), time to first token at ~128 and ~1,024 prompt
-tokens, aggregate tok/s and median time to first token at 4 and 8 clients; ratios against the
-service. The 1-minute load average is recorded before every peer: llama.cpp collapses when
+tokens, aggregate tok/s and median time to first token at 4 and 8 clients (after an untimed
+first burst of 8, reported apart as `aggregate_tps_8_first_burst`: a row's KV pages fault in
+on its first use); ratios against the service, of the medians and round by round. The 1-minute load average is recorded before every peer: llama.cpp collapses when
 another process takes a core, so figures from a busy machine are marked `machine_quiet: false`.
 
 Building llama-server (about 20 min on 2 quiet cores; needs cmake and ninja):
@@ -123,6 +124,12 @@ def measure(base_url: str, model: str, args: argparse.Namespace, pid: int | None
         figures["event_loop_ms_per_token"] = 1000 * loop_s / max(alone["tokens"], 1)
     if model in spinning:  # this service's own threads.spinning_wanted() choice at load
         figures["spinning"] = spinning[model]
+    # The first burst of 8 after the long prompt, timed apart: a server that maps its KV rows
+    # as clients first need them pays the page faults here, once (on this session's VM a
+    # first touch cost ~1.8 s a GiB); llama-server clears its whole cache before serving.
+    bodies = [prompts.body(args.short_words) for _ in range(8)]
+    first = run_client(concurrent_streams(base_url, "/v1/completions", bodies, health=False))
+    figures["aggregate_tps_8_first_burst"] = first["aggregate_tps"]
     for n in (1, 4, 8):
         bodies = [prompts.body(args.short_words) for _ in range(n)]
         run = run_client(concurrent_streams(base_url, "/v1/completions", bodies))
