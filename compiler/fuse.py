@@ -10,37 +10,41 @@ as much in dispatch as in weight reads (a linear fit over the ONNX profile of re
 builds interleaved in one process, 60 pairs in each order; the order itself moved a step 3-6 %,
 so the two orders' ratios are combined as a geometric mean).
 
-Works on the quantized graph in memory (nbits.quantize_graph, before it is saved).
+`gate_up_fusions` plans the edit on the quantized graph; nbits.quantize_graph applies it with
+the same `_rebuild` that swapped its MatMuls in.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["fuse_gate_up"]
+__all__ = ["gate_up_fusions"]
 
 GATE, UP, FUSED = "/mlp/gate_proj/MatMul", "/mlp/up_proj/MatMul", "/mlp/gate_up_proj/MatMul"
 
 
-def fuse_gate_up(graph: Any) -> int:
-    """Fuse every layer's gate and up MatMulNBits that can be; returns how many were."""
+def gate_up_fusions(graph: Any) -> tuple[dict[int, list[Any]], set[int], list[Any]]:
+    """Every fusable layer's edit: (node index -> [fused MatMulNBits, Split], indices of the
+    up nodes to drop, the stacked initializers), in the shape nbits._rebuild takes."""
+    import numpy as np
     from onnx import helper, numpy_helper
 
     initializers = {t.name: t for t in graph.initializer}
-    by_name = {node.name: node for node in graph.node}
-    replaced: dict[str, list[Any]] = {}
-    dropped: set[str] = set()
+    index = {node.name: i for i, node in enumerate(graph.node)}
+    replaced: dict[int, list[Any]] = {}
+    dropped: set[int] = set()
     added: list[Any] = []
-    for gate in graph.node:
-        up = by_name.get(gate.name.replace(GATE, UP)) if gate.name.endswith(GATE) else None
+    for position, gate in enumerate(graph.node):
+        up_index = index.get(gate.name.replace(GATE, UP)) if gate.name.endswith(GATE) else None
+        up = graph.node[up_index] if up_index is not None else None
         if up is None or not _fusable(gate, up, initializers):
             continue
         stem = gate.name[: -len(GATE)] + FUSED
         tensors = []
         for gate_input, up_input in zip(gate.input[1:], up.input[1:], strict=True):
             name = gate_input.replace("gate_proj", "gate_up_proj")
-            stacked = _stack(numpy_helper, initializers[gate_input], initializers[up_input])
-            added.append(numpy_helper.from_array(stacked, name))
+            parts = [numpy_helper.to_array(initializers[i]) for i in (gate_input, up_input)]
+            added.append(numpy_helper.from_array(np.concatenate(parts), name))
             tensors.append(name)
         n_gate, n_up = _attribute(gate, "N"), _attribute(up, "N")
         attributes = {a.name: helper.get_attribute_value(a) for a in gate.attribute}
@@ -53,7 +57,7 @@ def fuse_gate_up(graph: Any) -> int:
             **{**attributes, "N": n_gate + n_up},
         )
         sizes = f"{stem}/split_sizes"
-        added.append(numpy_helper.from_array(_int64([n_gate, n_up]), sizes))
+        added.append(numpy_helper.from_array(np.asarray([n_gate, n_up], dtype=np.int64), sizes))
         split = helper.make_node(
             "Split",
             [fused.output[0], sizes],
@@ -61,21 +65,9 @@ def fuse_gate_up(graph: Any) -> int:
             name=f"{stem}/Split",
             axis=-1,
         )
-        replaced[gate.name] = [fused, split]
-        dropped.add(up.name)
-    if not replaced:
-        return 0
-    nodes = []
-    for node in graph.node:
-        if node.name not in dropped:
-            nodes += replaced.get(node.name, [node])
-    del graph.node[:]
-    graph.node.extend(nodes)
-    used = {name for node in graph.node for name in node.input}
-    kept = [t for t in graph.initializer if t.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend([*kept, *added])
-    return len(replaced)
+        replaced[position] = [fused, split]
+        dropped.add(up_index)
+    return replaced, dropped, added
 
 
 def _fusable(gate: Any, up: Any, initializers: dict[str, Any]) -> bool:
@@ -95,12 +87,6 @@ def _fusable(gate: Any, up: Any, initializers: dict[str, Any]) -> bool:
     return True
 
 
-def _stack(numpy_helper: Any, first: Any, second: Any) -> Any:
-    import numpy as np
-
-    return np.concatenate([numpy_helper.to_array(first), numpy_helper.to_array(second)])
-
-
 def _attribute(node: Any, name: str) -> int:
     return next(int(a.i) for a in node.attribute if a.name == name)
 
@@ -109,9 +95,3 @@ def _attributes_but_n(node: Any) -> dict[str, Any]:
     from onnx import helper
 
     return {a.name: helper.get_attribute_value(a) for a in node.attribute if a.name != "N"}
-
-
-def _int64(values: list[int]) -> Any:
-    import numpy as np
-
-    return np.asarray(values, dtype=np.int64)

@@ -266,9 +266,11 @@ def quantize_graph(
 
     _rebuild(graph, new_nodes, dropped, added, base)
     if options.fuse_gate_up:
-        from compiler.fuse import fuse_gate_up
+        from compiler.fuse import gate_up_fusions
 
-        counts["fused_gate_up"] = fuse_gate_up(graph)
+        fusions, fused_away, stacked = gate_up_fusions(graph)
+        _rebuild(graph, fusions, fused_away, stacked, base)
+        counts["fused_gate_up"] = len(fusions)
     if not any(o.domain == MS_DOMAIN for o in proto.opset_import):
         proto.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
     out_dir.mkdir(parents=True, exist_ok=True)
