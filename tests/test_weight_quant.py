@@ -21,8 +21,7 @@ def tiny_decoder(folder: Path, *, tied: bool) -> dict[str, np.ndarray]:
 
     Tied: the builder's float shape, Transpose(lm_head weight) feeding the Gather.
     """
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper
 
     rng = np.random.default_rng(7)
     weights = {
@@ -70,6 +69,15 @@ def tiny_decoder(folder: Path, *, tied: bool) -> dict[str, np.ndarray]:
             "MatMul", ["h3", "lm_head.MatMul.weight"], ["logits"], name="/lm_head/MatMul"
         ),
     ]
+    save_float_decoder(folder, nodes, weights)
+    return weights
+
+
+def save_float_decoder(folder: Path, nodes: list, weights: dict[str, np.ndarray]) -> None:
+    """`nodes` over `weights` as the builder's float graph: input_ids in, logits out."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
     graph = helper.make_graph(
         nodes,
         "tiny",
@@ -86,7 +94,6 @@ def tiny_decoder(folder: Path, *, tied: bool) -> dict[str, np.ndarray]:
         location="model.onnx.data",
         size_threshold=0,
     )
-    return weights
 
 
 def run(model: Path, ids: np.ndarray) -> np.ndarray:
@@ -215,8 +222,7 @@ def test_gptq_lowers_the_output_error_on_held_out_correlated_activations():
 
 def tiny_mlp(folder: Path) -> None:
     """input_ids -> embedding -> the builder's SiLU MLP (gate, up, down of layer 0) -> lm_head."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper
 
     rng = np.random.default_rng(11)
     shapes = {"gate_proj": (HIDDEN, FFN), "up_proj": (HIDDEN, FFN), "down_proj": (FFN, HIDDEN)}
@@ -250,16 +256,7 @@ def tiny_mlp(folder: Path) -> None:
             "MatMul", ["h3", "lm_head.MatMul.weight"], ["logits"], name="/lm_head/MatMul"
         ),
     ]
-    graph = helper.make_graph(
-        nodes,
-        "mlp",
-        [helper.make_tensor_value_info("input_ids", TensorProto.INT64, [1, "S"])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, "S", VOCAB])],
-        [numpy_helper.from_array(w, name) for name, w in weights.items()],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    folder.mkdir(parents=True, exist_ok=True)
-    onnx.save_model(model, str(folder / "model.onnx"), save_as_external_data=True, size_threshold=0)
+    save_float_decoder(folder, nodes, weights)
 
 
 @pytest.mark.parametrize("bits", [4, 8])
