@@ -24,8 +24,9 @@ no cost at all could reach, so the 4-client scaling reads against what the kerne
 Figures: decode tok/s (after the first token), time to first token at ~128 and ~1,024 prompt
 tokens, aggregate tok/s and median time to first token at 4 and 8 clients (after an untimed
 first burst of 8, reported apart as `aggregate_tps_8_first_burst`: a row's KV pages fault in
-on its first use); ratios against the service, of the medians and round by round. The 1-minute load average is recorded before every peer: llama.cpp collapses when
-another process takes a core, so figures from a busy machine are marked `machine_quiet: false`.
+on its first use); ratios against the service, of the medians and round by round. The 1-minute
+load average is recorded before every peer: llama.cpp collapses when another process takes a
+core, so figures from a busy machine are marked `machine_quiet: false`.
 
 Building llama-server (about 20 min on 2 quiet cores; needs cmake and ninja):
     pip download --no-deps --no-binary :all: llama-cpp-python==0.3.36 && tar xzf llama_cpp_python-0.3.36.tar.gz
@@ -461,6 +462,25 @@ _NOT_RATIOS = {
 }
 
 
+def _ratios(ours: dict, theirs: dict) -> dict[str, float]:
+    """Our figure over theirs, for every figure both have that is a measurement."""
+    return {
+        key: ours[key] / value
+        for key, value in theirs.items()
+        if key in ours and value and key not in _NOT_RATIOS and "prompt_tokens" not in key
+    }
+
+
+def _scaling(figures: dict) -> dict[str, float]:
+    """Aggregate tok/s at 4 and 8 clients over 1 client's (empty without a 1-client figure)."""
+    if not figures.get("aggregate_tps_1"):
+        return {}
+    return {
+        f"aggregate_{n}_over_1": figures[f"aggregate_tps_{n}"] / figures["aggregate_tps_1"]
+        for n in (4, 8)
+    }
+
+
 def round_ratios(runs: dict[str, list[dict]]) -> dict:
     """The service's ratios taken round by round (peers a few minutes apart), then their
     median and range: on a machine whose speed drifts, a ratio of medians can pair a fast
@@ -471,18 +491,11 @@ def round_ratios(runs: dict[str, list[dict]]) -> dict:
         if name.startswith("service") or len(rows) != len(mine):
             continue
         for ours, theirs in zip(mine, rows, strict=True):
-            for key, value in theirs.items():
-                if key in ours and value and key not in _NOT_RATIOS and "prompt_tokens" not in key:
-                    figures.setdefault(f"service_over_{name}", {}).setdefault(key, [])
-                    figures[f"service_over_{name}"][key].append(ours[key] / value)
+            for key, ratio in _ratios(ours, theirs).items():
+                figures.setdefault(f"service_over_{name}", {}).setdefault(key, []).append(ratio)
     for ours in mine:
-        if ours.get("aggregate_tps_1"):
-            scaling = figures.setdefault("service_scaling", {})
-            for n in (4, 8):
-                scaling.setdefault(f"aggregate_{n}_over_1", [])
-                scaling[f"aggregate_{n}_over_1"].append(
-                    ours[f"aggregate_tps_{n}"] / ours["aggregate_tps_1"]
-                )
+        for key, ratio in _scaling(ours).items():
+            figures.setdefault("service_scaling", {}).setdefault(key, []).append(ratio)
     return {
         group: {
             key: {
@@ -510,18 +523,12 @@ def report(runs: dict[str, list[dict]], threads: int, model: str, notes: list[st
             if name == mine or not base or (name.startswith("service") and mine != "service"):
                 continue
             ratios[f"{mine}_over_{name}"] = {
-                key: round(base[key] / value, 3)
-                for key, value in figures.items()
-                if key in base and value and key not in _NOT_RATIOS and "prompt_tokens" not in key
+                key: round(ratio, 3) for key, ratio in _ratios(base, figures).items()
             }
     for mine in ("service",):
-        figures = medians.get(mine, {})
-        if figures.get("aggregate_tps_1"):
-            ratios.setdefault(f"{mine}_scaling", {})
-            for n in (4, 8):
-                ratios[f"{mine}_scaling"][f"aggregate_{n}_over_1"] = round(
-                    figures[f"aggregate_tps_{n}"] / figures["aggregate_tps_1"], 3
-                )
+        scaling = _scaling(medians.get(mine, {}))
+        if scaling:
+            ratios[f"{mine}_scaling"] = {key: round(ratio, 3) for key, ratio in scaling.items()}
     ratios["by_round"] = round_ratios(runs)
     shares = [
         max(r["others_nice_cpu_share"], r["others_cpu_share"])
