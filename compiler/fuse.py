@@ -35,10 +35,10 @@ def gate_up_fusions(graph: Any) -> tuple[dict[int, list[Any]], set[int], list[An
     dropped: set[int] = set()
     added: list[Any] = []
     for position, gate in enumerate(graph.node):
-        up_index = index.get(gate.name.replace(GATE, UP)) if gate.name.endswith(GATE) else None
-        up = graph.node[up_index] if up_index is not None else None
-        if up is None or not _fusable(gate, up, initializers):
+        up_index = index.get(gate.name.replace(GATE, UP), -1) if gate.name.endswith(GATE) else -1
+        if up_index < 0 or not _fusable(gate, graph.node[up_index], initializers):
             continue
+        up = graph.node[up_index]
         stem = gate.name[: -len(GATE)] + FUSED
         tensors = []
         for gate_input, up_input in zip(gate.input[1:], up.input[1:], strict=True):
