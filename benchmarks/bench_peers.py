@@ -8,9 +8,12 @@ Peers, each started alone (the others stopped) and driven through its OpenAI-com
 * `service`: `foundry service start` as it ships (threads per machine, the continuous batch,
   the one chat strategy since issue 13 removed FOUNDRY_CHAT_BATCHING's og paths);
 * `service_1thread`: the same with FOUNDRY_THREADS=1 (onnxruntime's default on this VM);
-* `llama_server`: llama.cpp's server on `--gguf` (`-t N -tb N -np 8 -c 8192`), when
-  `llama-server` is on PATH or given; skipped with a note otherwise. Never in CI;
-* `direct_og`: onnxruntime-genai in a fresh process at the service's thread count (single stream).
+* `service_no_huge_pages`: the same with FOUNDRY_HUGE_PAGES=0 (malloc on 4 KiB pages);
+* `llama_server`: llama.cpp's server on `--gguf` (`-t N -tb N -np 8 -c 8192`), as its users run
+  it, when `llama-server` is on PATH or given; skipped with a note otherwise. Never in CI;
+* `llama_server_huge_pages`: the same with the service's malloc setting (glibc.malloc.hugetlb=1);
+* `direct_og`: onnxruntime-genai in a fresh process at the service's thread count and malloc
+  setting (single stream), so service / og is the cost of serving alone.
 Without `--service-model` the service runs the synthetic Qwen2.5-0.5B-dimension cpu-int4 model
 (common.synthetic_model, built into --home): the variant for machines without real weights,
 where llama-server is skipped (it needs a GGUF of the *same* checkpoint). With real weights,
@@ -197,7 +200,12 @@ def foundry_service(home: Path, model: str, extra_env: dict[str, str]) -> Iterat
 
 @contextlib.contextmanager
 def llama_server(
-    binary: str, gguf: Path, threads: int, parallel: int, extra: list[str]
+    binary: str,
+    gguf: Path,
+    threads: int,
+    parallel: int,
+    extra: list[str],
+    environ: dict[str, str] | None = None,
 ) -> Iterator[str]:
     """llama-server on `gguf`, `-t/-tb threads -np parallel -c 8192` (the issue's settings)."""
     port = free_port()
@@ -206,7 +214,7 @@ def llama_server(
     command += extra
     log = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-llama-server-{port}.log"
     with log.open("wb") as sink:
-        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=environ)
     base_url = f"http://127.0.0.1:{port}"
     try:
         wait_ready(base_url, process=process, log=log)
@@ -221,14 +229,23 @@ def in_fresh_process(function: Callable[..., dict], *args: Any) -> dict:
 
     On this VM one process's weights decode up to 20 % faster or slower than another's, the
     same files (memory placement; steady within a process): og timed inside this long-lived
-    process, round after round, did not draw that lot as the service did.
+    process, round after round, did not draw that lot as the service did. Its malloc asks for
+    huge pages as the service's does (the launcher's `with_huge_pages`; read at exec).
     """
     import concurrent.futures
     import multiprocessing
 
+    from runtime.engines.huge_pages import with_huge_pages
+
     context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
-        return pool.submit(function, *args).result()
+    before = dict(os.environ)
+    os.environ.update(with_huge_pages(before))
+    try:
+        with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+            return pool.submit(function, *args).result()
+    finally:
+        os.environ.clear()
+        os.environ.update(before)
 
 
 def direct_og(artifact: Path, threads: int, args: argparse.Namespace) -> dict:
@@ -333,11 +350,13 @@ def main() -> None:
     parser.add_argument(
         "--peers",
         default="service,llama_server,direct_og",
-        help="of service, service_1thread, llama_server, direct_og",
+        help="of service, service_1thread, service_no_huge_pages, llama_server, "
+        "llama_server_huge_pages, direct_og",
     )
     args = parser.parse_args()
     # A killed run still stops the server it started (the context managers' finally blocks).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    from runtime.engines.huge_pages import with_huge_pages
     from runtime.engines.threads import session_threads
     from runtime.store import Store
 
@@ -349,16 +368,28 @@ def main() -> None:
     args.long_words = fitted_words(artifact, args.long_tokens)
     wanted = args.peers.split(",")
     notes = []
-    if "llama_server" in wanted and not (args.llama_server and args.gguf):
-        wanted.remove("llama_server")
-        notes.append(
-            "llama_server skipped: needs llama-server on PATH (or --llama-server) and --gguf"
-        )
+    for llama in ("llama_server", "llama_server_huge_pages"):
+        if llama in wanted and not (args.llama_server and args.gguf):
+            wanted.remove(llama)
+            notes.append(
+                f"{llama} skipped: needs llama-server on PATH (or --llama-server) and --gguf"
+            )
     peers = {
         "service": lambda: foundry_service(args.home, model, {}),
         "service_1thread": lambda: foundry_service(args.home, model, {"FOUNDRY_THREADS": "1"}),
+        "service_no_huge_pages": lambda: foundry_service(
+            args.home, model, {"FOUNDRY_HUGE_PAGES": "0"}
+        ),
         "llama_server": lambda: llama_server(
             args.llama_server, args.gguf, threads, args.llama_parallel, args.llama_extra.split()
+        ),
+        "llama_server_huge_pages": lambda: llama_server(
+            args.llama_server,
+            args.gguf,
+            threads,
+            args.llama_parallel,
+            args.llama_extra.split(),
+            with_huge_pages(os.environ),
         ),
     }
     print(f"load average before the run: {os.getloadavg()}", file=sys.stderr)
@@ -372,7 +403,7 @@ def main() -> None:
                     figures = in_fresh_process(direct_og, artifact, threads, args)
                 else:
                     with peers[name]() as base_url:
-                        pid = None if name == "llama_server" else service_pid(args.home)
+                        pid = None if name.startswith("llama_server") else service_pid(args.home)
                         if pid:
                             others.own(pid)
                         figures = measure(base_url, model if pid else "", args, pid)
@@ -381,7 +412,9 @@ def main() -> None:
     result = report(runs, threads, model, notes)
     result["readings"] = runs  # every round's figures, for a second look at the drift
     result["service_artifact"] = str(artifact)
-    result["llama_server_gguf"] = str(args.gguf) if "llama_server" in wanted else None
+    result["llama_server_gguf"] = (
+        str(args.gguf) if any(n.startswith("llama_server") for n in wanted) else None
+    )
     result["command"] = " ".join(sys.argv)
     service = result["medians"].get("service", {})
     with OthersCpu() as others:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from runtime.cli import API_KEY_ARG_ENV
+from runtime.engines.huge_pages import HUGE_PAGES_ENV
 from runtime.errors import InvalidRequest, ServiceStartFailed
 from runtime.settings import env, env_number, foundry_home
 
@@ -375,8 +376,16 @@ def status(as_json: bool) -> None:
     click.echo(f"  loaded     {loaded_text}")
     if threads := info.get("threads"):
         click.echo(f"  threads    {threads['intraOp']} per model ({threads['source']})")
+    if pages := info.get("huge_pages"):
+        click.echo(f"  memory     {_huge_pages_text(pages)}")
     click.echo(f"  cache      {info['cache']}")
     click.echo(f"  log        {log_path()}")
+
+
+def _huge_pages_text(pages: dict[str, Any]) -> str:
+    """One line: how much sits in huge pages, and why (or why not)."""
+    asked = "asked for" if pages["requested"] else f"not asked for: {HUGE_PAGES_ENV}=0"
+    return f"{pages['residentMib']} MiB in huge pages ({asked}; system THP {pages['system']})"
 
 
 def _status_info(state: Any) -> dict[str, Any]:
@@ -394,6 +403,7 @@ def _status_info(state: Any) -> dict[str, Any]:
         "providers": details.get("providers", []),
         "loaded": details.get("loadedModels"),
         "threads": details.get("threads"),
+        "huge_pages": details.get("hugePages"),
         "cache": details.get("modelDirPath") or str(foundry_home() / "cache"),
     }
 

@@ -58,8 +58,11 @@ def settings_from(**values: Any) -> ServiceSettings:
 
 
 def launch_environment(settings: ServiceSettings) -> dict[str, str]:
-    """The server process's environment: this one, plus the settings (key apart)."""
-    child = dict(os.environ)
+    """The server process's environment: this one, plus the settings (key apart), with its
+    malloc asking for huge pages (runtime/engines/huge_pages.py: read only at exec)."""
+    from runtime.engines.huge_pages import with_huge_pages
+
+    child = with_huge_pages(os.environ)
     child[SETTINGS_ENV] = msgspec.json.encode(
         msgspec.structs.replace(settings, api_key=None)
     ).decode()

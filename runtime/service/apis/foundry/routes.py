@@ -54,6 +54,7 @@ def health() -> wire.Health:
 
 @get("/openai/status", sync_to_thread=True)  # the first call may probe the hardware
 def openai_status(request: Request, manager: ModelManager) -> wire.Status:
+    from runtime.engines.huge_pages import huge_pages
     from runtime.engines.threads import session_threads
     from runtime.service.state import endpoint_host
 
@@ -79,6 +80,7 @@ def openai_status(request: Request, manager: ModelManager) -> wire.Status:
             loaded_models={model_id: threads.intra_op for model_id, threads in chosen.items()},
             spinning={model_id: threads.spinning for model_id, threads in chosen.items()},
         ),
+        huge_pages=huge_pages(),
     )
 
 

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import msgspec
 
 from runtime.catalog import ORT_PROVIDER_NAMES
+from runtime.engines.huge_pages import HugePages
 from runtime.errors import InvalidRequest
 
 if TYPE_CHECKING:
@@ -107,6 +108,7 @@ class Status(msgspec.Struct, kw_only=True, rename="camel"):
     providers: list[str]
     loaded_models: list[str]
     threads: Threads
+    huge_pages: HugePages  # runtime/engines/huge_pages.py
 
 
 class Loaded(msgspec.Struct, kw_only=True):
