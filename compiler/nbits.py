@@ -58,7 +58,9 @@ class WeightOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     `eight_bit_block_size`: the block of the 8-bit MatMuls and the 8-bit table (0: `block_size`);
     8-bit levels need fewer scales to be faithful, so their scale bytes can go to the 4-bit ones.
     `fuse_gate_up`: each MLP's gate and up MatMulNBits as one, then a Split (compiler/fuse.py:
-    the same arithmetic, one kernel dispatch fewer per layer).
+    the same arithmetic, one kernel dispatch fewer per layer). `fuse_qkv`: each attention's q,
+    k and v as one MatMulNBits its GroupQueryAttention takes packed (two fewer per layer; only
+    where the three share bits, so `eight_bit` names all three or none).
     """
 
     bits: int = 4
@@ -71,6 +73,7 @@ class WeightOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     gptq: bool = False
     eight_bit_block_size: int = 0
     fuse_gate_up: bool = False
+    fuse_qkv: bool = False
 
     def __post_init__(self) -> None:
         if self.bits not in (4, 8) or self.embedding_bits not in (4, 8):
@@ -265,12 +268,17 @@ def quantize_graph(
         counts["embedding"] = options.embedding_bits
 
     _rebuild(graph, new_nodes, dropped, added, base)
-    if options.fuse_gate_up:
-        from compiler.fuse import gate_up_fusions
+    from compiler.fuse import gate_up_fusions, qkv_fusions
 
-        fusions, fused_away, stacked = gate_up_fusions(graph)
-        _rebuild(graph, fusions, fused_away, stacked, base)
-        counts["fused_gate_up"] = len(fusions)
+    for wanted, plan, name in (
+        (options.fuse_gate_up, gate_up_fusions, "fused_gate_up"),
+        (options.fuse_qkv, qkv_fusions, "fused_qkv"),
+    ):
+        if wanted:
+            fusions, fused_away, stacked = plan(graph)
+            _rebuild(graph, fusions, fused_away, stacked, base)
+            made = [n for nodes in fusions.values() for n in nodes if n.op_type == "MatMulNBits"]
+            counts[name] = len(made)  # layers fused
     if not any(o.domain == MS_DOMAIN for o in proto.opset_import):
         proto.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
     out_dir.mkdir(parents=True, exist_ok=True)

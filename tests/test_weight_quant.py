@@ -14,6 +14,7 @@ from compiler.importance import Activations
 from compiler.nbits import WeightOptions, bits_for, quantize_graph, sensitive_layer
 
 VOCAB, HIDDEN, FFN = 64, 96, 160
+HEAD = 16  # tiny_attention's head size
 
 
 def tiny_decoder(folder: Path, *, tied: bool) -> dict[str, np.ndarray]:
@@ -278,3 +279,102 @@ def test_a_fused_gate_and_up_computes_what_the_two_matmuls_did(tmp_path, bits):
     assert "/model/layers.0/mlp/gate_up_proj/MatMul" in matmuls
     assert not any("/gate_proj/" in name or "/up_proj/" in name for name in matmuls)
     assert [n.op_type for n in graph.node].count("Split") == 1
+
+
+def tiny_attention(folder: Path) -> None:
+    """input_ids -> embedding -> layer 0's q, k and v MatMuls -> GroupQueryAttention (2 query
+    heads over 1 key/value head, no past) -> lm_head: the builder's unfused attention."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(13)
+    widths = {"q_proj": 2 * HEAD, "k_proj": HEAD, "v_proj": HEAD}
+    weights = {
+        f"model.layers.0.attn.{name}.MatMul.weight": rng.standard_normal((HIDDEN, n)).astype(
+            np.float32
+        )
+        for name, n in widths.items()
+    }
+    weights["model.embed_tokens.weight"] = rng.standard_normal((VOCAB, HIDDEN)).astype(np.float32)
+    weights["lm_head.MatMul.weight"] = rng.standard_normal((2 * HEAD, VOCAB)).astype(np.float32)
+    nodes = [
+        helper.make_node(
+            "Gather", ["model.embed_tokens.weight", "input_ids"], ["h"], name="/model/embed/Gather"
+        ),
+        *(
+            helper.make_node(
+                "MatMul",
+                ["h", f"model.layers.0.attn.{name}.MatMul.weight"],
+                [name],
+                name=f"/model/layers.0/attn/{name}/MatMul",
+            )
+            for name in widths
+        ),
+        helper.make_node("Shape", ["input_ids"], ["shape"], name="/model/shape"),
+        helper.make_node("Gather", ["shape", "one"], ["s64"], name="/model/s", axis=0),
+        helper.make_node("Cast", ["s64"], ["total"], name="/model/total", to=TensorProto.INT32),
+        helper.make_node("Sub", ["total", "one32"], ["last"], name="/model/last"),
+        helper.make_node("Reshape", ["last", "dims"], ["seqlens"], name="/model/seqlens"),
+        helper.make_node(
+            "GroupQueryAttention",
+            ["q_proj", "k_proj", "v_proj", "", "", "seqlens", "total"],
+            ["attn", "present_key", "present_value"],
+            name="/model/layers.0/attn/GroupQueryAttention",
+            domain="com.microsoft",
+            num_heads=2,
+            kv_num_heads=1,
+        ),
+        helper.make_node("Identity", ["attn"], ["h3"], name="/model/layers.1/final_norm/Identity"),
+        helper.make_node(
+            "MatMul", ["h3", "lm_head.MatMul.weight"], ["logits"], name="/lm_head/MatMul"
+        ),
+    ]
+    constants = {
+        "one": np.asarray(1, np.int64),
+        "one32": np.asarray(1, np.int32),
+        "dims": np.asarray([1], np.int64),
+    }
+    save_float_decoder(folder, nodes, weights | constants)
+    import onnx  # the attention is a contrib op: declare its domain
+
+    model = onnx.load(str(folder / "model.onnx"))
+    model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(
+        numpy_helper.from_array(w, name) for name, w in (weights | constants).items()
+    )
+    onnx.save_model(
+        model,
+        str(folder / "model.onnx"),
+        save_as_external_data=True,
+        location="model.onnx.data",
+        size_threshold=0,
+    )
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+def test_a_fused_qkv_computes_what_the_three_matmuls_did(tmp_path, bits):
+    import onnx
+
+    tiny_attention(tmp_path / "float")
+    logits = {}
+    for fuse in (False, True):
+        options = WeightOptions(bits=bits, block_size=16, fuse_qkv=fuse)
+        counts = quantize_graph(tmp_path / "float" / "model.onnx", tmp_path / str(fuse), options)
+        assert counts.get("fused_qkv", 0) == int(fuse)
+        logits[fuse] = run(tmp_path / str(fuse) / "model.onnx", np.array([[3, 9, 40, 9]]))
+    np.testing.assert_allclose(logits[True], logits[False], rtol=1e-6, atol=1e-5)
+
+    graph = onnx.load(str(tmp_path / "True" / "model.onnx"), load_external_data=False).graph
+    matmuls = [n.name for n in graph.node if n.op_type == "MatMulNBits"]
+    assert "/model/layers.0/attn/qkv_proj/MatMul" in matmuls
+    assert not any(f"/{p}_proj/" in name for name in matmuls for p in "qkv")
+    attention = next(n for n in graph.node if n.op_type == "GroupQueryAttention")
+    assert list(attention.input[:3]) == ["/model/layers.0/attn/qkv_proj/MatMul/output_0", "", ""]
+
+
+def test_q_k_and_v_of_different_bits_stay_three_matmuls(tmp_path):
+    tiny_attention(tmp_path / "float")
+    options = WeightOptions(bits=4, block_size=16, eight_bit=["attn/k_proj"], fuse_qkv=True)
+    counts = quantize_graph(tmp_path / "float" / "model.onnx", tmp_path / "out", options)
+    assert counts.get("fused_qkv", 0) == 0
+    assert (counts["int4"], counts["int8"]) == (2, 2)  # q and v; k and the lm_head (8-bit table)
